@@ -1,0 +1,8 @@
+"""kmigrate: declarative, journaled, crash-safe migrations of Kintone record data."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("kmigrate")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,272 @@
+"""The changeset file format as pydantic models: the user's contract, reviewed in pull requests.
+
+A file is ``{description?, operations: [ {KIND: {...}}, ... ]}`` where KIND is one of
+``add``, ``update``, ``upsert``, ``delete``, ``status``, ``assignees`` or ``request``. Each
+operation is a one-key mapping, so a reviewer reads the kind first; ``Operation`` is the
+tagged union of the seven bodies.
+
+Record values are written in the shorthand (``title: New order``) or in Kintone's own form
+(``title: {value: New order}``); ``to_kintone_record`` turns either into Kintone's form.
+Records may be inline (``records:``) or come from a data file (``records_from:``); the loader
+attaches a re-iterable ``RecordSource`` for the latter so large files are streamed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RefIds(_Strict):
+    """``{ref: NAME}``: every id the ref's producer created; ``{ref: NAME, index: i}``: the i-th (0-based)."""
+
+    ref: str = Field(min_length=1)
+    index: int | None = Field(default=None, ge=0)
+
+
+RecordId = Annotated[int, Field(gt=0)] | RefIds
+Ids = list[RecordId] | RefIds
+AppName = str | Annotated[int, Field(gt=0)]
+
+# One record as written: field code -> shorthand value or Kintone's {"value": ...} form.
+FieldValues = dict[str, Any]
+
+
+class RecordSource(Protocol):
+    """Records read from a data file; iterable more than once, each pass streaming the file."""
+
+    path: str
+
+    def __iter__(self) -> Iterator[tuple[int, FieldValues]]:
+        """(line number in the data file, record) pairs."""
+        ...
+
+
+class _RecordsOp(_Strict):
+    app: AppName
+    records: list[FieldValues] | None = None
+    records_from: str | None = None  # CSV, JSON or JSON-lines, relative to the changeset file
+    # Set by the loader when records_from is given; never written by a user.
+    source: Any = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "_RecordsOp":
+        if (self.records is None) == (self.records_from is None):
+            raise ValueError("give exactly one of `records:` (inline) or `records_from:` (a data file)")
+        return self
+
+    def iter_records(self) -> Iterable[FieldValues]:
+        if self.records is not None:
+            return iter(self.records)
+        if self.source is None:
+            raise RuntimeError("records_from was not loaded by the loader")
+        return (rec for _line, rec in self.source)
+
+
+class AddOp(_RecordsOp):
+    """POST /k/v1/records.json. ``ref`` names the records created, for later operations."""
+
+    ref: str | None = None
+
+
+class UpdateOp(_RecordsOp):
+    """PUT /k/v1/records.json. Each record has ``id`` (or ``{ref}``), or ``key`` names the
+    unique field whose value in each record is Kintone's ``updateKey``. ``revision`` per record
+    turns on optimistic locking."""
+
+    key: str | None = None
+
+
+class UpsertOp(_RecordsOp):
+    """PUT /k/v1/records.json with ``upsert: true``: update on a ``key`` match, insert otherwise."""
+
+    key: str = Field(min_length=1)
+    ref: str | None = None
+
+
+class DeleteOp(_Strict):
+    """DELETE /k/v1/records.json."""
+
+    app: AppName
+    ids: Ids
+    revisions: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _paired(self) -> "DeleteOp":
+        if self.revisions is not None:
+            if isinstance(self.ids, RefIds):
+                raise ValueError("`revisions` needs `ids` written as a list, one revision per id")
+            if len(self.revisions) != len(self.ids):
+                raise ValueError(f"`revisions` has {len(self.revisions)} entries for {len(self.ids)} ids")
+        return self
+
+
+class StatusRecord(_Strict):
+    id: RecordId
+    action: str | None = None
+    assignee: str | None = None
+    revision: int | None = None
+
+
+class StatusOp(_Strict):
+    """PUT /k/v1/records/status.json: run a process-management action on records."""
+
+    app: AppName
+    records: Ids | list[StatusRecord]
+    action: str | None = None  # default for every record
+    assignee: str | None = None
+
+    @model_validator(mode="after")
+    def _has_action(self) -> "StatusOp":
+        if self.action is None:
+            recs = self.records if isinstance(self.records, list) else []
+            if not recs or any(not isinstance(r, StatusRecord) or r.action is None for r in recs):
+                raise ValueError("give `action:` for the operation or an `action` on every record")
+        return self
+
+
+class AssigneesOp(_Strict):
+    """PUT /k/v1/record/assignees.json."""
+
+    app: AppName
+    id: RecordId
+    assignees: list[str] = Field(max_length=100)
+    revision: int | None = None
+
+
+BULK_APIS = {
+    ("POST", "record"), ("POST", "records"), ("PUT", "record"), ("PUT", "records"),
+    ("DELETE", "records"), ("PUT", "record/status"), ("PUT", "records/status"), ("PUT", "record/assignees"),
+}
+
+
+class RequestOp(_Strict):
+    """The escape hatch: any of the eight APIs a bulk request allows, payload as Kintone takes it.
+
+    ``api`` is written without prefix or suffix (``records``, ``record/status``) or in the
+    canonical form (``/k/v1/records.json``); the payload's ``app`` may be an alias.
+    """
+
+    method: Literal["POST", "PUT", "DELETE"]
+    api: str
+    payload: dict[str, Any]
+
+    @field_validator("api")
+    @classmethod
+    def _short_api(cls, value: str) -> str:
+        short = value.removeprefix("/k/v1/").removesuffix(".json").strip("/")
+        return short
+
+    @model_validator(mode="after")
+    def _allowed(self) -> "RequestOp":
+        if (self.method, self.api) not in BULK_APIS:
+            allowed = ", ".join(f"{m} {a}" for m, a in sorted(BULK_APIS))
+            raise ValueError(f"{self.method} {self.api} is not allowed in a bulk request; allowed: {allowed}")
+        if "app" not in self.payload:
+            raise ValueError("the payload needs `app`")
+        return self
+
+
+KINDS = ("add", "update", "upsert", "delete", "status", "assignees", "request")
+OperationBody = Union[AddOp, UpdateOp, UpsertOp, DeleteOp, StatusOp, AssigneesOp, RequestOp]
+_BODY = {"add": AddOp, "update": UpdateOp, "upsert": UpsertOp, "delete": DeleteOp,
+         "status": StatusOp, "assignees": AssigneesOp, "request": RequestOp}
+
+
+class Operation(_Strict):
+    """``{KIND: BODY}`` as written; exactly one of the keys is set."""
+
+    add: AddOp | None = None
+    update: UpdateOp | None = None
+    upsert: UpsertOp | None = None
+    delete: DeleteOp | None = None
+    status: StatusOp | None = None
+    assignees: AssigneesOp | None = None
+    request: RequestOp | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kinds = [k for k in data if k in _BODY]
+            unknown = [k for k in data if k not in _BODY]
+            if unknown:
+                raise ValueError(f"unknown operation {unknown[0]!r}; expected one of: {', '.join(KINDS)}")
+            if len(kinds) != 1:
+                raise ValueError(f"an operation is one mapping with exactly one key of: {', '.join(KINDS)}")
+        return data
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def body(self) -> OperationBody:
+        return getattr(self, self.kind)
+
+
+class ChangesetFile(_Strict):
+    """The whole file after Jinja and YAML."""
+
+    description: str = ""
+    operations: list[Operation] = Field(min_length=1)
+
+
+# ---- record values: shorthand -> Kintone's form -------------------------------------------
+
+_ENTITY_KEYS = ({"code"}, {"code", "name"}, {"code", "type"})
+
+
+def _is_full(value: Any) -> bool:
+    return isinstance(value, dict) and "value" in value and set(value) <= {"value", "type"}
+
+
+def _is_entity_list(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, dict) and set(v) in _ENTITY_KEYS for v in value)
+
+
+def to_kintone_value(value: Any) -> dict[str, Any]:
+    """One field's value in Kintone's ``{"value": ...}`` form.
+
+    A list of mappings is a subtable (each row's fields again in either form; a row written
+    ``{id: ROW, value: {...}}`` keeps its row id), except a list of ``{code: ...}`` mappings,
+    which is a USER/ORGANIZATION/GROUP_SELECT value.
+    """
+    if _is_full(value):
+        inner = value["value"]
+        if isinstance(inner, list) and inner and all(isinstance(r, dict) and "value" in r and isinstance(r["value"], dict) for r in inner):
+            return {"value": [_row(r) for r in inner]}
+        return {"value": inner}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and not _is_entity_list(value):
+        return {"value": [_row(r) for r in value]}
+    return {"value": value}
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    if "value" in row and isinstance(row["value"], dict) and set(row) <= {"id", "value"}:
+        out: dict[str, Any] = {"value": {k: to_kintone_value(v) for k, v in row["value"].items()}}
+        if "id" in row:
+            out = {"id": str(row["id"]), **out}
+        return out
+    return {"value": {k: to_kintone_value(v) for k, v in row.items()}}
+
+
+def to_kintone_record(fields: FieldValues) -> dict[str, dict[str, Any]]:
+    return {code: to_kintone_value(v) for code, v in fields.items()}
+
+
+class _SchemaRoot(RootModel[ChangesetFile]):
+    pass
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the changeset format, for editors (``kmigrate schema``)."""
+    schema = ChangesetFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kmigrate changeset"
+    return schema

@@ -1,0 +1,87 @@
+"""The command line: a thin click layer over ``kmigrate.api``.
+
+This package is the only place that prints, prompts or exits. Commands live in submodules by
+theme (``project``: init/new/validate/plan/schema; ``run``: apply/status/history/resolve/
+repair/unlock; ``sandbox``: the embedded Kintone). Each ``KmigrateError`` becomes
+``Error: <message>`` on stderr and the error's exit code; nothing else reaches the user as a
+traceback unless ``KMIGRATE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config import Environment, Project, load_project, parse_var_overrides
+from ..errors import KmigrateError
+
+
+@dataclass
+class CliContext:
+    """What the global options say, with the project loaded on first use."""
+
+    project_dir: Path
+    env_name: str | None
+    var_args: tuple[str, ...] = ()
+    _project: Project | None = field(default=None, repr=False)
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            self._project = load_project(self.project_dir)
+        return self._project
+
+    @property
+    def var_overrides(self) -> dict[str, Any]:
+        return parse_var_overrides(self.var_args)
+
+    def environment(self) -> Environment:
+        return self.project.environment(self.env_name, self.var_overrides)
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+class KmigrateGroup(click.Group):
+    """Turns every ``KmigrateError`` into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KmigrateError as exc:
+            if os.environ.get("KMIGRATE_DEBUG"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=KmigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-C", "--project", "project_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+    show_default=True, help="The folder holding kmigrate.toml.",
+)
+@click.option("-e", "--env", "env_name", default=None, help="The environment ([env.NAME] in kmigrate.toml).")
+@click.option("--var", "var_args", multiple=True, metavar="KEY=VALUE", help="Override a template variable (repeatable).")
+@click.version_option(__version__, prog_name="kmigrate")
+@click.pass_context
+def main(ctx: click.Context, project_dir: Path, env_name: str | None, var_args: tuple[str, ...]) -> None:
+    """Declarative, journaled, crash-safe migrations of Kintone record data."""
+    ctx.obj = CliContext(project_dir=project_dir, env_name=env_name, var_args=var_args)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Stop a command with a message that is not a ``KmigrateError`` (bad CLI arguments)."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+# Commands register themselves on ``main`` when their module is imported.
+from . import project as _project_commands  # noqa: E402,F401
+from . import run as _run_commands  # noqa: E402,F401
+from . import sandbox as _sandbox_commands  # noqa: E402,F401

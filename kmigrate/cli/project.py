@@ -1,0 +1,1 @@
+"""Commands: project (filled in by its own work)."""

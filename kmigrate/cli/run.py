@@ -1,0 +1,1 @@
+"""Commands: run (filled in by its own work)."""

@@ -1,0 +1,1 @@
+"""Commands: sandbox (filled in by its own work)."""

@@ -1,0 +1,248 @@
+"""kmigrate.toml -> a resolved ``Project`` and its ``Environment``s.
+
+The file is parsed with the standard library's tomllib and validated by pydantic models that
+forbid unknown keys, so a typo is an error rather than a silently ignored setting. Credentials
+never live in the file: they come from the process environment (see ``Credentials``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError, Location
+
+CONFIG_FILE = "kmigrate.toml"
+STATE_DIR = ".kmigrate"
+
+
+class AppRef(BaseModel):
+    """An app alias's full form: ``orders = {id = 5, guest_space_id = 12}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: int = Field(gt=0)
+    guest_space_id: int | None = Field(default=None, gt=0)
+
+
+class EnvConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox: str | None = None  # the sandbox file: the embedded Kintone
+    sandbox_store: str | None = None  # where the sandbox keeps its records
+    base_url: str | None = None
+    guest_space_id: int | None = Field(default=None, gt=0)
+    insecure_http: bool = False
+    journal: str | None = None
+    apps: dict[str, int | AppRef] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "EnvConfig":
+        if (self.sandbox is None) == (self.base_url is None):
+            raise ValueError("an environment needs exactly one of `sandbox = \"FILE\"` or `base_url = \"https://...\"`")
+        return self
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    changesets: str = "changesets"
+    templates: str = "templates"
+    default_env: str | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, EnvConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_env_exists(self) -> "ProjectConfig":
+        if not self.env:
+            raise ValueError("at least one environment is needed, e.g. [env.sandbox] with sandbox = \"sandbox.yaml\"")
+        if self.default_env is not None and self.default_env not in self.env:
+            raise ValueError(f"default_env = {self.default_env!r} names no [env.*] table; known: {', '.join(sorted(self.env))}")
+        return self
+
+
+@dataclass(frozen=True)
+class App:
+    """An app as kmigrate addresses it: its id and, when it lives in one, its guest space."""
+
+    id: int
+    guest_space_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One ``[env.NAME]`` with every path made absolute and app aliases resolved."""
+
+    name: str
+    root: Path
+    apps: Mapping[str, App]
+    vars: Mapping[str, Any]
+    journal_path: Path
+    sandbox_file: Path | None = None
+    sandbox_store: Path | None = None
+    base_url: str | None = None
+    guest_space_id: int | None = None
+    insecure_http: bool = False
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.sandbox_file is not None
+
+    def app(self, name_or_id: str | int) -> App:
+        """An alias from the config, or a numeric app id (in the env's guest space, if any)."""
+        if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()):
+            return App(int(name_or_id), self.guest_space_id)
+        try:
+            return self.apps[name_or_id]
+        except KeyError:
+            known = ", ".join(sorted(self.apps)) or "none"
+            raise ConfigError(
+                f"unknown app alias {name_or_id!r} in environment {self.name!r} (known: {known})",
+                hint=f"add it under [env.{self.name}] apps in {CONFIG_FILE}, or use the numeric app id",
+            ) from None
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config: ProjectConfig
+    config_file: Path = field(default=Path(CONFIG_FILE))
+
+    @property
+    def changesets_dir(self) -> Path:
+        return self.root / self.config.changesets
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / self.config.templates
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    def env_name(self, name: str | None = None) -> str:
+        if name is None:
+            name = self.config.default_env or (next(iter(self.config.env)) if len(self.config.env) == 1 else None)
+            if name is None:
+                raise ConfigError(
+                    f"{self.config_file}: several environments and no default_env",
+                    hint="pass -e NAME or set default_env",
+                )
+        if name not in self.config.env:
+            known = ", ".join(sorted(self.config.env))
+            raise ConfigError(f"{self.config_file}: no environment {name!r} (known: {known})", hint="pass -e with one of those")
+        return name
+
+    def environment(self, name: str | None = None, var_overrides: Mapping[str, Any] | None = None) -> Environment:
+        name = self.env_name(name)
+        cfg = self.config.env[name]
+        apps = {
+            alias: App(ref, cfg.guest_space_id) if isinstance(ref, int) else App(ref.id, ref.guest_space_id or cfg.guest_space_id)
+            for alias, ref in cfg.apps.items()
+        }
+        variables = {**self.config.vars, **cfg.vars, **(var_overrides or {})}
+        journal = self.root / cfg.journal if cfg.journal else self.state_dir / f"{name}.db"
+        sandbox_file = self.root / cfg.sandbox if cfg.sandbox else None
+        sandbox_store = None
+        if sandbox_file is not None:
+            sandbox_store = self.root / cfg.sandbox_store if cfg.sandbox_store else self.state_dir / f"sandbox-{name}.sqlite3"
+        return Environment(
+            name=name,
+            root=self.root,
+            apps=apps,
+            vars=variables,
+            journal_path=journal,
+            sandbox_file=sandbox_file,
+            sandbox_store=sandbox_store,
+            base_url=cfg.base_url.rstrip("/") if cfg.base_url else None,
+            guest_space_id=cfg.guest_space_id,
+            insecure_http=cfg.insecure_http,
+        )
+
+
+def load_project(root: Path | str = ".") -> Project:
+    """Read ``kmigrate.toml`` from ``root``; every problem is a ``ConfigError`` naming the file."""
+    root = Path(root).resolve()
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {root}",
+            hint="run `kmigrate init` to make a project, or pass -C DIR pointing at one",
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", location=Location(file=path)) from None
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc), location=Location(file=path)) from None
+    return Project(root=root, config=config, config_file=path)
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key `{where}`: remove it or check its spelling")
+        else:
+            lines.append(f"`{where}`: {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_var_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--var key=value`` pairs; the value is read as YAML so numbers and lists keep their type."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--var {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """Secrets from the process environment, named as cli-kintone names them. Never printed."""
+
+    api_tokens: tuple[str, ...] = ()
+    username: str | None = None
+    password: str | None = None
+    basic_username: str | None = None
+    basic_password: str | None = None
+
+    def __repr__(self) -> str:  # a secret must not leak through a repr in a traceback or log
+        kinds = [k for k, v in (("api_tokens", self.api_tokens), ("password", self.password), ("basic", self.basic_password)) if v]
+        return f"Credentials({', '.join(kinds) or 'none'})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (*self.api_tokens, self.password, self.basic_password) if s)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+        env = os.environ if environ is None else environ
+        tokens = tuple(t.strip() for t in env.get("KINTONE_API_TOKEN", "").split(",") if t.strip())
+        username, password = env.get("KINTONE_USERNAME") or None, env.get("KINTONE_PASSWORD") or None
+        if (username is None) != (password is None):
+            raise ConfigError("set both KINTONE_USERNAME and KINTONE_PASSWORD, or neither")
+        basic_user, basic_pass = env.get("KINTONE_BASIC_AUTH_USERNAME") or None, env.get("KINTONE_BASIC_AUTH_PASSWORD") or None
+        if (basic_user is None) != (basic_pass is None):
+            raise ConfigError("set both KINTONE_BASIC_AUTH_USERNAME and KINTONE_BASIC_AUTH_PASSWORD, or neither")
+        if len(tokens) > 9:
+            raise ConfigError(f"KINTONE_API_TOKEN holds {len(tokens)} tokens; Kintone accepts at most 9 per request")
+        return cls(tokens, username, password, basic_user, basic_pass)
