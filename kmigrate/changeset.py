@@ -270,3 +270,34 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "kmigrate changeset"
     return schema
+
+
+# ---- a changeset as the loader hands it to the planner --------------------------------------
+
+from dataclasses import dataclass, field as _field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LoadedChangeset:
+    """One changeset file, rendered, parsed and validated: the planner's input.
+
+    ``operation_lines[i]`` is the line of operation ``i`` in the source file (or in the
+    rendered text where Jinja moved it; ``None`` when unknown). ``record_lines[i]``, when
+    known, gives the line of each inline record of operation ``i``; records read with
+    ``records_from`` know their data-file line through their ``RecordSource``.
+    """
+
+    version: str  # "0003"
+    name: str  # "submit_spring_orders"
+    path: Path
+    description: str
+    operations: tuple[Operation, ...]
+    source_checksum: str  # sha256 of the source with line endings normalised
+    rendered_checksum: str  # sha256 of the rendered operations, data files included
+    operation_lines: tuple[int | None, ...] = ()
+    record_lines: tuple[tuple[int, ...] | None, ...] = _field(default=(), repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"V{self.version}__{self.name}"
