@@ -136,7 +136,16 @@ class KintoneError(KmigrateError):
 
 
 class TransportError(KmigrateError):
-    """The request may not have reached Kintone, or its answer was lost on the way back."""
+    """The request may not have reached Kintone, or its answer was lost on the way back.
+
+    ``sent_maybe`` is False only when the request certainly never reached Kintone (the
+    connection was never made): then nothing was applied. When True, Kintone may have run it,
+    so a write must be treated as in doubt, never blindly sent again.
+    """
+
+    def __init__(self, message: str, *, sent_maybe: bool = True, location: Location | None = None, hint: str | None = None):
+        super().__init__(message, location=location, hint=hint)
+        self.sent_maybe = sent_maybe
 
 
 class JournalError(KmigrateError):

@@ -1,0 +1,459 @@
+"""Kintone over httpx: base URL, authentication, guest spaces, errors, bounded retries.
+
+The same code talks to a real Kintone and to the embedded sandbox: the sandbox is only an
+httpx transport (``Client(url, creds, transport=sandbox.transport())``).
+
+What the runner can rely on, for crash safety:
+
+- ``KintoneError``: Kintone (or something in front of it) answered and refused. For a bulk
+  request nothing of it was applied (a bulk is all-or-nothing). ``bulk_index`` names the
+  failing inner request.
+- ``TransportError(sent_maybe=False)``: the request certainly never reached Kintone.
+- ``TransportError(sent_maybe=True)``: Kintone may have run it and the answer was lost: the
+  batch is in doubt. A write is never retried automatically in that case.
+
+Retries are only automatic where they cannot apply anything twice: 429 (Kintone's concurrency
+limit, ``GAIA_TO04``) and 503 (unavailable or under maintenance) mean Kintone did not run the
+request; a connection that was never made means nothing was sent; reads are idempotent.
+
+Secrets (API tokens, passwords) live only in the ``httpx.Client``'s default headers: no
+message, repr or log line built here contains them.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import __version__
+from .config import Credentials
+from .errors import ConfigError, InputError, KintoneError, TransportError
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_REQUESTS = 20
+MAX_READ_LIMIT = 500
+# The eight APIs Kintone runs inside a bulk request (kintone-api.md §1.2), as method -> names.
+BULK_APIS: dict[str, frozenset[str]] = {
+    "POST": frozenset({"record", "records"}),
+    "PUT": frozenset({"record", "records", "record/status", "records/status", "record/assignees"}),
+    "DELETE": frozenset({"records"}),
+}
+# Answers that say Kintone did not run the request, so sending it again is safe.
+RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+def api_path(name: str, guest_space_id: int | None = None) -> str:
+    """``records`` -> ``/k/v1/records.json``, or ``/k/guest/12/v1/records.json`` in a guest space."""
+    name = name.strip("/")
+    if name.endswith(".json"):
+        name = name[: -len(".json")]
+    prefix = f"/k/guest/{guest_space_id}/v1/" if guest_space_id is not None else "/k/v1/"
+    return f"{prefix}{name}.json"
+
+
+def split_api(api: str) -> tuple[int | None, str]:
+    """``/k/guest/12/v1/records.json`` -> (12, "records"); ``/k/v1/record/status.json`` -> (None, "record/status")."""
+    parts = api.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "k" and parts[1] == "v1":
+        guest, rest = None, parts[2:]
+    elif len(parts) >= 5 and parts[0] == "k" and parts[1] == "guest" and parts[2].isdigit() and parts[3] == "v1":
+        guest, rest = int(parts[2]), parts[4:]
+    else:
+        raise ValueError(f"not a Kintone API path: {api!r} (expected /k/v1/NAME.json or /k/guest/ID/v1/NAME.json)")
+    name = "/".join(rest)
+    if not name.endswith(".json"):
+        raise ValueError(f"not a Kintone API path: {api!r} (it should end in .json)")
+    return guest, name[: -len(".json")]
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str, *, insecure_http: bool = False) -> str:
+    """The base URL without a trailing slash, or a ``ConfigError`` saying what is wrong with it."""
+    url = base_url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"base URL {url!r} is not an http(s) URL with a host",
+            hint="write it as https://SUBDOMAIN.cybozu.com (optionally with :PORT and a /path prefix)",
+        )
+    if parts.username or parts.password:
+        # Never echo the URL itself here: it holds a secret.
+        raise ConfigError(
+            f"base URL for host {parts.hostname!r} contains a user name or password",
+            hint="remove them from the URL; set KINTONE_USERNAME/KINTONE_PASSWORD or KINTONE_API_TOKEN instead",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"base URL {url!r} must not have a query string or fragment")
+    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname):
+        raise ConfigError(
+            f"base URL {url!r} uses plain http to a host that is not this machine: "
+            "the credentials would cross the network unencrypted",
+            hint="use https://, or pass --insecure-http (insecure_http = true in kmigrate.toml) if you really mean it",
+        )
+    return url.rstrip("/")
+
+
+def auth_headers(credentials: Credentials) -> dict[str, str]:
+    """Kintone's headers for these credentials. Password auth wins when both kinds are set:
+    one login reaches every app it may see, while tokens are per app."""
+    headers: dict[str, str] = {}
+    if credentials.username and credentials.password:
+        pair = f"{credentials.username}:{credentials.password}".encode()
+        headers["X-Cybozu-Authorization"] = base64.b64encode(pair).decode()
+    elif credentials.api_tokens:
+        headers["X-Cybozu-API-Token"] = ",".join(credentials.api_tokens)
+    if credentials.basic_username and credentials.basic_password:
+        pair = f"{credentials.basic_username}:{credentials.basic_password}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    return headers
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait before sending again a request Kintone did not run."""
+
+    attempts: int = 5  # in all, the first one included
+    base_delay: float = 0.5  # seconds; doubles each time, with jitter
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_delay)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        backoff = self.base_delay * (2 ** (attempt - 1))
+        return min(backoff * (0.5 + random.random() / 2), self.max_delay)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=10.0)
+
+# Transport failures after which the request certainly did not reach Kintone.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class Client:
+    """A Kintone REST client: one bulk request per batch, plus the reads the runner needs.
+
+    ``request_count`` counts the HTTP requests sent (retries included), for tests and reports.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        insecure_http: bool = False,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.base_url = check_base_url(base_url, insecure_http=insecure_http)
+        self._auth_kind = ", ".join(k for k in ("X-Cybozu-Authorization", "X-Cybozu-API-Token", "Authorization") if k in auth_headers(credentials)) or "none"
+        self.retry = retry
+        self._sleep = sleep
+        self.request_count = 0
+        headers = {"User-Agent": f"kmigrate/{__version__}", **auth_headers(credentials)}
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=timeout,
+            verify=True,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r}, auth={self._auth_kind})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def bulk(self, requests: list[Mapping[str, Any]], guest_space_id: int | None = None) -> list[dict[str, Any]]:
+        """Send one bulk request (all-or-nothing in Kintone) and return its ``results``.
+
+        Every inner ``api`` must be in the bulk's guest space: ``/k/v1/...`` is rewritten to the
+        guest prefix when ``guest_space_id`` is given; an inner api of another guest space is an
+        ``InputError`` (Kintone would refuse it), raised before anything is sent.
+        """
+        body = {"requests": prepare_bulk(requests, guest_space_id)}
+        data = self._send("POST", api_path("bulkRequest", guest_space_id), json_body=body, idempotent=False, bulk=body["requests"])
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list) or len(results) != len(body["requests"]):
+            # Kintone answered 200 but not with what a bulk returns: we cannot tell what ran.
+            raise TransportError(
+                f"unexpected answer to POST {api_path('bulkRequest', guest_space_id)}: "
+                f"expected {len(body['requests'])} results, got {_preview(data)}",
+                sent_maybe=True,
+            )
+        return results
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        guest_space_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Any Kintone API by name (``records``, ``app/form/fields``). Only GET is retried on an
+        ambiguous failure, since only a read cannot apply anything twice."""
+        return self._send(method.upper(), api_path(name, guest_space_id), params=params, json_body=body, idempotent=method.upper() == "GET")
+
+    def get_record(self, app: int, record_id: int, guest_space_id: int | None = None) -> dict[str, Any]:
+        return self.request("GET", "record", params={"app": app, "id": record_id}, guest_space_id=guest_space_id)["record"]
+
+    def get_records(
+        self,
+        app: int,
+        query: str | None = None,
+        fields: Iterable[str] | None = None,
+        guest_space_id: int | None = None,
+        page_size: int = MAX_READ_LIMIT,
+    ) -> Iterator[dict[str, Any]]:
+        """Every record matching ``query`` (a condition only: no ``order by``/``limit``/``offset``),
+        in ``$id`` order, paged by ``$id > last`` so the 10,000 offset cap never bites and no
+        cursor is left open if the caller stops early."""
+        wanted = list(fields) if fields is not None else None
+        asked = None if wanted is None else (wanted if "$id" in wanted else [*wanted, "$id"])
+        condition = f"({query}) and " if query and query.strip() else ""
+        last = 0
+        while True:
+            params: dict[str, Any] = {"app": app, "query": f"{condition}$id > {last} order by $id asc limit {page_size}"}
+            if asked is not None:
+                params["fields"] = asked
+            records = self.request("GET", "records", params=params, guest_space_id=guest_space_id)["records"]
+            for record in records:
+                last = int(record["$id"]["value"])
+                if wanted is not None and "$id" not in wanted:
+                    record = {k: v for k, v in record.items() if k != "$id"}
+                yield record
+            if len(records) < page_size:
+                return
+
+    def records_exist(self, app: int, ids: Iterable[int], guest_space_id: int | None = None) -> set[int]:
+        """Which of ``ids`` exist in ``app``."""
+        wanted = sorted({int(i) for i in ids})
+        found: set[int] = set()
+        for start in range(0, len(wanted), 100):
+            chunk = wanted[start : start + 100]
+            query = f"$id in ({', '.join(str(i) for i in chunk)})"
+            found.update(int(r["$id"]["value"]) for r in self.get_records(app, query, ["$id"], guest_space_id))
+        return found
+
+    def count_records(self, app: int, query: str | None = None, guest_space_id: int | None = None) -> int:
+        params: dict[str, Any] = {"app": app, "fields": ["$id"], "totalCount": True, "query": f"{query or ''} limit 1".strip()}
+        return int(self.request("GET", "records", params=params, guest_space_id=guest_space_id)["totalCount"])
+
+    def app_form_fields(self, app: int, guest_space_id: int | None = None) -> dict[str, Any]:
+        """The app's fields: ``properties`` of ``GET /k/v1/app/form/fields.json``."""
+        return self.request("GET", "app/form/fields", params={"app": app}, guest_space_id=guest_space_id)["properties"]
+
+    # ---- the one place that talks HTTP ----------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        idempotent: bool,
+        bulk: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        what = f"{method} {path}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._exchange(method, path, params, json_body)
+            except httpx.TransportError as exc:
+                sent_maybe = not isinstance(exc, _NOT_SENT)
+                if (idempotent or not sent_maybe) and attempt < self.retry.attempts:
+                    self._sleep(self.retry.delay(attempt))
+                    continue
+                raise _transport_error(what, self.base_url, exc, sent_maybe, attempt) from exc
+            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.attempts:
+                log.debug("%s -> HTTP %s, retrying (attempt %d)", what, response.status_code, attempt)
+                self._sleep(self.retry.delay(attempt, response.headers.get("Retry-After")))
+                continue
+            return _decode(what, response, bulk, attempt)
+
+    def _exchange(self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any) -> httpx.Response:
+        self.request_count += 1
+        if method == "GET" and params:
+            # Kintone reads arrays as fields[0]=a&fields[1]=b; a JSON body with
+            # X-HTTP-Method-Override would also do, but a query string keeps GETs plain.
+            response = self._http.get(path, params=_query_params(params))
+        else:
+            content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json"} if content is not None else None
+            response = self._http.request(method, path, content=content, headers=headers)
+        response.read()
+        log.debug("%s %s -> HTTP %s", method, path, response.status_code)
+        return response
+
+
+def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) -> list[dict[str, Any]]:
+    """The ``requests`` array of a bulk request, checked and with every inner api in the bulk's
+    guest space; an ``InputError`` (nothing sent) when Kintone would certainly refuse it."""
+    if not 1 <= len(requests) <= MAX_BULK_REQUESTS:
+        raise InputError(f"a bulk request takes 1 to {MAX_BULK_REQUESTS} requests, not {len(requests)}")
+    out = []
+    for index, request in enumerate(requests):
+        method = str(request.get("method", "")).upper()
+        api = str(request.get("api", ""))
+        try:
+            guest, name = split_api(api)
+        except ValueError as exc:
+            raise InputError(f"bulk request {index}: {exc}") from None
+        if name not in BULK_APIS.get(method, ()):
+            allowed = ", ".join(f"{m} {api_path(n)}" for m, names in BULK_APIS.items() for n in sorted(names))
+            raise InputError(f"bulk request {index}: {method} {api} cannot run inside a bulk request (allowed: {allowed})")
+        if guest is not None and guest != guest_space_id:
+            where = f"guest space {guest_space_id}" if guest_space_id is not None else "no guest space"
+            raise InputError(
+                f"bulk request {index}: {api} is in guest space {guest} but the bulk request goes to {where}",
+                hint="Kintone runs a bulk request within one guest space (or none); split it",
+            )
+        out.append({"method": method, "api": api_path(name, guest_space_id), "payload": request.get("payload", {})})
+    return out
+
+
+def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if isinstance(value, (list, tuple)):
+            pairs.extend((f"{key}[{i}]", str(v)) for i, v in enumerate(value))
+        elif isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif value is not None:
+            pairs.append((key, str(value)))
+    return pairs
+
+
+def _decode(what: str, response: httpx.Response, bulk: list[dict[str, Any]] | None, attempts: int) -> Any:
+    status = response.status_code
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if 200 <= status < 300:
+        if data is None:
+            raise TransportError(
+                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): {_preview(response.text)}",
+                sent_maybe=True,
+                hint="is the base URL a Kintone domain? A proxy or login page may be in the way",
+            )
+        return data
+    if isinstance(data, dict) and bulk is not None and isinstance(data.get("results"), list):
+        for index, slot in enumerate(data["results"]):
+            if isinstance(slot, dict) and slot.get("code"):
+                inner = bulk[index] if index < len(bulk) else {}
+                return _raise_kintone(
+                    slot, status, f"{what} (request {index}: {inner.get('method')} {inner.get('api')})", index, tried
+                )
+    if isinstance(data, dict) and data.get("code"):
+        return _raise_kintone(data, status, what, None, tried)
+    # Not a Kintone error body: a maintenance page, a proxy, a wrong URL.
+    body = f"HTTP {status} ({_content_type(response)}): {_preview(response.text)}"
+    if status == 503 or 400 <= status < 500:
+        # A 4xx refusal and a 503 both mean the request was not run.
+        hint = _HINTS_BY_STATUS.get(status)
+        raise KintoneError(f"{what} refused{tried}: {body}", status=status, hint=hint)
+    raise TransportError(
+        f"{what}: {body}; Kintone may or may not have run the request",
+        sent_maybe=True,
+        hint="a gateway between kmigrate and Kintone failed; check `kmigrate status` before running again",
+    )
+
+
+_HINTS_BY_CODE = {
+    "CB_AU01": "set KINTONE_API_TOKEN, or KINTONE_USERNAME and KINTONE_PASSWORD",
+    "CB_WA01": "check KINTONE_USERNAME and KINTONE_PASSWORD",
+    "GAIA_IA02": "check KINTONE_API_TOKEN: one token per app, comma-separated",
+    "GAIA_AP15": "check KINTONE_API_TOKEN: it needs a token of every app the batch touches",
+    "CB_NO02": "the user or token lacks a permission; check the app's and the guest space's settings",
+    "GAIA_IL23": "the app is in a guest space: set guest_space_id for it in kmigrate.toml",
+    "GAIA_TO04": "Kintone's limit of concurrent requests was reached; wait and try again",
+}
+_HINTS_BY_STATUS = {
+    401: "check the credentials (and KINTONE_BASIC_AUTH_USERNAME/PASSWORD if the domain uses Basic auth)",
+    404: "check the base URL",
+    503: "Kintone is unavailable (maintenance?); try again later",
+}
+
+
+def _raise_kintone(body: Mapping[str, Any], status: int, what: str, index: int | None, tried: str) -> Any:
+    code = str(body.get("code"))
+    errors = body.get("errors") if isinstance(body.get("errors"), dict) else None
+    raise KintoneError(
+        f"{body.get('message') or 'Kintone refused the request'} (HTTP {status}, {what}{tried})",
+        code=code,
+        status=status,
+        errors=errors,
+        error_id=body.get("id"),
+        bulk_index=index,
+        hint=_HINTS_BY_CODE.get(code),
+    )
+
+
+def _transport_error(what: str, base_url: str, exc: httpx.TransportError, sent_maybe: bool, attempts: int) -> TransportError:
+    kind = type(exc).__name__
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    if sent_maybe:
+        return TransportError(
+            f"{what}: {kind} ({exc}){tried}; the request may have reached Kintone and its answer was lost",
+            sent_maybe=True,
+            hint="do not send it again blindly: check what Kintone holds (`kmigrate status`, `kmigrate resolve`)",
+        )
+    return TransportError(
+        f"{what}: could not reach {base_url}{tried}: {kind} ({exc}); nothing was sent",
+        sent_maybe=False,
+        hint="check the base URL and the network, then run again",
+    )
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("Content-Type", "no content type").split(";")[0]
+
+
+def _preview(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")

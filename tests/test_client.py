@@ -1,0 +1,394 @@
+"""The Kintone client against httpx.MockTransport: URLs, headers, errors, retries, secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from kmigrate.client import NO_RETRY, Client, RetryPolicy, api_path, check_base_url, split_api
+from kmigrate.config import Credentials
+from kmigrate.errors import ConfigError, InputError, KintoneError, TransportError
+from openapi_schema import validate_bulk_requests
+
+TOKENS = ("tok-AAAA-secret-1", "tok-BBBB-secret-2")
+PASSWORD = "pa55-w0rd-SECRET"
+BASIC_PASSWORD = "basic-SECRET-pw"
+ALL_CREDS = Credentials(TOKENS, "alice", PASSWORD, "gate", BASIC_PASSWORD)
+SECRETS = (*TOKENS, PASSWORD, BASIC_PASSWORD)
+
+
+class Recorder:
+    """A MockTransport handler that answers from a list (or a function) and keeps the requests."""
+
+    def __init__(self, *answers: httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]):
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise type(answer)(str(answer), request=request)
+        if callable(answer):
+            return answer(request)
+        return answer
+
+    def body(self, i: int = -1) -> Any:
+        return json.loads(self.requests[i].content)
+
+
+def make_client(recorder: Recorder, creds: Credentials = Credentials(TOKENS), url: str = "https://example.cybozu.com", **kw: Any) -> tuple[Client, list[float]]:
+    slept: list[float] = []
+    kw.setdefault("retry", RetryPolicy(attempts=3, base_delay=0.1, max_delay=1.0))
+    client = Client(url, creds, transport=httpx.MockTransport(recorder), sleep=slept.append, **kw)
+    return client, slept
+
+
+ADD = {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"title": {"value": "a"}}]}}
+UPDATE = {"method": "PUT", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"id": 5, "record": {"title": {"value": "b"}}}]}}
+STATUS = {"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"id": 5, "action": "Submit"}]}}
+
+
+def ok_bulk(n: int) -> httpx.Response:
+    return httpx.Response(200, json={"results": [{"ids": ["1"], "revisions": ["1"]}] * n})
+
+
+# ---- base URL --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:8080", "http://127.0.0.1", "http://127.9.9.9:1/", "http://[::1]:5000", "http://sandbox.localhost", "https://x.cybozu.com/"],
+)
+def test_base_url_loopback_http_or_https_is_accepted(url: str) -> None:
+    assert check_base_url(url) == url.rstrip("/")
+
+
+def test_plain_http_to_a_remote_host_needs_the_flag() -> None:
+    with pytest.raises(ConfigError) as err:
+        check_base_url("http://example.cybozu.com")
+    assert "http://example.cybozu.com" in str(err.value) and "--insecure-http" in str(err.value)
+    assert check_base_url("http://example.cybozu.com", insecure_http=True) == "http://example.cybozu.com"
+
+
+@pytest.mark.parametrize("url", ["example.cybozu.com", "ftp://x.com", "https://", "https://x.com/?a=1"])
+def test_malformed_base_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        check_base_url(url)
+
+
+def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as err:
+        check_base_url(f"https://alice:{PASSWORD}@x.cybozu.com")
+    assert PASSWORD not in str(err.value)
+
+
+def test_a_path_prefix_and_port_are_kept() -> None:
+    rec = Recorder(ok_bulk(1))
+    client, _ = make_client(rec, url="https://proxy.example.com:8443/kintone/")
+    client.bulk([ADD])
+    assert str(rec.requests[0].url) == "https://proxy.example.com:8443/kintone/k/v1/bulkRequest.json"
+
+
+def test_api_paths() -> None:
+    assert api_path("records") == "/k/v1/records.json"
+    assert api_path("record/status", 7) == "/k/guest/7/v1/record/status.json"
+    assert split_api("/k/guest/7/v1/record/status.json") == (7, "record/status")
+    assert split_api("/k/v1/records.json") == (None, "records")
+    with pytest.raises(ValueError):
+        split_api("/k/v2/records.json")
+
+
+# ---- headers ---------------------------------------------------------------------------------
+
+
+def test_api_tokens_are_sent_comma_separated() -> None:
+    rec = Recorder(ok_bulk(1))
+    client, _ = make_client(rec)
+    client.bulk([ADD])
+    headers = rec.requests[0].headers
+    assert headers["X-Cybozu-API-Token"] == ",".join(TOKENS)
+    assert "X-Cybozu-Authorization" not in headers and "Authorization" not in headers
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"].startswith("kmigrate/")
+
+
+def test_password_auth_wins_over_tokens_and_basic_auth_is_added() -> None:
+    rec = Recorder(ok_bulk(1))
+    client, _ = make_client(rec, ALL_CREDS)
+    client.bulk([ADD])
+    headers = rec.requests[0].headers
+    assert base64.b64decode(headers["X-Cybozu-Authorization"]).decode() == f"alice:{PASSWORD}"
+    assert "X-Cybozu-API-Token" not in headers
+    assert headers["Authorization"] == "Basic " + base64.b64encode(f"gate:{BASIC_PASSWORD}".encode()).decode()
+
+
+# ---- bulk requests ---------------------------------------------------------------------------
+
+
+def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results() -> None:
+    rec = Recorder(httpx.Response(200, json={"results": [{"ids": ["1"], "revisions": ["1"]}, {"records": [{"id": "5", "revision": "3"}]}, {"records": [{"id": "5", "revision": "5"}]}]}))
+    client, _ = make_client(rec)
+    results = client.bulk([ADD, UPDATE, STATUS])
+    assert results[0] == {"ids": ["1"], "revisions": ["1"]} and results[2]["records"][0]["revision"] == "5"
+    request = rec.requests[0]
+    assert request.method == "POST" and request.url.path == "/k/v1/bulkRequest.json"
+    body = rec.body()
+    validate_bulk_requests(body)
+    assert body == {"requests": [ADD, UPDATE, STATUS]}
+    assert client.request_count == 1
+
+
+def test_guest_space_bulk_prefixes_the_outer_url_and_every_inner_api() -> None:
+    rec = Recorder(ok_bulk(2))
+    client, _ = make_client(rec)
+    client.bulk([ADD, {**UPDATE, "api": "/k/guest/12/v1/records.json"}], guest_space_id=12)
+    assert rec.requests[0].url.path == "/k/guest/12/v1/bulkRequest.json"
+    body = rec.body()
+    assert [r["api"] for r in body["requests"]] == ["/k/guest/12/v1/records.json"] * 2
+    validate_bulk_requests(body)
+
+
+@pytest.mark.parametrize(
+    "requests, guest, needle",
+    [
+        ([{**ADD, "api": "/k/guest/3/v1/records.json"}], 12, "guest space 3"),
+        ([{**ADD, "api": "/k/guest/3/v1/records.json"}], None, "no guest space"),
+        ([ADD] * 21, None, "1 to 20"),
+        ([], None, "1 to 20"),
+        ([{"method": "GET", "api": "/k/v1/records.json", "payload": {}}], None, "cannot run inside a bulk"),
+        ([{"method": "POST", "api": "/k/v1/app.json", "payload": {}}], None, "cannot run inside a bulk"),
+        ([{"method": "POST", "api": "records", "payload": {}}], None, "not a Kintone API path"),
+    ],
+)
+def test_bulks_kintone_would_refuse_are_input_errors_and_nothing_is_sent(requests: list, guest: int | None, needle: str) -> None:
+    rec = Recorder(ok_bulk(1))
+    client, _ = make_client(rec)
+    with pytest.raises(InputError, match=needle):
+        client.bulk(requests, guest_space_id=guest)
+    assert rec.requests == []
+
+
+def test_a_failing_inner_request_names_its_index_code_and_errors() -> None:
+    error = {"code": "CB_VA01", "id": "err-42", "message": "Missing or invalid input.", "errors": {"records[3].title.value": {"messages": ["Required."]}}}
+    rec = Recorder(httpx.Response(400, json={"results": [{}, {}, error]}))
+    client, slept = make_client(rec)
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD, UPDATE, STATUS])
+    exc = err.value
+    assert (exc.code, exc.status, exc.bulk_index, exc.error_id) == ("CB_VA01", 400, 2, "err-42")
+    assert exc.errors == error["errors"]
+    assert "request 2: PUT /k/v1/records/status.json" in str(exc) and "records[3].title.value" in str(exc)
+    assert len(rec.requests) == 1 and slept == []
+
+
+def test_a_top_level_error_has_no_bulk_index_and_an_auth_hint() -> None:
+    rec = Recorder(httpx.Response(401, json={"code": "CB_AU01", "id": "x1", "message": "Please login."}))
+    client, _ = make_client(rec)
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])
+    assert (err.value.code, err.value.status, err.value.bulk_index) == ("CB_AU01", 401, None)
+    assert "KINTONE_API_TOKEN" in str(err.value)
+
+
+def test_a_200_bulk_answer_of_the_wrong_shape_is_in_doubt() -> None:
+    rec = Recorder(httpx.Response(200, json={"results": [{}]}))
+    client, _ = make_client(rec)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD, UPDATE])
+    assert err.value.sent_maybe is True
+
+
+# ---- retries ---------------------------------------------------------------------------------
+
+TOO_MANY = httpx.Response(429, json={"code": "GAIA_TO04", "id": "t", "message": "Too many concurrent requests."})
+MAINTENANCE = httpx.Response(503, text="<html>Kintone is under maintenance</html>", headers={"Content-Type": "text/html"})
+
+
+def test_429_and_503_are_retried_with_growing_backoff() -> None:
+    rec = Recorder(TOO_MANY, MAINTENANCE, ok_bulk(1))
+    client, slept = make_client(rec, retry=RetryPolicy(attempts=5, base_delay=1.0, max_delay=100.0))
+    assert client.bulk([ADD]) == [{"ids": ["1"], "revisions": ["1"]}]
+    assert len(rec.requests) == 3 and client.request_count == 3
+    assert [r.content for r in rec.requests[1:]] == [rec.requests[0].content] * 2  # the same bulk, unchanged
+    assert len(slept) == 2 and 0.5 <= slept[0] <= 1.0 and 1.0 <= slept[1] <= 2.0
+
+
+def test_retry_after_is_honoured_up_to_max_delay() -> None:
+    rec = Recorder(httpx.Response(429, json={"code": "GAIA_TO04", "message": "busy"}, headers={"Retry-After": "3"}), ok_bulk(1))
+    client, slept = make_client(rec, retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=2.0))
+    client.bulk([ADD])
+    assert slept == [2.0]
+
+
+def test_retries_are_bounded_then_the_refusal_is_raised() -> None:
+    rec = Recorder(TOO_MANY)
+    client, slept = make_client(rec)
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])
+    assert err.value.code == "GAIA_TO04" and err.value.status == 429
+    assert len(rec.requests) == 3 and len(slept) == 2
+    assert "after 3 attempts" in str(err.value)
+
+
+def test_maintenance_plain_text_becomes_a_clear_error_with_the_status() -> None:
+    rec = Recorder(httpx.Response(503, text="Service Unavailable: maintenance until 10:00", headers={"Content-Type": "text/plain"}))
+    client, _ = make_client(rec, retry=NO_RETRY)
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])
+    assert err.value.status == 503 and err.value.code is None
+    assert "HTTP 503" in str(err.value) and "maintenance until 10:00" in str(err.value) and "text/plain" in str(err.value)
+
+
+def test_an_html_404_says_check_the_base_url() -> None:
+    rec = Recorder(httpx.Response(404, text="<html>Not Found</html>", headers={"Content-Type": "text/html"}))
+    client, _ = make_client(rec)
+    with pytest.raises(KintoneError) as err:
+        client.app_form_fields(1)
+    assert err.value.status == 404 and "base URL" in str(err.value) and len(rec.requests) == 1
+
+
+def test_a_gateway_error_without_a_kintone_body_is_in_doubt_and_not_retried() -> None:
+    rec = Recorder(httpx.Response(502, text="<html>Bad gateway</html>"))
+    client, _ = make_client(rec)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    assert err.value.sent_maybe is True and "HTTP 502" in str(err.value)
+    assert len(rec.requests) == 1
+
+
+def test_a_200_that_is_not_json_is_in_doubt() -> None:
+    rec = Recorder(httpx.Response(200, text="<html>login</html>"))
+    client, _ = make_client(rec)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    assert err.value.sent_maybe is True
+
+
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("peer closed"), httpx.ReadError("reset"), httpx.WriteTimeout("w")])
+def test_a_bulk_whose_answer_was_lost_is_never_sent_twice(failure: Exception) -> None:
+    rec = Recorder(failure, ok_bulk(1))
+    client, slept = make_client(rec)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    assert err.value.sent_maybe is True
+    assert len(rec.requests) == 1 and slept == []
+    assert "may have reached Kintone" in str(err.value)
+
+
+def test_a_connection_never_made_is_retried_and_then_certainly_not_sent() -> None:
+    rec = Recorder(httpx.ConnectError("connection refused"))
+    client, slept = make_client(rec)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    assert err.value.sent_maybe is False and "nothing was sent" in str(err.value)
+    assert len(rec.requests) == 3 and len(slept) == 2
+
+    rec = Recorder(httpx.ConnectTimeout("slow"), ok_bulk(1))
+    client, _ = make_client(rec)
+    assert client.bulk([ADD])[0]["ids"] == ["1"]
+
+
+def test_reads_are_retried_after_an_ambiguous_failure() -> None:
+    rec = Recorder(httpx.ReadTimeout("timed out"), httpx.Response(200, json={"properties": {"title": {"type": "SINGLE_LINE_TEXT"}}}))
+    client, slept = make_client(rec)
+    assert client.app_form_fields(3) == {"title": {"type": "SINGLE_LINE_TEXT"}}
+    assert len(rec.requests) == 2 and len(slept) == 1
+    assert dict(parse_qsl(rec.requests[0].url.query.decode())) == {"app": "3"}
+
+
+# ---- reads -----------------------------------------------------------------------------------
+
+
+def fake_records_api(total: int, calls: list[dict[str, str]]) -> Callable[[httpx.Request], httpx.Response]:
+    """Answers GET records.json for `[cond and ]$id > N order by $id asc limit L` over ids 1..total."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.url.query.decode()))
+        calls.append(params)
+        match = re.fullmatch(r"(?:\((.*)\) and )?\$id > (\d+) order by \$id asc limit (\d+)", params["query"])
+        assert match, params["query"]
+        cond, last, limit = match.group(1), int(match.group(2)), int(match.group(3))
+        ids = [i for i in range(1, total + 1) if i > last]
+        if cond:
+            inside = re.fullmatch(r"\$id in \((.*)\)", cond)
+            assert inside, cond
+            ids = [i for i in ids if str(i) in inside.group(1).split(", ")]
+        page = ids[:limit]
+        return httpx.Response(200, json={"records": [{"$id": {"type": "__ID__", "value": str(i)}, "n": {"type": "NUMBER", "value": str(i * 10)}} for i in page], "totalCount": None})
+
+    return handle
+
+
+def test_get_records_pages_by_id_through_every_record() -> None:
+    calls: list[dict[str, str]] = []
+    client, _ = make_client(Recorder(fake_records_api(1234, calls)))
+    records = list(client.get_records(7, fields=["n"]))
+    assert [r["n"]["value"] for r in records] == [str(i * 10) for i in range(1, 1235)]
+    assert all("$id" not in r for r in records)  # added for paging only
+    assert [c["query"] for c in calls] == [f"$id > {n} order by $id asc limit 500" for n in (0, 500, 1000)]
+    assert calls[0]["fields[0]"] == "n" and calls[0]["fields[1]"] == "$id" and calls[0]["app"] == "7"
+
+
+def test_get_records_in_a_guest_space_with_a_condition() -> None:
+    calls: list[dict[str, str]] = []
+    rec = Recorder(fake_records_api(10, calls))
+    client, _ = make_client(rec)
+    records = list(client.get_records(7, query="$id in (2, 5)", guest_space_id=4))
+    assert [r["$id"]["value"] for r in records] == ["2", "5"]
+    assert rec.requests[0].url.path == "/k/guest/4/v1/records.json"
+
+
+def test_records_exist_checks_ids_in_chunks() -> None:
+    calls: list[dict[str, str]] = []
+    client, _ = make_client(Recorder(fake_records_api(150, calls)))
+    assert client.records_exist(1, [*range(1, 202, 2)]) == set(range(1, 151, 2))
+    assert len(calls) == 2
+
+
+def test_get_record_and_count() -> None:
+    rec = Recorder(
+        httpx.Response(200, json={"record": {"$id": {"type": "__ID__", "value": "9"}}}),
+        httpx.Response(200, json={"records": [], "totalCount": "42"}),
+    )
+    client, _ = make_client(rec)
+    assert client.get_record(3, 9)["$id"]["value"] == "9"
+    assert client.count_records(3, 'status = "x"') == 42
+    params = dict(parse_qsl(rec.requests[1].url.query.decode()))
+    assert params["totalCount"] == "true" and params["query"] == 'status = "x" limit 1'
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+
+
+def test_secrets_never_appear_in_errors_reprs_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = [repr(ALL_CREDS)]
+    failures: list[Any] = [
+        httpx.Response(400, json={"results": [{"code": "CB_VA01", "message": "bad", "errors": {"x": {"messages": ["y"]}}}]}),
+        httpx.Response(401, json={"code": "CB_WA01", "message": "Password authentication failed."}),
+        httpx.Response(503, text="maintenance"),
+        httpx.Response(502, text="gateway"),
+        httpx.Response(200, text="not json"),
+        httpx.ReadTimeout("t"),
+        httpx.ConnectError("refused"),
+    ]
+    for failure in failures:
+        client, _ = make_client(Recorder(failure), ALL_CREDS, retry=RetryPolicy(attempts=2, base_delay=0))
+        texts.append(repr(client))
+        with pytest.raises((KintoneError, TransportError)) as err:
+            client.bulk([ADD])
+        texts += [str(err.value), repr(err.value), str(err.value.__cause__ or "")]
+    texts.append(caplog.text)
+    encoded = [base64.b64encode(f"alice:{PASSWORD}".encode()).decode(), base64.b64encode(f"gate:{BASIC_PASSWORD}".encode()).decode()]
+    blob = "\n".join(texts)
+    assert "POST /k/v1/bulkRequest.json" in blob  # the texts are real
+    for secret in (*SECRETS, *encoded):
+        assert secret not in blob
