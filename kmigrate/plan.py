@@ -3,8 +3,22 @@
 A ``Plan`` holds one ``ChangesetPlan`` per changeset (in version order); each holds its
 ``Batch``es (one bulk request each), and each batch its ``Call``s (one inner request each).
 A payload is the exact JSON that goes into the bulk request, except that an id not known until
-an earlier batch has run is written ``{"$ref": NAME}`` (all of the ref's ids) or
-``{"$ref": NAME, "index": i}`` (its i-th id, 0-based); the runner fills those in from the journal.
+an earlier batch has run is written as a *ref marker*, which the runner fills in from the
+journal with ``resolve_refs`` just before sending. A ref's ids are the ids Kintone returned for
+the records its producing ``add`` or ``upsert`` created, in the order written, across batches.
+There are three markers (and nothing else in a payload is a mapping with a ``"$ref"`` key):
+
+``{"$ref": NAME, "index": i}``
+    one id: the i-th (0-based) of NAME. Stands where one id stands (``id``, ``ids[k]``).
+``{"$ref": NAME}``
+    every id of NAME, as a list. Stands where a list of ids stands (``ids``).
+``{"$ref": NAME, "each": {...}}``
+    one status record per id of NAME: ``[{"id": id, **each} ...]``. Stands for the ``records``
+    list of ``PUT /k/v1/records/status.json``.
+
+The planner writes the two whole-ref forms only when the call holds exactly every id of the
+ref (so a resolved call never exceeds 100 records: the count of a ref is known when planning);
+otherwise each id gets its own indexed marker.
 
 ``Segment`` ties the records of a call back to the changeset's operations, so an error at
 ``records[57]`` of inner request 3 can be reported as "operation 2, record 12, line 40".
@@ -32,7 +46,41 @@ def ref_marker(name: str, index: int | None = None) -> dict[str, Any]:
 
 
 def is_ref_marker(value: Any) -> bool:
-    return isinstance(value, dict) and "$ref" in value and set(value) <= {"$ref", "index"}
+    return isinstance(value, Mapping) and "$ref" in value and set(value) <= {"$ref", "index", "each"}
+
+
+def resolve_refs(payload: Any, refs: Mapping[str, Sequence[Any]]) -> Any:
+    """``payload`` with every ref marker replaced by the ids in ``refs`` (name -> ids in order).
+
+    Pure: returns a new structure and leaves ``payload`` untouched. A name missing from
+    ``refs``, or an index beyond its ids, is a ``JournalError``: the journal should hold every
+    id an earlier batch created.
+    """
+    if is_ref_marker(payload):
+        name = payload["$ref"]
+        ids = refs.get(name)
+        if ids is None:
+            raise _missing_ref(f"no ids are journaled for ref {name!r}")
+        if "index" in payload:
+            index = payload["index"]
+            if not 0 <= index < len(ids):
+                raise _missing_ref(f"ref {name!r} has {len(ids)} ids journaled; id #{index} is needed")
+            return ids[index]
+        if "each" in payload:
+            each = resolve_refs(payload["each"], refs)
+            return [{"id": i, **each} for i in ids]
+        return list(ids)
+    if isinstance(payload, Mapping):
+        return {k: resolve_refs(v, refs) for k, v in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [resolve_refs(v, refs) for v in payload]
+    return payload
+
+
+def _missing_ref(message: str) -> Exception:
+    from .errors import JournalError
+
+    return JournalError(message, hint="the batch that created these records is not journaled as applied; run `kmigrate status`")
 
 
 def canonical_json(value: Any) -> str:
@@ -77,6 +125,18 @@ class Call:
                 return seg.operation, seg.start + position
             position -= seg.count
         return None
+
+
+def ref_uses(value: Any) -> Iterator[tuple[str, int | None]]:
+    """(name, index) of every marker in ``value``; index ``None`` for the whole-ref forms."""
+    if is_ref_marker(value):
+        yield value["$ref"], value.get("index")
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from ref_uses(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from ref_uses(v)
 
 
 def _refs_in(value: Any) -> Iterator[str]:
@@ -133,6 +193,8 @@ class OperationSummary:
     destructive: bool = False
     ref: str | None = None
     description: str = ""  # e.g. "action Submit", "key customer_code"
+    overwrites: bool = False  # update/upsert: existing field values are replaced
+    guest_space_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +222,7 @@ class ChangesetPlan:
 class Plan:
     environment: str
     changesets: tuple[ChangesetPlan, ...] = field(default_factory=tuple)
+    root: Path | None = None  # the project root: changeset paths are shown relative to it
 
     @property
     def pending(self) -> list[ChangesetPlan]:

@@ -1,0 +1,215 @@
+"""A ``Plan`` as text (for a person), JSON (for tools and CI) and Markdown (for a PR comment).
+
+Pure: each renderer returns a string and the ``iter_*`` forms yield it in pieces, so a plan of
+100,000 records can be written out without holding its JSON twice. Same plan, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path, PurePath
+from typing import Any, Iterator
+
+from .plan import APPLIED, Batch, ChangesetPlan, OperationSummary, Plan
+
+JSON_FORMAT = 1
+
+
+def display_path(path: Path | str, root: Path | None) -> str:
+    """``path`` relative to the project root when it lies inside it, with forward slashes."""
+    p = PurePath(path)
+    if root is not None:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return p.as_posix()
+
+
+# ---- JSON -----------------------------------------------------------------------------------
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _operation_json(op: OperationSummary) -> dict[str, Any]:
+    return {
+        "index": op.index, "kind": op.kind, "app": op.app, "app_id": op.app_id,
+        "guest_space_id": op.guest_space_id, "records": op.records, "line": op.line,
+        "ref": op.ref, "destructive": op.destructive, "overwrites": op.overwrites,
+        "description": op.description,
+    }
+
+
+def iter_json(plan: Plan) -> Iterator[str]:
+    """The JSON form in pieces: structure indented, one request per line."""
+    yield "{\n"
+    yield f'  "format": {JSON_FORMAT},\n'
+    yield f'  "environment": {_dump(plan.environment)},\n'
+    yield '  "changesets": ['
+    for n, cs in enumerate(plan.changesets):
+        yield ("," if n else "") + "\n    {\n"
+        head = {
+            "id": cs.id, "version": cs.version, "name": cs.name, "path": display_path(cs.path, plan.root),
+            "description": cs.description, "source_checksum": cs.source_checksum,
+            "rendered_checksum": cs.rendered_checksum, "state": cs.state,
+        }
+        for key, value in head.items():
+            yield f"      {_dump(key)}: {_dump(value)},\n"
+        yield '      "operations": ['
+        yield ",".join(f"\n        {_dump(_operation_json(op))}" for op in cs.operations)
+        yield "\n      ],\n" if cs.operations else "],\n"
+        yield '      "batches": ['
+        count = 0
+        for count, batch in enumerate(cs.batches, 1):
+            yield from _batch_json(batch, first=count == 1)
+        yield "\n      ]\n" if count else "]\n"
+        yield "    }"
+    yield "\n  ]\n" if plan.changesets else "]\n"
+    yield "}\n"
+
+
+def _batch_json(batch: Batch, first: bool) -> Iterator[str]:
+    yield ("" if first else ",") + "\n        {\n"
+    head = {
+        "index": batch.index, "state": batch.state, "hash": batch.hash,
+        "guest_space_id": batch.guest_space_id, "records": batch.record_count,
+    }
+    for key, value in head.items():
+        yield f"          {_dump(key)}: {_dump(value)},\n"
+    yield '          "requests": ['
+    for i, call in enumerate(batch.calls):
+        yield ("," if i else "") + "\n            " + _dump(call.request())
+    yield "\n          ]\n        }"
+
+
+def render_json(plan: Plan) -> str:
+    return "".join(iter_json(plan))
+
+
+# ---- text -----------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _app_label(op: OperationSummary) -> str:
+    label = op.app if op.app == str(op.app_id) else f"{op.app} (app {op.app_id})"
+    if op.guest_space_id is not None:
+        label += f" [guest space {op.guest_space_id}]"
+    return label
+
+
+def _flag(op: OperationSummary) -> str:
+    if op.destructive:
+        return "DESTRUCTIVE"
+    if op.overwrites:
+        return "overwrites"
+    return ""
+
+
+def _call_summary(batch: Batch) -> str:
+    kinds = Counter(f"{c.method} {c.api.rsplit('/v1/', 1)[-1]}" for c in batch.calls)
+    return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in kinds.items())
+
+
+def _totals(plan: Plan) -> tuple[int, int, int]:
+    pending = plan.pending
+    return len(pending), sum(len(c.pending_batches) for c in pending), sum(b.record_count for c in pending for b in c.pending_batches)
+
+
+def iter_text(plan: Plan) -> Iterator[str]:
+    n_cs, n_batches, n_records = _totals(plan)
+    yield (
+        f"Plan for environment {plan.environment}: {_plural(n_cs, 'changeset')} to apply, "
+        f"{_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}\n"
+    )
+    for cs in plan.changesets:
+        yield "\n" + _changeset_text(cs, plan.root)
+
+
+def _changeset_text(cs: ChangesetPlan, root: Path | None) -> str:
+    lines = [f"{cs.id}  [{cs.state}]  {display_path(cs.path, root)}"]
+    if cs.description:
+        lines.append(f"  {cs.description}")
+    if cs.state == APPLIED:
+        lines.append(f"  already applied: {_plural(len(cs.batches), 'bulk request')}, nothing to do")
+        return "\n".join(lines) + "\n"
+    lines.append("  operations:")
+    width = max((len(_app_label(op)) for op in cs.operations), default=0)
+    for op in cs.operations:
+        where = f"  line {op.line}" if op.line is not None else ""
+        flag = _flag(op)
+        lines.append(
+            f"    {op.index + 1:>3}. {op.kind:<9} {_app_label(op):<{width}}  {_plural(op.records, 'record'):>14}"
+            f"  {op.description}{'  ' + flag if flag else ''}{where}".rstrip()
+        )
+    per_app: Counter[str] = Counter()
+    for op in cs.operations:
+        per_app[_app_label(op)] += op.records
+    lines.append("  records per app: " + ", ".join(f"{app}: {n:,}" for app, n in per_app.items()))
+    destructive = [op for op in cs.operations if op.destructive]
+    if destructive:
+        lines.append("  destructive: " + ", ".join(f"operation {op.index + 1} ({op.kind} {_plural(op.records, 'record')} of {op.app})" for op in destructive))
+    pending = len(cs.pending_batches)
+    lines.append(f"  bulk requests: {len(cs.batches)}" + (f" ({pending} to send)" if pending != len(cs.batches) else ""))
+    for batch in cs.batches:
+        guest = f" guest space {batch.guest_space_id}," if batch.guest_space_id is not None else ""
+        lines.append(
+            f"    #{batch.index} [{batch.state}]{guest} {_plural(len(batch.calls), 'call')}, "
+            f"{_plural(batch.record_count, 'record')}: {_call_summary(batch)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_text(plan: Plan) -> str:
+    return "".join(iter_text(plan))
+
+
+# ---- Markdown -------------------------------------------------------------------------------
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def iter_markdown(plan: Plan) -> Iterator[str]:
+    n_cs, n_batches, n_records = _totals(plan)
+    yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
+    yield f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}.\n\n"
+    if not plan.changesets:
+        return
+    yield "| Changeset | State | Operations | Records | Bulk requests | Destructive |\n"
+    yield "| --- | --- | ---: | ---: | ---: | --- |\n"
+    for cs in plan.changesets:
+        records = sum(op.records for op in cs.operations)
+        destructive = [op for op in cs.operations if op.destructive]
+        flag = "**yes**: " + ", ".join(f"{op.kind} {op.records:,} in {_md(op.app)}" for op in destructive) if destructive else "no"
+        yield f"| `{cs.id}` | {cs.state} | {len(cs.operations)} | {records:,} | {len(cs.batches)} | {flag} |\n"
+    for cs in plan.changesets:
+        yield f"\n<details><summary><code>{cs.id}</code> ({cs.state})</summary>\n\n"
+        if cs.description:
+            yield f"{_md(cs.description)}\n\n"
+        yield f"`{display_path(cs.path, plan.root)}`\n\n"
+        yield "| # | Operation | App | Records | Details | Line |\n| ---: | --- | --- | ---: | --- | ---: |\n"
+        for op in cs.operations:
+            flag = _flag(op)
+            details = _md(op.description) + (f" **{flag}**" if flag else "")
+            yield (
+                f"| {op.index + 1} | {op.kind} | {_md(_app_label(op))} | {op.records:,} | {details.strip()} | "
+                f"{op.line if op.line is not None else ''} |\n"
+            )
+        yield "\n| Bulk | State | Calls | Records | Requests |\n| ---: | --- | ---: | ---: | --- |\n"
+        for batch in cs.batches:
+            yield f"| {batch.index} | {batch.state} | {len(batch.calls)} | {batch.record_count:,} | {_md(_call_summary(batch))} |\n"
+        yield "\n</details>\n"
+
+
+def render_markdown(plan: Plan) -> str:
+    return "".join(iter_markdown(plan))
+
+
+__all__ = ["render_text", "render_json", "render_markdown", "iter_text", "iter_json", "iter_markdown", "display_path"]
