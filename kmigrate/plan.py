@@ -20,6 +20,12 @@ The planner writes the two whole-ref forms only when the call holds exactly ever
 ref (so a resolved call never exceeds 100 records: the count of a ref is known when planning);
 otherwise each id gets its own indexed marker.
 
+``ChangesetPlan.batches`` is a tuple for ordinary changesets; for a big one (more than
+``planner.Limits.eager_records`` records) it is a ``planner.BatchSequence``: a re-iterable
+sequence with a known ``len()`` that compiles its batches again, streaming, each time it is
+iterated, so 100,000 records never sit in memory as payloads all at once. Iterate it (the
+runner and the renderers do); indexing compiles up to the batch asked for.
+
 ``Segment`` ties the records of a call back to the changeset's operations, so an error at
 ``records[57]`` of inner request 3 can be reported as "operation 2, record 12, line 40".
 """
@@ -214,7 +220,11 @@ class ChangesetPlan:
         return f"V{self.version}__{self.name}"
 
     @property
-    def pending_batches(self) -> list[Batch]:
+    def pending_batches(self) -> Sequence[Batch]:
+        """The batches not yet applied, in order (lazy when ``batches`` is)."""
+        pending = getattr(self.batches, "pending", None)
+        if pending is not None:
+            return pending()
         return [b for b in self.batches if b.state != APPLIED]
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from .changeset import (
     AddOp,
@@ -73,6 +73,9 @@ class Limits:
 
     calls_per_bulk: int = MAX_CALLS_PER_BULK
     records_per_call: int = MAX_RECORDS_PER_CALL
+    # Above this many records a changeset's batches are compiled again when read rather than
+    # held (``BatchSequence``): 100,000 records' payloads would take hundreds of MB.
+    eager_records: int = 10_000
 
 
 def build_plan(
@@ -119,7 +122,23 @@ class _RefRegistry:
         self.defined_at: dict[str, str] = {}
         self.open: str | None = None  # the ref whose producer is being compiled
 
+    def snapshot(self) -> "_RefRegistry":
+        copy = _RefRegistry()
+        copy.count, copy.defined_at = dict(self.count), dict(self.defined_at)
+        return copy
+
+    def replay(self) -> "_RefRegistry":
+        """A copy for compiling a changeset again: its checks passed the first time."""
+        copy = self.snapshot()
+        copy.replaying = True
+        return copy
+
+    replaying = False
+
     def define(self, name: str, where: str, loc: Location) -> None:
+        if self.replaying:
+            self.open = name
+            return
         if name in self.defined_at:
             raise ChangesetError(
                 f"ref {name!r} is already defined by {self.defined_at[name]}",
@@ -201,17 +220,30 @@ def _whole_status(records: list[dict[str, Any]], ref_sizes: Mapping[str, int]) -
     return records
 
 
+_Bulk = tuple[tuple[Call, ...], "int | None"]  # the calls of one bulk request and its guest space
+_Compiled = Generator[_Bulk, None, tuple[int, str]]  # yields full bulks; returns (records, description)
+
+
 class _Packer:
-    """Greedy packing of one changeset's items into calls and bulks (see the module docstring)."""
+    """Greedy packing of one changeset's items into calls and bulks (see the module docstring).
+
+    Closed bulks collect in ``done`` until the compiler ``take``s them, so a 100,000-record
+    operation is packed holding one bulk at a time.
+    """
 
     def __init__(self, limits: Limits, refs: _RefRegistry):
         self.limits = limits
         self.refs = refs
-        self.batches: list[tuple[tuple[Call, ...], int | None]] = []
+        self.done: list[_Bulk] = []
         self.calls: list[Call] = []
         self.guest: int | None = None
         self.produced: dict[str, list[int]] = {}  # ref -> [lo, hi) of its records created in this bulk
         self.call: _CallBuilder | None = None
+
+    def take(self) -> list[_Bulk]:
+        done = list(self.done)
+        self.done.clear()  # the same list: compilers test it after every record
+        return done
 
     # -- bulks
     def _close_call(self) -> None:
@@ -222,7 +254,7 @@ class _Packer:
     def _close_bulk(self) -> None:
         self._close_call()
         if self.calls:
-            self.batches.append((tuple(self.calls), self.guest))
+            self.done.append((tuple(self.calls), self.guest))
         self.calls = []
         self.produced = {}
 
@@ -280,39 +312,121 @@ class _Packer:
         self._room_for_call(guest)
         self.calls.append(call)
 
-    def finish(self) -> list[tuple[tuple[Call, ...], int | None]]:
+    def finish(self) -> list[_Bulk]:
         self._close_bulk()
-        return self.batches
+        return self.take()
 
 
 # ---- one changeset --------------------------------------------------------------------------
+
+
+def _compile(
+    cs: LoadedChangeset, env: Environment, refs: _RefRegistry, limits: Limits,
+    summaries: list[OperationSummary],
+) -> Iterator[_Bulk]:
+    """The changeset's bulks in order, streamed; appends one summary per operation."""
+    packer = _Packer(limits, refs)
+    for index, operation in enumerate(cs.operations):
+        compiler = _OpCompiler(cs, index, operation.kind, operation.body, env, refs, packer)
+        summaries.append((yield from compiler.run()))
+        refs.open = None
+    yield from packer.finish()
 
 
 def _plan_changeset(
     cs: LoadedChangeset, env: Environment, refs: _RefRegistry,
     journaled: JournaledChangeset | None, limits: Limits,
 ) -> ChangesetPlan:
-    packer = _Packer(limits, refs)
-    summaries = []
-    for index, operation in enumerate(cs.operations):
-        compiler = _OpCompiler(cs, index, operation.kind, operation.body, env, refs, packer)
-        summaries.append(compiler.run())
-        refs.open = None
-    states = journaled.batch_states if journaled is not None else {}
-    batches = tuple(
-        Batch(index=i, calls=calls, guest_space_id=guest, state=states.get(i, PENDING))
-        for i, (calls, guest) in enumerate(packer.finish())
-    )
+    states = dict(journaled.batch_states) if journaled is not None else {}
+    summaries: list[OperationSummary] = []
+    kept: list[_Bulk] | None = []
+    count = records = 0
+    for bulk in _compile(cs, env, refs, limits, summaries):
+        count += 1
+        if kept is not None:
+            records += sum(c.record_count for c in bulk[0])
+            kept.append(bulk)
+            if records > limits.eager_records:
+                kept = None  # too big to hold: BatchSequence re-compiles on demand
+    if kept is not None:
+        batches: Sequence[Batch] = tuple(_batch(i, bulk, states) for i, bulk in enumerate(kept))
+    else:
+        final_refs = refs.snapshot()  # every ref this changeset may use, at its final size
+
+        def recompile() -> Iterator[_Bulk]:
+            again: list[OperationSummary] = []
+            n = 0
+            for n, bulk in enumerate(_compile(cs, env, final_refs.replay(), limits, again), 1):
+                yield bulk
+            if again != summaries or n != count:
+                raise ChangesetError(
+                    "its records changed since it was planned (was a data file edited meanwhile?)",
+                    location=Location(file=cs.path, changeset=cs.id), hint="plan again",
+                )
+
+        batches = BatchSequence(recompile, count, states)
     return ChangesetPlan(
         version=cs.version, name=cs.name, path=cs.path,
         source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
-        description=cs.description, state=_changeset_state(batches),
+        description=cs.description, state=_changeset_state([states.get(i, PENDING) for i in range(count)]),
         operations=tuple(summaries), batches=batches,
     )
 
 
-def _changeset_state(batches: Sequence[Batch]) -> str:
-    states = [b.state for b in batches]
+def _batch(index: int, bulk: _Bulk, states: Mapping[int, str]) -> Batch:
+    calls, guest = bulk
+    return Batch(index=index, calls=calls, guest_space_id=guest, state=states.get(index, PENDING))
+
+
+class BatchSequence(Sequence[Batch]):
+    """A changeset's batches, compiled again from its operations each time they are read.
+
+    For changesets too big to hold every payload at once (``Limits.eager_records``). The
+    length and each batch's state are known without compiling; iterating streams the data
+    files once and holds one bulk at a time; ``seq[i]`` compiles up to batch i (linear time:
+    iterate rather than index in a loop). Each pass checks that the records are still those
+    that were planned.
+    """
+
+    def __init__(self, compile_bulks: Any, count: int, states: Mapping[int, str], indexes: Sequence[int] | None = None):
+        self._compile = compile_bulks
+        self._count = count
+        self._states = states
+        self._indexes = range(count) if indexes is None else indexes
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+    def __iter__(self) -> Iterator[Batch]:
+        wanted = set(self._indexes)
+        last = max(self._indexes, default=-1)
+        for i, bulk in enumerate(self._compile()):
+            if i in wanted:
+                yield _batch(i, bulk, self._states)
+            if i >= last:
+                return
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return BatchSequence(self._compile, self._count, self._states, self._indexes[index])
+        target = self._indexes[index]
+        for batch in self.where(lambda i: i == target):
+            return batch
+        raise IndexError(index)
+
+    @property
+    def states(self) -> list[str]:
+        return [self._states.get(i, PENDING) for i in self._indexes]
+
+    def where(self, keep: Any) -> "BatchSequence":
+        """The batches whose index passes ``keep``, still lazy."""
+        return BatchSequence(self._compile, self._count, self._states, [i for i in self._indexes if keep(i)])
+
+    def pending(self) -> "BatchSequence":
+        return self.where(lambda i: self._states.get(i, PENDING) != APPLIED)
+
+
+def _changeset_state(states: Sequence[str]) -> str:
     if states and all(s == APPLIED for s in states):
         return APPLIED
     # A batch still `sent` may have been applied: the changeset is not simply pending.
@@ -420,8 +534,9 @@ class _OpCompiler:
             raise self.error(f"a record must be a mapping of field codes to values, not {type(rec).__name__}", i, **(where or {}))
 
     # -- the kinds
-    def run(self) -> OperationSummary:
-        count, description = getattr(self, f"_{self.kind}")()
+    def run(self) -> Iterator[_Bulk]:
+        """Feeds the packer, yielding the bulks that fill up; returns the operation's summary."""
+        count, description = yield from getattr(self, f"_{self.kind}")()
         body = self.body
         return OperationSummary(
             index=self.index, kind=self.kind, app=str(self.app_written), app_id=self.app.id,
@@ -432,7 +547,7 @@ class _OpCompiler:
             guest_space_id=self.app.guest_space_id,
         )
 
-    def _add(self) -> tuple[int, str]:
+    def _add(self) -> _Compiled:
         body: AddOp = self.body
         guest, app, ref = self.app.guest_space_id, self.app.id, body.ref
         if ref is not None:
@@ -443,16 +558,19 @@ class _OpCompiler:
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "POST", api, app, "records")
 
-        item, op = self.packer.item, self.index
+        packer, op = self.packer, self.index
+        item, done = packer.item, packer.done
         n = -1
         for n, rec, where in self.records():
             self._check_record(rec, n, where)
             item(key, guest, new_call, to_kintone_record(rec), None, (), op, n, ref)
             if ref is not None:
                 self.refs.count[ref] = n + 1
+            if done:
+                yield from packer.take()
         return n + 1, f"creates ref {ref}" if ref else ""
 
-    def _keyed(self, upsert: bool) -> tuple[int, str]:
+    def _keyed(self, upsert: bool) -> _Compiled:
         body: UpdateOp | UpsertOp = self.body
         guest, app = self.app.guest_space_id, self.app.id
         field = body.key
@@ -465,7 +583,8 @@ class _OpCompiler:
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "PUT", api, app, "records", upsert=upsert)
 
-        item, op = self.packer.item, self.index
+        packer, op = self.packer, self.index
+        item, done = packer.item, packer.done
         n = -1
         for n, rec, where in self.records():
             self._check_record(rec, n, where)
@@ -497,17 +616,19 @@ class _OpCompiler:
             item(key, guest, new_call, out, dedupe, uses, op, n, ref)
             if ref is not None:
                 self.refs.count[ref] = n + 1
+            if done:
+                yield from packer.take()
         count = n + 1
         mode = f"upsert by {field}" if upsert else (f"by key {field}" if field else "by id")
         return count, mode + (f", creates ref {ref}" if ref else "")
 
-    def _update(self) -> tuple[int, str]:
-        return self._keyed(upsert=False)
+    def _update(self) -> _Compiled:
+        return (yield from self._keyed(upsert=False))
 
-    def _upsert(self) -> tuple[int, str]:
-        return self._keyed(upsert=True)
+    def _upsert(self) -> _Compiled:
+        return (yield from self._keyed(upsert=True))
 
-    def _delete(self) -> tuple[int, str]:
+    def _delete(self) -> _Compiled:
         body: DeleteOp = self.body
         guest, app = self.app.guest_space_id, self.app.id
         key = ("delete", app)
@@ -520,14 +641,17 @@ class _OpCompiler:
         if revisions is not None and any(isinstance(e, RefIds) and e.index is None for e in body.ids):
             raise self.error("`revisions` pairs with ids one to one; a whole {ref: NAME} inside `ids` cannot carry them",
                              hint="write the ref's ids with index: N, or drop `revisions`")
-        item, op = self.packer.item, self.index
+        packer, op = self.packer, self.index
+        item, done = packer.item, packer.done
         n = -1
         for n, (value, uses) in enumerate(self.id_list(body.ids)):
             rev = revisions[n] if revisions is not None else None
             item(key, guest, new_call, value, ("id", _id_key(value)), uses, op, n, None, rev)
+            if done:
+                yield from packer.take()
         return n + 1, "deletes records"
 
-    def _status(self) -> tuple[int, str]:
+    def _status(self) -> _Compiled:
         body: StatusOp = self.body
         guest, app = self.app.guest_space_id, self.app.id
         key = ("status", app)
@@ -545,7 +669,8 @@ class _OpCompiler:
                 for value, uses in self.id_list(body.records):
                     yield value, uses, body.action, body.assignee, None
 
-        item, op = self.packer.item, self.index
+        packer, op = self.packer, self.index
+        item, done = packer.item, packer.done
         n = -1
         actions: list[str] = []
         for n, (value, uses, action, assignee, revision) in enumerate(entries()):
@@ -557,9 +682,11 @@ class _OpCompiler:
             if action not in actions:
                 actions.append(action)
             item(key, guest, new_call, out, ("id", _id_key(value)), uses, op, n, None)
+            if done:
+                yield from packer.take()
         return n + 1, "action " + ", ".join(str(a) for a in actions)
 
-    def _assignees(self) -> tuple[int, str]:
+    def _assignees(self) -> _Compiled:
         body: AssigneesOp = self.body
         guest = self.app.guest_space_id
         value, uses = self.one_id(body.id, None)
@@ -568,9 +695,10 @@ class _OpCompiler:
             payload["revision"] = body.revision
         call = Call("PUT", _api(guest, "record/assignees"), payload, (Segment(self.index, 0, 1),))
         self.packer.single(call, guest, uses)
+        yield from self.packer.take()
         return 1, "assignees " + (", ".join(body.assignees) or "(none)")
 
-    def _request(self) -> tuple[int, str]:
+    def _request(self) -> _Compiled:
         body: RequestOp = self.body
         guest = self.app.guest_space_id
         uses: list[tuple[str, int | None]] = []
@@ -588,6 +716,7 @@ class _OpCompiler:
                              hint="split it into several requests, or use add/update/delete/status, which split for you")
         call = Call(body.method, _api(guest, body.api), payload, (Segment(self.index, 0, count),))
         self.packer.single(call, guest, tuple(uses))
+        yield from self.packer.take()
         return count, f"{body.method} {body.api}"
 
     def _request_value(self, value: Any, uses: list[tuple[str, int | None]]) -> Any:

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path, PurePath
 from typing import Any, Iterator
 
-from .plan import APPLIED, Batch, ChangesetPlan, OperationSummary, Plan
+from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan
 
 JSON_FORMAT = 1
 
@@ -117,8 +117,15 @@ def _call_summary(batch: Batch) -> str:
 
 
 def _totals(plan: Plan) -> tuple[int, int, int]:
+    """Changesets, bulk requests and records still to apply."""
     pending = plan.pending
-    return len(pending), sum(len(c.pending_batches) for c in pending), sum(b.record_count for c in pending for b in c.pending_batches)
+    records = 0
+    for cs in pending:
+        if cs.state == PENDING:  # every batch is to send: no need to compile a lazy sequence
+            records += sum(op.records for op in cs.operations)
+        else:
+            records += sum(b.record_count for b in cs.pending_batches)
+    return len(pending), sum(len(c.pending_batches) for c in pending), records
 
 
 def iter_text(plan: Plan) -> Iterator[str]:
