@@ -88,7 +88,7 @@ def test_an_older_schema_is_migrated_keeping_its_data(tmp_path: Path, monkeypatc
     with Journal.open(path) as j:
         assert j.schema_version == SCHEMA_VERSION + 1
         assert "note" in j.db["runs"].columns_dict
-        assert [r.id for r in j.runs()] == [run]
+        assert [r["id"] for r in j.db.query("SELECT id FROM runs")] == [run]
 
 
 def test_files_that_are_not_journals_are_refused(tmp_path: Path) -> None:
