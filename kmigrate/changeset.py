@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class _Strict(BaseModel):
@@ -51,8 +52,16 @@ class _RecordsOp(_Strict):
     app: AppName
     records: list[FieldValues] | None = None
     records_from: str | None = None  # CSV, JSON or JSON-lines, relative to the changeset file
-    # Set by the loader when records_from is given; never written by a user.
-    source: Any = Field(default=None, exclude=True, repr=False)
+    # Set by the loader when records_from is given (with model_copy, which skips validation);
+    # never written by a user, hence the validator below.
+    source: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _not_written(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("`source` is not a key of an operation; use `records_from:` for a data file")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> "_RecordsOp":
@@ -77,7 +86,10 @@ class AddOp(_RecordsOp):
 class UpdateOp(_RecordsOp):
     """PUT /k/v1/records.json. Each record has ``id`` (or ``{ref}``), or ``key`` names the
     unique field whose value in each record is Kintone's ``updateKey``. ``revision`` per record
-    turns on optimistic locking."""
+    turns on optimistic locking.
+
+    After loading, a record's ``id`` is an ``int`` or a ``RefIds`` with an ``index`` (the loader
+    turns ``{ref: NAME, index: I}`` mappings and digit strings into those)."""
 
     key: str | None = None
 
@@ -181,6 +193,8 @@ _BODY = {"add": AddOp, "update": UpdateOp, "upsert": UpsertOp, "delete": DeleteO
 class Operation(_Strict):
     """``{KIND: BODY}`` as written; exactly one of the keys is set."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
     add: AddOp | None = None
     update: UpdateOp | None = None
     upsert: UpsertOp | None = None
@@ -282,10 +296,13 @@ from pathlib import Path  # noqa: E402
 class LoadedChangeset:
     """One changeset file, rendered, parsed and validated: the planner's input.
 
-    ``operation_lines[i]`` is the line of operation ``i`` in the source file (or in the
-    rendered text where Jinja moved it; ``None`` when unknown). ``record_lines[i]``, when
-    known, gives the line of each inline record of operation ``i``; records read with
-    ``records_from`` know their data-file line through their ``RecordSource``.
+    ``operation_lines[i]`` is the line of operation ``i`` in the source file, ``None`` when
+    Jinja made it (a loop, an include, a macro) so that it has no source line of its own.
+    ``record_lines[i]``, for inline records, gives each record's source line the same way.
+    ``rendered_operation_lines``/``rendered_record_lines`` are the same lines in the rendered
+    text (equal to the source lines when the render kept every line where it was). Records read
+    with ``records_from`` know their data-file line through their ``RecordSource``.
+    ``location(operation, record)`` puts all of that into one ``Location`` for a message.
     """
 
     version: str  # "0003"
@@ -296,8 +313,49 @@ class LoadedChangeset:
     source_checksum: str  # sha256 of the source with line endings normalised
     rendered_checksum: str  # sha256 of the rendered operations, data files included
     operation_lines: tuple[int | None, ...] = ()
-    record_lines: tuple[tuple[int, ...] | None, ...] = _field(default=(), repr=False)
+    record_lines: tuple[tuple[int | None, ...] | None, ...] = _field(default=(), repr=False)
+    rendered_operation_lines: tuple[int | None, ...] = _field(default=(), repr=False)
+    rendered_record_lines: tuple[tuple[int, ...] | None, ...] = _field(default=(), repr=False)
+    rendered_text_differs: bool = False  # False: rendered lines are source lines
 
     @property
     def id(self) -> str:
         return f"V{self.version}__{self.name}"
+
+    def location(self, operation: int | None = None, record: int | None = None) -> "Location":
+        """Where operation ``operation`` (0-based) and its record ``record`` (0-based) were written.
+
+        An inline record gives its line in the changeset (or "rendered line N" when Jinja made
+        it); a record of a data file gives the data file and its line (found by streaming the
+        file up to it, which only an error report should need).
+        """
+        from .errors import Location
+
+        if operation is None or not 0 <= operation < len(self.operations):
+            return Location(file=str(self.path), changeset=self.id)
+        op = self.operations[operation]
+        detail = op.kind
+        line = _at(self.operation_lines, operation)
+        rendered = _at(self.rendered_operation_lines, operation)
+        body = op.body
+        source = getattr(body, "source", None)
+        if record is not None and source is not None:
+            for position, (data_line, _rec) in enumerate(source):
+                if position == record:
+                    return Location(file=source.path, line=data_line, changeset=self.id, operation=operation + 1,
+                                    record=record + 1, detail=detail)
+        if record is not None:
+            lines = _at(self.record_lines, operation)
+            rlines = _at(self.rendered_record_lines, operation)
+            line = _at(lines, record) if lines else None
+            rendered = _at(rlines, record) if rlines else None
+        if line is None and rendered is not None and self.rendered_text_differs:
+            detail = f"{detail}, rendered line {rendered}"
+        elif line is None:
+            line = rendered
+        return Location(file=str(self.path), line=line, changeset=self.id, operation=operation + 1,
+                        record=None if record is None else record + 1, detail=detail)
+
+
+def _at(seq: Any, index: int) -> Any:
+    return seq[index] if seq is not None and 0 <= index < len(seq) else None

@@ -1,1 +1,110 @@
-"""Commands: project (filled in by its own work)."""
+"""Commands about the project's files: init, new, validate, plan, schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import api
+from ..errors import PendingWork
+from . import CliContext, main, pass_cli
+
+
+def _shown(path: Path) -> str:
+    from ..loader import display_path
+
+    return display_path(path.resolve())
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@pass_cli
+def init(cli: CliContext, directory: Path | None) -> None:
+    """Make a working project in DIRECTORY (default: the -C folder).
+
+    Writes kmigrate.toml (a sandbox environment and a placeholder production one), the sandbox
+    file, a first changeset with its data file, and a template with a macro. Refuses to touch an
+    existing kmigrate.toml.
+    """
+    target = directory if directory is not None else cli.project_dir
+    written = api.init_project(target)
+    for path in written:
+        click.echo(f"created {_shown(path)}")
+    where = "" if target.resolve() == Path.cwd().resolve() else f" -C {_shown(target)}"
+    click.echo(f"next: kmigrate{where} validate && kmigrate{where} plan")
+
+
+@main.command()
+@click.argument("name")
+@pass_cli
+def new(cli: CliContext, name: str) -> None:
+    """Create the next changeset, changesets/V<next>__NAME.yaml, from a template."""
+    path = api.new_changeset(cli.project, name)
+    click.echo(f"created {_shown(path)}")
+
+
+@main.command()
+@pass_cli
+def validate(cli: CliContext) -> None:
+    """Check every changeset (Jinja, YAML, schema, apps, refs, data files); all errors at once.
+
+    Exits 2 when anything is wrong. Nothing is sent to Kintone.
+    """
+    env = cli.environment()
+    result = api.validate(cli.project, env)
+    if not result.ok:
+        for error in result.errors:
+            click.echo(f"Error: {error}", err=True)
+        count = len(result.errors)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} found; nothing was sent.", err=True)
+        click.get_current_context().exit(2)
+    records = 0
+    for cs in result.changesets:
+        for op in cs.operations:
+            body = op.body
+            if getattr(body, "records", None) is not None:
+                records += len(body.records)
+            elif getattr(body, "source", None) is not None and getattr(body.source, "count", None) is not None:
+                records += body.source.count
+    n = len(result.changesets)
+    click.echo(
+        f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
+        f"{'s' if result.operation_count != 1 else ''}, {records} record{'s' if records != 1 else ''} "
+        f"valid for environment {env.name!r}."
+    )
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for a person, json for tools, markdown for a pull-request comment.")
+@click.option("--check", is_flag=True, help="Exit 3 when there is work to do (for CI).")
+@pass_cli
+def plan(cli: CliContext, fmt: str, check: bool) -> None:
+    """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
+    from .. import render
+
+    env = cli.environment()
+    journal_state = _journal_state(env)
+    the_plan = api.plan(cli.project, env, journal_state)
+    if fmt == "json":
+        click.echo(render.render_json(the_plan))
+    elif fmt == "markdown":
+        click.echo(render.render_markdown(the_plan))
+    else:
+        click.echo(render.render_text(the_plan))
+    if check and the_plan.batch_count:
+        raise PendingWork(f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending")
+
+
+def _journal_state(env):  # type: ignore[no-untyped-def]
+    """The journal's view of the changesets, once the run commands provide one."""
+    reader = getattr(api, "journal_state", None)
+    return reader(env) if callable(reader) else None
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the changeset format (for editors: yaml-language-server)."""
+    click.echo(json.dumps(api.schema(), indent=2, ensure_ascii=False))

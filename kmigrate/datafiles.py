@@ -1,0 +1,227 @@
+"""Data files for ``records_from:`` and the templates' ``load_csv``/``load_json``: CSV, JSON, JSON lines.
+
+``DataFile`` is a ``RecordSource``: every iteration re-opens the file and yields
+``(line, record)`` one at a time, so a 100,000-row file never becomes 100,000 objects at once.
+A bad row raises ``ChangesetError`` naming the data file and its line.
+
+The formats, by extension:
+
+- ``.csv``: UTF-8 (a BOM is allowed), the header row gives the field codes; every value is a
+  string; an empty cell omits the field (Kintone's default applies on add, the value is kept on
+  update). The columns ``id`` and ``revision`` are whole numbers. A cell of a column whose header
+  ends in ``[]`` (``tags[]``) is a list split on ``|``; a column written ``TABLE.FIELD`` is not
+  supported (use JSON for subtables).
+- ``.json``: one array of objects. The text is read at once but decoded one element at a time.
+- ``.jsonl`` / ``.ndjson``: one object per line; blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ChangesetError, Location
+
+FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+INT_COLUMNS = ("id", "revision")
+LIST_SUFFIX = "[]"
+LIST_SEPARATOR = "|"
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def data_format(path: Path) -> str | None:
+    return FORMATS.get(path.suffix.lower())
+
+
+class DataFile:
+    """Records of one data file, re-read on every iteration (a ``RecordSource``)."""
+
+    def __init__(self, path: Path, display: str, *, changeset: str | None = None, operation: int | None = None):
+        self.path = display  # as the user wrote it / sees it; the RecordSource protocol's `path`
+        self.file = path
+        self.format = data_format(path) or "csv"
+        self.changeset = changeset
+        self.operation = operation  # 1-based, for messages
+
+    def __repr__(self) -> str:
+        return f"DataFile({self.path!r})"
+
+    def error(self, message: str, line: int | None = None, record: int | None = None) -> ChangesetError:
+        return ChangesetError(
+            message,
+            location=Location(file=self.path, line=line, changeset=self.changeset, operation=self.operation, record=record),
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            if self.format == "csv":
+                yield from self._csv()
+            elif self.format == "json":
+                yield from self._json()
+            else:
+                yield from self._jsonl()
+        except FileNotFoundError:
+            raise self.error("data file not found") from None
+        except UnicodeDecodeError as exc:
+            raise self.error(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
+
+    # -- CSV ---------------------------------------------------------------------------------
+
+    def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with open(self.file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, strict=True)
+            try:
+                header = next(reader, None)
+            except csv.Error as exc:
+                raise self.error(f"bad CSV: {exc}", line=reader.line_num) from None
+            if not header:
+                raise self.error("the CSV file is empty; its first row must name the field codes", line=1)
+            columns = [h.strip() for h in header]
+            self._check_header(columns)
+            width = len(columns)
+            last_line = reader.line_num
+            number = 0
+            while True:
+                start = last_line + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise self.error(f"bad CSV: {exc}", line=start) from None
+                last_line = reader.line_num
+                if not row or (len(row) == 1 and row[0] == ""):
+                    continue  # a blank line
+                number += 1
+                if len(row) != width:
+                    raise self.error(
+                        f"row has {len(row)} cells but the header has {width} ({', '.join(columns)})",
+                        line=start, record=number,
+                    )
+                yield start, self._csv_record(columns, row, start, number)
+
+    def _check_header(self, columns: list[str]) -> None:
+        seen: set[str] = set()
+        for position, name in enumerate(columns, 1):
+            if not name:
+                raise self.error(f"column {position} of the header has no name", line=1)
+            if name in seen:
+                raise self.error(f"column {name!r} appears twice in the header", line=1)
+            seen.add(name)
+
+    def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for name, cell in zip(columns, row):
+            if cell == "":
+                continue
+            if name.endswith(LIST_SUFFIX):
+                record[name[: -len(LIST_SUFFIX)]] = [part for part in cell.split(LIST_SEPARATOR) if part != ""]
+            elif name in INT_COLUMNS:
+                text = cell.strip()
+                if not text.lstrip("-").isdigit():
+                    raise self.error(f"column {name!r} must be a whole number, not {cell!r}", line=line, record=number)
+                record[name] = int(text)
+            else:
+                record[name] = cell
+        return record
+
+    # -- JSON --------------------------------------------------------------------------------
+
+    def _json(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        text = self.file.read_text(encoding="utf-8-sig")
+        decoder = json.JSONDecoder()
+        pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+        line, counted = 1, 0
+
+        def line_at(p: int) -> int:
+            nonlocal line, counted
+            line += text.count("\n", counted, p)
+            counted = p
+            return line
+
+        if pos >= len(text) or text[pos] != "[":
+            raise self.error("a JSON data file must hold one array of objects: [{...}, {...}]", line=line_at(pos))
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        if pos < len(text) and text[pos] == "]":
+            return
+        number = 0
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+            number += 1
+            at = line_at(pos)
+            if not isinstance(value, dict):
+                raise self.error(f"element {number} is {type(value).__name__}, not an object", line=at, record=number)
+            yield at, value
+            pos = _WS.match(text, end).end()  # type: ignore[union-attr]
+            if pos < len(text) and text[pos] == ",":
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                continue
+            if pos < len(text) and text[pos] == "]":
+                rest = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                if rest != len(text):
+                    raise self.error("unexpected text after the closing ]", line=line_at(rest))
+                return
+            raise self.error("invalid JSON: expected ',' or ']' after an element", line=line_at(min(pos, len(text))))
+
+    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with open(self.file, encoding="utf-8-sig") as handle:
+            number = 0
+            for line, text in enumerate(handle, 1):
+                if not text.strip():
+                    continue
+                number += 1
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=line, record=number) from None
+                if not isinstance(value, dict):
+                    raise self.error(f"line holds {type(value).__name__}, not an object", line=line, record=number)
+                yield line, value
+
+
+def read_table(path: Path, display: str) -> list[dict[str, Any]]:
+    """A whole CSV file for templates: every column kept, values as strings (empty cells too)."""
+    source = DataFile(path, display)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = [h.strip() for h in next(reader, [])]
+            source._check_header(header)
+            rows = []
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise source.error(f"row has {len(row)} cells but the header has {len(header)}", line=reader.line_num)
+                rows.append(dict(zip(header, row)))
+            return rows
+    except FileNotFoundError:
+        raise source.error("data file not found") from None
+    except csv.Error as exc:
+        raise source.error(f"bad CSV: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise source.error(f"cannot read the data file: {exc}") from None
+
+
+def read_json(path: Path, display: str) -> Any:
+    """A whole JSON (or JSON-lines) file for templates."""
+    source = DataFile(path, display)
+    if source.format == "jsonl":
+        return [record for _line, record in source]
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise source.error("data file not found") from None
+    except json.JSONDecodeError as exc:
+        raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise source.error(f"cannot read the data file: {exc}") from None
