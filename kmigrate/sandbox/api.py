@@ -1,0 +1,791 @@
+"""The Kintone REST API over the record store: one method per endpoint, no HTTP.
+
+``Api.handle(Call)`` runs one API call and returns the success body, or raises ``ApiError``
+carrying Kintone's error code, message, ``errors`` and HTTP status. Every write runs in a
+store transaction, so a call is atomic; a bulk request wraps its calls in one more, so the bulk
+is all-or-nothing. Behaviour follows ../shared/kintone-api.md; where that text marks a fact
+[UNCERTAIN], the choice made here says so in a comment.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .definition import AppDef, SandboxDefinition
+from .fields import (
+    Problems, check_required, default_value, field_properties, is_empty, merge_table, normalize, now_utc, render_record,
+)
+from .store import Store, StoredRecord
+
+MAX_WRITE = 100
+MAX_BULK = 20
+MAX_TOKENS = 9
+MAX_CURSORS = 10
+CURSOR_LIFETIME = 600.0  # seconds
+MAX_CURSOR_SIZE = 500
+DEFAULT_CURSOR_SIZE = 100
+
+API_PATH = re.compile(r"^/k/(?:guest/(?P<guest>\d+)/)?v1/(?P<name>[A-Za-z/]+)\.json$")
+
+# The eight APIs a bulk request may carry (kintone-api.md §1.2).
+BULK_APIS = frozenset({
+    ("POST", "record"), ("POST", "records"), ("PUT", "record"), ("PUT", "records"), ("DELETE", "records"),
+    ("PUT", "record/status"), ("PUT", "records/status"), ("PUT", "record/assignees"),
+})
+
+
+def new_error_id() -> str:
+    return secrets.token_urlsafe(15)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, errors: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = dict(errors) if errors else None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "id": new_error_id(), "message": self.message}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+class BulkFailure(ApiError):
+    """A bulk request whose inner request ``index`` failed: everything was rolled back."""
+
+    def __init__(self, index: int, count: int, inner: ApiError):
+        super().__init__(inner.status, inner.code, inner.message, inner.errors)
+        self.index = index
+        self.count = count
+        self.inner = inner
+
+    def body(self) -> dict[str, Any]:
+        results: list[dict[str, Any]] = [{} for _ in range(self.count)]
+        results[self.index] = self.inner.body()
+        return {"results": results}
+
+
+def invalid(problems: Mapping[str, Any]) -> ApiError:
+    return ApiError(400, "CB_VA01", "Missing or invalid input.", problems)
+
+
+def invalid_param(key: str, message: str) -> ApiError:
+    return invalid({key: {"messages": [message]}})
+
+
+def not_found(record_id: int) -> ApiError:
+    return ApiError(404, "GAIA_RE01", f"The specified record (ID: {record_id}) is not found.")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who calls: a login name (``Administrator`` for API tokens and for anonymous calls)."""
+
+    user: str = "Administrator"
+    tokens: tuple[str, ...] = ()
+    password: bool = False
+
+
+@dataclass
+class Call:
+    method: str
+    name: str  # the path between v1/ and .json, e.g. "records/status"
+    guest: int | None
+    params: dict[str, Any]
+    auth: Auth = field(default_factory=Auth)
+
+
+@dataclass
+class _Cursor:
+    app: int
+    records: list[dict[str, Any]]
+    size: int
+    position: int = 0
+    expires: float = 0.0
+
+
+# -- parameter helpers ---------------------------------------------------------------------
+
+
+def _int(value: Any, key: str, *, required: bool = True, minimum: int | None = 1) -> int | None:
+    if value is None or value == "":
+        if required:
+            raise invalid_param(key, "Required field.")
+        return None
+    if isinstance(value, bool):
+        raise invalid_param(key, "Enter an integer value.")
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if not isinstance(value, int):
+        raise invalid_param(key, "Enter an integer value.")
+    if minimum is not None and value < minimum:
+        raise invalid_param(key, f"Enter {minimum} or more.")
+    return value
+
+
+def _revision(value: Any, key: str) -> int | None:
+    """An expected revision; absent or -1 means "do not check"."""
+    rev = _int(value, key, required=False, minimum=-1)
+    return None if rev in (None, -1) else rev
+
+
+def _bool(value: Any, key: str) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid_param(key, "Enter true or false.")
+
+
+def _list(value: Any, key: str, *, required: bool = True) -> list[Any]:
+    if value is None:
+        if required:
+            raise invalid_param(key, "Required field.")
+        return []
+    if not isinstance(value, list):
+        raise invalid_param(key, "Enter an array.")
+    return value
+
+
+def _str(value: Any, key: str, *, required: bool = True) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise invalid_param(key, "Required field.")
+        return None
+    if not isinstance(value, str):
+        raise invalid_param(key, "Enter a string.")
+    return value
+
+
+def _check_revision(record: StoredRecord, expected: int | None) -> None:
+    # GAIA_CO02 / 409: OBSERVED-3P/UNCERTAIN in kintone-api.md §2.5; followed as recommended.
+    if expected is not None and expected != record.revision:
+        raise ApiError(409, "GAIA_CO02", "The revision is not the latest. Someone may have updated the record after you opened it. "
+                       f"(record ID: {record.id}, expected revision {expected}, current {record.revision})")
+
+
+def _check_repeated(record_id: int, seen: set[int]) -> None:
+    if record_id in seen:
+        raise ApiError(400, "GAIA_RE09", f"The record (ID: {record_id}) is specified more than once in the request.")
+    seen.add(record_id)
+
+
+# -- the API -------------------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, definition: SandboxDefinition, store: Store, clock: Callable[[], float] = time.monotonic):
+        self.definition = definition
+        self.store = store
+        self.clock = clock
+        self.cursors: dict[str, _Cursor] = {}
+        # (method, name) -> (handler, writes?)
+        self.routes: dict[tuple[str, str], tuple[Callable[[Call], dict[str, Any]], bool]] = {
+            ("GET", "record"): (self.get_record, False),
+            ("POST", "record"): (self.add_record, True),
+            ("PUT", "record"): (self.update_record, True),
+            ("GET", "records"): (self.get_records, False),
+            ("POST", "records"): (self.add_records, True),
+            ("PUT", "records"): (self.update_records, True),
+            ("DELETE", "records"): (self.delete_records, True),
+            ("PUT", "record/status"): (self.update_status, True),
+            ("PUT", "records/status"): (self.update_statuses, True),
+            ("PUT", "record/assignees"): (self.update_assignees, True),
+            ("POST", "records/cursor"): (self.create_cursor, False),
+            ("GET", "records/cursor"): (self.get_cursor, False),
+            ("DELETE", "records/cursor"): (self.delete_cursor, False),
+            ("GET", "app"): (self.get_app, False),
+            ("GET", "app/form/fields"): (self.get_fields, False),
+            ("GET", "app/status"): (self.get_status_settings, False),
+            ("POST", "bulkRequest"): (self.bulk_request, True),
+        }
+        self.known_names = {name for _, name in self.routes}
+
+    def handle(self, call: Call) -> dict[str, Any]:
+        route = self.routes.get((call.method, call.name))
+        if route is None:
+            # Codes CB_NF01 / CB_ME01 are the sandbox's own: Kintone's answer to an unknown
+            # path was not captured.
+            if call.name in self.known_names:
+                raise ApiError(405, "CB_ME01", f"{call.method} is not supported by /k/v1/{call.name}.json.")
+            raise ApiError(404, "CB_NF01", f"The API /k/v1/{call.name}.json does not exist (or the sandbox does not provide it).")
+        handler, writes = route
+        if not writes:
+            return handler(call)
+        with self.store.transaction():
+            return handler(call)
+
+    # -- apps and permissions ------------------------------------------------------------------
+
+    def app(self, call: Call, *permissions: str, key: str = "app") -> AppDef:
+        app_id = _int(call.params.get(key), key)
+        app = self.definition.apps.get(app_id)
+        if app is None:
+            raise ApiError(404, "GAIA_AP01", f"The app (ID: {app_id}) not found. The app may have been deleted.")
+        if app.guest_space_id != call.guest:
+            if call.guest is None:
+                raise ApiError(400, "GAIA_IL23", f"The app (ID: {app_id}) is in guest space {app.guest_space_id}: "
+                               f"use /k/guest/{app.guest_space_id}/v1/ to reach it.")
+            raise ApiError(403, "CB_NO02", "No privilege to proceed. "
+                           f"(the app (ID: {app_id}) is not in guest space {call.guest})")
+        self._authorize(app, call.auth, permissions)
+        return app
+
+    @staticmethod
+    def _authorize(app: AppDef, auth: Auth, permissions: tuple[str, ...]) -> None:
+        if app.tokens is None or auth.password:  # users are whoever logs in, with every right
+            return
+        if not auth.tokens:
+            raise ApiError(401, "CB_AU01", "Please login.")
+        granted: set[str] = set()
+        matched = False
+        for token in auth.tokens:
+            if token in app.tokens:
+                matched = True
+                granted |= app.tokens[token]
+        if not matched:
+            # GAIA_AP15: OBSERVED-3P, HTTP status UNCERTAIN; the sandbox answers 403.
+            raise ApiError(403, "GAIA_AP15", f"The API token is not valid for the app (ID: {app.id}).")
+        missing = [p for p in permissions if p not in granted]
+        if missing:
+            raise ApiError(403, "CB_NO02", f"No privilege to proceed. (the API token lacks the {', '.join(missing)} permission)")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _render(self, app: AppDef, rec: StoredRecord) -> dict[str, Any]:
+        return render_record(app, rec.id, rec.revision, rec.data)
+
+    def get_record(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        record_id = _int(call.params.get("id"), "id")
+        rec = self.store.get(app.id, record_id)
+        if rec is None:
+            raise not_found(record_id)
+        return {"record": self._render(app, rec)}
+
+    def _select(self, app: AppDef, call: Call, query_text: Any) -> tuple[Any, list[dict[str, Any]]]:
+        from .query import QueryError, parse_query
+
+        if query_text is not None and not isinstance(query_text, str):
+            raise invalid_param("query", "Enter a string.")
+        subtables = {sub: table.code for table in app.fields.values() for sub in table.fields}
+        try:
+            query = parse_query(query_text or "", app.field_types(), subtables=subtables, login_user=call.auth.user)
+        except QueryError as exc:
+            raise ApiError(exc.status, exc.code, exc.message, exc.errors) from None
+        records = [self._render(app, rec) for rec in self.store.all(app.id)]
+        return query, query.sort(query.filter(records))
+
+    @staticmethod
+    def _only_fields(records: list[dict[str, Any]], codes: Any) -> list[dict[str, Any]]:
+        codes = _list(codes, "fields", required=False)
+        if not codes:
+            return records
+        wanted = [str(c) for c in codes]
+        return [{code: rec[code] for code in wanted if code in rec} for rec in records]
+
+    def get_records(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        query, selected = self._select(app, call, call.params.get("query"))
+        total = _bool(call.params.get("totalCount"), "totalCount")
+        start = query.offset or 0
+        size = query.limit if query.limit is not None else 100
+        page = self._only_fields(selected[start:start + size], call.params.get("fields"))
+        return {"records": page, "totalCount": str(len(selected)) if total else None}
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    def _live_cursors(self) -> dict[str, _Cursor]:
+        now = self.clock()
+        for cursor_id in [c for c, cur in self.cursors.items() if cur.expires <= now]:
+            del self.cursors[cursor_id]
+        return self.cursors
+
+    def create_cursor(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        size = _int(call.params.get("size"), "size", required=False) or DEFAULT_CURSOR_SIZE
+        if not 1 <= size <= MAX_CURSOR_SIZE:
+            raise invalid_param("size", f"Enter a value between 1 and {MAX_CURSOR_SIZE}.")
+        query, selected = self._select(app, call, call.params.get("query"))
+        if query.limit is not None or query.offset is not None:
+            raise invalid_param("query", "limit and offset cannot be used in the query of a cursor.")
+        if len(self._live_cursors()) >= MAX_CURSORS:
+            # The code is UNCERTAIN (kintone-api.md §4.1 names no code); GAIA_TM12 / 400 is
+            # what client libraries associate with "too many cursors".
+            raise ApiError(400, "GAIA_TM12", f"The maximum number of cursors ({MAX_CURSORS}) has been reached. "
+                           "Read a cursor to its end or delete one first.")
+        cursor_id = str(uuid.uuid4())
+        records = self._only_fields(selected, call.params.get("fields"))
+        self.cursors[cursor_id] = _Cursor(app.id, records, size, expires=self.clock() + CURSOR_LIFETIME)
+        return {"id": cursor_id, "totalCount": str(len(records))}
+
+    def _cursor(self, call: Call) -> tuple[str, _Cursor]:
+        cursor_id = _str(call.params.get("id"), "id")
+        cursor = self._live_cursors().get(cursor_id)
+        if cursor is None:
+            # Code and status UNCERTAIN (not captured); the sandbox answers GAIA_CN01 / 404.
+            raise ApiError(404, "GAIA_CN01", f"The cursor (ID: {cursor_id}) does not exist or has expired.")
+        return cursor_id, cursor
+
+    def get_cursor(self, call: Call) -> dict[str, Any]:
+        cursor_id, cursor = self._cursor(call)
+        page = cursor.records[cursor.position:cursor.position + cursor.size]
+        cursor.position += len(page)
+        more = cursor.position < len(cursor.records)
+        if more:
+            # UNCERTAIN (kintone-api.md §4.1): a read restarts the 10-minute window.
+            cursor.expires = self.clock() + CURSOR_LIFETIME
+        else:
+            del self.cursors[cursor_id]
+        return {"records": page, "next": more}
+
+    def delete_cursor(self, call: Call) -> dict[str, Any]:
+        cursor_id, _ = self._cursor(call)
+        del self.cursors[cursor_id]
+        return {}
+
+    # -- app settings --------------------------------------------------------------------------
+
+    def get_app(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view", key="id")
+        admin = {"code": "Administrator", "name": "Administrator"}
+        return {
+            "appId": str(app.id), "code": app.code, "name": app.name, "description": app.description,
+            "spaceId": str(app.guest_space_id) if app.guest_space_id else None, "threadId": None,
+            "createdAt": "2024-01-01T00:00:00.000Z", "creator": admin,
+            "modifiedAt": "2024-01-01T00:00:00.000Z", "modifier": admin,
+        }
+
+    def get_fields(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        return {"properties": field_properties(app), "revision": "1"}
+
+    def get_status_settings(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        process = app.process
+        if process is None:
+            return {"enable": False, "states": None, "actions": None, "revision": "1"}
+        states = {
+            s.name: {"name": s.name, "index": str(s.index), "assignee": {
+                "type": s.assignee_type,
+                "entities": [{"entity": {"type": "USER", "code": login}, "includeSubs": False} for login in s.assignees],
+            }}
+            for s in sorted(process.states, key=lambda s: s.index)
+        }
+        actions = [{"name": a.name, "from": a.from_, "to": a.to, "filterCond": a.filter_cond} for a in process.actions]
+        return {"enable": process.enable, "states": states, "actions": actions, "revision": "1"}
+
+    # -- writes: shared ------------------------------------------------------------------------
+
+    def _new_row_ids(self, app: AppDef) -> Callable[[], int]:
+        return lambda: self.store.allocate_row_ids(app.id, 1)[0]
+
+    def _values_from(self, app: AppDef, record: Any, prefix: str, problems: Problems, old: dict[str, Any] | None,
+                     meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], set[str]]:
+        """A request's record -> (stored values after the write, codes the request sent)."""
+        if record is None:
+            record = {}
+        if not isinstance(record, dict):
+            problems.add(prefix, "Enter the record as an object of field codes.")
+            return {}, set()
+        values: dict[str, Any] = dict(old) if old is not None else {}
+        sent: set[str] = set()
+        for code, raw in record.items():
+            f = app.fields.get(code)
+            if f is None:
+                if meta is not None:
+                    self._system_value(app, code, raw, prefix, problems, meta)
+                continue  # unknown and read-only codes are ignored, as Kintone does
+            if f.type == "CALC":
+                continue
+            value = normalize(f, raw, f"{prefix}.{code}", problems)
+            if f.type == "SUBTABLE" and value is not None:
+                value = merge_table(f, value, (old or {}).get(code), self._new_row_ids(app))
+            values[code] = value
+            sent.add(code)
+        if old is None:
+            for code, f in app.fields.items():
+                if code not in values and f.type != "CALC":
+                    value = default_value(f)
+                    values[code] = value
+        return values, sent
+
+    @staticmethod
+    def _system_value(app: AppDef, code: str, raw: Any, prefix: str, problems: Problems, meta: dict[str, Any]) -> None:
+        """On create Kintone lets the creator, modifier and their times be set (app admins)."""
+        targets = {app.system_code("CREATOR"): "creator", app.system_code("MODIFIER"): "modifier",
+                   app.system_code("CREATED_TIME"): "created", app.system_code("UPDATED_TIME"): "updated"}
+        slot = targets.get(code)
+        if slot is None or not isinstance(raw, dict):
+            return
+        value = raw.get("value")
+        if slot in ("creator", "modifier"):
+            if isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"]:
+                meta[slot] = value["code"]
+            else:
+                problems.add(f"{prefix}.{code}.value", "Enter {\"code\": login name}.")
+        else:
+            from .definition import FieldDef
+            moment = normalize(FieldDef(code, "DATETIME", code), raw, f"{prefix}.{code}", problems)
+            if moment:
+                meta[slot] = moment
+
+    def _check_unique(self, app: AppDef, entries: list[tuple[str, int | None, dict[str, Any], set[str] | None]],
+                      problems: Problems) -> None:
+        """entries: (error prefix, record id or None for a new one, values, codes sent or None=all)."""
+        for code, f in app.fields.items():
+            if not f.unique:
+                continue
+            wanted = [(prefix, rid, values[code]) for prefix, rid, values, sent in entries
+                      if (sent is None or code in sent) and isinstance(values.get(code), str) and values[code] != ""]
+            if not wanted:
+                continue
+            owners = self.store.unique_owners(app.id, code, list({v for _, _, v in wanted}))
+            claimed: dict[str, int | None] = {}
+            for prefix, rid, value in wanted:
+                owner = owners.get(value)
+                if (owner is not None and owner != rid) or (value in claimed and claimed[value] != rid):
+                    problems.add(f"{prefix}.{code}.value", "This value already exists in another record.")
+                claimed.setdefault(value, rid)
+
+    def _unique_rows(self, app: AppDef, record_id: int, values: dict[str, Any], sent: set[str] | None) -> list[tuple[str, str, int]]:
+        return [(code, values.get(code) or "", record_id) for code, f in app.fields.items()
+                if f.unique and (sent is None or code in sent)]
+
+    def _initial_process(self, app: AppDef) -> tuple[str | None, list[str]]:
+        if not app.process_enabled:
+            return None, []
+        state = app.process.initial
+        # A new record starts in the first state; its assignees are that state's candidates
+        # (for ONE, only when there is exactly one candidate to choose).
+        if state.assignee_type == "ONE":
+            return state.name, list(state.assignees) if len(state.assignees) == 1 else []
+        return state.name, list(state.assignees)
+
+    def _insert(self, app: AppDef, call: Call, prepared: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[StoredRecord]:
+        ids = self.store.allocate_ids(app.id, len(prepared))
+        now = now_utc()
+        status, assignees = self._initial_process(app)
+        user = call.auth.user
+        records = []
+        unique_rows = []
+        for record_id, (values, meta) in zip(ids, prepared):
+            data = {"values": values, "creator": meta.get("creator", user), "created": meta.get("created", now),
+                    "modifier": meta.get("modifier", meta.get("creator", user)), "updated": meta.get("updated", meta.get("created", now)),
+                    "status": status, "assignees": list(assignees)}
+            records.append(StoredRecord(record_id, 1, data))
+            unique_rows.extend(self._unique_rows(app, record_id, values, None))
+        self.store.insert_many(app.id, records)
+        if unique_rows:
+            self.store.set_uniques(app.id, unique_rows, new=True)
+        return records
+
+    # -- writes: records -----------------------------------------------------------------------
+
+    def _add(self, app: AppDef, call: Call, records: list[Any], prefix_of: Callable[[int], str]) -> list[StoredRecord]:
+        problems = Problems()
+        prepared = []
+        for i, record in enumerate(records):
+            prefix = prefix_of(i)
+            meta: dict[str, Any] = {}
+            values, _ = self._values_from(app, record, prefix, problems, None, meta)
+            check_required(app, values, prefix, problems)
+            prepared.append((values, meta))
+        self._check_unique(app, [(prefix_of(i), None, v, None) for i, (v, _) in enumerate(prepared)], problems)
+        if problems:
+            raise invalid(problems)
+        return self._insert(app, call, prepared)
+
+    def add_record(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "add")
+        (rec,) = self._add(app, call, [call.params.get("record")], lambda i: "record")
+        return {"id": str(rec.id), "revision": str(rec.revision)}
+
+    def add_records(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "add")
+        records = _list(call.params.get("records"), "records")
+        if not records or len(records) > MAX_WRITE:
+            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be added at one time." if records
+                                else "Required field.")
+        added = self._add(app, call, records, lambda i: f"records[{i}]")
+        return {"ids": [str(r.id) for r in added], "revisions": [str(r.revision) for r in added]}
+
+    def _update(self, app: AppDef, call: Call, items: list[Any], single: bool, upsert: bool) -> list[tuple[StoredRecord, str]]:
+        problems = Problems()
+        seen: set[int] = set()
+        plan: list[tuple[str, str, StoredRecord | None, dict[str, Any], set[str], dict[str, Any]]] = []
+        for i, item in enumerate(items):
+            head = "" if single else f"records[{i}]."
+            record_prefix = "record" if single else f"records[{i}].record"
+            if not isinstance(item, dict):
+                raise invalid_param(f"records[{i}]", "Enter an object with id or updateKey, and record.")
+            has_id, has_key = item.get("id") is not None, item.get("updateKey") is not None
+            if has_id and has_key:
+                raise invalid_param(f"{head}id", "Specify either id or updateKey, not both.")
+            if not has_id and not has_key:
+                raise invalid_param(f"{head}id", "Required field.")
+            expected = _revision(item.get("revision"), f"{head}revision")
+            record = item.get("record")
+            target: StoredRecord | None
+            key_value: tuple[str, Any] | None = None
+            if has_id:
+                record_id = _int(item["id"], f"{head}id")
+                _check_repeated(record_id, seen)
+                target = self.store.get(app.id, record_id)
+                if target is None and not upsert:
+                    raise not_found(record_id)
+            else:
+                key_code, key_raw = self._update_key(app, item["updateKey"], f"{head}updateKey")
+                owner = self.store.unique_owner(app.id, key_code, key_raw)
+                if owner is None and not upsert:
+                    # GAIA_RE20: OBSERVED-3P; HTTP status not recorded, the sandbox answers 400.
+                    raise ApiError(400, "GAIA_RE20", "No records match the conditions specified in the updateKey field. "
+                                   f"({key_code} = {key_raw!r})")
+                target = self.store.get(app.id, owner) if owner is not None else None
+                if target is not None:
+                    _check_repeated(target.id, seen)
+                key_value = (key_code, key_raw)
+            if target is not None:
+                _check_revision(target, expected)
+                values, sent = self._values_from(app, record, record_prefix, problems, target.data["values"])
+                check_required(app, values, record_prefix, problems, only=sent)
+                plan.append(("UPDATE", record_prefix, target, values, sent, {}))
+            else:
+                # Upsert insert: a given id is ignored (a new id is assigned); an updateKey's
+                # value becomes the new record's value of that field.
+                if key_value is not None and isinstance(record, dict):
+                    record = {**record, key_value[0]: {"value": key_value[1]}}
+                elif key_value is not None and record is None:
+                    record = {key_value[0]: {"value": key_value[1]}}
+                meta: dict[str, Any] = {}
+                values, sent = self._values_from(app, record, record_prefix, problems, None, meta)
+                check_required(app, values, record_prefix, problems)
+                plan.append(("INSERT", record_prefix, None, values, sent, meta))
+        self._check_unique(app, [(prefix, rec.id if rec else None, values, sent if kind == "UPDATE" else None)
+                                 for kind, prefix, rec, values, sent, _ in plan], problems)
+        if problems:
+            raise invalid(problems)
+        now, user = now_utc(), call.auth.user
+        results: list[tuple[StoredRecord, str]] = []
+        updated: list[StoredRecord] = []
+        unique_rows: list[tuple[str, str, int]] = []
+        for kind, _, rec, values, sent, meta in plan:
+            if kind == "UPDATE":
+                data = {**rec.data, "values": values, "modifier": user, "updated": now}
+                new = StoredRecord(rec.id, rec.revision + 1, data)
+                updated.append(new)
+                unique_rows.extend(self._unique_rows(app, rec.id, values, sent))
+                results.append((new, "UPDATE"))
+            else:
+                (new,) = self._insert(app, call, [(values, meta)])
+                results.append((new, "INSERT"))
+        self.store.update_many(app.id, updated)
+        if unique_rows:
+            self.store.set_uniques(app.id, unique_rows)
+        return results
+
+    @staticmethod
+    def _update_key(app: AppDef, raw: Any, key: str) -> tuple[str, str]:
+        if not isinstance(raw, dict) or not isinstance(raw.get("field"), str):
+            raise invalid_param(f"{key}.field", "Required field.")
+        code = raw["field"]
+        f = app.fields.get(code)
+        if f is None or not f.unique or f.type not in ("SINGLE_LINE_TEXT", "NUMBER"):
+            raise invalid_param(f"{key}.field", f"The field {code!r} cannot be used as updateKey: it must be a text or "
+                                "number field with \"Prohibit duplicate values\" on.")
+        value = raw.get("value")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+            raise invalid_param(f"{key}.value", "Required field.")
+        problems = Problems()
+        text = normalize(f, {"value": value}, key, problems)
+        if problems or text is None:
+            raise invalid_param(f"{key}.value", "Only numbers are allowed." if f.type == "NUMBER" else "Enter a string.")
+        return code, text
+
+    def update_record(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "edit")
+        params = call.params
+        ((rec, _),) = self._update(app, call, [{k: params.get(k) for k in ("id", "updateKey", "revision", "record")}], True, False)
+        return {"revision": str(rec.revision)}
+
+    def update_records(self, call: Call) -> dict[str, Any]:
+        upsert = _bool(call.params.get("upsert"), "upsert")
+        app = self.app(call, "edit", *(("add",) if upsert else ()))
+        items = _list(call.params.get("records"), "records")
+        if not items or len(items) > MAX_WRITE:
+            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be updated at one time." if items
+                                else "Required field.")
+        results = self._update(app, call, items, False, upsert)
+        if upsert:
+            return {"records": [{"id": str(r.id), "revision": str(r.revision), "operation": op} for r, op in results]}
+        return {"records": [{"id": str(r.id), "revision": str(r.revision)} for r, _ in results]}
+
+    def delete_records(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "delete")
+        ids = _list(call.params.get("ids"), "ids")
+        if not 1 <= len(ids) <= MAX_WRITE:
+            raise invalid_param("ids", f"Between 1 and {MAX_WRITE} records can be deleted at one time.")
+        revisions = _list(call.params.get("revisions"), "revisions", required=False)
+        if revisions and len(revisions) != len(ids):
+            raise invalid_param("revisions", "Give one revision per id, in the same order.")
+        seen: set[int] = set()
+        for i, raw_id in enumerate(ids):
+            record_id = _int(raw_id, f"ids[{i}]")
+            _check_repeated(record_id, seen)
+            rec = self.store.get(app.id, record_id)
+            if rec is None:
+                raise not_found(record_id)
+            if revisions:
+                _check_revision(rec, _revision(revisions[i], f"revisions[{i}]"))
+        self.store.delete_many(app.id, seen)
+        return {}
+
+    # -- writes: process management ------------------------------------------------------------
+
+    def _process_app(self, call: Call) -> AppDef:
+        app = self.app(call, "edit")
+        if not app.process_enabled:
+            # GAIA_ST02 / 400: OBSERVED-3P (kintone-api.md §3.4).
+            raise ApiError(400, "GAIA_ST02", f"Process management is not enabled for the app (ID: {app.id}).")
+        return app
+
+    def _act(self, app: AppDef, call: Call, item: Any, head: str, seen: set[int]) -> StoredRecord:
+        if not isinstance(item, dict):
+            raise invalid_param(head.rstrip(".") or "record", "Enter an object with id and action.")
+        record_id = _int(item.get("id"), f"{head}id")
+        action_name = _str(item.get("action"), f"{head}action")
+        assignee = _str(item.get("assignee"), f"{head}assignee", required=False)
+        expected = _revision(item.get("revision"), f"{head}revision")
+        _check_repeated(record_id, seen)
+        rec = self.store.get(app.id, record_id)
+        if rec is None:
+            raise not_found(record_id)
+        _check_revision(rec, expected)
+        process = app.process
+        current = rec.data.get("status") or process.initial.name
+        actions = [a for a in process.actions if a.name == action_name and a.from_ == current]
+        if len(actions) != 1:
+            # GAIA_IL03 / 400 (kintone-api.md §3.4); also for an action name given twice on a state.
+            raise ApiError(400, "GAIA_IL03", f"The action {action_name!r} cannot be taken from the status {current!r} "
+                           f"of the record (ID: {record_id}). The status or its settings may have been changed by someone.")
+        user = call.auth.user
+        current_assignees = rec.data.get("assignees") or []
+        if current_assignees and user not in current_assignees:
+            raise ApiError(403, "CB_NO02", f"No privilege to proceed. (only the assignees {', '.join(current_assignees)} "
+                           f"can act on the record (ID: {record_id}); the caller is {user})")
+        nxt = process.state(actions[0].to)
+        candidates = list(nxt.assignees)
+        if nxt.assignee_type == "ONE" and candidates:
+            if assignee is None:
+                if len(candidates) > 1:
+                    raise ApiError(400, "GAIA_SA01", f"Specify the assignee: the status {nxt.name!r} takes one of "
+                                   f"{', '.join(candidates)}.")
+                assignee = candidates[0]
+            elif assignee not in candidates:
+                raise invalid_param(f"{head}assignee", f"{assignee!r} is not an assignee candidate of the status "
+                                    f"{nxt.name!r} (candidates: {', '.join(candidates)}).")
+            new_assignees = [assignee]
+        else:
+            new_assignees = candidates
+        data = {**rec.data, "status": nxt.name, "assignees": new_assignees, "modifier": user, "updated": now_utc()}
+        # The action and the status change are two updates: revision + 2.
+        new = StoredRecord(rec.id, rec.revision + 2, data)
+        self.store.update_many(app.id, [new])
+        return new
+
+    def update_status(self, call: Call) -> dict[str, Any]:
+        app = self._process_app(call)
+        params = call.params
+        rec = self._act(app, call, {k: params.get(k) for k in ("id", "action", "assignee", "revision")}, "", set())
+        return {"revision": str(rec.revision)}
+
+    def update_statuses(self, call: Call) -> dict[str, Any]:
+        app = self._process_app(call)
+        items = _list(call.params.get("records"), "records")
+        if not items or len(items) > MAX_WRITE:
+            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be updated at one time." if items
+                                else "Required field.")
+        seen: set[int] = set()
+        done = [self._act(app, call, item, f"records[{i}].", seen) for i, item in enumerate(items)]
+        return {"records": [{"id": str(r.id), "revision": str(r.revision)} for r in done]}
+
+    def update_assignees(self, call: Call) -> dict[str, Any]:
+        app = self._process_app(call)
+        record_id = _int(call.params.get("id"), "id")
+        assignees = _list(call.params.get("assignees"), "assignees")
+        if len(assignees) > MAX_WRITE:
+            raise invalid_param("assignees", f"A maximum of {MAX_WRITE} assignees can be specified.")
+        if not all(isinstance(a, str) and a for a in assignees):
+            raise invalid_param("assignees", "Enter an array of login names.")
+        expected = _revision(call.params.get("revision"), "revision")
+        rec = self.store.get(app.id, record_id)
+        if rec is None:
+            raise not_found(record_id)
+        _check_revision(rec, expected)
+        data = {**rec.data, "assignees": list(dict.fromkeys(assignees)), "modifier": call.auth.user, "updated": now_utc()}
+        new = StoredRecord(rec.id, rec.revision + 1, data)
+        self.store.update_many(app.id, [new])
+        return {"revision": str(new.revision)}
+
+    # -- bulk ----------------------------------------------------------------------------------
+
+    def bulk_request(self, call: Call) -> dict[str, Any]:
+        requests = _list(call.params.get("requests"), "requests")
+        # Envelope errors are a plain top-level CB_VA01 (kintone-api.md §1.5: UNCERTAIN, "most likely").
+        if not requests:
+            raise invalid_param("requests", "Required field.")
+        if len(requests) > MAX_BULK:
+            raise invalid_param("requests", f"A maximum of {MAX_BULK} requests can be sent in one bulk request.")
+        inner: list[Call] = []
+        for i, req in enumerate(requests):
+            if not isinstance(req, dict):
+                raise invalid_param(f"requests[{i}]", "Enter an object with method, api and payload.")
+            method, api, payload = req.get("method"), req.get("api"), req.get("payload")
+            if method not in ("GET", "POST", "PUT", "DELETE"):
+                raise invalid_param(f"requests[{i}].method", "Enter one of POST, PUT or DELETE.")
+            match = API_PATH.match(api) if isinstance(api, str) else None
+            if match is None:
+                raise invalid_param(f"requests[{i}].api", "Enter the API's path, e.g. /k/v1/records.json.")
+            if (method, match["name"]) not in BULK_APIS:
+                # Which error Kintone gives is UNCERTAIN (§1.2); the sandbox rejects the whole bulk.
+                raise invalid_param(f"requests[{i}].api", f"{method} {api} cannot be used in a bulk request.")
+            if not isinstance(payload, dict):
+                raise invalid_param(f"requests[{i}].payload", "Required field.")
+            guest = int(match["guest"]) if match["guest"] else None
+            inner.append(Call(method, match["name"], guest, payload, call.auth))
+        results: list[dict[str, Any]] = []
+        failure: BulkFailure | None = None
+        try:
+            with self.store.transaction():
+                for i, sub in enumerate(inner):
+                    try:
+                        if sub.guest != call.guest:
+                            self._wrong_bulk_space(call.guest, sub)
+                        results.append(self.handle(sub))
+                    except ApiError as exc:
+                        failure = BulkFailure(i, len(inner), exc)
+                        raise failure from None
+        except BulkFailure:
+            pass
+        if failure is not None:
+            raise failure
+        return {"results": results}
+
+    @staticmethod
+    def _wrong_bulk_space(outer: int | None, sub: Call) -> None:
+        # A bulk sent to a guest space touches only that space's apps, and each inner api
+        # carries the same /k/guest/{id}/v1/ prefix (kintone-api.md §1.1, §1.3).
+        if outer is not None and sub.guest is None:
+            raise ApiError(400, "GAIA_IL23", f"In a bulk request sent to guest space {outer}, "
+                           f"write the api as /k/guest/{outer}/v1/{sub.name}.json.")
+        raise ApiError(403, "CB_NO02", "No privilege to proceed. (an inner api names another space than the bulk request)")

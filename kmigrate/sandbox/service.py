@@ -1,0 +1,103 @@
+"""``Sandbox``: an embedded Kintone built from a sandbox file, over a SQLite record store.
+
+    sandbox = Sandbox.open(Path("sandbox.yaml"), store=Path(".kmigrate/sandbox-dev.sqlite3"))
+    client = httpx.Client(base_url=SANDBOX_BASE_URL, transport=sandbox.transport())
+
+The same ``wsgi_app`` is what ``kmigrate sandbox serve`` puts on a localhost port.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from ..errors import Location, SandboxDefinitionError
+from .api import Api
+from .definition import SandboxDefinition, parse_definition
+from .fields import render_record
+from .store import Store
+from .wsgi import WsgiApp
+
+SANDBOX_BASE_URL = "http://sandbox.localhost"
+
+
+class _Transport(httpx.WSGITransport):
+    """httpx's WSGI transport keeps only the last of repeated headers; Kintone reads repeated
+    ``X-Cybozu-API-Token`` headers as one list, so join them first."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        tokens = request.headers.get_list("X-Cybozu-API-Token")
+        if len(tokens) > 1:
+            request.headers["X-Cybozu-API-Token"] = ",".join(tokens)
+        return super().handle_request(request)
+
+
+class Sandbox:
+    def __init__(self, definition: SandboxDefinition, store: Path | None = None):
+        self.definition = definition
+        self.store_path = store
+        self._store = Store(store)
+        self._lock = threading.RLock()
+        self._store.rebuild_uniques({app.id: [c for c, f in app.fields.items() if f.unique]
+                                     for app in definition.apps.values()})
+        self.api = Api(definition, self._store)
+        self.wsgi_app = WsgiApp(self.api, self._lock)
+
+    @classmethod
+    def open(cls, definition: Path | str, store: Path | str | None = None) -> "Sandbox":
+        path = Path(definition)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SandboxDefinitionError(f"cannot read the sandbox file: {exc.strerror or exc}", location=Location(file=path),
+                                         hint="check the path (`sandbox = \"FILE\"` in kmigrate.toml, or --file)") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise SandboxDefinitionError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                                         location=Location(file=path, line=mark.line + 1 if mark else None)) from None
+        return cls(parse_definition(data, path), Path(store) if store is not None else None)
+
+    @classmethod
+    def from_definition(cls, data: dict[str, Any], store: Path | str | None = None) -> "Sandbox":
+        return cls(parse_definition(data, "<sandbox definition>"), Path(store) if store is not None else None)
+
+    @property
+    def request_count(self) -> int:
+        return self.wsgi_app.request_count
+
+    def transport(self) -> httpx.BaseTransport:
+        return _Transport(app=self.wsgi_app)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client wired to this sandbox (handy in tests)."""
+        return httpx.Client(base_url=SANDBOX_BASE_URL, transport=self.transport(), **kwargs)
+
+    def reset(self) -> None:
+        """Drop every record; ids start again at 1. Open cursors go too."""
+        with self._lock:
+            self._store.reset()
+            self.api.cursors.clear()
+
+    def records(self, app_id: int) -> list[dict[str, Any]]:
+        """The app's records in Kintone's read shape, by ascending id."""
+        app = self.definition.apps.get(app_id)
+        if app is None:
+            known = ", ".join(str(a) for a in sorted(self.definition.apps)) or "none"
+            raise SandboxDefinitionError(f"the sandbox has no app {app_id} (apps: {known})",
+                                         location=Location(file=self.definition.source))
+        with self._lock:
+            return [render_record(app, r.id, r.revision, r.data) for r in self._store.all(app.id)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._store.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

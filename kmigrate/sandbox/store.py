@@ -1,0 +1,190 @@
+"""The sandbox's record store: SQLite, one row per record, values kept in Kintone's read shape.
+
+Tables are keyed by app id only; field definitions come from the sandbox file each time it is
+opened, so the file may change between runs. ``uniq`` emulates "prohibit duplicate values":
+rebuilt from the records on open (a field may have become unique since), then kept in step by
+every write. Writes run inside ``transaction()``, which nests through SAVEPOINTs so a bulk
+request is one transaction and each call within it is atomic as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    app INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (app, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sequences (
+    app INTEGER PRIMARY KEY,
+    next_id INTEGER NOT NULL,
+    next_row INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uniq (
+    app INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (app, field, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS uniq_by_record ON uniq (app, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass
+class StoredRecord:
+    """``data``: {"values": {code: read-shape value}, "creator", "created", "modifier", "updated",
+    "status", "assignees"}."""
+
+    id: int
+    revision: int
+    data: dict[str, Any]
+
+
+class Store:
+    def __init__(self, path: Path | None = None):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the server's threads; the Sandbox serialises requests.
+        self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10)
+        self.conn.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(_SCHEMA)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The outermost level is BEGIN IMMEDIATE .. COMMIT; inner levels are SAVEPOINTs."""
+        depth = self._depth
+        if depth == 0:
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.conn.execute(f"SAVEPOINT sp{depth}")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if depth == 0:
+                self.conn.execute("ROLLBACK")
+            else:
+                self.conn.execute(f"ROLLBACK TO sp{depth}")
+                self.conn.execute(f"RELEASE sp{depth}")
+            raise
+        self._depth -= 1
+        if depth == 0:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute(f"RELEASE sp{depth}")
+
+    # -- ids -----------------------------------------------------------------------------------
+
+    def _sequence(self, app: int) -> tuple[int, int]:
+        row = self.conn.execute("SELECT next_id, next_row FROM sequences WHERE app = ?", (app,)).fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO sequences VALUES (?, 1, 1)", (app,))
+            return 1, 1
+        return row
+
+    def allocate_ids(self, app: int, count: int) -> list[int]:
+        next_id, _ = self._sequence(app)
+        self.conn.execute("UPDATE sequences SET next_id = ? WHERE app = ?", (next_id + count, app))
+        return list(range(next_id, next_id + count))
+
+    def allocate_row_ids(self, app: int, count: int) -> list[int]:
+        _, next_row = self._sequence(app)
+        self.conn.execute("UPDATE sequences SET next_row = ? WHERE app = ?", (next_row + count, app))
+        return list(range(next_row, next_row + count))
+
+    # -- records -------------------------------------------------------------------------------
+
+    def get(self, app: int, record_id: int) -> StoredRecord | None:
+        row = self.conn.execute("SELECT id, revision, data FROM records WHERE app = ? AND id = ?", (app, record_id)).fetchone()
+        return StoredRecord(row[0], row[1], json.loads(row[2])) if row else None
+
+    def all(self, app: int) -> list[StoredRecord]:
+        rows = self.conn.execute("SELECT id, revision, data FROM records WHERE app = ? ORDER BY id", (app,))
+        return [StoredRecord(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def count(self, app: int) -> int:
+        return self.conn.execute("SELECT count(*) FROM records WHERE app = ?", (app,)).fetchone()[0]
+
+    def insert_many(self, app: int, records: Iterable[StoredRecord]) -> None:
+        self.conn.executemany(
+            "INSERT INTO records (app, id, revision, data) VALUES (?, ?, ?, ?)",
+            [(app, r.id, r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":"))) for r in records],
+        )
+
+    def update_many(self, app: int, records: Iterable[StoredRecord]) -> None:
+        self.conn.executemany(
+            "UPDATE records SET revision = ?, data = ? WHERE app = ? AND id = ?",
+            [(r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":")), app, r.id) for r in records],
+        )
+
+    def delete_many(self, app: int, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        self.conn.executemany("DELETE FROM records WHERE app = ? AND id = ?", [(app, i) for i in ids])
+        self.conn.executemany("DELETE FROM uniq WHERE app = ? AND id = ?", [(app, i) for i in ids])
+
+    # -- unique values -------------------------------------------------------------------------
+
+    def unique_owner(self, app: int, field: str, value: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM uniq WHERE app = ? AND field = ? AND value = ?", (app, field, value)).fetchone()
+        return row[0] if row else None
+
+    def unique_owners(self, app: int, field: str, values: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for value, owner in self.conn.execute(
+                f"SELECT value, id FROM uniq WHERE app = ? AND field = ? AND value IN ({marks})", (app, field, *chunk)
+            ):
+                found[value] = owner
+        return found
+
+    def set_uniques(self, app: int, rows: Iterable[tuple[str, str, int]], *, new: bool = False) -> None:
+        """(field, value, id) rows; a record's old value for that field is dropped first
+        (``new``: the records were just inserted and have none)."""
+        rows = list(rows)
+        if not new:
+            self.conn.executemany("DELETE FROM uniq WHERE app = ? AND field = ? AND id = ?", [(app, f, i) for f, _, i in rows])
+        self.conn.executemany("INSERT INTO uniq (app, field, value, id) VALUES (?, ?, ?, ?)",
+                              [(app, f, v, i) for f, v, i in rows if v != ""])
+
+    def rebuild_uniques(self, unique_fields: Mapping[int, list[str]]) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM uniq")
+            for app, codes in unique_fields.items():
+                if not codes:
+                    continue
+                rows = []
+                seen: set[tuple[str, str]] = set()
+                for rec in self.all(app):
+                    for code in codes:
+                        value = rec.data["values"].get(code)
+                        if isinstance(value, str) and value != "" and (code, value) not in seen:
+                            seen.add((code, value))
+                            rows.append((app, code, value, rec.id))
+                self.conn.executemany("INSERT INTO uniq VALUES (?, ?, ?, ?)", rows)
+
+    def reset(self) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM records")
+            self.conn.execute("DELETE FROM sequences")
+            self.conn.execute("DELETE FROM uniq")
