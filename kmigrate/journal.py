@@ -532,8 +532,12 @@ class Journal:
     def refs(self) -> dict[str, list[int]]:
         """Every ref's ids, in the order Kintone created them."""
         out: dict[str, list[int]] = {}
-        for row in self._rows("SELECT name, id FROM refs ORDER BY name, seq"):
-            out.setdefault(row["name"], []).append(row["id"])
+        try:  # plain tuples: a ref can hold 100,000 ids
+            rows = self.db.conn.execute("SELECT name, id FROM refs ORDER BY name, seq").fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self._where}: read failed: {exc}") from exc
+        for name, record_id in rows:
+            out.setdefault(name, []).append(record_id)
         return out
 
     # ---- events ----------------------------------------------------------------------------
