@@ -1,1 +1,116 @@
-"""Commands: sandbox (filled in by its own work)."""
+"""Commands: ``kmigrate sandbox serve | reset | records`` (the embedded Kintone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ..sandbox import Sandbox
+from . import CliContext, main, pass_cli
+
+
+@main.group("sandbox")
+@click.option("--file", "sandbox_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A sandbox file to use without a project (default: the environment's `sandbox`).")
+@click.option("--store", "store", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where the records live (default: the environment's store; with --file, in memory).")
+@click.pass_context
+def sandbox_group(ctx: click.Context, sandbox_file: Path | None, store: Path | None) -> None:
+    """The embedded Kintone: serve it on localhost, reset it, look at its records."""
+    ctx.meta["sandbox_args"] = (sandbox_file, store)
+
+
+def _open(cli: CliContext) -> Sandbox:
+    sandbox_file, store = click.get_current_context().meta["sandbox_args"]
+    if sandbox_file is None:
+        env = cli.environment()
+        if not env.is_sandbox:
+            raise ConfigError(f"environment {env.name!r} is not a sandbox (it has base_url, not sandbox = \"FILE\")",
+                              hint="pass -e with a sandbox environment, or --file FILE")
+        sandbox_file, store = env.sandbox_file, store or env.sandbox_store
+    return Sandbox.open(sandbox_file, store)
+
+
+@sandbox_group.command("serve")
+@click.option("--host", default="localhost", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--quiet", is_flag=True, help="Do not print a line per request.")
+@pass_cli
+def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
+    """Serve the sandbox's REST API over HTTP until Ctrl-C."""
+    from ..sandbox.server import make_server
+
+    sandbox = _open(cli)
+    try:
+        server = make_server(sandbox, host, port, log=None if quiet else (lambda line: click.echo(line, err=True)))
+    except OSError as exc:
+        sandbox.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port") from None
+    apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.definition.apps.values()) or "none"
+    click.echo(f"Kintone sandbox on http://{host}:{server.server_port}  (apps: {apps}; store: {sandbox.store_path or 'in memory'})")
+    click.echo("Press Ctrl-C to stop.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+        sandbox.close()
+
+
+@sandbox_group.command("reset")
+@pass_cli
+def reset(cli: CliContext) -> None:
+    """Delete every record of every app; ids start again at 1."""
+    sandbox = _open(cli)
+    try:
+        sandbox.reset()
+    finally:
+        sandbox.close()
+    click.echo(f"sandbox reset: {sandbox.store_path or 'in-memory store'}")
+
+
+@sandbox_group.command("records")
+@click.argument("app")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_cli
+def records(cli: CliContext, app: str, fmt: str) -> None:
+    """Show an app's records (APP: an alias from kmigrate.toml or a numeric id)."""
+    sandbox = _open(cli)
+    try:
+        if app.isdigit():
+            app_id = int(app)
+        else:
+            app_id = cli.environment().app(app).id
+        rows = sandbox.records(app_id)
+        definition = sandbox.definition.apps[app_id]
+    finally:
+        sandbox.close()
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    codes = ["$id", "$revision", *definition.fields]
+    if definition.process_enabled:
+        codes.append(definition.system_code("STATUS"))
+    table = [[_cell(row.get(code, {}).get("value")) for code in codes] for row in rows]
+    widths = [min(30, max([len(c), *(len(r[i]) for r in table)])) for i, c in enumerate(codes)]
+    click.echo("  ".join(c.ljust(w)[:w] for c, w in zip(codes, widths)))
+    for r in table:
+        click.echo("  ".join(v.ljust(w)[:w] for v, w in zip(r, widths)))
+    click.echo(f"({len(rows)} record{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: object) -> str:
+    """One value on one line: entities by code, tables by their row count."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return str(value.get("code", ""))
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict) and "value" in value[0]:
+            return f"[{len(value)} rows]"
+        return ",".join(str(v.get("code") or v.get("name", "")) if isinstance(v, dict) else str(v) for v in value)
+    return str(value).replace("\n", " ")
