@@ -11,13 +11,18 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from . import loader
-from .changeset import LoadedChangeset, json_schema
+from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .config import CONFIG_FILE, Environment, Project
 from .errors import ChangesetError, ConfigError, InputError, Location
+from .client import Client
+from .config import Credentials
+from .journal import Event, Journal
 from .plan import JournaledChangeset, Plan
+from .planner import build_plan
+from .runner import Runner, RunEvent, RunSummary, check_preconditions, find_drift
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -110,6 +115,17 @@ class Validation:
     def operation_count(self) -> int:
         return sum(len(c.operations) for c in self.changesets)
 
+    @property
+    def record_count(self) -> int:
+        """Records written by add, update and upsert (inline, or counted while streaming a data file)."""
+        total = 0
+        for cs in self.changesets:
+            for op in cs.operations:
+                body = op.body
+                if isinstance(body, _RecordsOp):
+                    total += len(body.records) if body.records is not None else (getattr(body.source, "count", None) or 0)
+        return total
+
 
 def validate(project: Project, env: Environment) -> Validation:
     """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
@@ -119,7 +135,6 @@ def validate(project: Project, env: Environment) -> Validation:
 
 def plan(project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
-    from .planner import build_plan  # the planner is pure; imported here so `validate` works without it
 
     return build_plan(load_changesets(project, env), env, journal_state)
 
@@ -131,3 +146,173 @@ def schema() -> dict[str, Any]:
 
 # ---- run commands (apply, status, history, resolve, repair, unlock) -------------------------
 # Appended by the run work below this line.
+
+
+# ---- applying: apply, status, history, resolve, repair, unlock ---------------------------------
+# The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
+# inject a client (e.g. over a sandbox they hold) through ``client=``.
+
+
+def connect(env: Environment) -> Client:
+    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
+    if env.is_sandbox:
+        from .sandbox import SANDBOX_BASE_URL, Sandbox
+
+        sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
+        return Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http)
+
+
+def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
+    """What the journal knows, without creating a journal where there is none yet."""
+    if not env.journal_path.exists():
+        return {}
+    with Journal.open(env.journal_path) as journal:
+        return journal.state()
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    summary: RunSummary | None = None  # None: nothing was run (dry run, nothing to do, declined)
+
+
+def apply(
+    project: Project,
+    env: Environment,
+    *,
+    dry_run: bool = False,
+    out_of_order: bool = False,
+    confirm: Callable[[Plan], bool] | None = None,
+    on_event: Callable[[RunEvent], None] = lambda event: None,
+    client: Client | None = None,
+    lock_wait: float = 0.0,
+) -> ApplyResult:
+    """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
+    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    changesets = load_changesets(project, env)
+    if dry_run:
+        state = journal_state(env)
+        check_preconditions(changesets, state, out_of_order=out_of_order)
+        return ApplyResult(build_plan(changesets, env, state))
+    with Journal.open(env.journal_path) as journal:
+        run_id = journal.start_run(env.name)
+        outcome = "failed"
+        try:
+            with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
+                state = journal.state()  # read under the lock: no other run can change it now
+                check_preconditions(changesets, state, out_of_order=out_of_order)
+                plan = build_plan(changesets, env, state)
+                if not plan.pending:
+                    outcome = "nothing to do"
+                    return ApplyResult(plan, RunSummary(skipped_changesets=len(plan.changesets)))
+                if confirm is not None and not confirm(plan):
+                    outcome = "declined"
+                    return ApplyResult(plan)
+                own_client = client is None
+                active = connect(env) if own_client else client
+                try:
+                    runner = Runner(active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event)
+                    summary = runner.run(plan)
+                finally:
+                    if own_client:
+                        active.close()
+                outcome = "applied"
+                return ApplyResult(plan, summary)
+        finally:
+            journal.finish_run(run_id, outcome)
+
+
+def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int | None], Location]:
+    by_version = {c.version: c for c in changesets}
+
+    def locate(version: str, operation: int, record: int | None) -> Location:
+        cs = by_version[version]
+        return cs.location(operation, record)
+
+    return locate
+
+
+@dataclass(frozen=True)
+class ChangesetStatus:
+    version: str
+    name: str
+    path: Path | None
+    state: str  # applied | partial | pending | in doubt | drifted | missing
+    batches_applied: int = 0
+    batches_total: int | None = None  # known once the changeset has been journaled
+    last_applied: str | None = None
+    note: str = ""
+
+
+def status(project: Project, env: Environment) -> list[ChangesetStatus]:
+    """Per changeset (files and journal together), what state it is in."""
+    changesets = {c.version: c for c in load_changesets(project, env)}
+    records: dict[str, Any] = {}
+    batches: dict[str, list[Any]] = {}
+    if env.journal_path.exists():
+        with Journal.open(env.journal_path) as journal:
+            records = {r.version: r for r in journal.changesets()}
+            for b in journal.batches():
+                batches.setdefault(b.changeset, []).append(b)
+    drift = {line.split(" ", 1)[0].split("__")[0].lstrip("V"): line for line in find_drift(list(changesets.values()), journal_state(env))}
+    out = []
+    for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
+        cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
+        applied = sum(1 for b in bs if b.state == "applied")
+        if cs is None:
+            state, note = "missing", "journaled, but its file is gone"
+        elif any(b.state == "sent" for b in bs):
+            state, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
+        elif version in drift:
+            state, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
+        else:
+            state, note = (rec.state if rec else "pending"), ""
+        out.append(ChangesetStatus(
+            version=version, name=cs.name if cs else rec.name, path=cs.path if cs else Path(rec.path), state=state,
+            batches_applied=applied, batches_total=rec.batch_count if rec else None,
+            last_applied=rec.last_applied if rec else None, note=note,
+        ))
+    return out
+
+
+def history(env: Environment, changeset: str | None = None) -> list[Event]:
+    if not env.journal_path.exists():
+        return []
+    with Journal.open(env.journal_path) as journal:
+        return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
+
+
+def resolve(env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None) -> None:
+    """Settle an in-doubt batch after checking Kintone (``applied`` or not)."""
+    version = version.lstrip("V").split("__")[0]
+    with Journal.open(env.journal_path) as journal:
+        with journal.locked(take_over_stale=True):
+            journal.resolve(version, batch, applied, note=note)
+
+
+def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
+    """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
+    changesets = load_changesets(project, env)
+    with Journal.open(env.journal_path) as journal:
+        with journal.locked(take_over_stale=True):
+            state = journal.state()
+            drifted = [c for c in changesets if c.version in state and (
+                c.source_checksum != state[c.version].source_checksum or c.rendered_checksum != state[c.version].rendered_checksum)]
+            if not drifted:
+                return []
+            plan = build_plan(changesets, env, state)
+            planned = {c.version: c for c in plan.changesets}
+            for cs in drifted:
+                journaled = state[cs.version].batch_hashes
+                hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
+                journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
+            return [c.id for c in drifted]
+
+
+def unlock(env: Environment, *, reason: str | None = None) -> Any:
+    """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
+    if not env.journal_path.exists():
+        return None
+    with Journal.open(env.journal_path) as journal:
+        return journal.force_unlock(reason)

@@ -1,1 +1,188 @@
-"""Commands: run (filled in by its own work)."""
+"""Commands that apply and inspect: apply, status, history, resolve, repair, unlock."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .. import api
+from ..errors import InputError, PendingWork
+from ..plan import Plan
+from ..runner import RunEvent, RunSummary
+from . import CliContext, main, pass_cli
+
+
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class _Progress:
+    """A progress bar on a terminal; one plain line per batch otherwise (CI logs)."""
+
+    def __init__(self, plan: Plan):
+        self.total_records = sum(b.record_count for c in plan.pending for b in c.pending_batches)
+        self.total_batches = plan.batch_count
+        self.done_batches = 0
+        self.bar = None
+        if _is_terminal(sys.stderr) and self.total_records:
+            self.bar = click.progressbar(length=self.total_records, label="applying", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind == "batch_applied":
+            self.done_batches += 1
+            if self.bar is not None:
+                self.bar.update(event.records)
+            else:
+                click.echo(
+                    f"{event.changeset.id}: batch {event.batch.index + 1}/{len(event.changeset.batches)} applied "
+                    f"({event.records} records; {self.done_batches}/{self.total_batches} batches)", err=True,
+                )
+        elif event.kind == "changeset_skipped" and self.bar is None:
+            pass  # summarised at the end; one line per applied changeset would drown a long history
+        elif event.kind == "changeset_applied" and self.bar is None:
+            click.echo(f"{event.changeset.id}: applied", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _summary_line(summary: RunSummary) -> str:
+    parts = [
+        f"applied {summary.applied_batches} batch(es), {summary.applied_records} record(s) in {len(summary.applied_changesets)} changeset(s)",
+        f"skipped {summary.skipped_changesets} already applied",
+    ]
+    if summary.failed:
+        parts.append(f"failed at {summary.failed}")
+        parts.append(f"left {summary.left_batches} batch(es)")
+    parts.append(f"{summary.requests_sent} request(s) sent")
+    return "; ".join(parts)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan that would be applied; send nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before writing to a non-sandbox environment.")
+@click.option("--out-of-order", is_flag=True, help="Allow pending changesets older than the newest applied one.")
+@click.option("--wait", "lock_wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait this long for another run's lock instead of stopping at once.")
+@pass_cli
+def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float) -> None:
+    """Apply pending changesets, batch by batch, journaling every step."""
+    from ..render import render_text
+
+    env = cli.environment()
+    if dry_run:
+        result = api.apply(cli.project, env, dry_run=True, out_of_order=out_of_order)
+        click.echo(render_text(result.plan), nl=False)
+        return
+
+    progress: list[_Progress] = []  # made once the plan is known and accepted
+
+    def confirm(plan: Plan) -> bool:
+        if not (env.is_sandbox or yes):
+            if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
+                raise InputError(
+                    f"environment {env.name!r} is not a sandbox and there is no terminal to confirm on: nothing was sent",
+                    hint="review `kmigrate plan`, then pass --yes",
+                )
+            click.echo(render_text(plan), nl=False)
+            if not click.confirm(f"Apply {plan.batch_count} bulk request(s) to {env.name} ({env.base_url})?", default=False):
+                return False
+        progress.append(_Progress(plan))
+        return True
+
+    try:
+        result = api.apply(
+            cli.project, env, out_of_order=out_of_order, confirm=confirm, on_event=lambda e: progress[0](e), lock_wait=lock_wait,
+        )
+    finally:
+        for p in progress:
+            p.close()
+    if result.summary is None:
+        click.echo("Declined: nothing was sent.")
+        return
+    if not result.plan.pending:
+        click.echo(f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}.")
+        return
+    click.echo(_summary_line(result.summary))
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 3 when any changeset is not applied.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_cli
+def status(cli: CliContext, check: bool, fmt: str) -> None:
+    """Show each changeset's state: applied, partial, pending, in doubt, drifted."""
+    env = cli.environment()
+    rows = api.status(cli.project, env)
+    if fmt == "json":
+        click.echo(json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2))
+    else:
+        if not rows:
+            click.echo("No changesets.")
+        for r in rows:
+            total = "?" if r.batches_total is None else r.batches_total
+            line = f"V{r.version}__{r.name:<32} {r.state:<9} batches {r.batches_applied}/{total}"
+            if r.last_applied:
+                line += f"  last applied {r.last_applied}"
+            if r.note:
+                line += f"  ({r.note})"
+            click.echo(line)
+    if check and any(r.state != "applied" for r in rows):
+        raise PendingWork(f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {env.name}")
+
+
+@main.command()
+@click.option("--changeset", default=None, help="Only this changeset's events (e.g. 0003 or V0003).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_cli
+def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
+    """Show the journal's event log (applied, failed, resolved, repaired, unlocked...)."""
+    events = api.history(cli.environment(), changeset)
+    if fmt == "json":
+        click.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
+        return
+    if not events:
+        click.echo("No events yet.")
+    for e in events:
+        where = f"V{e.changeset}" + (f" batch {e.batch}" if e.batch is not None else "") if e.changeset else ""
+        detail = json.dumps(e.detail, ensure_ascii=False, sort_keys=True) if e.detail else ""
+        click.echo(f"{e.time}  {e.kind:<9} {where:<16} {e.user}@{e.host} kmigrate {e.kmigrate_version}  {detail}".rstrip())
+
+
+@main.command()
+@click.argument("changeset")
+@click.argument("batch", type=int)
+@click.option("--applied", "applied", flag_value=True, default=None, help="Kintone holds this batch's changes.")
+@click.option("--not-applied", "applied", flag_value=False, help="Kintone does not hold them: send the batch again.")
+@click.option("--note", default=None, help="Why: kept in the event log.")
+@pass_cli
+def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, note: str | None) -> None:
+    """Settle an in-doubt batch after checking Kintone (see `kmigrate status`)."""
+    if applied is None:
+        raise InputError("say what you found: --applied or --not-applied")
+    api.resolve(cli.environment(), changeset, batch, applied=applied, note=note)
+    click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
+
+
+@main.command()
+@click.option("--note", default=None, help="Why: kept in the event log.")
+@pass_cli
+def repair(cli: CliContext, note: str | None) -> None:
+    """Accept the current content of changed (drifted) applied changesets; logged."""
+    repaired = api.repair(cli.project, cli.environment(), note=note)
+    click.echo("Repaired: " + ", ".join(repaired) if repaired else "Nothing to repair.")
+
+
+@main.command()
+@click.option("--reason", default=None, help="Why: kept in the event log.")
+@pass_cli
+def unlock(cli: CliContext, reason: str | None) -> None:
+    """Free the journal's lock (after a run died); logged."""
+    holder = api.unlock(cli.environment(), reason=reason)
+    click.echo(f"Freed the lock held by {holder}." if holder else "The journal was not locked.")

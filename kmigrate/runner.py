@@ -1,0 +1,267 @@
+"""The runner: applies a ``Plan`` batch by batch, journaling before each send and after each answer.
+
+For each pending changeset, in version order, and each of its batches not yet applied:
+
+    resolve refs (from the journal) -> journal `sent` -> one bulk request -> journal `applied`
+                                                                        or `failed` (and stop)
+
+A bulk request is all-or-nothing in Kintone, so a failed batch left nothing behind and is sent
+again by the next run once its cause is fixed. A batch whose answer was lost (the connection
+broke after sending, or the process died) stays ``sent``: it is *in doubt*, and no run sends it
+again until ``kmigrate resolve`` has settled it.
+
+``check_preconditions`` is the pure gate run before anything is sent: drift (an applied
+changeset changed), order (a new changeset older than an applied one) and in-doubt batches.
+The runner never prints; it reports through ``on_event``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from .changeset import LoadedChangeset
+from .client import Client
+from .errors import DriftError, InDoubtError, KintoneError, Location, OrderError, TransportError
+from .journal import Journal
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, resolve_refs
+
+# Locates (operation, record), both 0-based, of a changeset in the user's files.
+Locator = Callable[[str, int, int | None], Location]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """What the runner reports as it goes: ``kind`` is one of ``changeset_skipped``,
+    ``changeset_started``, ``batch_applied``, ``batch_failed``, ``changeset_applied``."""
+
+    kind: str
+    changeset: ChangesetPlan
+    batch: Batch | None = None
+    records: int = 0
+
+
+@dataclass
+class RunSummary:
+    """The end of a run, for the closing lines of ``apply``."""
+
+    applied_batches: int = 0
+    applied_records: int = 0
+    skipped_changesets: int = 0
+    applied_changesets: list[str] = field(default_factory=list)
+    failed: str | None = None  # "V0003__x batch 2", when the run stopped on an error
+    left_batches: int = 0  # batches still to apply after this run
+    requests_sent: int = 0
+
+
+# ---- before anything is sent: pure checks ----------------------------------------------------
+
+
+def _started(journaled: JournaledChangeset) -> bool:
+    return any(s in (APPLIED, SENT) for s in journaled.batch_states.values())
+
+
+def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]) -> list[str]:
+    """One line per applied (or partly applied) changeset whose files changed or went missing."""
+    loaded = {c.version: c for c in changesets}
+    problems = []
+    for version, journaled in sorted(state.items()):
+        if not _started(journaled):
+            continue
+        cs = loaded.get(version)
+        if cs is None:
+            problems.append(f"V{version}: applied, but its file is gone from the changesets folder")
+            continue
+        changed = []
+        if cs.source_checksum != journaled.source_checksum:
+            changed.append("its source")
+        if cs.rendered_checksum != journaled.rendered_checksum:
+            changed.append("what it renders to (variables, templates or data files)")
+        if changed:
+            problems.append(f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied")
+    return problems
+
+
+def check_preconditions(
+    changesets: Sequence[LoadedChangeset],
+    state: Mapping[str, JournaledChangeset],
+    *,
+    out_of_order: bool = False,
+) -> None:
+    """Raise before anything is sent if the journal and the files disagree."""
+    drift = find_drift(changesets, state)
+    if drift:
+        raise DriftError(
+            "applied changesets changed:\n  " + "\n  ".join(drift),
+            hint="an applied changeset is history: put the old content back and write a new changeset for the change, "
+            "or accept the new content with `kmigrate repair` (logged)",
+        )
+    in_doubt = [(v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT]
+    if in_doubt:
+        version, index = in_doubt[0]
+        raise InDoubtError(
+            f"changeset V{version} batch {index} was sent but its answer was never journaled: it may or may not have been applied"
+            + (f" ({len(in_doubt) - 1} more in doubt)" if len(in_doubt) > 1 else ""),
+            hint=f"check what Kintone holds, then `kmigrate resolve {version} {index} --applied` or `--not-applied`",
+        )
+    applied = [v for v, j in state.items() if _started(j)]
+    if applied and not out_of_order:
+        newest = max(applied, key=_version_key)
+        older = [c for c in changesets if c.version not in applied and _version_key(c.version) < _version_key(newest)]
+        if older:
+            names = ", ".join(c.id for c in older)
+            raise OrderError(
+                f"{names} {'is' if len(older) == 1 else 'are'} older than V{newest}, which is already applied",
+                hint="give it a version after the newest applied one (`kmigrate new`), or pass --out-of-order if applying it late is right",
+            )
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), version) if version.isdigit() else (0, version)
+
+
+# ---- sending ---------------------------------------------------------------------------------
+
+
+_RECORD_KEY = re.compile(r"^(?:records|ids)\[(\d+)\]")
+
+
+def _failing_position(error: KintoneError) -> int | None:
+    """The record position inside the failing call, from keys like ``records[5].title.value``."""
+    for key in error.errors:
+        m = _RECORD_KEY.match(key)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def ids_created(call: Call, result: Mapping[str, Any]) -> dict[str, list[int]]:
+    """The ids a successful call created (or upserted), per ref name of its segments, in order."""
+    named = [s for s in call.segments if s.ref]
+    if not named:
+        return {}
+    if "ids" in result:
+        ids = [int(i) for i in result["ids"]]
+    else:
+        ids = [int(r["id"]) for r in result.get("records", [])]
+    out: dict[str, list[int]] = {}
+    position = 0
+    for seg in call.segments:
+        if seg.ref:
+            out.setdefault(seg.ref, []).extend(ids[position : position + seg.count])
+        position += seg.count
+    return out
+
+
+class Runner:
+    """Applies plans through one ``Client``, journaling in one ``Journal``."""
+
+    def __init__(
+        self,
+        client: Client,
+        journal: Journal,
+        *,
+        run_id: int | None = None,
+        locate: Locator | None = None,
+        on_event: Callable[[RunEvent], None] = lambda event: None,
+    ):
+        self.client = client
+        self.journal = journal
+        self.run_id = run_id
+        self.locate = locate
+        self.on_event = on_event
+
+    def run(self, plan: Plan) -> RunSummary:
+        summary = RunSummary()
+        refs = self.journal.refs()  # read once, extended as batches land: no per-batch re-read
+        requests_before = self.client.request_count
+        try:
+            for cs in plan.changesets:
+                if cs.state == APPLIED:
+                    summary.skipped_changesets += 1
+                    self.on_event(RunEvent("changeset_skipped", cs))
+                    continue
+                self._run_changeset(cs, refs, summary)
+        finally:
+            summary.requests_sent = self.client.request_count - requests_before
+        return summary
+
+    def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[int]], summary: RunSummary) -> None:
+        self.journal.record_changeset(cs)
+        self.on_event(RunEvent("changeset_started", cs))
+        for batch in cs.batches:  # may be compiled lazily: never held all at once
+            if batch.state == APPLIED:
+                continue
+            try:
+                self._send(cs, batch, refs)
+            except BaseException:
+                summary.failed = f"{cs.id} batch {batch.index}"
+                summary.left_batches = len(cs.batches) - batch.index
+                raise
+            summary.applied_batches += 1
+            summary.applied_records += batch.record_count
+            self.on_event(RunEvent("batch_applied", cs, batch, batch.record_count))
+        if not cs.batches:  # nothing to send (e.g. an empty data file): applied by definition
+            self.journal.set_changeset_state(cs.version, APPLIED, self.run_id)
+        summary.applied_changesets.append(cs.id)
+        self.on_event(RunEvent("changeset_applied", cs))
+
+    def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[int]]) -> None:
+        requests = [resolve_refs(call.request(), refs) for call in batch.calls]
+        self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
+        try:
+            results = self.client.bulk(requests, batch.guest_space_id)
+        except KintoneError as exc:
+            self.journal.mark_failed(cs.version, batch.index, exc, self.run_id)
+            self.on_event(RunEvent("batch_failed", cs, batch))
+            raise self._explain(cs, batch, exc) from exc
+        except TransportError as exc:
+            if not exc.sent_maybe:
+                self.journal.mark_unsent(cs.version, batch.index)
+                raise
+            raise InDoubtError(
+                f"changeset {cs.id} batch {batch.index}: {exc.message}",
+                hint=f"the batch stays in doubt: check what Kintone holds, then `kmigrate resolve {cs.version} {batch.index} --applied` or `--not-applied`",
+            ) from exc
+        created: dict[str, list[int]] = {}
+        for call, result in zip(batch.calls, results):
+            for name, ids in ids_created(call, result).items():
+                created.setdefault(name, []).extend(ids)
+        self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id)
+        for name, ids in created.items():
+            refs.setdefault(name, []).extend(ids)
+
+    def _explain(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> KintoneError:
+        """The same error, located in the user's files, saying what stays committed."""
+        location = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index} of {len(cs.batches)}")
+        if exc.bulk_index is not None and 0 <= exc.bulk_index < len(batch.calls):
+            call = batch.calls[exc.bulk_index]
+            position = _failing_position(exc)
+            spot = call.locate(position) if position is not None else None
+            operations = sorted({s.operation for s in call.segments})
+            if spot is not None:
+                location = self._where(cs, spot[0], spot[1], location)
+            elif len(operations) == 1:
+                location = self._where(cs, operations[0], None, location)
+        # Batches run in order and a run stops at the first failure: every earlier one is applied.
+        kept = f"this batch was rolled back whole; {batch.index} earlier batch(es) of {cs.id} and every earlier changeset stay applied"
+        return KintoneError(
+            f"{exc.message}; {kept}",
+            code=exc.code, status=exc.status, errors=exc.errors, error_id=exc.error_id, bulk_index=exc.bulk_index,
+            location=location,
+            hint=(exc.hint + "; " if exc.hint else "") + "fix the cause and run `kmigrate apply` again: it resumes at this batch",
+        )
+
+    def _where(self, cs: ChangesetPlan, operation: int, record: int | None, fallback: Location) -> Location:
+        if self.locate is not None:
+            return self.locate(cs.version, operation, record)
+        summary = cs.operations[operation] if operation < len(cs.operations) else None
+        return Location(
+            file=cs.path, line=summary.line if summary else None, changeset=cs.id, operation=operation + 1,
+            record=None if record is None else record + 1,
+            detail=f"{summary.kind} {summary.app}" if summary else fallback.detail,
+        )
+
+
+__all__ = ["RunEvent", "RunSummary", "Runner", "check_preconditions", "find_drift", "ids_created", "FAILED"]
