@@ -60,14 +60,7 @@ def validate(cli: CliContext) -> None:
         count = len(result.errors)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found; nothing was sent.", err=True)
         click.get_current_context().exit(2)
-    records = 0
-    for cs in result.changesets:
-        for op in cs.operations:
-            body = op.body
-            if getattr(body, "records", None) is not None:
-                records += len(body.records)
-            elif getattr(body, "source", None) is not None and getattr(body.source, "count", None) is not None:
-                records += body.source.count
+    records = result.record_count
     n = len(result.changesets)
     click.echo(
         f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
