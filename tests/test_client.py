@@ -15,6 +15,7 @@ import pytest
 from kmigrate.client import NO_RETRY, Client, RetryPolicy, api_path, check_base_url, split_api
 from kmigrate.config import Credentials
 from kmigrate.errors import ConfigError, InputError, KintoneError, TransportError
+from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 from openapi_schema import validate_bulk_requests
 
 TOKENS = ("tok-AAAA-secret-1", "tok-BBBB-secret-2")
@@ -392,3 +393,104 @@ def test_secrets_never_appear_in_errors_reprs_or_logs(caplog: pytest.LogCaptureF
     assert "POST /k/v1/bulkRequest.json" in blob  # the texts are real
     for secret in (*SECRETS, *encoded):
         assert secret not in blob
+
+
+# ---- against the embedded sandbox (the same client code as for a real Kintone) -------------------
+
+
+SANDBOX_APPS = {
+    "apps": [
+        {
+            "id": 1,
+            "name": "Orders",
+            "fields": {"title": {"type": "SINGLE_LINE_TEXT", "required": True}, "order_no": {"type": "SINGLE_LINE_TEXT", "unique": True}, "amount": {"type": "NUMBER"}},
+            "process": {"enable": True, "states": ["Draft", "In review"], "actions": [{"name": "Submit", "from": "Draft", "to": "In review"}]},
+        },
+        {"id": 2, "name": "Guests", "guest_space_id": 5, "fields": {"title": {"type": "SINGLE_LINE_TEXT"}}},
+        {"id": 3, "name": "Locked", "api_tokens": ["right-token"], "fields": {"title": {"type": "SINGLE_LINE_TEXT"}}},
+    ]
+}
+
+
+class Validating(httpx.BaseTransport):
+    """Passes requests on to the sandbox, checking each bulk body against the OpenAPI schema."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+        self.bulks = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/bulkRequest.json"):
+            validate_bulk_requests(json.loads(request.read()))
+            self.bulks += 1
+        return self.inner.handle_request(request)
+
+
+@pytest.fixture
+def sandbox() -> Any:
+    with Sandbox.from_definition(SANDBOX_APPS) as sb:
+        yield sb
+
+
+def sandbox_client(sandbox: Sandbox, creds: Credentials = Credentials()) -> tuple[Client, Validating]:
+    transport = Validating(sandbox.transport())
+    return Client(SANDBOX_BASE_URL, creds, transport=transport, retry=NO_RETRY), transport
+
+
+def add_call(app: int, start: int, count: int, api: str = "/k/v1/records.json") -> dict[str, Any]:
+    records = [{"title": {"value": f"order {i}"}, "order_no": {"value": f"N-{i:05d}"}, "amount": {"value": str(i)}} for i in range(start, start + count)]
+    return {"method": "POST", "api": api, "payload": {"app": app, "records": records}}
+
+
+def test_sandbox_bulk_adds_then_reads_everything_back(sandbox: Sandbox) -> None:
+    client, transport = sandbox_client(sandbox)
+    results = client.bulk([add_call(1, i * 100, 100) for i in range(12)])
+    ids = [int(i) for r in results for i in r["ids"]]
+    assert len(ids) == 1200 and len(set(ids)) == 1200 and transport.bulks == 1
+    records = list(client.get_records(1, fields=["order_no", "amount"]))
+    assert [r["order_no"]["value"] for r in records] == [f"N-{i:05d}" for i in range(1200)]  # $id order = creation order
+    assert set(records[0]) == {"order_no", "amount"}
+    assert client.count_records(1) == 1200
+    assert [r["amount"]["value"] for r in client.get_records(1, query='amount >= 1195', fields=["amount"])] == [str(i) for i in range(1195, 1200)]
+    assert client.records_exist(1, [ids[0], ids[-1], 999_999]) == {ids[0], ids[-1]}
+    assert client.get_record(1, ids[3])["title"]["value"] == "order 3"
+    assert client.app_form_fields(1)["order_no"]["type"] == "SINGLE_LINE_TEXT"
+
+
+def test_sandbox_status_change_on_records_added_earlier(sandbox: Sandbox) -> None:
+    client, _ = sandbox_client(sandbox)
+    (added,) = client.bulk([add_call(1, 0, 3)])
+    ids = [int(i) for i in added["ids"]]
+    (moved,) = client.bulk([{"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"id": i, "action": "Submit"} for i in ids]}}])
+    assert [r["revision"] for r in moved["records"]] == ["3"] * 3
+    assert {r["Status"]["value"] for r in client.get_records(1)} == {"In review"}
+
+
+def test_sandbox_failing_bulk_names_the_index_and_leaves_nothing(sandbox: Sandbox) -> None:
+    client, _ = sandbox_client(sandbox)
+    bad = {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"title": {"value": "ok"}}, {"amount": {"value": "1"}}]}}
+    with pytest.raises(KintoneError) as err:
+        client.bulk([add_call(1, 0, 100), add_call(1, 100, 100), bad])
+    exc = err.value
+    assert exc.bulk_index == 2 and exc.code == "CB_VA01" and exc.status == 400
+    assert any(key.startswith("records[1].title") for key in exc.errors)
+    assert client.count_records(1) == 0  # the whole bulk was rolled back
+
+
+def test_sandbox_guest_space(sandbox: Sandbox) -> None:
+    client, _ = sandbox_client(sandbox)
+    client.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 2, "records": [{"title": {"value": "g"}}]}}], guest_space_id=5)
+    assert [r["title"]["value"] for r in client.get_records(2, guest_space_id=5)] == ["g"]
+    with pytest.raises(KintoneError) as err:  # a guest-space app through /k/v1/
+        list(client.get_records(2))
+    assert err.value.code and err.value.status and err.value.status >= 400
+
+
+def test_sandbox_api_tokens(sandbox: Sandbox) -> None:
+    good, _ = sandbox_client(sandbox, Credentials(("right-token",)))
+    good.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 3, "records": [{"title": {"value": "t"}}]}}])
+    bad, _ = sandbox_client(sandbox, Credentials(("wrong-token",)))
+    with pytest.raises(KintoneError) as err:
+        bad.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 3, "records": [{"title": {"value": "t"}}]}}])
+    assert err.value.status in (401, 403) and "wrong-token" not in str(err.value)
+    assert good.count_records(3) == 1
