@@ -172,11 +172,12 @@ class Client:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.base_url = check_base_url(base_url, insecure_http=insecure_http)
-        self._auth_kind = ", ".join(k for k in ("X-Cybozu-Authorization", "X-Cybozu-API-Token", "Authorization") if k in auth_headers(credentials)) or "none"
+        auth = auth_headers(credentials)
+        self._auth_kind = ", ".join(auth) or "none"  # header names only, for the repr
         self.retry = retry
         self._sleep = sleep
         self.request_count = 0
-        headers = {"User-Agent": f"kmigrate/{__version__}", **auth_headers(credentials)}
+        headers = {"User-Agent": f"kmigrate/{__version__}", **auth}
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -323,7 +324,6 @@ class Client:
             content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
             headers = {"Content-Type": "application/json"} if content is not None else None
             response = self._http.request(method, path, content=content, headers=headers)
-        response.read()
         log.debug("%s %s -> HTTP %s", method, path, response.status_code)
         return response
 

@@ -98,6 +98,14 @@ def test_a_path_prefix_and_port_are_kept() -> None:
     assert str(rec.requests[0].url) == "https://proxy.example.com:8443/kintone/k/v1/bulkRequest.json"
 
 
+def test_tls_certificates_and_host_names_are_verified() -> None:
+    import ssl
+
+    with Client("https://example.cybozu.com", Credentials()) as client:
+        context = client._http._transport._pool._ssl_context  # httpx's default transport
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
 def test_api_paths() -> None:
     assert api_path("records") == "/k/v1/records.json"
     assert api_path("record/status", 7) == "/k/guest/7/v1/record/status.json"
