@@ -1,7 +1,8 @@
 """Kintone's record query language, for the embedded sandbox.
 
 ``parse_query(text, fields)`` tokenizes and parses a query once and compiles it to closures, so
-filtering many records never re-reads the text. Pure: no I/O, no clock unless none is given.
+filtering many records never re-reads the text. Pure: no I/O, and the clock is read only when
+no ``now`` is given.
 
     status in ("Open") and (amount >= 100 or title like "urgent") order by due asc limit 50
 
@@ -9,8 +10,8 @@ Behaviour follows Kintone where it is documented or was observed on real tenants
 not known the choice is named in a comment marked UNCERTAIN. Sources: the official "query
 string" page (cybozu.dev/ja/kintone/docs/overview/query), error bodies captured from real
 Kintone in kintone-nodejs-sdk fixtures and in SonicGarden/kintone-emulator's tests that run
-against a real tenant (CB_VA01 syntax, GAIA_IQ11, GAIA_IQ03, GAIA_IQ07, GAIA_QU01, GAIA_QU02,
-the same-row rule for subtable fields).
+against a real tenant (CB_VA01 syntax, GAIA_IQ11, GAIA_IQ03, GAIA_IQ07, GAIA_IQ10, GAIA_QU01,
+GAIA_QU02, the same-row rule for subtable fields).
 
 Error codes raised here (all HTTP 400):
 
@@ -18,6 +19,7 @@ Error codes raised here (all HTTP 400):
     GAIA_IQ11  a field code that the app does not have
     GAIA_IQ03  an operator the field's type does not support (e.g. ``=`` on DROP_DOWN)
     GAIA_IQ07  ``=`` or ``!=`` on a field inside a table (Kintone wants ``in``/``not in``)
+    GAIA_IQ10  an option (or status) the field does not have, when ``options`` is given
     GAIA_QU01  limit above 500
     GAIA_QU02  offset above 10,000
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -106,7 +108,14 @@ def _unknown_field(code: str) -> QueryError:
 
 def _operator_not_allowed(code: str, op: str) -> QueryError:
     # Kintone's Japanese text: "<code>フィールドのフィールドタイプには演算子<op>を使用できません。"
-    return QueryError("GAIA_IQ03", f"The operator {_op_label(op)} cannot be used with the field type of {code}.")
+    return QueryError(
+        "GAIA_IQ03", f"The operator {_op_label(op)} cannot be used with the field type of {code}."
+    )
+
+
+def _no_such_option(code: str, value: str) -> QueryError:
+    # Kintone's Japanese text: "フィールド「<code>」の項目に「<value>」は存在しません。"
+    return QueryError("GAIA_IQ10", f'The field {code} has no option "{value}".')
 
 
 def _not_sortable(code: str) -> QueryError:
@@ -451,6 +460,9 @@ _KIND = {
     "FILE": "files",
 }
 
+# Fields whose values must be among their options (STATUS: among the process's states).
+_OPTION_TYPES = {"DROP_DOWN", "RADIO_BUTTON", "CHECK_BOX", "MULTI_SELECT", "STATUS"}
+
 _SORTABLE_KINDS = {"text", "number", "record_number", "date", "time", "datetime", "choice", "entity"}
 
 _SYSTEM_FIELDS = {"$id": "__ID__", "$revision": "__REVISION__"}
@@ -667,11 +679,13 @@ class _Compiler:
         self,
         fields: Mapping[str, str],
         subtables: Mapping[str, str],
+        options: Mapping[str, Collection[str]],
         now: datetime,
         login_user: str,
     ) -> None:
         self.fields = fields
         self.subtables = subtables
+        self.options = options
         self.now = now
         self.tz = now.tzinfo or timezone.utc
         self.login_user = login_user
@@ -761,6 +775,12 @@ class _Compiler:
     def value_test(self, f: _Field, cond: _Cond) -> Callable[[Any], bool]:
         """The test on one read value (already passed through the field's reader)."""
         op = cond.op
+        choices = self.options.get(f.code) if f.type in _OPTION_TYPES else None
+        if choices is not None and op in _EQ | _IN:
+            # Observed: Kintone checks the option values before the operator.
+            for value in cond.values:
+                if value.kind != "function" and value.text != "" and value.text not in choices:
+                    raise _no_such_option(f.code, value.text)
         allowed = _ALLOWED_OPS.get(f.type)
         if allowed is None or op not in allowed:
             raise _operator_not_allowed(f.code, op)
@@ -1131,6 +1151,7 @@ def parse_query(
     fields: Mapping[str, str],
     *,
     subtables: Mapping[str, str] | None = None,
+    options: Mapping[str, Collection[str]] | None = None,
     now: datetime | None = None,
     login_user: str = SANDBOX_LOGIN_USER,
 ) -> Query:
@@ -1139,6 +1160,9 @@ def parse_query(
     ``fields`` maps field code -> Kintone field type, fields inside tables included.
     ``subtables`` maps a table's inner field code -> the SUBTABLE's code; without it the table
     is found in each record, and the same-row rule for `and` is not applied.
+    ``options`` maps a DROP_DOWN, RADIO_BUTTON, CHECK_BOX or MULTI_SELECT field's code -> its
+    options (and the STATUS field's code -> the process's states): a value outside them is
+    GAIA_IQ10, as in Kintone. Fields it does not name are not checked.
     ``now`` fixes the clock for TODAY(), NOW() and the other date functions; its time zone is
     the one days are counted in (default: the current time in UTC).
     """
@@ -1160,7 +1184,7 @@ def parse_query(
         now = datetime.now(timezone.utc)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    compiler = _Compiler(fields, subtables or {}, now, login_user)
+    compiler = _Compiler(fields, subtables or {}, options or {}, now, login_user)
     predicate = compiler.compile(condition) if condition is not None else _match_all
     sort_keys = tuple((compiler.sort_key(k), k.descending) for k in order)
     return Query(

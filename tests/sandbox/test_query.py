@@ -633,6 +633,34 @@ def test_operators_a_field_type_does_not_take_are_gaia_iq03(text, field, op):
     assert err.message == f"The operator {op} cannot be used with the field type of {field}."
 
 
+OPTIONS = {"priority": ["High", "Low"], "size": ["S", "M"], "tags": ["a", "b"], "state": ["Open", "Done"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ('priority in ("High", "Urgent")', "priority", "Urgent"),
+        ('priority not in ("high")', "priority", "high"),
+        ('size in ("XL")', "size", "XL"),
+        ('tags not in ("c")', "tags", "c"),
+        ('state = "Closed"', "state", "Closed"),
+        ('state in ("Open", "Gone")', "state", "Gone"),
+        # the option is checked before the operator, as in Kintone
+        ('size = "XL"', "size", "XL"),
+    ],
+)
+def test_options_a_field_does_not_have_are_gaia_iq10(text, field, value):
+    err = error_of(text, options=OPTIONS)
+    assert err.code == "GAIA_IQ10"
+    assert err.message == f'The field {field} has no option "{value}".'
+
+
+def test_known_options_and_the_empty_option_pass_the_check():
+    for text in ('priority in ("High", "")', 'tags not in ("a", "b")', 'state != "Done"', 'colors in ("any")'):
+        assert isinstance(q(text, options=OPTIONS), Query)
+    assert error_of('size = "S"', options=OPTIONS).code == "GAIA_IQ03"
+
+
 @pytest.mark.parametrize("text", ['name = "apple"', "qty != 1"])
 def test_equality_on_table_fields_is_gaia_iq07(text):
     err = error_of(text)
@@ -775,7 +803,7 @@ def test_order_by_is_a_sorted_permutation(records, amount_desc, title_desc):
 
 
 @fast
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\r\n"), max_size=12))
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\r\n"), max_size=12))
 def test_any_string_literal_round_trips_through_escaping(s):
     assert q(f"title = {quote(s)}").matches(rec(1, title=s))
     assert not q(f"title = {quote(s + 'x')}").matches(rec(1, title=s))
@@ -788,3 +816,12 @@ def test_arbitrary_text_either_parses_or_raises_a_query_error(text):
         q(text)
     except QueryError as err:
         assert err.code in {"CB_VA01", "GAIA_IQ11", "GAIA_IQ03", "GAIA_IQ07", "GAIA_QU01", "GAIA_QU02"}
+
+
+@fast
+@given(st.text(max_size=40))
+def test_arbitrary_text_with_options_never_fails_otherwise(text):
+    try:
+        q(text, options=OPTIONS)
+    except QueryError as err:
+        assert err.status == 400 and err.code.startswith(("CB_", "GAIA_"))
