@@ -8,6 +8,7 @@ never live in the file: they come from the process environment (see ``Credential
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,13 @@ class Project:
                 )
         if name not in self.config.env:
             known = ", ".join(sorted(self.config.env))
-            raise ConfigError(f"{self.config_file}: no environment {name!r} (known: {known})", hint="pass -e with one of those")
+            line = None
+            try:
+                line = toml_key_line(self.config_file.read_text(encoding="utf-8"), ("env", next(iter(self.config.env))))
+            except OSError:
+                pass
+            raise ConfigError(f"no environment {name!r} (known: {known})", hint="pass -e with one of those",
+                              location=Location(file=self.config_file, line=line))
         return name
 
     def environment(self, name: str | None = None, var_overrides: Mapping[str, Any] | None = None) -> Environment:
@@ -184,18 +191,74 @@ def load_project(root: Path | str = ".") -> Project:
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation(exc), location=Location(file=path)) from None
+        text = path.read_text(encoding="utf-8")
+        first = exc.errors()[0]
+        loc = tuple(first["loc"]) or (("default_env",) if "default_env" in first["msg"] else ())
+        line = toml_key_line(text, loc) if loc else None
+        raise ConfigError(_describe_validation(exc, text), location=Location(file=path, line=line)) from None
     return Project(root=root, config=config, config_file=path)
 
 
-def _describe_validation(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key `{where}`: remove it or check its spelling")
+_TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+
+
+def toml_key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best effort: the line of kmigrate.toml where the key at ``loc`` (a pydantic error path)
+    is written, or of the nearest enclosing table; for messages only."""
+    names = [str(p) for p in loc if isinstance(p, (str, int))]
+    lines = text.splitlines()
+    headers: list[tuple[int, list[str]]] = []  # (line index, dotted path) of every [table]
+    for i, line in enumerate(lines):
+        match = _TOML_HEADER.match(line)
+        if match:
+            headers.append((i, [part.strip().strip('"\'') for part in match.group(1).split(".")]))
+    # The longest prefix of the path that is a [table] header, then the rest as keys inside it.
+    start, end, depth = 0, (headers[0][0] if headers else len(lines)), 0
+    for index, (line_index, path) in enumerate(headers):
+        if len(path) > depth and names[: len(path)] == path:
+            following = headers[index + 1][0] if index + 1 < len(headers) else len(lines)
+            start, end, depth = line_index, following, len(path)
+    best = start + 1 if depth else None
+    for name in names[depth:]:
+        pattern = re.compile(r"(^|[\s{,.])[\"']?" + re.escape(name) + r"[\"']?\s*[=.]")
+        for i in range(start, end):
+            if pattern.search(lines[i].split("#", 1)[0]):
+                best, start = i + 1, i
+                break
         else:
-            lines.append(f"`{where}`: {err['msg']}")
+            break
+    return best
+
+
+_UNION_BRANCH = re.compile(r"^(int|str|float|bool|AppRef|EnvConfig|function-.*|.*\[.*)$")
+_TYPE_ERRORS = {"int_type", "int_parsing", "model_type", "dict_type", "string_type", "model_attributes_type"}
+
+
+def _describe_validation(exc: ValidationError, text: str = "") -> str:
+    # Drop pydantic's names of union branches from the paths, and the "wrong type" complaint of a
+    # branch when another branch explains the problem in more detail.
+    errors = [{**e, "loc": tuple(p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p)))}
+              for e in exc.errors()]
+    kept, seen = [], set()
+    for err in errors:
+        deeper = any(len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in errors)
+        if err["type"] in _TYPE_ERRORS and deeper:
+            continue
+        if err["type"] in _TYPE_ERRORS and err["loc"] in seen:
+            continue
+        seen.add(err["loc"])
+        kept.append(err)
+    lines = []
+    for position, err in enumerate(kept):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        line = toml_key_line(text, tuple(err["loc"])) if text and err["loc"] and position else None
+        at = f" (line {line})" if line else ""
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key `{where}`{at}: remove it or check its spelling")
+        elif err["type"] in _TYPE_ERRORS and len(err["loc"]) == 4 and err["loc"][2] == "apps":
+            lines.append(f"`{where}`{at}: an app is its numeric id or {{id = N, guest_space_id = M}}")
+        else:
+            lines.append(f"`{where}`{at}: {err['msg'].removeprefix('Value error, ')}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
