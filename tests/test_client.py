@@ -16,7 +16,7 @@ from kmigrate.client import NO_RETRY, Client, RetryPolicy, api_path, check_base_
 from kmigrate.config import Credentials
 from kmigrate.errors import ConfigError, InputError, KintoneError, TransportError
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
-from openapi_schema import validate_bulk_requests
+from .openapi_schema import validate_bulk_requests
 
 TOKENS = ("tok-AAAA-secret-1", "tok-BBBB-secret-2")
 PASSWORD = "pa55-w0rd-SECRET"
@@ -153,6 +153,20 @@ def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results(
     validate_bulk_requests(body)
     assert body == {"requests": [ADD, UPDATE, STATUS]}
     assert client.request_count == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"requests": [{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}]},
+        {"requests": [{"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"action": "Submit"}]}}]},
+        {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
+        {"reqs": []},
+    ],
+)
+def test_the_schema_check_rejects_malformed_bulk_bodies(body: dict) -> None:
+    with pytest.raises(AssertionError):
+        validate_bulk_requests(body)
 
 
 def test_guest_space_bulk_prefixes_the_outer_url_and_every_inner_api() -> None:
