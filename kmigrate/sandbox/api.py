@@ -446,17 +446,17 @@ class Api:
         for code, f in app.fields.items():
             if not f.unique:
                 continue
-            wanted = [(prefix, rid, values[code]) for prefix, rid, values, sent in entries
+            wanted = [(index, prefix, rid, values[code]) for index, (prefix, rid, values, sent) in enumerate(entries)
                       if (sent is None or code in sent) and isinstance(values.get(code), str) and values[code] != ""]
             if not wanted:
                 continue
-            owners = self.store.unique_owners(app.id, code, list({v for _, _, v in wanted}))
-            claimed: dict[str, int | None] = {}
-            for prefix, rid, value in wanted:
+            owners = self.store.unique_owners(app.id, code, list({v for *_, v in wanted}))
+            claimed: dict[str, object] = {}  # value -> the first entry of this call that claims it
+            for index, prefix, rid, value in wanted:
+                who = rid if rid is not None else ("new", index)
                 owner = owners.get(value)
-                if (owner is not None and owner != rid) or (value in claimed and claimed[value] != rid):
+                if (owner is not None and owner != rid) or claimed.setdefault(value, who) != who:
                     problems.add(f"{prefix}.{code}.value", "This value already exists in another record.")
-                claimed.setdefault(value, rid)
 
     def _unique_rows(self, app: AppDef, record_id: int, values: dict[str, Any], sent: set[str] | None) -> list[tuple[str, str, int]]:
         return [(code, values.get(code) or "", record_id) for code, f in app.fields.items()

@@ -1,0 +1,296 @@
+"""record.json and records.json: reads, writes, validation, revisions, updateKey, upsert, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from kmigrate.sandbox import Sandbox
+
+from .conftest import Kintone, rec
+
+
+def add(k: Kintone, n: int, app: int = 1, **extra) -> list[str]:
+    body = k.ok("POST", "records", {"app": app, "records": [rec(title=f"t{i}", **extra) for i in range(n)]})
+    return body["ids"]
+
+
+# -- single record -------------------------------------------------------------------------
+
+
+def test_add_record_then_get_it_in_kintone_read_shape(k: Kintone):
+    body = k.ok("POST", "record", {"app": 1, "record": rec(
+        title="Spring order", order_no="O-1", priority="High", amount=12.5, tags=["a", "c"], due="2026-3-1",
+        at="9:05", when="2026-03-01T10:30:45+09:00", owner=[{"code": "alice"}],
+        items=[{"value": rec(name="bolt", qty="3")}], unknown_field="ignored")})
+    assert body == {"id": "1", "revision": "1"}
+    record = k.ok("GET", "record", params={"app": 1, "id": 1})["record"]
+    values = {code: cell["value"] for code, cell in record.items()}
+    assert values["title"] == "Spring order"
+    assert values["amount"] == "12.5"
+    assert values["tags"] == ["a", "c"]
+    assert values["due"] == "2026-03-01"  # partial dates are padded
+    assert values["at"] == "09:05"
+    assert values["when"] == "2026-03-01T01:30:00Z"  # to UTC, seconds dropped
+    assert values["owner"] == [{"code": "alice", "name": "alice"}]
+    assert values["notes"] == "none yet"  # the default value
+    assert values["items"][0]["value"]["qty"] == {"type": "NUMBER", "value": "3"}
+    assert values["Record_number"] == "ORD-1"  # the app code prefixes the record number
+    assert values["$id"] == "1" and values["$revision"] == "1"
+    assert values["Status"] == "Draft" and values["Assignee"] == []
+    assert values["Created_by"] == {"code": "Administrator", "name": "Administrator"}
+    assert "unknown_field" not in record
+    assert record["$id"]["type"] == "__ID__" and record["$revision"]["type"] == "__REVISION__"
+
+
+def test_status_fields_only_when_process_management_is_on(k: Kintone):
+    k.ok("POST", "record", {"app": 4, "record": rec(title="x")})
+    record = k.ok("GET", "record", {"app": 4, "id": 1})["record"]
+    assert "Status" not in record and "Assignee" not in record
+    assert record["Record_number"]["value"] == "1"
+
+
+def test_get_missing_record_is_gaia_re01(k: Kintone):
+    body = k.error("GET", "record", params={"app": 1, "id": 42}, status=404, code="GAIA_RE01")
+    assert "42" in body["message"]
+
+
+def test_unknown_app_is_gaia_ap01(k: Kintone):
+    k.error("GET", "records", params={"app": 99}, status=404, code="GAIA_AP01")
+    k.error("POST", "record", {"app": 99, "record": {}}, status=404, code="GAIA_AP01")
+
+
+def test_update_record_bumps_revision_and_checks_it(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="a")})
+    assert k.ok("PUT", "record", {"app": 1, "id": 1, "record": rec(title="b")}) == {"revision": "2"}
+    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": 2, "record": rec(amount=5)}) == {"revision": "3"}
+    body = k.error("PUT", "record", {"app": 1, "id": 1, "revision": 2, "record": rec(title="c")}, status=409, code="GAIA_CO02")
+    assert "revision" in body["message"]
+    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": -1, "record": rec(title="d")}) == {"revision": "4"}
+    record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
+    assert record["title"]["value"] == "d" and record["amount"]["value"] == "5"  # fields not sent keep their value
+
+
+def test_update_record_by_update_key(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-7")})
+    body = k.ok("PUT", "record", {"app": 1, "updateKey": {"field": "order_no", "value": "O-7"}, "record": rec(title="z")})
+    assert body == {"revision": "2"}
+    assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["title"]["value"] == "z"
+
+
+def test_update_key_miss_is_gaia_re20_and_bad_key_field_is_cb_va01(k: Kintone):
+    k.error("PUT", "record", {"app": 1, "updateKey": {"field": "order_no", "value": "nope"}, "record": {}},
+            status=400, code="GAIA_RE20")
+    body = k.error("PUT", "record", {"app": 1, "updateKey": {"field": "title", "value": "x"}, "record": {}},
+                   status=400, code="CB_VA01")
+    assert "updateKey.field" in body["errors"]
+    k.error("PUT", "record", {"app": 1, "id": 1, "updateKey": {"field": "order_no", "value": "x"}}, status=400, code="CB_VA01")
+    k.error("PUT", "record", {"app": 1, "record": {}}, status=400, code="CB_VA01")
+
+
+def test_update_missing_record_is_gaia_re01(k: Kintone):
+    k.error("PUT", "record", {"app": 1, "id": 5, "record": rec(title="x")}, status=404, code="GAIA_RE01")
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"title": ""}, "record.title.value"),
+    ({"title": "x" * 21}, "record.title.value"),
+    ({"title": "x", "priority": "Medium"}, "record.priority.value"),
+    ({"title": "x", "amount": "12abc"}, "record.amount.value"),
+    ({"title": "x", "amount": "-1"}, "record.amount.value"),
+    ({"title": "x", "amount": 1001}, "record.amount.value"),
+    ({"title": "x", "tags": ["a", "z"]}, "record.tags.values"),
+    ({"title": "x", "tags": "a"}, "record.tags.values"),
+    ({"title": "x", "due": "2026-02-30"}, "record.due.value"),
+    ({"title": "x", "due": "tomorrow"}, "record.due.value"),
+    ({"title": "x", "at": "25:00"}, "record.at.value"),
+    ({"title": "x", "when": "2026-03-01"}, "record.when.value"),
+    ({"title": "x", "owner": ["alice"]}, "record.owner.values.value"),
+    ({"title": ["a list"]}, "record.title.value"),
+    ({"title": "x", "items": [{"value": {"name": {"value": ""}}}]}, "record.items.value[0].value.name.value"),
+])
+def test_invalid_values_are_cb_va01_with_kintone_keys(k: Kintone, values, key):
+    body = k.error("POST", "record", {"app": 1, "record": rec(**values)}, status=400, code="CB_VA01")
+    assert key in body["errors"], body
+    assert k.ok("GET", "records", {"app": 1, "totalCount": True})["totalCount"] == "0"
+
+
+def test_missing_required_field_and_omitted_record(k: Kintone):
+    body = k.error("POST", "record", {"app": 1}, status=400, code="CB_VA01")
+    assert body["errors"] == {"record.title.value": {"messages": ["Required."]}}
+
+
+def test_number_inside_a_table_is_silently_blanked(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="x", items=[{"value": rec(name="n", qty="lots")}])})
+    row = k.ok("GET", "record", {"app": 1, "id": 1})["record"]["items"]["value"][0]
+    assert row["value"]["qty"]["value"] == ""
+
+
+def test_read_only_fields_are_ignored_on_write(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": {**rec(title="x"), "Status": {"value": "Done"},
+                                                 "$id": {"value": "77"}, "Record_number": {"value": "9"}}})
+    record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
+    assert (record["Status"]["value"], record["$id"]["value"]) == ("Draft", "1")
+
+
+def test_creator_and_created_time_can_be_set_on_create(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": {**rec(title="x"), "Created_by": {"value": {"code": "eve"}},
+                                                 "Created_datetime": {"value": "2020-01-02T03:04:05Z"}}})
+    record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
+    assert record["Created_by"]["value"]["code"] == "eve"
+    assert record["Created_datetime"]["value"] == "2020-01-02T03:04:00Z"
+
+
+def test_unique_values_within_a_call_and_against_stored_records(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-1")})
+    body = k.error("POST", "records", {"app": 1, "records": [rec(title="b", order_no="O-2"), rec(title="c", order_no="O-2"),
+                                                             rec(title="d", order_no="O-1")]}, status=400, code="CB_VA01")
+    assert set(body["errors"]) == {"records[1].order_no.value", "records[2].order_no.value"}
+    # updating a record to its own value is fine; to another's is not
+    k.ok("PUT", "record", {"app": 1, "id": 1, "record": rec(order_no="O-1")})
+    k.ok("POST", "record", {"app": 1, "record": rec(title="e", order_no="O-3")})
+    k.error("PUT", "record", {"app": 1, "id": 2, "record": rec(order_no="O-1")}, status=400, code="CB_VA01")
+    # a deleted record's value is free again
+    k.ok("DELETE", "records", {"app": 1, "ids": [1]})
+    k.ok("PUT", "record", {"app": 1, "id": 2, "record": rec(order_no="O-1")})
+
+
+def test_subtable_rows_keep_ids_and_unsent_columns(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="x", items=[{"value": rec(name="a", qty=1)}, {"value": rec(name="b", qty=2)}])})
+    rows = k.ok("GET", "record", {"app": 1, "id": 1})["record"]["items"]["value"]
+    first, second = rows[0]["id"], rows[1]["id"]
+    k.ok("PUT", "record", {"app": 1, "id": 1, "record": {"items": {"value": [
+        {"id": second, "value": rec(qty=5)}, {"id": "99999", "value": rec(name="c")}]}}})
+    rows = k.ok("GET", "record", {"app": 1, "id": 1})["record"]["items"]["value"]
+    assert rows[0]["id"] == second and rows[0]["value"]["name"]["value"] == "b" and rows[0]["value"]["qty"]["value"] == "5"
+    assert rows[1]["id"] not in (first, second, "99999") and rows[1]["value"]["name"]["value"] == "c"
+    assert len(rows) == 2  # the row not sent is gone
+
+
+# -- many records --------------------------------------------------------------------------
+
+
+def test_add_records_in_order_and_atomically(k: Kintone):
+    assert add(k, 3) == ["1", "2", "3"]
+    body = k.error("POST", "records", {"app": 1, "records": [rec(title="ok"), rec(title=""), rec(title="ok")]},
+                   status=400, code="CB_VA01")
+    assert list(body["errors"]) == ["records[1].title.value"]
+    assert k.ok("GET", "records", {"app": 1, "totalCount": True})["totalCount"] == "3"
+    assert add(k, 1) == ["4"]  # a failed call used up no ids
+
+
+def test_write_limits_are_100_records(k: Kintone):
+    body = k.error("POST", "records", {"app": 1, "records": [rec(title="x")] * 101}, status=400, code="CB_VA01")
+    assert "records" in body["errors"]
+    add(k, 100)
+    k.error("PUT", "records", {"app": 1, "records": [{"id": i, "record": {}} for i in range(1, 102)]}, status=400, code="CB_VA01")
+    k.error("DELETE", "records", {"app": 1, "ids": list(range(1, 102))}, status=400, code="CB_VA01")
+    k.error("DELETE", "records", {"app": 1, "ids": []}, status=400, code="CB_VA01")
+    k.error("POST", "records", {"app": 1, "records": []}, status=400, code="CB_VA01")
+
+
+def test_update_records_is_atomic(k: Kintone):
+    add(k, 2)
+    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "revision": 7, "record": {}}]},
+            status=409, code="GAIA_CO02")
+    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 9, "record": {}}]},
+            status=404, code="GAIA_RE01")
+    body = k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "record": rec(title="")}]},
+                   status=400, code="CB_VA01")
+    assert "records[1].record.title.value" in body["errors"]
+    assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["title"]["value"] == "t0"
+    body = k.ok("PUT", "records", {"app": 1, "records": [{"id": 1, "revision": "1", "record": rec(title="n1")}, {"id": "2", "record": {}}]})
+    assert body == {"records": [{"id": "1", "revision": "2"}, {"id": "2", "revision": "2"}]}
+
+
+def test_repeated_ids_in_one_call_are_gaia_re09(k: Kintone):
+    add(k, 2)
+    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": {}}, {"id": 1, "record": {}}]}, status=400, code="GAIA_RE09")
+    k.error("DELETE", "records", {"app": 1, "ids": [2, 2]}, status=400, code="GAIA_RE09")
+    k.error("PUT", "records/status", {"app": 1, "records": [{"id": 1, "action": "Submit", "assignee": "alice"},
+                                                            {"id": 1, "action": "Submit", "assignee": "alice"}]},
+            status=400, code="GAIA_RE09")
+    assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["$revision"]["value"] == "1"
+
+
+def test_upsert_inserts_and_updates(k: Kintone):
+    k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-1")})
+    body = k.ok("PUT", "records", {"app": 1, "upsert": True, "records": [
+        {"updateKey": {"field": "order_no", "value": "O-1"}, "record": rec(title="a2")},
+        {"updateKey": {"field": "order_no", "value": "O-2"}, "record": rec(title="b")},
+        {"id": 50, "record": rec(title="c")},
+    ]})
+    assert body == {"records": [{"id": "1", "revision": "2", "operation": "UPDATE"},
+                                {"id": "2", "revision": "1", "operation": "INSERT"},
+                                {"id": "3", "revision": "1", "operation": "INSERT"}]}  # a given id is not kept
+    assert k.ok("GET", "record", {"app": 1, "id": 2})["record"]["order_no"]["value"] == "O-2"
+    # an upserted insert is validated like an add
+    k.error("PUT", "records", {"app": 1, "upsert": True, "records": [{"updateKey": {"field": "order_no", "value": "O-9"}, "record": {}}]},
+            status=400, code="CB_VA01")
+
+
+def test_update_records_by_update_key_miss_without_upsert(k: Kintone):
+    k.error("PUT", "records", {"app": 1, "records": [{"updateKey": {"field": "order_no", "value": "x"}, "record": {}}]},
+            status=400, code="GAIA_RE20")
+
+
+def test_number_update_key(k: Kintone):
+    token = {"X-Cybozu-API-Token": "full-token"}
+    k.ok("POST", "record", {"app": 2, "record": rec(code="C1", points=10)}, headers=token)
+    body = k.ok("PUT", "record", {"app": 2, "updateKey": {"field": "points", "value": 10}, "record": rec(name="n")}, headers=token)
+    assert body == {"revision": "2"}
+
+
+def test_delete_records_with_revisions(k: Kintone):
+    add(k, 3)
+    k.ok("PUT", "record", {"app": 1, "id": 2, "record": {}})
+    k.error("DELETE", "records", {"app": 1, "ids": [1, 2], "revisions": [1, 1]}, status=409, code="GAIA_CO02")
+    k.error("DELETE", "records", {"app": 1, "ids": [1, 2], "revisions": [1]}, status=400, code="CB_VA01")
+    k.error("DELETE", "records", {"app": 1, "ids": [1, 7]}, status=404, code="GAIA_RE01")
+    assert k.ok("GET", "records", {"app": 1, "totalCount": True})["totalCount"] == "3"
+    assert k.ok("DELETE", "records", {"app": 1, "ids": [1, 2], "revisions": [1, 2]}) == {}
+    assert k.ok("DELETE", "records", params={"app": 1, "ids[0]": 3}) == {}  # ids in the query string
+    assert k.ok("GET", "records", {"app": 1, "totalCount": True})["totalCount"] == "0"
+
+
+# -- reading many --------------------------------------------------------------------------
+
+
+def test_get_records_query_fields_total_count_and_order(k: Kintone):
+    k.ok("POST", "records", {"app": 1, "records": [rec(title=f"t{i}", amount=i) for i in range(5)]})
+    body = k.ok("GET", "records", {"app": 1, "query": "amount >= 2 order by amount asc limit 2 offset 1",
+                                   "fields": ["$id", "amount"], "totalCount": True})
+    assert body["totalCount"] == "3"
+    assert [r["amount"]["value"] for r in body["records"]] == ["3", "4"]
+    assert set(body["records"][0]) == {"$id", "amount"}
+    body = k.ok("GET", "records", params={"app": "1", "fields[0]": "title"})  # query-string form
+    assert [r["title"]["value"] for r in body["records"]] == ["t4", "t3", "t2", "t1", "t0"]  # $id desc by default
+    assert body["totalCount"] is None
+
+
+def test_query_errors_are_kintone_shaped(k: Kintone):
+    k.error("GET", "records", {"app": 1, "query": "nosuchfield = 1"}, status=400, code="GAIA_IQ11")
+    k.error("GET", "records", {"app": 1, "query": "title = "}, status=400, code="CB_VA01")
+    k.error("GET", "records", {"app": 1, "query": 123}, status=400, code="CB_VA01")
+
+
+def test_read_limits(k: Kintone):
+    k.error("GET", "records", {"app": 1, "query": "limit 501"}, status=400, code="GAIA_QU01")
+    k.error("GET", "records", {"app": 1, "query": "offset 10001"}, status=400, code="GAIA_QU02")
+    assert k.ok("GET", "records", {"app": 1, "query": "limit 500 offset 10000"})["records"] == []
+
+
+def test_default_limit_is_100(k: Kintone):
+    add(k, 100)
+    add(k, 5)
+    assert len(k.ok("GET", "records", {"app": 1})["records"]) == 100
+
+
+def test_records_helper_and_reset(sandbox: Sandbox, k: Kintone):
+    add(k, 2)
+    assert [r["$id"]["value"] for r in sandbox.records(1)] == ["1", "2"]
+    sandbox.reset()
+    assert sandbox.records(1) == []
+    assert add(k, 1) == ["1"]  # ids start again
