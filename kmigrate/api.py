@@ -159,8 +159,15 @@ def connect(env: Environment) -> Client:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
-        return Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+        return Client(SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport())
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http)
+
+
+def _sandbox_credentials(sandbox: Any) -> Credentials:
+    """The embedded Kintone needs no secrets from the user: where its file gives an app API
+    tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
+    tokens = [max(app.tokens, key=lambda t: (len(app.tokens[t]), t)) for app in sandbox.definition.apps.values() if app.tokens]
+    return Credentials(api_tokens=tuple(tokens[:9]))
 
 
 def journal_state(env: Environment) -> dict[str, JournaledChangeset]:

@@ -1,0 +1,86 @@
+"""Small kmigrate projects written into a temp folder, for the run tests."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import socket
+import textwrap
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
+
+SANDBOX_YAML = """\
+apps:
+  - id: 1
+    name: Items
+    api_tokens: [{token: "%(token)s", permissions: [view, add, edit, delete]}]
+    fields:
+      code: {type: SINGLE_LINE_TEXT, required: true, unique: true}
+      qty: {type: NUMBER}
+    process:
+      enable: true
+      states: [New, Checked]
+      actions:
+        - {name: Check, from: New, to: Checked}
+"""
+
+TOKEN = "tok-SECRET-9f8e7d6c5b4a"
+
+
+def copy_example(tmp_path: Path) -> Path:
+    root = tmp_path / "shop"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".kmigrate"))
+    return root
+
+
+def items_project(tmp_path: Path, *, base_url: str | None = None, token: str = TOKEN) -> Path:
+    """A project over one app ``items`` (unique ``code``, a two-state process)."""
+    root = tmp_path / "items"
+    (root / "changesets" / "data").mkdir(parents=True)
+    (root / "sandbox.yaml").write_text(SANDBOX_YAML % {"token": token})
+    remote = f'\n[env.remote]\nbase_url = "{base_url}"\napps = {{ items = 1 }}\n' if base_url else ""
+    (root / "kmigrate.toml").write_text(
+        'default_env = "sandbox"\n[env.sandbox]\nsandbox = "sandbox.yaml"\napps = { items = 1 }\n' + remote
+    )
+    return root
+
+
+def write_items_csv(root: Path, name: str, codes: range, prefix: str = "I") -> Path:
+    path = root / "changesets" / "data" / name
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["code", "qty"])
+        for i in codes:
+            writer.writerow([f"{prefix}{i:06d}", i % 7])
+    return path
+
+
+def write_changeset(root: Path, filename: str, text: str) -> Path:
+    path = root / "changesets" / filename
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(sandbox) -> Iterator[str]:
+    """``sandbox`` served on a free localhost port, in a thread; yields the base URL."""
+    from kmigrate.sandbox.server import make_server
+
+    server = make_server(sandbox, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,262 @@
+"""The runner end to end on the embedded sandbox: apply, re-run, resume, refs, in-doubt, drift."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from kmigrate import api
+from kmigrate.cli import main
+from kmigrate.client import Client
+from kmigrate.config import Credentials, load_project
+from kmigrate.errors import DriftError, InDoubtError, KintoneError, OrderError
+from kmigrate.journal import Journal
+from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
+
+from .projects import TOKEN, copy_example, items_project, write_changeset, write_items_csv
+
+AUTH = {"X-Cybozu-API-Token": TOKEN}
+ITEMS_CREDENTIALS = Credentials(api_tokens=(TOKEN,))
+
+
+def typed(record: dict, kind: str):
+    return next(v["value"] for v in record.values() if v["type"] == kind)
+
+
+def open_sandbox(root, env_name="sandbox"):
+    env = load_project(root).environment(env_name)
+    return Sandbox.open(env.sandbox_file, env.sandbox_store)
+
+
+def run(root, *args):
+    return CliRunner().invoke(main, ["-C", str(root), *args], catch_exceptions=False)
+
+
+# ---- the example project -----------------------------------------------------------------------
+
+
+def test_example_project_applies_exactly_and_a_rerun_sends_nothing(tmp_path):
+    root = copy_example(tmp_path)
+    first = run(root, "apply")
+    assert first.exit_code == 0, first.output
+    assert "applied 4 batch(es)" in first.output
+
+    with open_sandbox(root) as sandbox:
+        products = {r["sku"]["value"]: r for r in sandbox.records(3)}
+        customers = {r["customer_code"]["value"]: r for r in sandbox.records(2)}
+        orders = {r["order_no"]["value"]: r for r in sandbox.records(1)}
+
+    assert len(products) == 8 and products["SKU-003"]["stock"]["value"] == "12"
+    assert products["SKU-003"]["$revision"]["value"] == "2" and products["SKU-001"]["$revision"]["value"] == "1"
+    assert len(customers) == 20
+    assert customers["C-001"]["tier"]["value"] == "Gold" and customers["C-012"]["email"]["value"] == "orders@quartz.example.com"
+    assert customers["C-012"]["$revision"]["value"] == "2" and customers["C-002"]["$revision"]["value"] == "1"
+    # 30 from CSV + 2 inline, one deleted (spring_orders index 29 = the CSV's last row).
+    assert len(orders) == 31 and "SO-2024-030" not in orders
+    status = {no: typed(r, "STATUS") for no, r in orders.items()}
+    assert status["SO-2024-001"] == status["SO-2024-002"] == "Done"  # Submit then Approve
+    assert status["SO-2024-003"] == "Draft"  # Submit then Send back
+    assert status["SO-2024-010"] == "In review"  # Submit only
+    assert status["SO-2024-101"] == "Draft"  # the phone orders had no action
+    # Each action adds 2 to the revision, an assignee change 1, an update 1.
+    assert orders["SO-2024-001"]["$revision"]["value"] == "5"
+    assert orders["SO-2024-010"]["$revision"]["value"] == "3"
+    assert orders["SO-2024-004"]["$revision"]["value"] == "4"
+    assert [u["code"] for u in typed(orders["SO-2024-004"], "STATUS_ASSIGNEE")] == ["alice", "bob"]
+    assert orders["SO-2024-102"]["priority"]["value"] == "High" and orders["SO-2024-102"]["$revision"]["value"] == "2"
+    assert [row["value"]["sku"]["value"] for row in orders["SO-2024-101"]["lines"]["value"]] == ["SKU-001", "SKU-002"]
+
+    second = run(root, "apply")
+    assert second.exit_code == 0 and "Nothing to do: 3 changeset(s) already applied" in second.output
+    status_out = run(root, "status", "--check")
+    assert status_out.exit_code == 0
+    assert [line.split()[1] for line in status_out.output.splitlines()] == ["applied"] * 3
+
+
+def test_rerun_sends_zero_requests(tmp_path):
+    root = copy_example(tmp_path)
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+        first = api.apply(project, env, client=client)
+        assert first.summary.requests_sent == 4 and sandbox.request_count == 4
+        second = api.apply(project, env, client=client)
+        assert sandbox.request_count == 4
+        assert second.summary.skipped_changesets == 3 and second.summary.applied_batches == 0
+
+
+# ---- resume after a failure ------------------------------------------------------------------
+
+
+def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(6000))  # 3 bulk requests of 2000
+    write_changeset(root, "V0001__items.yaml", """\
+        operations:
+          - add: {app: items, records_from: data/items.csv}
+        """)
+    with open_sandbox(root) as sandbox:  # a record that clashes with the unique code of row 2500 (batch 1)
+        sandbox.client(headers=AUTH).post("/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I002500"}}}).raise_for_status()
+
+    failed = run(root, "apply")
+    assert failed.exit_code == 1
+    assert "CB_VA01" in failed.output and "V0001__items" in failed.output
+    assert "data/items.csv:2502" in failed.output  # the header is line 1, row 2500 is line 2502
+    assert "1 earlier batch(es)" in failed.output
+
+    env = load_project(root).environment()
+    with Journal.open(env.journal_path) as journal:
+        assert [b.state for b in journal.batches("0001")] == ["applied", "failed", "pending"]
+    with open_sandbox(root) as sandbox:
+        assert len(sandbox.records(1)) == 2001
+        clash = [r for r in sandbox.records(1) if r["code"]["value"] == "I002500"][0]
+        sandbox.client(headers=AUTH).request("DELETE", "/k/v1/records.json", json={"app": 1, "ids": [int(clash["$id"]["value"])]}).raise_for_status()
+
+    project = load_project(root)
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
+        result = api.apply(project, env, client=client)
+        assert sandbox.request_count == 2  # batches 1 and 2 only
+        assert result.summary.applied_batches == 2
+        codes = [r["code"]["value"] for r in sandbox.records(1)]
+    assert sorted(codes) == [f"I{i:06d}" for i in range(6000)]
+
+
+# ---- refs --------------------------------------------------------------------------------------
+
+
+def test_refs_across_bulks_and_changesets(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(2500))  # the add spans two bulks
+    write_changeset(root, "V0001__items.yaml", """\
+        operations:
+          - add: {app: items, ref: items, records_from: data/items.csv}
+          - status: {app: items, records: {ref: items}, action: Check}
+        """)
+    write_changeset(root, "V0002__later.yaml", """\
+        operations:
+          - update:
+              app: items
+              records:
+                - {id: {ref: items, index: 2499}, qty: 99}
+          - delete: {app: items, ids: [{ref: items, index: 0}]}
+        """)
+    result = run(root, "apply")
+    assert result.exit_code == 0, result.output
+    with open_sandbox(root) as sandbox:
+        records = {r["code"]["value"]: r for r in sandbox.records(1)}
+    assert len(records) == 2499 and "I000000" not in records
+    assert all(typed(r, "STATUS") == "Checked" for r in records.values())
+    assert records["I002499"]["qty"]["value"] == "99" and records["I002499"]["$revision"]["value"] == "4"
+    env = load_project(root).environment()
+    with Journal.open(env.journal_path) as journal:
+        assert len(journal.refs()["items"]) == 2500
+
+
+# ---- in doubt ----------------------------------------------------------------------------------
+
+
+class LoseAnswers(httpx.BaseTransport):
+    """Forwards to the sandbox, then loses the answer of the n-th bulk request."""
+
+    def __init__(self, inner: httpx.BaseTransport, lose: int):
+        self.inner, self.lose, self.bulks = inner, lose, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path.endswith("bulkRequest.json"):
+            self.bulks += 1
+            if self.bulks == self.lose:
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(4500))
+    write_changeset(root, "V0001__items.yaml", """\
+        operations:
+          - add: {app: items, records_from: data/items.csv}
+        """)
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=2))
+        with pytest.raises(InDoubtError, match="batch 1"):
+            api.apply(project, env, client=lossy)
+        assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
+
+        client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
+        with pytest.raises(InDoubtError, match="resolve 0001 1"):
+            api.apply(project, env, client=client)  # never re-sent blindly
+        assert len(sandbox.records(1)) == 4000
+
+        status = {r.version: r for r in api.status(project, env)}
+        assert status["0001"].state == "in doubt"
+        api.resolve(env, "V0001", 1, applied=True, note="4000 records found")
+        result = api.apply(project, env, client=client)
+        assert result.summary.applied_batches == 1
+        assert len(sandbox.records(1)) == 4500
+    events = [e.kind for e in api.history(env)]
+    assert "resolved" in events
+
+
+# ---- drift, order, repair ----------------------------------------------------------------------
+
+
+def test_drift_stops_the_run_until_repaired(tmp_path):
+    root = copy_example(tmp_path)
+    assert run(root, "apply").exit_code == 0
+    path = root / "changesets" / "V0003__spring_cleanup.yaml"
+    path.write_text(path.read_text().replace("tier: Silver", "tier: Gold"))
+    project = load_project(root)
+    with pytest.raises(DriftError, match="V0003__spring_cleanup.*its source and what it renders to"):
+        api.apply(project, project.environment())
+    drifted = run(root, "apply")
+    assert drifted.exit_code == 2 and "kmigrate repair" in drifted.output
+    assert "drifted" in run(root, "status").output
+    assert run(root, "repair", "--note", "typo fixed in review").exit_code == 0
+    assert run(root, "apply").exit_code == 0
+    assert any(e.kind == "repaired" for e in api.history(project.environment()))
+
+
+def test_data_file_change_is_drift(tmp_path):
+    root = copy_example(tmp_path)
+    assert run(root, "apply").exit_code == 0
+    data = root / "changesets" / "data" / "customers.csv"
+    data.write_text(data.read_text().replace("Acme Trading", "Acme Trading Ltd"))
+    result = run(root, "apply")
+    assert result.exit_code == 2 and "what it renders to" in result.output
+
+
+def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
+    root = items_project(tmp_path)
+    write_changeset(root, "V0002__b.yaml", "operations:\n  - add: {app: items, records: [{code: B}]}\n")
+    assert run(root, "apply").exit_code == 0
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    project = load_project(root)
+    with pytest.raises(OrderError, match="V0001__a is older than V0002"):
+        api.apply(project, project.environment())
+    result = run(root, "apply", "--out-of-order")
+    assert result.exit_code == 0, result.output
+    with open_sandbox(root) as sandbox:
+        assert sorted(r["code"]["value"] for r in sandbox.records(1)) == ["A", "B"]
+
+
+def test_kintone_error_is_located_at_operation_and_record(tmp_path):
+    root = items_project(tmp_path)
+    write_changeset(root, "V0001__a.yaml", """\
+        operations:
+          - add:
+              app: items
+              records:
+                - {code: A}
+                - {code: B, qty: "not a number"}
+        """)
+    project = load_project(root)
+    with pytest.raises(KintoneError) as info:
+        api.apply(project, project.environment())
+    text = str(info.value)
+    assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "qty" in text
