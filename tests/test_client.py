@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import re
+import socket
+import threading
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
@@ -516,3 +518,41 @@ def test_sandbox_api_tokens(sandbox: Sandbox) -> None:
         bad.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 3, "records": [{"title": {"value": "t"}}]}}])
     assert err.value.status in (401, 403) and "wrong-token" not in str(err.value)
     assert good.count_records(3) == 1
+
+
+# ---- real sockets: the failure classes httpx raises on a real network ----------------------------
+
+
+
+def test_a_closed_port_is_certainly_not_sent() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    slept: list[float] = []
+    client = Client(f"http://127.0.0.1:{port}", Credentials(TOKENS), retry=RetryPolicy(attempts=2, base_delay=0), sleep=slept.append)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    assert err.value.sent_maybe is False and client.request_count == 2
+    assert TOKENS[0] not in str(err.value)
+
+
+def test_a_server_that_takes_the_request_and_never_answers_leaves_it_in_doubt() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    received: list[bytes] = []
+
+    def swallow() -> None:
+        conn, _ = server.accept()
+        received.append(conn.recv(65536))
+        threading.Event().wait(2)  # hold the connection open, answer nothing
+        conn.close()
+
+    thread = threading.Thread(target=swallow, daemon=True)
+    thread.start()
+    client = Client(f"http://127.0.0.1:{server.getsockname()[1]}", Credentials(TOKENS), timeout=httpx.Timeout(2.0, read=0.3), sleep=lambda s: None)
+    with pytest.raises(TransportError) as err:
+        client.bulk([ADD])
+    server.close()
+    assert err.value.sent_maybe is True and client.request_count == 1  # never sent twice
+    assert received and received[0].startswith(b"POST /k/v1/bulkRequest.json")
