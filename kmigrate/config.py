@@ -185,6 +185,9 @@ def load_project(root: Path | str = ".") -> Project:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
+        if line is None:  # Python < 3.14 has the line only in the message: "... (at line 3, column 7)"
+            found = re.search(r"at line (\d+)", str(exc))
+            line = int(found.group(1)) if found else None
         raise ConfigError(f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", location=Location(file=path)) from None

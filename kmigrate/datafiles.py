@@ -66,10 +66,20 @@ class DataFile:
                 yield from self._jsonl()
         except FileNotFoundError:
             raise self.error("data file not found") from None
-        except UnicodeDecodeError as exc:
-            raise self.error(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        except UnicodeDecodeError:
+            raise self._not_utf8() from None
         except OSError as exc:
             raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
+
+    def _not_utf8(self) -> ChangesetError:
+        # The decoder's position is within a buffered chunk: find the line from the bytes.
+        raw = self.file.read_bytes()
+        try:
+            raw.decode("utf-8")
+            line = None
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+        return self.error("not UTF-8 text; save the file as UTF-8 (Excel: \"CSV UTF-8\")", line=line)
 
     # -- CSV ---------------------------------------------------------------------------------
 
@@ -208,7 +218,9 @@ def read_table(path: Path, display: str) -> list[dict[str, Any]]:
         raise source.error("data file not found") from None
     except csv.Error as exc:
         raise source.error(f"bad CSV: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise source._not_utf8() from None
+    except OSError as exc:
         raise source.error(f"cannot read the data file: {exc}") from None
 
 
@@ -223,5 +235,7 @@ def read_json(path: Path, display: str) -> Any:
         raise source.error("data file not found") from None
     except json.JSONDecodeError as exc:
         raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise source._not_utf8() from None
+    except OSError as exc:
         raise source.error(f"cannot read the data file: {exc}") from None

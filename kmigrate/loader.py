@@ -137,7 +137,11 @@ class LineMap:
         src = source.splitlines()
         matcher = difflib.SequenceMatcher(None, src, self.rendered_lines, autojunk=False)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            # Equal-sized changed blocks are expressions substituted in place, unless a block
+            # tag is among them: then the sizes matching is a coincidence (a loop, an if).
+            in_place = tag == "replace" and i2 - i1 == j2 - j1 and not any(
+                "{%" in line or "{#" in line for line in src[i1:i2])
+            if tag == "equal" or in_place:
                 for k in range(j2 - j1):
                     self._line[j1 + k + 1] = i1 + k + 1
             else:
@@ -442,7 +446,7 @@ class _FileLoader:
         if not shown and rendered_line is not None:
             shown = f"\n    {location.line} | {self.lines.text(rendered_line)}"
         hint = None
-        if "found character '\\t'" in problem:
+        if rendered_line is not None and "\t" in self.lines.text(rendered_line) and "token" in problem:
             hint = "YAML indents with spaces, not tabs"
         elif "mapping values are not allowed" in problem:
             hint = "quote a value that contains ': '"
@@ -521,7 +525,9 @@ class _FileLoader:
             if marker in seen:
                 continue
             seen.add(marker)
-            self.fail(message, ("operations", index) + loc, operation=number, record=record, detail=detail)
+            # A problem with the whole body (a model check) is shown at the operation's line.
+            path = ("operations", index) + (loc if len(loc) > 1 else ())
+            self.fail(message, path, operation=number, record=record, detail=detail)
 
     def _resolve_app(self, body: Any, path: tuple[Any, ...], number: int, detail: str) -> Any:
         app_name = body.payload.get("app") if hasattr(body, "payload") else body.app
@@ -797,23 +803,41 @@ def _refs_in_payload(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[RefIds
 _UNION_TAG = re.compile(r"^(list\[|dict\[|union\[|function-|tagged-union|int$|str$|float$|bool$|[A-Z]\w*$|constrained-)")
 
 
+_EXPECTED = {"list_type": "a list", "model_type": "a mapping", "dict_type": "a mapping", "int_type": "a whole number",
+             "int_parsing": "a whole number", "int_from_float": "a whole number", "string_type": "text",
+             "bool_type": "true/false", "float_type": "a number", "literal_error": None}
+
+
 def _simplify(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pydantic's errors without the names of union branches in their paths, and without a
-    "should be a {ref}" alternative when the list branch explains the real problem."""
+    """Pydantic's errors made readable: no union-branch names in the paths; where a union failed
+    in several branches, the deepest explanation, or one "expected A or B" for type mismatches."""
     out = []
     for err in errors:
+        branch = [p for p in err["loc"] if isinstance(p, str) and _UNION_TAG.match(p) and p not in KINDS]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p) and p not in KINDS))
-        out.append({**err, "loc": loc, "_branch": tuple(p for p in err["loc"] if isinstance(p, str) and _UNION_TAG.match(p))})
-    # Where a union failed in several branches, keep the deepest explanations.
-    by_loc: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        out.append({**err, "loc": loc, "branch": branch})
+    kept: list[dict[str, Any]] = []
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for err in out:
-        by_loc.setdefault(err["loc"], []).append(err)
-    kept = []
-    for err in out:
-        deeper = [o for o in out if len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]]
-        if err["type"] in ("model_type", "dict_type", "list_type", "int_type", "int_parsing", "string_type") and deeper:
+        is_type = err["type"] in _EXPECTED and err["type"] != "literal_error"
+        deeper = any(len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in out)
+        if is_type and deeper:
             continue
+        if is_type:
+            words = _EXPECTED[err["type"]]
+            if err["type"] in ("model_type", "dict_type") and any("RefIds" in b for b in err["branch"]):
+                words = "{ref: NAME}"
+            first = merged.get(err["loc"])
+            if first is not None:
+                if words not in first["expected"]:
+                    first["expected"].append(words)
+                continue
+            err = {**err, "expected": [words]}
+            merged[err["loc"]] = err
         kept.append(err)
+    for err in kept:
+        if "expected" in err and len(err["expected"]) > 1:
+            err["msg"] = f"expected {' or '.join(err['expected'])}"
     return kept
 
 
