@@ -781,11 +781,15 @@ class Api:
             raise failure
         return {"results": results}
 
-    @staticmethod
-    def _wrong_bulk_space(outer: int | None, sub: Call) -> None:
+    def _wrong_bulk_space(self, outer: int | None, sub: Call) -> None:
         # A bulk sent to a guest space touches only that space's apps, and each inner api
         # carries the same /k/guest/{id}/v1/ prefix (kintone-api.md §1.1, §1.3).
-        if outer is not None and sub.guest is None:
+        try:
+            app = self.definition.apps.get(int(sub.params.get("app")))
+        except (TypeError, ValueError):
+            app = None
+        if outer is not None and sub.guest is None and app is not None and app.guest_space_id == outer:
             raise ApiError(400, "GAIA_IL23", f"In a bulk request sent to guest space {outer}, "
                            f"write the api as /k/guest/{outer}/v1/{sub.name}.json.")
-        raise ApiError(403, "CB_NO02", "No privilege to proceed. (an inner api names another space than the bulk request)")
+        raise ApiError(403, "CB_NO02", "No privilege to proceed. (a bulk request touches only the apps of the space "
+                       "its URL names, and every inner api carries the same path prefix)")

@@ -6,7 +6,8 @@ spec and validates with jsonschema. Two deliberate allowances, both because real
 answers that way while the spec says otherwise: ``integer`` (the spec's ``format: long``)
 also matches a numeric string (Kintone sends every id, revision and count as a string, and
 ``""`` for an unset bound), and ``null`` matches ``string``/``integer`` (an empty DATE or
-DROP_DOWN value, ``totalCount`` when not asked for). And ``oneOf`` is checked as ``anyOf``: the spec's
+DROP_DOWN value, ``totalCount`` when not asked for), and matches any type whose description says Kintone
+returns ``null`` (app/status.json's ``states`` and ``actions``). And ``oneOf`` is checked as ``anyOf``: the spec's
 alternatives for PUT records.json (plain / upsert) overlap, so every answer matches both and a
 strict ``oneOf`` would reject them all.
 """
@@ -47,10 +48,19 @@ def _is_string(checker: Any, value: Any) -> bool:
     return value is None or isinstance(value, str)
 
 
+_plain_type = jsonschema.Draft202012Validator.VALIDATORS["type"]
+
+
+def _type(validator: Any, types: Any, instance: Any, schema: dict[str, Any]) -> Any:
+    if instance is None and "`null` is returned" in schema.get("description", ""):
+        return
+    yield from _plain_type(validator, types, instance, schema)
+
+
 _KintoneValidator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_long).redefine("string", _is_string),
-    validators={"oneOf": jsonschema.Draft202012Validator.VALIDATORS["anyOf"]},
+    validators={"oneOf": jsonschema.Draft202012Validator.VALIDATORS["anyOf"], "type": _type},
 )
 
 
