@@ -30,7 +30,7 @@ resolved is split here, never at run time.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
 
 from .changeset import (
@@ -340,29 +340,32 @@ def _plan_changeset(
     states = dict(journaled.batch_states) if journaled is not None else {}
     summaries: list[OperationSummary] = []
     kept: list[_Bulk] | None = []
-    count = records = 0
+    layouts: list[Any] = []  # per bulk: its guest space and each call's segments; small
+    records = 0
     for bulk in _compile(cs, env, refs, limits, summaries):
-        count += 1
+        layouts.append(_layout(bulk))
         if kept is not None:
             records += sum(c.record_count for c in bulk[0])
             kept.append(bulk)
             if records > limits.eager_records:
-                kept = None  # too big to hold: BatchSequence re-compiles on demand
+                kept = None  # too big to hold: BatchSequence compiles again on demand
+    count = len(layouts)
     if kept is not None:
         batches: Sequence[Batch] = tuple(_batch(i, bulk, states) for i, bulk in enumerate(kept))
     else:
         final_refs = refs.snapshot()  # every ref this changeset may use, at its final size
 
         def recompile() -> Iterator[_Bulk]:
+            # A data file edited since planning would change what is sent: refuse rather than
+            # send a batch that differs from the plan that was reviewed.
             again: list[OperationSummary] = []
             n = 0
             for n, bulk in enumerate(_compile(cs, env, final_refs.replay(), limits, again), 1):
+                if n > count or _layout(bulk) != layouts[n - 1]:
+                    raise _changed(cs)
                 yield bulk
             if again != summaries or n != count:
-                raise ChangesetError(
-                    "its records changed since it was planned (was a data file edited meanwhile?)",
-                    location=Location(file=cs.path, changeset=cs.id), hint="plan again",
-                )
+                raise _changed(cs)
 
         batches = BatchSequence(recompile, count, states)
     return ChangesetPlan(
@@ -370,6 +373,18 @@ def _plan_changeset(
         source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
         description=cs.description, state=_changeset_state([states.get(i, PENDING) for i in range(count)]),
         operations=tuple(summaries), batches=batches,
+    )
+
+
+def _layout(bulk: _Bulk) -> tuple[Any, ...]:
+    calls, guest = bulk
+    return guest, tuple((c.method, c.api, c.segments) for c in calls)
+
+
+def _changed(cs: LoadedChangeset) -> ChangesetError:
+    return ChangesetError(
+        "its records changed since it was planned (was a data file edited meanwhile?)",
+        location=Location(file=cs.path, changeset=cs.id), hint="plan again",
     )
 
 
@@ -453,17 +468,13 @@ class _OpCompiler:
 
     # -- errors
     def loc(self, record: int | None = None, data_line: int | None = None, data_file: str | None = None) -> Location:
-        file, line = self.cs.path, self.line
-        if data_file is not None:
-            file, line = data_file, data_line
-        elif record is not None and self.index < len(self.cs.record_lines):
-            lines = self.cs.record_lines[self.index]
-            if lines is not None and record < len(lines):
-                line = lines[record]
-        return Location(
-            file=file, line=line, changeset=self.cs.id, operation=self.index + 1,
-            record=None if record is None else record + 1, detail=f"{self.kind} {self.app_written}",
-        )
+        if data_file is not None:  # known while streaming: no need to read the data file again
+            return Location(file=data_file, line=data_line, changeset=self.cs.id, operation=self.index + 1,
+                            record=None if record is None else record + 1, detail=self.kind)
+        where = self.cs.location(self.index, record)
+        if where.line is None and record is not None:  # the record's own line is unknown: its operation's
+            where = replace(where, line=self.cs.location(self.index).line)
+        return where
 
     def error(self, message: str, record: int | None = None, hint: str | None = None, **where: Any) -> ChangesetError:
         return ChangesetError(message, location=self.loc(record, **where), hint=hint)

@@ -1,0 +1,714 @@
+"""The planner: hand-written cases for every packing rule, then generated workloads checked
+against the invariants and against an exhaustive minimum number of bulk requests."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kmigrate.changeset import AddOp, LoadedChangeset, Operation, to_kintone_record
+from kmigrate.config import App, Environment
+from kmigrate.errors import ChangesetError, JournalError
+from kmigrate.plan import (
+    APPLIED, FAILED, PARTIAL, PENDING, SENT, JournaledChangeset, is_ref_marker, ref_uses, resolve_refs,
+)
+from kmigrate.planner import BatchSequence, Limits, build_plan
+from kmigrate.render import render_json
+
+ROOT = Path("/project")
+APPS = {"orders": App(1), "customers": App(2), "hr": App(3, 7), "payroll": App(4, 8)}
+
+
+def env(**apps: App) -> Environment:
+    return Environment(name="test", root=ROOT, apps={**APPS, **apps}, vars={}, journal_path=ROOT / ".kmigrate/test.db")
+
+
+def changeset(ops: list[dict[str, Any]], version: str = "0001", name: str = "change", lines: tuple[int, ...] = ()) -> LoadedChangeset:
+    return LoadedChangeset(
+        version=version, name=name, path=ROOT / "changesets" / f"V{version}__{name}.yaml", description="",
+        operations=tuple(Operation.model_validate(o) for o in ops),
+        source_checksum="s" + version, rendered_checksum="r" + version, operation_lines=lines,
+    )
+
+
+def plan(*ops: dict[str, Any], limits: Limits = Limits(), journal: Any = None):
+    return build_plan([changeset(list(ops))], env(), journal, limits=limits)
+
+
+def calls_of(p) -> list[list[Any]]:
+    return [[c for c in b.calls] for cs in p.changesets for b in cs.batches]
+
+
+def recs(n: int, start: int = 0, field: str = "title") -> list[dict[str, Any]]:
+    return [{field: f"r{i}"} for i in range(start, start + n)]
+
+
+class ListSource:
+    """A records_from source that counts how often it is read."""
+
+    def __init__(self, records: list[dict[str, Any]], path: str = "data/rows.csv"):
+        self.records, self.path, self.passes = records, path, 0
+
+    def __iter__(self):
+        self.passes += 1
+        for i, rec in enumerate(self.records):
+            yield i + 2, rec  # line 1 is the CSV header
+
+
+def add_from(source: ListSource, app: str = "orders", ref: str | None = None) -> Operation:
+    body = AddOp(app=app, records_from=source.path, ref=ref).model_copy(update={"source": source})
+    return Operation(add=body)
+
+
+# ---- compiling each kind ---------------------------------------------------------------------
+
+
+def test_add_uses_the_plural_api_and_kintone_record_form():
+    p = plan({"add": {"app": "orders", "records": [{"title": "A", "amount": 3}, {"title": {"value": "B"}}]}})
+    [[call]] = calls_of(p)
+    assert (call.method, call.api) == ("POST", "/k/v1/records.json")
+    assert call.payload == {"app": 1, "records": [
+        {"title": {"value": "A"}, "amount": {"value": 3}}, {"title": {"value": "B"}},
+    ]}
+
+
+def test_update_by_id_moves_id_and_revision_out_of_the_record():
+    p = plan({"update": {"app": "orders", "records": [{"id": 5, "revision": 2, "title": "x"}, {"id": "6", "title": "y"}]}})
+    [[call]] = calls_of(p)
+    assert (call.method, call.api) == ("PUT", "/k/v1/records.json")
+    assert call.payload == {"app": 1, "records": [
+        {"id": 5, "revision": 2, "record": {"title": {"value": "x"}}},
+        {"id": 6, "record": {"title": {"value": "y"}}},
+    ]}
+
+
+def test_update_by_key_sends_update_key_and_drops_the_key_from_the_record():
+    p = plan({"update": {"app": "customers", "key": "code", "records": [{"code": "C-1", "tier": "Gold"}, {"code": {"value": 42}, "tier": "x"}]}})
+    [[call]] = calls_of(p)
+    assert call.payload["records"] == [
+        {"updateKey": {"field": "code", "value": "C-1"}, "record": {"tier": {"value": "Gold"}}},
+        {"updateKey": {"field": "code", "value": "42"}, "record": {"tier": {"value": "x"}}},
+    ]
+    assert "upsert" not in call.payload
+
+
+def test_upsert_sets_upsert_true():
+    p = plan({"upsert": {"app": "customers", "key": "sku", "records": [{"sku": "S1", "price": 3}]}})
+    [[call]] = calls_of(p)
+    assert call.payload == {"app": 2, "upsert": True, "records": [{"updateKey": {"field": "sku", "value": "S1"}, "record": {"price": {"value": 3}}}]}
+
+
+def test_delete_status_assignees_and_request():
+    p = plan(
+        {"delete": {"app": "orders", "ids": [3, 4], "revisions": [1, 2]}},
+        {"status": {"app": "orders", "records": [{"id": 3}, {"id": 4, "action": "Back", "assignee": "bob", "revision": 9}], "action": "Go"}},
+        {"assignees": {"app": "orders", "id": 4, "assignees": ["alice"], "revision": 3}},
+        {"request": {"method": "PUT", "api": "record/status", "payload": {"app": "orders", "id": 3, "action": "Go"}}},
+    )
+    [[delete, status, assignees, request]] = calls_of(p)
+    assert (delete.method, delete.api, delete.payload) == ("DELETE", "/k/v1/records.json", {"app": 1, "ids": [3, 4], "revisions": [1, 2]})
+    assert (status.method, status.api) == ("PUT", "/k/v1/records/status.json")
+    assert status.payload["records"] == [
+        {"id": 3, "action": "Go"}, {"id": 4, "action": "Back", "assignee": "bob", "revision": 9},
+    ]
+    assert (assignees.api, assignees.payload) == ("/k/v1/record/assignees.json", {"app": 1, "id": 4, "assignees": ["alice"], "revision": 3})
+    assert (request.method, request.api, request.payload) == ("PUT", "/k/v1/record/status.json", {"app": 1, "id": 3, "action": "Go"})
+    summary = p.changesets[0].operations
+    assert [o.destructive for o in summary] == [True, False, False, False]
+    assert [o.records for o in summary] == [2, 2, 1, 1]
+
+
+def test_numeric_app_ids_and_canonical_request_api():
+    p = plan({"request": {"method": "POST", "api": "/k/v1/record.json", "payload": {"app": 9, "record": {"t": {"value": 1}}}}})
+    [[call]] = calls_of(p)
+    assert (call.api, call.payload["app"]) == ("/k/v1/record.json", 9)
+
+
+# ---- merging and splitting -------------------------------------------------------------------
+
+
+def test_records_split_at_100_per_call():
+    [[a, b, c]] = calls_of(plan({"add": {"app": "orders", "records": recs(250)}}))
+    assert [a.record_count, b.record_count, c.record_count] == [100, 100, 50]
+    assert c.payload["records"][0] == {"title": {"value": "r200"}}
+
+
+def test_adjacent_same_kind_same_app_merge_and_others_do_not():
+    p = plan(
+        {"add": {"app": "orders", "records": recs(2)}},
+        {"add": {"app": "orders", "ref": "x", "records": recs(3, 2)}},  # merges, keeps its own ref segment
+        {"add": {"app": "customers", "records": recs(1)}},
+        {"add": {"app": "orders", "records": recs(1)}},
+        {"update": {"app": "orders", "records": [{"id": 1, "t": 1}]}},
+        {"update": {"app": "orders", "key": "code", "records": [{"code": "a", "t": 1}]}},
+        {"upsert": {"app": "orders", "key": "code", "records": [{"code": "b", "t": 1}]}},
+        {"upsert": {"app": "orders", "key": "sku", "records": [{"sku": "b", "t": 1}]}},
+    )
+    [calls] = calls_of(p)
+    assert [c.record_count for c in calls] == [5, 1, 1, 1, 1, 1, 1]
+    assert [(s.operation, s.start, s.count, s.ref) for s in calls[0].segments] == [(0, 0, 2, None), (1, 0, 3, "x")]
+
+
+def test_merged_deletes_fill_missing_revisions_with_minus_one():
+    [[call]] = calls_of(plan({"delete": {"app": "orders", "ids": [1, 2]}}, {"delete": {"app": "orders", "ids": [3], "revisions": [7]}}))
+    assert call.payload == {"app": 1, "ids": [1, 2, 3], "revisions": [-1, -1, 7]}
+
+
+@pytest.mark.parametrize("ops, expected", [
+    ([{"update": {"app": "orders", "records": [{"id": 1, "t": 1}, {"id": 2, "t": 1}]}},
+      {"update": {"app": "orders", "records": [{"id": 1, "t": 2}]}}], [2, 1]),
+    ([{"delete": {"app": "orders", "ids": [5, 6, 5, 7]}}], [2, 2]),
+    ([{"status": {"app": "orders", "records": [1, 1, 1], "action": "Go"}}], [1, 1, 1]),
+    ([{"upsert": {"app": "orders", "key": "k", "records": [{"k": "a"}, {"k": "b"}, {"k": "a"}]}}], [2, 1]),
+    ([{"update": {"app": "orders", "key": "k", "records": [{"k": 1}, {"k": "1"}]}}], [1, 1]),  # both are "1" to Kintone
+])
+def test_a_repeated_record_starts_a_new_call(ops, expected):
+    [calls] = calls_of(plan(*ops))
+    assert [c.record_count for c in calls] == expected
+
+
+def test_calls_fill_bulks_of_20_in_order():
+    p = plan({"add": {"app": "orders", "records": recs(2001)}})
+    batches = p.changesets[0].batches
+    assert [len(b.calls) for b in batches] == [20, 1]
+    assert [b.record_count for b in batches] == [2000, 1]
+    assert batches[1].calls[0].payload["records"] == [{"title": {"value": "r2000"}}]
+
+
+@pytest.mark.parametrize("n", [1, 99, 100, 101, 1999, 2000, 2001, 4000, 4001, 10_000])
+def test_n_adds_to_one_app_take_ceil_n_over_2000_bulks(n):
+    p = plan({"add": {"app": "orders", "records": recs(n)}})
+    assert len(p.changesets[0].batches) == math.ceil(n / 2000)
+    assert sum(len(b.calls) for b in p.changesets[0].batches) == math.ceil(n / 100)
+
+
+# ---- refs ------------------------------------------------------------------------------------
+
+
+def test_a_consumer_of_a_ref_made_in_the_current_bulk_starts_a_new_bulk():
+    p = plan(
+        {"add": {"app": "orders", "ref": "new", "records": recs(3)}},
+        {"status": {"app": "orders", "records": {"ref": "new"}, "action": "Submit"}},
+        {"delete": {"app": "orders", "ids": {"ref": "new"}}},
+    )
+    first, second = p.changesets[0].batches
+    assert first.produces == {"new"} and second.consumes == {"new"}
+    status, delete = second.calls
+    # every id of the ref, in one call: the whole-ref markers
+    assert status.payload["records"] == {"$ref": "new", "each": {"action": "Submit"}}
+    assert delete.payload["ids"] == {"$ref": "new"}
+    assert resolve_refs(status.payload, {"new": [7, 8, 9]})["records"] == [
+        {"id": 7, "action": "Submit"}, {"id": 8, "action": "Submit"}, {"id": 9, "action": "Submit"},
+    ]
+
+
+def test_a_ref_too_big_for_one_call_is_split_into_indexed_markers():
+    p = plan(
+        {"add": {"app": "orders", "ref": "big", "records": recs(250)}},
+        {"status": {"app": "orders", "records": {"ref": "big"}, "action": "Go"}},
+    )
+    status_calls = p.changesets[0].batches[1].calls
+    assert [c.record_count for c in status_calls] == [100, 100, 50]
+    assert status_calls[2].payload["records"][0] == {"id": {"$ref": "big", "index": 200}, "action": "Go"}
+    ids = list(range(1000, 1250))
+    resolved = [r["id"] for c in status_calls for r in resolve_refs(c.payload, {"big": ids})["records"]]
+    assert resolved == ids
+
+
+def test_only_the_bulk_holding_the_needed_record_forces_a_break():
+    # 2,500 adds fill bulk 0 and half of bulk 1; record 0 of the ref was made in bulk 0, so the
+    # status change may share bulk 1 with the rest of the adds.
+    p = plan(
+        {"add": {"app": "orders", "ref": "x", "records": recs(2500)}},
+        {"status": {"app": "orders", "records": [{"ref": "x", "index": 0}], "action": "Go"}},
+        {"status": {"app": "customers", "records": [{"ref": "x", "index": 2499}], "action": "Go"}},
+    )
+    batches = p.changesets[0].batches
+    assert [len(b.calls) for b in batches] == [20, 6, 1]
+    assert batches[1].calls[-1].payload["records"] == [{"id": {"$ref": "x", "index": 0}, "action": "Go"}]
+
+
+def test_refs_across_changesets_do_not_break_bulks():
+    first = changeset([{"add": {"app": "orders", "ref": "x", "records": recs(2)}}], "0001", "a")
+    second = changeset([
+        {"add": {"app": "orders", "records": recs(1)}},
+        {"assignees": {"app": "orders", "id": {"ref": "x", "index": 1}, "assignees": ["a"]}},
+        {"update": {"app": "orders", "records": [{"id": {"ref": "x", "index": 0}, "t": 1}]}},
+    ], "0002", "b")
+    p = build_plan([second, first], env())  # given out of order: planned in version order
+    assert [c.version for c in p.changesets] == ["0001", "0002"]
+    [only] = p.changesets[1].batches
+    assert len(only.calls) == 3 and only.consumes == {"x"}
+
+
+def test_request_payload_refs_become_markers():
+    p = plan(
+        {"add": {"app": "orders", "ref": "x", "records": recs(2)}},
+        {"request": {"method": "DELETE", "api": "records", "payload": {"app": "orders", "ids": {"ref": "x"}}}},
+        {"request": {"method": "PUT", "api": "record", "payload": {"app": "orders", "id": {"ref": "x", "index": 1}, "record": {}}}},
+    )
+    _, second = p.changesets[0].batches
+    assert second.calls[0].payload == {"app": 1, "ids": {"$ref": "x"}}
+    assert second.calls[1].payload["id"] == {"$ref": "x", "index": 1}
+    assert p.changesets[0].operations[1].destructive
+
+
+def test_upsert_produces_a_ref():
+    p = plan(
+        {"upsert": {"app": "orders", "key": "k", "ref": "u", "records": [{"k": "a"}, {"k": "b"}]}},
+        {"status": {"app": "orders", "records": {"ref": "u"}, "action": "Go"}},
+    )
+    assert [b.produces for b in p.changesets[0].batches] == [{"u"}, set()]
+
+
+# ---- guest spaces and changesets -------------------------------------------------------------
+
+
+def test_guest_space_apps_get_their_own_bulks_and_prefix():
+    p = plan(
+        {"add": {"app": "orders", "records": recs(1)}},
+        {"add": {"app": "hr", "records": recs(1)}},
+        {"update": {"app": "hr", "records": [{"id": 1, "t": 1}]}},
+        {"add": {"app": "payroll", "records": recs(1)}},
+        {"add": {"app": "orders", "records": recs(1)}},
+    )
+    batches = p.changesets[0].batches
+    assert [(b.guest_space_id, [c.api for c in b.calls]) for b in batches] == [
+        (None, ["/k/v1/records.json"]),
+        (7, ["/k/guest/7/v1/records.json", "/k/guest/7/v1/records.json"]),
+        (8, ["/k/guest/8/v1/records.json"]),
+        (None, ["/k/v1/records.json"]),
+    ]
+
+
+def test_batches_never_span_changesets():
+    a = changeset([{"add": {"app": "orders", "records": recs(1)}}], "0001", "a")
+    b = changeset([{"add": {"app": "orders", "records": recs(1)}}], "0002", "b")
+    p = build_plan([a, b], env())
+    assert [len(c.batches) for c in p.changesets] == [1, 1]
+    assert p.changesets[1].batches[0].index == 0
+
+
+# ---- segments --------------------------------------------------------------------------------
+
+
+def test_segments_map_every_record_back_to_its_operation():
+    p = plan(
+        {"delete": {"app": "orders", "ids": [1]}},
+        {"add": {"app": "orders", "records": recs(150)}},
+        {"add": {"app": "orders", "ref": "r", "records": recs(10)}},
+    )
+    delete, first, second = p.changesets[0].batches[0].calls  # adds: 100, then 50 + 10 merged
+    assert delete.locate(0) == (0, 0)
+    assert first.locate(99) == (1, 99)
+    assert second.locate(0) == (1, 100) and second.locate(49) == (1, 149)
+    assert second.locate(50) == (2, 0) and second.locate(59) == (2, 9) and second.locate(60) is None
+    assert [s.ref for s in second.segments] == [None, "r"]
+
+
+# ---- journal state ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("states, expected", [
+    ({}, PENDING), ({0: APPLIED, 1: APPLIED}, APPLIED), ({0: APPLIED}, PARTIAL),
+    ({0: SENT}, PARTIAL), ({0: FAILED}, PENDING), ({0: APPLIED, 1: FAILED}, PARTIAL),
+])
+def test_changeset_state_from_the_journal(states, expected):
+    journal = {"0001": JournaledChangeset("0001", "s", "r", batch_states=states)}
+    p = plan({"add": {"app": "orders", "records": recs(2001)}}, journal=journal)
+    cs = p.changesets[0]
+    assert cs.state == expected
+    assert [b.state for b in cs.batches] == [states.get(i, PENDING) for i in range(2)]
+    assert [b.index for b in cs.pending_batches] == [i for i in range(2) if states.get(i) != APPLIED]
+    assert (cs in p.pending) == (expected != APPLIED)
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ops, message", [
+    ([{"add": {"app": "nowhere", "records": recs(1)}}], "unknown app alias 'nowhere'"),
+    ([{"delete": {"app": "orders", "ids": {"ref": "ghost"}}}], "ref 'ghost' is not created by any earlier operation"),
+    ([{"status": {"app": "orders", "records": {"ref": "later"}, "action": "Go"}},
+      {"add": {"app": "orders", "ref": "later", "records": recs(1)}}], "ref 'later' is not created"),
+    ([{"add": {"app": "orders", "ref": "x", "records": recs(1)}},
+      {"add": {"app": "orders", "ref": "x", "records": recs(1)}}], "ref 'x' is already defined"),
+    ([{"add": {"app": "orders", "ref": "x", "records": recs(2)}},
+      {"assignees": {"app": "orders", "id": {"ref": "x", "index": 2}, "assignees": []}}], "index 2 is out of range"),
+    ([{"add": {"app": "orders", "ref": "x", "records": recs(2)}},
+      {"assignees": {"app": "orders", "id": {"ref": "x"}, "assignees": []}}], "stands for one record"),
+    ([{"update": {"app": "orders", "records": [{"t": 1}]}}], "needs `id`"),
+    ([{"update": {"app": "orders", "key": "code", "records": [{"t": 1}]}}], "no value for the key field `code`"),
+    ([{"update": {"app": "orders", "key": "code", "records": [{"code": [1]}]}}], "needs a text or number value"),
+    ([{"update": {"app": "orders", "records": [{"id": -3}]}}], "positive record id"),
+    ([{"update": {"app": "orders", "records": [{"id": 1, "revision": "x"}]}}], "`revision` must be a whole number"),
+    ([{"upsert": {"app": "orders", "key": "k", "ref": "u", "records": [{"k": "a", "id": {"ref": "u", "index": 0}}]}}], "both `id` and the key"),
+    ([{"request": {"method": "POST", "api": "records", "payload": {"app": "orders", "records": recs(101)}}}], "at most 100"),
+])
+def test_planning_errors_name_the_changeset_and_operation(ops, message):
+    cs = changeset(ops, lines=tuple(range(3, 3 + 2 * len(ops), 2)))
+    with pytest.raises(ChangesetError) as info:
+        build_plan([cs], env())
+    text = str(info.value)
+    assert message in text
+    # the line is the one of the operation named
+    where = re.search(r"V0001__change\.yaml:(\d+), operation (\d+)", text)
+    assert where and int(where[1]) == 3 + 2 * (int(where[2]) - 1), text
+
+
+def test_duplicate_versions_are_an_error():
+    with pytest.raises(ChangesetError, match="version 0001 is used twice"):
+        build_plan([changeset([{"add": {"app": "orders", "records": recs(1)}}], name=n) for n in ("a", "b")], env())
+
+
+def test_a_bad_record_in_a_data_file_names_the_data_file_line():
+    src = ListSource([{"id": 1, "t": 1}, {"t": 2}])
+    cs = changeset([{"add": {"app": "orders", "records": recs(1)}}])
+    op = Operation.model_validate({"update": {"app": "orders", "records_from": src.path}})
+    op = Operation(update=op.update.model_copy(update={"source": src}))
+    cs = LoadedChangeset(**{**cs.__dict__, "operations": (op,)})
+    with pytest.raises(ChangesetError) as info:
+        build_plan([cs], env())
+    assert str(info.value).startswith("data/rows.csv:3, changeset V0001__change, operation 1, record 2")
+
+
+# ---- determinism, streaming, laziness --------------------------------------------------------
+
+
+def mixed_changesets(source: ListSource | None = None) -> list[LoadedChangeset]:
+    first = [
+        {"add": {"app": "orders", "ref": "x", "records": recs(230)}},
+        {"status": {"app": "orders", "records": {"ref": "x"}, "action": "Go"}},
+        {"update": {"app": "hr", "key": "code", "records": [{"code": "A", "n": "ä"}]}},
+        {"delete": {"app": "orders", "ids": [1, 2, {"ref": "x", "index": 4}]}},
+    ]
+    cs1 = changeset(first, "0001", "one")
+    if source is not None:
+        cs1 = LoadedChangeset(**{**cs1.__dict__, "operations": (add_from(source, ref="y"), *cs1.operations)})
+    cs2 = changeset([{"assignees": {"app": "orders", "id": {"ref": "x", "index": 0}, "assignees": ["a"]}}], "0002", "two")
+    return [cs1, cs2]
+
+
+def test_plans_are_deterministic():
+    a = render_json(build_plan(mixed_changesets(), env()))
+    b = render_json(build_plan(list(reversed(mixed_changesets())), env()))
+    assert a == b
+    data = json.loads(a)
+    assert list(data)[0] == "format" and data["format"] == 1
+
+
+def test_a_data_file_is_read_once_per_plan_when_held_in_memory():
+    source = ListSource(recs(500))
+    p = build_plan(mixed_changesets(source), env())
+    assert source.passes == 1
+    assert isinstance(p.changesets[0].batches, tuple)
+
+
+def test_big_changesets_are_lazy_and_plan_the_same():
+    eager_source, lazy_source = ListSource(recs(2500)), ListSource(recs(2500))
+    eager = build_plan(mixed_changesets(eager_source), env())
+    lazy = build_plan(mixed_changesets(lazy_source), env(), limits=Limits(eager_records=1000))
+    batches = lazy.changesets[0].batches
+    assert isinstance(batches, BatchSequence) and lazy_source.passes == 1
+    assert len(batches) == len(eager.changesets[0].batches)
+    assert render_json(lazy) == render_json(eager)
+    assert batches[2] == eager.changesets[0].batches[2]
+    assert batches[-1] == eager.changesets[0].batches[-1]
+    assert list(batches[1:3]) == list(eager.changesets[0].batches[1:3])
+    with pytest.raises(IndexError):
+        batches[len(batches)]
+
+
+def test_lazy_pending_batches_skip_applied_ones():
+    source = ListSource(recs(4500))
+    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+                            "operations": (add_from(source),)})
+    journal = {"0001": JournaledChangeset("0001", "s", "r", batch_states={0: APPLIED, 1: APPLIED})}
+    p = build_plan([cs], env(), journal, limits=Limits(eager_records=0))
+    pending = p.changesets[0].pending_batches
+    assert len(pending) == 1 and [b.index for b in pending] == [2]
+    assert p.changesets[0].state == PARTIAL and p.batch_count == 1
+
+
+def test_a_data_file_changed_after_planning_is_caught():
+    source = ListSource(recs(300))
+    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+                            "operations": (add_from(source),)})
+    p = build_plan([cs], env(), limits=Limits(eager_records=0))
+    source.records.append({"title": "late"})
+    with pytest.raises(ChangesetError, match="changed since it was planned"):
+        list(p.changesets[0].batches)
+
+
+# ---- resolve_refs ----------------------------------------------------------------------------
+
+
+def test_resolve_refs_expands_every_marker_and_leaves_the_input_alone():
+    payload = {"app": 1, "ids": [{"$ref": "a", "index": 1}, 5], "all": {"$ref": "a"},
+               "records": {"$ref": "b", "each": {"action": "Go"}}, "$notref": {"x": [1]}}
+    before = json.dumps(payload)
+    out = resolve_refs(payload, {"a": [10, 11], "b": [20]})
+    assert out == {"app": 1, "ids": [11, 5], "all": [10, 11], "records": [{"id": 20, "action": "Go"}], "$notref": {"x": [1]}}
+    assert json.dumps(payload) == before
+    with pytest.raises(JournalError, match="no ids are journaled for ref 'c'"):
+        resolve_refs({"id": {"$ref": "c", "index": 0}}, {})
+    with pytest.raises(JournalError, match="has 2 ids journaled"):
+        resolve_refs({"id": {"$ref": "a", "index": 2}}, {"a": [1, 2]})
+
+
+# ---- generated workloads ---------------------------------------------------------------------
+
+GEN_APPS = {"orders": (1, None), "customers": (2, None), "hr": (3, 7), "payroll": (4, 8)}
+
+
+@st.composite
+def workloads(draw: Any, max_changesets: int = 3, max_ops: int = 7, max_records: int = 14) -> list[list[dict[str, Any]]]:
+    """Changesets of random operations on random apps (two in guest spaces), with refs used
+    whole or by index, and repeated ids and keys."""
+    refs: dict[str, int] = {}
+    latest: list[str] = []
+    out = []
+    for _ in range(draw(st.integers(1, max_changesets))):
+        ops = []
+        for _ in range(draw(st.integers(1, max_ops))):
+            app = draw(st.sampled_from(sorted(GEN_APPS)))
+            kinds = ["add", "update", "update_key", "upsert", "delete", "status", "assignees", "request"]
+            kind = draw(st.sampled_from(kinds))
+            n = draw(st.integers(1, max_records))
+
+            def a_ref() -> str:  # mostly the newest: its records may still be in the current bulk
+                return latest[-1] if draw(st.booleans()) else draw(st.sampled_from(sorted(refs)))
+
+            def an_id() -> Any:
+                if refs and draw(st.booleans()):
+                    name = a_ref()
+                    return {"ref": name, "index": draw(st.integers(0, refs[name] - 1))}
+                return draw(st.integers(1, 6))
+
+            def ids() -> Any:
+                if refs and draw(st.integers(0, 3)) == 0:
+                    return {"ref": a_ref()}
+                return [an_id() for _ in range(n)]
+
+            new_ref = f"r{len(refs)}" if draw(st.booleans()) else None
+            if kind == "add":
+                op = {"add": {"app": app, "records": [{"f": draw(st.integers(0, 3))} for _ in range(n)]}}
+            elif kind == "update":
+                op = {"update": {"app": app, "records": [{"id": an_id(), "f": 1} for _ in range(n)]}}
+            elif kind == "update_key":
+                op = {"update": {"app": app, "key": "k", "records": [{"k": draw(st.sampled_from("abcde")), "f": 1} for _ in range(n)]}}
+            elif kind == "upsert":
+                op = {"upsert": {"app": app, "key": draw(st.sampled_from(["k", "j"])),
+                                 "records": [{"k": draw(st.sampled_from("abcde")), "j": draw(st.sampled_from("abcde"))} for _ in range(n)]}}
+            elif kind == "delete":
+                op = {"delete": {"app": app, "ids": ids()}}
+            elif kind == "status":
+                op = {"status": {"app": app, "records": ids(), "action": draw(st.sampled_from(["Go", "Stop"]))}}
+            elif kind == "assignees":
+                op = {"assignees": {"app": app, "id": an_id(), "assignees": ["a"]}}
+            else:
+                op = {"request": {"method": "PUT", "api": "record", "payload": {"app": app, "id": an_id(), "record": {}}}}
+            if kind in ("add", "upsert") and new_ref:
+                body = next(iter(op.values()))
+                body["ref"] = new_ref
+                refs[new_ref] = n
+                latest.append(new_ref)
+            ops.append(op)
+        out.append(ops)
+    return out
+
+
+def gen_env() -> Environment:
+    return env(**{name: App(i, g) for name, (i, g) in GEN_APPS.items()})
+
+
+def build(workload: list[list[dict[str, Any]]], limits: Limits):
+    css = [changeset(ops, f"{i + 1:04d}", f"w{i}") for i, ops in enumerate(workload)]
+    return build_plan(css, gen_env(), limits=limits)
+
+
+def expand(workload: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """The workload as items, independently of the planner: one per record the plan must carry.
+
+    Each item: ``merge`` (which items may share a call; ``None``: a call of its own), ``dedupe``
+    (what may not repeat in one call), ``uses`` and ``makes`` (ref ids), ``guest``, ``op``.
+    """
+    sizes: dict[str, int] = {}
+    out = []
+    for ops in workload:
+        items = []
+        for o, op in enumerate(ops):
+            kind, body = next(iter(op.items()))
+            app, guest = GEN_APPS[body["app"] if kind != "request" else body["payload"]["app"]]
+
+            def id_use(value: Any) -> tuple[Any, list[tuple[str, int | None]]]:
+                if isinstance(value, dict):
+                    return (value["ref"], value["index"]), [(value["ref"], value["index"])]
+                return value, []
+
+            def id_items(ids: Any) -> list[tuple[Any, list[Any]]]:
+                if isinstance(ids, dict):
+                    return [id_use({"ref": ids["ref"], "index": i}) for i in range(sizes[ids["ref"]])]
+                return [id_use(v) for v in ids]
+
+            def item(merge: Any, dedupe: Any, uses: list[Any], makes: Any = None) -> None:
+                items.append({"merge": merge, "dedupe": dedupe, "uses": uses, "makes": makes, "guest": guest, "op": o})
+
+            ref = body.get("ref")
+            if kind == "add":
+                for i in range(len(body["records"])):
+                    item(("add", app), None, [], (ref, i) if ref else None)
+            elif kind == "update" and "key" not in body:
+                for rec in body["records"]:
+                    key, uses = id_use(rec["id"])
+                    item(("update", app, None), key, uses)
+            elif kind in ("update", "upsert"):
+                for i, rec in enumerate(body["records"]):
+                    item((kind, app, body["key"]), rec[body["key"]], [], (ref, i) if ref else None)
+            elif kind in ("delete", "status"):
+                for key, uses in id_items(body["ids"] if kind == "delete" else body["records"]):
+                    item((kind, app), key, uses)
+            else:
+                target = body["id"] if kind == "assignees" else body["payload"]["id"]
+                item(None, None, id_use(target)[1])
+            if ref:
+                sizes[ref] = len(body["records"])
+        out.append(items)
+    return out
+
+
+def min_bulks(items: list[dict[str, Any]], limits: Limits) -> int:
+    """The fewest bulk requests for these items in this order, by exhaustive search over every
+    way to cut them into bulks and every bulk into calls (dynamic programming)."""
+
+    def call_ok(lo: int, hi: int) -> bool:
+        group = items[lo:hi]
+        merge = group[0]["merge"]
+        if merge is None:
+            return len(group) == 1
+        keys = [it["dedupe"] for it in group if it["dedupe"] is not None]
+        return (len(group) <= limits.records_per_call and all(it["merge"] == merge for it in group)
+                and len(keys) == len(set(keys)))
+
+    def bulk_ok(lo: int, hi: int) -> bool:
+        group = items[lo:hi]
+        if len({it["guest"] for it in group}) > 1:
+            return False
+        made = {it["makes"] for it in group if it["makes"]}
+        made_names = {name for name, _ in made}
+        if any((name, i) in made if i is not None else name in made_names for it in group for name, i in it["uses"]):
+            return False
+        fewest = [0] + [math.inf] * (hi - lo)  # fewest calls covering items[lo:lo+k]
+        for k in range(1, hi - lo + 1):
+            for m in range(max(0, k - limits.records_per_call), k):
+                if fewest[m] + 1 < fewest[k] and call_ok(lo + m, lo + k):
+                    fewest[k] = fewest[m] + 1
+        return fewest[hi - lo] <= limits.calls_per_bulk
+
+    best = [0] + [math.inf] * len(items)
+    for hi in range(1, len(items) + 1):
+        for lo in range(hi - 1, -1, -1):
+            if not bulk_ok(lo, hi):
+                break  # a bulk that cannot hold items[lo:hi] cannot hold items[lo-1:hi] either
+            best[hi] = min(best[hi], best[lo] + 1)
+    return int(best[len(items)])
+
+
+def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limits) -> None:
+    expanded = expand(workload)
+    made_at: dict[tuple[str, int], tuple[int, int]] = {}
+    sizes: dict[str, int] = {}
+    assert len(p.changesets) == len(workload)
+    for c, (cs, items) in enumerate(zip(p.changesets, expanded)):
+        order = []
+        for b, batch in enumerate(cs.batches):
+            assert batch.index == b
+            assert 1 <= len(batch.calls) <= limits.calls_per_bulk
+            prefix = "/k/v1/" if batch.guest_space_id is None else f"/k/guest/{batch.guest_space_id}/v1/"
+            for call in batch.calls:
+                assert call.api.startswith(prefix)
+                op_apps = {next(iter(workload[c][s.operation].values())).get("app") for s in call.segments}
+                assert all(GEN_APPS.get(a, (0, batch.guest_space_id))[1] == batch.guest_space_id for a in op_apps)
+                for s in call.segments:
+                    order += [(s.operation, s.start + i) for i in range(s.count)]
+                    if s.ref:
+                        for i in range(s.start, s.start + s.count):
+                            made_at[(s.ref, i)] = (c, b)
+                        sizes[s.ref] = max(sizes.get(s.ref, 0), s.start + s.count)
+                # every used id was made in an earlier bulk
+                for name, index in ref_uses(call.payload):
+                    needed = range(sizes[name]) if index is None else [index]
+                    assert all(made_at[(name, i)] < (c, b) for i in needed), (name, index, c, b)
+                # resolved, no call exceeds the limit and no id repeats
+                fake = {name: [10_000 * (k + 1) + i for i in range(n)] for k, (name, n) in enumerate(sorted(sizes.items()))}
+                resolved = resolve_refs(call.payload, fake)
+                listed = resolved.get("records", resolved.get("ids"))
+                if isinstance(listed, list):
+                    assert len(listed) == call.record_count <= limits.records_per_call
+                    keys = [r if not isinstance(r, dict) else r.get("id", json.dumps(r.get("updateKey"))) for r in listed]
+                    if call.method != "POST":
+                        assert len(keys) == len(set(keys)), keys
+                assert not any(is_ref_marker(v) for v in _walk(resolved))
+        # order kept: the plan's records are the workload's, in written order
+        assert order == [(it["op"], i) for it, i in _numbered(items)]
+    # adds carry exactly the written records
+    for c, cs in enumerate(p.changesets):
+        for batch in cs.batches:
+            for call in batch.calls:
+                if call.method == "POST":
+                    written = [rec for s in call.segments
+                               for rec in workload[c][s.operation]["add"]["records"][s.start:s.start + s.count]]
+                    assert call.payload["records"] == [to_kintone_record(r) for r in written]
+
+
+def _numbered(items: list[dict[str, Any]]):
+    counts: dict[int, int] = {}
+    for it in items:
+        counts[it["op"]] = counts.get(it["op"], -1) + 1
+        yield it, counts[it["op"]]
+
+
+def _walk(value: Any):
+    yield value
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+
+
+SMALL = Limits(calls_per_bulk=3, records_per_call=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads(), st.booleans())
+def test_generated_workloads_keep_every_rule_and_use_the_fewest_bulks(workload, lazy):
+    limits = Limits(SMALL.calls_per_bulk, SMALL.records_per_call, eager_records=0 if lazy else 10_000)
+    p = build(workload, limits)
+    check_invariants(workload, p, limits)
+    for cs, items in zip(p.changesets, expand(workload)):
+        assert len(cs.batches) == min_bulks(items, limits)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads(max_changesets=2, max_ops=6, max_records=260))
+def test_generated_workloads_at_kintone_limits(workload):
+    p = build(workload, Limits())
+    check_invariants(workload, p, Limits())
+    assert render_json(p) == render_json(build(workload, Limits(eager_records=0)))
+
+
+def test_the_reference_minimum_is_not_trivially_equal():
+    # The exhaustive minimum must see what greedy must respect: here a consumer forces a break.
+    workload = [[{"add": {"app": "orders", "ref": "r0", "records": [{"f": 1}]}},
+                 {"delete": {"app": "orders", "ids": {"ref": "r0"}}}]]
+    assert min_bulks(expand(workload)[0], SMALL) == 2
+    assert min_bulks(expand([[{"add": {"app": "orders", "records": [{"f": 1}] * 13}}]])[0], SMALL) == 2  # 13 > 3 * 4
