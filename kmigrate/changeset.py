@@ -223,6 +223,13 @@ class Operation(_Strict):
     def body(self) -> OperationBody:
         return getattr(self, self.kind)
 
+    def iter_records(self) -> Iterable[FieldValues]:
+        """The records of an add, update or upsert (inline or streamed from its data file)."""
+        body = self.body
+        if not isinstance(body, _RecordsOp):
+            raise TypeError(f"a {self.kind} operation has no records to iterate")
+        return body.iter_records()
+
 
 class ChangesetFile(_Strict):
     """The whole file after Jinja and YAML."""

@@ -1,0 +1,316 @@
+"""The loader: files -> Jinja -> YAML -> models, with lines, refs, data files and checksums."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from kmigrate import loader
+from kmigrate.changeset import RefIds
+from kmigrate.config import load_project
+from kmigrate.datafiles import DataFile
+from kmigrate.errors import ChangesetError
+from kmigrate.yamlio import compose_and_construct
+
+CONFIG = """\
+default_env = "sandbox"
+[vars]
+region = "eu"
+products = [{sku = "A", price = 10}, {sku = "B", price = 20}]
+[env.sandbox]
+sandbox = "sandbox.yaml"
+apps = { orders = 1, customers = 2 }
+[env.production]
+base_url = "https://example.cybozu.com"
+apps = { orders = 101, customers = 102 }
+vars = { region = "jp" }
+"""
+
+
+def project(tmp_path: Path, files: dict[str, str | bytes], config: str = CONFIG):
+    (tmp_path / "kmigrate.toml").write_text(config)
+    (tmp_path / "changesets").mkdir(exist_ok=True)
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    return load_project(tmp_path)
+
+
+def load(tmp_path: Path, files: dict[str, str | bytes], env: str | None = None, overrides=None, config: str = CONFIG):
+    proj = project(tmp_path, files, config)
+    return loader.load_project_changesets(proj, proj.environment(env, overrides))
+
+
+def errors(tmp_path: Path, files: dict[str, str | bytes]) -> list[str]:
+    proj = project(tmp_path, files)
+    _loaded, errs = loader.load_all(proj, proj.environment())
+    return [str(e) for e in errs]
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def test_files_are_ordered_by_version_number_and_other_files_are_left_alone(tmp_path):
+    add = "operations:\n  - add: {app: orders, records: [{t: x}]}\n"
+    loaded = load(tmp_path, {
+        "changesets/V10__ten.yaml": add, "changesets/V0002__two.yml": add, "changesets/V1__one.yaml": add,
+        "changesets/.gitkeep": "", "changesets/data/readme.txt": "data lives here",
+    })
+    assert [(c.version, c.name) for c in loaded] == [("1", "one"), ("0002", "two"), ("10", "ten")]
+    assert loaded[0].id == "V1__one"
+
+
+def test_a_stray_file_and_a_duplicate_version_are_both_errors(tmp_path):
+    add = "operations:\n  - add: {app: orders, records: [{t: x}]}\n"
+    found = errors(tmp_path, {"changesets/V0001__a.yaml": add, "changesets/V01__b.yaml": add, "changesets/V0002-c.yaml": add})
+    assert any("V0002-c.yaml:1" in e and "not a changeset file name" in e for e in found)
+    assert any("V01__b.yaml:1" in e and "duplicate version 1" in e and "V0001__a.yaml" in e for e in found)
+
+
+# ---- YAML ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, value", [
+    ("yes", "yes"), ("No", "No"), ("on", "on"), ("12:30", "12:30"), ("2024-03-01", "2024-03-01"),
+    ("0123", "0123"), ("0x1F", "0x1F"), ("1_000", "1_000"), (".nan", ".nan"),
+    ("true", True), ("False", False), ("~", None), ("null", None), ("42", 42), ("-7", -7), ("0", 0),
+    ("1.5", 1.5), ("2e3", 2000.0), ("'yes'", "yes"),
+])
+def test_yaml_reads_the_1_2_core_schema(text, value):
+    _node, data = compose_and_construct(f"v: {text}\n")
+    assert data["v"] == value and type(data["v"]) is type(value)
+
+
+def test_yaml_refuses_duplicate_keys():
+    import yaml
+
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'a' \\(first on line 1\\)"):
+        compose_and_construct("a: 1\nb: 2\na: 3\n")
+
+
+# ---- templating --------------------------------------------------------------------------------
+
+
+def test_templates_see_env_vars_overrides_macros_and_data_helpers(tmp_path):
+    files = {
+        "templates/m.j2": "{% macro rec(sku, price) %}{sku: {{ sku | tojson }}, price: {{ price }}}{% endmacro %}",
+        "changesets/data/extra.csv": "sku,price\nC,30\n",
+        "changesets/data/more.json": '[{"sku": "D", "price": 40}]',
+        "changesets/V0001__p.yaml": """\
+{% import "m.j2" as m %}
+description: "{{ env }} {{ vars.region }} {{ changeset.version }}"
+operations:
+  - upsert:
+      app: customers
+      key: sku
+      records:
+      {% for p in vars.products + load_csv("data/extra.csv") + load_json("data/more.json") %}
+        - {{ m.rec(p.sku, p.price) }}
+      {% endfor %}
+""",
+    }
+    [cs] = load(tmp_path, files, overrides={"region": "mars"})
+    assert cs.description == "sandbox mars 0001"
+    records = list(cs.operations[0].iter_records())
+    assert records == [{"sku": "A", "price": 10}, {"sku": "B", "price": 20}, {"sku": "C", "price": 30}, {"sku": "D", "price": 40}]
+    [prod] = load(tmp_path, {}, env="production")
+    assert prod.description == "production jp 0001"
+
+
+def test_one_template_cannot_change_the_variables_of_the_next(tmp_path):
+    files = {
+        "changesets/V1__a.yaml": "{% set _ = vars.products.append({'sku': 'Z'}) %}operations:\n  - delete: {app: orders, ids: [1]}\n",
+        "changesets/V2__b.yaml": "description: '{{ vars.products | length }}'\noperations:\n  - delete: {app: orders, ids: [1]}\n",
+    }
+    loaded = load(tmp_path, files)
+    assert loaded[1].description == "2"
+
+
+def test_lines_are_mapped_back_through_loops_to_the_source(tmp_path):
+    text = """\
+description: x
+operations:
+  - add:
+      app: orders
+      records:
+      {% for i in range(3) %}
+        - {n: {{ i }}}
+      {% endfor %}
+  - update:
+      app: orders
+      records:
+        - {id: 7, n: {{ 1 + 1 }}}
+"""
+    [cs] = load(tmp_path, {"changesets/V1__a.yaml": text})
+    assert cs.operation_lines == (3, 9)  # the update moved in the rendered text, not in the source
+    assert cs.record_lines[0] == (None, None, None)  # made by the loop: no source line of their own
+    assert cs.rendered_record_lines[0] == (6, 7, 8)
+    assert cs.record_lines[1] == (12,)  # an in-place substitution keeps its line
+    assert str(cs.location(0, 1)).endswith("operation 1, record 2, add, rendered line 7")
+    assert "V1__a.yaml:12, " in str(cs.location(1, 0))
+
+
+def test_a_changeset_without_jinja_has_its_own_lines(tmp_path):
+    text = "operations:\n  - add:\n      app: orders\n      records:\n        - {a: 1}\n        -\n          a: 2\n"
+    [cs] = load(tmp_path, {"changesets/V1__a.yaml": text})
+    assert cs.operation_lines == (2,) and cs.record_lines == ((5, 7),) and not cs.rendered_text_differs
+
+
+def test_jinja_runtime_error_in_a_macro_names_the_macro_file_and_the_caller(tmp_path):
+    files = {
+        "templates/m.j2": "{% macro bad() %}\n{{ vars.nope }}\n{% endmacro %}\n",
+        "changesets/V1__a.yaml": '{% import "m.j2" as m %}\ndescription: "{{ m.bad() }}"\noperations: []\n',
+    }
+    [message] = errors(tmp_path, files)
+    assert "m.j2:2" in message and "included from" in message and "V1__a.yaml:2" in message
+
+
+# ---- validation --------------------------------------------------------------------------------
+
+
+def test_refs_work_across_changesets_and_are_parsed(tmp_path):
+    files = {
+        "changesets/V1__a.yaml": "operations:\n  - add: {app: orders, ref: o, records: [{t: a}, {t: b}]}\n",
+        "changesets/V2__b.yaml": """\
+operations:
+  - status: {app: orders, records: {ref: o}, action: Submit}
+  - update: {app: orders, records: [{id: {ref: o, index: 1}, t: c}]}
+  - assignees: {app: orders, id: {ref: o, index: 0}, assignees: [alice]}
+  - delete: {app: orders, ids: [{ref: o, index: 0}, 5]}
+""",
+    }
+    loaded = load(tmp_path, files)
+    second = loaded[1]
+    assert second.operations[0].body.records == RefIds(ref="o")
+    assert list(second.operations[1].iter_records())[0]["id"] == RefIds(ref="o", index=1)
+
+
+def test_all_problems_of_a_file_are_reported_and_a_failed_producer_does_not_cascade(tmp_path):
+    text = """\
+operations:
+  - add: {app: orders, ref: o, records: [{t: a}], colour: red}
+  - status: {app: orders, records: {ref: o}, action: Go}
+  - delete: {app: nope, ids: [1]}
+  - status: {app: orders, records: {ref: ghost}, action: Go}
+"""
+    found = errors(tmp_path, {"changesets/V1__a.yaml": text})
+    assert len(found) == 3, found
+    assert "V1__a.yaml:2" in found[0] and "unknown key `colour`" in found[0]
+    assert "V1__a.yaml:4" in found[1] and "unknown app alias 'nope'" in found[1]
+    assert "V1__a.yaml:5" in found[2] and "'ghost'" in found[2]
+
+
+def test_load_raises_one_error_listing_every_problem(tmp_path):
+    proj = project(tmp_path, {
+        "changesets/V1__a.yaml": "operations:\n  - delete: {app: nope, ids: [1]}\n",
+        "changesets/V2__b.yaml": "operations: [}\n",
+    })
+    with pytest.raises(ChangesetError) as info:
+        loader.load_project_changesets(proj, proj.environment())
+    text = str(info.value)
+    assert text.startswith("2 problems in the changesets:") and "V1__a.yaml:2" in text and "V2__b.yaml:1" in text
+
+
+# ---- data files --------------------------------------------------------------------------------
+
+
+CSV = "order_no,amount,tags[],note\nA-1,100,x|y,\nA-2,200,,\"two\nlines\"\n\nA-3,300,z,c\n"
+
+
+def test_csv_records_stream_with_their_lines_and_the_documented_cell_rules(tmp_path):
+    files = {"changesets/data/o.csv": CSV,
+             "changesets/V1__a.yaml": "operations:\n  - add: {app: orders, ref: o, records_from: data/o.csv}\n"}
+    [cs] = load(tmp_path, files)
+    source = cs.operations[0].body.source
+    assert list(source) == [
+        (2, {"order_no": "A-1", "amount": "100", "tags": ["x", "y"]}),
+        (3, {"order_no": "A-2", "amount": "200", "note": "two\nlines"}),
+        (6, {"order_no": "A-3", "amount": "300", "tags": ["z"], "note": "c"}),
+    ]
+    assert list(source) == list(source)  # re-iterable: each pass re-reads the file
+    assert [r["order_no"] for r in cs.operations[0].iter_records()] == ["A-1", "A-2", "A-3"]
+    where = str(cs.location(0, 2))
+    assert "o.csv:6" in where and "record 3" in where and "V1__a" in where
+
+
+def test_json_and_json_lines_records_stream_with_lines(tmp_path):
+    (tmp_path / "a.json").write_text('[\n  {"id": 1, "t": "a"},\n\n  {"id": 2,\n   "t": "b"}\n]\n')
+    (tmp_path / "a.jsonl").write_text('{"t": "a"}\n\n{"t": "b"}\n')
+    assert list(DataFile(tmp_path / "a.json", "a.json")) == [(2, {"id": 1, "t": "a"}), (4, {"id": 2, "t": "b"})]
+    assert list(DataFile(tmp_path / "a.jsonl", "a.jsonl")) == [(1, {"t": "a"}), (3, {"t": "b"})]
+    (tmp_path / "e.json").write_text("[]")
+    assert list(DataFile(tmp_path / "e.json", "e.json")) == []
+
+
+def test_update_from_csv_reads_ids_as_numbers(tmp_path):
+    files = {"changesets/data/u.csv": "id,revision,t\n5,2,a\n",
+             "changesets/V1__a.yaml": "operations:\n  - update: {app: orders, records_from: data/u.csv}\n"}
+    [cs] = load(tmp_path, files)
+    assert list(cs.operations[0].iter_records()) == [{"id": 5, "revision": 2, "t": "a"}]
+
+
+def test_a_big_data_file_is_streamed_not_held(tmp_path):
+    rows = 8_000
+    with open(tmp_path / "big.csv", "w") as handle:
+        handle.write("code,name,amount\n")
+        for i in range(rows):
+            handle.write(f"C-{i:06d},Customer number {i},{i * 3}\n")
+    files = {"changesets/V1__a.yaml": "operations:\n  - add: {app: customers, records_from: ../big.csv}\n"}
+    proj = project(tmp_path, files)
+    env = proj.environment()
+    tracemalloc.start()
+    try:
+        [cs] = loader.load_project_changesets(proj, env)
+        count = sum(1 for _ in cs.operations[0].iter_records())
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == rows and cs.operations[0].body.source.count == rows
+    # 8,000 rows held at once would take over 3 MB; streaming keeps one row at a time.
+    assert peak < 1_500_000, peak
+
+
+# ---- checksums ---------------------------------------------------------------------------------
+
+
+def test_source_checksum_ignores_line_endings_and_rendered_checksum_sees_data_and_vars(tmp_path):
+    text = "# {{ vars.region }}\noperations:\n  - add: {app: orders, records_from: data/o.csv}\n  - add: {app: orders, records: [{r: '{{ vars.region }}'}]}\n"
+    files = {"changesets/data/o.csv": "a\n1\n", "changesets/V1__a.yaml": text}
+    [first] = load(tmp_path, files)
+    [crlf] = load(tmp_path, {"changesets/V1__a.yaml": text.replace("\n", "\r\n").encode()})
+    assert crlf.source_checksum == first.source_checksum and crlf.rendered_checksum == first.rendered_checksum
+
+    [comment] = load(tmp_path, {"changesets/V1__a.yaml": "# a comment\n" + text})
+    assert comment.source_checksum != first.source_checksum
+    assert comment.rendered_checksum == first.rendered_checksum  # the operations did not change
+
+    [other_var] = load(tmp_path, {"changesets/V1__a.yaml": text}, overrides={"region": "us"})
+    assert other_var.source_checksum == first.source_checksum and other_var.rendered_checksum != first.rendered_checksum
+
+    [other_data] = load(tmp_path, {"changesets/data/o.csv": "a\n2\n"})
+    assert other_data.source_checksum == first.source_checksum and other_data.rendered_checksum != first.rendered_checksum
+
+
+def test_the_rendered_checksum_is_deterministic_and_order_sensitive(tmp_path):
+    a = "operations:\n  - delete: {app: orders, ids: [1]}\n  - delete: {app: orders, ids: [2]}\n"
+    b = "operations:\n  - delete: {app: orders, ids: [2]}\n  - delete: {app: orders, ids: [1]}\n"
+    [x] = load(tmp_path, {"changesets/V1__a.yaml": a})
+    [y] = load(tmp_path, {"changesets/V1__a.yaml": a})
+    [z] = load(tmp_path, {"changesets/V1__a.yaml": b})
+    assert x.rendered_checksum == y.rendered_checksum != z.rendered_checksum
+
+
+def test_the_example_project_loads(tmp_path):
+    root = Path(__file__).resolve().parent.parent / "examples" / "shop"
+    proj = load_project(root)
+    changesets = loader.load_project_changesets(proj, proj.environment())
+    kinds = {op.kind for cs in changesets for op in cs.operations}
+    assert kinds == {"add", "update", "upsert", "delete", "status", "assignees", "request"}
+    json.dumps([cs.rendered_checksum for cs in changesets])
