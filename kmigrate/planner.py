@@ -527,22 +527,27 @@ class _OpCompiler:
                 yield self.one_id(element, None)
 
     # -- records
-    def records(self) -> Iterator[tuple[int, dict[str, Any], dict[str, Any] | None]]:
-        """(record index, fields, data-file location) in order, streaming ``records_from``."""
+    def records(self) -> Iterator[tuple[int, dict[str, Any], int | None]]:
+        """(record index, fields, line in the data file) in order, streaming ``records_from``."""
         body = self.body
         if body.records is not None:
             for i, rec in enumerate(body.records):
                 yield i, rec, None
         elif body.source is not None:
-            path = str(getattr(body.source, "path", body.records_from))
             for i, (line, rec) in enumerate(body.source):
-                yield i, rec, {"data_file": path, "data_line": line}
+                yield i, rec, line
         else:
             raise self.error("records_from was not read: plan changesets the loader has loaded")
 
-    def _check_record(self, rec: Any, i: int, where: dict[str, Any] | None) -> None:
+    def where(self, data_line: int | None) -> dict[str, Any]:
+        """The keywords of ``error`` that place a record of a data file."""
+        if data_line is None:
+            return {}
+        return {"data_file": str(getattr(self.body.source, "path", self.body.records_from)), "data_line": data_line}
+
+    def _check_record(self, rec: Any, i: int, data_line: int | None) -> None:
         if not isinstance(rec, dict):
-            raise self.error(f"a record must be a mapping of field codes to values, not {type(rec).__name__}", i, **(where or {}))
+            raise self.error(f"a record must be a mapping of field codes to values, not {type(rec).__name__}", i, **self.where(data_line))
 
     # -- the kinds
     def run(self) -> Iterator[_Bulk]:
@@ -569,16 +574,35 @@ class _OpCompiler:
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "POST", api, app, "records")
 
+        # The hot loop of a big import: the packer's rules for items that use no ref and never
+        # repeat, inlined (a new call only when the call is full or of another kind).
         packer, op = self.packer, self.index
-        item, done = packer.item, packer.done
+        limit = packer.limits.records_per_call
+        call = packer.call
+        segment: list[Any] | None = None
+        span: list[int] | None = None
         n = -1
-        for n, rec, where in self.records():
-            self._check_record(rec, n, where)
-            item(key, guest, new_call, to_kintone_record(rec), None, (), op, n, ref)
+        for n, rec, data_line in self.records():
+            if type(rec) is not dict:
+                self._check_record(rec, n, data_line)
+            if call is None or call.key != key or len(call.items) >= limit:
+                packer._close_call()
+                packer._room_for_call(guest)
+                call = packer.call = new_call()
+                segment = span = None
+                if packer.done:
+                    yield from packer.take()
+            if segment is None:
+                segment = [op, n, 0, ref]
+                call.segments.append(segment)
+            call.items.append(_record(rec))
+            segment[2] += 1
             if ref is not None:
-                self.refs.count[ref] = n + 1
-            if done:
-                yield from packer.take()
+                if span is None:
+                    span = packer.produced.setdefault(ref, [n, n])
+                span[1] = n + 1
+        if ref is not None:
+            self.refs.count[ref] = n + 1
         return n + 1, f"creates ref {ref}" if ref else ""
 
     def _keyed(self, upsert: bool) -> _Compiled:
@@ -597,9 +621,9 @@ class _OpCompiler:
         packer, op = self.packer, self.index
         item, done = packer.item, packer.done
         n = -1
-        for n, rec, where in self.records():
-            self._check_record(rec, n, where)
-            w = where or {}
+        for n, rec, data_line in self.records():
+            self._check_record(rec, n, data_line)
+            w = self.where(data_line)
             fields = dict(rec)
             out: dict[str, Any] = {}
             uses: tuple[tuple[str, int | None], ...] = ()
@@ -623,7 +647,7 @@ class _OpCompiler:
                 if isinstance(revision, bool) or not isinstance(revision, int):
                     raise self.error(f"`revision` must be a whole number, not {revision!r}", n, **w)
                 out["revision"] = revision
-            out["record"] = to_kintone_record(fields)
+            out["record"] = _record(fields)
             item(key, guest, new_call, out, dedupe, uses, op, n, ref)
             if ref is not None:
                 self.refs.count[ref] = n + 1
@@ -748,6 +772,17 @@ class _OpCompiler:
         if isinstance(value, list):
             return [self._request_value(v, uses) for v in value]
         return value
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _record(fields: dict[str, Any]) -> dict[str, Any]:
+    """``to_kintone_record``, with the common case (every value a scalar, as from CSV) inlined."""
+    for value in fields.values():
+        if type(value) not in _SCALARS:
+            return to_kintone_record(fields)
+    return {code: {"value": value} for code, value in fields.items()}
 
 
 def _id_key(value: Any) -> Any:
