@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from .definition import AppDef, SandboxDefinition
 from .fields import (
-    Problems, check_required, default_value, field_properties, is_empty, merge_table, normalize, now_utc, render_record,
+    Problems, check_required, default_value, field_properties, merge_table, normalize, now_utc, render_record,
 )
 from .store import Store, StoredRecord
 
@@ -288,6 +288,8 @@ class Api:
 
     @staticmethod
     def _only_fields(records: list[dict[str, Any]], codes: Any) -> list[dict[str, Any]]:
+        if isinstance(codes, str):  # `fields=title` in a query string: one code
+            codes = [codes]
         codes = _list(codes, "fields", required=False)
         if not codes:
             return records
