@@ -135,7 +135,7 @@ class LineMap:
         if self.identity:
             return
         src = source.splitlines()
-        matcher = difflib.SequenceMatcher(None, src, self.rendered_lines, autojunk=False)
+        matcher = difflib.SequenceMatcher(None, src, self.rendered_lines)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             # Equal-sized changed blocks are expressions substituted in place, unless a block
             # tag is among them: then the sizes matching is a coincidence (a loop, an if).

@@ -314,3 +314,15 @@ def test_the_example_project_loads(tmp_path):
     kinds = {op.kind for cs in changesets for op in cs.operations}
     assert kinds == {"add", "update", "upsert", "delete", "status", "assignees", "request"}
     json.dumps([cs.rendered_checksum for cs in changesets])
+
+
+def test_line_map_of_a_long_file_with_repeated_lines_and_jinja_at_both_ends():
+    records = "".join(f"  - order_no: SO-{i}\n    lines:\n      - {{sku: A, qty: 1}}\n" for i in range(2000))
+    source = "{% if true %}\nx: 1\n{% endif %}\nops:\n" + records + "{% for i in range(3) %}\n  - {n: {{ i }}}\n{% endfor %}\n"
+    rendered = "x: 1\nops:\n" + records + "".join(f"  - {{n: {i}}}\n" for i in range(3))
+    lines = loader.LineMap(source, rendered)
+    assert lines.source_line(1) == 2 and lines.source_line(3) == 5 and lines.source_line(6002) == 6004
+    last = 6002 + 3
+    assert lines.source_line(last) is None
+    location, shown = lines.locate(last, file="f.yaml")
+    assert location.line == 6005 and "rendered line 6005" in str(location) and "- {n: 2}" in shown
