@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .config import CONFIG_FILE, Environment, Project
-from .errors import ChangesetError, ConfigError, InputError, Location
+from .errors import ChangesetError, ConfigError, InputError, Location, LockedError
 from .client import Client
 from .config import Credentials
 from .journal import Event, Journal
@@ -92,12 +92,15 @@ def new_changeset(project: Project, name: str) -> Path:
     return path
 
 
-def load_changesets(project: Project, env: Environment) -> list[LoadedChangeset]:
+def load_changesets(
+    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None,
+) -> list[LoadedChangeset]:
     """Every changeset of the project, rendered for ``env`` and validated, in version order.
 
-    Raises one ``ChangesetError`` naming every problem of every file.
+    Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
+    applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env)
+    return loader.load_project_changesets(project, env, journal_state)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def validate(project: Project, env: Environment) -> Validation:
 def plan(project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
 
-    return build_plan(load_changesets(project, env), env, journal_state)
+    return build_plan(load_changesets(project, env, journal_state), env, journal_state)
 
 
 def schema() -> dict[str, Any]:
@@ -197,9 +200,9 @@ def apply(
 ) -> ApplyResult:
     """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
     sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
-    changesets = load_changesets(project, env)
     if dry_run:
         state = journal_state(env)
+        changesets = load_changesets(project, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(build_plan(changesets, env, state))
     with Journal.open(env.journal_path) as journal:
@@ -208,6 +211,7 @@ def apply(
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
+                changesets = load_changesets(project, env, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:
@@ -226,6 +230,9 @@ def apply(
                         active.close()
                 outcome = "applied"
                 return ApplyResult(plan, summary)
+        except LockedError:
+            outcome = "locked out"
+            raise
         finally:
             journal.finish_run(run_id, outcome)
 
@@ -254,7 +261,8 @@ class ChangesetStatus:
 
 def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    changesets = {c.version: c for c in load_changesets(project, env)}
+    state = journal_state(env)
+    changesets = {c.version: c for c in load_changesets(project, env, state)}
     records: dict[str, Any] = {}
     batches: dict[str, list[Any]] = {}
     if env.journal_path.exists():
@@ -262,7 +270,7 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
             records = {r.version: r for r in journal.changesets()}
             for b in journal.batches():
                 batches.setdefault(b.changeset, []).append(b)
-    drift = {line.split(" ", 1)[0].split("__")[0].lstrip("V"): line for line in find_drift(list(changesets.values()), journal_state(env))}
+    drift = {line.split(" ", 1)[0].split("__")[0].lstrip("V"): line for line in find_drift(list(changesets.values()), state)}
     out = []
     for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
@@ -300,10 +308,10 @@ def resolve(env: Environment, version: str, batch: int, *, applied: bool, note: 
 
 def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
     """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
-    changesets = load_changesets(project, env)
     with Journal.open(env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
+            changesets = load_changesets(project, env, state)
             drifted = [c for c in changesets if c.version in state and (
                 c.source_checksum != state[c.version].source_checksum or c.rendered_checksum != state[c.version].rendered_checksum)]
             if not drifted:

@@ -71,6 +71,15 @@ class DataFile:
         except OSError as exc:
             raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
 
+    def count(self) -> int:
+        """How many records the file holds, without building them (CSV rows are only split)."""
+        if self.format != "csv":
+            return sum(1 for _ in self)
+        with open(self.file, newline="", encoding="utf-8-sig") as handle:
+            rows = csv.reader(handle)
+            next(rows, None)  # the header
+            return sum(1 for row in rows if row and row != [""])
+
     def _not_utf8(self) -> ChangesetError:
         # The decoder's position is within a buffered chunk: find the line from the bytes.
         raw = self.file.read_bytes()

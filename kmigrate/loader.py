@@ -27,7 +27,7 @@ import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, TemplatesNotFound
@@ -40,7 +40,7 @@ from .changeset import KINDS, AddOp, LoadedChangeset, Operation, RefIds, UpdateO
 from .config import Environment, Project
 from .datafiles import DataFile, data_format, read_json, read_table
 from .errors import ChangesetError, ConfigError, KmigrateError, Location
-from .plan import canonical_json
+from .plan import JournaledChangeset, canonical_json
 
 FILE_PATTERN = re.compile(r"^V(?P<version>\d+)__(?P<name>[\w.-]+)\.ya?ml$")
 FILE_HINT = "changeset files are named V<digits>__<name>.yaml, e.g. V0003__import_orders.yaml"
@@ -300,8 +300,13 @@ RECORD_KEYS = {"add": set(), "update": {"id", "revision"}, "upsert": {"revision"
 class _FileLoader:
     """Loads one changeset file; problems go to ``errors`` rather than stopping at the first."""
 
-    def __init__(self, item: ChangesetFileName, env: Environment, templates: _Templates, state: "_ProjectState"):
+    def __init__(self, item: ChangesetFileName, env: Environment, templates: _Templates, state: "_ProjectState",
+                 journaled: JournaledChangeset | None = None):
         self.item = item
+        self.journaled = journaled
+        # Set once the checksums are known: an applied changeset that did not change is not
+        # checked record by record again (its data files were checked before it was applied).
+        self.trusted = False
         self.env = env
         self.templates = templates
         self.state = state
@@ -386,6 +391,24 @@ class _FileLoader:
 
         self.reached_operations = True
         digest = hashlib.sha256()
+        not_json: set[int] = set()
+        for index, raw_op in enumerate(operations):
+            digest.update(b"\x1e")
+            try:
+                digest.update(canonical_json(raw_op).encode("utf-8"))
+            except (TypeError, ValueError) as exc:
+                self.fail(f"operation {index + 1} holds a value that is not JSON: {exc}", ("operations", index), operation=index + 1)
+                not_json.add(index)
+                continue
+            data_file = self._data_file_of(raw_op)
+            if data_file is not None:
+                digest.update(b"\x1f" + _file_digest(data_file))
+        rendered_checksum = digest.hexdigest()
+        j = self.journaled
+        self.trusted = (
+            j is not None and j.fully_applied
+            and (j.source_checksum, j.rendered_checksum) == (source_checksum, rendered_checksum)
+        )
         models: list[Operation] = []
         op_lines: list[int | None] = []
         rec_lines: list[tuple[int | None, ...] | None] = []
@@ -393,13 +416,9 @@ class _FileLoader:
         rendered_rec_lines: list[tuple[int, ...] | None] = []
         failed_before = len(self.errors)
         for index, raw_op in enumerate(operations):
-            digest.update(b"\x1e")
-            try:
-                digest.update(canonical_json(raw_op).encode("utf-8"))
-            except (TypeError, ValueError) as exc:
-                self.fail(f"operation {index + 1} holds a value that is not JSON: {exc}", ("operations", index), operation=index + 1)
+            if index in not_json:
                 continue
-            op = self._operation(index, raw_op, digest)
+            op = self._operation(index, raw_op)
             op_node = yamlio.node_at(self.root, ("operations", index))
             op_rendered = op_node.start_mark.line + 1 if op_node is not None else None
             rendered_op_lines.append(op_rendered)
@@ -425,7 +444,7 @@ class _FileLoader:
             description=description if isinstance(description, str) else "",
             operations=tuple(models),
             source_checksum=source_checksum,
-            rendered_checksum=digest.hexdigest(),
+            rendered_checksum=rendered_checksum,
             operation_lines=tuple(op_lines),
             record_lines=tuple(rec_lines),
             rendered_operation_lines=tuple(rendered_op_lines),
@@ -454,7 +473,7 @@ class _FileLoader:
 
     # -- one operation ----
 
-    def _operation(self, index: int, raw: Any, digest: Any) -> Operation | None:
+    def _operation(self, index: int, raw: Any) -> Operation | None:
         number = index + 1
         path = ("operations", index)
         if not isinstance(raw, dict):
@@ -475,7 +494,7 @@ class _FileLoader:
         app = self._resolve_app(body, path + (op.kind,), number, detail)
 
         if isinstance(body, _RecordsOp):
-            op = self._records_op(op, index, app, detail, digest)
+            op = self._records_op(op, index, app, detail)
         if op is None:
             self._forget_ref(raw)
             return None
@@ -543,7 +562,7 @@ class _FileLoader:
 
     # -- records ----
 
-    def _records_op(self, op: Operation, index: int, app: Any, detail: str, digest: Any) -> Operation | None:
+    def _records_op(self, op: Operation, index: int, app: Any, detail: str) -> Operation | None:
         body = op.body
         number = index + 1
         base = ("operations", index, op.kind)
@@ -569,12 +588,13 @@ class _FileLoader:
                       base + ("records_from",), operation=number, detail=detail)
             return None
         source = _NormalisedSource(DataFile(path, display_path(path), changeset=self.item.id, operation=number))
+        if self.trusted:
+            source.count = source.raw.count()
+            return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
         count = 0
         try:
             for line, record in source.raw:
                 count += 1
-                digest.update(b"\x1f")
-                digest.update(canonical_json(record).encode("utf-8"))
                 where = Location(file=source.raw.path, line=line, changeset=self.item.id, operation=number, record=count,
                                  detail=detail)
                 for problem in _record_problems(op.kind, body, record):
@@ -637,6 +657,27 @@ class _FileLoader:
         source = getattr(body, "source", None)
         count = len(body.records) if body.records is not None else getattr(source, "count", None)
         self.producers[body.ref] = _Producer(body.ref, self.item.id, number, app.id, app.guest_space_id, count, where)
+
+
+    def _data_file_of(self, raw_op: Any) -> Path | None:
+        """The data file a records op reads, if it names one that exists (else: checked later)."""
+        if not (isinstance(raw_op, dict) and len(raw_op) == 1):
+            return None
+        body = next(iter(raw_op.values()))
+        relative = body.get("records_from") if isinstance(body, dict) else None
+        if not isinstance(relative, str):
+            return None
+        path = (self.item.path.parent / relative).resolve()
+        return path if path.is_file() else None
+
+
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a data file's bytes: a data file changes the rendered checksum without being parsed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
 
 
 class _NormalisedSource:
@@ -873,14 +914,21 @@ class _ProjectState:
     opaque_failure: bool = False  # a file failed before its operations could be read
 
 
-def load_all(project: Project, env: Environment) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
-    """Every changeset of the project, and every problem found (empty when all is well)."""
+def load_all(
+    project: Project, env: Environment, journal: Mapping[str, JournaledChangeset] | None = None,
+) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
+    """Every changeset of the project, and every problem found (empty when all is well).
+
+    ``journal`` (version -> what the journal knows) lets an applied changeset whose checksums
+    did not change skip the record-by-record checks of its data files: a no-op re-run of a
+    100,000-record history then reads each data file once, as bytes, for its checksum.
+    """
     items, errors = discover(project.changesets_dir)
     templates = _Templates(project, env)
     state = _ProjectState({}, set())
     loaded: list[LoadedChangeset] = []
     for item in items:
-        file_loader = _FileLoader(item, env, templates, state)
+        file_loader = _FileLoader(item, env, templates, state, (journal or {}).get(item.version))
         result = file_loader.load()
         errors.extend(file_loader.errors)
         if result is not None and not file_loader.errors:
@@ -899,9 +947,11 @@ def combine(errors: Iterable[ChangesetError]) -> ChangesetError:
     return ChangesetError(f"{len(errors)} problems in the changesets:\n{body}")
 
 
-def load_project_changesets(project: Project, env: Environment) -> list[LoadedChangeset]:
+def load_project_changesets(
+    project: Project, env: Environment, journal: Mapping[str, JournaledChangeset] | None = None,
+) -> list[LoadedChangeset]:
     """Every changeset, or one ``ChangesetError`` listing every problem of every file."""
-    loaded, errors = load_all(project, env)
+    loaded, errors = load_all(project, env, journal)
     if errors:
         raise combine(errors)
     return loaded

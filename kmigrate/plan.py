@@ -252,3 +252,7 @@ class JournaledChangeset:
     rendered_checksum: str
     batch_states: Mapping[int, str] = field(default_factory=dict)  # batch index -> state
     batch_hashes: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def fully_applied(self) -> bool:
+        return bool(self.batch_states) and all(s == APPLIED for s in self.batch_states.values())

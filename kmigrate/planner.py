@@ -338,6 +338,11 @@ def _plan_changeset(
     journaled: JournaledChangeset | None, limits: Limits,
 ) -> ChangesetPlan:
     states = dict(journaled.batch_states) if journaled is not None else {}
+    if (
+        journaled is not None and journaled.fully_applied
+        and (journaled.source_checksum, journaled.rendered_checksum) == (cs.source_checksum, cs.rendered_checksum)
+    ):
+        return _applied_changeset(cs, env, refs, states, limits)
     summaries: list[OperationSummary] = []
     kept: list[_Bulk] | None = []
     layouts: list[Any] = []  # per bulk: its guest space and each call's segments; small
@@ -373,6 +378,36 @@ def _plan_changeset(
         source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
         description=cs.description, state=_changeset_state([states.get(i, PENDING) for i in range(count)]),
         operations=tuple(summaries), batches=batches,
+    )
+
+
+def _applied_changeset(
+    cs: LoadedChangeset, env: Environment, refs: _RefRegistry, states: Mapping[int, str], limits: Limits,
+) -> ChangesetPlan:
+    """A changeset the journal holds as applied, unchanged: nothing to compile, nothing to send.
+
+    Only its refs matter to later changesets, and their sizes are its record counts. Its
+    batches are compiled again only if someone reads them (``plan --format json``), so a
+    no-op re-run over a long history costs no planning.
+    """
+    for index, operation in enumerate(cs.operations):
+        body = operation.body
+        name = getattr(body, "ref", None)
+        if name:
+            refs.define(name, f"{cs.id} operation {index + 1}", cs.location(index))
+            source = getattr(body, "source", None)
+            refs.count[name] = len(body.records) if body.records is not None else source.count
+            refs.open = None  # defined and complete: later operations may use it
+    final_refs = refs.snapshot()
+
+    def recompile() -> Iterator[_Bulk]:
+        yield from _compile(cs, env, final_refs.replay(), limits, [])
+
+    return ChangesetPlan(
+        version=cs.version, name=cs.name, path=cs.path,
+        source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
+        description=cs.description, state=APPLIED, operations=(),
+        batches=BatchSequence(recompile, len(states), states),
     )
 
 

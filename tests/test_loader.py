@@ -326,3 +326,32 @@ def test_line_map_of_a_long_file_with_repeated_lines_and_jinja_at_both_ends():
     assert lines.source_line(last) is None
     location, shown = lines.locate(last, file="f.yaml")
     assert location.line == 6005 and "rendered line 6005" in str(location) and "- {n: 2}" in shown
+
+
+def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path, monkeypatch):
+    from kmigrate.plan import APPLIED, PENDING, JournaledChangeset
+
+    rows = "order_no\n" + "".join(f"N{i}\n" for i in range(50))
+    files = {
+        "changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, ref: a, records_from: data/a.csv}\n",
+        "changesets/data/a.csv": rows,
+    }
+    (first,) = load(tmp_path, files)
+    proj = load_project(tmp_path)
+    built = []
+    real = DataFile._csv_record
+    monkeypatch.setattr(DataFile, "_csv_record", lambda self, *a: built.append(1) or real(self, *a))
+
+    def journal(state):
+        return {"0001": JournaledChangeset("0001", first.source_checksum, first.rendered_checksum, batch_states={0: state})}
+
+    (trusted,) = loader.load_project_changesets(proj, proj.environment(), journal(APPLIED))
+    assert built == [] and trusted.operations[0].body.source.count == 50  # counted, not built
+    assert trusted.rendered_checksum == first.rendered_checksum
+    loader.load_project_changesets(proj, proj.environment(), journal(PENDING))
+    assert len(built) == 50  # not applied yet: every record is checked
+
+    (tmp_path / "changesets/data/a.csv").write_text(rows + "N50\n")  # changed: never trusted
+    built.clear()
+    (changed,) = loader.load_project_changesets(proj, proj.environment(), journal(APPLIED))
+    assert len(built) == 51 and changed.rendered_checksum != first.rendered_checksum

@@ -712,3 +712,28 @@ def test_the_reference_minimum_is_not_trivially_equal():
                  {"delete": {"app": "orders", "ids": {"ref": "r0"}}}]]
     assert min_bulks(expand(workload)[0], SMALL) == 2
     assert min_bulks(expand([[{"add": {"app": "orders", "records": [{"f": 1}] * 13}}]])[0], SMALL) == 2  # 13 > 3 * 4
+
+
+def test_an_applied_unchanged_changeset_is_not_compiled_but_its_refs_serve_later_ones():
+    source = ListSource(recs(250))
+    source.count = 250  # the loader counts a trusted data file without building its records
+    first = LoadedChangeset(
+        version="0001", name="a", path=ROOT / "changesets" / "V0001__a.yaml", description="",
+        operations=(add_from(source, ref="big"),), source_checksum="s0001", rendered_checksum="r0001",
+    )
+    second = changeset([{"delete": {"app": "orders", "ids": [{"ref": "big", "index": 249}]}}], "0002", "b")
+    journal = {"0001": JournaledChangeset("0001", "s0001", "r0001", batch_states={0: APPLIED})}
+    p = build_plan([first, second], env(), journal)
+    assert source.passes == 0  # nothing of the applied changeset was read
+    assert p.changesets[0].state == APPLIED and len(p.changesets[0].batches) == 1
+    [batch] = p.changesets[1].batches
+    assert batch.calls[0].payload["ids"] == [{"$ref": "big", "index": 249}]
+    # Read on demand (plan --format json), its batches are compiled as before.
+    assert [b.record_count for b in p.changesets[0].batches] == [250] and source.passes == 1
+
+    with pytest.raises(ChangesetError, match="index 250"):  # the ref's size still bounds its users
+        build_plan([first, changeset([{"delete": {"app": "orders", "ids": [{"ref": "big", "index": 250}]}}], "0002", "b")], env(), journal)
+
+    changed = {"0001": JournaledChangeset("0001", "s0001", "other", batch_states={0: APPLIED})}
+    build_plan([first, second], env(), changed)
+    assert source.passes == 2  # a changed changeset is compiled again, whatever the journal says

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kmigrate.changeset import LoadedChangeset, Operation
 from kmigrate.config import App, Environment
-from kmigrate.plan import APPLIED, JournaledChangeset
+from kmigrate.plan import APPLIED, PENDING, JournaledChangeset
 from kmigrate.planner import Limits, build_plan
 from kmigrate.render import display_path, iter_json, render_json, render_markdown, render_text
 
@@ -100,7 +100,8 @@ def test_applied_changesets_are_summarised_and_not_counted():
 
 
 def test_partial_changesets_count_only_batches_left():
-    journal = {"0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED})}
+    # The journal knows every batch of a changeset it started: the applied one and the pending one.
+    journal = {"0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED, 1: PENDING})}
     text = render_text(sample(journal))
     assert text.splitlines()[0] == "Plan for environment staging: 2 changesets to apply, 3 bulk requests, 123 records"
     assert "bulk requests: 2 (1 to send)" in text

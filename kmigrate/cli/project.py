@@ -79,8 +79,7 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
     from .. import render
 
     env = cli.environment()
-    journal_state = _journal_state(env)
-    the_plan = api.plan(cli.project, env, journal_state)
+    the_plan = api.plan(cli.project, env, api.journal_state(env))
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
@@ -89,12 +88,6 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
         click.echo(render.render_text(the_plan))
     if check and the_plan.batch_count:
         raise PendingWork(f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending")
-
-
-def _journal_state(env):  # type: ignore[no-untyped-def]
-    """The journal's view of the changesets, once the run commands provide one."""
-    reader = getattr(api, "journal_state", None)
-    return reader(env) if callable(reader) else None
 
 
 @main.command()
