@@ -116,9 +116,20 @@ class Call:
     api: str  # e.g. "/k/v1/records.json" or "/k/guest/12/v1/records.json"
     payload: Mapping[str, Any]
     segments: tuple[Segment, ...] = ()
+    # The refs whose ids the payload needs, as the planner knows them; None: not known, so
+    # the payload is searched. Lets the runner skip walking 100 records that need nothing.
+    refs: frozenset[str] | None = None
 
     def request(self) -> dict[str, Any]:
         return {"method": self.method, "api": self.api, "payload": self.payload}
+
+    @property
+    def consumes(self) -> frozenset[str]:
+        return self.refs if self.refs is not None else frozenset(_refs_in(self.payload))
+
+    def resolved(self, refs: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        """The inner request as sent: every ref marker replaced by its ids."""
+        return resolve_refs(self.request(), refs) if self.consumes else self.request()
 
     @property
     def record_count(self) -> int:
@@ -179,7 +190,7 @@ class Batch:
 
     @property
     def consumes(self) -> frozenset[str]:
-        return frozenset(r for c in self.calls for r in _refs_in(c.payload))
+        return frozenset(r for c in self.calls for r in c.consumes)
 
     @property
     def produces(self) -> frozenset[str]:

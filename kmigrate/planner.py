@@ -164,7 +164,7 @@ class _RefRegistry:
 
 
 class _CallBuilder:
-    __slots__ = ("key", "method", "api", "app", "kind", "items", "revisions", "seen", "segments", "upsert")
+    __slots__ = ("key", "method", "api", "app", "kind", "items", "revisions", "seen", "segments", "upsert", "uses")
 
     def __init__(self, key: tuple[Any, ...], method: str, api: str, app: int, kind: str, upsert: bool = False):
         self.key = key
@@ -177,6 +177,7 @@ class _CallBuilder:
         self.revisions: list[int] | None = None  # delete only
         self.seen: set[Any] = set()
         self.segments: list[list[Any]] = []  # [operation, start, count, ref]
+        self.uses: set[str] = set()  # refs the payload needs
 
     def add(self, item: Any, op: int, record: int, ref: str | None) -> None:
         self.items.append(item)
@@ -196,7 +197,8 @@ class _CallBuilder:
             if self.upsert:
                 payload["upsert"] = True
             payload["records"] = _whole_status(self.items, ref_sizes) if self.kind == "status" else self.items
-        return Call(self.method, self.api, payload, tuple(Segment(o, s, c, r) for o, s, c, r in self.segments))
+        segments = tuple(Segment(o, s, c, r) for o, s, c, r in self.segments)
+        return Call(self.method, self.api, payload, segments, frozenset(self.uses))
 
 
 def _whole_ids(ids: list[Any], ref_sizes: Mapping[str, int]) -> Any:
@@ -297,6 +299,7 @@ class _Packer:
             if call.revisions is not None:
                 call.revisions.append(-1 if revision is None else revision)
         call.add(item, op, record, ref)
+        call.uses.update(name for name, _ in uses)
         if ref is not None:
             span = self.produced.get(ref)
             if span is None:
@@ -763,7 +766,7 @@ class _OpCompiler:
         payload: dict[str, Any] = {"app": self.app.id, "id": value, "assignees": list(body.assignees)}
         if body.revision is not None:
             payload["revision"] = body.revision
-        call = Call("PUT", _api(guest, "record/assignees"), payload, (Segment(self.index, 0, 1),))
+        call = Call("PUT", _api(guest, "record/assignees"), payload, (Segment(self.index, 0, 1),), frozenset(n for n, _ in uses))
         self.packer.single(call, guest, uses)
         yield from self.packer.take()
         return 1, "assignees " + (", ".join(body.assignees) or "(none)")
@@ -784,7 +787,7 @@ class _OpCompiler:
         if count > self.packer.limits.records_per_call:
             raise self.error(f"the request carries {count} records; one call takes at most {self.packer.limits.records_per_call}",
                              hint="split it into several requests, or use add/update/delete/status, which split for you")
-        call = Call(body.method, _api(guest, body.api), payload, (Segment(self.index, 0, count),))
+        call = Call(body.method, _api(guest, body.api), payload, (Segment(self.index, 0, count),), frozenset(n for n, _ in uses))
         self.packer.single(call, guest, tuple(uses))
         yield from self.packer.take()
         return count, f"{body.method} {body.api}"

@@ -25,7 +25,7 @@ from .changeset import LoadedChangeset
 from .client import Client
 from .errors import DriftError, InDoubtError, KintoneError, Location, OrderError, TransportError
 from .journal import Journal
-from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, resolve_refs
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
 Locator = Callable[[str, int, int | None], Location]
@@ -208,7 +208,7 @@ class Runner:
         self.on_event(RunEvent("changeset_applied", cs))
 
     def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[int]]) -> None:
-        requests = [resolve_refs(call.request(), refs) for call in batch.calls]
+        requests = [call.resolved(refs) for call in batch.calls]
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
         try:
             results = self.client.bulk(requests, batch.guest_space_id)

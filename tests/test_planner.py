@@ -648,6 +648,10 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
                     assert all(made_at[(name, i)] < (c, b) for i in needed), (name, index, c, b)
                 # resolved, no call exceeds the limit and no id repeats
                 fake = {name: [10_000 * (k + 1) + i for i in range(n)] for k, (name, n) in enumerate(sorted(sizes.items()))}
+                # the refs the planner says a call needs are exactly those in its payload: the
+                # runner resolves only calls that say they need something
+                assert call.refs == frozenset(name for name, _ in ref_uses(call.payload))
+                assert call.resolved(fake)["payload"] == resolve_refs(call.payload, fake)
                 resolved = resolve_refs(call.payload, fake)
                 listed = resolved.get("records", resolved.get("ids"))
                 if isinstance(listed, list):
