@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -70,12 +71,15 @@ def _summary_line(summary: RunSummary) -> str:
 @click.option("--out-of-order", is_flag=True, help="Allow pending changesets older than the newest applied one.")
 @click.option("--wait", "lock_wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="Wait this long for another run's lock instead of stopping at once.")
+@click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
 @pass_cli
-def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float) -> None:
+def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float, insecure_http: bool) -> None:
     """Apply pending changesets, batch by batch, journaling every step."""
     from ..render import render_text
 
     env = cli.environment()
+    if insecure_http:
+        env = dataclasses.replace(env, insecure_http=True)
     if dry_run:
         result = api.apply(cli.project, env, dry_run=True, out_of_order=out_of_order)
         click.echo(render_text(result.plan), nl=False)
