@@ -16,7 +16,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
 from pydantic.json_schema import SkipJsonSchema
+
+from .kintone import describe_bulk_apis, is_bulk_api
 
 
 class _Strict(BaseModel):
@@ -151,10 +154,6 @@ class AssigneesOp(_Strict):
     revision: int | None = None
 
 
-BULK_APIS = {
-    ("POST", "record"), ("POST", "records"), ("PUT", "record"), ("PUT", "records"),
-    ("DELETE", "records"), ("PUT", "record/status"), ("PUT", "records/status"), ("PUT", "record/assignees"),
-}
 
 
 class RequestOp(_Strict):
@@ -176,8 +175,8 @@ class RequestOp(_Strict):
 
     @model_validator(mode="after")
     def _allowed(self) -> "RequestOp":
-        if (self.method, self.api) not in BULK_APIS:
-            allowed = ", ".join(f"{m} {a}" for m, a in sorted(BULK_APIS))
+        if not is_bulk_api(self.method, self.api):
+            allowed = describe_bulk_apis()
             raise ValueError(f"{self.method} {self.api} is not allowed in a bulk request; allowed: {allowed}")
         if "app" not in self.payload:
             raise ValueError("the payload needs `app`")

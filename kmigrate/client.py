@@ -37,43 +37,12 @@ import httpx
 from . import __version__
 from .config import Credentials
 from .errors import ConfigError, InputError, KintoneError, TransportError
+from .kintone import MAX_BULK_REQUESTS, MAX_READ_LIMIT, api_path, describe_bulk_apis, is_bulk_api, split_api
 
 log = logging.getLogger(__name__)
 
-MAX_BULK_REQUESTS = 20
-MAX_READ_LIMIT = 500
-# The eight APIs Kintone runs inside a bulk request (kintone-api.md §1.2), as method -> names.
-BULK_APIS: dict[str, frozenset[str]] = {
-    "POST": frozenset({"record", "records"}),
-    "PUT": frozenset({"record", "records", "record/status", "records/status", "record/assignees"}),
-    "DELETE": frozenset({"records"}),
-}
 # Answers that say Kintone did not run the request, so sending it again is safe.
 RETRYABLE_STATUSES = frozenset({429, 503})
-
-
-def api_path(name: str, guest_space_id: int | None = None) -> str:
-    """``records`` -> ``/k/v1/records.json``, or ``/k/guest/12/v1/records.json`` in a guest space."""
-    name = name.strip("/")
-    if name.endswith(".json"):
-        name = name[: -len(".json")]
-    prefix = f"/k/guest/{guest_space_id}/v1/" if guest_space_id is not None else "/k/v1/"
-    return f"{prefix}{name}.json"
-
-
-def split_api(api: str) -> tuple[int | None, str]:
-    """``/k/guest/12/v1/records.json`` -> (12, "records"); ``/k/v1/record/status.json`` -> (None, "record/status")."""
-    parts = api.strip("/").split("/")
-    if len(parts) >= 3 and parts[0] == "k" and parts[1] == "v1":
-        guest, rest = None, parts[2:]
-    elif len(parts) >= 5 and parts[0] == "k" and parts[1] == "guest" and parts[2].isdigit() and parts[3] == "v1":
-        guest, rest = int(parts[2]), parts[4:]
-    else:
-        raise ValueError(f"not a Kintone API path: {api!r} (expected /k/v1/NAME.json or /k/guest/ID/v1/NAME.json)")
-    name = "/".join(rest)
-    if not name.endswith(".json"):
-        raise ValueError(f"not a Kintone API path: {api!r} (it should end in .json)")
-    return guest, name[: -len(".json")]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -341,8 +310,8 @@ def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) 
             guest, name = split_api(api)
         except ValueError as exc:
             raise InputError(f"bulk request {index}: {exc}") from None
-        if name not in BULK_APIS.get(method, ()):
-            allowed = ", ".join(f"{m} {api_path(n)}" for m, names in BULK_APIS.items() for n in sorted(names))
+        if not is_bulk_api(method, name):
+            allowed = describe_bulk_apis()
             raise InputError(f"bulk request {index}: {method} {api} cannot run inside a bulk request (allowed: {allowed})")
         if guest is not None and guest != guest_space_id:
             where = f"guest space {guest_space_id}" if guest_space_id is not None else "no guest space"

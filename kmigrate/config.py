@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, Location
+from .kintone import MAX_API_TOKENS
 
 CONFIG_FILE = "kmigrate.toml"
 STATE_DIR = ".kmigrate"
@@ -309,6 +310,6 @@ class Credentials:
         basic_user, basic_pass = env.get("KINTONE_BASIC_AUTH_USERNAME") or None, env.get("KINTONE_BASIC_AUTH_PASSWORD") or None
         if (basic_user is None) != (basic_pass is None):
             raise ConfigError("set both KINTONE_BASIC_AUTH_USERNAME and KINTONE_BASIC_AUTH_PASSWORD, or neither")
-        if len(tokens) > 9:
-            raise ConfigError(f"KINTONE_API_TOKEN holds {len(tokens)} tokens; Kintone accepts at most 9 per request")
+        if len(tokens) > MAX_API_TOKENS:
+            raise ConfigError(f"KINTONE_API_TOKEN holds {len(tokens)} tokens; Kintone accepts at most {MAX_API_TOKENS} per request")
         return cls(tokens, username, password, basic_user, basic_pass)

@@ -47,6 +47,7 @@ from .changeset import (
     to_kintone_record,
 )
 from .config import App, Environment
+from .kintone import MAX_BULK_REQUESTS, MAX_RECORDS_PER_CALL, api_path
 from .errors import ChangesetError, ConfigError, Location
 from .plan import (
     APPLIED,
@@ -62,8 +63,7 @@ from .plan import (
     Segment,
 )
 
-MAX_CALLS_PER_BULK = 20
-MAX_RECORDS_PER_CALL = 100
+MAX_CALLS_PER_BULK = MAX_BULK_REQUESTS
 RESERVED_RECORD_KEYS = ("id", "revision")  # per record of update/upsert: not field codes
 
 
@@ -488,10 +488,6 @@ def _changeset_state(states: Sequence[str]) -> str:
     return PENDING
 
 
-def _api(guest: int | None, name: str) -> str:
-    return f"/k/v1/{name}.json" if guest is None else f"/k/guest/{guest}/v1/{name}.json"
-
-
 class _OpCompiler:
     """Compiles one operation into the packer, and summarises it for the person reviewing."""
 
@@ -607,7 +603,7 @@ class _OpCompiler:
         if ref is not None:
             self.refs.define(ref, f"{self.cs.id} operation {self.index + 1}", self.loc())
         key = ("add", app)
-        api = _api(guest, "records")
+        api = api_path("records", guest)
 
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "POST", api, app, "records")
@@ -651,7 +647,7 @@ class _OpCompiler:
         if ref is not None:
             self.refs.define(ref, f"{self.cs.id} operation {self.index + 1}", self.loc())
         key = ("upsert" if upsert else "update", app, field)
-        api = _api(guest, "records")
+        api = api_path("records", guest)
 
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "PUT", api, app, "records", upsert=upsert)
@@ -705,7 +701,7 @@ class _OpCompiler:
         body: DeleteOp = self.body
         guest, app = self.app.guest_space_id, self.app.id
         key = ("delete", app)
-        api = _api(guest, "records")
+        api = api_path("records", guest)
 
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "DELETE", api, app, "ids")
@@ -728,7 +724,7 @@ class _OpCompiler:
         body: StatusOp = self.body
         guest, app = self.app.guest_space_id, self.app.id
         key = ("status", app)
-        api = _api(guest, "records/status")
+        api = api_path("records/status", guest)
 
         def new_call() -> _CallBuilder:
             return _CallBuilder(key, "PUT", api, app, "status")
@@ -766,7 +762,7 @@ class _OpCompiler:
         payload: dict[str, Any] = {"app": self.app.id, "id": value, "assignees": list(body.assignees)}
         if body.revision is not None:
             payload["revision"] = body.revision
-        call = Call("PUT", _api(guest, "record/assignees"), payload, (Segment(self.index, 0, 1),), frozenset(n for n, _ in uses))
+        call = Call("PUT", api_path("record/assignees", guest), payload, (Segment(self.index, 0, 1),), frozenset(n for n, _ in uses))
         self.packer.single(call, guest, uses)
         yield from self.packer.take()
         return 1, "assignees " + (", ".join(body.assignees) or "(none)")
@@ -787,7 +783,7 @@ class _OpCompiler:
         if count > self.packer.limits.records_per_call:
             raise self.error(f"the request carries {count} records; one call takes at most {self.packer.limits.records_per_call}",
                              hint="split it into several requests, or use add/update/delete/status, which split for you")
-        call = Call(body.method, _api(guest, body.api), payload, (Segment(self.index, 0, count),), frozenset(n for n, _ in uses))
+        call = Call(body.method, api_path(body.api, guest), payload, (Segment(self.index, 0, count),), frozenset(n for n, _ in uses))
         self.packer.single(call, guest, tuple(uses))
         yield from self.packer.take()
         return count, f"{body.method} {body.api}"

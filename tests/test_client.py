@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from kmigrate.client import NO_RETRY, Client, RetryPolicy, api_path, check_base_url, split_api
+from kmigrate.client import NO_RETRY, Client, RetryPolicy, check_base_url
+from kmigrate.kintone import api_path, split_api
 from kmigrate.config import Credentials
 from kmigrate.errors import ConfigError, InputError, KintoneError, TransportError
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
