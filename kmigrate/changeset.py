@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
-
 from pydantic.json_schema import SkipJsonSchema
 
 from .kintone import describe_bulk_apis, is_bulk_api
