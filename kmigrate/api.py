@@ -298,12 +298,24 @@ def history(env: Environment, changeset: str | None = None) -> list[Event]:
         return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
 
 
-def resolve(env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None) -> None:
-    """Settle an in-doubt batch after checking Kintone (``applied`` or not)."""
+def resolve(project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
+    """Settle an in-doubt batch after checking Kintone (``applied`` or not).
+
+    Returns the refs the batch created records for when it is resolved as applied: their ids
+    were in the lost answer, so a later operation that uses them cannot run.
+    """
     version = version.lstrip("V").split("__")[0]
     with Journal.open(env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
+            state = journal.state()
             journal.resolve(version, batch, applied, note=note)
+    if not applied:
+        return []
+    plan = build_plan(load_changesets(project, env, state), env, state)
+    planned = next((c for c in plan.changesets if c.version == version), None)
+    if planned is None or batch >= len(planned.batches):
+        return []
+    return sorted(next(b for b in planned.batches if b.index == batch).produces)
 
 
 def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from kmigrate import api
 from kmigrate.cli import main
 from kmigrate.client import Client
 from kmigrate.config import Credentials, load_project
-from kmigrate.errors import DriftError, InDoubtError, KintoneError, OrderError
+from kmigrate.errors import DriftError, InDoubtError, JournalError, KintoneError, OrderError
 from kmigrate.journal import Journal
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 
@@ -195,7 +195,7 @@ def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
 
         status = {r.version: r for r in api.status(project, env)}
         assert status["0001"].state == "in doubt"
-        api.resolve(env, "V0001", 1, applied=True, note="4000 records found")
+        assert api.resolve(project, env, "V0001", 1, applied=True, note="4000 records found") == []
         result = api.apply(project, env, client=client)
         assert result.summary.applied_batches == 1
         assert len(sandbox.records(1)) == 4500
@@ -260,3 +260,34 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
         api.apply(project, project.environment())
     text = str(info.value)
     assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "qty" in text
+
+
+def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(tmp_path):
+    root = items_project(tmp_path)
+    write_changeset(root, "V0001__items.yaml", """\
+        operations:
+          - add: {app: items, ref: first, records: [{code: A}]}
+          - status: {app: items, records: {ref: first}, action: Check}
+        """)
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1))
+        with pytest.raises(InDoubtError):
+            api.apply(project, env, client=lossy)
+    assert api.resolve(project, env, "0001", 0, applied=True) == ["first"]
+    with pytest.raises(JournalError, match="no ids are journaled for ref 'first'"):
+        api.apply(project, env)
+
+
+def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(10_000))
+    write_changeset(root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
+        result = api.apply(project, env, client=client)
+        assert sandbox.request_count == 5 == result.summary.requests_sent
+        assert len(sandbox.records(1)) == 10_000

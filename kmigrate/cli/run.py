@@ -170,8 +170,14 @@ def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, n
     """Settle an in-doubt batch after checking Kintone (see `kmigrate status`)."""
     if applied is None:
         raise InputError("say what you found: --applied or --not-applied")
-    api.resolve(cli.environment(), changeset, batch, applied=applied, note=note)
+    orphaned = api.resolve(cli.project, cli.environment(), changeset, batch, applied=applied, note=note)
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
+    if orphaned:
+        click.echo(
+            f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost answer, "
+            "so later operations that use the ref will stop with an error. Give them ids by hand or change those operations.",
+            err=True,
+        )
 
 
 @main.command()

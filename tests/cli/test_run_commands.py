@@ -100,3 +100,35 @@ def test_resolve_needs_a_verdict(tmp_path):
     root = items_project(tmp_path)
     result = run(root, "resolve", "0001", "0")
     assert result.exit_code == 2 and "--applied or --not-applied" in result.output
+
+
+def test_apply_on_a_terminal_draws_a_progress_bar(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from ..projects import write_items_csv
+
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(4500))
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kmigrate", "-C", str(root), "apply"],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    text = screen.decode()
+    assert "applying" in text and "4500/4500" in text  # the bar, counting records
+    assert "batch 1/3 applied" not in text  # plain lines are for logs, not terminals
+    assert "applied 3 batch(es), 4500 record(s)" in text
