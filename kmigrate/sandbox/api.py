@@ -688,12 +688,12 @@ class Api:
         nxt = process.state(actions[0].to)
         candidates = list(nxt.assignees)
         if nxt.assignee_type == "ONE" and candidates:
+            # Kintone requires `assignee` whenever the next status picks one user from candidates,
+            # even a single one (official update-status page; GAIA_SA01 observed on real tenants).
             if assignee is None:
-                if len(candidates) > 1:
-                    raise ApiError(400, "GAIA_SA01", f"Specify the assignee: the status {nxt.name!r} takes one of "
-                                   f"{', '.join(candidates)}.")
-                assignee = candidates[0]
-            elif assignee not in candidates:
+                raise ApiError(400, "GAIA_SA01", f"Specify the assignee: the status {nxt.name!r} takes one of "
+                               f"{', '.join(candidates)}.")
+            if assignee not in candidates:
                 raise invalid_param(f"{head}assignee", f"{assignee!r} is not an assignee candidate of the status "
                                     f"{nxt.name!r} (candidates: {', '.join(candidates)}).")
             new_assignees = [assignee]

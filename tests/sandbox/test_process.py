@@ -85,3 +85,18 @@ def test_status_settings_in_kintone_shape_are_read(k: Kintone):
     k.ok("POST", "record", {"app": 3, "record": rec(title="x")}, guest=7)
     k.ok("PUT", "record/status", {"app": 3, "id": 1, "action": "Close"}, guest=7)
     assert status_of(k, 1, app=3, guest=7) == ("Closed", ["dave"], "3")
+
+
+def test_a_single_candidate_still_needs_the_assignee_parameter(definition):
+    # Kintone: `assignee` is required whenever the next status picks one user from candidates,
+    # however many there are; it is not filled in for the caller.
+    from kmigrate.sandbox import Sandbox
+
+    definition["apps"][0]["process"]["states"][1] = {"name": "In review", "assignee": {"type": "ONE", "entities": ["bob"]}}
+    with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        k.ok("POST", "record", {"app": 1, "record": rec(title="x")})
+        k.error("PUT", "record/status", {"app": 1, "id": 1, "action": "Submit"}, status=400, code="GAIA_SA01")
+        assert status_of(k, 1) == ("Draft", [], "1")
+        assert k.ok("PUT", "record/status", {"app": 1, "id": 1, "action": "Submit", "assignee": "bob"}) == {"revision": "3"}
+        assert status_of(k, 1) == ("In review", ["bob"], "3")
