@@ -734,7 +734,13 @@ class Api:
         if rec is None:
             raise not_found(record_id)
         _check_revision(rec, expected)
-        data = {**rec.data, "assignees": list(dict.fromkeys(assignees)), "modifier": call.auth.user, "updated": now_utc()}
+        assignees = list(dict.fromkeys(assignees))
+        state = app.process.state(rec.data.get("status") or app.process.initial.name)
+        if state is not None and state.assignee_type == "ONE" and len(assignees) > 1:
+            # Kintone: more than one assignee for a status that takes one is an error (official
+            # update-assignees page); its code is not documented, the sandbox answers CB_VA01.
+            raise invalid_param("assignees", f"The status {state.name!r} takes one assignee; {len(assignees)} were given.")
+        data = {**rec.data, "assignees": assignees, "modifier": call.auth.user, "updated": now_utc()}
         new = StoredRecord(rec.id, rec.revision + 1, data)
         self.store.update_many(app.id, [new])
         return {"revision": str(new.revision)}
