@@ -154,7 +154,7 @@ class DataFile:
 
     def _json(self) -> Iterator[tuple[int, dict[str, Any]]]:
         text = self.file.read_text(encoding="utf-8-sig")
-        decoder = json.JSONDecoder()
+        decoder = json.JSONDecoder(parse_float=str)  # 1.50 stays "1.50": see yamlio
         pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
         line, counted = 1, 0
 
@@ -199,7 +199,7 @@ class DataFile:
                     continue
                 number += 1
                 try:
-                    value = json.loads(text)
+                    value = json.loads(text, parse_float=str)
                 except json.JSONDecodeError as exc:
                     raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=line, record=number) from None
                 if not isinstance(value, dict):

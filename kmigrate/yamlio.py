@@ -5,8 +5,10 @@ PyYAML implements YAML 1.1, whose implicit types are traps in record data: ``yes
 (a TIME), ``2024-03-01`` a ``date`` object (a DATE that then is not JSON), ``0123`` an octal
 number (a code with a leading zero). kmigrate resolves plain scalars as YAML 1.2 does, and
 keeps the text of anything else: ``true``/``false``, ``null``/``~``, decimal integers without a
-leading zero, decimal floats; everything else is a string. Explicit tags that build non-JSON
-values (``!!binary``, ``!!set``, ``!!timestamp``, ...) are refused.
+leading zero; everything else is a string. A decimal float (``1.50``, ``1e3``) is kept as the
+text written: a Python float would turn ``12345678901234567.89`` into ``1.2345678901234568e+16``
+and ``1.50`` into ``1.5``, while Kintone takes every value as text anyway. Explicit tags that
+build non-JSON values (``!!binary``, ``!!set``, ``!!timestamp``, ...) are refused.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ _resolver(
     r"^[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)\.[0-9]*)(?:[eE][-+]?[0-9]+)?$|^[-+]?(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+$",
     "-+0123456789.",
 )
+Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(loader.construct_scalar(node)))
 _resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
 
 

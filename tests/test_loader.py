@@ -81,7 +81,8 @@ def test_a_stray_file_and_a_duplicate_version_are_both_errors(tmp_path):
     ("yes", "yes"), ("No", "No"), ("on", "on"), ("12:30", "12:30"), ("2024-03-01", "2024-03-01"),
     ("0123", "0123"), ("0x1F", "0x1F"), ("1_000", "1_000"), (".nan", ".nan"),
     ("true", True), ("False", False), ("~", None), ("null", None), ("42", 42), ("-7", -7), ("0", 0),
-    ("1.5", 1.5), ("2e3", 2000.0), ("'yes'", "yes"),
+    ("1.50", "1.50"), ("2e3", "2e3"), ("12345678901234567.89", "12345678901234567.89"), ("'yes'", "yes"),
+    ("99999999999999999999", 99999999999999999999),
 ])
 def test_yaml_reads_the_1_2_core_schema(text, value):
     _node, data = compose_and_construct(f"v: {text}\n")
@@ -247,6 +248,16 @@ def test_json_and_json_lines_records_stream_with_lines(tmp_path):
     assert list(DataFile(tmp_path / "a.jsonl", "a.jsonl")) == [(1, {"t": "a"}), (3, {"t": "b"})]
     (tmp_path / "e.json").write_text("[]")
     assert list(DataFile(tmp_path / "e.json", "e.json")) == []
+
+
+def test_decimal_numbers_in_records_keep_the_digits_written(tmp_path):
+    # A float would send 1.2345678901234568e+16 to a NUMBER field and "1.5" for a code "1.50".
+    (tmp_path / "a.json").write_text('[{"amount": 12345678901234567.89, "code": 1.50, "n": 7}]')
+    (tmp_path / "a.jsonl").write_text('{"amount": 1e3}\n')
+    assert list(DataFile(tmp_path / "a.json", "a.json")) == [(1, {"amount": "12345678901234567.89", "code": "1.50", "n": 7})]
+    assert list(DataFile(tmp_path / "a.jsonl", "a.jsonl")) == [(1, {"amount": "1e3"})]
+    [cs] = load(tmp_path, {"changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records: [{amount: 0.10}]}\n"})
+    assert list(cs.operations[0].iter_records()) == [{"amount": "0.10"}]
 
 
 def test_update_from_csv_reads_ids_as_numbers(tmp_path):
