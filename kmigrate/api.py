@@ -155,6 +155,9 @@ def schema() -> dict[str, Any]:
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
+from .plan import SENT  # noqa: E402
+from .runner import lost_ids  # noqa: E402
+
 
 def connect(env: Environment) -> Client:
     """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
@@ -302,20 +305,21 @@ def resolve(project: Project, env: Environment, version: str, batch: int, *, app
     """Settle an in-doubt batch after checking Kintone (``applied`` or not).
 
     Returns the refs the batch created records for when it is resolved as applied: their ids
-    were in the lost answer, so a later operation that uses them cannot run.
+    were in the lost answer, so the journal keeps a lost-id placeholder for each of those
+    records (later ids keep their positions) and a later operation that needs them stops.
     """
     version = version.lstrip("V").split("__")[0]
     with Journal.open(env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            journal.resolve(version, batch, applied, note=note)
-    if not applied:
-        return []
-    plan = build_plan(load_changesets(project, env, state), env, state)
-    planned = next((c for c in plan.changesets if c.version == version), None)
-    if planned is None or batch >= len(planned.batches):
-        return []
-    return sorted(next(b for b in planned.batches if b.index == batch).produces)
+            lost: dict[str, list[int]] = {}
+            if applied and version in state and state[version].batch_states.get(batch) == SENT:
+                plan = build_plan(load_changesets(project, env, state), env, state)
+                planned = next((c for c in plan.changesets if c.version == version), None)
+                if planned is not None and 0 <= batch < len(planned.batches):
+                    lost = lost_ids(planned.batches[batch])
+            journal.resolve(version, batch, applied, refs=lost, note=note)
+    return sorted(lost)
 
 
 def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:

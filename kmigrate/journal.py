@@ -38,6 +38,11 @@ from .plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, ChangesetPlan, Journa
 
 BUSY_TIMEOUT_MS = 30_000  # a second writer waits for the first one's short transaction
 
+# Stands in a ref for a record whose id was in a lost answer (a batch resolved as applied by
+# hand). Kintone ids start at 1. Keeping the slot keeps every later id at its position, so
+# `{ref: x, index: i}` never lands on another record; the runner refuses to send a lost id.
+UNKNOWN_ID = 0
+
 # Event kinds (the append-only log).
 EVENT_KINDS = ("applied", "skipped", "failed", "repaired", "unlocked", "resolved", "drift")
 
@@ -524,13 +529,20 @@ class Journal:
                 detail["note"] = note
             self._event(conn, "resolved", run_id=run_id, changeset=version, batch=index, detail=detail)
 
+    def lost_ids(self) -> dict[str, list[tuple[str, int]]]:
+        """Per ref, the (changeset, batch) whose ids were lost (resolved as applied by hand)."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for r in self._rows("SELECT DISTINCT name, changeset, batch FROM refs WHERE id = ? ORDER BY name, changeset, batch", (UNKNOWN_ID,)):
+            out.setdefault(r["name"], []).append((r["changeset"], r["batch"]))
+        return out
+
     def batches(self, version: str | None = None) -> list[BatchRecord]:
         if version is None:
             return self._batches("ORDER BY changeset, idx", ())
         return self._batches("WHERE changeset = ? ORDER BY idx", (version,))
 
     def refs(self) -> dict[str, list[int]]:
-        """Every ref's ids, in the order Kintone created them."""
+        """Every ref's ids, in the order Kintone created them (``UNKNOWN_ID`` where lost)."""
         out: dict[str, list[int]] = {}
         try:  # plain tuples: a ref can hold 100,000 ids
             rows = self.db.conn.execute("SELECT name, id FROM refs ORDER BY name, seq").fetchall()
@@ -699,6 +711,6 @@ class Journal:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "Actor", "BatchRecord", "ChangesetRecord", "Event", "Journal", "LockHolder", "RunRecord",
+    "SCHEMA_VERSION", "UNKNOWN_ID", "Actor", "BatchRecord", "ChangesetRecord", "Event", "Journal", "LockHolder", "RunRecord",
     "error_detail", "pid_alive",
 ]

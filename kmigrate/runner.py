@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .changeset import LoadedChangeset
 from .client import Client
-from .errors import DriftError, InDoubtError, KintoneError, Location, OrderError, TransportError
-from .journal import Journal
+from .errors import DriftError, InDoubtError, JournalError, KintoneError, Location, OrderError, TransportError
+from .journal import UNKNOWN_ID, Journal
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
@@ -154,6 +154,39 @@ def ids_created(call: Call, result: Mapping[str, Any]) -> dict[str, list[int]]:
     return out
 
 
+class _LostId:
+    """Takes the place of an id the journal lost (``UNKNOWN_ID``) while payloads are resolved:
+    it cannot be mistaken for a field value, and a payload holding one is never sent."""
+
+    def __repr__(self) -> str:
+        return "<lost id>"
+
+
+_LOST = _LostId()
+
+
+def _holds_lost_id(value: Any) -> bool:
+    if value is _LOST:
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_lost_id(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_lost_id(v) for v in value)
+    return False
+
+
+def lost_ids(batch: Batch) -> dict[str, list[int]]:
+    """What a batch resolved as applied by hand gives each ref it creates records for: one
+    ``UNKNOWN_ID`` per record, so the ids after it keep their positions."""
+    out: dict[str, list[int]] = {}
+    for call in batch.calls:
+        if call.method in ("POST", "PUT"):
+            for seg in call.segments:
+                if seg.ref:
+                    out.setdefault(seg.ref, []).extend([UNKNOWN_ID] * seg.count)
+    return out
+
+
 class Runner:
     """Applies plans through one ``Client``, journaling in one ``Journal``."""
 
@@ -171,10 +204,16 @@ class Runner:
         self.run_id = run_id
         self.locate = locate
         self.on_event = on_event
+        self._lost: dict[str, list[tuple[str, int]]] = {}
+        self._ids: dict[str, str] = {}
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
         refs = self.journal.refs()  # read once, extended as batches land: no per-batch re-read
+        self._lost = self.journal.lost_ids()
+        self._ids = {c.version: c.id for c in plan.changesets}
+        for name in self._lost:
+            refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
         try:
             for cs in plan.changesets:
@@ -209,6 +248,9 @@ class Runner:
 
     def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[int]]) -> None:
         requests = [call.resolved(refs) for call in batch.calls]
+        lost = sorted(name for name in batch.consumes if name in self._lost)
+        if lost and any(_holds_lost_id(r) for r in requests):
+            raise self._lost_ref_error(cs, batch, lost)
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
         try:
             results = self.client.bulk(requests, batch.guest_space_id)
@@ -231,6 +273,18 @@ class Runner:
         self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id)
         for name, ids in created.items():
             refs.setdefault(name, []).extend(ids)
+
+    def _lost_ref_error(self, cs: ChangesetPlan, batch: Batch, names: list[str]) -> JournalError:
+        producers = "; ".join(
+            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i}" for name in names for v, i in self._lost[name]
+        )
+        return JournalError(
+            f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers} "
+            "was resolved as applied by hand, and the answer holding the ids of the records it created was lost); nothing was sent",
+            location=Location(file=cs.path, changeset=cs.id),
+            hint=f"make the operations of {cs.id} that use {', '.join(repr(n) for n in names)} find those records another way "
+            "(e.g. `update` by a unique key), then `kmigrate apply` again",
+        )
 
     def _explain(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> KintoneError:
         """The same error, located in the user's files, saying what stays committed."""
@@ -264,4 +318,4 @@ class Runner:
         )
 
 
-__all__ = ["RunEvent", "RunSummary", "Runner", "check_preconditions", "find_drift", "ids_created", "FAILED"]
+__all__ = ["RunEvent", "RunSummary", "Runner", "check_preconditions", "find_drift", "ids_created", "lost_ids", "FAILED"]

@@ -276,7 +276,7 @@ def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(
         with pytest.raises(InDoubtError):
             api.apply(project, env, client=lossy)
     assert api.resolve(project, env, "0001", 0, applied=True) == ["first"]
-    with pytest.raises(JournalError, match="no ids are journaled for ref 'first'"):
+    with pytest.raises(JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"):
         api.apply(project, env)
 
 
@@ -291,3 +291,31 @@ def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
         result = api.apply(project, env, client=client)
         assert sandbox.request_count == 5 == result.summary.requests_sent
         assert len(sandbox.records(1)) == 10_000
+
+
+def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_records(tmp_path):
+    # Batch 0's ids were in the lost answer; batch 1's are journaled. Without a placeholder for
+    # the missing ids, position 0 of the ref would become batch 1's first record: the status
+    # action meant for records 0-1999 would land on records 2000-3999.
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(4000))
+    write_changeset(root, "V0001__items.yaml", """\
+        operations:
+          - add: {app: items, ref: items, records_from: data/items.csv}
+        """)
+    write_changeset(root, "V0002__check.yaml", """\
+        operations:
+          - status: {app: items, records: {ref: items}, action: Check}
+        """)
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1))
+        with pytest.raises(InDoubtError):
+            api.apply(project, env, client=lossy)
+        assert api.resolve(project, env, "0001", 0, applied=True) == ["items"]
+        client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
+        with pytest.raises(JournalError, match="ref 'items'.*V0001__items batch 0"):
+            api.apply(project, env, client=client)
+        assert len(sandbox.records(1)) == 4000  # V0001's batch 1 went through
+        assert all(typed(r, "STATUS") == "New" for r in sandbox.records(1))  # nothing checked by mistake

@@ -174,8 +174,9 @@ def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, n
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
         click.echo(
-            f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost answer, "
-            "so later operations that use the ref will stop with an error. Give them ids by hand or change those operations.",
+            f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost answer. "
+            "A later operation that needs those ids stops before sending anything: make it find the records another way "
+            "(e.g. `update` by a unique key).",
             err=True,
         )
 
