@@ -73,8 +73,8 @@ def test_update_statuses_is_atomic_and_limited(k: Kintone):
 
 def test_assignees_replace_the_list_and_add_one_to_the_revision(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="x")})
-    assert k.ok("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["alice"], "revision": 1}) == {"revision": "2"}
-    assert status_of(k, 1) == ("Draft", ["alice"], "2")
+    assert k.ok("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["alice", "bob"], "revision": 1}) == {"revision": "2"}
+    assert status_of(k, 1) == ("Draft", ["alice", "bob"], "2")
     k.error("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["x"], "revision": 1}, status=409, code="GAIA_CO02")
     k.error("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": [f"u{i}" for i in range(101)]}, status=400, code="CB_VA01")
     k.error("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": "alice"}, status=400, code="CB_VA01")
@@ -104,10 +104,12 @@ def test_a_single_candidate_still_needs_the_assignee_parameter(definition):
 
 def test_a_status_that_takes_one_assignee_refuses_several(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="x")})
-    body = k.error("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["alice", "bob"]}, status=400, code="CB_VA01")
-    assert "assignees" in body["errors"]
-    assert status_of(k, 1) == ("Draft", [], "1")  # Draft is a ONE status
     k.ok("PUT", "record/status", {"app": 1, "id": 1, "action": "Submit", "assignee": "alice"})
-    k.ok("PUT", "record/status", {"app": 1, "id": 1, "action": "Approve"}, headers=login("alice"))
-    assert k.ok("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["carol", "dave"]}) == {"revision": "6"}
-    assert status_of(k, 1) == ("Done", ["carol", "dave"], "6")  # Done is ANY: several are fine
+    body = k.error("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["alice", "bob"]},
+                   headers=login("alice"), status=400, code="CB_VA01")
+    assert "assignees" in body["errors"]
+    assert status_of(k, 1) == ("In review", ["alice"], "3")  # In review is ONE of alice, bob
+    assert k.ok("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["bob"]}) == {"revision": "4"}
+    k.ok("PUT", "record/status", {"app": 1, "id": 1, "action": "Approve"}, headers=login("bob"))
+    assert k.ok("PUT", "record/assignees", {"app": 1, "id": 1, "assignees": ["carol", "dave"]}) == {"revision": "7"}
+    assert status_of(k, 1) == ("Done", ["carol", "dave"], "7")  # Done is ANY: several are fine
