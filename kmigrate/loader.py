@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field as _field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -567,9 +567,13 @@ class _FileLoader:
         number = index + 1
         base = ("operations", index, op.kind)
         if body.records is not None:
+            reported: set[str] = set()
             for position, record in enumerate(body.records):
                 for problem in _record_problems(op.kind, body, record):
                     self.fail(problem, base + ("records", position), operation=number, record=position + 1, detail=detail)
+                for code_path, problem in self._unknown_fields(app, record, reported):
+                    self.fail(problem, base + ("records", position) + code_path, operation=number, record=position + 1,
+                              detail=detail, hint=_UNKNOWN_FIELD_HINT, key=True)
                 _normalise_record(record)
             return op
         relative = body.records_from
@@ -592,6 +596,7 @@ class _FileLoader:
             source.count = source.raw.count()
             return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
         count = 0
+        reported: set[str] = set()  # an unknown column is reported once, not on every row
         try:
             for line, record in source.raw:
                 count += 1
@@ -599,6 +604,8 @@ class _FileLoader:
                                  detail=detail)
                 for problem in _record_problems(op.kind, body, record):
                     self.errors.append(ChangesetError(problem, location=where))
+                for _code_path, problem in self._unknown_fields(app, record, reported):
+                    self.errors.append(ChangesetError(problem, location=where, hint=_UNKNOWN_FIELD_HINT))
                 rid = record.get("id")
                 if isinstance(rid, dict) and "ref" in rid and not _id_problems(rid):
                     self._check_ref(RefIds.model_validate(rid), app, number, detail, location=where)
@@ -611,6 +618,38 @@ class _FileLoader:
         source.count = count
         new_body = body.model_copy(update={"source": source})
         return op.model_copy(update={op.kind: new_body})
+
+    def _unknown_fields(self, app: Any, record: Any, reported: set[str]) -> Iterator[tuple[tuple[Any, ...], str]]:
+        """Field codes the sandbox's app does not have (Kintone would drop their values silently).
+
+        Only the sandbox environment knows its apps' fields offline; ``reported`` keeps each
+        code to one message per operation.
+        """
+        fields = self.state.sandbox_fields.get(app.id) if app is not None else None
+        if fields is None or not isinstance(record, dict):
+            return
+        for code, value in record.items():
+            if code in RESERVED_RECORD_KEYS or not isinstance(code, str):
+                continue
+            if code not in fields:
+                if code not in reported:
+                    reported.add(code)
+                    yield (code,), _unknown_field_message(code, fields, app.id, self.env)
+                continue
+            columns = fields[code]
+            rows = value.get("value") if isinstance(value, dict) and set(value) <= {"value", "type"} else value
+            if not columns or not isinstance(rows, list):
+                continue
+            for row_index, row in enumerate(rows):
+                cells = row.get("value") if isinstance(row, dict) and isinstance(row.get("value"), dict) else row
+                if not isinstance(cells, dict):
+                    continue
+                for sub in cells:
+                    name = f"{code}.{sub}"
+                    if sub not in columns and name not in reported:
+                        reported.add(name)
+                        yield ((code, row_index, sub),
+                               _unknown_field_message(sub, columns, app.id, self.env, table=code))
 
     # -- refs ----
 
@@ -669,6 +708,39 @@ class _FileLoader:
             return None
         path = (self.item.path.parent / relative).resolve()
         return path if path.is_file() else None
+
+
+RESERVED_RECORD_KEYS = frozenset({"id", "revision", "$id", "$revision"})
+_UNKNOWN_FIELD_HINT = "fix the field code, or add the field to the app in the sandbox file"
+
+
+def _unknown_field_message(code: str, known: Mapping[str, Any], app_id: int, env: Environment, table: str | None = None) -> str:
+    where = f"subtable `{table}`" if table else f"app {app_id}"
+    close = difflib.get_close_matches(code, list(known), n=1)
+    guess = f"; did you mean `{close[0]}`?" if close else ""
+    sandbox = display_path(env.sandbox_file) if env.sandbox_file else "the sandbox file"
+    return (f"field `{code}` is not a field of {where} in {sandbox}: Kintone ignores unknown field codes, "
+            f"so this value would be lost{guess}")
+
+
+def _sandbox_fields(env: Environment) -> dict[int, dict[str, frozenset[str]]]:
+    """App id -> field code -> its subtable's column codes (empty for other fields), for the
+    sandbox environment; empty when the environment is a real Kintone or the file does not
+    load (``apply`` reports that file's problems itself)."""
+    if not env.is_sandbox or env.sandbox_file is None:
+        return {}
+    from .sandbox.definition import parse_definition  # the sandbox file: a project file like any other
+
+    try:
+        definition = parse_definition(yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file)
+    except (OSError, yaml.YAMLError, KmigrateError):
+        return {}
+    out: dict[int, dict[str, frozenset[str]]] = {}
+    for app in definition.apps.values():
+        codes = {code: frozenset(f.fields) for code, f in app.fields.items()}
+        codes.update({f.code: frozenset() for f in app.system.values()})
+        out[app.id] = codes
+    return out
 
 
 def _file_digest(path: Path) -> bytes:
@@ -912,6 +984,7 @@ class _ProjectState:
     producers: dict[str, _Producer]
     failed_refs: set[str]
     opaque_failure: bool = False  # a file failed before its operations could be read
+    sandbox_fields: Mapping[int, Mapping[str, frozenset[str]]] = _field(default_factory=dict)
 
 
 def load_all(
@@ -925,7 +998,7 @@ def load_all(
     """
     items, errors = discover(project.changesets_dir)
     templates = _Templates(project, env)
-    state = _ProjectState({}, set())
+    state = _ProjectState({}, set(), sandbox_fields=_sandbox_fields(env))
     loaded: list[LoadedChangeset] = []
     for item in items:
         file_loader = _FileLoader(item, env, templates, state, (journal or {}).get(item.version))

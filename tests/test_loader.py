@@ -366,3 +366,43 @@ def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path
     built.clear()
     (changed,) = loader.load_project_changesets(proj, proj.environment(), journal(APPLIED))
     assert len(built) == 51 and changed.rendered_checksum != first.rendered_checksum
+
+
+SANDBOX_APPS = """\
+apps:
+  - id: 1
+    name: Orders
+    fields:
+      order_no: {type: SINGLE_LINE_TEXT}
+      priority: {type: DROP_DOWN, options: [High, Low]}
+      lines: {type: SUBTABLE, fields: {sku: {type: SINGLE_LINE_TEXT}, qty: {type: NUMBER}}}
+"""
+
+
+def test_field_codes_unknown_to_the_sandbox_app_are_errors_with_a_suggestion(tmp_path):
+    # Kintone drops the value of an unknown field code without a word: a typo would lose data.
+    changeset = """\
+operations:
+  - add:
+      app: orders
+      records:
+        - {order_no: A, Created_by: {value: {code: alice}}}
+        - order_no: B
+          prority: High
+          lines:
+            - {sku: X, qyt: 2}
+        - {order_no: C, prority: Low}
+  - update:
+      app: orders
+      key: order_no
+      records_from: data/o.csv
+"""
+    files = {"sandbox.yaml": SANDBOX_APPS, "changesets/V0001__a.yaml": changeset,
+             "changesets/data/o.csv": "order_no,Priority\nA,High\nB,Low\n"}
+    found = errors(tmp_path, files)
+    assert len(found) == 3, found  # `prority` once for the operation, `Priority` once for the file
+    assert "V0001__a.yaml:7" in found[0] and "`prority`" in found[0] and "did you mean `priority`" in found[0]
+    assert "V0001__a.yaml:9" in found[1] and "`qyt` is not a field of subtable `lines`" in found[1] and "`qty`" in found[1]
+    assert "o.csv:2" in found[2] and "`Priority`" in found[2] and "`priority`" in found[2]
+    # A real Kintone's fields are not known offline: the production environment loads.
+    assert load(tmp_path, files, env="production")
