@@ -232,7 +232,7 @@ class Operation(_Strict):
 class ChangesetFile(_Strict):
     """The whole file after Jinja and YAML."""
 
-    description: str = ""
+    description: str | None = ""  # `description:` left empty is null in YAML; the loader reads it as ""
     operations: list[Operation] = Field(min_length=1)
 
 

@@ -129,6 +129,7 @@ def test_schema_describes_the_format_and_rejects_what_the_loader_rejects():
     validator = jsonschema.Draft202012Validator(schema)
     plain = yaml.safe_load((EXAMPLE / "changesets" / "V0003__spring_cleanup.yaml").read_text())
     validator.validate(plain)  # the example's changeset without Jinja is valid as written
+    validator.validate({"description": None, "operations": [{"delete": {"app": "orders", "ids": [1]}}]})  # as the loader
     assert not validator.is_valid({"operations": [{"insert": {"app": 1}}]})
     assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": []}, "delete": {"app": 1, "ids": [1]}}]})
     assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": [], "colour": "red"}}]})
