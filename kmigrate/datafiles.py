@@ -126,6 +126,12 @@ class DataFile:
                 yield start, self._csv_record(columns, row, start, number)
 
     def _check_header(self, columns: list[str]) -> None:
+        if len(columns) == 1:
+            for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+                if separator in columns[0]:
+                    raise self.error(
+                        f"the header is one column {columns[0]!r}: kmigrate reads comma-separated CSV, "
+                        f"and this file looks separated by {name}; save it with commas", line=1)
         seen: set[str] = set()
         for position, name in enumerate(columns, 1):
             if not name:
