@@ -216,19 +216,30 @@ def merge_table(f: FieldDef, sent: list[dict[str, Any]], old: list[dict[str, Any
     return merged
 
 
+# Kintone keys an empty required field by its value's shape (OBSERVED-3P, kintone-api.md §6).
+_REQUIRED_SUFFIX = {"CHECK_BOX": ".values", "MULTI_SELECT": ".values", "FILE": ".values",
+                    "USER_SELECT": ".values.value", "ORGANIZATION_SELECT": ".values.value", "GROUP_SELECT": ".values.value"}
+
+
 def check_required(app: AppDef, values: dict[str, Any], prefix: str, problems: Problems, only: set[str] | None = None) -> None:
-    """Required fields (and required table columns) of the codes in ``only`` (None: all)."""
+    """Required fields (and required table columns) of the codes in ``only`` (None: all).
+    A field whose value was already refused is not also reported as missing."""
     for code, f in app.fields.items():
         if only is not None and code not in only:
             continue
         value = values.get(code)
-        if f.required and is_empty(value):
-            problems.add(f"{prefix}.{code}.value", "Required.")
+        if f.required and is_empty(value) and not _refused(problems, f"{prefix}.{code}", f"{prefix}[{code}]"):
+            problems.add(f"{prefix}.{code}{_REQUIRED_SUFFIX.get(f.type, '.value')}", "Required.")
         if f.type == "SUBTABLE" and isinstance(value, list):
             for i, row in enumerate(value):
                 for sub_code, sub in f.fields.items():
-                    if sub.required and is_empty(row["value"].get(sub_code, {}).get("value")):
-                        problems.add(f"{prefix}.{code}.value[{i}].value.{sub_code}.value", "Required.")
+                    cell = f"{prefix}.{code}.value[{i}].value.{sub_code}"
+                    if sub.required and is_empty(row["value"].get(sub_code, {}).get("value")) and not _refused(problems, cell):
+                        problems.add(f"{cell}{_REQUIRED_SUFFIX.get(sub.type, '.value')}", "Required.")
+
+
+def _refused(problems: Problems, *keys: str) -> bool:
+    return bool(problems) and any(k == key or k.startswith(key + ".") for k in problems for key in keys)
 
 
 def _number_text(value: Any) -> str:

@@ -294,3 +294,22 @@ def test_records_helper_and_reset(sandbox: Sandbox, k: Kintone):
     sandbox.reset()
     assert sandbox.records(1) == []
     assert add(k, 1) == ["1"]  # ids start again
+
+
+def test_required_keys_follow_the_value_shape_and_a_refused_value_is_not_also_missing(definition):
+    # Kintone keys an empty required list field `.values` and an empty required user field
+    # `.values.value`, like its other errors for those types.
+    definition["apps"][3]["fields"] = {
+        "tags": {"type": "CHECK_BOX", "options": ["a"], "required": True},
+        "kinds": {"type": "MULTI_SELECT", "options": ["a"], "required": True},
+        "owner": {"type": "USER_SELECT", "required": True},
+        "lines": {"type": "SUBTABLE", "fields": {"who": {"type": "USER_SELECT", "required": True}}},
+    }
+    with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        body = k.error("POST", "record", {"app": 4, "record": rec(lines=[{"value": {}}])}, status=400, code="CB_VA01")
+        assert set(body["errors"]) == {"record.tags.values", "record.kinds.values", "record.owner.values.value",
+                                       "record.lines.value[0].value.who.values.value"}
+        body = k.error("POST", "record", {"app": 4, "record": rec(tags=["z"], kinds=["a"], owner=[{"code": "al"}],
+                                                                 lines=[])}, status=400, code="CB_VA01")
+        assert body["errors"] == {"record.tags.values": {"messages": ["The value must be one of the options: a."]}}
