@@ -155,6 +155,7 @@ def schema() -> dict[str, Any]:
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
+from .errors import JournalError  # noqa: E402
 from .plan import SENT  # noqa: E402
 from .runner import lost_ids  # noqa: E402
 
@@ -210,7 +211,7 @@ def apply(
         return ApplyResult(build_plan(changesets, env, state))
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
-        outcome = "failed"
+        outcome, raised = "failed", False
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
@@ -233,11 +234,22 @@ def apply(
                         active.close()
                 outcome = "applied"
                 return ApplyResult(plan, summary)
-        except LockedError:
-            outcome = "locked out"
+        except BaseException as exc:
+            if isinstance(exc, LockedError):
+                outcome = "locked out"
+            elif isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
+                outcome = "interrupted"
+            # The error in flight says what happened; if the journal is what failed, closing
+            # the run fails too and must not hide it (the run is left without an outcome).
+            raised = True
+            try:
+                journal.finish_run(run_id, outcome)
+            except JournalError:
+                pass
             raise
         finally:
-            journal.finish_run(run_id, outcome)
+            if not raised:
+                journal.finish_run(run_id, outcome)
 
 
 def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int | None], Location]:

@@ -648,8 +648,15 @@ class Journal:
         holder = self.acquire_lock(run_id, **kwargs)
         try:
             yield holder
-        finally:
-            self.release_lock()
+        except BaseException:
+            # The error in flight says what happened and what to do; a release that fails too
+            # (the journal unwritable) must not replace it. The lock is stale once we exit.
+            try:
+                self.release_lock()
+            except (JournalError, sqlite3.Error):
+                pass
+            raise
+        self.release_lock()
 
     # ---- inside transactions ----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .changeset import LoadedChangeset
 from .client import Client
-from .errors import DriftError, InDoubtError, JournalError, KintoneError, Location, OrderError, TransportError
+from .errors import DriftError, InDoubtError, InputError, JournalError, KintoneError, Location, OrderError, TransportError
 from .journal import UNKNOWN_ID, Journal
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
 
@@ -175,6 +175,12 @@ def _holds_lost_id(value: Any) -> bool:
     return False
 
 
+def _interruption(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+
+
 def lost_ids(batch: Batch) -> dict[str, list[int]]:
     """What a batch resolved as applied by hand gives each ref it creates records for: one
     ``UNKNOWN_ID`` per record, so the ids after it keep their positions."""
@@ -252,27 +258,57 @@ class Runner:
         if lost and any(_holds_lost_id(r) for r in requests):
             raise self._lost_ref_error(cs, batch, lost)
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
+        where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        settle = f"`kmigrate resolve {cs.version} {batch.index}"
         try:
             results = self.client.bulk(requests, batch.guest_space_id)
         except KintoneError as exc:
-            self.journal.mark_failed(cs.version, batch.index, exc, self.run_id)
+            # Kintone refused it: nothing of it was applied (a bulk is all-or-nothing).
+            self._journal_answer(cs, batch, "Kintone refused it, so nothing of it was applied", f"{settle} --not-applied`",
+                                 lambda: self.journal.mark_failed(cs.version, batch.index, exc, self.run_id))
             self.on_event(RunEvent("batch_failed", cs, batch))
             raise self._explain(cs, batch, exc) from exc
-        except TransportError as exc:
-            if not exc.sent_maybe:
-                self.journal.mark_unsent(cs.version, batch.index)
-                raise
+        except (TransportError, InputError) as exc:
+            if isinstance(exc, TransportError) and exc.sent_maybe:
+                raise InDoubtError(
+                    f"changeset {cs.id} batch {batch.index}: {exc.message}",
+                    hint=f"the batch stays in doubt: check what Kintone holds, then {settle} --applied` or `--not-applied`",
+                ) from exc
+            # Certainly never sent (no connection, or refused by the client before sending).
+            self._journal_answer(cs, batch, "it was never sent", f"{settle} --not-applied`",
+                                 lambda: self.journal.mark_unsent(cs.version, batch.index))
+            if isinstance(exc, TransportError):
+                raise TransportError(exc.message, sent_maybe=False, location=where, hint=exc.hint) from exc
+            raise InputError(exc.message, location=where, hint=exc.hint) from exc
+        except (KeyboardInterrupt, Exception) as exc:
+            # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt.
             raise InDoubtError(
-                f"changeset {cs.id} batch {batch.index}: {exc.message}",
-                hint=f"the batch stays in doubt: check what Kintone holds, then `kmigrate resolve {cs.version} {batch.index} --applied` or `--not-applied`",
+                f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being sent: "
+                "Kintone may or may not have applied it",
+                location=where,
+                hint=f"the batch is in doubt and will not be sent again blindly: check what Kintone holds, then {settle} --applied` or `--not-applied`",
             ) from exc
         created: dict[str, list[int]] = {}
         for call, result in zip(batch.calls, results):
             for name, ids in ids_created(call, result).items():
                 created.setdefault(name, []).extend(ids)
-        self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id)
+        self._journal_answer(cs, batch, "Kintone applied it", f"{settle} --applied` (never send it again)",
+                             lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id))
         for name, ids in created.items():
             refs.setdefault(name, []).extend(ids)
+
+    def _journal_answer(self, cs: ChangesetPlan, batch: Batch, outcome: str, command: str, write: Callable[[], None]) -> None:
+        """Journal Kintone's answer; if that fails (or Ctrl-C lands there) the batch stays
+        `sent`, so say what Kintone did and how to settle it."""
+        try:
+            write()
+        except (KeyboardInterrupt, Exception) as exc:
+            raise JournalError(
+                f"changeset {cs.id} batch {batch.index}: {outcome}, but the journal could not record that "
+                f"({_interruption(exc)}); the batch is left in doubt",
+                location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+                hint=f"once the journal is writable again, {command}",
+            ) from exc
 
     def _lost_ref_error(self, cs: ChangesetPlan, batch: Batch, names: list[str]) -> JournalError:
         producers = "; ".join(

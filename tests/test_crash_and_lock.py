@@ -80,7 +80,7 @@ def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_it
     # Plain progress lines (no terminal): kill somewhere after the third batch, at a random moment
     # so that across runs the kill lands both between batches and inside a request.
     for line in run.stderr:
-        if "batch 3/20 applied" in line:
+        if "(2000 records; 3/20 bulk requests)" in line:
             break
     time.sleep(random.uniform(0, 0.15))
     run.send_signal(signal.SIGKILL)
@@ -151,3 +151,140 @@ def test_no_secret_in_output_plan_or_journal(served_items):
     for secret in (TOKEN, "pw-SECRET-1234"):
         assert all(secret not in out for out in outputs)
         assert secret.encode() not in journal_bytes
+
+
+# ---- in-process: Ctrl-C and journal failures at each step of a send ----------------------------
+
+from click.testing import CliRunner  # noqa: E402
+
+from kmigrate import api  # noqa: E402
+from kmigrate.cli import main  # noqa: E402
+from kmigrate.client import NO_RETRY, Client  # noqa: E402
+from kmigrate.config import Credentials  # noqa: E402
+from kmigrate.errors import InputError, JournalError, TransportError  # noqa: E402
+from kmigrate.sandbox import SANDBOX_BASE_URL  # noqa: E402
+
+CREDS = Credentials(api_tokens=(TOKEN,))
+
+
+class OnBulk(httpx.BaseTransport):
+    """Forwards to the sandbox; on the n-th bulk request raises ``exc``, after Kintone ran it
+    (``delivered``) or before the request left."""
+
+    def __init__(self, inner: httpx.BaseTransport, n: int, exc: BaseException, delivered: bool):
+        self.inner, self.n, self.exc, self.delivered, self.bulks = inner, n, exc, delivered, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("bulkRequest.json"):
+            self.bulks += 1
+            if self.bulks == self.n:
+                if self.delivered:
+                    self.inner.handle_request(request)
+                raise self.exc
+        return self.inner.handle_request(request)
+
+
+def items_4500(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(4500))  # batches of 2000, 2000, 500
+    write_changeset(root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    project = load_project(root)
+    return root, project, project.environment()
+
+
+def cli(root, *args):
+    return CliRunner().invoke(main, ["-C", str(root), *args])
+
+
+def journaled(env):
+    with Journal.open(env.journal_path) as journal:
+        return [b.state for b in journal.batches("0001")], journal.lock_holder(), [r.outcome for r in journal.runs()]
+
+
+def test_ctrl_c_during_a_send_leaves_the_batch_in_doubt_with_a_message_and_no_lock(tmp_path, monkeypatch):
+    root, project, env = items_4500(tmp_path)
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        client = Client(SANDBOX_BASE_URL, CREDS, transport=OnBulk(sandbox.transport(), 2, KeyboardInterrupt(), delivered=True))
+        monkeypatch.setattr(api, "connect", lambda env: client)
+        result = cli(root, "apply")
+        assert result.exit_code == 1, result.output
+        assert "interrupted (Ctrl-C) while the bulk request was being sent" in result.output
+        assert "V0001__items" in result.output and "kmigrate resolve 0001 1 --applied" in result.output
+        assert "this run applied 1 batch(es), 2000 record(s)" in result.output
+        assert journaled(env) == (["applied", "sent", "pending"], None, ["interrupted"])
+
+        monkeypatch.setattr(api, "connect", lambda env: Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()))
+        assert cli(root, "resolve", "0001", "1", "--applied").exit_code == 0  # Kintone did run it
+        assert cli(root, "apply").exit_code == 0
+        codes = sorted(r["code"]["value"] for r in sandbox.records(1))
+    assert codes == [f"I{i:06d}" for i in range(4500)]  # every record exactly once
+
+
+def test_ctrl_c_between_batches_says_apply_resumes(tmp_path, monkeypatch):
+    root, project, env = items_4500(tmp_path)
+    original, calls = Journal.mark_sent, []
+
+    def mark_sent(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, "mark_sent", mark_sent)
+    result = cli(root, "apply")
+    assert result.exit_code == 1 and "interrupted (Ctrl-C)" in result.output and "`kmigrate apply` resumes" in result.output
+    assert journaled(env) == (["applied", "pending", "pending"], None, ["interrupted"])
+    monkeypatch.setattr(Journal, "mark_sent", original)
+    assert cli(root, "apply").exit_code == 0
+    assert len(codes_in(root, env.sandbox_store)) == 4500
+
+
+def test_a_journal_that_fails_after_kintone_applied_says_so_and_is_not_hidden_by_the_cleanup(tmp_path, monkeypatch):
+    root, project, env = items_4500(tmp_path)
+    original = Journal.mark_applied
+
+    def mark_applied(self, version, index, *args, **kwargs):
+        if index == 1:  # the journal turns read-only: this write and every later one fail
+            self.db.execute("PRAGMA query_only = ON")
+        return original(self, version, index, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, "mark_applied", mark_applied)
+    with pytest.raises(JournalError) as info:
+        api.apply(project, env)
+    text = str(info.value)
+    assert "V0001__items batch 1: Kintone applied it, but the journal could not record that" in text
+    assert "kmigrate resolve 0001 1 --applied" in text
+    states, holder, outcomes = journaled(env)
+    assert states == ["applied", "sent", "pending"] and outcomes == [None]
+    assert holder is not None and holder.pid == os.getpid()  # stale once this process exits
+    monkeypatch.setattr(Journal, "mark_applied", original)
+    api.unlock(env)
+    api.resolve(project, env, "0001", 1, applied=True)
+    api.apply(project, env)
+    assert sorted(codes_in(root, env.sandbox_store)) == [f"I{i:06d}" for i in range(4500)]
+
+
+def test_a_request_that_never_left_goes_back_to_pending_and_names_the_batch(tmp_path):
+    root, project, env = items_4500(tmp_path)
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        refused = httpx.ConnectError("connection refused")
+        client = Client(SANDBOX_BASE_URL, CREDS, transport=OnBulk(sandbox.transport(), 2, refused, delivered=False), retry=NO_RETRY)
+        with pytest.raises(TransportError, match="nothing was sent") as info:
+            api.apply(project, env, client=client)
+        assert not info.value.sent_maybe and "V0001__items" in str(info.value) and "batch 1" in str(info.value)
+        assert journaled(env)[0] == ["applied", "pending", "pending"]
+        assert len(sandbox.records(1)) == 2000
+
+
+def test_a_bulk_the_client_refuses_before_sending_is_not_left_in_doubt(tmp_path):
+    root, project, env = items_4500(tmp_path)
+
+    class Refusing(Client):
+        def bulk(self, requests, guest_space_id=None):
+            raise InputError("bulk request 0: not allowed")
+
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        with pytest.raises(InputError, match="not allowed") as info:
+            api.apply(project, env, client=Refusing(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()))
+    assert "V0001__items" in str(info.value)
+    assert journaled(env)[0] == ["pending", "pending", "pending"]

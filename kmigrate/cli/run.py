@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from .. import api
-from ..errors import InputError, PendingWork
-from ..plan import Plan
+from ..errors import InputError, KmigrateError, PendingWork
+from ..plan import PENDING, Plan
 from ..runner import RunEvent, RunSummary
 from . import CliContext, main, pass_cli
 
@@ -24,23 +24,25 @@ class _Progress:
     """A progress bar on a terminal; one plain line per batch otherwise (CI logs)."""
 
     def __init__(self, plan: Plan):
-        self.total_records = sum(b.record_count for c in plan.pending for b in c.pending_batches)
         self.total_batches = plan.batch_count
         self.done_batches = 0
+        self.done_records = 0
         self.bar = None
-        if _is_terminal(sys.stderr) and self.total_records:
-            self.bar = click.progressbar(length=self.total_records, label="applying", file=sys.stderr, show_pos=True)
+        total_records = _records_to_apply(plan) if _is_terminal(sys.stderr) else 0
+        if total_records:
+            self.bar = click.progressbar(length=total_records, label="applying", file=sys.stderr, show_pos=True)
             self.bar.__enter__()
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind == "batch_applied":
             self.done_batches += 1
+            self.done_records += event.records
             if self.bar is not None:
                 self.bar.update(event.records)
-            else:
+            else:  # `#index` as in `kmigrate plan`, errors and `kmigrate resolve`
                 click.echo(
-                    f"{event.changeset.id}: batch {event.batch.index + 1}/{len(event.changeset.batches)} applied "
-                    f"({event.records} records; {self.done_batches}/{self.total_batches} batches)", err=True,
+                    f"{event.changeset.id}: batch #{event.batch.index} applied "
+                    f"({event.records} records; {self.done_batches}/{self.total_batches} bulk requests)", err=True,
                 )
         elif event.kind == "changeset_skipped" and self.bar is None:
             pass  # summarised at the end; one line per applied changeset would drown a long history
@@ -51,6 +53,22 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+    def stopped(self) -> str:
+        left = self.total_batches - self.done_batches
+        return (
+            f"Stopped: this run applied {self.done_batches} batch(es), {self.done_records} record(s) (journaled, "
+            f"they stay applied); {left} batch(es) not applied. `kmigrate status` shows where each changeset stands."
+        )
+
+
+def _records_to_apply(plan: Plan) -> int:
+    # A changeset with nothing applied sends every record: its operations say how many, so a
+    # big (lazy) changeset is not compiled once more just to size the bar.
+    return sum(
+        sum(op.records for op in cs.operations) if cs.state == PENDING else sum(b.record_count for b in cs.pending_batches)
+        for cs in plan.pending
+    )
 
 
 def _summary_line(summary: RunSummary) -> str:
@@ -104,6 +122,16 @@ def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wa
         result = api.apply(
             cli.project, env, out_of_order=out_of_order, confirm=confirm, on_event=lambda e: progress[0](e), lock_wait=lock_wait,
         )
+    except (KmigrateError, KeyboardInterrupt) as exc:
+        for p in progress:
+            p.close()
+            click.echo(p.stopped(), err=True)
+        if isinstance(exc, KeyboardInterrupt):  # outside a send: every journaled step is whole
+            raise KmigrateError(
+                "interrupted (Ctrl-C): each batch the journal holds as applied stays applied; the rest was not sent",
+                hint="`kmigrate apply` resumes where this run stopped",
+            ) from exc
+        raise
     finally:
         for p in progress:
             p.close()

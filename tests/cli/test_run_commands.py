@@ -130,5 +130,17 @@ def test_apply_on_a_terminal_draws_a_progress_bar(tmp_path):
     os.close(leader)
     text = screen.decode()
     assert "applying" in text and "4500/4500" in text  # the bar, counting records
-    assert "batch 1/3 applied" not in text  # plain lines are for logs, not terminals
+    assert "bulk requests)" not in text  # plain lines are for logs, not terminals
     assert "applied 3 batch(es), 4500 record(s)" in text
+
+
+def test_apply_without_a_terminal_prints_one_line_per_batch_numbered_as_resolve_takes_it(tmp_path):
+    from ..projects import write_items_csv
+
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(2500))
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    result = run(root, "apply")
+    assert result.exit_code == 0, result.output
+    assert "V0001__a: batch #0 applied (2000 records; 1/2 bulk requests)" in result.output
+    assert "V0001__a: batch #1 applied (500 records; 2/2 bulk requests)" in result.output
