@@ -157,7 +157,7 @@ def schema() -> dict[str, Any]:
 
 from .errors import JournalError  # noqa: E402
 from .plan import SENT  # noqa: E402
-from .runner import lost_ids  # noqa: E402
+from .runner import applied_without_batches, lost_ids  # noqa: E402
 
 
 def connect(env: Environment) -> Client:
@@ -188,7 +188,8 @@ def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
 @dataclass
 class ApplyResult:
     plan: Plan
-    summary: RunSummary | None = None  # None: nothing was run (dry run, nothing to do, declined)
+    summary: RunSummary | None = None  # None: nothing was run (dry run, declined)
+    nothing_to_do: bool = False  # every changeset already applied: nothing was sent
 
 
 def apply(
@@ -218,9 +219,9 @@ def apply(
                 changesets = load_changesets(project, env, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
-                if not plan.pending:
+                if len(applied_without_batches(plan, journal)) == len(plan.pending):
                     outcome = "nothing to do"
-                    return ApplyResult(plan, RunSummary(skipped_changesets=len(plan.changesets)))
+                    return ApplyResult(plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True)
                 if confirm is not None and not confirm(plan):
                     outcome = "declined"
                     return ApplyResult(plan)

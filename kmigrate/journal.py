@@ -365,7 +365,7 @@ class Journal:
             self._refresh_state(conn, cs.version)
 
     def set_changeset_state(self, version: str, state: str, run_id: int | None = None) -> None:
-        """Set a changeset's state by hand (e.g. ``applied`` for a changeset with no batches)."""
+        """Set a changeset's state by hand (``applied`` for a changeset with no batches, logged)."""
         if state not in (PENDING, PARTIAL, APPLIED):
             raise ValueError(f"not a changeset state: {state!r}")
         with self._tx() as conn:
@@ -376,6 +376,8 @@ class Journal:
                     "UPDATE changesets SET state = ?, first_applied = COALESCE(first_applied, ?), last_applied = ? WHERE version = ?",
                     (state, now, now, version),
                 )
+                # No batch logged it: say it here, or `history` would never show it applied.
+                self._event(conn, "applied", run_id=run_id, changeset=version, detail={"batches": 0})
             else:
                 conn.execute("UPDATE changesets SET state = ? WHERE version = ?", (state, version))
 

@@ -319,3 +319,18 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
             api.apply(project, env, client=client)
         assert len(sandbox.records(1)) == 4000  # V0001's batch 1 went through
         assert all(typed(r, "STATUS") == "New" for r in sandbox.records(1))  # nothing checked by mistake
+
+
+def test_a_changeset_with_nothing_to_send_is_applied_once_and_then_skipped(tmp_path):
+    root = items_project(tmp_path)
+    (root / "changesets" / "data" / "empty.csv").write_text("code,qty\n")
+    write_changeset(root, "V0001__empty.yaml", "operations:\n  - add: {app: items, records_from: data/empty.csv}\n")
+    first = run(root, "apply")
+    assert first.exit_code == 0 and "V0001__empty: applied" in first.output
+    second = run(root, "apply")
+    assert second.exit_code == 0, second.output
+    assert "Nothing to do: 1 changeset(s) already applied" in second.output and "V0001__empty: applied" not in second.output
+    env = load_project(root).environment()
+    assert [(e.kind, e.changeset) for e in api.history(env)] == [("applied", "0001")]  # once, and visible in history
+    with Journal.open(env.journal_path) as journal:
+        assert [r.outcome for r in journal.runs()] == ["applied", "nothing to do"]

@@ -138,7 +138,7 @@ def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wa
     if result.summary is None:
         click.echo("Declined: nothing was sent.")
         return
-    if not result.plan.pending:
+    if result.nothing_to_do:
         click.echo(f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}.")
         return
     click.echo(_summary_line(result.summary))
