@@ -92,11 +92,15 @@ def check_preconditions(
     """Raise before anything is sent if the journal and the files disagree."""
     drift = find_drift(changesets, state)
     if drift:
-        raise DriftError(
-            "applied changesets changed:\n  " + "\n  ".join(drift),
-            hint="an applied changeset is history: put the old content back and write a new changeset for the change, "
-            "or accept the new content with `kmigrate repair` (logged)",
+        loaded = {c.version for c in changesets}
+        gone = [v for v, j in state.items() if _started(j) and v not in loaded]
+        hint = (
+            "an applied changeset is history: put the old content back and write a new changeset for the change, "
+            "or accept the new content with `kmigrate repair` (logged)"
         )
+        if gone:  # repair accepts new content; it cannot accept a file that is not there
+            hint += f"; a deleted changeset must be restored ({', '.join('V' + v for v in sorted(gone))}): to undo its records, write a new changeset"
+        raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift), hint=hint)
     in_doubt = [(v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT]
     if in_doubt:
         version, index = in_doubt[0]

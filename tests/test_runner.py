@@ -334,3 +334,17 @@ def test_a_changeset_with_nothing_to_send_is_applied_once_and_then_skipped(tmp_p
     assert [(e.kind, e.changeset) for e in api.history(env)] == [("applied", "0001")]  # once, and visible in history
     with Journal.open(env.journal_path) as journal:
         assert [r.outcome for r in journal.runs()] == ["applied", "nothing to do"]
+
+
+def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path):
+    root = items_project(tmp_path)
+    path = write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    assert run(root, "apply").exit_code == 0
+    saved = path.read_text()
+    path.unlink()
+    result = run(root, "apply")
+    assert result.exit_code == 2 and "V0001: applied, but its file is gone" in result.output
+    assert "a deleted changeset must be restored (V0001)" in result.output
+    assert "missing" in run(root, "status").output
+    path.write_text(saved)
+    assert "Nothing to do" in run(root, "apply").output
