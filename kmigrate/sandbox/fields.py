@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from .definition import AppDef, FieldDef
@@ -20,7 +20,14 @@ _NULL_TYPES = frozenset({"DATE", "TIME", "DROP_DOWN"})
 _ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
 _TEXT_TYPES = frozenset({"SINGLE_LINE_TEXT", "MULTI_LINE_TEXT", "RICH_TEXT", "LINK"})
 
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# NUMBER as Kintone takes it on write (OBSERVED-3P): an integer part is required at the top
+# level (".5" is refused), a table column also takes ".5" and full-width digits.
+_NUMBER = re.compile(r"^[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?$")
+_NUMBER_IN_TABLE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+# A new app's number precision in Kintone: 16 digits, 4 of them after the point, half-even.
+_DECIMAL_PLACES = Decimal(1).scaleb(-4)
+_INTEGER_DIGITS = 12
 _DATE = re.compile(r"^(\d{4})-(\d{1,2})(?:-(\d{1,2}))?$")
 _TIME = re.compile(r"^(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?$")
 
@@ -93,18 +100,29 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
     if t == "NUMBER":
         if value is None or value == "":
             return ""
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not _NUMBER.match(str(value).strip()):
+        if isinstance(value, str):
+            text = value.strip().translate(_FULL_WIDTH_DIGITS) if in_table else value.strip()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            text = _number_text(value)
+        else:
+            text = ""  # not a number at all
+        if not (_NUMBER_IN_TABLE if in_table else _NUMBER).match(text):
             if in_table:
                 return ""  # Kintone silently stores "" for non-numeric text inside a table
-            problems.add(vkey, "Only numbers are allowed.")
+            # Kintone keys this one error in bracket form: record[amount].value (OBSERVED-3P).
+            head, dot, code = key.rpartition(".")
+            problems.add(f"{head}[{code}].value" if dot else vkey, "Only numbers are allowed.")
             return None
-        text = value.strip() if isinstance(value, str) else _number_text(value)
         number = Decimal(text)
+        # Bounds are checked before rounding, the digit count after (OBSERVED-3P).
         if f.min_value is not None and number < f.min_value:
             problems.add(vkey, f"The value must be {_number_text(f.min_value)} or more.")
         elif f.max_value is not None and number > f.max_value:
             problems.add(vkey, f"The value must be {_number_text(f.max_value)} or less.")
-        return text
+        stored = _stored_number(number)
+        if stored is None:
+            problems.add(vkey, "The number of digits exceeds the maximum allowed.")
+        return stored
     if t in ("DROP_DOWN", "RADIO_BUTTON"):
         if value is None or value == "":
             return None if t == "DROP_DOWN" else ""
@@ -240,6 +258,23 @@ def check_required(app: AppDef, values: dict[str, Any], prefix: str, problems: P
 
 def _refused(problems: Problems, *keys: str) -> bool:
     return bool(problems) and any(k == key or k.startswith(key + ".") for k in problems for key in keys)
+
+
+def _stored_number(number: Decimal) -> str | None:
+    """What Kintone keeps of a NUMBER: rounded to the app's precision, in plain notation without
+    trailing zeros ("1.5e1" -> "15", "1.50" -> "1.5", "+5" -> "5"); None when it has too many digits."""
+    if number.is_zero():
+        return "0"
+    if number.adjusted() >= _INTEGER_DIGITS:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 64
+        rounded = number.quantize(_DECIMAL_PLACES, rounding=ROUND_HALF_EVEN)
+        if rounded.is_zero():
+            return "0"
+        if rounded.adjusted() >= _INTEGER_DIGITS:
+            return None
+        return format(rounded.normalize(), "f")
 
 
 def _number_text(value: Any) -> str:

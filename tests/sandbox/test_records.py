@@ -98,7 +98,10 @@ def test_update_missing_record_is_gaia_re01(k: Kintone):
     ({"title": ""}, "record.title.value"),
     ({"title": "x" * 21}, "record.title.value"),
     ({"title": "x", "priority": "Medium"}, "record.priority.value"),
-    ({"title": "x", "amount": "12abc"}, "record.amount.value"),
+    ({"title": "x", "amount": "12abc"}, "record[amount].value"),  # Kintone's bracket form for this one
+    ({"title": "x", "amount": ".5"}, "record[amount].value"),
+    ({"title": "x", "amount": True}, "record[amount].value"),
+    ({"title": "x", "amount": "1e13"}, "record.amount.value"),
     ({"title": "x", "amount": "-1"}, "record.amount.value"),
     ({"title": "x", "amount": 1001}, "record.amount.value"),
     ({"title": "x", "tags": ["a", "z"]}, "record.tags.values"),
@@ -313,3 +316,28 @@ def test_required_keys_follow_the_value_shape_and_a_refused_value_is_not_also_mi
         body = k.error("POST", "record", {"app": 4, "record": rec(tags=["z"], kinds=["a"], owner=[{"code": "al"}],
                                                                  lines=[])}, status=400, code="CB_VA01")
         assert body["errors"] == {"record.tags.values": {"messages": ["The value must be one of the options: a."]}}
+
+
+def test_numbers_are_stored_as_kintone_keeps_them(definition):
+    # Kintone rounds to the app's precision (4 places, half-even) and keeps plain notation.
+    definition["apps"][0]["fields"]["amount"] = "NUMBER"
+    definition["apps"][0]["fields"]["order_no"] = {"type": "NUMBER", "unique": True}
+    written = ["1.5e1", "1.50", "+5", "007", "-0", "0.00015", " 42 ", 2.5, "-3.14159265", "999999999999"]
+    with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        k.ok("POST", "records", {"app": 1, "records": [rec(title="t", amount=v) for v in written]})
+        stored = [r["amount"]["value"] for r in sorted(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))]
+        assert stored == ["15", "1.5", "5", "7", "0", "0.0002", "42", "2.5", "-3.1416", "999999999999"]
+        body = k.error("POST", "records", {"app": 1, "records": [rec(title="t", amount="1000000000000"),
+                                                                 rec(title="t", amount="999999999999.99995")]},
+                       status=400, code="CB_VA01")
+        assert set(body["errors"]) == {"records[0].amount.value", "records[1].amount.value"}  # 13 integer digits
+        k.ok("POST", "record", {"app": 1, "record": rec(title="t", order_no="12")})
+        body = k.error("POST", "record", {"app": 1, "record": rec(title="t", order_no="12.0")}, status=400, code="CB_VA01")
+        assert "record.order_no.value" in body["errors"]  # the same number, so not unique
+        body = k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(amount="x")}]}, status=400, code="CB_VA01")
+        assert set(body["errors"]) == {"records[0].record[amount].value"}
+        k.ok("POST", "record", {"app": 1, "record": rec(title="t", items=[{"value": rec(name="n", qty=".5")},
+                                                                          {"value": rec(name="n", qty="１２")}])})
+        rows = sandbox.records(1)[-1]["items"]["value"]
+        assert [row["value"]["qty"]["value"] for row in rows] == ["0.5", "12"]  # a table column takes both
