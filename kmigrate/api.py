@@ -299,6 +299,11 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
             state, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
         else:
             state, note = (rec.state if rec else "pending"), ""
+            failed = [b for b in bs if b.state == "failed"]
+            if failed:  # the journal keeps Kintone's refusal: show it where people look first
+                error = failed[0].error or {}
+                code = f"[{error['code']}] " if error.get("code") else ""
+                note = f"batch #{failed[0].index} failed: {code}{error.get('message', 'see `kmigrate history`')}; fix it and run `kmigrate apply`"
         out.append(ChangesetStatus(
             version=version, name=cs.name if cs else rec.name, path=cs.path if cs else Path(rec.path), state=state,
             batches_applied=applied, batches_total=rec.batch_count if rec else None,

@@ -348,3 +348,12 @@ def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path
     assert "missing" in run(root, "status").output
     path.write_text(saved)
     assert "Nothing to do" in run(root, "apply").output
+
+
+def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path):
+    root = items_project(tmp_path)
+    write_changeset(root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n")
+    assert run(root, "apply").exit_code == 1
+    (row,) = api.status(load_project(root), load_project(root).environment())
+    assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1
+    assert row.note.startswith("batch #0 failed: [CB_VA01]") and "kmigrate apply" in row.note
