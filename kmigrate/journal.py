@@ -258,7 +258,8 @@ class Journal:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full, RAISE(ROLLBACK))
+                conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise JournalError(f"{self._where}: write failed: {exc}") from exc
             raise

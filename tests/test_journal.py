@@ -474,3 +474,13 @@ def test_no_token_or_password_reaches_the_journal_file(tmp_path: Path) -> None:
     assert "CB_VA01" in dump and b"CB_VA01" in raw  # the scan sees real content
     for secret in (token, password):
         assert secret not in dump and secret.encode() not in raw
+
+
+def test_a_write_sqlite_already_rolled_back_is_a_journal_error_not_a_rollback_error() -> None:
+    j = memory_journal()
+    j.record_changeset(make_changeset(batches=1))
+    # SQLite ends the transaction itself on some errors (a full disk, RAISE(ROLLBACK)).
+    j.db.execute("CREATE TRIGGER no_sent BEFORE UPDATE ON batches BEGIN SELECT RAISE(ROLLBACK, 'disk is full'); END")
+    with pytest.raises(JournalError, match="write failed: disk is full"):
+        j.mark_sent("0001", 0, make_changeset(batches=1).batches[0].hash, None)
+    assert j.batches("0001")[0].state == PENDING
