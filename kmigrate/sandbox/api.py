@@ -420,6 +420,9 @@ class Api:
                 if code not in values and f.type != "CALC":
                     value = default_value(f)
                     values[code] = value
+                    # Kintone checks a minimum length on create even when the field is not sent.
+                    if f.min_length is not None and isinstance(value, str) and len(value) < f.min_length:
+                        problems.add(f"{prefix}.{code}.value", f"Enter at least {f.min_length} characters.")
         return values, sent
 
     @staticmethod

@@ -94,7 +94,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         text = value if isinstance(value, str) else _number_text(value)
         if f.max_length is not None and len(text) > f.max_length:
             problems.add(vkey, f"Enter no more than {f.max_length} characters.")
-        elif f.min_length is not None and text and len(text) < f.min_length:
+        elif f.min_length is not None and len(text) < f.min_length:  # empty too (OBSERVED-3P)
             problems.add(vkey, f"Enter at least {f.min_length} characters.")
         return text
     if t == "NUMBER":

@@ -341,3 +341,16 @@ def test_numbers_are_stored_as_kintone_keeps_them(definition):
                                                                           {"value": rec(name="n", qty="１２")}])})
         rows = sandbox.records(1)[-1]["items"]["value"]
         assert [row["value"]["qty"]["value"] for row in rows] == ["0.5", "12"]  # a table column takes both
+
+
+def test_a_minimum_length_applies_to_an_empty_or_omitted_text(definition):
+    # Kintone checks minLength on an empty value too, and on create for a field not sent.
+    definition["apps"][3]["fields"] = {"title": "SINGLE_LINE_TEXT", "code": {"type": "SINGLE_LINE_TEXT", "minLength": 3}}
+    with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        for record in (rec(title="x"), rec(code=""), rec(code="ab")):
+            body = k.error("POST", "record", {"app": 4, "record": record}, status=400, code="CB_VA01")
+            assert set(body["errors"]) == {"record.code.value"}
+        k.ok("POST", "record", {"app": 4, "record": rec(code="abc")})
+        assert k.ok("PUT", "record", {"app": 4, "id": 1, "record": rec(title="y")}) == {"revision": "2"}  # not sent: kept
+        k.error("PUT", "record", {"app": 4, "id": 1, "record": rec(code="")}, status=400, code="CB_VA01")
