@@ -15,14 +15,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .config import CONFIG_FILE, Environment, Project
-from .errors import ChangesetError, ConfigError, InputError, Location, LockedError
 from .client import Client
-from .config import Credentials
+from .config import CONFIG_FILE, Credentials, Environment, Project
+from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
 from .journal import Event, Journal
-from .plan import JournaledChangeset, Plan
+from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
-from .runner import Runner, RunEvent, RunSummary, check_preconditions, find_drift
+from .runner import Runner, RunEvent, RunSummary, check_preconditions, find_drift, lost_ids
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -155,11 +154,6 @@ def schema() -> dict[str, Any]:
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
-from .errors import JournalError  # noqa: E402
-from .plan import SENT  # noqa: E402
-from .runner import applied_without_batches, lost_ids  # noqa: E402
-
-
 def connect(env: Environment) -> Client:
     """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
     if env.is_sandbox:
@@ -219,7 +213,7 @@ def apply(
                 changesets = load_changesets(project, env, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
-                if len(applied_without_batches(plan, journal)) == len(plan.pending):
+                if not plan.pending:
                     outcome = "nothing to do"
                     return ApplyResult(plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True)
                 if confirm is not None and not confirm(plan):

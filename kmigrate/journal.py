@@ -403,8 +403,9 @@ class Journal:
                 rendered_checksum=r["rendered_checksum"],
                 batch_states=states.get(r["version"], {}),
                 batch_hashes=hashes.get(r["version"], {}),
+                state=r["state"],
             )
-            for r in self._rows("SELECT version, source_checksum, rendered_checksum FROM changesets ORDER BY version")
+            for r in self._rows("SELECT version, source_checksum, rendered_checksum, state FROM changesets ORDER BY version")
         }
 
     def repair(

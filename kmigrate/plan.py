@@ -263,7 +263,12 @@ class JournaledChangeset:
     rendered_checksum: str
     batch_states: Mapping[int, str] = field(default_factory=dict)  # batch index -> state
     batch_hashes: Mapping[int, str] = field(default_factory=dict)
+    # The journal's own word for the changeset; it alone knows that a changeset with nothing
+    # to send (an empty data file) was applied. None: judge by the batches.
+    state: str | None = None
 
     @property
     def fully_applied(self) -> bool:
+        if self.state is not None:
+            return self.state == APPLIED
         return bool(self.batch_states) and all(s == APPLIED for s in self.batch_states.values())

@@ -741,3 +741,13 @@ def test_an_applied_unchanged_changeset_is_not_compiled_but_its_refs_serve_later
     changed = {"0001": JournaledChangeset("0001", "s0001", "other", batch_states={0: APPLIED})}
     build_plan([first, second], env(), changed)
     assert source.passes == 2  # a changed changeset is compiled again, whatever the journal says
+
+
+def test_the_journal_s_word_decides_for_a_changeset_with_nothing_to_send():
+    empty = changeset([{"add": {"app": "orders", "records": []}}])
+    assert build_plan([empty], env()).changesets[0].batches == ()
+    applied = {"0001": JournaledChangeset("0001", "s0001", "r0001", state=APPLIED)}
+    [planned] = build_plan([empty], env(), applied).changesets
+    assert planned.state == APPLIED and len(planned.batches) == 0
+    [again] = build_plan([empty], env(), {"0001": JournaledChangeset("0001", "s0001", "r0001", state=PENDING)}).changesets
+    assert again.state != APPLIED
