@@ -13,6 +13,7 @@ attaches a re-iterable ``RecordSource`` for the latter so large files are stream
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
@@ -169,8 +170,8 @@ class RequestOp(_Strict):
     @field_validator("api")
     @classmethod
     def _short_api(cls, value: str) -> str:
-        short = value.removeprefix("/k/v1/").removesuffix(".json").strip("/")
-        return short
+        # A guest-space path is accepted as written; the app's guest space (kmigrate.toml) decides the prefix sent.
+        return re.sub(r"^/k/(?:guest/\d+/)?v1/", "", value).removesuffix(".json").strip("/")
 
     @model_validator(mode="after")
     def _allowed(self) -> "RequestOp":

@@ -751,3 +751,10 @@ def test_the_journal_s_word_decides_for_a_changeset_with_nothing_to_send():
     assert planned.state == APPLIED and len(planned.batches) == 0
     [again] = build_plan([empty], env(), {"0001": JournaledChangeset("0001", "s0001", "r0001", state=PENDING)}).changesets
     assert again.state != APPLIED
+
+
+def test_a_request_may_name_its_api_by_any_of_its_paths():
+    for written in ("records", "/k/v1/records.json", "/k/guest/7/v1/records.json"):
+        p = plan({"request": {"method": "PUT", "api": written, "payload": {"app": "hr", "records": [{"id": 1, "record": {}}]}}})
+        [[call]] = calls_of(p)
+        assert call.api == "/k/guest/7/v1/records.json"  # hr lives in guest space 7
