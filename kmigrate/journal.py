@@ -348,17 +348,17 @@ class Journal:
                     (cs.version, cs.name, str(cs.path), cs.source_checksum, cs.rendered_checksum, PENDING, len(cs.batches)),
                 )
             known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT idx, hash, state FROM batches WHERE changeset = ?", (cs.version,))}
-            for batch in cs.batches:
-                old = known.pop(batch.index, None)
+            for index, batch_hash in enumerate(cs.batch_hashes):  # the plan's hashes: no second compile of a big changeset
+                old = known.pop(index, None)
                 if old is None:
-                    conn.execute("INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?)", (cs.version, batch.index, batch.hash, PENDING))
-                elif old[0] != batch.hash:
+                    conn.execute("INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?)", (cs.version, index, batch_hash, PENDING))
+                elif old[0] != batch_hash:
                     if old[1] in (APPLIED, SENT):
                         raise JournalError(
-                            f"{self._where}: changeset {cs.id} batch {batch.index} is {old[1]} with other content than planned now",
+                            f"{self._where}: changeset {cs.id} batch {index} is {old[1]} with other content than planned now",
                             hint="the changeset changed after it was (partly) applied: see `kmigrate status`; `kmigrate repair` accepts the change",
                         )
-                    conn.execute("UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?", (batch.hash, cs.version, batch.index))
+                    conn.execute("UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?", (batch_hash, cs.version, index))
             for index, (_, state) in known.items():  # the plan has fewer batches now
                 if state in (APPLIED, SENT):
                     raise JournalError(f"{self._where}: changeset {cs.id} batch {index} is {state} but no longer planned", hint="see `kmigrate status`")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -179,7 +180,7 @@ class Batch:
     def requests(self) -> list[dict[str, Any]]:
         return [c.request() for c in self.calls]
 
-    @property
+    @cached_property  # a big batch's JSON is costly; its content never changes
     def hash(self) -> str:
         """Identifies the batch's content (refs unresolved); the journal compares it on resume."""
         return hashlib.sha256(canonical_json(self.requests()).encode()).hexdigest()
@@ -229,6 +230,12 @@ class ChangesetPlan:
     @property
     def id(self) -> str:
         return f"V{self.version}__{self.name}"
+
+    @property
+    def batch_hashes(self) -> list[str]:
+        """Each batch's hash in index order, without compiling a lazy changeset again."""
+        known = getattr(self.batches, "hashes", None)
+        return list(known) if known is not None else [b.hash for b in self.batches]
 
     @property
     def pending_batches(self) -> Sequence[Batch]:

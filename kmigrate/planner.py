@@ -347,35 +347,37 @@ def _plan_changeset(
     ):
         return _applied_changeset(cs, env, refs, states, limits)
     summaries: list[OperationSummary] = []
-    kept: list[_Bulk] | None = []
-    layouts: list[Any] = []  # per bulk: its guest space and each call's segments; small
+    kept: list[Batch] | None = []
+    hashes: list[str] = []  # per batch, from this first pass: what a later pass must reproduce
     records = 0
-    for bulk in _compile(cs, env, refs, limits, summaries):
-        layouts.append(_layout(bulk))
+    for index, bulk in enumerate(_compile(cs, env, refs, limits, summaries)):
+        batch = _batch(index, bulk, states)
+        hashes.append(batch.hash)
         if kept is not None:
-            records += sum(c.record_count for c in bulk[0])
-            kept.append(bulk)
+            records += batch.record_count
+            kept.append(batch)
             if records > limits.eager_records:
                 kept = None  # too big to hold: BatchSequence compiles again on demand
-    count = len(layouts)
+    count = len(hashes)
     if kept is not None:
-        batches: Sequence[Batch] = tuple(_batch(i, bulk, states) for i, bulk in enumerate(kept))
+        batches: Sequence[Batch] = tuple(kept)
     else:
         final_refs = refs.snapshot()  # every ref this changeset may use, at its final size
 
-        def recompile() -> Iterator[_Bulk]:
+        def recompile() -> Iterator[Batch]:
             # A data file edited since planning would change what is sent: refuse rather than
             # send a batch that differs from the plan that was reviewed.
             again: list[OperationSummary] = []
             n = 0
             for n, bulk in enumerate(_compile(cs, env, final_refs.replay(), limits, again), 1):
-                if n > count or _layout(bulk) != layouts[n - 1]:
+                batch = _batch(n - 1, bulk, states)
+                if n > count or batch.hash != hashes[n - 1]:
                     raise _changed(cs)
-                yield bulk
+                yield batch
             if again != summaries or n != count:
                 raise _changed(cs)
 
-        batches = BatchSequence(recompile, count, states)
+        batches = BatchSequence(recompile, count, states, hashes=hashes)
     return ChangesetPlan(
         version=cs.version, name=cs.name, path=cs.path,
         source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
@@ -403,8 +405,9 @@ def _applied_changeset(
             refs.open = None  # defined and complete: later operations may use it
     final_refs = refs.snapshot()
 
-    def recompile() -> Iterator[_Bulk]:
-        yield from _compile(cs, env, final_refs.replay(), limits, [])
+    def recompile() -> Iterator[Batch]:
+        for index, bulk in enumerate(_compile(cs, env, final_refs.replay(), limits, [])):
+            yield _batch(index, bulk, states)
 
     return ChangesetPlan(
         version=cs.version, name=cs.name, path=cs.path,
@@ -412,11 +415,6 @@ def _applied_changeset(
         description=cs.description, state=APPLIED, operations=(),
         batches=BatchSequence(recompile, len(states), states),
     )
-
-
-def _layout(bulk: _Bulk) -> tuple[Any, ...]:
-    calls, guest = bulk
-    return guest, tuple((c.method, c.api, c.segments) for c in calls)
 
 
 def _changed(cs: LoadedChangeset) -> ChangesetError:
@@ -441,11 +439,18 @@ class BatchSequence(Sequence[Batch]):
     that were planned.
     """
 
-    def __init__(self, compile_bulks: Any, count: int, states: Mapping[int, str], indexes: Sequence[int] | None = None):
-        self._compile = compile_bulks
+    def __init__(self, compile_batches: Any, count: int, states: Mapping[int, str], indexes: Sequence[int] | None = None,
+                 hashes: Sequence[str] | None = None):
+        self._compile = compile_batches
         self._count = count
         self._states = states
         self._indexes = range(count) if indexes is None else indexes
+        self._hashes = hashes
+
+    @property
+    def hashes(self) -> list[str] | None:
+        """Each batch's hash as planned, without compiling again (None: not known)."""
+        return None if self._hashes is None else [self._hashes[i] for i in self._indexes]
 
     def __len__(self) -> int:
         return len(self._indexes)
@@ -453,15 +458,15 @@ class BatchSequence(Sequence[Batch]):
     def __iter__(self) -> Iterator[Batch]:
         wanted = set(self._indexes)
         last = max(self._indexes, default=-1)
-        for i, bulk in enumerate(self._compile()):
+        for i, batch in enumerate(self._compile()):
             if i in wanted:
-                yield _batch(i, bulk, self._states)
+                yield batch
             if i >= last:
                 return
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return BatchSequence(self._compile, self._count, self._states, self._indexes[index])
+            return BatchSequence(self._compile, self._count, self._states, self._indexes[index], self._hashes)
         target = self._indexes[index]
         for batch in self.where(lambda i: i == target):
             return batch
@@ -473,7 +478,7 @@ class BatchSequence(Sequence[Batch]):
 
     def where(self, keep: Any) -> "BatchSequence":
         """The batches whose index passes ``keep``, still lazy."""
-        return BatchSequence(self._compile, self._count, self._states, [i for i in self._indexes if keep(i)])
+        return BatchSequence(self._compile, self._count, self._states, [i for i in self._indexes if keep(i)], self._hashes)
 
     def pending(self) -> "BatchSequence":
         return self.where(lambda i: self._states.get(i, PENDING) != APPLIED)

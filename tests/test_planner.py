@@ -447,6 +447,20 @@ def test_a_data_file_changed_after_planning_is_caught():
         list(p.changesets[0].batches)
 
 
+def test_an_edit_of_the_same_shape_after_planning_is_caught_and_hashes_need_no_second_pass():
+    # What was reviewed is what is sent: a value edited in the data file while `apply` waited
+    # for confirmation (same number of records, same layout) must not be sent.
+    source = ListSource(recs(300))
+    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+                            "operations": (add_from(source),)})
+    [planned] = build_plan([cs], env(), limits=Limits(eager_records=0)).changesets
+    passes = source.passes
+    assert len(planned.batch_hashes) == 1 and source.passes == passes  # the journal reads these
+    source.records[150] = {"title": "edited"}
+    with pytest.raises(ChangesetError, match="changed since it was planned"):
+        list(planned.batches)
+
+
 # ---- resolve_refs ----------------------------------------------------------------------------
 
 
