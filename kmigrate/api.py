@@ -271,35 +271,36 @@ class ChangesetStatus:
 
 def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    state = journal_state(env)
-    changesets = {c.version: c for c in load_changesets(project, env, state)}
     records: dict[str, Any] = {}
     batches: dict[str, list[Any]] = {}
-    if env.journal_path.exists():
+    journaled: dict[str, JournaledChangeset] = {}
+    if env.journal_path.exists():  # status never creates a journal
         with Journal.open(env.journal_path) as journal:
+            journaled = journal.state()
             records = {r.version: r for r in journal.changesets()}
             for b in journal.batches():
                 batches.setdefault(b.changeset, []).append(b)
-    drift = {line.split(" ", 1)[0].split("__")[0].lstrip("V"): line for line in find_drift(list(changesets.values()), state)}
+    changesets = {c.version: c for c in load_changesets(project, env, journaled)}
+    drift = find_drift(list(changesets.values()), journaled)
     out = []
     for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
         applied = sum(1 for b in bs if b.state == "applied")
         if cs is None:
-            state, note = "missing", "journaled, but its file is gone"
+            shown, note = "missing", "journaled, but its file is gone"
         elif any(b.state == "sent" for b in bs):
-            state, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
+            shown, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
         elif version in drift:
-            state, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
+            shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
         else:
-            state, note = (rec.state if rec else "pending"), ""
+            shown, note = (rec.state if rec else "pending"), ""
             failed = [b for b in bs if b.state == "failed"]
             if failed:  # the journal keeps Kintone's refusal: show it where people look first
                 error = failed[0].error or {}
                 code = f"[{error['code']}] " if error.get("code") else ""
                 note = f"batch #{failed[0].index} failed: {code}{error.get('message', 'see `kmigrate history`')}; fix it and run `kmigrate apply`"
         out.append(ChangesetStatus(
-            version=version, name=cs.name if cs else rec.name, path=cs.path if cs else Path(rec.path), state=state,
+            version=version, name=cs.name if cs else rec.name, path=cs.path if cs else Path(rec.path), state=shown,
             batches_applied=applied, batches_total=rec.batch_count if rec else None,
             last_applied=rec.last_applied if rec else None, note=note,
         ))

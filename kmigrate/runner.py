@@ -50,8 +50,6 @@ class RunSummary:
     applied_records: int = 0
     skipped_changesets: int = 0
     applied_changesets: list[str] = field(default_factory=list)
-    failed: str | None = None  # "V0003__x batch 2", when the run stopped on an error
-    left_batches: int = 0  # batches still to apply after this run
     requests_sent: int = 0
 
 
@@ -62,16 +60,17 @@ def _started(journaled: JournaledChangeset) -> bool:
     return any(s in (APPLIED, SENT) for s in journaled.batch_states.values())
 
 
-def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]) -> list[str]:
-    """One line per applied (or partly applied) changeset whose files changed or went missing."""
+def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]) -> dict[str, str]:
+    """Version -> what changed, for each applied (or partly applied) changeset whose files
+    changed or went missing."""
     loaded = {c.version: c for c in changesets}
-    problems = []
+    problems: dict[str, str] = {}
     for version, journaled in sorted(state.items()):
         if not _started(journaled):
             continue
         cs = loaded.get(version)
         if cs is None:
-            problems.append(f"V{version}: applied, but its file is gone from the changesets folder")
+            problems[version] = f"V{version}: applied, but its file is gone from the changesets folder"
             continue
         changed = []
         if cs.source_checksum != journaled.source_checksum:
@@ -79,7 +78,7 @@ def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, Journa
         if cs.rendered_checksum != journaled.rendered_checksum:
             changed.append("what it renders to (variables, templates or data files)")
         if changed:
-            problems.append(f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied")
+            problems[version] = f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied"
     return problems
 
 
@@ -100,7 +99,7 @@ def check_preconditions(
         )
         if gone:  # repair accepts new content; it cannot accept a file that is not there
             hint += f"; a deleted changeset must be restored ({', '.join('V' + v for v in sorted(gone))}): to undo its records, write a new changeset"
-        raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift), hint=hint)
+        raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift.values()), hint=hint)
     in_doubt = [(v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT]
     if in_doubt:
         version, index = in_doubt[0]
@@ -242,12 +241,7 @@ class Runner:
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
                 continue
-            try:
-                self._send(cs, batch, refs)
-            except BaseException:
-                summary.failed = f"{cs.id} batch {batch.index}"
-                summary.left_batches = len(cs.batches) - batch.index
-                raise
+            self._send(cs, batch, refs)  # a failure raises: the CLI reports what this run did
             summary.applied_batches += 1
             summary.applied_records += batch.record_count
             self.on_event(RunEvent("batch_applied", cs, batch, batch.record_count))

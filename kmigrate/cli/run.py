@@ -76,9 +76,6 @@ def _summary_line(summary: RunSummary) -> str:
         f"applied {summary.applied_batches} batch(es), {summary.applied_records} record(s) in {len(summary.applied_changesets)} changeset(s)",
         f"skipped {summary.skipped_changesets} already applied",
     ]
-    if summary.failed:
-        parts.append(f"failed at {summary.failed}")
-        parts.append(f"left {summary.left_batches} batch(es)")
     parts.append(f"{summary.requests_sent} request(s) sent")
     return "; ".join(parts)
 
