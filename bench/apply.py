@@ -43,19 +43,32 @@ def make_project(root: Path, n: int) -> None:
         writer.writerow(["code", "qty", "note"])
         for i in range(n):
             writer.writerow([f"I{i:07d}", i % 97, f"item number {i}"])
-    (root / "changesets" / "V0001__items.yaml").write_text("operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    (root / "changesets" / "V0001__items.yaml").write_text(
+        "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
 
 
 def baseline(n: int) -> tuple[float, int]:
     """The same records as prebuilt bulk requests, straight to a fresh in-memory sandbox."""
     sandbox = Sandbox.from_definition(__import__("yaml").safe_load(SANDBOX))
     client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
-    records = [{"code": {"value": f"I{i:07d}"}, "qty": {"value": str(i % 97)}, "note": {"value": f"item number {i}"}} for i in range(n)]
+    records = [
+        {"code": {"value": f"I{i:07d}"}, "qty": {"value": str(i % 97)}, "note": {"value": f"item number {i}"}}
+        for i in range(n)
+    ]
     bulks = []
     for start in range(0, n, 2000):
         chunk = records[start : start + 2000]
-        bulks.append([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": chunk[i : i + 100]}}
-                      for i in range(0, len(chunk), 100)])
+        bulks.append(
+            [
+                {
+                    "method": "POST",
+                    "api": "/k/v1/records.json",
+                    "payload": {"app": 1, "records": chunk[i : i + 100]},
+                }
+                for i in range(0, len(chunk), 100)
+            ]
+        )
     began = time.perf_counter()
     for requests in bulks:
         client.bulk(requests)
@@ -82,9 +95,11 @@ def measure(n: int) -> None:
             assert sandbox.request_count == requests and again.summary.applied_batches == 0
         base_s, base_requests = baseline(n)
     floor = -(-n // 2000)
-    print(f"{n:>7} records: apply {apply_s:6.2f} s, {requests} bulk requests (floor {floor}); "
-          f"no-op re-run {noop_s:5.2f} s, 0 requests; "
-          f"baseline (prebuilt bulks, no kmigrate) {base_s:6.2f} s / {base_requests} requests -> ratio {apply_s / base_s:4.2f}x")
+    print(
+        f"{n:>7} records: apply {apply_s:6.2f} s, {requests} bulk requests (floor {floor}); "
+        f"no-op re-run {noop_s:5.2f} s, 0 requests; "
+        f"baseline (prebuilt bulks, no kmigrate) {base_s:6.2f} s / {base_requests} requests -> ratio {apply_s / base_s:4.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -35,19 +35,29 @@ def peak_mb() -> float:
 def make_project(folder: Path, case: str, rows: int, loop: int) -> None:
     (folder / "changesets" / "data").mkdir(parents=True)
     (folder / "kmigrate.toml").write_text(
-        '[env.sandbox]\nsandbox = "sandbox.yaml"\napps = { orders = 1 }\n', encoding="utf-8")
+        '[env.sandbox]\nsandbox = "sandbox.yaml"\napps = { orders = 1 }\n', encoding="utf-8"
+    )
     if case == "csv":
         with (folder / "changesets" / "data" / "orders.csv").open("w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["title", "order_no", "amount", "priority", "customer"])
             for i in range(rows):
-                out.writerow([f"Order number {i}", f"ORD-{i:06d}", (i * 7) % 10_000, "High" if i % 2 else "Low", f"C-{i % 500:04d}"])
+                out.writerow(
+                    [
+                        f"Order number {i}",
+                        f"ORD-{i:06d}",
+                        (i * 7) % 10_000,
+                        "High" if i % 2 else "Low",
+                        f"C-{i % 500:04d}",
+                    ]
+                )
         (folder / "changesets" / "V0001__import_orders.yaml").write_text(
             "description: Import orders from CSV and submit them\n"
             "operations:\n"
             "  - add:\n      app: orders\n      ref: imported\n      records_from: data/orders.csv\n"
             "  - status:\n      app: orders\n      records: {ref: imported}\n      action: Submit\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
     else:
         (folder / "changesets" / "V0001__generated_orders.yaml").write_text(
             "description: Orders from a Jinja loop\n"
@@ -56,7 +66,8 @@ def make_project(folder: Path, case: str, rows: int, loop: int) -> None:
             f"      {{% for i in range({loop}) %}}\n"
             '        - {title: "Order {{ i }}", order_no: "G-{{ \'%06d\' % i }}", amount: {{ i * 3 }}, priority: High}\n'
             "      {% endfor %}\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
 
 
 def run_case(folder: Path, case: str) -> dict[str, float]:
@@ -104,21 +115,34 @@ def main() -> None:
         print(json.dumps(run_case(args.dir, args.case)))
         return
     print(f"python {sys.version.split()[0]}; each case in its own process\n")
-    for case, label in (("csv", f"{args.rows:,} records from CSV (+ a status change for each)"),
-                        ("loop", f"{args.loop:,} records from an inline Jinja loop")):
+    for case, label in (
+        ("csv", f"{args.rows:,} records from CSV (+ a status change for each)"),
+        ("loop", f"{args.loop:,} records from an inline Jinja loop"),
+    ):
         with tempfile.TemporaryDirectory(prefix="kmigrate-bench-") as tmp:
             folder = Path(tmp)
             make_project(folder, case, args.rows, args.loop)
-            out = subprocess.run([sys.executable, __file__, "--case", case, "--dir", str(folder)],
-                                 check=True, capture_output=True, text=True, cwd=ROOT)
+            out = subprocess.run(
+                [sys.executable, __file__, "--case", case, "--dir", str(folder)],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             f = json.loads(out.stdout)
         total = f["load_s"] + f["plan_s"]
         print(label)
-        print(f"  load      {f['load_s']:6.2f} s   peak RSS {f['rss_after_load_mb']:6.0f} MB (imports alone {f['rss_imports_mb']:.0f} MB)")
-        print(f"  plan      {f['plan_s']:6.2f} s   peak RSS {f['rss_after_plan_mb']:6.0f} MB   "
-              f"{f['records']:,.0f} records in {f['bulk_requests']:,.0f} bulk requests")
+        print(
+            f"  load      {f['load_s']:6.2f} s   peak RSS {f['rss_after_load_mb']:6.0f} MB (imports alone {f['rss_imports_mb']:.0f} MB)"
+        )
+        print(
+            f"  plan      {f['plan_s']:6.2f} s   peak RSS {f['rss_after_plan_mb']:6.0f} MB   "
+            f"{f['records']:,.0f} records in {f['bulk_requests']:,.0f} bulk requests"
+        )
         print(f"  load+plan {total:6.2f} s")
-        print(f"  JSON plan {f['render_json_s']:6.2f} s   peak RSS {f['rss_after_render_mb']:6.0f} MB   {f['json_mb']:.1f} MB of JSON")
+        print(
+            f"  JSON plan {f['render_json_s']:6.2f} s   peak RSS {f['rss_after_render_mb']:6.0f} MB   {f['json_mb']:.1f} MB of JSON"
+        )
         if case == "csv":
             base = f["baseline_dictreader_s"]
             print(f"  baseline: csv.DictReader alone {base:.2f} s; load+plan = {total / base:.1f}x that")

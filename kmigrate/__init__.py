@@ -1,6 +1,7 @@
 """kmigrate: declarative, journaled, crash-safe migrations of Kintone record data."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("kmigrate")

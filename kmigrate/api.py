@@ -8,10 +8,11 @@ section at the end.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
@@ -21,7 +22,7 @@ from .errors import ChangesetError, ConfigError, InputError, JournalError, Locat
 from .journal import Event, Journal
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
-from .runner import Runner, RunEvent, RunSummary, check_preconditions, find_drift, lost_ids
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, lost_ids
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -78,7 +79,9 @@ def new_changeset(project: Project, name: str) -> Path:
     if name.endswith((".yaml", ".yml")):
         name = name.rsplit(".", 1)[0]
     if not NAME_PATTERN.match(name):
-        raise InputError(f"changeset name {name!r}: use letters, digits, _ and -", hint="e.g. `kmigrate new import_orders`")
+        raise InputError(
+            f"changeset name {name!r}: use letters, digits, _ and -", hint="e.g. `kmigrate new import_orders`"
+        )
     directory = project.changesets_dir
     directory.mkdir(parents=True, exist_ok=True)
     items, _errors = loader.discover(directory)
@@ -92,7 +95,9 @@ def new_changeset(project: Project, name: str) -> Path:
 
 
 def load_changesets(
-    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None,
+    project: Project,
+    env: Environment,
+    journal_state: Mapping[str, JournaledChangeset] | None = None,
 ) -> list[LoadedChangeset]:
     """Every changeset of the project, rendered for ``env`` and validated, in version order.
 
@@ -125,7 +130,11 @@ class Validation:
             for op in cs.operations:
                 body = op.body
                 if isinstance(body, _RecordsOp):
-                    total += len(body.records) if body.records is not None else (getattr(body.source, "count", None) or 0)
+                    total += (
+                        len(body.records)
+                        if body.records is not None
+                        else (getattr(body.source, "count", None) or 0)
+                    )
         return total
 
 
@@ -135,7 +144,9 @@ def validate(project: Project, env: Environment) -> Validation:
     return Validation(changesets, errors)
 
 
-def plan(project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
+def plan(
+    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None
+) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
 
     return build_plan(load_changesets(project, env, journal_state), env, journal_state)
@@ -154,6 +165,7 @@ def schema() -> dict[str, Any]:
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
+
 def connect(env: Environment) -> Client:
     """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
     if env.is_sandbox:
@@ -167,7 +179,11 @@ def connect(env: Environment) -> Client:
 def _sandbox_credentials(sandbox: Any) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
-    tokens = [max(app.tokens, key=lambda t: (len(app.tokens[t]), t)) for app in sandbox.definition.apps.values() if app.tokens]
+    tokens = [
+        max(app.tokens, key=lambda t: (len(app.tokens[t]), t))
+        for app in sandbox.definition.apps.values()
+        if app.tokens
+    ]
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
@@ -215,14 +231,18 @@ def apply(
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:
                     outcome = "nothing to do"
-                    return ApplyResult(plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True)
+                    return ApplyResult(
+                        plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True
+                    )
                 if confirm is not None and not confirm(plan):
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
                 active = connect(env) if own_client else client
                 try:
-                    runner = Runner(active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event)
+                    runner = Runner(
+                        active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
+                    )
                     summary = runner.run(plan)
                 finally:
                     if own_client:
@@ -299,11 +319,18 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
                 error = failed[0].error or {}
                 code = f"[{error['code']}] " if error.get("code") else ""
                 note = f"batch #{failed[0].index} failed: {code}{error.get('message', 'see `kmigrate history`')}; fix it and run `kmigrate apply`"
-        out.append(ChangesetStatus(
-            version=version, name=cs.name if cs else rec.name, path=cs.path if cs else Path(rec.path), state=shown,
-            batches_applied=applied, batches_total=rec.batch_count if rec else None,
-            last_applied=rec.last_applied if rec else None, note=note,
-        ))
+        out.append(
+            ChangesetStatus(
+                version=version,
+                name=cs.name if cs else rec.name,
+                path=cs.path if cs else Path(rec.path),
+                state=shown,
+                batches_applied=applied,
+                batches_total=rec.batch_count if rec else None,
+                last_applied=rec.last_applied if rec else None,
+                note=note,
+            )
+        )
     return out
 
 
@@ -314,7 +341,9 @@ def history(env: Environment, changeset: str | None = None) -> list[Event]:
         return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
 
 
-def resolve(project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
+def resolve(
+    project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None
+) -> list[str]:
     """Settle an in-doubt batch after checking Kintone (``applied`` or not).
 
     Returns the refs the batch created records for when it is resolved as applied: their ids
@@ -341,8 +370,15 @@ def repair(project: Project, env: Environment, *, note: str | None = None) -> li
         with journal.locked(take_over_stale=True):
             state = journal.state()
             changesets = load_changesets(project, env, state)
-            drifted = [c for c in changesets if c.version in state and (
-                c.source_checksum != state[c.version].source_checksum or c.rendered_checksum != state[c.version].rendered_checksum)]
+            drifted = [
+                c
+                for c in changesets
+                if c.version in state
+                and (
+                    c.source_checksum != state[c.version].source_checksum
+                    or c.rendered_checksum != state[c.version].rendered_checksum
+                )
+            ]
             if not drifted:
                 return []
             plan = build_plan(changesets, env, state)

@@ -14,11 +14,16 @@ attaches a re-iterable ``RecordSource`` for the latter so large files are stream
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Iterable, Iterator, Literal, Protocol, Union
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as _field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from .errors import Location
 from .kintone import describe_bulk_apis, is_bulk_api
 
 
@@ -67,7 +72,7 @@ class _RecordsOp(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "_RecordsOp":
+    def _one_source(self) -> _RecordsOp:
         if (self.records is None) == (self.records_from is None):
             raise ValueError("give exactly one of `records:` (inline) or `records_from:` (a data file)")
         return self
@@ -112,7 +117,7 @@ class DeleteOp(_Strict):
     revisions: list[int] | None = None
 
     @model_validator(mode="after")
-    def _paired(self) -> "DeleteOp":
+    def _paired(self) -> DeleteOp:
         if self.revisions is not None:
             if isinstance(self.ids, RefIds):
                 raise ValueError("`revisions` needs `ids` written as a list, one revision per id")
@@ -137,7 +142,7 @@ class StatusOp(_Strict):
     assignee: str | None = None
 
     @model_validator(mode="after")
-    def _has_action(self) -> "StatusOp":
+    def _has_action(self) -> StatusOp:
         if self.action is None:
             recs = self.records if isinstance(self.records, list) else []
             if not recs or any(not isinstance(r, StatusRecord) or r.action is None for r in recs):
@@ -152,8 +157,6 @@ class AssigneesOp(_Strict):
     id: RecordId
     assignees: list[str] = Field(max_length=100)
     revision: int | None = None
-
-
 
 
 class RequestOp(_Strict):
@@ -174,7 +177,7 @@ class RequestOp(_Strict):
         return re.sub(r"^/k/(?:guest/\d+/)?v1/", "", value).removesuffix(".json").strip("/")
 
     @model_validator(mode="after")
-    def _allowed(self) -> "RequestOp":
+    def _allowed(self) -> RequestOp:
         if not is_bulk_api(self.method, self.api):
             allowed = describe_bulk_apis()
             raise ValueError(f"{self.method} {self.api} is not allowed in a bulk request; allowed: {allowed}")
@@ -184,15 +187,24 @@ class RequestOp(_Strict):
 
 
 KINDS = ("add", "update", "upsert", "delete", "status", "assignees", "request")
-OperationBody = Union[AddOp, UpdateOp, UpsertOp, DeleteOp, StatusOp, AssigneesOp, RequestOp]
-_BODY = {"add": AddOp, "update": UpdateOp, "upsert": UpsertOp, "delete": DeleteOp,
-         "status": StatusOp, "assignees": AssigneesOp, "request": RequestOp}
+OperationBody = AddOp | UpdateOp | UpsertOp | DeleteOp | StatusOp | AssigneesOp | RequestOp
+_BODY = {
+    "add": AddOp,
+    "update": UpdateOp,
+    "upsert": UpsertOp,
+    "delete": DeleteOp,
+    "status": StatusOp,
+    "assignees": AssigneesOp,
+    "request": RequestOp,
+}
 
 
 class Operation(_Strict):
     """``{KIND: BODY}`` as written; exactly one of the keys is set."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1, "maxProperties": 1})
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"minProperties": 1, "maxProperties": 1}
+    )
 
     add: AddOp | None = None
     update: UpdateOp | None = None
@@ -259,10 +271,19 @@ def to_kintone_value(value: Any) -> dict[str, Any]:
     """
     if _is_full(value):
         inner = value["value"]
-        if isinstance(inner, list) and inner and all(isinstance(r, dict) and "value" in r and isinstance(r["value"], dict) for r in inner):
+        if (
+            isinstance(inner, list)
+            and inner
+            and all(isinstance(r, dict) and "value" in r and isinstance(r["value"], dict) for r in inner)
+        ):
             return {"value": [_row(r) for r in inner]}
         return {"value": inner}
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and not _is_entity_list(value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) for v in value)
+        and not _is_entity_list(value)
+    ):
         return {"value": [_row(r) for r in value]}
     return {"value": value}
 
@@ -293,9 +314,6 @@ def json_schema() -> dict[str, Any]:
 
 
 # ---- a changeset as the loader hands it to the planner --------------------------------------
-
-from dataclasses import dataclass, field as _field  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -328,14 +346,13 @@ class LoadedChangeset:
     def id(self) -> str:
         return f"V{self.version}__{self.name}"
 
-    def location(self, operation: int | None = None, record: int | None = None) -> "Location":
+    def location(self, operation: int | None = None, record: int | None = None) -> Location:
         """Where operation ``operation`` (0-based) and its record ``record`` (0-based) were written.
 
         An inline record gives its line in the changeset (or "rendered line N" when Jinja made
         it); a record of a data file gives the data file and its line (found by streaming the
         file up to it, which only an error report should need).
         """
-        from .errors import Location
 
         if operation is None or not 0 <= operation < len(self.operations):
             return Location(file=str(self.path), changeset=self.id)
@@ -348,8 +365,14 @@ class LoadedChangeset:
         if record is not None and source is not None:
             for position, (data_line, _rec) in enumerate(source):
                 if position == record:
-                    return Location(file=source.path, line=data_line, changeset=self.id, operation=operation + 1,
-                                    record=record + 1, detail=detail)
+                    return Location(
+                        file=source.path,
+                        line=data_line,
+                        changeset=self.id,
+                        operation=operation + 1,
+                        record=record + 1,
+                        detail=detail,
+                    )
         if record is not None:
             lines = _at(self.record_lines, operation)
             rlines = _at(self.rendered_record_lines, operation)
@@ -359,8 +382,14 @@ class LoadedChangeset:
             detail = f"{detail}, rendered line {rendered}"
         elif line is None:
             line = rendered
-        return Location(file=str(self.path), line=line, changeset=self.id, operation=operation + 1,
-                        record=None if record is None else record + 1, detail=detail)
+        return Location(
+            file=str(self.path),
+            line=line,
+            changeset=self.id,
+            operation=operation + 1,
+            record=None if record is None else record + 1,
+            detail=detail,
+        )
 
 
 def _at(seq: Any, index: int) -> Any:

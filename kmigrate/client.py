@@ -28,8 +28,9 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -162,7 +163,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -170,7 +171,9 @@ class Client:
 
     # ---- writes --------------------------------------------------------------------------
 
-    def bulk(self, requests: list[Mapping[str, Any]], guest_space_id: int | None = None) -> list[dict[str, Any]]:
+    def bulk(
+        self, requests: list[Mapping[str, Any]], guest_space_id: int | None = None
+    ) -> list[dict[str, Any]]:
         """Send one bulk request (all-or-nothing in Kintone) and return its ``results``.
 
         Every inner ``api`` must be in the bulk's guest space: ``/k/v1/...`` is rewritten to the
@@ -178,7 +181,13 @@ class Client:
         ``InputError`` (Kintone would refuse it), raised before anything is sent.
         """
         body = {"requests": prepare_bulk(requests, guest_space_id)}
-        data = self._send("POST", api_path("bulkRequest", guest_space_id), json_body=body, idempotent=False, bulk=body["requests"])
+        data = self._send(
+            "POST",
+            api_path("bulkRequest", guest_space_id),
+            json_body=body,
+            idempotent=False,
+            bulk=body["requests"],
+        )
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list) or len(results) != len(body["requests"]):
             # Kintone answered 200 but not with what a bulk returns: we cannot tell what ran.
@@ -202,10 +211,18 @@ class Client:
     ) -> dict[str, Any]:
         """Any Kintone API by name (``records``, ``app/form/fields``). Only GET is retried on an
         ambiguous failure, since only a read cannot apply anything twice."""
-        return self._send(method.upper(), api_path(name, guest_space_id), params=params, json_body=body, idempotent=method.upper() == "GET")
+        return self._send(
+            method.upper(),
+            api_path(name, guest_space_id),
+            params=params,
+            json_body=body,
+            idempotent=method.upper() == "GET",
+        )
 
     def get_record(self, app: int, record_id: int, guest_space_id: int | None = None) -> dict[str, Any]:
-        return self.request("GET", "record", params={"app": app, "id": record_id}, guest_space_id=guest_space_id)["record"]
+        return self.request(
+            "GET", "record", params={"app": app, "id": record_id}, guest_space_id=guest_space_id
+        )["record"]
 
     def get_records(
         self,
@@ -223,7 +240,10 @@ class Client:
         condition = f"({query}) and " if query and query.strip() else ""
         last = 0
         while True:
-            params: dict[str, Any] = {"app": app, "query": f"{condition}$id > {last} order by $id asc limit {page_size}"}
+            params: dict[str, Any] = {
+                "app": app,
+                "query": f"{condition}$id > {last} order by $id asc limit {page_size}",
+            }
             if asked is not None:
                 params["fields"] = asked
             records = self.request("GET", "records", params=params, guest_space_id=guest_space_id)["records"]
@@ -242,16 +262,25 @@ class Client:
         for start in range(0, len(wanted), 100):
             chunk = wanted[start : start + 100]
             query = f"$id in ({', '.join(str(i) for i in chunk)})"
-            found.update(int(r["$id"]["value"]) for r in self.get_records(app, query, ["$id"], guest_space_id))
+            found.update(
+                int(r["$id"]["value"]) for r in self.get_records(app, query, ["$id"], guest_space_id)
+            )
         return found
 
     def count_records(self, app: int, query: str | None = None, guest_space_id: int | None = None) -> int:
-        params: dict[str, Any] = {"app": app, "fields": ["$id"], "totalCount": True, "query": f"{query or ''} limit 1".strip()}
+        params: dict[str, Any] = {
+            "app": app,
+            "fields": ["$id"],
+            "totalCount": True,
+            "query": f"{query or ''} limit 1".strip(),
+        }
         return int(self.request("GET", "records", params=params, guest_space_id=guest_space_id)["totalCount"])
 
     def app_form_fields(self, app: int, guest_space_id: int | None = None) -> dict[str, Any]:
         """The app's fields: ``properties`` of ``GET /k/v1/app/form/fields.json``."""
-        return self.request("GET", "app/form/fields", params={"app": app}, guest_space_id=guest_space_id)["properties"]
+        return self.request("GET", "app/form/fields", params={"app": app}, guest_space_id=guest_space_id)[
+            "properties"
+        ]
 
     # ---- the one place that talks HTTP ----------------------------------------------------
 
@@ -283,7 +312,9 @@ class Client:
                 continue
             return _decode(what, response, bulk, attempt)
 
-    def _exchange(self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any) -> httpx.Response:
+    def _exchange(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any
+    ) -> httpx.Response:
         self.request_count += 1
         if method == "GET" and params:
             # Kintone reads arrays as fields[0]=a&fields[1]=b; a JSON body with
@@ -312,14 +343,18 @@ def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) 
             raise InputError(f"bulk request {index}: {exc}") from None
         if not is_bulk_api(method, name):
             allowed = describe_bulk_apis()
-            raise InputError(f"bulk request {index}: {method} {api} cannot run inside a bulk request (allowed: {allowed})")
+            raise InputError(
+                f"bulk request {index}: {method} {api} cannot run inside a bulk request (allowed: {allowed})"
+            )
         if guest is not None and guest != guest_space_id:
             where = f"guest space {guest_space_id}" if guest_space_id is not None else "no guest space"
             raise InputError(
                 f"bulk request {index}: {api} is in guest space {guest} but the bulk request goes to {where}",
                 hint="Kintone runs a bulk request within one guest space (or none); split it",
             )
-        out.append({"method": method, "api": api_path(name, guest_space_id), "payload": request.get("payload", {})})
+        out.append(
+            {"method": method, "api": api_path(name, guest_space_id), "payload": request.get("payload", {})}
+        )
     return out
 
 
@@ -355,7 +390,11 @@ def _decode(what: str, response: httpx.Response, bulk: list[dict[str, Any]] | No
             if isinstance(slot, dict) and slot.get("code"):
                 inner = bulk[index] if index < len(bulk) else {}
                 return _raise_kintone(
-                    slot, status, f"{what} (request {index}: {inner.get('method')} {inner.get('api')})", index, tried
+                    slot,
+                    status,
+                    f"{what} (request {index}: {inner.get('method')} {inner.get('api')})",
+                    index,
+                    tried,
                 )
     if isinstance(data, dict) and data.get("code"):
         return _raise_kintone(data, status, what, None, tried)
@@ -402,7 +441,9 @@ def _raise_kintone(body: Mapping[str, Any], status: int, what: str, index: int |
     )
 
 
-def _transport_error(what: str, base_url: str, exc: httpx.TransportError, sent_maybe: bool, attempts: int) -> TransportError:
+def _transport_error(
+    what: str, base_url: str, exc: httpx.TransportError, sent_maybe: bool, attempts: int
+) -> TransportError:
     kind = type(exc).__name__
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     if sent_maybe:

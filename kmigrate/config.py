@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,9 +45,11 @@ class EnvConfig(BaseModel):
     vars: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_target(self) -> "EnvConfig":
+    def _one_target(self) -> EnvConfig:
         if (self.sandbox is None) == (self.base_url is None):
-            raise ValueError("an environment needs exactly one of `sandbox = \"FILE\"` or `base_url = \"https://...\"`")
+            raise ValueError(
+                'an environment needs exactly one of `sandbox = "FILE"` or `base_url = "https://..."`'
+            )
         return self
 
 
@@ -60,11 +63,15 @@ class ProjectConfig(BaseModel):
     env: dict[str, EnvConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _default_env_exists(self) -> "ProjectConfig":
+    def _default_env_exists(self) -> ProjectConfig:
         if not self.env:
-            raise ValueError("at least one environment is needed, e.g. [env.sandbox] with sandbox = \"sandbox.yaml\"")
+            raise ValueError(
+                'at least one environment is needed, e.g. [env.sandbox] with sandbox = "sandbox.yaml"'
+            )
         if self.default_env is not None and self.default_env not in self.env:
-            raise ValueError(f"default_env = {self.default_env!r} names no [env.*] table; known: {', '.join(sorted(self.env))}")
+            raise ValueError(
+                f"default_env = {self.default_env!r} names no [env.*] table; known: {', '.join(sorted(self.env))}"
+            )
         return self
 
 
@@ -129,7 +136,9 @@ class Project:
 
     def env_name(self, name: str | None = None) -> str:
         if name is None:
-            name = self.config.default_env or (next(iter(self.config.env)) if len(self.config.env) == 1 else None)
+            name = self.config.default_env or (
+                next(iter(self.config.env)) if len(self.config.env) == 1 else None
+            )
             if name is None:
                 raise ConfigError(
                     f"{self.config_file}: several environments and no default_env",
@@ -139,18 +148,27 @@ class Project:
             known = ", ".join(sorted(self.config.env))
             line = None
             try:
-                line = toml_key_line(self.config_file.read_text(encoding="utf-8"), ("env", next(iter(self.config.env))))
+                line = toml_key_line(
+                    self.config_file.read_text(encoding="utf-8"), ("env", next(iter(self.config.env)))
+                )
             except OSError:
                 pass
-            raise ConfigError(f"no environment {name!r} (known: {known})", hint="pass -e with one of those",
-                              location=Location(file=self.config_file, line=line))
+            raise ConfigError(
+                f"no environment {name!r} (known: {known})",
+                hint="pass -e with one of those",
+                location=Location(file=self.config_file, line=line),
+            )
         return name
 
-    def environment(self, name: str | None = None, var_overrides: Mapping[str, Any] | None = None) -> Environment:
+    def environment(
+        self, name: str | None = None, var_overrides: Mapping[str, Any] | None = None
+    ) -> Environment:
         name = self.env_name(name)
         cfg = self.config.env[name]
         apps = {
-            alias: App(ref, cfg.guest_space_id) if isinstance(ref, int) else App(ref.id, ref.guest_space_id or cfg.guest_space_id)
+            alias: App(ref, cfg.guest_space_id)
+            if isinstance(ref, int)
+            else App(ref.id, ref.guest_space_id or cfg.guest_space_id)
             for alias, ref in cfg.apps.items()
         }
         variables = {**self.config.vars, **cfg.vars, **(var_overrides or {})}
@@ -158,7 +176,11 @@ class Project:
         sandbox_file = self.root / cfg.sandbox if cfg.sandbox else None
         sandbox_store = None
         if sandbox_file is not None:
-            sandbox_store = self.root / cfg.sandbox_store if cfg.sandbox_store else self.state_dir / f"sandbox-{name}.sqlite3"
+            sandbox_store = (
+                self.root / cfg.sandbox_store
+                if cfg.sandbox_store
+                else self.state_dir / f"sandbox-{name}.sqlite3"
+            )
         return Environment(
             name=name,
             root=self.root,
@@ -189,7 +211,9 @@ def load_project(root: Path | str = ".") -> Project:
         if line is None:  # Python < 3.14 has the line only in the message: "... (at line 3, column 7)"
             found = re.search(r"at line (\d+)", str(exc))
             line = int(found.group(1)) if found else None
-        raise ConfigError(f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)) from None
+        raise ConfigError(
+            f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", location=Location(file=path)) from None
     try:
@@ -215,7 +239,7 @@ def toml_key_line(text: str, loc: tuple[Any, ...]) -> int | None:
     for i, line in enumerate(lines):
         match = _TOML_HEADER.match(line)
         if match:
-            headers.append((i, [part.strip().strip('"\'') for part in match.group(1).split(".")]))
+            headers.append((i, [part.strip().strip("\"'") for part in match.group(1).split(".")]))
     # The longest prefix of the path that is a [table] header, then the rest as keys inside it.
     start, end, depth = 0, (headers[0][0] if headers else len(lines)), 0
     for index, (line_index, path) in enumerate(headers):
@@ -241,11 +265,15 @@ _TYPE_ERRORS = {"int_type", "int_parsing", "model_type", "dict_type", "string_ty
 def _describe_validation(exc: ValidationError, text: str = "") -> str:
     # Drop pydantic's names of union branches from the paths, and the "wrong type" complaint of a
     # branch when another branch explains the problem in more detail.
-    errors = [{**e, "loc": tuple(p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p)))}
-              for e in exc.errors()]
+    errors = [
+        {**e, "loc": tuple(p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p)))}
+        for e in exc.errors()
+    ]
     kept, seen = [], set()
     for err in errors:
-        deeper = any(len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in errors)
+        deeper = any(
+            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in errors
+        )
         if err["type"] in _TYPE_ERRORS and deeper:
             continue
         if err["type"] in _TYPE_ERRORS and err["loc"] in seen:
@@ -293,7 +321,15 @@ class Credentials:
     basic_password: str | None = None
 
     def __repr__(self) -> str:  # a secret must not leak through a repr in a traceback or log
-        kinds = [k for k, v in (("api_tokens", self.api_tokens), ("password", self.password), ("basic", self.basic_password)) if v]
+        kinds = [
+            k
+            for k, v in (
+                ("api_tokens", self.api_tokens),
+                ("password", self.password),
+                ("basic", self.basic_password),
+            )
+            if v
+        ]
         return f"Credentials({', '.join(kinds) or 'none'})"
 
     @property
@@ -301,15 +337,22 @@ class Credentials:
         return tuple(s for s in (*self.api_tokens, self.password, self.basic_password) if s)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
         tokens = tuple(t.strip() for t in env.get("KINTONE_API_TOKEN", "").split(",") if t.strip())
         username, password = env.get("KINTONE_USERNAME") or None, env.get("KINTONE_PASSWORD") or None
         if (username is None) != (password is None):
             raise ConfigError("set both KINTONE_USERNAME and KINTONE_PASSWORD, or neither")
-        basic_user, basic_pass = env.get("KINTONE_BASIC_AUTH_USERNAME") or None, env.get("KINTONE_BASIC_AUTH_PASSWORD") or None
+        basic_user, basic_pass = (
+            env.get("KINTONE_BASIC_AUTH_USERNAME") or None,
+            env.get("KINTONE_BASIC_AUTH_PASSWORD") or None,
+        )
         if (basic_user is None) != (basic_pass is None):
-            raise ConfigError("set both KINTONE_BASIC_AUTH_USERNAME and KINTONE_BASIC_AUTH_PASSWORD, or neither")
+            raise ConfigError(
+                "set both KINTONE_BASIC_AUTH_USERNAME and KINTONE_BASIC_AUTH_PASSWORD, or neither"
+            )
         if len(tokens) > MAX_API_TOKENS:
-            raise ConfigError(f"KINTONE_API_TOKEN holds {len(tokens)} tokens; Kintone accepts at most {MAX_API_TOKENS} per request")
+            raise ConfigError(
+                f"KINTONE_API_TOKEN holds {len(tokens)} tokens; Kintone accepts at most {MAX_API_TOKENS} per request"
+            )
         return cls(tokens, username, password, basic_user, basic_pass)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ChangesetError, Location
 
@@ -40,7 +41,9 @@ def data_format(path: Path) -> str | None:
 class DataFile:
     """Records of one data file, re-read on every iteration (a ``RecordSource``)."""
 
-    def __init__(self, path: Path, display: str, *, changeset: str | None = None, operation: int | None = None):
+    def __init__(
+        self, path: Path, display: str, *, changeset: str | None = None, operation: int | None = None
+    ):
         self.path = display  # as the user wrote it / sees it; the RecordSource protocol's `path`
         self.file = path
         self.format = data_format(path) or "csv"
@@ -53,7 +56,9 @@ class DataFile:
     def error(self, message: str, line: int | None = None, record: int | None = None) -> ChangesetError:
         return ChangesetError(
             message,
-            location=Location(file=self.path, line=line, changeset=self.changeset, operation=self.operation, record=record),
+            location=Location(
+                file=self.path, line=line, changeset=self.changeset, operation=self.operation, record=record
+            ),
         )
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -88,7 +93,7 @@ class DataFile:
             line = None
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
-        return self.error("not UTF-8 text; save the file as UTF-8 (Excel: \"CSV UTF-8\")", line=line)
+        return self.error('not UTF-8 text; save the file as UTF-8 (Excel: "CSV UTF-8")', line=line)
 
     # -- CSV ---------------------------------------------------------------------------------
 
@@ -121,7 +126,8 @@ class DataFile:
                 if len(row) != width:
                     raise self.error(
                         f"row has {len(row)} cells but the header has {width} ({', '.join(columns)})",
-                        line=start, record=number,
+                        line=start,
+                        record=number,
                     )
                 yield start, self._csv_record(columns, row, start, number)
 
@@ -131,7 +137,9 @@ class DataFile:
                 if separator in columns[0]:
                     raise self.error(
                         f"the header is one column {columns[0]!r}: kmigrate reads comma-separated CSV, "
-                        f"and this file looks separated by {name}; save it with commas", line=1)
+                        f"and this file looks separated by {name}; save it with commas",
+                        line=1,
+                    )
         seen: set[str] = set()
         for position, name in enumerate(columns, 1):
             if not name:
@@ -142,15 +150,19 @@ class DataFile:
 
     def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        for name, cell in zip(columns, row):
+        for name, cell in zip(columns, row, strict=False):
             if cell == "":
                 continue
             if name.endswith(LIST_SUFFIX):
-                record[name[: -len(LIST_SUFFIX)]] = [part for part in cell.split(LIST_SEPARATOR) if part != ""]
+                record[name[: -len(LIST_SUFFIX)]] = [
+                    part for part in cell.split(LIST_SEPARATOR) if part != ""
+                ]
             elif name in INT_COLUMNS:
                 text = cell.strip()
                 if not text.lstrip("-").isdigit():
-                    raise self.error(f"column {name!r} must be a whole number, not {cell!r}", line=line, record=number)
+                    raise self.error(
+                        f"column {name!r} must be a whole number, not {cell!r}", line=line, record=number
+                    )
                 record[name] = int(text)
             else:
                 record[name] = cell
@@ -171,7 +183,9 @@ class DataFile:
             return line
 
         if pos >= len(text) or text[pos] != "[":
-            raise self.error("a JSON data file must hold one array of objects: [{...}, {...}]", line=line_at(pos))
+            raise self.error(
+                "a JSON data file must hold one array of objects: [{...}, {...}]", line=line_at(pos)
+            )
         pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
         if pos < len(text) and text[pos] == "]":
             return
@@ -184,7 +198,9 @@ class DataFile:
             number += 1
             at = line_at(pos)
             if not isinstance(value, dict):
-                raise self.error(f"element {number} is {type(value).__name__}, not an object", line=at, record=number)
+                raise self.error(
+                    f"element {number} is {type(value).__name__}, not an object", line=at, record=number
+                )
             yield at, value
             pos = _WS.match(text, end).end()  # type: ignore[union-attr]
             if pos < len(text) and text[pos] == ",":
@@ -195,7 +211,9 @@ class DataFile:
                 if rest != len(text):
                     raise self.error("unexpected text after the closing ]", line=line_at(rest))
                 return
-            raise self.error("invalid JSON: expected ',' or ']' after an element", line=line_at(min(pos, len(text))))
+            raise self.error(
+                "invalid JSON: expected ',' or ']' after an element", line=line_at(min(pos, len(text)))
+            )
 
     def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
         with open(self.file, encoding="utf-8-sig") as handle:
@@ -207,9 +225,13 @@ class DataFile:
                 try:
                     value = json.loads(text, parse_float=str)
                 except json.JSONDecodeError as exc:
-                    raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=line, record=number) from None
+                    raise self.error(
+                        f"invalid JSON: {exc.msg} (column {exc.colno})", line=line, record=number
+                    ) from None
                 if not isinstance(value, dict):
-                    raise self.error(f"line holds {type(value).__name__}, not an object", line=line, record=number)
+                    raise self.error(
+                        f"line holds {type(value).__name__}, not an object", line=line, record=number
+                    )
                 yield line, value
 
 
@@ -226,8 +248,10 @@ def read_table(path: Path, display: str) -> list[dict[str, Any]]:
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise source.error(f"row has {len(row)} cells but the header has {len(header)}", line=reader.line_num)
-                rows.append(dict(zip(header, row)))
+                    raise source.error(
+                        f"row has {len(row)} cells but the header has {len(header)}", line=reader.line_num
+                    )
+                rows.append(dict(zip(header, row, strict=False)))
             return rows
     except FileNotFoundError:
         raise source.error("data file not found") from None

@@ -143,7 +143,14 @@ class TransportError(KmigrateError):
     so a write must be treated as in doubt, never blindly sent again.
     """
 
-    def __init__(self, message: str, *, sent_maybe: bool = True, location: Location | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        sent_maybe: bool = True,
+        location: Location | None = None,
+        hint: str | None = None,
+    ):
         super().__init__(message, location=location, hint=hint)
         self.sent_maybe = sent_maybe
 

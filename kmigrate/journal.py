@@ -24,11 +24,12 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -88,7 +89,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,10 @@ class Actor:
     version: str = __version__
 
     @classmethod
-    def current(cls) -> "Actor":
+    def current(cls) -> Actor:
         try:
             user = getpass.getuser()
-        except Exception:  # no login name (e.g. a container with an unknown uid)
+        except (KeyError, OSError):  # no login name (e.g. a container with an unknown uid)
             user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
         return cls(user=user, host=socket.gethostname(), pid=os.getpid())
 
@@ -181,7 +182,13 @@ def error_detail(error: BaseException | Mapping[str, Any]) -> dict[str, Any]:
         return dict(error)
     detail: dict[str, Any] = {"type": type(error).__name__, "message": getattr(error, "message", str(error))}
     if isinstance(error, KintoneError):
-        detail.update(code=error.code, status=error.status, errors=error.errors, error_id=error.error_id, bulk_index=error.bulk_index)
+        detail.update(
+            code=error.code,
+            status=error.status,
+            errors=error.errors,
+            error_id=error.error_id,
+            bulk_index=error.bulk_index,
+        )
     return detail
 
 
@@ -221,7 +228,7 @@ class Journal:
         self._migrate()
 
     @classmethod
-    def open(cls, path: Path | str, **kwargs: Any) -> "Journal":
+    def open(cls, path: Path | str, **kwargs: Any) -> Journal:
         """The journal at ``path``, created (with its folders) if missing."""
         path = Path(path)
         try:
@@ -231,13 +238,15 @@ class Journal:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"journal {path}: cannot be opened: {exc}", hint="check the path and its permissions") from exc
+            raise JournalError(
+                f"journal {path}: cannot be opened: {exc}", hint="check the path and its permissions"
+            ) from exc
         return cls(sqlite_utils.Database(conn), path=path, **kwargs)
 
     def close(self) -> None:
         self.db.conn.close()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -281,7 +290,10 @@ class Journal:
         try:
             found = self.schema_version
         except (sqlite3.Error, ValueError) as exc:
-            raise JournalError(f"{self._where}: not a kmigrate journal ({exc})", hint="point `journal =` in kmigrate.toml at another file") from exc
+            raise JournalError(
+                f"{self._where}: not a kmigrate journal ({exc})",
+                hint="point `journal =` in kmigrate.toml at another file",
+            ) from exc
         target = len(MIGRATIONS)
         if found > target:
             raise JournalError(
@@ -320,7 +332,9 @@ class Journal:
 
     def finish_run(self, run_id: int, outcome: str) -> None:
         with self._tx() as conn:
-            cur = conn.execute("UPDATE runs SET finished = ?, outcome = ? WHERE id = ?", (self.clock(), outcome, run_id))
+            cur = conn.execute(
+                "UPDATE runs SET finished = ?, outcome = ? WHERE id = ?", (self.clock(), outcome, run_id)
+            )
             if cur.rowcount != 1:
                 raise JournalError(f"{self._where}: no run {run_id}")
 
@@ -340,28 +354,59 @@ class Journal:
             if exists:
                 conn.execute(
                     "UPDATE changesets SET name = ?, path = ?, source_checksum = ?, rendered_checksum = ?, batch_count = ? WHERE version = ?",
-                    (cs.name, str(cs.path), cs.source_checksum, cs.rendered_checksum, len(cs.batches), cs.version),
+                    (
+                        cs.name,
+                        str(cs.path),
+                        cs.source_checksum,
+                        cs.rendered_checksum,
+                        len(cs.batches),
+                        cs.version,
+                    ),
                 )
             else:
                 conn.execute(
                     "INSERT INTO changesets (version, name, path, source_checksum, rendered_checksum, state, batch_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (cs.version, cs.name, str(cs.path), cs.source_checksum, cs.rendered_checksum, PENDING, len(cs.batches)),
+                    (
+                        cs.version,
+                        cs.name,
+                        str(cs.path),
+                        cs.source_checksum,
+                        cs.rendered_checksum,
+                        PENDING,
+                        len(cs.batches),
+                    ),
                 )
-            known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT idx, hash, state FROM batches WHERE changeset = ?", (cs.version,))}
-            for index, batch_hash in enumerate(cs.batch_hashes):  # the plan's hashes: no second compile of a big changeset
+            known = {
+                r[0]: (r[1], r[2])
+                for r in conn.execute(
+                    "SELECT idx, hash, state FROM batches WHERE changeset = ?", (cs.version,)
+                )
+            }
+            for index, batch_hash in enumerate(
+                cs.batch_hashes
+            ):  # the plan's hashes: no second compile of a big changeset
                 old = known.pop(index, None)
                 if old is None:
-                    conn.execute("INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?)", (cs.version, index, batch_hash, PENDING))
+                    conn.execute(
+                        "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?)",
+                        (cs.version, index, batch_hash, PENDING),
+                    )
                 elif old[0] != batch_hash:
                     if old[1] in (APPLIED, SENT):
                         raise JournalError(
                             f"{self._where}: changeset {cs.id} batch {index} is {old[1]} with other content than planned now",
                             hint="the changeset changed after it was (partly) applied: see `kmigrate status`; `kmigrate repair` accepts the change",
                         )
-                    conn.execute("UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?", (batch_hash, cs.version, index))
+                    conn.execute(
+                        "UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?",
+                        (batch_hash, cs.version, index),
+                    )
             for index, (_, state) in known.items():  # the plan has fewer batches now
                 if state in (APPLIED, SENT):
-                    raise JournalError(f"{self._where}: changeset {cs.id} batch {index} is {state} but no longer planned", hint="see `kmigrate status`")
+                    raise JournalError(
+                        f"{self._where}: changeset {cs.id} batch {index} is {state} but no longer planned",
+                        hint="see `kmigrate status`",
+                    )
                 conn.execute("DELETE FROM batches WHERE changeset = ? AND idx = ?", (cs.version, index))
             self._refresh_state(conn, cs.version)
 
@@ -405,7 +450,9 @@ class Journal:
                 batch_hashes=hashes.get(r["version"], {}),
                 state=r["state"],
             )
-            for r in self._rows("SELECT version, source_checksum, rendered_checksum, state FROM changesets ORDER BY version")
+            for r in self._rows(
+                "SELECT version, source_checksum, rendered_checksum, state FROM changesets ORDER BY version"
+            )
         }
 
     def repair(
@@ -425,13 +472,21 @@ class Journal:
                 "source_checksum": [old["source_checksum"], source_checksum],
                 "rendered_checksum": [old["rendered_checksum"], rendered_checksum],
             }
-            conn.execute("UPDATE changesets SET source_checksum = ?, rendered_checksum = ? WHERE version = ?", (source_checksum, rendered_checksum, version))
+            conn.execute(
+                "UPDATE changesets SET source_checksum = ?, rendered_checksum = ? WHERE version = ?",
+                (source_checksum, rendered_checksum, version),
+            )
             if batch_hashes:
                 changed = {}
                 for index, new_hash in batch_hashes.items():
-                    row = conn.execute("SELECT hash FROM batches WHERE changeset = ? AND idx = ?", (version, index)).fetchone()
+                    row = conn.execute(
+                        "SELECT hash FROM batches WHERE changeset = ? AND idx = ?", (version, index)
+                    ).fetchone()
                     if row is not None and row[0] != new_hash:
-                        conn.execute("UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?", (new_hash, version, index))
+                        conn.execute(
+                            "UPDATE batches SET hash = ? WHERE changeset = ? AND idx = ?",
+                            (new_hash, version, index),
+                        )
                         changed[str(index)] = [row[0], new_hash]
                 detail["batch_hashes"] = changed
             if note:
@@ -450,7 +505,9 @@ class Journal:
                     hint=f"check Kintone, then `kmigrate resolve {version} {index} --applied` or `--not-applied`",
                 )
             if row["state"] == APPLIED:
-                raise JournalError(f"{self._where}: changeset {version} batch {index} is already applied; it must not be sent again")
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is already applied; it must not be sent again"
+                )
             if row["hash"] != batch_hash:
                 raise JournalError(
                     f"{self._where}: changeset {version} batch {index} was journaled with other content than the one being sent",
@@ -474,31 +531,51 @@ class Journal:
         with self._tx() as conn:
             row = self._require_batch(conn, version, index)
             if row["state"] != SENT:
-                raise JournalError(f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent: it cannot become applied")
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent: it cannot become applied"
+                )
             self._apply(conn, version, index, results, refs, run_id or row["run_id"])
-            self._event(conn, "applied", run_id=run_id or row["run_id"], changeset=version, batch=index, detail={"refs": {k: len(v) for k, v in (refs or {}).items()}})
+            self._event(
+                conn,
+                "applied",
+                run_id=run_id or row["run_id"],
+                changeset=version,
+                batch=index,
+                detail={"refs": {k: len(v) for k, v in (refs or {}).items()}},
+            )
 
-    def mark_failed(self, version: str, index: int, error: BaseException | Mapping[str, Any], run_id: int | None = None) -> None:
+    def mark_failed(
+        self, version: str, index: int, error: BaseException | Mapping[str, Any], run_id: int | None = None
+    ) -> None:
         """Journal Kintone's refusal. By bulk atomicity nothing of the batch was applied, so it
         can be sent again once the cause is fixed."""
         detail = error_detail(error)
         with self._tx() as conn:
             row = self._require_batch(conn, version, index)
             if row["state"] != SENT:
-                raise JournalError(f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent: it cannot become failed")
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent: it cannot become failed"
+                )
             conn.execute(
                 "UPDATE batches SET state = ?, answered_at = ?, error = ? WHERE changeset = ? AND idx = ?",
                 (FAILED, self.clock(), canonical_json(detail), version, index),
             )
-            self._event(conn, "failed", run_id=run_id or row["run_id"], changeset=version, batch=index, detail=detail)
+            self._event(
+                conn, "failed", run_id=run_id or row["run_id"], changeset=version, batch=index, detail=detail
+            )
 
     def mark_unsent(self, version: str, index: int) -> None:
         """The request certainly never reached Kintone (no connection): back to ``pending``."""
         with self._tx() as conn:
             row = self._require_batch(conn, version, index)
             if row["state"] != SENT:
-                raise JournalError(f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent")
-            conn.execute("UPDATE batches SET state = ?, sent_at = NULL, run_id = NULL WHERE changeset = ? AND idx = ?", (PENDING, version, index))
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}, not sent"
+                )
+            conn.execute(
+                "UPDATE batches SET state = ?, sent_at = NULL, run_id = NULL WHERE changeset = ? AND idx = ?",
+                (PENDING, version, index),
+            )
 
     def in_doubt(self) -> list[BatchRecord]:
         """Batches sent whose answer was never journaled, oldest first."""
@@ -520,7 +597,9 @@ class Journal:
         with self._tx() as conn:
             row = self._require_batch(conn, version, index)
             if row["state"] != SENT:
-                raise JournalError(f"{self._where}: changeset {version} batch {index} is {row['state']}, not in doubt: nothing to resolve")
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}, not in doubt: nothing to resolve"
+                )
             if applied:
                 self._apply(conn, version, index, results, refs, run_id or row["run_id"])
             else:
@@ -536,7 +615,10 @@ class Journal:
     def lost_ids(self) -> dict[str, list[tuple[str, int]]]:
         """Per ref, the (changeset, batch) whose ids were lost (resolved as applied by hand)."""
         out: dict[str, list[tuple[str, int]]] = {}
-        for r in self._rows("SELECT DISTINCT name, changeset, batch FROM refs WHERE id = ? ORDER BY name, changeset, batch", (UNKNOWN_ID,)):
+        for r in self._rows(
+            "SELECT DISTINCT name, changeset, batch FROM refs WHERE id = ? ORDER BY name, changeset, batch",
+            (UNKNOWN_ID,),
+        ):
             out.setdefault(r["name"], []).append((r["changeset"], r["batch"]))
         return out
 
@@ -580,7 +662,10 @@ class Journal:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
         sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        return [Event(**{**r, "detail": json.loads(r["detail"]) if r["detail"] else None}) for r in self._rows(sql, params)]
+        return [
+            Event(**{**r, "detail": json.loads(r["detail"]) if r["detail"] else None})
+            for r in self._rows(sql, params)
+        ]
 
     # ---- the lock --------------------------------------------------------------------------
 
@@ -593,7 +678,14 @@ class Journal:
         never judged stale: its process cannot be seen from here)."""
         return holder.host == self.actor.host and not pid_alive(holder.pid)
 
-    def acquire_lock(self, run_id: int | None = None, *, wait: float = 0.0, poll: float = 0.1, take_over_stale: bool = False) -> LockHolder:
+    def acquire_lock(
+        self,
+        run_id: int | None = None,
+        *,
+        wait: float = 0.0,
+        poll: float = 0.1,
+        take_over_stale: bool = False,
+    ) -> LockHolder:
         """Take the journal's lock, atomically, or raise ``LockedError`` naming its holder.
 
         ``wait`` seconds to keep trying while a live run holds it. A stale lock (its process is
@@ -605,7 +697,12 @@ class Journal:
                 holder = LockHolder(*row) if row else None
                 if holder is not None and take_over_stale and self.is_stale(holder):
                     conn.execute("DELETE FROM lock WHERE id = 1")
-                    self._event(conn, "unlocked", run_id=run_id, detail={"holder": holder.__dict__, "reason": "stale: its process is gone"})
+                    self._event(
+                        conn,
+                        "unlocked",
+                        run_id=run_id,
+                        detail={"holder": holder.__dict__, "reason": "stale: its process is gone"},
+                    )
                     holder = None
                 if holder is None:
                     a = self.actor
@@ -631,7 +728,12 @@ class Journal:
         """Free the lock if this process holds it; False if it did not."""
         a = self.actor
         with self._tx() as conn:
-            return conn.execute("DELETE FROM lock WHERE id = 1 AND host = ? AND pid = ?", (a.host, a.pid)).rowcount == 1
+            return (
+                conn.execute(
+                    "DELETE FROM lock WHERE id = 1 AND host = ? AND pid = ?", (a.host, a.pid)
+                ).rowcount
+                == 1
+            )
 
     def force_unlock(self, reason: str | None = None) -> LockHolder | None:
         """Free the lock whoever holds it (``kmigrate unlock``), logging an ``unlocked`` event."""
@@ -664,16 +766,43 @@ class Journal:
 
     # ---- inside transactions ----------------------------------------------------------------
 
-    def _event(self, conn: sqlite3.Connection, kind: str, *, run_id: int | None = None, changeset: str | None = None, batch: int | None = None, detail: Mapping[str, Any] | None = None) -> None:
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        *,
+        run_id: int | None = None,
+        changeset: str | None = None,
+        batch: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         a = self.actor
         conn.execute(
             "INSERT INTO events (time, run_id, kind, changeset, batch, user, host, kmigrate_version, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.clock(), run_id, kind, changeset, batch, a.user, a.host, a.version, canonical_json(detail) if detail is not None else None),
+            (
+                self.clock(),
+                run_id,
+                kind,
+                changeset,
+                batch,
+                a.user,
+                a.host,
+                a.version,
+                canonical_json(detail) if detail is not None else None,
+            ),
         )
 
-    def _apply(self, conn: sqlite3.Connection, version: str, index: int, results: Any, refs: Mapping[str, Sequence[int]] | None, run_id: int | None) -> None:
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        version: str,
+        index: int,
+        results: Any,
+        refs: Mapping[str, Sequence[int]] | None,
+        run_id: int | None,
+    ) -> None:
         now = self.clock()
         conn.execute(
             "UPDATE batches SET state = ?, answered_at = ?, run_id = ?, result = ?, error = NULL WHERE changeset = ? AND idx = ?",
@@ -682,9 +811,16 @@ class Journal:
         conn.execute("DELETE FROM refs WHERE changeset = ? AND batch = ?", (version, index))
         conn.executemany(
             "INSERT INTO refs (name, position, id, changeset, batch) VALUES (?, ?, ?, ?, ?)",
-            [(name, pos, int(i), version, index) for name, ids in (refs or {}).items() for pos, i in enumerate(ids)],
+            [
+                (name, pos, int(i), version, index)
+                for name, ids in (refs or {}).items()
+                for pos, i in enumerate(ids)
+            ],
         )
-        conn.execute("UPDATE changesets SET first_applied = COALESCE(first_applied, ?), last_applied = ? WHERE version = ?", (now, now, version))
+        conn.execute(
+            "UPDATE changesets SET first_applied = COALESCE(first_applied, ?), last_applied = ? WHERE version = ?",
+            (now, now, version),
+        )
         self._refresh_state(conn, version)
 
     def _refresh_state(self, conn: sqlite3.Connection, version: str) -> None:
@@ -701,27 +837,48 @@ class Journal:
         cur = conn.execute("SELECT * FROM changesets WHERE version = ?", (version,))
         row = cur.fetchone()
         if row is None:
-            raise JournalError(f"{self._where}: no changeset {version} is journaled", hint="see `kmigrate status`")
-        return dict(zip([d[0] for d in cur.description], row))
+            raise JournalError(
+                f"{self._where}: no changeset {version} is journaled", hint="see `kmigrate status`"
+            )
+        return dict(zip([d[0] for d in cur.description], row, strict=False))
 
     def _require_batch(self, conn: sqlite3.Connection, version: str, index: int) -> dict[str, Any]:
         cur = conn.execute("SELECT * FROM batches WHERE changeset = ? AND idx = ?", (version, index))
         row = cur.fetchone()
         if row is None:
-            raise JournalError(f"{self._where}: changeset {version} has no batch {index} journaled", hint="journal the changeset first (record_changeset)")
-        return dict(zip([d[0] for d in cur.description], row))
+            raise JournalError(
+                f"{self._where}: changeset {version} has no batch {index} journaled",
+                hint="journal the changeset first (record_changeset)",
+            )
+        return dict(zip([d[0] for d in cur.description], row, strict=False))
 
     def _batches(self, where: str, params: Sequence[Any]) -> list[BatchRecord]:
         return [
             BatchRecord(
-                changeset=r["changeset"], index=r["idx"], hash=r["hash"], state=r["state"], sent_at=r["sent_at"], answered_at=r["answered_at"],
-                run_id=r["run_id"], result=json.loads(r["result"]) if r["result"] else None, error=json.loads(r["error"]) if r["error"] else None,
+                changeset=r["changeset"],
+                index=r["idx"],
+                hash=r["hash"],
+                state=r["state"],
+                sent_at=r["sent_at"],
+                answered_at=r["answered_at"],
+                run_id=r["run_id"],
+                result=json.loads(r["result"]) if r["result"] else None,
+                error=json.loads(r["error"]) if r["error"] else None,
             )
             for r in self._rows(f"SELECT * FROM batches {where}", params)
         ]
 
 
 __all__ = [
-    "SCHEMA_VERSION", "UNKNOWN_ID", "Actor", "BatchRecord", "ChangesetRecord", "Event", "Journal", "LockHolder", "RunRecord",
-    "error_detail", "pid_alive",
+    "SCHEMA_VERSION",
+    "UNKNOWN_ID",
+    "Actor",
+    "BatchRecord",
+    "ChangesetRecord",
+    "Event",
+    "Journal",
+    "LockHolder",
+    "RunRecord",
+    "error_detail",
+    "pid_alive",
 ]

@@ -41,10 +41,18 @@ def split_api(api: str) -> tuple[int | None, str]:
     parts = api.strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "k" and parts[1] == "v1":
         guest, rest = None, parts[2:]
-    elif len(parts) >= 5 and parts[0] == "k" and parts[1] == "guest" and parts[2].isdigit() and parts[3] == "v1":
+    elif (
+        len(parts) >= 5
+        and parts[0] == "k"
+        and parts[1] == "guest"
+        and parts[2].isdigit()
+        and parts[3] == "v1"
+    ):
         guest, rest = int(parts[2]), parts[4:]
     else:
-        raise ValueError(f"not a Kintone API path: {api!r} (expected /k/v1/NAME.json or /k/guest/ID/v1/NAME.json)")
+        raise ValueError(
+            f"not a Kintone API path: {api!r} (expected /k/v1/NAME.json or /k/guest/ID/v1/NAME.json)"
+        )
     name = "/".join(rest)
     if not name.endswith(".json"):
         raise ValueError(f"not a Kintone API path: {api!r} (it should end in .json)")

@@ -25,12 +25,14 @@ import hashlib
 import os
 import re
 import traceback
-from dataclasses import dataclass, field as _field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, TemplatesNotFound
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplatesNotFound, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
@@ -82,10 +84,13 @@ def discover(directory: Path) -> tuple[list[ChangesetFileName], list[ChangesetEr
     """
     errors: list[ChangesetError] = []
     if not directory.is_dir():
-        errors.append(ChangesetError(
-            "the changesets folder does not exist", location=Location(file=display_path(directory)),
-            hint="create it, or set `changesets = \"...\"` in kmigrate.toml; `kmigrate init` makes a project",
-        ))
+        errors.append(
+            ChangesetError(
+                "the changesets folder does not exist",
+                location=Location(file=display_path(directory)),
+                hint='create it, or set `changesets = "..."` in kmigrate.toml; `kmigrate init` makes a project',
+            )
+        )
         return [], errors
     found: list[ChangesetFileName] = []
     for path in sorted(directory.iterdir()):
@@ -93,10 +98,13 @@ def discover(directory: Path) -> tuple[list[ChangesetFileName], list[ChangesetEr
             continue
         match = FILE_PATTERN.match(path.name)
         if not match:
-            errors.append(ChangesetError(
-                "not a changeset file name", location=Location(file=display_path(path), line=1),
-                hint=FILE_HINT + "; move other files into a sub-folder",
-            ))
+            errors.append(
+                ChangesetError(
+                    "not a changeset file name",
+                    location=Location(file=display_path(path), line=1),
+                    hint=FILE_HINT + "; move other files into a sub-folder",
+                )
+            )
             continue
         found.append(ChangesetFileName(match["version"], match["name"], path))
     found.sort(key=lambda f: (f.number, f.path.name))
@@ -105,11 +113,13 @@ def discover(directory: Path) -> tuple[list[ChangesetFileName], list[ChangesetEr
     for item in found:
         first = by_number.get(item.number)
         if first is not None:
-            errors.append(ChangesetError(
-                f"duplicate version {item.number}: {first.path.name} has it too",
-                location=Location(file=display_path(item.path), line=1),
-                hint="every changeset needs its own version; rename one (`kmigrate new` picks the next)",
-            ))
+            errors.append(
+                ChangesetError(
+                    f"duplicate version {item.number}: {first.path.name} has it too",
+                    location=Location(file=display_path(item.path), line=1),
+                    hint="every changeset needs its own version; rename one (`kmigrate new` picks the next)",
+                )
+            )
             continue
         by_number[item.number] = item
         unique.append(item)
@@ -139,8 +149,11 @@ class LineMap:
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             # Equal-sized changed blocks are expressions substituted in place, unless a block
             # tag is among them: then the sizes matching is a coincidence (a loop, an if).
-            in_place = tag == "replace" and i2 - i1 == j2 - j1 and not any(
-                "{%" in line or "{#" in line for line in src[i1:i2])
+            in_place = (
+                tag == "replace"
+                and i2 - i1 == j2 - j1
+                and not any("{%" in line or "{#" in line for line in src[i1:i2])
+            )
             if tag == "equal" or in_place:
                 for k in range(j2 - j1):
                     self._line[j1 + k + 1] = i1 + k + 1
@@ -230,8 +243,14 @@ def _template_error(exc: BaseException, item: ChangesetFileName, source_lines: l
         file = exc.filename or own
         frames = _template_frames(exc)
         included_from = next((line for f, line in frames if f == own), None) if file != own else None
-        return _located(f"template syntax error: {exc.message}", file, exc.lineno, own, source_lines if file == own else None,
-                        included_from=included_from)
+        return _located(
+            f"template syntax error: {exc.message}",
+            file,
+            exc.lineno,
+            own,
+            source_lines if file == own else None,
+            included_from=included_from,
+        )
     frames = _template_frames(exc)
     file, line = frames[-1] if frames else (own, None)
     included_from = next((ln for f, ln in frames if f == own), None) if file != own else None
@@ -252,7 +271,9 @@ def _template_error(exc: BaseException, item: ChangesetFileName, source_lines: l
     else:
         message = f"template error: {type(exc).__name__}: {exc}"
         hint = None
-    err = _located(message, file, line, own, source_lines if file == own else None, included_from=included_from)
+    err = _located(
+        message, file, line, own, source_lines if file == own else None, included_from=included_from
+    )
     err.hint = hint
     return err
 
@@ -270,14 +291,22 @@ def _template_frames(exc: BaseException) -> list[tuple[str, int]]:
     return frames
 
 
-def _located(message: str, file: str, line: int | None, own: str, source_lines: list[str] | None,
-             included_from: int | None = None) -> ChangesetError:
+def _located(
+    message: str,
+    file: str,
+    line: int | None,
+    own: str,
+    source_lines: list[str] | None,
+    included_from: int | None = None,
+) -> ChangesetError:
     shown = ""
     if source_lines is not None and line is not None and 1 <= line <= len(source_lines):
         text = source_lines[line - 1]
         shown = f"\n    {line} | {text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + '...'}"
     detail = f"included from {display_path(Path(own))}:{included_from}" if included_from else None
-    return ChangesetError(message + shown, location=Location(file=display_path(Path(file)), line=line, detail=detail))
+    return ChangesetError(
+        message + shown, location=Location(file=display_path(Path(file)), line=line, detail=detail)
+    )
 
 
 # ---- validation of one file -----------------------------------------------------------------
@@ -300,8 +329,14 @@ RECORD_KEYS = {"add": set(), "update": {"id", "revision"}, "upsert": {"revision"
 class _FileLoader:
     """Loads one changeset file; problems go to ``errors`` rather than stopping at the first."""
 
-    def __init__(self, item: ChangesetFileName, env: Environment, templates: _Templates, state: "_ProjectState",
-                 journaled: JournaledChangeset | None = None):
+    def __init__(
+        self,
+        item: ChangesetFileName,
+        env: Environment,
+        templates: _Templates,
+        state: _ProjectState,
+        journaled: JournaledChangeset | None = None,
+    ):
         self.item = item
         self.journaled = journaled
         # Set once the checksums are known: an applied changeset that did not change is not
@@ -319,13 +354,24 @@ class _FileLoader:
 
     # -- reporting ----
 
-    def fail(self, message: str, path: tuple[Any, ...] = (), *, operation: int | None = None,
-             record: int | None = None, detail: str | None = None, hint: str | None = None, key: bool = False) -> None:
+    def fail(
+        self,
+        message: str,
+        path: tuple[Any, ...] = (),
+        *,
+        operation: int | None = None,
+        record: int | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        key: bool = False,
+    ) -> None:
         node = yamlio.key_node_at(self.root, path) if key else None
         node = node or yamlio.node_at(self.root, path)
         rendered_line = node.start_mark.line + 1 if node is not None else None
         assert self.lines is not None
-        location, shown = self.lines.locate(rendered_line, file=self.file, operation=operation, record=record, detail=detail)
+        location, shown = self.lines.locate(
+            rendered_line, file=self.file, operation=operation, record=record, detail=detail
+        )
         self.errors.append(ChangesetError(message + shown, location=location, hint=hint))
 
     # -- the pipeline ----
@@ -335,13 +381,19 @@ class _FileLoader:
         try:
             raw = item.path.read_bytes()
         except OSError as exc:
-            self.errors.append(ChangesetError(f"cannot read: {exc.strerror or exc}", location=Location(file=self.file)))
+            self.errors.append(
+                ChangesetError(f"cannot read: {exc.strerror or exc}", location=Location(file=self.file))
+            )
             return None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
-            self.errors.append(ChangesetError("not UTF-8 text; save the file as UTF-8", location=Location(file=self.file, line=line)))
+            self.errors.append(
+                ChangesetError(
+                    "not UTF-8 text; save the file as UTF-8", location=Location(file=self.file, line=line)
+                )
+            )
             return None
         text = text.replace("\r\n", "\n")
         source_checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -361,18 +413,26 @@ class _FileLoader:
             return None
 
         if data is None:
-            self.errors.append(ChangesetError(
-                "the changeset is empty" + (" after rendering" if text.strip() else ""),
-                location=Location(file=self.file, line=1),
-                hint="a changeset holds `operations:`, a list of at least one operation",
-            ))
+            self.errors.append(
+                ChangesetError(
+                    "the changeset is empty" + (" after rendering" if text.strip() else ""),
+                    location=Location(file=self.file, line=1),
+                    hint="a changeset holds `operations:`, a list of at least one operation",
+                )
+            )
             return None
         if not isinstance(data, dict):
-            self.fail(f"a changeset is a mapping with `operations:` (and an optional `description:`), not {_kind_of(data)}")
+            self.fail(
+                f"a changeset is a mapping with `operations:` (and an optional `description:`), not {_kind_of(data)}"
+            )
             return None
         for key in data:
             if key not in ("description", "operations"):
-                self.fail(f"unknown top-level key `{key}`; a changeset has `description:` and `operations:`", (key,), key=True)
+                self.fail(
+                    f"unknown top-level key `{key}`; a changeset has `description:` and `operations:`",
+                    (key,),
+                    key=True,
+                )
         description = data.get("description", "")
         if description is None:
             description = ""
@@ -383,7 +443,9 @@ class _FileLoader:
             self.fail("`operations:` is missing; it lists the changeset's operations", ())
             return None
         if not isinstance(operations, list):
-            self.fail(f"`operations` must be a list of operations, not {_kind_of(operations)}", ("operations",))
+            self.fail(
+                f"`operations` must be a list of operations, not {_kind_of(operations)}", ("operations",)
+            )
             return None
         if not operations:
             self.fail("`operations` is empty; a changeset needs at least one operation", ("operations",))
@@ -397,7 +459,11 @@ class _FileLoader:
             try:
                 digest.update(canonical_json(raw_op).encode("utf-8"))
             except (TypeError, ValueError) as exc:
-                self.fail(f"operation {index + 1} holds a value that is not JSON: {exc}", ("operations", index), operation=index + 1)
+                self.fail(
+                    f"operation {index + 1} holds a value that is not JSON: {exc}",
+                    ("operations", index),
+                    operation=index + 1,
+                )
                 not_json.add(index)
                 continue
             data_file = self._data_file_of(raw_op)
@@ -406,7 +472,8 @@ class _FileLoader:
         rendered_checksum = digest.hexdigest()
         j = self.journaled
         self.trusted = (
-            j is not None and j.fully_applied
+            j is not None
+            and j.fully_applied
             and (j.source_checksum, j.rendered_checksum) == (source_checksum, rendered_checksum)
         )
         models: list[Operation] = []
@@ -477,8 +544,11 @@ class _FileLoader:
         number = index + 1
         path = ("operations", index)
         if not isinstance(raw, dict):
-            self.fail(f"an operation is a mapping `KIND: {{...}}` with KIND one of {', '.join(KINDS)}; found {_kind_of(raw)}",
-                      path, operation=number)
+            self.fail(
+                f"an operation is a mapping `KIND: {{...}}` with KIND one of {', '.join(KINDS)}; found {_kind_of(raw)}",
+                path,
+                operation=number,
+            )
             return None
         kind = next(iter(raw)) if len(raw) == 1 else None
         detail = kind if kind in KINDS else None
@@ -512,7 +582,9 @@ class _FileLoader:
             if isinstance(body, dict) and isinstance(body.get("ref"), str):
                 self.state.failed_refs.add(body["ref"])
 
-    def _pydantic_errors(self, exc: ValidationError, index: int, raw: dict[str, Any], kind: str | None) -> None:
+    def _pydantic_errors(
+        self, exc: ValidationError, index: int, raw: dict[str, Any], kind: str | None
+    ) -> None:
         number = index + 1
         detail = kind if kind in KINDS else None
         if kind in KINDS and isinstance(raw.get(kind), dict):
@@ -528,7 +600,11 @@ class _FileLoader:
                 model = _BODY_FIELDS.get(loc[0], []) if loc else []
                 field = loc[-1]
                 known = f"; known keys: {', '.join(model)}" if len(loc) == 2 and model else ""
-                message = f"unknown key `{field}`" + (f" in {loc[0]}" if len(loc) == 2 else f" at `{where}`") + known
+                message = (
+                    f"unknown key `{field}`"
+                    + (f" in {loc[0]}" if len(loc) == 2 else f" at `{where}`")
+                    + known
+                )
                 key_path = ("operations", index) + loc
                 marker = (key_path, message)
                 if marker in seen:
@@ -538,7 +614,11 @@ class _FileLoader:
                 continue
             msg = err["msg"].removeprefix("Value error, ")
             message = f"`{where}`: {msg}" if where else msg
-            if err["type"] not in ("value_error", "assertion_error") and "input" in err and not isinstance(err["input"], (dict, list)):
+            if (
+                err["type"] not in ("value_error", "assertion_error")
+                and "input" in err
+                and not isinstance(err["input"], (dict, list))
+            ):
                 message += f" (got {err['input']!r})"
             marker = (loc, message)
             if marker in seen:
@@ -552,7 +632,12 @@ class _FileLoader:
         app_name = body.payload.get("app") if hasattr(body, "payload") else body.app
         app_path = path + (("payload", "app") if hasattr(body, "payload") else ("app",))
         if isinstance(app_name, bool) or not isinstance(app_name, (str, int)):
-            self.fail(f"`app` must be an alias or a numeric app id, not {_kind_of(app_name)}", app_path, operation=number, detail=detail)
+            self.fail(
+                f"`app` must be an alias or a numeric app id, not {_kind_of(app_name)}",
+                app_path,
+                operation=number,
+                detail=detail,
+            )
             return None
         try:
             return self.env.app(app_name)
@@ -570,10 +655,23 @@ class _FileLoader:
             reported: set[str] = set()
             for position, record in enumerate(body.records):
                 for problem in _record_problems(op.kind, body, record):
-                    self.fail(problem, base + ("records", position), operation=number, record=position + 1, detail=detail)
+                    self.fail(
+                        problem,
+                        base + ("records", position),
+                        operation=number,
+                        record=position + 1,
+                        detail=detail,
+                    )
                 for code_path, problem in self._unknown_fields(app, record, reported):
-                    self.fail(problem, base + ("records", position) + code_path, operation=number, record=position + 1,
-                              detail=detail, hint=_UNKNOWN_FIELD_HINT, key=True)
+                    self.fail(
+                        problem,
+                        base + ("records", position) + code_path,
+                        operation=number,
+                        record=position + 1,
+                        detail=detail,
+                        hint=_UNKNOWN_FIELD_HINT,
+                        key=True,
+                    )
                 _normalise_record(record)
             return op
         relative = body.records_from
@@ -581,17 +679,32 @@ class _FileLoader:
         path = (self.item.path.parent / relative).resolve()
         root = self.templates.project.root.resolve()
         if root not in path.parents:
-            self.fail(f"records_from {relative!r} is outside the project folder", base + ("records_from",), operation=number, detail=detail)
+            self.fail(
+                f"records_from {relative!r} is outside the project folder",
+                base + ("records_from",),
+                operation=number,
+                detail=detail,
+            )
             return None
         if data_format(path) is None:
-            self.fail(f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson",
-                      base + ("records_from",), operation=number, detail=detail)
+            self.fail(
+                f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson",
+                base + ("records_from",),
+                operation=number,
+                detail=detail,
+            )
             return None
         if not path.is_file():
-            self.fail(f"records_from: data file {display_path(path)} not found (paths are relative to the changeset file)",
-                      base + ("records_from",), operation=number, detail=detail)
+            self.fail(
+                f"records_from: data file {display_path(path)} not found (paths are relative to the changeset file)",
+                base + ("records_from",),
+                operation=number,
+                detail=detail,
+            )
             return None
-        source = _NormalisedSource(DataFile(path, display_path(path), changeset=self.item.id, operation=number))
+        source = _NormalisedSource(
+            DataFile(path, display_path(path), changeset=self.item.id, operation=number)
+        )
         if self.trusted:
             source.count = source.raw.count()
             return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
@@ -600,8 +713,14 @@ class _FileLoader:
         try:
             for line, record in source.raw:
                 count += 1
-                where = Location(file=source.raw.path, line=line, changeset=self.item.id, operation=number, record=count,
-                                 detail=detail)
+                where = Location(
+                    file=source.raw.path,
+                    line=line,
+                    changeset=self.item.id,
+                    operation=number,
+                    record=count,
+                    detail=detail,
+                )
                 for problem in _record_problems(op.kind, body, record):
                     self.errors.append(ChangesetError(problem, location=where))
                 for _code_path, problem in self._unknown_fields(app, record, reported):
@@ -610,8 +729,10 @@ class _FileLoader:
                 if isinstance(rid, dict) and "ref" in rid and not _id_problems(rid):
                     self._check_ref(RefIds.model_validate(rid), app, number, detail, location=where)
                     if len(self.errors) > 200:
-                        raise ChangesetError("too many errors in this data file; stopping here",
-                                             location=Location(file=source.raw.path, line=line, changeset=self.item.id))
+                        raise ChangesetError(
+                            "too many errors in this data file; stopping here",
+                            location=Location(file=source.raw.path, line=line, changeset=self.item.id),
+                        )
         except ChangesetError as exc:
             self.errors.append(exc)
             return None
@@ -619,7 +740,9 @@ class _FileLoader:
         new_body = body.model_copy(update={"source": source})
         return op.model_copy(update={op.kind: new_body})
 
-    def _unknown_fields(self, app: Any, record: Any, reported: set[str]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    def _unknown_fields(
+        self, app: Any, record: Any, reported: set[str]
+    ) -> Iterator[tuple[tuple[Any, ...], str]]:
         """Field codes the sandbox's app does not have (Kintone would drop their values silently).
 
         Only the sandbox environment knows its apps' fields offline; ``reported`` keeps each
@@ -637,19 +760,25 @@ class _FileLoader:
                     yield (code,), _unknown_field_message(code, fields, app.id, self.env)
                 continue
             columns = fields[code]
-            rows = value.get("value") if isinstance(value, dict) and set(value) <= {"value", "type"} else value
+            rows = (
+                value.get("value") if isinstance(value, dict) and set(value) <= {"value", "type"} else value
+            )
             if not columns or not isinstance(rows, list):
                 continue
             for row_index, row in enumerate(rows):
-                cells = row.get("value") if isinstance(row, dict) and isinstance(row.get("value"), dict) else row
+                cells = (
+                    row.get("value") if isinstance(row, dict) and isinstance(row.get("value"), dict) else row
+                )
                 if not isinstance(cells, dict):
                     continue
                 for sub in cells:
                     name = f"{code}.{sub}"
                     if sub not in columns and name not in reported:
                         reported.add(name)
-                        yield ((code, row_index, sub),
-                               _unknown_field_message(sub, columns, app.id, self.env, table=code))
+                        yield (
+                            (code, row_index, sub),
+                            _unknown_field_message(sub, columns, app.id, self.env, table=code),
+                        )
 
     # -- refs ----
 
@@ -657,8 +786,16 @@ class _FileLoader:
         for ref, path in _refs_of(op):
             self._check_ref(ref, app, index + 1, detail, path=("operations", index, op.kind) + path)
 
-    def _check_ref(self, ref: RefIds, app: Any, number: int, detail: str, *, path: tuple[Any, ...] = (),
-                   location: Location | None = None) -> None:
+    def _check_ref(
+        self,
+        ref: RefIds,
+        app: Any,
+        number: int,
+        detail: str,
+        *,
+        path: tuple[Any, ...] = (),
+        location: Location | None = None,
+    ) -> None:
         def report(message: str, hint: str | None = None) -> None:
             if location is not None:
                 self.errors.append(ChangesetError(message, location=location, hint=hint))
@@ -669,15 +806,21 @@ class _FileLoader:
         if producer is None:
             if self.state.opaque_failure or ref.ref in self.state.failed_refs:
                 return  # its producer failed to load and was reported: do not pile on
-            report(f"ref {ref.ref!r} names no records: no earlier `add` or `upsert` has `ref: {ref.ref}`",
-                   hint="refs are defined by `ref:` on an add or upsert in this or an earlier changeset")
+            report(
+                f"ref {ref.ref!r} names no records: no earlier `add` or `upsert` has `ref: {ref.ref}`",
+                hint="refs are defined by `ref:` on an add or upsert in this or an earlier changeset",
+            )
             return
         if app is not None and (producer.app_id, producer.guest_space_id) != (app.id, app.guest_space_id):
-            report(f"ref {ref.ref!r} holds records of app {producer.app_id} (defined at {producer.where}), "
-                   f"but this operation works on app {app.id}")
+            report(
+                f"ref {ref.ref!r} holds records of app {producer.app_id} (defined at {producer.where}), "
+                f"but this operation works on app {app.id}"
+            )
         if ref.index is not None and producer.count is not None and ref.index >= producer.count:
-            report(f"ref {ref.ref!r} index {ref.index} is out of range: it names {producer.count} "
-                   f"record{'s' if producer.count != 1 else ''} (indexes start at 0)")
+            report(
+                f"ref {ref.ref!r} index {ref.index} is out of range: it names {producer.count} "
+                f"record{'s' if producer.count != 1 else ''} (indexes start at 0)"
+            )
 
     def _define_ref(self, body: Any, op: Operation, index: int, app: Any) -> None:
         number = index + 1
@@ -688,15 +831,20 @@ class _FileLoader:
         where = f"{self.file}:{line}" if line else self.file
         first = self.producers.get(body.ref)
         if first is not None:
-            self.fail(f"ref {body.ref!r} is already defined at {first.where}; refs are unique in a project", path,
-                      operation=number, detail=f"{op.kind} {_app_label(body)}")
+            self.fail(
+                f"ref {body.ref!r} is already defined at {first.where}; refs are unique in a project",
+                path,
+                operation=number,
+                detail=f"{op.kind} {_app_label(body)}",
+            )
             return
         if app is None:
             return
         source = getattr(body, "source", None)
         count = len(body.records) if body.records is not None else getattr(source, "count", None)
-        self.producers[body.ref] = _Producer(body.ref, self.item.id, number, app.id, app.guest_space_id, count, where)
-
+        self.producers[body.ref] = _Producer(
+            body.ref, self.item.id, number, app.id, app.guest_space_id, count, where
+        )
 
     def _data_file_of(self, raw_op: Any) -> Path | None:
         """The data file a records op reads, if it names one that exists (else: checked later)."""
@@ -714,13 +862,17 @@ RESERVED_RECORD_KEYS = frozenset({"id", "revision", "$id", "$revision"})
 _UNKNOWN_FIELD_HINT = "fix the field code, or add the field to the app in the sandbox file"
 
 
-def _unknown_field_message(code: str, known: Mapping[str, Any], app_id: int, env: Environment, table: str | None = None) -> str:
+def _unknown_field_message(
+    code: str, known: Mapping[str, Any], app_id: int, env: Environment, table: str | None = None
+) -> str:
     where = f"subtable `{table}`" if table else f"app {app_id}"
     close = difflib.get_close_matches(code, list(known), n=1)
     guess = f"; did you mean `{close[0]}`?" if close else ""
     sandbox = display_path(env.sandbox_file) if env.sandbox_file else "the sandbox file"
-    return (f"field `{code}` is not a field of {where} in {sandbox}: Kintone ignores unknown field codes, "
-            f"so this value would be lost{guess}")
+    return (
+        f"field `{code}` is not a field of {where} in {sandbox}: Kintone ignores unknown field codes, "
+        f"so this value would be lost{guess}"
+    )
 
 
 def _sandbox_fields(env: Environment) -> dict[int, dict[str, frozenset[str]]]:
@@ -732,7 +884,9 @@ def _sandbox_fields(env: Environment) -> dict[int, dict[str, frozenset[str]]]:
     from .sandbox.definition import parse_definition  # the sandbox file: a project file like any other
 
     try:
-        definition = parse_definition(yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file)
+        definition = parse_definition(
+            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
+        )
     except (OSError, yaml.YAMLError, KmigrateError):
         return {}
     out: dict[int, dict[str, frozenset[str]]] = {}
@@ -790,9 +944,13 @@ def _record_problems(kind: str, body: Any, record: Any) -> list[str]:
     elif kind == "update":
         if key is not None:
             if "id" in record:
-                problems.append(f"a record of an update by `key: {key}` must not also have `id`: give one or the other")
+                problems.append(
+                    f"a record of an update by `key: {key}` must not also have `id`: give one or the other"
+                )
             if key not in record:
-                problems.append(f"the record has no `{key}`: an update by `key: {key}` finds each record by that field")
+                problems.append(
+                    f"the record has no `{key}`: an update by `key: {key}` finds each record by that field"
+                )
         elif "id" not in record:
             problems.append("the record has no `id`: give `id:` per record, or `key: FIELD` on the operation")
         else:
@@ -809,7 +967,9 @@ def _record_problems(kind: str, body: Any, record: Any) -> list[str]:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
             problems.append(f"the key field `{key}` must hold a text or number value, not {_kind_of(value)}")
     revision = record.get("revision")
-    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool) or revision < -1):
+    if revision is not None and (
+        not isinstance(revision, int) or isinstance(revision, bool) or revision < -1
+    ):
         problems.append(f"`revision` must be a whole number (or -1 to skip the check), not {revision!r}")
     for code, value in record.items():
         if not isinstance(code, str) or not code:
@@ -913,12 +1073,23 @@ def _refs_in_payload(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[RefIds
             yield from _refs_in_payload(v, path + (i,))
 
 
-_UNION_TAG = re.compile(r"^(list\[|dict\[|union\[|function-|tagged-union|int$|str$|float$|bool$|[A-Z]\w*$|constrained-)")
+_UNION_TAG = re.compile(
+    r"^(list\[|dict\[|union\[|function-|tagged-union|int$|str$|float$|bool$|[A-Z]\w*$|constrained-)"
+)
 
 
-_EXPECTED = {"list_type": "a list", "model_type": "a mapping", "dict_type": "a mapping", "int_type": "a whole number",
-             "int_parsing": "a whole number", "int_from_float": "a whole number", "string_type": "text",
-             "bool_type": "true/false", "float_type": "a number", "literal_error": None}
+_EXPECTED = {
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "string_type": "text",
+    "bool_type": "true/false",
+    "float_type": "a number",
+    "literal_error": None,
+}
 
 
 def _simplify(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -927,13 +1098,17 @@ def _simplify(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         branch = [p for p in err["loc"] if isinstance(p, str) and _UNION_TAG.match(p) and p not in KINDS]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p) and p not in KINDS))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p) and p not in KINDS)
+        )
         out.append({**err, "loc": loc, "branch": branch})
     kept: list[dict[str, Any]] = []
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for err in out:
         is_type = err["type"] in _EXPECTED and err["type"] != "literal_error"
-        deeper = any(len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in out)
+        deeper = any(
+            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in out
+        )
         if is_type and deeper:
             continue
         if is_type:
@@ -957,8 +1132,14 @@ def _simplify(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _kind_of(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+    }.get(type(value), type(value).__name__)
 
 
 def _app_label(body: Any) -> str:
@@ -988,7 +1169,9 @@ class _ProjectState:
 
 
 def load_all(
-    project: Project, env: Environment, journal: Mapping[str, JournaledChangeset] | None = None,
+    project: Project,
+    env: Environment,
+    journal: Mapping[str, JournaledChangeset] | None = None,
 ) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
     """Every changeset of the project, and every problem found (empty when all is well).
 
@@ -1021,7 +1204,9 @@ def combine(errors: Iterable[ChangesetError]) -> ChangesetError:
 
 
 def load_project_changesets(
-    project: Project, env: Environment, journal: Mapping[str, JournaledChangeset] | None = None,
+    project: Project,
+    env: Environment,
+    journal: Mapping[str, JournaledChangeset] | None = None,
 ) -> list[LoadedChangeset]:
     """Every changeset, or one ``ChangesetError`` listing every problem of every file."""
     loaded, errors = load_all(project, env, journal)

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 # Batch and changeset states, as the journal records them and the plan shows them.
 PENDING = "pending"
@@ -87,7 +88,10 @@ def resolve_refs(payload: Any, refs: Mapping[str, Sequence[Any]]) -> Any:
 def _missing_ref(message: str) -> Exception:
     from .errors import JournalError
 
-    return JournalError(message, hint="the batch that created these records is not journaled as applied; run `kmigrate status`")
+    return JournalError(
+        message,
+        hint="the batch that created these records is not journaled as applied; run `kmigrate status`",
+    )
 
 
 def canonical_json(value: Any) -> str:
@@ -195,7 +199,9 @@ class Batch:
 
     @property
     def produces(self) -> frozenset[str]:
-        return frozenset(s.ref for c in self.calls for s in c.segments if s.ref and c.method in ("POST", "PUT"))
+        return frozenset(
+            s.ref for c in self.calls for s in c.segments if s.ref and c.method in ("POST", "PUT")
+        )
 
 
 @dataclass(frozen=True)

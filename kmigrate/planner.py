@@ -30,8 +30,9 @@ resolved is split here, never at run time.
 from __future__ import annotations
 
 import re
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .changeset import (
     AddOp,
@@ -47,8 +48,8 @@ from .changeset import (
     to_kintone_record,
 )
 from .config import App, Environment
-from .kintone import MAX_BULK_REQUESTS, MAX_RECORDS_PER_CALL, api_path
 from .errors import ChangesetError, ConfigError, Location
+from .kintone import MAX_BULK_REQUESTS, MAX_RECORDS_PER_CALL, api_path
 from .plan import (
     APPLIED,
     PARTIAL,
@@ -98,7 +99,8 @@ def build_plan(
         if cs.version in seen:
             raise ChangesetError(
                 f"version {cs.version} is used twice: {seen[cs.version].path} and {cs.path}",
-                location=Location(file=cs.path), hint="give one of them a new version number",
+                location=Location(file=cs.path),
+                hint="give one of them a new version number",
             )
         seen[cs.version] = cs
     refs = _RefRegistry()
@@ -122,12 +124,12 @@ class _RefRegistry:
         self.defined_at: dict[str, str] = {}
         self.open: str | None = None  # the ref whose producer is being compiled
 
-    def snapshot(self) -> "_RefRegistry":
+    def snapshot(self) -> _RefRegistry:
         copy = _RefRegistry()
         copy.count, copy.defined_at = dict(self.count), dict(self.defined_at)
         return copy
 
-    def replay(self) -> "_RefRegistry":
+    def replay(self) -> _RefRegistry:
         """A copy for compiling a changeset again: its checks passed the first time."""
         copy = self.snapshot()
         copy.replaying = True
@@ -142,7 +144,8 @@ class _RefRegistry:
         if name in self.defined_at:
             raise ChangesetError(
                 f"ref {name!r} is already defined by {self.defined_at[name]}",
-                location=loc, hint="give each add/upsert `ref:` a name of its own",
+                location=loc,
+                hint="give each add/upsert `ref:` a name of its own",
             )
         self.defined_at[name] = where
         self.count[name] = 0
@@ -164,9 +167,23 @@ class _RefRegistry:
 
 
 class _CallBuilder:
-    __slots__ = ("key", "method", "api", "app", "kind", "items", "revisions", "seen", "segments", "upsert", "uses")
+    __slots__ = (
+        "key",
+        "method",
+        "api",
+        "app",
+        "kind",
+        "items",
+        "revisions",
+        "seen",
+        "segments",
+        "upsert",
+        "uses",
+    )
 
-    def __init__(self, key: tuple[Any, ...], method: str, api: str, app: int, kind: str, upsert: bool = False):
+    def __init__(
+        self, key: tuple[Any, ...], method: str, api: str, app: int, kind: str, upsert: bool = False
+    ):
         self.key = key
         self.method = method
         self.api = api
@@ -276,16 +293,26 @@ class _Packer:
 
     # -- items
     def item(
-        self, key: tuple[Any, ...], guest: int | None, new_call: Any, item: Any,
-        dedupe: Any, uses: tuple[tuple[str, int | None], ...], op: int, record: int,
-        ref: str | None, revision: int | None = None,
+        self,
+        key: tuple[Any, ...],
+        guest: int | None,
+        new_call: Any,
+        item: Any,
+        dedupe: Any,
+        uses: tuple[tuple[str, int | None], ...],
+        op: int,
+        record: int,
+        ref: str | None,
+        revision: int | None = None,
     ) -> None:
         """One record into the current call, or into a new call (``new_call()`` makes it)."""
         if uses and self._blocked(uses):
             self._close_bulk()
         call = self.call
         if (
-            call is None or call.key != key or len(call.items) >= self.limits.records_per_call
+            call is None
+            or call.key != key
+            or len(call.items) >= self.limits.records_per_call
             or (dedupe is not None and dedupe in call.seen)
         ):
             self._close_call()
@@ -324,7 +351,10 @@ class _Packer:
 
 
 def _compile(
-    cs: LoadedChangeset, env: Environment, refs: _RefRegistry, limits: Limits,
+    cs: LoadedChangeset,
+    env: Environment,
+    refs: _RefRegistry,
+    limits: Limits,
     summaries: list[OperationSummary],
 ) -> Iterator[_Bulk]:
     """The changeset's bulks in order, streamed; appends one summary per operation."""
@@ -337,13 +367,18 @@ def _compile(
 
 
 def _plan_changeset(
-    cs: LoadedChangeset, env: Environment, refs: _RefRegistry,
-    journaled: JournaledChangeset | None, limits: Limits,
+    cs: LoadedChangeset,
+    env: Environment,
+    refs: _RefRegistry,
+    journaled: JournaledChangeset | None,
+    limits: Limits,
 ) -> ChangesetPlan:
     states = dict(journaled.batch_states) if journaled is not None else {}
     if (
-        journaled is not None and journaled.fully_applied
-        and (journaled.source_checksum, journaled.rendered_checksum) == (cs.source_checksum, cs.rendered_checksum)
+        journaled is not None
+        and journaled.fully_applied
+        and (journaled.source_checksum, journaled.rendered_checksum)
+        == (cs.source_checksum, cs.rendered_checksum)
     ):
         return _applied_changeset(cs, env, refs, states, limits)
     summaries: list[OperationSummary] = []
@@ -379,15 +414,24 @@ def _plan_changeset(
 
         batches = BatchSequence(recompile, count, states, hashes=hashes)
     return ChangesetPlan(
-        version=cs.version, name=cs.name, path=cs.path,
-        source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
-        description=cs.description, state=_changeset_state([states.get(i, PENDING) for i in range(count)]),
-        operations=tuple(summaries), batches=batches,
+        version=cs.version,
+        name=cs.name,
+        path=cs.path,
+        source_checksum=cs.source_checksum,
+        rendered_checksum=cs.rendered_checksum,
+        description=cs.description,
+        state=_changeset_state([states.get(i, PENDING) for i in range(count)]),
+        operations=tuple(summaries),
+        batches=batches,
     )
 
 
 def _applied_changeset(
-    cs: LoadedChangeset, env: Environment, refs: _RefRegistry, states: Mapping[int, str], limits: Limits,
+    cs: LoadedChangeset,
+    env: Environment,
+    refs: _RefRegistry,
+    states: Mapping[int, str],
+    limits: Limits,
 ) -> ChangesetPlan:
     """A changeset the journal holds as applied, unchanged: nothing to compile, nothing to send.
 
@@ -410,9 +454,14 @@ def _applied_changeset(
             yield _batch(index, bulk, states)
 
     return ChangesetPlan(
-        version=cs.version, name=cs.name, path=cs.path,
-        source_checksum=cs.source_checksum, rendered_checksum=cs.rendered_checksum,
-        description=cs.description, state=APPLIED, operations=(),
+        version=cs.version,
+        name=cs.name,
+        path=cs.path,
+        source_checksum=cs.source_checksum,
+        rendered_checksum=cs.rendered_checksum,
+        description=cs.description,
+        state=APPLIED,
+        operations=(),
         batches=BatchSequence(recompile, len(states), states),
     )
 
@@ -420,7 +469,8 @@ def _applied_changeset(
 def _changed(cs: LoadedChangeset) -> ChangesetError:
     return ChangesetError(
         "its records changed since it was planned (was a data file edited meanwhile?)",
-        location=Location(file=cs.path, changeset=cs.id), hint="plan again",
+        location=Location(file=cs.path, changeset=cs.id),
+        hint="plan again",
     )
 
 
@@ -439,8 +489,14 @@ class BatchSequence(Sequence[Batch]):
     that were planned.
     """
 
-    def __init__(self, compile_batches: Any, count: int, states: Mapping[int, str], indexes: Sequence[int] | None = None,
-                 hashes: Sequence[str] | None = None):
+    def __init__(
+        self,
+        compile_batches: Any,
+        count: int,
+        states: Mapping[int, str],
+        indexes: Sequence[int] | None = None,
+        hashes: Sequence[str] | None = None,
+    ):
         self._compile = compile_batches
         self._count = count
         self._states = states
@@ -476,11 +532,13 @@ class BatchSequence(Sequence[Batch]):
     def states(self) -> list[str]:
         return [self._states.get(i, PENDING) for i in self._indexes]
 
-    def where(self, keep: Any) -> "BatchSequence":
+    def where(self, keep: Any) -> BatchSequence:
         """The batches whose index passes ``keep``, still lazy."""
-        return BatchSequence(self._compile, self._count, self._states, [i for i in self._indexes if keep(i)], self._hashes)
+        return BatchSequence(
+            self._compile, self._count, self._states, [i for i in self._indexes if keep(i)], self._hashes
+        )
 
-    def pending(self) -> "BatchSequence":
+    def pending(self) -> BatchSequence:
         return self.where(lambda i: self._states.get(i, PENDING) != APPLIED)
 
 
@@ -496,8 +554,16 @@ def _changeset_state(states: Sequence[str]) -> str:
 class _OpCompiler:
     """Compiles one operation into the packer, and summarises it for the person reviewing."""
 
-    def __init__(self, cs: LoadedChangeset, index: int, kind: str, body: Any, env: Environment,
-                 refs: _RefRegistry, packer: _Packer):
+    def __init__(
+        self,
+        cs: LoadedChangeset,
+        index: int,
+        kind: str,
+        body: Any,
+        env: Environment,
+        refs: _RefRegistry,
+        packer: _Packer,
+    ):
         self.cs, self.index, self.kind, self.body = cs, index, kind, body
         self.refs, self.packer = refs, packer
         self.line = cs.operation_lines[index] if index < len(cs.operation_lines) else None
@@ -506,16 +572,26 @@ class _OpCompiler:
         self.app = self._resolve_app(env, app_written)
 
     # -- errors
-    def loc(self, record: int | None = None, data_line: int | None = None, data_file: str | None = None) -> Location:
+    def loc(
+        self, record: int | None = None, data_line: int | None = None, data_file: str | None = None
+    ) -> Location:
         if data_file is not None:  # known while streaming: no need to read the data file again
-            return Location(file=data_file, line=data_line, changeset=self.cs.id, operation=self.index + 1,
-                            record=None if record is None else record + 1, detail=self.kind)
+            return Location(
+                file=data_file,
+                line=data_line,
+                changeset=self.cs.id,
+                operation=self.index + 1,
+                record=None if record is None else record + 1,
+                detail=self.kind,
+            )
         where = self.cs.location(self.index, record)
         if where.line is None and record is not None:  # the record's own line is unknown: its operation's
             where = replace(where, line=self.cs.location(self.index).line)
         return where
 
-    def error(self, message: str, record: int | None = None, hint: str | None = None, **where: Any) -> ChangesetError:
+    def error(
+        self, message: str, record: int | None = None, hint: str | None = None, **where: Any
+    ) -> ChangesetError:
         return ChangesetError(message, location=self.loc(record, **where), hint=hint)
 
     def _resolve_app(self, env: Environment, written: Any) -> App:
@@ -530,29 +606,42 @@ class _OpCompiler:
     def _ref_size(self, name: str, record: int | None) -> int:
         return self.refs.size(name, self.loc(record))
 
-    def one_id(self, value: Any, record: int | None, what: str = "id") -> tuple[Any, tuple[tuple[str, int | None], ...]]:
+    def one_id(
+        self, value: Any, record: int | None, what: str = "id"
+    ) -> tuple[Any, tuple[tuple[str, int | None], ...]]:
         """A single record id as written -> (id or indexed marker, the ref ids it uses)."""
         if isinstance(value, RefIds):
             value = {"ref": value.ref} if value.index is None else {"ref": value.ref, "index": value.index}
         if isinstance(value, dict) and "ref" in value and set(value) <= {"ref", "index"}:
             name, index = value["ref"], value.get("index")
-            if not isinstance(name, str) or not name or (index is not None and (isinstance(index, bool) or not isinstance(index, int))):
-                raise self.error(f"`{what}: {value}` is not a ref; write {{ref: NAME}} or {{ref: NAME, index: N}}", record)
+            if (
+                not isinstance(name, str)
+                or not name
+                or (index is not None and (isinstance(index, bool) or not isinstance(index, int)))
+            ):
+                raise self.error(
+                    f"`{what}: {value}` is not a ref; write {{ref: NAME}} or {{ref: NAME, index: N}}", record
+                )
             size = self._ref_size(name, record)
             if index is None:
                 if size != 1:
                     raise self.error(
-                        f"`{what}: {{ref: {name}}}` stands for one record, but ref {name!r} has {size}", record,
+                        f"`{what}: {{ref: {name}}}` stands for one record, but ref {name!r} has {size}",
+                        record,
                         hint=f"write {{ref: {name}, index: N}} for the N-th (0-based) record of the ref",
                     )
                 index = 0
             if not 0 <= index < size:
-                raise self.error(f"ref {name!r} has {size} records; index {index} is out of range (0-based)", record)
+                raise self.error(
+                    f"ref {name!r} has {size} records; index {index} is out of range (0-based)", record
+                )
             return {"$ref": name, "index": index}, ((name, index),)
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(f"`{what}` must be a positive record id or {{ref: NAME, index: N}}, not {value!r}", record)
+            raise self.error(
+                f"`{what}` must be a positive record id or {{ref: NAME, index: N}}, not {value!r}", record
+            )
         return value, ()
 
     def id_list(self, ids: Any) -> Iterator[tuple[Any, tuple[tuple[str, int | None], ...]]]:
@@ -582,11 +671,18 @@ class _OpCompiler:
         """The keywords of ``error`` that place a record of a data file."""
         if data_line is None:
             return {}
-        return {"data_file": str(getattr(self.body.source, "path", self.body.records_from)), "data_line": data_line}
+        return {
+            "data_file": str(getattr(self.body.source, "path", self.body.records_from)),
+            "data_line": data_line,
+        }
 
     def _check_record(self, rec: Any, i: int, data_line: int | None) -> None:
         if not isinstance(rec, dict):
-            raise self.error(f"a record must be a mapping of field codes to values, not {type(rec).__name__}", i, **self.where(data_line))
+            raise self.error(
+                f"a record must be a mapping of field codes to values, not {type(rec).__name__}",
+                i,
+                **self.where(data_line),
+            )
 
     # -- the kinds
     def run(self) -> Iterator[_Bulk]:
@@ -594,11 +690,17 @@ class _OpCompiler:
         count, description = yield from getattr(self, f"_{self.kind}")()
         body = self.body
         return OperationSummary(
-            index=self.index, kind=self.kind, app=str(self.app_written), app_id=self.app.id,
-            records=count, line=self.line,
+            index=self.index,
+            kind=self.kind,
+            app=str(self.app_written),
+            app_id=self.app.id,
+            records=count,
+            line=self.line,
             destructive=self.kind == "delete" or (self.kind == "request" and body.method == "DELETE"),
-            ref=getattr(body, "ref", None), description=description,
-            overwrites=self.kind in ("update", "upsert") or (self.kind == "request" and body.method == "PUT" and body.api in ("record", "records")),
+            ref=getattr(body, "ref", None),
+            description=description,
+            overwrites=self.kind in ("update", "upsert")
+            or (self.kind == "request" and body.method == "PUT" and body.api in ("record", "records")),
             guest_space_id=self.app.guest_space_id,
         )
 
@@ -673,7 +775,11 @@ class _OpCompiler:
                 dedupe: Any = ("id", _id_key(out["id"]))
             else:
                 if "id" in fields:
-                    raise self.error(f"a record has both `id` and the key field `{field}`; the operation's `key:` selects by {field}", n, **w)
+                    raise self.error(
+                        f"a record has both `id` and the key field `{field}`; the operation's `key:` selects by {field}",
+                        n,
+                        **w,
+                    )
                 if field not in fields:
                     raise self.error(f"the record has no value for the key field `{field}`", n, **w)
                 value = _key_value(fields.pop(field))
@@ -713,8 +819,10 @@ class _OpCompiler:
 
         revisions = body.revisions
         if revisions is not None and any(isinstance(e, RefIds) and e.index is None for e in body.ids):
-            raise self.error("`revisions` pairs with ids one to one; a whole {ref: NAME} inside `ids` cannot carry them",
-                             hint="write the ref's ids with index: N, or drop `revisions`")
+            raise self.error(
+                "`revisions` pairs with ids one to one; a whole {ref: NAME} inside `ids` cannot carry them",
+                hint="write the ref's ids with index: N, or drop `revisions`",
+            )
         packer, op = self.packer, self.index
         item, done = packer.item, packer.done
         n = -1
@@ -735,7 +843,11 @@ class _OpCompiler:
             return _CallBuilder(key, "PUT", api, app, "status")
 
         def entries() -> Iterator[tuple[Any, tuple[Any, ...], str | None, str | None, int | None]]:
-            if isinstance(body.records, list) and body.records and all(isinstance(r, StatusRecord) for r in body.records):
+            if (
+                isinstance(body.records, list)
+                and body.records
+                and all(isinstance(r, StatusRecord) for r in body.records)
+            ):
                 for n, r in enumerate(body.records):
                     value, uses = self.one_id(r.id, n)
                     yield value, uses, r.action or body.action, r.assignee or body.assignee, r.revision
@@ -767,7 +879,13 @@ class _OpCompiler:
         payload: dict[str, Any] = {"app": self.app.id, "id": value, "assignees": list(body.assignees)}
         if body.revision is not None:
             payload["revision"] = body.revision
-        call = Call("PUT", api_path("record/assignees", guest), payload, (Segment(self.index, 0, 1),), frozenset(n for n, _ in uses))
+        call = Call(
+            "PUT",
+            api_path("record/assignees", guest),
+            payload,
+            (Segment(self.index, 0, 1),),
+            frozenset(n for n, _ in uses),
+        )
         self.packer.single(call, guest, uses)
         yield from self.packer.take()
         return 1, "assignees " + (", ".join(body.assignees) or "(none)")
@@ -786,9 +904,17 @@ class _OpCompiler:
             elif isinstance(value, dict) and "$ref" in value:
                 count = self.refs.count.get(value["$ref"], 1)
         if count > self.packer.limits.records_per_call:
-            raise self.error(f"the request carries {count} records; one call takes at most {self.packer.limits.records_per_call}",
-                             hint="split it into several requests, or use add/update/delete/status, which split for you")
-        call = Call(body.method, api_path(body.api, guest), payload, (Segment(self.index, 0, count),), frozenset(n for n, _ in uses))
+            raise self.error(
+                f"the request carries {count} records; one call takes at most {self.packer.limits.records_per_call}",
+                hint="split it into several requests, or use add/update/delete/status, which split for you",
+            )
+        call = Call(
+            body.method,
+            api_path(body.api, guest),
+            payload,
+            (Segment(self.index, 0, count),),
+            frozenset(n for n, _ in uses),
+        )
         self.packer.single(call, guest, tuple(uses))
         yield from self.packer.take()
         return count, f"{body.method} {body.api}"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any, Iterator
+from typing import Any
 
 from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan
 
@@ -36,9 +37,16 @@ def _dump(value: Any) -> str:
 
 def _operation_json(op: OperationSummary) -> dict[str, Any]:
     return {
-        "index": op.index, "kind": op.kind, "app": op.app, "app_id": op.app_id,
-        "guest_space_id": op.guest_space_id, "records": op.records, "line": op.line,
-        "ref": op.ref, "destructive": op.destructive, "overwrites": op.overwrites,
+        "index": op.index,
+        "kind": op.kind,
+        "app": op.app,
+        "app_id": op.app_id,
+        "guest_space_id": op.guest_space_id,
+        "records": op.records,
+        "line": op.line,
+        "ref": op.ref,
+        "destructive": op.destructive,
+        "overwrites": op.overwrites,
         "description": op.description,
     }
 
@@ -52,9 +60,14 @@ def iter_json(plan: Plan) -> Iterator[str]:
     for n, cs in enumerate(plan.changesets):
         yield ("," if n else "") + "\n    {\n"
         head = {
-            "id": cs.id, "version": cs.version, "name": cs.name, "path": display_path(cs.path, plan.root),
-            "description": cs.description, "source_checksum": cs.source_checksum,
-            "rendered_checksum": cs.rendered_checksum, "state": cs.state,
+            "id": cs.id,
+            "version": cs.version,
+            "name": cs.name,
+            "path": display_path(cs.path, plan.root),
+            "description": cs.description,
+            "source_checksum": cs.source_checksum,
+            "rendered_checksum": cs.rendered_checksum,
+            "state": cs.state,
         }
         for key, value in head.items():
             yield f"      {_dump(key)}: {_dump(value)},\n"
@@ -74,8 +87,11 @@ def iter_json(plan: Plan) -> Iterator[str]:
 def _batch_json(batch: Batch, first: bool) -> Iterator[str]:
     yield ("" if first else ",") + "\n        {\n"
     head = {
-        "index": batch.index, "state": batch.state, "hash": batch.hash,
-        "guest_space_id": batch.guest_space_id, "records": batch.record_count,
+        "index": batch.index,
+        "state": batch.state,
+        "hash": batch.hash,
+        "guest_space_id": batch.guest_space_id,
+        "records": batch.record_count,
     }
     for key, value in head.items():
         yield f"          {_dump(key)}: {_dump(value)},\n"
@@ -160,9 +176,18 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None) -> str:
     lines.append("  records per app: " + ", ".join(f"{app}: {n:,}" for app, n in per_app.items()))
     destructive = [op for op in cs.operations if op.destructive]
     if destructive:
-        lines.append("  destructive: " + ", ".join(f"operation {op.index + 1} ({op.kind} {_plural(op.records, 'record')} of {op.app})" for op in destructive))
+        lines.append(
+            "  destructive: "
+            + ", ".join(
+                f"operation {op.index + 1} ({op.kind} {_plural(op.records, 'record')} of {op.app})"
+                for op in destructive
+            )
+        )
     pending = len(cs.pending_batches)
-    lines.append(f"  bulk requests: {len(cs.batches)}" + (f" ({pending} to send)" if pending != len(cs.batches) else ""))
+    lines.append(
+        f"  bulk requests: {len(cs.batches)}"
+        + (f" ({pending} to send)" if pending != len(cs.batches) else "")
+    )
     for batch in cs.batches:
         guest = f" guest space {batch.guest_space_id}," if batch.guest_space_id is not None else ""
         lines.append(
@@ -194,7 +219,11 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
     for cs in plan.changesets:
         records = sum(op.records for op in cs.operations)
         destructive = [op for op in cs.operations if op.destructive]
-        flag = "**yes**: " + ", ".join(f"{op.kind} {op.records:,} in {_md(op.app)}" for op in destructive) if destructive else "no"
+        flag = (
+            "**yes**: " + ", ".join(f"{op.kind} {op.records:,} in {_md(op.app)}" for op in destructive)
+            if destructive
+            else "no"
+        )
         yield f"| `{cs.id}` | {cs.state} | {len(cs.operations)} | {records:,} | {len(cs.batches)} | {flag} |\n"
     for cs in plan.changesets:
         yield f"\n<details><summary><code>{cs.id}</code> ({cs.state})</summary>\n\n"
@@ -219,4 +248,12 @@ def render_markdown(plan: Plan) -> str:
     return "".join(iter_markdown(plan))
 
 
-__all__ = ["render_text", "render_json", "render_markdown", "iter_text", "iter_json", "iter_markdown", "display_path"]
+__all__ = [
+    "render_text",
+    "render_json",
+    "render_markdown",
+    "iter_text",
+    "iter_json",
+    "iter_markdown",
+    "display_path",
+]

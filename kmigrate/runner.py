@@ -18,12 +18,22 @@ The runner never prints; it reports through ``on_event``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .changeset import LoadedChangeset
 from .client import Client
-from .errors import DriftError, InDoubtError, InputError, JournalError, KintoneError, Location, OrderError, TransportError
+from .errors import (
+    DriftError,
+    InDoubtError,
+    InputError,
+    JournalError,
+    KintoneError,
+    Location,
+    OrderError,
+    TransportError,
+)
 from .journal import UNKNOWN_ID, Journal
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
 
@@ -60,7 +70,9 @@ def _started(journaled: JournaledChangeset) -> bool:
     return any(s in (APPLIED, SENT) for s in journaled.batch_states.values())
 
 
-def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]) -> dict[str, str]:
+def find_drift(
+    changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]
+) -> dict[str, str]:
     """Version -> what changed, for each applied (or partly applied) changeset whose files
     changed or went missing."""
     loaded = {c.version: c for c in changesets}
@@ -78,7 +90,9 @@ def find_drift(changesets: Sequence[LoadedChangeset], state: Mapping[str, Journa
         if cs.rendered_checksum != journaled.rendered_checksum:
             changed.append("what it renders to (variables, templates or data files)")
         if changed:
-            problems[version] = f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied"
+            problems[version] = (
+                f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied"
+            )
     return problems
 
 
@@ -100,7 +114,9 @@ def check_preconditions(
         if gone:  # repair accepts new content; it cannot accept a file that is not there
             hint += f"; a deleted changeset must be restored ({', '.join('V' + v for v in sorted(gone))}): to undo its records, write a new changeset"
         raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift.values()), hint=hint)
-    in_doubt = [(v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT]
+    in_doubt = [
+        (v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT
+    ]
     if in_doubt:
         version, index = in_doubt[0]
         raise InDoubtError(
@@ -111,7 +127,11 @@ def check_preconditions(
     applied = [v for v, j in state.items() if _started(j)]
     if applied and not out_of_order:
         newest = max(applied, key=_version_key)
-        older = [c for c in changesets if c.version not in applied and _version_key(c.version) < _version_key(newest)]
+        older = [
+            c
+            for c in changesets
+            if c.version not in applied and _version_key(c.version) < _version_key(newest)
+        ]
         if older:
             names = ", ".join(c.id for c in older)
             raise OrderError(
@@ -262,8 +282,13 @@ class Runner:
             results = self.client.bulk(requests, batch.guest_space_id)
         except KintoneError as exc:
             # Kintone refused it: nothing of it was applied (a bulk is all-or-nothing).
-            self._journal_answer(cs, batch, "Kintone refused it, so nothing of it was applied", f"{settle} --not-applied`",
-                                 lambda: self.journal.mark_failed(cs.version, batch.index, exc, self.run_id))
+            self._journal_answer(
+                cs,
+                batch,
+                "Kintone refused it, so nothing of it was applied",
+                f"{settle} --not-applied`",
+                lambda refused=exc: self.journal.mark_failed(cs.version, batch.index, refused, self.run_id),
+            )
             self.on_event(RunEvent("batch_failed", cs, batch))
             raise self._explain(cs, batch, exc) from exc
         except (TransportError, InputError) as exc:
@@ -273,8 +298,13 @@ class Runner:
                     hint=f"the batch stays in doubt: check what Kintone holds, then {settle} --applied` or `--not-applied`",
                 ) from exc
             # Certainly never sent (no connection, or refused by the client before sending).
-            self._journal_answer(cs, batch, "it was never sent", f"{settle} --not-applied`",
-                                 lambda: self.journal.mark_unsent(cs.version, batch.index))
+            self._journal_answer(
+                cs,
+                batch,
+                "it was never sent",
+                f"{settle} --not-applied`",
+                lambda: self.journal.mark_unsent(cs.version, batch.index),
+            )
             if isinstance(exc, TransportError):
                 raise TransportError(exc.message, sent_maybe=False, location=where, hint=exc.hint) from exc
             raise InputError(exc.message, location=where, hint=exc.hint) from exc
@@ -287,15 +317,22 @@ class Runner:
                 hint=f"the batch is in doubt and will not be sent again blindly: check what Kintone holds, then {settle} --applied` or `--not-applied`",
             ) from exc
         created: dict[str, list[int]] = {}
-        for call, result in zip(batch.calls, results):
+        for call, result in zip(batch.calls, results, strict=False):
             for name, ids in ids_created(call, result).items():
                 created.setdefault(name, []).extend(ids)
-        self._journal_answer(cs, batch, "Kintone applied it", f"{settle} --applied` (never send it again)",
-                             lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id))
+        self._journal_answer(
+            cs,
+            batch,
+            "Kintone applied it",
+            f"{settle} --applied` (never send it again)",
+            lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
+        )
         for name, ids in created.items():
             refs.setdefault(name, []).extend(ids)
 
-    def _journal_answer(self, cs: ChangesetPlan, batch: Batch, outcome: str, command: str, write: Callable[[], None]) -> None:
+    def _journal_answer(
+        self, cs: ChangesetPlan, batch: Batch, outcome: str, command: str, write: Callable[[], None]
+    ) -> None:
         """Journal Kintone's answer; if that fails (or Ctrl-C lands there) the batch stays
         `sent`, so say what Kintone did and how to settle it."""
         try:
@@ -310,7 +347,9 @@ class Runner:
 
     def _lost_ref_error(self, cs: ChangesetPlan, batch: Batch, names: list[str]) -> JournalError:
         producers = "; ".join(
-            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i}" for name in names for v, i in self._lost[name]
+            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i}"
+            for name in names
+            for v, i in self._lost[name]
         )
         return JournalError(
             f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers} "
@@ -336,9 +375,14 @@ class Runner:
         kept = f"this batch was rolled back whole; {batch.index} earlier batch(es) of {cs.id} and every earlier changeset stay applied"
         return KintoneError(
             f"{exc.message}; {kept}",
-            code=exc.code, status=exc.status, errors=exc.errors, error_id=exc.error_id, bulk_index=exc.bulk_index,
+            code=exc.code,
+            status=exc.status,
+            errors=exc.errors,
+            error_id=exc.error_id,
+            bulk_index=exc.bulk_index,
             location=location,
-            hint=(exc.hint + "; " if exc.hint else "") + "fix the cause and run `kmigrate apply` again: it resumes at this batch",
+            hint=(exc.hint + "; " if exc.hint else "")
+            + "fix the cause and run `kmigrate apply` again: it resumes at this batch",
         )
 
     def _where(self, cs: ChangesetPlan, operation: int, record: int | None, fallback: Location) -> Location:
@@ -346,10 +390,22 @@ class Runner:
             return self.locate(cs.version, operation, record)
         summary = cs.operations[operation] if operation < len(cs.operations) else None
         return Location(
-            file=cs.path, line=summary.line if summary else None, changeset=cs.id, operation=operation + 1,
+            file=cs.path,
+            line=summary.line if summary else None,
+            changeset=cs.id,
+            operation=operation + 1,
             record=None if record is None else record + 1,
             detail=f"{summary.kind} {summary.app}" if summary else fallback.detail,
         )
 
 
-__all__ = ["RunEvent", "RunSummary", "Runner", "check_preconditions", "find_drift", "ids_created", "lost_ids", "FAILED"]
+__all__ = [
+    "RunEvent",
+    "RunSummary",
+    "Runner",
+    "check_preconditions",
+    "find_drift",
+    "ids_created",
+    "lost_ids",
+    "FAILED",
+]

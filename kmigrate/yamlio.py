@@ -26,9 +26,16 @@ class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 
     yaml_implicit_resolvers: dict = {}
     yaml_constructors = {
-        tag: fn for tag, fn in yaml.SafeLoader.yaml_constructors.items()
-        if tag not in {"tag:yaml.org,2002:binary", "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:set",
-                       "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"}
+        tag: fn
+        for tag, fn in yaml.SafeLoader.yaml_constructors.items()
+        if tag
+        not in {
+            "tag:yaml.org,2002:binary",
+            "tag:yaml.org,2002:timestamp",
+            "tag:yaml.org,2002:set",
+            "tag:yaml.org,2002:omap",
+            "tag:yaml.org,2002:pairs",
+        }
     }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -37,8 +44,10 @@ class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while reading a mapping", node.start_mark,
-                        f"duplicate key {key_node.value!r} (first on line {seen[key_node.value]})", key_node.start_mark,
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"duplicate key {key_node.value!r} (first on line {seen[key_node.value]})",
+                        key_node.start_mark,
                     )
                 seen[key_node.value] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)

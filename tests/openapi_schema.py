@@ -15,9 +15,12 @@ from typing import Any
 from urllib.parse import quote
 
 import jsonschema
+
 from .sandbox.openapi import _SPEC_URI as _BASE
-from .sandbox.openapi import _registry
-from .sandbox.openapi import spec  # noqa: F401  (re-exported for tests that read the spec)
+from .sandbox.openapi import (
+    _registry,
+    spec,  # noqa: F401  (re-exported for tests that read the spec)
+)
 
 # The payload schema of each API allowed inside a bulk request (method, api name).
 BULK_PAYLOAD_SCHEMAS = {
@@ -36,7 +39,7 @@ def _pointer(*parts: str) -> str:
     return "/".join(quote(p.replace("~", "~0").replace("/", "~1"), safe="~") for p in parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(pointer: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({"$ref": f"{_BASE}#/{pointer}"}, registry=_registry())
 
@@ -50,7 +53,9 @@ def _check(pointer: str, instance: Any) -> None:
 
 def validate_request(path: str, method: str, body: Any) -> None:
     """``body`` conforms to the JSON request body schema of ``method path``."""
-    _check(_pointer("paths", path, method.lower(), "requestBody", "content", "application/json", "schema"), body)
+    _check(
+        _pointer("paths", path, method.lower(), "requestBody", "content", "application/json", "schema"), body
+    )
 
 
 def validate_schema(name: str, instance: Any) -> None:
@@ -67,5 +72,7 @@ def validate_bulk_requests(body: dict[str, Any]) -> None:
         parts = api.strip("/").split("/")
         name = "/".join(parts[4:] if parts[1] == "guest" else parts[2:]).removesuffix(".json")
         schema = BULK_PAYLOAD_SCHEMAS.get((request["method"], name))
-        assert schema is not None, f"request {index}: {request['method']} {api} is not allowed in a bulk request"
+        assert schema is not None, (
+            f"request {index}: {request['method']} {api} is not allowed in a bulk request"
+        )
         validate_schema(schema, request["payload"])

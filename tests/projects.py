@@ -7,9 +7,9 @@ import shutil
 import socket
 import textwrap
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
 

@@ -8,17 +8,19 @@ import logging
 import re
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 
 from kmigrate.client import NO_RETRY, Client, RetryPolicy, check_base_url
-from kmigrate.kintone import api_path, split_api
 from kmigrate.config import Credentials
 from kmigrate.errors import ConfigError, InputError, KintoneError, TransportError
+from kmigrate.kintone import api_path, split_api
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
+
 from .openapi_schema import validate_bulk_requests
 
 TOKENS = ("tok-AAAA-secret-1", "tok-BBBB-secret-2")
@@ -48,16 +50,33 @@ class Recorder:
         return json.loads(self.requests[i].content)
 
 
-def make_client(recorder: Recorder, creds: Credentials = Credentials(TOKENS), url: str = "https://example.cybozu.com", **kw: Any) -> tuple[Client, list[float]]:
+def make_client(
+    recorder: Recorder,
+    creds: Credentials = Credentials(TOKENS),
+    url: str = "https://example.cybozu.com",
+    **kw: Any,
+) -> tuple[Client, list[float]]:
     slept: list[float] = []
     kw.setdefault("retry", RetryPolicy(attempts=3, base_delay=0.1, max_delay=1.0))
     client = Client(url, creds, transport=httpx.MockTransport(recorder), sleep=slept.append, **kw)
     return client, slept
 
 
-ADD = {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"title": {"value": "a"}}]}}
-UPDATE = {"method": "PUT", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"id": 5, "record": {"title": {"value": "b"}}}]}}
-STATUS = {"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"id": 5, "action": "Submit"}]}}
+ADD = {
+    "method": "POST",
+    "api": "/k/v1/records.json",
+    "payload": {"app": 1, "records": [{"title": {"value": "a"}}]},
+}
+UPDATE = {
+    "method": "PUT",
+    "api": "/k/v1/records.json",
+    "payload": {"app": 1, "records": [{"id": 5, "record": {"title": {"value": "b"}}}]},
+}
+STATUS = {
+    "method": "PUT",
+    "api": "/k/v1/records/status.json",
+    "payload": {"app": 1, "records": [{"id": 5, "action": "Submit"}]},
+}
 
 
 def ok_bulk(n: int) -> httpx.Response:
@@ -69,7 +88,14 @@ def ok_bulk(n: int) -> httpx.Response:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost:8080", "http://127.0.0.1", "http://127.9.9.9:1/", "http://[::1]:5000", "http://sandbox.localhost", "https://x.cybozu.com/"],
+    [
+        "http://localhost:8080",
+        "http://127.0.0.1",
+        "http://127.9.9.9:1/",
+        "http://[::1]:5000",
+        "http://sandbox.localhost",
+        "https://x.cybozu.com/",
+    ],
 )
 def test_base_url_loopback_http_or_https_is_accepted(url: str) -> None:
     assert check_base_url(url) == url.rstrip("/")
@@ -146,7 +172,18 @@ def test_password_auth_wins_over_tokens_and_basic_auth_is_added() -> None:
 
 
 def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results() -> None:
-    rec = Recorder(httpx.Response(200, json={"results": [{"ids": ["1"], "revisions": ["1"]}, {"records": [{"id": "5", "revision": "3"}]}, {"records": [{"id": "5", "revision": "5"}]}]}))
+    rec = Recorder(
+        httpx.Response(
+            200,
+            json={
+                "results": [
+                    {"ids": ["1"], "revisions": ["1"]},
+                    {"records": [{"id": "5", "revision": "3"}]},
+                    {"records": [{"id": "5", "revision": "5"}]},
+                ]
+            },
+        )
+    )
     client, _ = make_client(rec)
     results = client.bulk([ADD, UPDATE, STATUS])
     assert results[0] == {"ids": ["1"], "revisions": ["1"]} and results[2]["records"][0]["revision"] == "5"
@@ -161,8 +198,20 @@ def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results(
 @pytest.mark.parametrize(
     "body",
     [
-        {"requests": [{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}]},
-        {"requests": [{"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"action": "Submit"}]}}]},
+        {
+            "requests": [
+                {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}
+            ]
+        },
+        {
+            "requests": [
+                {
+                    "method": "PUT",
+                    "api": "/k/v1/records/status.json",
+                    "payload": {"app": 1, "records": [{"action": "Submit"}]},
+                }
+            ]
+        },
         {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
         {"reqs": []},
     ],
@@ -194,7 +243,9 @@ def test_guest_space_bulk_prefixes_the_outer_url_and_every_inner_api() -> None:
         ([{"method": "POST", "api": "records", "payload": {}}], None, "not a Kintone API path"),
     ],
 )
-def test_bulks_kintone_would_refuse_are_input_errors_and_nothing_is_sent(requests: list, guest: int | None, needle: str) -> None:
+def test_bulks_kintone_would_refuse_are_input_errors_and_nothing_is_sent(
+    requests: list, guest: int | None, needle: str
+) -> None:
     rec = Recorder(ok_bulk(1))
     client, _ = make_client(rec)
     with pytest.raises(InputError, match=needle):
@@ -203,7 +254,12 @@ def test_bulks_kintone_would_refuse_are_input_errors_and_nothing_is_sent(request
 
 
 def test_a_failing_inner_request_names_its_index_code_and_errors() -> None:
-    error = {"code": "CB_VA01", "id": "err-42", "message": "Missing or invalid input.", "errors": {"records[3].title.value": {"messages": ["Required."]}}}
+    error = {
+        "code": "CB_VA01",
+        "id": "err-42",
+        "message": "Missing or invalid input.",
+        "errors": {"records[3].title.value": {"messages": ["Required."]}},
+    }
     rec = Recorder(httpx.Response(400, json={"results": [{}, {}, error]}))
     client, slept = make_client(rec)
     with pytest.raises(KintoneError) as err:
@@ -234,8 +290,12 @@ def test_a_200_bulk_answer_of_the_wrong_shape_is_in_doubt() -> None:
 
 # ---- retries ---------------------------------------------------------------------------------
 
-TOO_MANY = httpx.Response(429, json={"code": "GAIA_TO04", "id": "t", "message": "Too many concurrent requests."})
-MAINTENANCE = httpx.Response(503, text="<html>Kintone is under maintenance</html>", headers={"Content-Type": "text/html"})
+TOO_MANY = httpx.Response(
+    429, json={"code": "GAIA_TO04", "id": "t", "message": "Too many concurrent requests."}
+)
+MAINTENANCE = httpx.Response(
+    503, text="<html>Kintone is under maintenance</html>", headers={"Content-Type": "text/html"}
+)
 
 
 def test_429_and_503_are_retried_with_growing_backoff() -> None:
@@ -248,7 +308,10 @@ def test_429_and_503_are_retried_with_growing_backoff() -> None:
 
 
 def test_retry_after_is_honoured_up_to_max_delay() -> None:
-    rec = Recorder(httpx.Response(429, json={"code": "GAIA_TO04", "message": "busy"}, headers={"Retry-After": "3"}), ok_bulk(1))
+    rec = Recorder(
+        httpx.Response(429, json={"code": "GAIA_TO04", "message": "busy"}, headers={"Retry-After": "3"}),
+        ok_bulk(1),
+    )
     client, slept = make_client(rec, retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=2.0))
     client.bulk([ADD])
     assert slept == [2.0]
@@ -265,12 +328,20 @@ def test_retries_are_bounded_then_the_refusal_is_raised() -> None:
 
 
 def test_maintenance_plain_text_becomes_a_clear_error_with_the_status() -> None:
-    rec = Recorder(httpx.Response(503, text="Service Unavailable: maintenance until 10:00", headers={"Content-Type": "text/plain"}))
+    rec = Recorder(
+        httpx.Response(
+            503, text="Service Unavailable: maintenance until 10:00", headers={"Content-Type": "text/plain"}
+        )
+    )
     client, _ = make_client(rec, retry=NO_RETRY)
     with pytest.raises(KintoneError) as err:
         client.bulk([ADD])
     assert err.value.status == 503 and err.value.code is None
-    assert "HTTP 503" in str(err.value) and "maintenance until 10:00" in str(err.value) and "text/plain" in str(err.value)
+    assert (
+        "HTTP 503" in str(err.value)
+        and "maintenance until 10:00" in str(err.value)
+        and "text/plain" in str(err.value)
+    )
 
 
 def test_an_html_404_says_check_the_base_url() -> None:
@@ -298,7 +369,15 @@ def test_a_200_that_is_not_json_is_in_doubt() -> None:
     assert err.value.sent_maybe is True
 
 
-@pytest.mark.parametrize("failure", [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("peer closed"), httpx.ReadError("reset"), httpx.WriteTimeout("w")])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ReadTimeout("timed out"),
+        httpx.RemoteProtocolError("peer closed"),
+        httpx.ReadError("reset"),
+        httpx.WriteTimeout("w"),
+    ],
+)
 def test_a_bulk_whose_answer_was_lost_is_never_sent_twice(failure: Exception) -> None:
     rec = Recorder(failure, ok_bulk(1))
     client, slept = make_client(rec)
@@ -323,7 +402,10 @@ def test_a_connection_never_made_is_retried_and_then_certainly_not_sent() -> Non
 
 
 def test_reads_are_retried_after_an_ambiguous_failure() -> None:
-    rec = Recorder(httpx.ReadTimeout("timed out"), httpx.Response(200, json={"properties": {"title": {"type": "SINGLE_LINE_TEXT"}}}))
+    rec = Recorder(
+        httpx.ReadTimeout("timed out"),
+        httpx.Response(200, json={"properties": {"title": {"type": "SINGLE_LINE_TEXT"}}}),
+    )
     client, slept = make_client(rec)
     assert client.app_form_fields(3) == {"title": {"type": "SINGLE_LINE_TEXT"}}
     assert len(rec.requests) == 2 and len(slept) == 1
@@ -348,7 +430,19 @@ def fake_records_api(total: int, calls: list[dict[str, str]]) -> Callable[[httpx
             assert inside, cond
             ids = [i for i in ids if str(i) in inside.group(1).split(", ")]
         page = ids[:limit]
-        return httpx.Response(200, json={"records": [{"$id": {"type": "__ID__", "value": str(i)}, "n": {"type": "NUMBER", "value": str(i * 10)}} for i in page], "totalCount": None})
+        return httpx.Response(
+            200,
+            json={
+                "records": [
+                    {
+                        "$id": {"type": "__ID__", "value": str(i)},
+                        "n": {"type": "NUMBER", "value": str(i * 10)},
+                    }
+                    for i in page
+                ],
+                "totalCount": None,
+            },
+        )
 
     return handle
 
@@ -398,7 +492,10 @@ def test_secrets_never_appear_in_errors_reprs_or_logs(caplog: pytest.LogCaptureF
     caplog.set_level(logging.DEBUG)
     texts: list[str] = [repr(ALL_CREDS)]
     failures: list[Any] = [
-        httpx.Response(400, json={"results": [{"code": "CB_VA01", "message": "bad", "errors": {"x": {"messages": ["y"]}}}]}),
+        httpx.Response(
+            400,
+            json={"results": [{"code": "CB_VA01", "message": "bad", "errors": {"x": {"messages": ["y"]}}}]},
+        ),
         httpx.Response(401, json={"code": "CB_WA01", "message": "Password authentication failed."}),
         httpx.Response(503, text="maintenance"),
         httpx.Response(502, text="gateway"),
@@ -413,7 +510,10 @@ def test_secrets_never_appear_in_errors_reprs_or_logs(caplog: pytest.LogCaptureF
             client.bulk([ADD])
         texts += [str(err.value), repr(err.value), str(err.value.__cause__ or "")]
     texts.append(caplog.text)
-    encoded = [base64.b64encode(f"alice:{PASSWORD}".encode()).decode(), base64.b64encode(f"gate:{BASIC_PASSWORD}".encode()).decode()]
+    encoded = [
+        base64.b64encode(f"alice:{PASSWORD}".encode()).decode(),
+        base64.b64encode(f"gate:{BASIC_PASSWORD}".encode()).decode(),
+    ]
     blob = "\n".join(texts)
     assert "POST /k/v1/bulkRequest.json" in blob  # the texts are real
     for secret in (*SECRETS, *encoded):
@@ -428,11 +528,24 @@ SANDBOX_APPS = {
         {
             "id": 1,
             "name": "Orders",
-            "fields": {"title": {"type": "SINGLE_LINE_TEXT", "required": True}, "order_no": {"type": "SINGLE_LINE_TEXT", "unique": True}, "amount": {"type": "NUMBER"}},
-            "process": {"enable": True, "states": ["Draft", "In review"], "actions": [{"name": "Submit", "from": "Draft", "to": "In review"}]},
+            "fields": {
+                "title": {"type": "SINGLE_LINE_TEXT", "required": True},
+                "order_no": {"type": "SINGLE_LINE_TEXT", "unique": True},
+                "amount": {"type": "NUMBER"},
+            },
+            "process": {
+                "enable": True,
+                "states": ["Draft", "In review"],
+                "actions": [{"name": "Submit", "from": "Draft", "to": "In review"}],
+            },
         },
         {"id": 2, "name": "Guests", "guest_space_id": 5, "fields": {"title": {"type": "SINGLE_LINE_TEXT"}}},
-        {"id": 3, "name": "Locked", "api_tokens": ["right-token"], "fields": {"title": {"type": "SINGLE_LINE_TEXT"}}},
+        {
+            "id": 3,
+            "name": "Locked",
+            "api_tokens": ["right-token"],
+            "fields": {"title": {"type": "SINGLE_LINE_TEXT"}},
+        },
     ]
 }
 
@@ -463,7 +576,10 @@ def sandbox_client(sandbox: Sandbox, creds: Credentials = Credentials()) -> tupl
 
 
 def add_call(app: int, start: int, count: int, api: str = "/k/v1/records.json") -> dict[str, Any]:
-    records = [{"title": {"value": f"order {i}"}, "order_no": {"value": f"N-{i:05d}"}, "amount": {"value": str(i)}} for i in range(start, start + count)]
+    records = [
+        {"title": {"value": f"order {i}"}, "order_no": {"value": f"N-{i:05d}"}, "amount": {"value": str(i)}}
+        for i in range(start, start + count)
+    ]
     return {"method": "POST", "api": api, "payload": {"app": app, "records": records}}
 
 
@@ -473,10 +589,14 @@ def test_sandbox_bulk_adds_then_reads_everything_back(sandbox: Sandbox) -> None:
     ids = [int(i) for r in results for i in r["ids"]]
     assert len(ids) == 1200 and len(set(ids)) == 1200 and transport.bulks == 1
     records = list(client.get_records(1, fields=["order_no", "amount"]))
-    assert [r["order_no"]["value"] for r in records] == [f"N-{i:05d}" for i in range(1200)]  # $id order = creation order
+    assert [r["order_no"]["value"] for r in records] == [
+        f"N-{i:05d}" for i in range(1200)
+    ]  # $id order = creation order
     assert set(records[0]) == {"order_no", "amount"}
     assert client.count_records(1) == 1200
-    assert [r["amount"]["value"] for r in client.get_records(1, query='amount >= 1195', fields=["amount"])] == [str(i) for i in range(1195, 1200)]
+    assert [
+        r["amount"]["value"] for r in client.get_records(1, query="amount >= 1195", fields=["amount"])
+    ] == [str(i) for i in range(1195, 1200)]
     assert client.records_exist(1, [ids[0], ids[-1], 999_999]) == {ids[0], ids[-1]}
     assert client.get_record(1, ids[3])["title"]["value"] == "order 3"
     assert client.app_form_fields(1)["order_no"]["type"] == "SINGLE_LINE_TEXT"
@@ -486,14 +606,26 @@ def test_sandbox_status_change_on_records_added_earlier(sandbox: Sandbox) -> Non
     client, _ = sandbox_client(sandbox)
     (added,) = client.bulk([add_call(1, 0, 3)])
     ids = [int(i) for i in added["ids"]]
-    (moved,) = client.bulk([{"method": "PUT", "api": "/k/v1/records/status.json", "payload": {"app": 1, "records": [{"id": i, "action": "Submit"} for i in ids]}}])
+    (moved,) = client.bulk(
+        [
+            {
+                "method": "PUT",
+                "api": "/k/v1/records/status.json",
+                "payload": {"app": 1, "records": [{"id": i, "action": "Submit"} for i in ids]},
+            }
+        ]
+    )
     assert [r["revision"] for r in moved["records"]] == ["3"] * 3
     assert {r["Status"]["value"] for r in client.get_records(1)} == {"In review"}
 
 
 def test_sandbox_failing_bulk_names_the_index_and_leaves_nothing(sandbox: Sandbox) -> None:
     client, _ = sandbox_client(sandbox)
-    bad = {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{"title": {"value": "ok"}}, {"amount": {"value": "1"}}]}}
+    bad = {
+        "method": "POST",
+        "api": "/k/v1/records.json",
+        "payload": {"app": 1, "records": [{"title": {"value": "ok"}}, {"amount": {"value": "1"}}]},
+    }
     with pytest.raises(KintoneError) as err:
         client.bulk([add_call(1, 0, 100), add_call(1, 100, 100), bad])
     exc = err.value
@@ -504,7 +636,16 @@ def test_sandbox_failing_bulk_names_the_index_and_leaves_nothing(sandbox: Sandbo
 
 def test_sandbox_guest_space(sandbox: Sandbox) -> None:
     client, _ = sandbox_client(sandbox)
-    client.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 2, "records": [{"title": {"value": "g"}}]}}], guest_space_id=5)
+    client.bulk(
+        [
+            {
+                "method": "POST",
+                "api": "/k/v1/records.json",
+                "payload": {"app": 2, "records": [{"title": {"value": "g"}}]},
+            }
+        ],
+        guest_space_id=5,
+    )
     assert [r["title"]["value"] for r in client.get_records(2, guest_space_id=5)] == ["g"]
     with pytest.raises(KintoneError) as err:  # a guest-space app through /k/v1/
         list(client.get_records(2))
@@ -513,10 +654,26 @@ def test_sandbox_guest_space(sandbox: Sandbox) -> None:
 
 def test_sandbox_api_tokens(sandbox: Sandbox) -> None:
     good, _ = sandbox_client(sandbox, Credentials(("right-token",)))
-    good.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 3, "records": [{"title": {"value": "t"}}]}}])
+    good.bulk(
+        [
+            {
+                "method": "POST",
+                "api": "/k/v1/records.json",
+                "payload": {"app": 3, "records": [{"title": {"value": "t"}}]},
+            }
+        ]
+    )
     bad, _ = sandbox_client(sandbox, Credentials(("wrong-token",)))
     with pytest.raises(KintoneError) as err:
-        bad.bulk([{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 3, "records": [{"title": {"value": "t"}}]}}])
+        bad.bulk(
+            [
+                {
+                    "method": "POST",
+                    "api": "/k/v1/records.json",
+                    "payload": {"app": 3, "records": [{"title": {"value": "t"}}]},
+                }
+            ]
+        )
     assert err.value.status in (401, 403) and "wrong-token" not in str(err.value)
     assert good.count_records(3) == 1
 
@@ -524,13 +681,17 @@ def test_sandbox_api_tokens(sandbox: Sandbox) -> None:
 # ---- real sockets: the failure classes httpx raises on a real network ----------------------------
 
 
-
 def test_a_closed_port_is_certainly_not_sent() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens
     slept: list[float] = []
-    client = Client(f"http://127.0.0.1:{port}", Credentials(TOKENS), retry=RetryPolicy(attempts=2, base_delay=0), sleep=slept.append)
+    client = Client(
+        f"http://127.0.0.1:{port}",
+        Credentials(TOKENS),
+        retry=RetryPolicy(attempts=2, base_delay=0),
+        sleep=slept.append,
+    )
     with pytest.raises(TransportError) as err:
         client.bulk([ADD])
     assert err.value.sent_maybe is False and client.request_count == 2
@@ -551,7 +712,12 @@ def test_a_server_that_takes_the_request_and_never_answers_leaves_it_in_doubt() 
 
     thread = threading.Thread(target=swallow, daemon=True)
     thread.start()
-    client = Client(f"http://127.0.0.1:{server.getsockname()[1]}", Credentials(TOKENS), timeout=httpx.Timeout(2.0, read=0.3), sleep=lambda s: None)
+    client = Client(
+        f"http://127.0.0.1:{server.getsockname()[1]}",
+        Credentials(TOKENS),
+        timeout=httpx.Timeout(2.0, read=0.3),
+        sleep=lambda s: None,
+    )
     with pytest.raises(TransportError) as err:
         client.bulk([ADD])
     server.close()

@@ -12,7 +12,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_environment_resolves_paths_apps_and_vars(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
 default_env = "sandbox"
 vars = {region = "eu", tier = 1}
 [env.sandbox]
@@ -23,7 +25,8 @@ vars = {tier = 2}
 base_url = "https://example.cybozu.com/"
 guest_space_id = 12
 apps = {orders = 101}
-""")
+""",
+    )
     project = load_project(tmp_path)
     env = project.environment(var_overrides={"extra": True})
     assert env.name == "sandbox" and env.is_sandbox
@@ -38,15 +41,18 @@ apps = {orders = 101}
         env.app("nope")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[env.a]\nsandbox = 'x'\ntypo = 1\n", "unknown key `env.a.typo`"),
-    ("colour = 1\n[env.a]\nsandbox = 'x'\n", "unknown key `colour`"),
-    ("[env.a]\n", "exactly one of"),
-    ("[env.a]\nsandbox = 'x'\nbase_url = 'https://x'\n", "exactly one of"),
-    ("default_env = 'b'\n[env.a]\nsandbox = 'x'\n", "names no \\[env.\\*\\] table"),
-    ("[env.a\n", "not valid TOML"),
-    ("", "at least one environment"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[env.a]\nsandbox = 'x'\ntypo = 1\n", "unknown key `env.a.typo`"),
+        ("colour = 1\n[env.a]\nsandbox = 'x'\n", "unknown key `colour`"),
+        ("[env.a]\n", "exactly one of"),
+        ("[env.a]\nsandbox = 'x'\nbase_url = 'https://x'\n", "exactly one of"),
+        ("default_env = 'b'\n[env.a]\nsandbox = 'x'\n", "names no \\[env.\\*\\] table"),
+        ("[env.a\n", "not valid TOML"),
+        ("", "at least one environment"),
+    ],
+)
 def test_bad_config_names_the_file(tmp_path, text, message):
     write(tmp_path, text)
     with pytest.raises(ConfigError, match=message) as info:
@@ -70,13 +76,20 @@ def test_unknown_environment(tmp_path):
 
 
 def test_var_overrides_keep_yaml_types():
-    assert parse_var_overrides(["n=3", "s=hello", "l=[1, 2]", "e="]) == {"n": 3, "s": "hello", "l": [1, 2], "e": ""}
+    assert parse_var_overrides(["n=3", "s=hello", "l=[1, 2]", "e="]) == {
+        "n": 3,
+        "s": "hello",
+        "l": [1, 2],
+        "e": "",
+    }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_var_overrides(["novalue"])
 
 
 def test_credentials_never_show_in_repr():
-    creds = Credentials.from_environ({"KINTONE_API_TOKEN": "tok-a, tok-b", "KINTONE_USERNAME": "u", "KINTONE_PASSWORD": "s3cret"})
+    creds = Credentials.from_environ(
+        {"KINTONE_API_TOKEN": "tok-a, tok-b", "KINTONE_USERNAME": "u", "KINTONE_PASSWORD": "s3cret"}
+    )
     assert creds.api_tokens == ("tok-a", "tok-b")
     assert "tok-a" not in repr(creds) and "s3cret" not in repr(creds)
     with pytest.raises(ConfigError, match="both"):

@@ -26,7 +26,11 @@ BATCH = 2000  # records per bulk request: 20 calls x 100
 def kmigrate(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kmigrate", *args],
-        env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -40,7 +44,9 @@ def wait_for_server(url: str, proc: subprocess.Popen, deadline: float = 20) -> N
     while time.monotonic() < end:
         assert proc.poll() is None, proc.stderr.read()
         try:
-            httpx.get(f"{url}/k/v1/app.json", params={"id": 1}, headers={"X-Cybozu-API-Token": TOKEN}, timeout=1)
+            httpx.get(
+                f"{url}/k/v1/app.json", params={"id": 1}, headers={"X-Cybozu-API-Token": TOKEN}, timeout=1
+            )
             return
         except httpx.TransportError:
             time.sleep(0.05)
@@ -54,8 +60,19 @@ def served_items(tmp_path):
     url = f"http://127.0.0.1:{port}"
     root = items_project(tmp_path, base_url=url)
     store = tmp_path / "served.sqlite3"
-    server = kmigrate("sandbox", "--file", str(root / "sandbox.yaml"), "--store", str(store),
-                      "serve", "--host", "127.0.0.1", "--port", str(port), "--quiet")
+    server = kmigrate(
+        "sandbox",
+        "--file",
+        str(root / "sandbox.yaml"),
+        "--store",
+        str(store),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--quiet",
+    )
     try:
         wait_for_server(url, server)
         yield root, store
@@ -73,7 +90,9 @@ def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_it
     root, store = served_items
     total = 20 * BATCH
     write_items_csv(root, "items.csv", range(total))
-    write_changeset(root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    write_changeset(
+        root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
     creds = {"KINTONE_API_TOKEN": TOKEN}
 
     run = kmigrate("-C", str(root), "-e", "remote", "apply", "--yes", env=creds)
@@ -100,7 +119,9 @@ def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_it
         present = len(wanted & set(codes_in(root, store)))
         assert present in (0, BATCH), "a bulk request is all-or-nothing"
         verdict = "--applied" if present == BATCH else "--not-applied"
-        code, output = finish(kmigrate("-C", str(root), "-e", "remote", "resolve", "0001", str(index), verdict))
+        code, output = finish(
+            kmigrate("-C", str(root), "-e", "remote", "resolve", "0001", str(index), verdict)
+        )
         assert code == 0, output
         code, output = finish(kmigrate("-C", str(root), "-e", "remote", "apply", "--yes", env=creds))
     assert code == 0, output
@@ -109,7 +130,9 @@ def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_it
     assert len(codes) == total and len(set(codes)) == total  # every record, exactly once
     with Journal.open(env.journal_path) as journal:
         assert {b.state for b in journal.batches("0001")} == {"applied"}
-        assert any(e.kind == "unlocked" for e in journal.events())  # the dead run's lock was taken over, logged
+        assert any(
+            e.kind == "unlocked" for e in journal.events()
+        )  # the dead run's lock was taken over, logged
 
 
 def test_two_applies_never_interleave(tmp_path):
@@ -118,19 +141,27 @@ def test_two_applies_never_interleave(tmp_path):
     env = load_project(root).environment()
     # Another process holds the journal's lock, as a running apply would.
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys, time; from kmigrate.journal import Journal\n"
-            f"j = Journal.open({str(env.journal_path)!r}); j.acquire_lock()\n"
-            "print('locked', flush=True); time.sleep(float(sys.argv[1])); j.release_lock()"
-        ), "3"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from kmigrate.journal import Journal\n"
+                f"j = Journal.open({str(env.journal_path)!r}); j.acquire_lock()\n"
+                "print('locked', flush=True); time.sleep(float(sys.argv[1])); j.release_lock()"
+            ),
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
     code, output = finish(kmigrate("-C", str(root), "apply"))
     assert code == 1 and "locked by" in output and f"pid {holder.pid}" in output, output
     assert codes_in(root, env.sandbox_store) == []  # nothing was sent
 
-    code, output = finish(kmigrate("-C", str(root), "apply", "--wait", "30"))  # waits for the holder, then runs
+    code, output = finish(
+        kmigrate("-C", str(root), "apply", "--wait", "30")
+    )  # waits for the holder, then runs
     assert code == 0, output
     holder.wait(timeout=10)
     assert codes_in(root, env.sandbox_store) == ["A"]
@@ -138,14 +169,29 @@ def test_two_applies_never_interleave(tmp_path):
 
 def test_no_secret_in_output_plan_or_journal(served_items):
     root, store = served_items
-    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: B}]}\n")
-    write_changeset(root, "V0002__b.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")  # fails: unique
+    write_changeset(
+        root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: B}]}\n"
+    )
+    write_changeset(
+        root, "V0002__b.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n"
+    )  # fails: unique
     creds = {"KINTONE_API_TOKEN": TOKEN, "KINTONE_PASSWORD": "pw-SECRET-1234", "KINTONE_USERNAME": "alice"}
     outputs = []
-    for args in (["plan", "--format", "json"], ["plan"], ["apply", "--yes"], ["status"], ["history"], ["apply", "--yes", "--dry-run"]):
-        code, output = finish(kmigrate("-C", str(root), "-e", "remote", *args, env={**creds, "KMIGRATE_DEBUG": ""}))
+    for args in (
+        ["plan", "--format", "json"],
+        ["plan"],
+        ["apply", "--yes"],
+        ["status"],
+        ["history"],
+        ["apply", "--yes", "--dry-run"],
+    ):
+        code, output = finish(
+            kmigrate("-C", str(root), "-e", "remote", *args, env={**creds, "KMIGRATE_DEBUG": ""})
+        )
         outputs.append(output)
-    assert "GAIA" in "".join(outputs) or "CB_VA01" in "".join(outputs)  # the failing apply did talk to Kintone
+    assert "GAIA" in "".join(outputs) or "CB_VA01" in "".join(
+        outputs
+    )  # the failing apply did talk to Kintone
     env = load_project(root).environment("remote")
     journal_bytes = b"".join(p.read_bytes() for p in env.journal_path.parent.glob("*"))
     for secret in (TOKEN, "pw-SECRET-1234"):
@@ -187,7 +233,9 @@ class OnBulk(httpx.BaseTransport):
 def items_4500(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(4500))  # batches of 2000, 2000, 500
-    write_changeset(root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    write_changeset(
+        root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
     project = load_project(root)
     return root, project, project.environment()
 
@@ -198,13 +246,21 @@ def cli(root, *args):
 
 def journaled(env):
     with Journal.open(env.journal_path) as journal:
-        return [b.state for b in journal.batches("0001")], journal.lock_holder(), [r.outcome for r in journal.runs()]
+        return (
+            [b.state for b in journal.batches("0001")],
+            journal.lock_holder(),
+            [r.outcome for r in journal.runs()],
+        )
 
 
 def test_ctrl_c_during_a_send_leaves_the_batch_in_doubt_with_a_message_and_no_lock(tmp_path, monkeypatch):
     root, project, env = items_4500(tmp_path)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        client = Client(SANDBOX_BASE_URL, CREDS, transport=OnBulk(sandbox.transport(), 2, KeyboardInterrupt(), delivered=True))
+        client = Client(
+            SANDBOX_BASE_URL,
+            CREDS,
+            transport=OnBulk(sandbox.transport(), 2, KeyboardInterrupt(), delivered=True),
+        )
         monkeypatch.setattr(api, "connect", lambda env: client)
         result = cli(root, "apply")
         assert result.exit_code == 1, result.output
@@ -213,7 +269,9 @@ def test_ctrl_c_during_a_send_leaves_the_batch_in_doubt_with_a_message_and_no_lo
         assert "this run applied 1 batch(es), 2000 record(s)" in result.output
         assert journaled(env) == (["applied", "sent", "pending"], None, ["interrupted"])
 
-        monkeypatch.setattr(api, "connect", lambda env: Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()))
+        monkeypatch.setattr(
+            api, "connect", lambda env: Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport())
+        )
         assert cli(root, "resolve", "0001", "1", "--applied").exit_code == 0  # Kintone did run it
         assert cli(root, "apply").exit_code == 0
         codes = sorted(r["code"]["value"] for r in sandbox.records(1))
@@ -232,14 +290,20 @@ def test_ctrl_c_between_batches_says_apply_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Journal, "mark_sent", mark_sent)
     result = cli(root, "apply")
-    assert result.exit_code == 1 and "interrupted (Ctrl-C)" in result.output and "`kmigrate apply` resumes" in result.output
+    assert (
+        result.exit_code == 1
+        and "interrupted (Ctrl-C)" in result.output
+        and "`kmigrate apply` resumes" in result.output
+    )
     assert journaled(env) == (["applied", "pending", "pending"], None, ["interrupted"])
     monkeypatch.setattr(Journal, "mark_sent", original)
     assert cli(root, "apply").exit_code == 0
     assert len(codes_in(root, env.sandbox_store)) == 4500
 
 
-def test_a_journal_that_fails_after_kintone_applied_says_so_and_is_not_hidden_by_the_cleanup(tmp_path, monkeypatch):
+def test_a_journal_that_fails_after_kintone_applied_says_so_and_is_not_hidden_by_the_cleanup(
+    tmp_path, monkeypatch
+):
     root, project, env = items_4500(tmp_path)
     original = Journal.mark_applied
 
@@ -268,10 +332,17 @@ def test_a_request_that_never_left_goes_back_to_pending_and_names_the_batch(tmp_
     root, project, env = items_4500(tmp_path)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         refused = httpx.ConnectError("connection refused")
-        client = Client(SANDBOX_BASE_URL, CREDS, transport=OnBulk(sandbox.transport(), 2, refused, delivered=False), retry=NO_RETRY)
+        client = Client(
+            SANDBOX_BASE_URL,
+            CREDS,
+            transport=OnBulk(sandbox.transport(), 2, refused, delivered=False),
+            retry=NO_RETRY,
+        )
         with pytest.raises(TransportError, match="nothing was sent") as info:
             api.apply(project, env, client=client)
-        assert not info.value.sent_maybe and "V0001__items" in str(info.value) and "batch 1" in str(info.value)
+        assert (
+            not info.value.sent_maybe and "V0001__items" in str(info.value) and "batch 1" in str(info.value)
+        )
         assert journaled(env)[0] == ["applied", "pending", "pending"]
         assert len(sandbox.records(1)) == 2000
 

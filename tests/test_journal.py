@@ -28,14 +28,28 @@ from kmigrate.plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, Batch, Call, 
 HOST = socket.gethostname()
 
 
-def make_changeset(version: str = "0001", batches: int = 2, records: int = 3, tag: str = "x") -> ChangesetPlan:
+def make_changeset(
+    version: str = "0001", batches: int = 2, records: int = 3, tag: str = "x"
+) -> ChangesetPlan:
     """A changeset of `batches` bulk requests, each adding `records` records to app 1."""
     out = []
     for b in range(batches):
         records_payload = [{"title": {"value": f"{tag}-{b}-{r}"}} for r in range(records)]
-        call = Call("POST", "/k/v1/records.json", {"app": 1, "records": records_payload}, (Segment(0, b * records, records, ref="orders"),))
+        call = Call(
+            "POST",
+            "/k/v1/records.json",
+            {"app": 1, "records": records_payload},
+            (Segment(0, b * records, records, ref="orders"),),
+        )
         out.append(Batch(index=b, calls=(call,)))
-    return ChangesetPlan(version=version, name=f"cs_{version}", path=Path(f"changesets/V{version}__cs.yaml"), source_checksum=f"src-{tag}", rendered_checksum=f"out-{tag}", batches=tuple(out))
+    return ChangesetPlan(
+        version=version,
+        name=f"cs_{version}",
+        path=Path(f"changesets/V{version}__cs.yaml"),
+        source_checksum=f"src-{tag}",
+        rendered_checksum=f"out-{tag}",
+        batches=tuple(out),
+    )
 
 
 def memory_journal(**kw: Any) -> Journal:
@@ -80,11 +94,15 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert "schema version 99" in str(err.value) and "upgrade kmigrate" in str(err.value)
 
 
-def test_an_older_schema_is_migrated_keeping_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_schema_is_migrated_keeping_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "j.db"
     with Journal.open(path) as j:
         run = j.start_run("prod")
-    monkeypatch.setattr(journal_module, "MIGRATIONS", [*journal_module.MIGRATIONS, ["ALTER TABLE runs ADD COLUMN note TEXT"]])
+    monkeypatch.setattr(
+        journal_module, "MIGRATIONS", [*journal_module.MIGRATIONS, ["ALTER TABLE runs ADD COLUMN note TEXT"]]
+    )
     with Journal.open(path) as j:
         assert j.schema_version == SCHEMA_VERSION + 1
         assert "note" in j.db["runs"].columns_dict
@@ -109,7 +127,16 @@ def test_runs_record_who_where_and_how_it_ended() -> None:
     j = memory_journal(actor=Actor("alice", "box", 42, "9.9"))
     run = j.start_run("sandbox")
     (r,) = j.runs()
-    assert (r.id, r.user, r.host, r.pid, r.kmigrate_version, r.env, r.outcome, r.finished) == (run, "alice", "box", 42, "9.9", "sandbox", None, None)
+    assert (r.id, r.user, r.host, r.pid, r.kmigrate_version, r.env, r.outcome, r.finished) == (
+        run,
+        "alice",
+        "box",
+        42,
+        "9.9",
+        "sandbox",
+        None,
+        None,
+    )
     j.finish_run(run, "applied")
     assert j.runs()[0].outcome == "applied" and j.runs()[0].finished is not None
     with pytest.raises(JournalError):
@@ -126,7 +153,12 @@ def test_record_changeset_gives_the_planner_its_state() -> None:
     assert state.batch_states == {0: PENDING, 1: PENDING}
     assert state.batch_hashes == {0: cs.batches[0].hash, 1: cs.batches[1].hash}
     rec = j.changeset("0001")
-    assert rec is not None and (rec.name, rec.path, rec.state, rec.batch_count) == ("cs_0001", str(cs.path), PENDING, 2)
+    assert rec is not None and (rec.name, rec.path, rec.state, rec.batch_count) == (
+        "cs_0001",
+        str(cs.path),
+        PENDING,
+        2,
+    )
 
 
 def test_record_changeset_again_follows_an_unapplied_change_but_guards_applied_batches() -> None:
@@ -137,7 +169,9 @@ def test_record_changeset_again_follows_an_unapplied_change_but_guards_applied_b
     j.mark_applied("0001", 0, [{"ids": ["1", "2", "3"]}], {"orders": [1, 2, 3]})
     # Batch 0 unchanged, batch 1 changed, batch 2 dropped: fine, none of those is applied.
     changed = make_changeset(batches=2, tag="x")
-    changed = ChangesetPlan(**{**changed.__dict__, "batches": (changed.batches[0], make_changeset(batches=2, tag="y").batches[1])})
+    changed = ChangesetPlan(
+        **{**changed.__dict__, "batches": (changed.batches[0], make_changeset(batches=2, tag="y").batches[1])}
+    )
     j.record_changeset(changed)
     assert j.state()["0001"].batch_hashes == {0: changed.batches[0].hash, 1: changed.batches[1].hash}
     assert j.changeset("0001").state == PARTIAL
@@ -180,11 +214,26 @@ def test_failed_keeps_kintones_answer_and_the_batch_can_be_sent_again() -> None:
     j.record_changeset(cs)
     run = j.start_run()
     j.mark_sent("0001", 0, cs.batches[0].hash, run)
-    error = KintoneError("Missing or invalid input.", code="CB_VA01", status=400, errors={"records[1].title.value": {"messages": ["Required."]}}, error_id="e1", bulk_index=0)
+    error = KintoneError(
+        "Missing or invalid input.",
+        code="CB_VA01",
+        status=400,
+        errors={"records[1].title.value": {"messages": ["Required."]}},
+        error_id="e1",
+        bulk_index=0,
+    )
     j.mark_failed("0001", 0, error)
     batch = j.batches("0001")[0]
     assert batch.state == FAILED
-    assert batch.error == {"type": "KintoneError", "message": "Missing or invalid input.", "code": "CB_VA01", "status": 400, "errors": {"records[1].title.value": {"messages": ["Required."]}}, "error_id": "e1", "bulk_index": 0}
+    assert batch.error == {
+        "type": "KintoneError",
+        "message": "Missing or invalid input.",
+        "code": "CB_VA01",
+        "status": 400,
+        "errors": {"records[1].title.value": {"messages": ["Required."]}},
+        "error_id": "e1",
+        "bulk_index": 0,
+    }
     assert j.changeset("0001").state == PENDING
     (event,) = j.events(kinds=["failed"])
     assert event.detail["code"] == "CB_VA01" and event.run_id == run
@@ -233,12 +282,22 @@ def test_in_doubt_batches_are_resolved_either_way_and_logged() -> None:
     j.mark_sent("0001", 1, a.batches[1].hash, run)
     j.mark_sent("0002", 0, b.batches[0].hash, run)
     assert [(d.changeset, d.index) for d in j.in_doubt()] == [("0001", 1), ("0002", 0)]
-    j.resolve("0001", 1, applied=True, results=[{"ids": ["7", "8", "9"]}], refs={"orders": [7, 8, 9]}, note="found in Kintone")
+    j.resolve(
+        "0001",
+        1,
+        applied=True,
+        results=[{"ids": ["7", "8", "9"]}],
+        refs={"orders": [7, 8, 9]},
+        note="found in Kintone",
+    )
     j.resolve("0002", 0, applied=False)
     assert j.in_doubt() == []
     assert j.batches("0001")[1].state == APPLIED and j.batches("0002")[0].state == PENDING
     assert j.refs() == {"orders": [7, 8, 9]}
-    assert [(e.kind, e.changeset, e.detail["applied"]) for e in j.events(kinds=["resolved"])] == [("resolved", "0001", True), ("resolved", "0002", False)]
+    assert [(e.kind, e.changeset, e.detail["applied"]) for e in j.events(kinds=["resolved"])] == [
+        ("resolved", "0001", True),
+        ("resolved", "0002", False),
+    ]
     with pytest.raises(JournalError, match="nothing to resolve"):
         j.resolve("0002", 0, applied=True)
 
@@ -260,9 +319,18 @@ def test_repair_stores_new_checksums_and_logs_old_and_new() -> None:
     j.record_changeset(cs)
     j.repair("0001", "src-new", "out-new", batch_hashes={0: "h-new"}, note="typo fix")
     state = j.state()["0001"]
-    assert (state.source_checksum, state.rendered_checksum, state.batch_hashes[0]) == ("src-new", "out-new", "h-new")
+    assert (state.source_checksum, state.rendered_checksum, state.batch_hashes[0]) == (
+        "src-new",
+        "out-new",
+        "h-new",
+    )
     (event,) = j.events(kinds=["repaired"])
-    assert event.detail == {"source_checksum": ["src-x", "src-new"], "rendered_checksum": ["out-x", "out-new"], "batch_hashes": {"0": [cs.batches[0].hash, "h-new"]}, "note": "typo fix"}
+    assert event.detail == {
+        "source_checksum": ["src-x", "src-new"],
+        "rendered_checksum": ["out-x", "out-new"],
+        "batch_hashes": {"0": [cs.batches[0].hash, "h-new"]},
+        "note": "typo fix",
+    }
     with pytest.raises(JournalError, match="no changeset 0009"):
         j.repair("0009", "a", "b")
 
@@ -279,7 +347,13 @@ def test_the_event_log_is_append_only() -> None:
     j = memory_journal(actor=Actor("carol", "h1", 7, "1.2.3"))
     j.log_event("skipped", run_id=None, changeset="0001", detail={"why": "applied"})
     (event,) = j.events()
-    assert (event.kind, event.user, event.host, event.kmigrate_version, event.detail) == ("skipped", "carol", "h1", "1.2.3", {"why": "applied"})
+    assert (event.kind, event.user, event.host, event.kmigrate_version, event.detail) == (
+        "skipped",
+        "carol",
+        "h1",
+        "1.2.3",
+        {"why": "applied"},
+    )
     for sql in ("UPDATE events SET kind = 'x'", "DELETE FROM events"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             j.db.execute(sql)
@@ -311,7 +385,9 @@ def test_waiting_for_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     first = Journal.open(path, actor=Actor("alice", HOST, os.getpid()))
     first.acquire_lock()
-    timer = threading.Timer(0.3, lambda: Journal.open(path, actor=Actor("alice", HOST, os.getpid())).release_lock())
+    timer = threading.Timer(
+        0.3, lambda: Journal.open(path, actor=Actor("alice", HOST, os.getpid())).release_lock()
+    )
     timer.start()
     second = Journal.open(path, actor=Actor("bob", HOST, os.getppid()))
     started = time.monotonic()
@@ -349,7 +425,11 @@ def test_force_unlock_frees_any_lock_and_logs_it(tmp_path: Path) -> None:
     holder = me.force_unlock(reason="alice's laptop died")
     assert holder is not None and holder.user == "alice" and me.lock_holder() is None
     (event,) = me.events(kinds=["unlocked"])
-    assert event.detail["holder"]["host"] == "elsewhere" and event.detail["reason"] == "alice's laptop died" and event.run_id == 5
+    assert (
+        event.detail["holder"]["host"] == "elsewhere"
+        and event.detail["reason"] == "alice's laptop died"
+        and event.run_id == 5
+    )
     assert me.force_unlock() is None
     with me.locked(run_id=9) as mine:
         assert me.lock_holder() == mine
@@ -375,7 +455,9 @@ def test_two_processes_racing_for_the_lock_exactly_one_wins(tmp_path: Path) -> N
     ctx = multiprocessing.get_context("fork")
     for _ in range(3):
         barrier, results, hold = ctx.Barrier(2), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=_race_for_the_lock, args=(str(path), barrier, results, hold)) for _ in range(2)]
+        procs = [
+            ctx.Process(target=_race_for_the_lock, args=(str(path), barrier, results, hold)) for _ in range(2)
+        ]
         for p in procs:
             p.start()
         outcomes = sorted(results.get(timeout=20) for _ in procs)
@@ -422,7 +504,9 @@ def _send_then_die(path: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # dies between send and answer
 
 
-def test_a_run_killed_between_send_and_answer_leaves_the_batch_in_doubt_and_the_lock_stale(tmp_path: Path) -> None:
+def test_a_run_killed_between_send_and_answer_leaves_the_batch_in_doubt_and_the_lock_stale(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "crash.db"
     proc = multiprocessing.get_context("fork").Process(target=_send_then_die, args=(str(path),))
     proc.start()
@@ -447,12 +531,28 @@ def test_no_token_or_password_reaches_the_journal_file(tmp_path: Path) -> None:
         body = request.read()
         # A Kintone that echoes a request header back in its error must not leak it either.
         if b"fail" in body:
-            return httpx.Response(400, json={"results": [{"code": "CB_VA01", "id": "e", "message": "bad", "errors": {"records[0].title.value": {"messages": ["x"]}}}]})
+            return httpx.Response(
+                400,
+                json={
+                    "results": [
+                        {
+                            "code": "CB_VA01",
+                            "id": "e",
+                            "message": "bad",
+                            "errors": {"records[0].title.value": {"messages": ["x"]}},
+                        }
+                    ]
+                },
+            )
         return httpx.Response(200, json={"results": [{"ids": ["1", "2", "3"], "revisions": ["1", "1", "1"]}]})
 
     path = tmp_path / "prod.db"
     j = Journal.open(path)
-    client = Client("https://example.cybozu.com", Credentials((token,), "alice", password), transport=httpx.MockTransport(kintone))
+    client = Client(
+        "https://example.cybozu.com",
+        Credentials((token,), "alice", password),
+        transport=httpx.MockTransport(kintone),
+    )
     ok, bad = make_changeset("0001", batches=1), make_changeset("0002", batches=1, tag="fail")
     run = j.start_run("production")
     with j.locked(run):
@@ -465,7 +565,9 @@ def test_no_token_or_password_reaches_the_journal_file(tmp_path: Path) -> None:
             except KintoneError as exc:
                 j.mark_failed(cs.version, batch.index, exc, run)
             else:
-                j.mark_applied(cs.version, batch.index, results, {"orders": [int(i) for i in results[0]["ids"]]}, run)
+                j.mark_applied(
+                    cs.version, batch.index, results, {"orders": [int(i) for i in results[0]["ids"]]}, run
+                )
     j.finish_run(run, "failed")
     assert j.batches("0002")[0].state == FAILED and j.batches("0001")[0].state == APPLIED
     dump = "\n".join(j.db.conn.iterdump())
@@ -480,7 +582,9 @@ def test_a_write_sqlite_already_rolled_back_is_a_journal_error_not_a_rollback_er
     j = memory_journal()
     j.record_changeset(make_changeset(batches=1))
     # SQLite ends the transaction itself on some errors (a full disk, RAISE(ROLLBACK)).
-    j.db.execute("CREATE TRIGGER no_sent BEFORE UPDATE ON batches BEGIN SELECT RAISE(ROLLBACK, 'disk is full'); END")
+    j.db.execute(
+        "CREATE TRIGGER no_sent BEFORE UPDATE ON batches BEGIN SELECT RAISE(ROLLBACK, 'disk is full'); END"
+    )
     with pytest.raises(JournalError, match="write failed: disk is full"):
         j.mark_sent("0001", 0, make_changeset(batches=1).batches[0].hash, None)
     assert j.batches("0001")[0].state == PENDING

@@ -43,7 +43,13 @@ def project(tmp_path: Path, files: dict[str, str | bytes], config: str = CONFIG)
     return load_project(tmp_path)
 
 
-def load(tmp_path: Path, files: dict[str, str | bytes], env: str | None = None, overrides=None, config: str = CONFIG):
+def load(
+    tmp_path: Path,
+    files: dict[str, str | bytes],
+    env: str | None = None,
+    overrides=None,
+    config: str = CONFIG,
+):
     proj = project(tmp_path, files, config)
     return loader.load_project_changesets(proj, proj.environment(env, overrides))
 
@@ -59,17 +65,26 @@ def errors(tmp_path: Path, files: dict[str, str | bytes]) -> list[str]:
 
 def test_files_are_ordered_by_version_number_and_other_files_are_left_alone(tmp_path):
     add = "operations:\n  - add: {app: orders, records: [{t: x}]}\n"
-    loaded = load(tmp_path, {
-        "changesets/V10__ten.yaml": add, "changesets/V0002__two.yml": add, "changesets/V1__one.yaml": add,
-        "changesets/.gitkeep": "", "changesets/data/readme.txt": "data lives here",
-    })
+    loaded = load(
+        tmp_path,
+        {
+            "changesets/V10__ten.yaml": add,
+            "changesets/V0002__two.yml": add,
+            "changesets/V1__one.yaml": add,
+            "changesets/.gitkeep": "",
+            "changesets/data/readme.txt": "data lives here",
+        },
+    )
     assert [(c.version, c.name) for c in loaded] == [("1", "one"), ("0002", "two"), ("10", "ten")]
     assert loaded[0].id == "V1__one"
 
 
 def test_a_stray_file_and_a_duplicate_version_are_both_errors(tmp_path):
     add = "operations:\n  - add: {app: orders, records: [{t: x}]}\n"
-    found = errors(tmp_path, {"changesets/V0001__a.yaml": add, "changesets/V01__b.yaml": add, "changesets/V0002-c.yaml": add})
+    found = errors(
+        tmp_path,
+        {"changesets/V0001__a.yaml": add, "changesets/V01__b.yaml": add, "changesets/V0002-c.yaml": add},
+    )
     assert any("V0002-c.yaml:1" in e and "not a changeset file name" in e for e in found)
     assert any("V01__b.yaml:1" in e and "duplicate version 1" in e and "V0001__a.yaml" in e for e in found)
 
@@ -77,13 +92,32 @@ def test_a_stray_file_and_a_duplicate_version_are_both_errors(tmp_path):
 # ---- YAML ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, value", [
-    ("yes", "yes"), ("No", "No"), ("on", "on"), ("12:30", "12:30"), ("2024-03-01", "2024-03-01"),
-    ("0123", "0123"), ("0x1F", "0x1F"), ("1_000", "1_000"), (".nan", ".nan"),
-    ("true", True), ("False", False), ("~", None), ("null", None), ("42", 42), ("-7", -7), ("0", 0),
-    ("1.50", "1.50"), ("2e3", "2e3"), ("12345678901234567.89", "12345678901234567.89"), ("'yes'", "yes"),
-    ("99999999999999999999", 99999999999999999999),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("yes", "yes"),
+        ("No", "No"),
+        ("on", "on"),
+        ("12:30", "12:30"),
+        ("2024-03-01", "2024-03-01"),
+        ("0123", "0123"),
+        ("0x1F", "0x1F"),
+        ("1_000", "1_000"),
+        (".nan", ".nan"),
+        ("true", True),
+        ("False", False),
+        ("~", None),
+        ("null", None),
+        ("42", 42),
+        ("-7", -7),
+        ("0", 0),
+        ("1.50", "1.50"),
+        ("2e3", "2e3"),
+        ("12345678901234567.89", "12345678901234567.89"),
+        ("'yes'", "yes"),
+        ("99999999999999999999", 99999999999999999999),
+    ],
+)
 def test_yaml_reads_the_1_2_core_schema(text, value):
     _node, data = compose_and_construct(f"v: {text}\n")
     assert data["v"] == value and type(data["v"]) is type(value)
@@ -120,7 +154,12 @@ operations:
     [cs] = load(tmp_path, files, overrides={"region": "mars"})
     assert cs.description == "sandbox mars 0001"
     records = list(cs.operations[0].iter_records())
-    assert records == [{"sku": "A", "price": 10}, {"sku": "B", "price": 20}, {"sku": "C", "price": 30}, {"sku": "D", "price": 40}]
+    assert records == [
+        {"sku": "A", "price": 10},
+        {"sku": "B", "price": 20},
+        {"sku": "C", "price": 30},
+        {"sku": "D", "price": 40},
+    ]
     [prod] = load(tmp_path, {}, env="production")
     assert prod.description == "production jp 0001"
 
@@ -209,25 +248,32 @@ operations:
 
 
 def test_load_raises_one_error_listing_every_problem(tmp_path):
-    proj = project(tmp_path, {
-        "changesets/V1__a.yaml": "operations:\n  - delete: {app: nope, ids: [1]}\n",
-        "changesets/V2__b.yaml": "operations: [}\n",
-    })
+    proj = project(
+        tmp_path,
+        {
+            "changesets/V1__a.yaml": "operations:\n  - delete: {app: nope, ids: [1]}\n",
+            "changesets/V2__b.yaml": "operations: [}\n",
+        },
+    )
     with pytest.raises(ChangesetError) as info:
         loader.load_project_changesets(proj, proj.environment())
     text = str(info.value)
-    assert text.startswith("2 problems in the changesets:") and "V1__a.yaml:2" in text and "V2__b.yaml:1" in text
+    assert (
+        text.startswith("2 problems in the changesets:") and "V1__a.yaml:2" in text and "V2__b.yaml:1" in text
+    )
 
 
 # ---- data files --------------------------------------------------------------------------------
 
 
-CSV = "order_no,amount,tags[],note\nA-1,100,x|y,\nA-2,200,,\"two\nlines\"\n\nA-3,300,z,c\n"
+CSV = 'order_no,amount,tags[],note\nA-1,100,x|y,\nA-2,200,,"two\nlines"\n\nA-3,300,z,c\n'
 
 
 def test_csv_records_stream_with_their_lines_and_the_documented_cell_rules(tmp_path):
-    files = {"changesets/data/o.csv": CSV,
-             "changesets/V1__a.yaml": "operations:\n  - add: {app: orders, ref: o, records_from: data/o.csv}\n"}
+    files = {
+        "changesets/data/o.csv": CSV,
+        "changesets/V1__a.yaml": "operations:\n  - add: {app: orders, ref: o, records_from: data/o.csv}\n",
+    }
     [cs] = load(tmp_path, files)
     source = cs.operations[0].body.source
     assert list(source) == [
@@ -244,7 +290,10 @@ def test_csv_records_stream_with_their_lines_and_the_documented_cell_rules(tmp_p
 def test_json_and_json_lines_records_stream_with_lines(tmp_path):
     (tmp_path / "a.json").write_text('[\n  {"id": 1, "t": "a"},\n\n  {"id": 2,\n   "t": "b"}\n]\n')
     (tmp_path / "a.jsonl").write_text('{"t": "a"}\n\n{"t": "b"}\n')
-    assert list(DataFile(tmp_path / "a.json", "a.json")) == [(2, {"id": 1, "t": "a"}), (4, {"id": 2, "t": "b"})]
+    assert list(DataFile(tmp_path / "a.json", "a.json")) == [
+        (2, {"id": 1, "t": "a"}),
+        (4, {"id": 2, "t": "b"}),
+    ]
     assert list(DataFile(tmp_path / "a.jsonl", "a.jsonl")) == [(1, {"t": "a"}), (3, {"t": "b"})]
     (tmp_path / "e.json").write_text("[]")
     assert list(DataFile(tmp_path / "e.json", "e.json")) == []
@@ -254,15 +303,22 @@ def test_decimal_numbers_in_records_keep_the_digits_written(tmp_path):
     # A float would send 1.2345678901234568e+16 to a NUMBER field and "1.5" for a code "1.50".
     (tmp_path / "a.json").write_text('[{"amount": 12345678901234567.89, "code": 1.50, "n": 7}]')
     (tmp_path / "a.jsonl").write_text('{"amount": 1e3}\n')
-    assert list(DataFile(tmp_path / "a.json", "a.json")) == [(1, {"amount": "12345678901234567.89", "code": "1.50", "n": 7})]
+    assert list(DataFile(tmp_path / "a.json", "a.json")) == [
+        (1, {"amount": "12345678901234567.89", "code": "1.50", "n": 7})
+    ]
     assert list(DataFile(tmp_path / "a.jsonl", "a.jsonl")) == [(1, {"amount": "1e3"})]
-    [cs] = load(tmp_path, {"changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records: [{amount: 0.10}]}\n"})
+    [cs] = load(
+        tmp_path,
+        {"changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records: [{amount: 0.10}]}\n"},
+    )
     assert list(cs.operations[0].iter_records()) == [{"amount": "0.10"}]
 
 
 def test_update_from_csv_reads_ids_as_numbers(tmp_path):
-    files = {"changesets/data/u.csv": "id,revision,t\n5,2,a\n",
-             "changesets/V1__a.yaml": "operations:\n  - update: {app: orders, records_from: data/u.csv}\n"}
+    files = {
+        "changesets/data/u.csv": "id,revision,t\n5,2,a\n",
+        "changesets/V1__a.yaml": "operations:\n  - update: {app: orders, records_from: data/u.csv}\n",
+    }
     [cs] = load(tmp_path, files)
     assert list(cs.operations[0].iter_records()) == [{"id": 5, "revision": 2, "t": "a"}]
 
@@ -303,10 +359,16 @@ def test_source_checksum_ignores_line_endings_and_rendered_checksum_sees_data_an
     assert comment.rendered_checksum == first.rendered_checksum  # the operations did not change
 
     [other_var] = load(tmp_path, {"changesets/V1__a.yaml": text}, overrides={"region": "us"})
-    assert other_var.source_checksum == first.source_checksum and other_var.rendered_checksum != first.rendered_checksum
+    assert (
+        other_var.source_checksum == first.source_checksum
+        and other_var.rendered_checksum != first.rendered_checksum
+    )
 
     [other_data] = load(tmp_path, {"changesets/data/o.csv": "a\n2\n"})
-    assert other_data.source_checksum == first.source_checksum and other_data.rendered_checksum != first.rendered_checksum
+    assert (
+        other_data.source_checksum == first.source_checksum
+        and other_data.rendered_checksum != first.rendered_checksum
+    )
 
 
 def test_the_rendered_checksum_is_deterministic_and_order_sensitive(tmp_path):
@@ -329,7 +391,11 @@ def test_the_example_project_loads(tmp_path):
 
 def test_line_map_of_a_long_file_with_repeated_lines_and_jinja_at_both_ends():
     records = "".join(f"  - order_no: SO-{i}\n    lines:\n      - {{sku: A, qty: 1}}\n" for i in range(2000))
-    source = "{% if true %}\nx: 1\n{% endif %}\nops:\n" + records + "{% for i in range(3) %}\n  - {n: {{ i }}}\n{% endfor %}\n"
+    source = (
+        "{% if true %}\nx: 1\n{% endif %}\nops:\n"
+        + records
+        + "{% for i in range(3) %}\n  - {n: {{ i }}}\n{% endfor %}\n"
+    )
     rendered = "x: 1\nops:\n" + records + "".join(f"  - {{n: {i}}}\n" for i in range(3))
     lines = loader.LineMap(source, rendered)
     assert lines.source_line(1) == 2 and lines.source_line(3) == 5 and lines.source_line(6002) == 6004
@@ -354,7 +420,11 @@ def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path
     monkeypatch.setattr(DataFile, "_csv_record", lambda self, *a: built.append(1) or real(self, *a))
 
     def journal(state):
-        return {"0001": JournaledChangeset("0001", first.source_checksum, first.rendered_checksum, batch_states={0: state})}
+        return {
+            "0001": JournaledChangeset(
+                "0001", first.source_checksum, first.rendered_checksum, batch_states={0: state}
+            )
+        }
 
     (trusted,) = loader.load_project_changesets(proj, proj.environment(), journal(APPLIED))
     assert built == [] and trusted.operations[0].body.source.count == 50  # counted, not built
@@ -397,12 +467,19 @@ operations:
       key: order_no
       records_from: data/o.csv
 """
-    files = {"sandbox.yaml": SANDBOX_APPS, "changesets/V0001__a.yaml": changeset,
-             "changesets/data/o.csv": "order_no,Priority\nA,High\nB,Low\n"}
+    files = {
+        "sandbox.yaml": SANDBOX_APPS,
+        "changesets/V0001__a.yaml": changeset,
+        "changesets/data/o.csv": "order_no,Priority\nA,High\nB,Low\n",
+    }
     found = errors(tmp_path, files)
     assert len(found) == 3, found  # `prority` once for the operation, `Priority` once for the file
     assert "V0001__a.yaml:7" in found[0] and "`prority`" in found[0] and "did you mean `priority`" in found[0]
-    assert "V0001__a.yaml:9" in found[1] and "`qyt` is not a field of subtable `lines`" in found[1] and "`qty`" in found[1]
+    assert (
+        "V0001__a.yaml:9" in found[1]
+        and "`qyt` is not a field of subtable `lines`" in found[1]
+        and "`qty`" in found[1]
+    )
     assert "o.csv:2" in found[2] and "`Priority`" in found[2] and "`priority`" in found[2]
     # A real Kintone's fields are not known offline: the production environment loads.
     assert load(tmp_path, files, env="production")

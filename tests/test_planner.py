@@ -17,7 +17,15 @@ from kmigrate.changeset import AddOp, LoadedChangeset, Operation, to_kintone_rec
 from kmigrate.config import App, Environment
 from kmigrate.errors import ChangesetError, JournalError
 from kmigrate.plan import (
-    APPLIED, FAILED, PARTIAL, PENDING, SENT, JournaledChangeset, is_ref_marker, ref_uses, resolve_refs,
+    APPLIED,
+    FAILED,
+    PARTIAL,
+    PENDING,
+    SENT,
+    JournaledChangeset,
+    is_ref_marker,
+    ref_uses,
+    resolve_refs,
 )
 from kmigrate.planner import BatchSequence, Limits, build_plan
 from kmigrate.render import render_json
@@ -27,14 +35,23 @@ APPS = {"orders": App(1), "customers": App(2), "hr": App(3, 7), "payroll": App(4
 
 
 def env(**apps: App) -> Environment:
-    return Environment(name="test", root=ROOT, apps={**APPS, **apps}, vars={}, journal_path=ROOT / ".kmigrate/test.db")
+    return Environment(
+        name="test", root=ROOT, apps={**APPS, **apps}, vars={}, journal_path=ROOT / ".kmigrate/test.db"
+    )
 
 
-def changeset(ops: list[dict[str, Any]], version: str = "0001", name: str = "change", lines: tuple[int, ...] = ()) -> LoadedChangeset:
+def changeset(
+    ops: list[dict[str, Any]], version: str = "0001", name: str = "change", lines: tuple[int, ...] = ()
+) -> LoadedChangeset:
     return LoadedChangeset(
-        version=version, name=name, path=ROOT / "changesets" / f"V{version}__{name}.yaml", description="",
+        version=version,
+        name=name,
+        path=ROOT / "changesets" / f"V{version}__{name}.yaml",
+        description="",
         operations=tuple(Operation.model_validate(o) for o in ops),
-        source_checksum="s" + version, rendered_checksum="r" + version, operation_lines=lines,
+        source_checksum="s" + version,
+        rendered_checksum="r" + version,
+        operation_lines=lines,
     )
 
 
@@ -74,23 +91,45 @@ def test_add_uses_the_plural_api_and_kintone_record_form():
     p = plan({"add": {"app": "orders", "records": [{"title": "A", "amount": 3}, {"title": {"value": "B"}}]}})
     [[call]] = calls_of(p)
     assert (call.method, call.api) == ("POST", "/k/v1/records.json")
-    assert call.payload == {"app": 1, "records": [
-        {"title": {"value": "A"}, "amount": {"value": 3}}, {"title": {"value": "B"}},
-    ]}
+    assert call.payload == {
+        "app": 1,
+        "records": [
+            {"title": {"value": "A"}, "amount": {"value": 3}},
+            {"title": {"value": "B"}},
+        ],
+    }
 
 
 def test_update_by_id_moves_id_and_revision_out_of_the_record():
-    p = plan({"update": {"app": "orders", "records": [{"id": 5, "revision": 2, "title": "x"}, {"id": "6", "title": "y"}]}})
+    p = plan(
+        {
+            "update": {
+                "app": "orders",
+                "records": [{"id": 5, "revision": 2, "title": "x"}, {"id": "6", "title": "y"}],
+            }
+        }
+    )
     [[call]] = calls_of(p)
     assert (call.method, call.api) == ("PUT", "/k/v1/records.json")
-    assert call.payload == {"app": 1, "records": [
-        {"id": 5, "revision": 2, "record": {"title": {"value": "x"}}},
-        {"id": 6, "record": {"title": {"value": "y"}}},
-    ]}
+    assert call.payload == {
+        "app": 1,
+        "records": [
+            {"id": 5, "revision": 2, "record": {"title": {"value": "x"}}},
+            {"id": 6, "record": {"title": {"value": "y"}}},
+        ],
+    }
 
 
 def test_update_by_key_sends_update_key_and_drops_the_key_from_the_record():
-    p = plan({"update": {"app": "customers", "key": "code", "records": [{"code": "C-1", "tier": "Gold"}, {"code": {"value": 42}, "tier": "x"}]}})
+    p = plan(
+        {
+            "update": {
+                "app": "customers",
+                "key": "code",
+                "records": [{"code": "C-1", "tier": "Gold"}, {"code": {"value": 42}, "tier": "x"}],
+            }
+        }
+    )
     [[call]] = calls_of(p)
     assert call.payload["records"] == [
         {"updateKey": {"field": "code", "value": "C-1"}, "record": {"tier": {"value": "Gold"}}},
@@ -102,31 +141,67 @@ def test_update_by_key_sends_update_key_and_drops_the_key_from_the_record():
 def test_upsert_sets_upsert_true():
     p = plan({"upsert": {"app": "customers", "key": "sku", "records": [{"sku": "S1", "price": 3}]}})
     [[call]] = calls_of(p)
-    assert call.payload == {"app": 2, "upsert": True, "records": [{"updateKey": {"field": "sku", "value": "S1"}, "record": {"price": {"value": 3}}}]}
+    assert call.payload == {
+        "app": 2,
+        "upsert": True,
+        "records": [{"updateKey": {"field": "sku", "value": "S1"}, "record": {"price": {"value": 3}}}],
+    }
 
 
 def test_delete_status_assignees_and_request():
     p = plan(
         {"delete": {"app": "orders", "ids": [3, 4], "revisions": [1, 2]}},
-        {"status": {"app": "orders", "records": [{"id": 3}, {"id": 4, "action": "Back", "assignee": "bob", "revision": 9}], "action": "Go"}},
+        {
+            "status": {
+                "app": "orders",
+                "records": [{"id": 3}, {"id": 4, "action": "Back", "assignee": "bob", "revision": 9}],
+                "action": "Go",
+            }
+        },
         {"assignees": {"app": "orders", "id": 4, "assignees": ["alice"], "revision": 3}},
-        {"request": {"method": "PUT", "api": "record/status", "payload": {"app": "orders", "id": 3, "action": "Go"}}},
+        {
+            "request": {
+                "method": "PUT",
+                "api": "record/status",
+                "payload": {"app": "orders", "id": 3, "action": "Go"},
+            }
+        },
     )
     [[delete, status, assignees, request]] = calls_of(p)
-    assert (delete.method, delete.api, delete.payload) == ("DELETE", "/k/v1/records.json", {"app": 1, "ids": [3, 4], "revisions": [1, 2]})
+    assert (delete.method, delete.api, delete.payload) == (
+        "DELETE",
+        "/k/v1/records.json",
+        {"app": 1, "ids": [3, 4], "revisions": [1, 2]},
+    )
     assert (status.method, status.api) == ("PUT", "/k/v1/records/status.json")
     assert status.payload["records"] == [
-        {"id": 3, "action": "Go"}, {"id": 4, "action": "Back", "assignee": "bob", "revision": 9},
+        {"id": 3, "action": "Go"},
+        {"id": 4, "action": "Back", "assignee": "bob", "revision": 9},
     ]
-    assert (assignees.api, assignees.payload) == ("/k/v1/record/assignees.json", {"app": 1, "id": 4, "assignees": ["alice"], "revision": 3})
-    assert (request.method, request.api, request.payload) == ("PUT", "/k/v1/record/status.json", {"app": 1, "id": 3, "action": "Go"})
+    assert (assignees.api, assignees.payload) == (
+        "/k/v1/record/assignees.json",
+        {"app": 1, "id": 4, "assignees": ["alice"], "revision": 3},
+    )
+    assert (request.method, request.api, request.payload) == (
+        "PUT",
+        "/k/v1/record/status.json",
+        {"app": 1, "id": 3, "action": "Go"},
+    )
     summary = p.changesets[0].operations
     assert [o.destructive for o in summary] == [True, False, False, False]
     assert [o.records for o in summary] == [2, 2, 1, 1]
 
 
 def test_numeric_app_ids_and_canonical_request_api():
-    p = plan({"request": {"method": "POST", "api": "/k/v1/record.json", "payload": {"app": 9, "record": {"t": {"value": 1}}}}})
+    p = plan(
+        {
+            "request": {
+                "method": "POST",
+                "api": "/k/v1/record.json",
+                "payload": {"app": 9, "record": {"t": {"value": 1}}},
+            }
+        }
+    )
     [[call]] = calls_of(p)
     assert (call.api, call.payload["app"]) == ("/k/v1/record.json", 9)
 
@@ -153,22 +228,44 @@ def test_adjacent_same_kind_same_app_merge_and_others_do_not():
     )
     [calls] = calls_of(p)
     assert [c.record_count for c in calls] == [5, 1, 1, 1, 1, 1, 1]
-    assert [(s.operation, s.start, s.count, s.ref) for s in calls[0].segments] == [(0, 0, 2, None), (1, 0, 3, "x")]
+    assert [(s.operation, s.start, s.count, s.ref) for s in calls[0].segments] == [
+        (0, 0, 2, None),
+        (1, 0, 3, "x"),
+    ]
 
 
 def test_merged_deletes_fill_missing_revisions_with_minus_one():
-    [[call]] = calls_of(plan({"delete": {"app": "orders", "ids": [1, 2]}}, {"delete": {"app": "orders", "ids": [3], "revisions": [7]}}))
+    [[call]] = calls_of(
+        plan(
+            {"delete": {"app": "orders", "ids": [1, 2]}},
+            {"delete": {"app": "orders", "ids": [3], "revisions": [7]}},
+        )
+    )
     assert call.payload == {"app": 1, "ids": [1, 2, 3], "revisions": [-1, -1, 7]}
 
 
-@pytest.mark.parametrize("ops, expected", [
-    ([{"update": {"app": "orders", "records": [{"id": 1, "t": 1}, {"id": 2, "t": 1}]}},
-      {"update": {"app": "orders", "records": [{"id": 1, "t": 2}]}}], [2, 1]),
-    ([{"delete": {"app": "orders", "ids": [5, 6, 5, 7]}}], [2, 2]),
-    ([{"status": {"app": "orders", "records": [1, 1, 1], "action": "Go"}}], [1, 1, 1]),
-    ([{"upsert": {"app": "orders", "key": "k", "records": [{"k": "a"}, {"k": "b"}, {"k": "a"}]}}], [2, 1]),
-    ([{"update": {"app": "orders", "key": "k", "records": [{"k": 1}, {"k": "1"}]}}], [1, 1]),  # both are "1" to Kintone
-])
+@pytest.mark.parametrize(
+    "ops, expected",
+    [
+        (
+            [
+                {"update": {"app": "orders", "records": [{"id": 1, "t": 1}, {"id": 2, "t": 1}]}},
+                {"update": {"app": "orders", "records": [{"id": 1, "t": 2}]}},
+            ],
+            [2, 1],
+        ),
+        ([{"delete": {"app": "orders", "ids": [5, 6, 5, 7]}}], [2, 2]),
+        ([{"status": {"app": "orders", "records": [1, 1, 1], "action": "Go"}}], [1, 1, 1]),
+        (
+            [{"upsert": {"app": "orders", "key": "k", "records": [{"k": "a"}, {"k": "b"}, {"k": "a"}]}}],
+            [2, 1],
+        ),
+        (
+            [{"update": {"app": "orders", "key": "k", "records": [{"k": 1}, {"k": "1"}]}}],
+            [1, 1],
+        ),  # both are "1" to Kintone
+    ],
+)
 def test_a_repeated_record_starts_a_new_call(ops, expected):
     [calls] = calls_of(plan(*ops))
     assert [c.record_count for c in calls] == expected
@@ -205,7 +302,9 @@ def test_a_consumer_of_a_ref_made_in_the_current_bulk_starts_a_new_bulk():
     assert status.payload["records"] == {"$ref": "new", "each": {"action": "Submit"}}
     assert delete.payload["ids"] == {"$ref": "new"}
     assert resolve_refs(status.payload, {"new": [7, 8, 9]})["records"] == [
-        {"id": 7, "action": "Submit"}, {"id": 8, "action": "Submit"}, {"id": 9, "action": "Submit"},
+        {"id": 7, "action": "Submit"},
+        {"id": 8, "action": "Submit"},
+        {"id": 9, "action": "Submit"},
     ]
 
 
@@ -237,11 +336,15 @@ def test_only_the_bulk_holding_the_needed_record_forces_a_break():
 
 def test_refs_across_changesets_do_not_break_bulks():
     first = changeset([{"add": {"app": "orders", "ref": "x", "records": recs(2)}}], "0001", "a")
-    second = changeset([
-        {"add": {"app": "orders", "records": recs(1)}},
-        {"assignees": {"app": "orders", "id": {"ref": "x", "index": 1}, "assignees": ["a"]}},
-        {"update": {"app": "orders", "records": [{"id": {"ref": "x", "index": 0}, "t": 1}]}},
-    ], "0002", "b")
+    second = changeset(
+        [
+            {"add": {"app": "orders", "records": recs(1)}},
+            {"assignees": {"app": "orders", "id": {"ref": "x", "index": 1}, "assignees": ["a"]}},
+            {"update": {"app": "orders", "records": [{"id": {"ref": "x", "index": 0}, "t": 1}]}},
+        ],
+        "0002",
+        "b",
+    )
     p = build_plan([second, first], env())  # given out of order: planned in version order
     assert [c.version for c in p.changesets] == ["0001", "0002"]
     [only] = p.changesets[1].batches
@@ -251,8 +354,20 @@ def test_refs_across_changesets_do_not_break_bulks():
 def test_request_payload_refs_become_markers():
     p = plan(
         {"add": {"app": "orders", "ref": "x", "records": recs(2)}},
-        {"request": {"method": "DELETE", "api": "records", "payload": {"app": "orders", "ids": {"ref": "x"}}}},
-        {"request": {"method": "PUT", "api": "record", "payload": {"app": "orders", "id": {"ref": "x", "index": 1}, "record": {}}}},
+        {
+            "request": {
+                "method": "DELETE",
+                "api": "records",
+                "payload": {"app": "orders", "ids": {"ref": "x"}},
+            }
+        },
+        {
+            "request": {
+                "method": "PUT",
+                "api": "record",
+                "payload": {"app": "orders", "id": {"ref": "x", "index": 1}, "record": {}},
+            }
+        },
     )
     _, second = p.changesets[0].batches
     assert second.calls[0].payload == {"app": 1, "ids": {"$ref": "x"}}
@@ -316,10 +431,17 @@ def test_segments_map_every_record_back_to_its_operation():
 # ---- journal state ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("states, expected", [
-    ({}, PENDING), ({0: APPLIED, 1: APPLIED}, APPLIED), ({0: APPLIED}, PARTIAL),
-    ({0: SENT}, PARTIAL), ({0: FAILED}, PENDING), ({0: APPLIED, 1: FAILED}, PARTIAL),
-])
+@pytest.mark.parametrize(
+    "states, expected",
+    [
+        ({}, PENDING),
+        ({0: APPLIED, 1: APPLIED}, APPLIED),
+        ({0: APPLIED}, PARTIAL),
+        ({0: SENT}, PARTIAL),
+        ({0: FAILED}, PENDING),
+        ({0: APPLIED, 1: FAILED}, PARTIAL),
+    ],
+)
 def test_changeset_state_from_the_journal(states, expected):
     journal = {"0001": JournaledChangeset("0001", "s", "r", batch_states=states)}
     p = plan({"add": {"app": "orders", "records": recs(2001)}}, journal=journal)
@@ -333,25 +455,83 @@ def test_changeset_state_from_the_journal(states, expected):
 # ---- errors ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ops, message", [
-    ([{"add": {"app": "nowhere", "records": recs(1)}}], "unknown app alias 'nowhere'"),
-    ([{"delete": {"app": "orders", "ids": {"ref": "ghost"}}}], "ref 'ghost' is not created by any earlier operation"),
-    ([{"status": {"app": "orders", "records": {"ref": "later"}, "action": "Go"}},
-      {"add": {"app": "orders", "ref": "later", "records": recs(1)}}], "ref 'later' is not created"),
-    ([{"add": {"app": "orders", "ref": "x", "records": recs(1)}},
-      {"add": {"app": "orders", "ref": "x", "records": recs(1)}}], "ref 'x' is already defined"),
-    ([{"add": {"app": "orders", "ref": "x", "records": recs(2)}},
-      {"assignees": {"app": "orders", "id": {"ref": "x", "index": 2}, "assignees": []}}], "index 2 is out of range"),
-    ([{"add": {"app": "orders", "ref": "x", "records": recs(2)}},
-      {"assignees": {"app": "orders", "id": {"ref": "x"}, "assignees": []}}], "stands for one record"),
-    ([{"update": {"app": "orders", "records": [{"t": 1}]}}], "needs `id`"),
-    ([{"update": {"app": "orders", "key": "code", "records": [{"t": 1}]}}], "no value for the key field `code`"),
-    ([{"update": {"app": "orders", "key": "code", "records": [{"code": [1]}]}}], "needs a text or number value"),
-    ([{"update": {"app": "orders", "records": [{"id": -3}]}}], "positive record id"),
-    ([{"update": {"app": "orders", "records": [{"id": 1, "revision": "x"}]}}], "`revision` must be a whole number"),
-    ([{"upsert": {"app": "orders", "key": "k", "ref": "u", "records": [{"k": "a", "id": {"ref": "u", "index": 0}}]}}], "both `id` and the key"),
-    ([{"request": {"method": "POST", "api": "records", "payload": {"app": "orders", "records": recs(101)}}}], "at most 100"),
-])
+@pytest.mark.parametrize(
+    "ops, message",
+    [
+        ([{"add": {"app": "nowhere", "records": recs(1)}}], "unknown app alias 'nowhere'"),
+        (
+            [{"delete": {"app": "orders", "ids": {"ref": "ghost"}}}],
+            "ref 'ghost' is not created by any earlier operation",
+        ),
+        (
+            [
+                {"status": {"app": "orders", "records": {"ref": "later"}, "action": "Go"}},
+                {"add": {"app": "orders", "ref": "later", "records": recs(1)}},
+            ],
+            "ref 'later' is not created",
+        ),
+        (
+            [
+                {"add": {"app": "orders", "ref": "x", "records": recs(1)}},
+                {"add": {"app": "orders", "ref": "x", "records": recs(1)}},
+            ],
+            "ref 'x' is already defined",
+        ),
+        (
+            [
+                {"add": {"app": "orders", "ref": "x", "records": recs(2)}},
+                {"assignees": {"app": "orders", "id": {"ref": "x", "index": 2}, "assignees": []}},
+            ],
+            "index 2 is out of range",
+        ),
+        (
+            [
+                {"add": {"app": "orders", "ref": "x", "records": recs(2)}},
+                {"assignees": {"app": "orders", "id": {"ref": "x"}, "assignees": []}},
+            ],
+            "stands for one record",
+        ),
+        ([{"update": {"app": "orders", "records": [{"t": 1}]}}], "needs `id`"),
+        (
+            [{"update": {"app": "orders", "key": "code", "records": [{"t": 1}]}}],
+            "no value for the key field `code`",
+        ),
+        (
+            [{"update": {"app": "orders", "key": "code", "records": [{"code": [1]}]}}],
+            "needs a text or number value",
+        ),
+        ([{"update": {"app": "orders", "records": [{"id": -3}]}}], "positive record id"),
+        (
+            [{"update": {"app": "orders", "records": [{"id": 1, "revision": "x"}]}}],
+            "`revision` must be a whole number",
+        ),
+        (
+            [
+                {
+                    "upsert": {
+                        "app": "orders",
+                        "key": "k",
+                        "ref": "u",
+                        "records": [{"k": "a", "id": {"ref": "u", "index": 0}}],
+                    }
+                }
+            ],
+            "both `id` and the key",
+        ),
+        (
+            [
+                {
+                    "request": {
+                        "method": "POST",
+                        "api": "records",
+                        "payload": {"app": "orders", "records": recs(101)},
+                    }
+                }
+            ],
+            "at most 100",
+        ),
+    ],
+)
 def test_planning_errors_name_the_changeset_and_operation(ops, message):
     cs = changeset(ops, lines=tuple(range(3, 3 + 2 * len(ops), 2)))
     with pytest.raises(ChangesetError) as info:
@@ -365,7 +545,9 @@ def test_planning_errors_name_the_changeset_and_operation(ops, message):
 
 def test_duplicate_versions_are_an_error():
     with pytest.raises(ChangesetError, match="version 0001 is used twice"):
-        build_plan([changeset([{"add": {"app": "orders", "records": recs(1)}}], name=n) for n in ("a", "b")], env())
+        build_plan(
+            [changeset([{"add": {"app": "orders", "records": recs(1)}}], name=n) for n in ("a", "b")], env()
+        )
 
 
 def test_a_bad_record_in_a_data_file_names_the_data_file_line():
@@ -392,7 +574,9 @@ def mixed_changesets(source: ListSource | None = None) -> list[LoadedChangeset]:
     cs1 = changeset(first, "0001", "one")
     if source is not None:
         cs1 = LoadedChangeset(**{**cs1.__dict__, "operations": (add_from(source, ref="y"), *cs1.operations)})
-    cs2 = changeset([{"assignees": {"app": "orders", "id": {"ref": "x", "index": 0}, "assignees": ["a"]}}], "0002", "two")
+    cs2 = changeset(
+        [{"assignees": {"app": "orders", "id": {"ref": "x", "index": 0}, "assignees": ["a"]}}], "0002", "two"
+    )
     return [cs1, cs2]
 
 
@@ -428,8 +612,12 @@ def test_big_changesets_are_lazy_and_plan_the_same():
 
 def test_lazy_pending_batches_skip_applied_ones():
     source = ListSource(recs(4500))
-    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
-                            "operations": (add_from(source),)})
+    cs = LoadedChangeset(
+        **{
+            **changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+            "operations": (add_from(source),),
+        }
+    )
     journal = {"0001": JournaledChangeset("0001", "s", "r", batch_states={0: APPLIED, 1: APPLIED})}
     p = build_plan([cs], env(), journal, limits=Limits(eager_records=0))
     pending = p.changesets[0].pending_batches
@@ -439,8 +627,12 @@ def test_lazy_pending_batches_skip_applied_ones():
 
 def test_a_data_file_changed_after_planning_is_caught():
     source = ListSource(recs(300))
-    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
-                            "operations": (add_from(source),)})
+    cs = LoadedChangeset(
+        **{
+            **changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+            "operations": (add_from(source),),
+        }
+    )
     p = build_plan([cs], env(), limits=Limits(eager_records=0))
     source.records.append({"title": "late"})
     with pytest.raises(ChangesetError, match="changed since it was planned"):
@@ -451,8 +643,12 @@ def test_an_edit_of_the_same_shape_after_planning_is_caught_and_hashes_need_no_s
     # What was reviewed is what is sent: a value edited in the data file while `apply` waited
     # for confirmation (same number of records, same layout) must not be sent.
     source = ListSource(recs(300))
-    cs = LoadedChangeset(**{**changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
-                            "operations": (add_from(source),)})
+    cs = LoadedChangeset(
+        **{
+            **changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
+            "operations": (add_from(source),),
+        }
+    )
     [planned] = build_plan([cs], env(), limits=Limits(eager_records=0)).changesets
     passes = source.passes
     assert len(planned.batch_hashes) == 1 and source.passes == passes  # the journal reads these
@@ -465,11 +661,22 @@ def test_an_edit_of_the_same_shape_after_planning_is_caught_and_hashes_need_no_s
 
 
 def test_resolve_refs_expands_every_marker_and_leaves_the_input_alone():
-    payload = {"app": 1, "ids": [{"$ref": "a", "index": 1}, 5], "all": {"$ref": "a"},
-               "records": {"$ref": "b", "each": {"action": "Go"}}, "$notref": {"x": [1]}}
+    payload = {
+        "app": 1,
+        "ids": [{"$ref": "a", "index": 1}, 5],
+        "all": {"$ref": "a"},
+        "records": {"$ref": "b", "each": {"action": "Go"}},
+        "$notref": {"x": [1]},
+    }
     before = json.dumps(payload)
     out = resolve_refs(payload, {"a": [10, 11], "b": [20]})
-    assert out == {"app": 1, "ids": [11, 5], "all": [10, 11], "records": [{"id": 20, "action": "Go"}], "$notref": {"x": [1]}}
+    assert out == {
+        "app": 1,
+        "ids": [11, 5],
+        "all": [10, 11],
+        "records": [{"id": 20, "action": "Go"}],
+        "$notref": {"x": [1]},
+    }
     assert json.dumps(payload) == before
     with pytest.raises(JournalError, match="no ids are journaled for ref 'c'"):
         resolve_refs({"id": {"$ref": "c", "index": 0}}, {})
@@ -483,7 +690,9 @@ GEN_APPS = {"orders": (1, None), "customers": (2, None), "hr": (3, 7), "payroll"
 
 
 @st.composite
-def workloads(draw: Any, max_changesets: int = 3, max_ops: int = 7, max_records: int = 14) -> list[list[dict[str, Any]]]:
+def workloads(
+    draw: Any, max_changesets: int = 3, max_ops: int = 7, max_records: int = 14
+) -> list[list[dict[str, Any]]]:
     """Changesets of random operations on random apps (two in guest spaces), with refs used
     whole or by index, and repeated ids and keys."""
     refs: dict[str, int] = {}
@@ -509,7 +718,7 @@ def workloads(draw: Any, max_changesets: int = 3, max_ops: int = 7, max_records:
             def ids() -> Any:
                 if refs and draw(st.integers(0, 3)) == 0:
                     return {"ref": a_ref()}
-                return [an_id() for _ in range(n)]
+                return [an_id() for _ in range(n)]  # noqa: B023 (called within this iteration)
 
             new_ref = f"r{len(refs)}" if draw(st.booleans()) else None
             if kind == "add":
@@ -517,18 +726,40 @@ def workloads(draw: Any, max_changesets: int = 3, max_ops: int = 7, max_records:
             elif kind == "update":
                 op = {"update": {"app": app, "records": [{"id": an_id(), "f": 1} for _ in range(n)]}}
             elif kind == "update_key":
-                op = {"update": {"app": app, "key": "k", "records": [{"k": draw(st.sampled_from("abcde")), "f": 1} for _ in range(n)]}}
+                op = {
+                    "update": {
+                        "app": app,
+                        "key": "k",
+                        "records": [{"k": draw(st.sampled_from("abcde")), "f": 1} for _ in range(n)],
+                    }
+                }
             elif kind == "upsert":
-                op = {"upsert": {"app": app, "key": draw(st.sampled_from(["k", "j"])),
-                                 "records": [{"k": draw(st.sampled_from("abcde")), "j": draw(st.sampled_from("abcde"))} for _ in range(n)]}}
+                op = {
+                    "upsert": {
+                        "app": app,
+                        "key": draw(st.sampled_from(["k", "j"])),
+                        "records": [
+                            {"k": draw(st.sampled_from("abcde")), "j": draw(st.sampled_from("abcde"))}
+                            for _ in range(n)
+                        ],
+                    }
+                }
             elif kind == "delete":
                 op = {"delete": {"app": app, "ids": ids()}}
             elif kind == "status":
-                op = {"status": {"app": app, "records": ids(), "action": draw(st.sampled_from(["Go", "Stop"]))}}
+                op = {
+                    "status": {"app": app, "records": ids(), "action": draw(st.sampled_from(["Go", "Stop"]))}
+                }
             elif kind == "assignees":
                 op = {"assignees": {"app": app, "id": an_id(), "assignees": ["a"]}}
             else:
-                op = {"request": {"method": "PUT", "api": "record", "payload": {"app": app, "id": an_id(), "record": {}}}}
+                op = {
+                    "request": {
+                        "method": "PUT",
+                        "api": "record",
+                        "payload": {"app": app, "id": an_id(), "record": {}},
+                    }
+                }
             if kind in ("add", "upsert") and new_ref:
                 body = next(iter(op.values()))
                 body["ref"] = new_ref
@@ -573,7 +804,9 @@ def expand(workload: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
                 return [id_use(v) for v in ids]
 
             def item(merge: Any, dedupe: Any, uses: list[Any], makes: Any = None) -> None:
-                items.append({"merge": merge, "dedupe": dedupe, "uses": uses, "makes": makes, "guest": guest, "op": o})
+                items.append(  # noqa: B023 (called within this iteration)
+                    {"merge": merge, "dedupe": dedupe, "uses": uses, "makes": makes, "guest": guest, "op": o}  # noqa: B023
+                )
 
             ref = body.get("ref")
             if kind == "add":
@@ -608,8 +841,11 @@ def min_bulks(items: list[dict[str, Any]], limits: Limits) -> int:
         if merge is None:
             return len(group) == 1
         keys = [it["dedupe"] for it in group if it["dedupe"] is not None]
-        return (len(group) <= limits.records_per_call and all(it["merge"] == merge for it in group)
-                and len(keys) == len(set(keys)))
+        return (
+            len(group) <= limits.records_per_call
+            and all(it["merge"] == merge for it in group)
+            and len(keys) == len(set(keys))
+        )
 
     def bulk_ok(lo: int, hi: int) -> bool:
         group = items[lo:hi]
@@ -617,7 +853,11 @@ def min_bulks(items: list[dict[str, Any]], limits: Limits) -> int:
             return False
         made = {it["makes"] for it in group if it["makes"]}
         made_names = {name for name, _ in made}
-        if any((name, i) in made if i is not None else name in made_names for it in group for name, i in it["uses"]):
+        if any(
+            (name, i) in made if i is not None else name in made_names
+            for it in group
+            for name, i in it["uses"]
+        ):
             return False
         fewest = [0] + [math.inf] * (hi - lo)  # fewest calls covering items[lo:lo+k]
         for k in range(1, hi - lo + 1):
@@ -640,7 +880,7 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
     made_at: dict[tuple[str, int], tuple[int, int]] = {}
     sizes: dict[str, int] = {}
     assert len(p.changesets) == len(workload)
-    for c, (cs, items) in enumerate(zip(p.changesets, expanded)):
+    for c, (cs, items) in enumerate(zip(p.changesets, expanded, strict=False)):
         order = []
         for b, batch in enumerate(cs.batches):
             assert batch.index == b
@@ -649,7 +889,9 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
             for call in batch.calls:
                 assert call.api.startswith(prefix)
                 op_apps = {next(iter(workload[c][s.operation].values())).get("app") for s in call.segments}
-                assert all(GEN_APPS.get(a, (0, batch.guest_space_id))[1] == batch.guest_space_id for a in op_apps)
+                assert all(
+                    GEN_APPS.get(a, (0, batch.guest_space_id))[1] == batch.guest_space_id for a in op_apps
+                )
                 for s in call.segments:
                     order += [(s.operation, s.start + i) for i in range(s.count)]
                     if s.ref:
@@ -661,7 +903,10 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
                     needed = range(sizes[name]) if index is None else [index]
                     assert all(made_at[(name, i)] < (c, b) for i in needed), (name, index, c, b)
                 # resolved, no call exceeds the limit and no id repeats
-                fake = {name: [10_000 * (k + 1) + i for i in range(n)] for k, (name, n) in enumerate(sorted(sizes.items()))}
+                fake = {
+                    name: [10_000 * (k + 1) + i for i in range(n)]
+                    for k, (name, n) in enumerate(sorted(sizes.items()))
+                }
                 # the refs the planner says a call needs are exactly those in its payload: the
                 # runner resolves only calls that say they need something
                 assert call.refs == frozenset(name for name, _ in ref_uses(call.payload))
@@ -670,7 +915,10 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
                 listed = resolved.get("records", resolved.get("ids"))
                 if isinstance(listed, list):
                     assert len(listed) == call.record_count <= limits.records_per_call
-                    keys = [r if not isinstance(r, dict) else r.get("id", json.dumps(r.get("updateKey"))) for r in listed]
+                    keys = [
+                        r if not isinstance(r, dict) else r.get("id", json.dumps(r.get("updateKey")))
+                        for r in listed
+                    ]
                     if call.method != "POST":
                         assert len(keys) == len(set(keys)), keys
                 assert not any(is_ref_marker(v) for v in _walk(resolved))
@@ -681,8 +929,11 @@ def check_invariants(workload: list[list[dict[str, Any]]], p: Any, limits: Limit
         for batch in cs.batches:
             for call in batch.calls:
                 if call.method == "POST":
-                    written = [rec for s in call.segments
-                               for rec in workload[c][s.operation]["add"]["records"][s.start:s.start + s.count]]
+                    written = [
+                        rec
+                        for s in call.segments
+                        for rec in workload[c][s.operation]["add"]["records"][s.start : s.start + s.count]
+                    ]
                     assert call.payload["records"] == [to_kintone_record(r) for r in written]
 
 
@@ -712,7 +963,7 @@ def test_generated_workloads_keep_every_rule_and_use_the_fewest_bulks(workload, 
     limits = Limits(SMALL.calls_per_bulk, SMALL.records_per_call, eager_records=0 if lazy else 10_000)
     p = build(workload, limits)
     check_invariants(workload, p, limits)
-    for cs, items in zip(p.changesets, expand(workload)):
+    for cs, items in zip(p.changesets, expand(workload), strict=False):
         assert len(cs.batches) == min_bulks(items, limits)
 
 
@@ -726,18 +977,29 @@ def test_generated_workloads_at_kintone_limits(workload):
 
 def test_the_reference_minimum_is_not_trivially_equal():
     # The exhaustive minimum must see what greedy must respect: here a consumer forces a break.
-    workload = [[{"add": {"app": "orders", "ref": "r0", "records": [{"f": 1}]}},
-                 {"delete": {"app": "orders", "ids": {"ref": "r0"}}}]]
+    workload = [
+        [
+            {"add": {"app": "orders", "ref": "r0", "records": [{"f": 1}]}},
+            {"delete": {"app": "orders", "ids": {"ref": "r0"}}},
+        ]
+    ]
     assert min_bulks(expand(workload)[0], SMALL) == 2
-    assert min_bulks(expand([[{"add": {"app": "orders", "records": [{"f": 1}] * 13}}]])[0], SMALL) == 2  # 13 > 3 * 4
+    assert (
+        min_bulks(expand([[{"add": {"app": "orders", "records": [{"f": 1}] * 13}}]])[0], SMALL) == 2
+    )  # 13 > 3 * 4
 
 
 def test_an_applied_unchanged_changeset_is_not_compiled_but_its_refs_serve_later_ones():
     source = ListSource(recs(250))
     source.count = 250  # the loader counts a trusted data file without building its records
     first = LoadedChangeset(
-        version="0001", name="a", path=ROOT / "changesets" / "V0001__a.yaml", description="",
-        operations=(add_from(source, ref="big"),), source_checksum="s0001", rendered_checksum="r0001",
+        version="0001",
+        name="a",
+        path=ROOT / "changesets" / "V0001__a.yaml",
+        description="",
+        operations=(add_from(source, ref="big"),),
+        source_checksum="s0001",
+        rendered_checksum="r0001",
     )
     second = changeset([{"delete": {"app": "orders", "ids": [{"ref": "big", "index": 249}]}}], "0002", "b")
     journal = {"0001": JournaledChangeset("0001", "s0001", "r0001", batch_states={0: APPLIED})}
@@ -750,7 +1012,16 @@ def test_an_applied_unchanged_changeset_is_not_compiled_but_its_refs_serve_later
     assert [b.record_count for b in p.changesets[0].batches] == [250] and source.passes == 1
 
     with pytest.raises(ChangesetError, match="index 250"):  # the ref's size still bounds its users
-        build_plan([first, changeset([{"delete": {"app": "orders", "ids": [{"ref": "big", "index": 250}]}}], "0002", "b")], env(), journal)
+        build_plan(
+            [
+                first,
+                changeset(
+                    [{"delete": {"app": "orders", "ids": [{"ref": "big", "index": 250}]}}], "0002", "b"
+                ),
+            ],
+            env(),
+            journal,
+        )
 
     changed = {"0001": JournaledChangeset("0001", "s0001", "other", batch_states={0: APPLIED})}
     build_plan([first, second], env(), changed)
@@ -763,12 +1034,22 @@ def test_the_journal_s_word_decides_for_a_changeset_with_nothing_to_send():
     applied = {"0001": JournaledChangeset("0001", "s0001", "r0001", state=APPLIED)}
     [planned] = build_plan([empty], env(), applied).changesets
     assert planned.state == APPLIED and len(planned.batches) == 0
-    [again] = build_plan([empty], env(), {"0001": JournaledChangeset("0001", "s0001", "r0001", state=PENDING)}).changesets
+    [again] = build_plan(
+        [empty], env(), {"0001": JournaledChangeset("0001", "s0001", "r0001", state=PENDING)}
+    ).changesets
     assert again.state != APPLIED
 
 
 def test_a_request_may_name_its_api_by_any_of_its_paths():
     for written in ("records", "/k/v1/records.json", "/k/guest/7/v1/records.json"):
-        p = plan({"request": {"method": "PUT", "api": written, "payload": {"app": "hr", "records": [{"id": 1, "record": {}}]}}})
+        p = plan(
+            {
+                "request": {
+                    "method": "PUT",
+                    "api": written,
+                    "payload": {"app": "hr", "records": [{"id": 1, "record": {}}]},
+                }
+            }
+        )
         [[call]] = calls_of(p)
         assert call.api == "/k/guest/7/v1/records.json"  # hr lives in guest space 7

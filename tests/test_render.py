@@ -15,27 +15,46 @@ ROOT = Path("/project")
 
 
 def env() -> Environment:
-    return Environment(name="staging", root=ROOT, apps={"orders": App(1), "hr": App(3, 7)}, vars={},
-                       journal_path=ROOT / "j.db")
+    return Environment(
+        name="staging",
+        root=ROOT,
+        apps={"orders": App(1), "hr": App(3, 7)},
+        vars={},
+        journal_path=ROOT / "j.db",
+    )
 
 
 def changeset(version: str, name: str, ops: list[dict], description: str = "") -> LoadedChangeset:
     return LoadedChangeset(
-        version=version, name=name, path=ROOT / "changesets" / f"V{version}__{name}.yaml", description=description,
-        operations=tuple(Operation.model_validate(o) for o in ops), source_checksum="src" + version,
-        rendered_checksum="ren" + version, operation_lines=tuple(range(3, 3 + 4 * len(ops), 4)),
+        version=version,
+        name=name,
+        path=ROOT / "changesets" / f"V{version}__{name}.yaml",
+        description=description,
+        operations=tuple(Operation.model_validate(o) for o in ops),
+        source_checksum="src" + version,
+        rendered_checksum="ren" + version,
+        operation_lines=tuple(range(3, 3 + 4 * len(ops), 4)),
     )
 
 
 def sample(journal=None, limits: Limits = Limits()):
-    first = changeset("0001", "import_orders", [
-        {"add": {"app": "orders", "ref": "spring", "records": [{"title": f"o{i}"} for i in range(120)]}},
-        {"status": {"app": "orders", "records": {"ref": "spring"}, "action": "Submit"}},
-    ], "Import spring orders | and submit them")
-    second = changeset("0002", "cleanup", [
-        {"delete": {"app": "orders", "ids": [{"ref": "spring", "index": 0}, 55]}},
-        {"update": {"app": "hr", "key": "code", "records": [{"code": "E1", "grade": "B"}]}},
-    ])
+    first = changeset(
+        "0001",
+        "import_orders",
+        [
+            {"add": {"app": "orders", "ref": "spring", "records": [{"title": f"o{i}"} for i in range(120)]}},
+            {"status": {"app": "orders", "records": {"ref": "spring"}, "action": "Submit"}},
+        ],
+        "Import spring orders | and submit them",
+    )
+    second = changeset(
+        "0002",
+        "cleanup",
+        [
+            {"delete": {"app": "orders", "ids": [{"ref": "spring", "index": 0}, 55]}},
+            {"update": {"app": "hr", "key": "code", "records": [{"code": "E1", "grade": "B"}]}},
+        ],
+    )
     return build_plan([first, second], env(), journal, limits=limits)
 
 
@@ -48,24 +67,36 @@ def test_json_has_the_documented_shape():
     assert data["environment"] == "staging"
     first, second = data["changesets"]
     assert first["path"] == "changesets/V0001__import_orders.yaml"
-    assert {k: first[k] for k in ("id", "version", "name", "source_checksum", "rendered_checksum", "state")} == {
-        "id": "V0001__import_orders", "version": "0001", "name": "import_orders",
-        "source_checksum": "src0001", "rendered_checksum": "ren0001", "state": "pending",
+    assert {
+        k: first[k] for k in ("id", "version", "name", "source_checksum", "rendered_checksum", "state")
+    } == {
+        "id": "V0001__import_orders",
+        "version": "0001",
+        "name": "import_orders",
+        "source_checksum": "src0001",
+        "rendered_checksum": "ren0001",
+        "state": "pending",
     }
     assert [op["kind"] for op in first["operations"]] == ["add", "status"]
     assert first["operations"][0]["line"] == 3 and first["operations"][0]["ref"] == "spring"
     assert [op["destructive"] for op in second["operations"]] == [True, False]
     assert second["operations"][1]["guest_space_id"] == 7 and second["operations"][1]["overwrites"]
     # every batch: index, state, hash and the exact requests, the same as the plan holds
-    for cs_json, cs in zip(data["changesets"], plan.changesets):
+    for cs_json, cs in zip(data["changesets"], plan.changesets, strict=False):
         assert [b["index"] for b in cs_json["batches"]] == [b.index for b in cs.batches]
-        for b_json, batch in zip(cs_json["batches"], cs.batches):
+        for b_json, batch in zip(cs_json["batches"], cs.batches, strict=False):
             assert b_json["requests"] == batch.requests()
             assert b_json["hash"] == batch.hash and b_json["state"] == batch.state
             assert b_json["records"] == batch.record_count
     status_request = first["batches"][1]["requests"][0]
-    assert status_request == {"method": "PUT", "api": "/k/v1/records/status.json", "payload": {
-        "app": 1, "records": [{"id": {"$ref": "spring", "index": i}, "action": "Submit"} for i in range(100)]}}
+    assert status_request == {
+        "method": "PUT",
+        "api": "/k/v1/records/status.json",
+        "payload": {
+            "app": 1,
+            "records": [{"id": {"$ref": "spring", "index": i}, "action": "Submit"} for i in range(100)],
+        },
+    }
     assert second["batches"][1]["guest_space_id"] == 7
 
 
@@ -81,7 +112,10 @@ def test_json_of_a_lazy_plan_is_the_same():
 
 def test_text_shows_operations_records_per_app_bulks_and_destructive_operations():
     text = render_text(sample())
-    assert text.splitlines()[0] == "Plan for environment staging: 2 changesets to apply, 4 bulk requests, 243 records"
+    assert (
+        text.splitlines()[0]
+        == "Plan for environment staging: 2 changesets to apply, 4 bulk requests, 243 records"
+    )
     assert "V0001__import_orders  [pending]  changesets/V0001__import_orders.yaml" in text
     assert "Import spring orders" in text
     assert "records per app: orders (app 1): 240" in text
@@ -93,17 +127,29 @@ def test_text_shows_operations_records_per_app_bulks_and_destructive_operations(
 
 
 def test_applied_changesets_are_summarised_and_not_counted():
-    journal = {"0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED, 1: APPLIED})}
+    journal = {
+        "0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED, 1: APPLIED})
+    }
     text = render_text(sample(journal))
-    assert text.splitlines()[0].startswith("Plan for environment staging: 1 changeset to apply, 2 bulk requests, 3 records")
-    assert "V0001__import_orders  [applied]" in text and "already applied: 2 bulk requests, nothing to do" in text
+    assert text.splitlines()[0].startswith(
+        "Plan for environment staging: 1 changeset to apply, 2 bulk requests, 3 records"
+    )
+    assert (
+        "V0001__import_orders  [applied]" in text
+        and "already applied: 2 bulk requests, nothing to do" in text
+    )
 
 
 def test_partial_changesets_count_only_batches_left():
     # The journal knows every batch of a changeset it started: the applied one and the pending one.
-    journal = {"0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED, 1: PENDING})}
+    journal = {
+        "0001": JournaledChangeset("0001", "src0001", "ren0001", batch_states={0: APPLIED, 1: PENDING})
+    }
     text = render_text(sample(journal))
-    assert text.splitlines()[0] == "Plan for environment staging: 2 changesets to apply, 3 bulk requests, 123 records"
+    assert (
+        text.splitlines()[0]
+        == "Plan for environment staging: 2 changesets to apply, 3 bulk requests, 123 records"
+    )
     assert "bulk requests: 2 (1 to send)" in text
 
 

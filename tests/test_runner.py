@@ -48,9 +48,14 @@ def test_example_project_applies_exactly_and_a_rerun_sends_nothing(tmp_path):
         orders = {r["order_no"]["value"]: r for r in sandbox.records(1)}
 
     assert len(products) == 8 and products["SKU-003"]["stock"]["value"] == "12"
-    assert products["SKU-003"]["$revision"]["value"] == "2" and products["SKU-001"]["$revision"]["value"] == "1"
+    assert (
+        products["SKU-003"]["$revision"]["value"] == "2" and products["SKU-001"]["$revision"]["value"] == "1"
+    )
     assert len(customers) == 20
-    assert customers["C-001"]["tier"]["value"] == "Gold" and customers["C-012"]["email"]["value"] == "orders@quartz.example.com"
+    assert (
+        customers["C-001"]["tier"]["value"] == "Gold"
+        and customers["C-012"]["email"]["value"] == "orders@quartz.example.com"
+    )
     assert customers["C-012"]["$revision"]["value"] == "2" and customers["C-002"]["$revision"]["value"] == "1"
     # 30 from CSV + 2 inline, one deleted (spring_orders index 29 = the CSV's last row).
     assert len(orders) == 31 and "SO-2024-030" not in orders
@@ -64,8 +69,14 @@ def test_example_project_applies_exactly_and_a_rerun_sends_nothing(tmp_path):
     assert orders["SO-2024-010"]["$revision"]["value"] == "3"
     assert orders["SO-2024-004"]["$revision"]["value"] == "4"
     assert [u["code"] for u in typed(orders["SO-2024-004"], "STATUS_ASSIGNEE")] == ["alice"]
-    assert orders["SO-2024-102"]["priority"]["value"] == "High" and orders["SO-2024-102"]["$revision"]["value"] == "2"
-    assert [row["value"]["sku"]["value"] for row in orders["SO-2024-101"]["lines"]["value"]] == ["SKU-001", "SKU-002"]
+    assert (
+        orders["SO-2024-102"]["priority"]["value"] == "High"
+        and orders["SO-2024-102"]["$revision"]["value"] == "2"
+    )
+    assert [row["value"]["sku"]["value"] for row in orders["SO-2024-101"]["lines"]["value"]] == [
+        "SKU-001",
+        "SKU-002",
+    ]
 
     second = run(root, "apply")
     assert second.exit_code == 0 and "Nothing to do: 3 changeset(s) already applied" in second.output
@@ -93,12 +104,18 @@ def test_rerun_sends_zero_requests(tmp_path):
 def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(6000))  # 3 bulk requests of 2000
-    write_changeset(root, "V0001__items.yaml", """\
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
         operations:
           - add: {app: items, records_from: data/items.csv}
-        """)
+        """,
+    )
     with open_sandbox(root) as sandbox:  # a record that clashes with the unique code of row 2500 (batch 1)
-        sandbox.client(headers=AUTH).post("/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I002500"}}}).raise_for_status()
+        sandbox.client(headers=AUTH).post(
+            "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I002500"}}}
+        ).raise_for_status()
 
     failed = run(root, "apply")
     assert failed.exit_code == 1
@@ -112,7 +129,9 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
     with open_sandbox(root) as sandbox:
         assert len(sandbox.records(1)) == 2001
         clash = [r for r in sandbox.records(1) if r["code"]["value"] == "I002500"][0]
-        sandbox.client(headers=AUTH).request("DELETE", "/k/v1/records.json", json={"app": 1, "ids": [int(clash["$id"]["value"])]}).raise_for_status()
+        sandbox.client(headers=AUTH).request(
+            "DELETE", "/k/v1/records.json", json={"app": 1, "ids": [int(clash["$id"]["value"])]}
+        ).raise_for_status()
 
     project = load_project(root)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
@@ -130,19 +149,27 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
 def test_refs_across_bulks_and_changesets(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(2500))  # the add spans two bulks
-    write_changeset(root, "V0001__items.yaml", """\
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
         operations:
           - add: {app: items, ref: items, records_from: data/items.csv}
           - status: {app: items, records: {ref: items}, action: Check}
-        """)
-    write_changeset(root, "V0002__later.yaml", """\
+        """,
+    )
+    write_changeset(
+        root,
+        "V0002__later.yaml",
+        """\
         operations:
           - update:
               app: items
               records:
                 - {id: {ref: items, index: 2499}, qty: 99}
           - delete: {app: items, ids: [{ref: items, index: 0}]}
-        """)
+        """,
+    )
     result = run(root, "apply")
     assert result.exit_code == 0, result.output
     with open_sandbox(root) as sandbox:
@@ -176,14 +203,20 @@ class LoseAnswers(httpx.BaseTransport):
 def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(4500))
-    write_changeset(root, "V0001__items.yaml", """\
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
         operations:
           - add: {app: items, records_from: data/items.csv}
-        """)
+        """,
+    )
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=2))
+        lossy = Client(
+            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=2)
+        )
         with pytest.raises(InDoubtError, match="batch 1"):
             api.apply(project, env, client=lossy)
         assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
@@ -247,14 +280,18 @@ def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
 
 def test_kintone_error_is_located_at_operation_and_record(tmp_path):
     root = items_project(tmp_path)
-    write_changeset(root, "V0001__a.yaml", """\
+    write_changeset(
+        root,
+        "V0001__a.yaml",
+        """\
         operations:
           - add:
               app: items
               records:
                 - {code: A}
                 - {code: B, qty: "not a number"}
-        """)
+        """,
+    )
     project = load_project(root)
     with pytest.raises(KintoneError) as info:
         api.apply(project, project.environment())
@@ -264,26 +301,36 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
 
 def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(tmp_path):
     root = items_project(tmp_path)
-    write_changeset(root, "V0001__items.yaml", """\
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
         operations:
           - add: {app: items, ref: first, records: [{code: A}]}
           - status: {app: items, records: {ref: first}, action: Check}
-        """)
+        """,
+    )
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1))
+        lossy = Client(
+            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
+        )
         with pytest.raises(InDoubtError):
             api.apply(project, env, client=lossy)
     assert api.resolve(project, env, "0001", 0, applied=True) == ["first"]
-    with pytest.raises(JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"):
+    with pytest.raises(
+        JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"
+    ):
         api.apply(project, env)
 
 
 def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(10_000))
-    write_changeset(root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    write_changeset(
+        root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
@@ -299,18 +346,28 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
     # action meant for records 0-1999 would land on records 2000-3999.
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(4000))
-    write_changeset(root, "V0001__items.yaml", """\
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
         operations:
           - add: {app: items, ref: items, records_from: data/items.csv}
-        """)
-    write_changeset(root, "V0002__check.yaml", """\
+        """,
+    )
+    write_changeset(
+        root,
+        "V0002__check.yaml",
+        """\
         operations:
           - status: {app: items, records: {ref: items}, action: Check}
-        """)
+        """,
+    )
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1))
+        lossy = Client(
+            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
+        )
         with pytest.raises(InDoubtError):
             api.apply(project, env, client=lossy)
         assert api.resolve(project, env, "0001", 0, applied=True) == ["items"]
@@ -324,21 +381,30 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
 def test_a_changeset_with_nothing_to_send_is_applied_once_and_then_skipped(tmp_path):
     root = items_project(tmp_path)
     (root / "changesets" / "data" / "empty.csv").write_text("code,qty\n")
-    write_changeset(root, "V0001__empty.yaml", "operations:\n  - add: {app: items, records_from: data/empty.csv}\n")
+    write_changeset(
+        root, "V0001__empty.yaml", "operations:\n  - add: {app: items, records_from: data/empty.csv}\n"
+    )
     first = run(root, "apply")
     assert first.exit_code == 0 and "V0001__empty: applied" in first.output
     second = run(root, "apply")
     assert second.exit_code == 0, second.output
-    assert "Nothing to do: 1 changeset(s) already applied" in second.output and "V0001__empty: applied" not in second.output
+    assert (
+        "Nothing to do: 1 changeset(s) already applied" in second.output
+        and "V0001__empty: applied" not in second.output
+    )
     env = load_project(root).environment()
-    assert [(e.kind, e.changeset) for e in api.history(env)] == [("applied", "0001")]  # once, and visible in history
+    assert [(e.kind, e.changeset) for e in api.history(env)] == [
+        ("applied", "0001")
+    ]  # once, and visible in history
     with Journal.open(env.journal_path) as journal:
         assert [r.outcome for r in journal.runs()] == ["applied", "nothing to do"]
 
 
 def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path):
     root = items_project(tmp_path)
-    path = write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    path = write_changeset(
+        root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n"
+    )
     assert run(root, "apply").exit_code == 0
     saved = path.read_text()
     path.unlink()
@@ -352,7 +418,9 @@ def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path
 
 def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path):
     root = items_project(tmp_path)
-    write_changeset(root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n")
+    write_changeset(
+        root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n"
+    )
     assert run(root, "apply").exit_code == 1
     (row,) = api.status(load_project(root), load_project(root).environment())
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1

@@ -63,11 +63,18 @@ class KmigrateGroup(click.Group):
 
 @click.group(cls=KmigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "-C", "--project", "project_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-    show_default=True, help="The folder holding kmigrate.toml.",
+    "-C",
+    "--project",
+    "project_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The folder holding kmigrate.toml.",
 )
 @click.option("-e", "--env", "env_name", default=None, help="The environment ([env.NAME] in kmigrate.toml).")
-@click.option("--var", "var_args", multiple=True, metavar="KEY=VALUE", help="Override a template variable (repeatable).")
+@click.option(
+    "--var", "var_args", multiple=True, metavar="KEY=VALUE", help="Override a template variable (repeatable)."
+)
 @click.version_option(__version__, prog_name="kmigrate")
 @click.pass_context
 def main(ctx: click.Context, project_dir: Path, env_name: str | None, var_args: tuple[str, ...]) -> None:

@@ -70,8 +70,14 @@ def validate(cli: CliContext) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
-              help="text for a person, json for tools, markdown for a pull-request comment.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for a person, json for tools, markdown for a pull-request comment.",
+)
 @click.option("--check", is_flag=True, help="Exit 3 when there is work to do (for CI).")
 @pass_cli
 def plan(cli: CliContext, fmt: str, check: bool) -> None:
@@ -87,7 +93,9 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
     else:
         click.echo(render.render_text(the_plan))
     if check and the_plan.batch_count:
-        raise PendingWork(f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending")
+        raise PendingWork(
+            f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending"
+        )
 
 
 @main.command()

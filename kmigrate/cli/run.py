@@ -30,7 +30,9 @@ class _Progress:
         self.bar = None
         total_records = _records_to_apply(plan) if _is_terminal(sys.stderr) else 0
         if total_records:
-            self.bar = click.progressbar(length=total_records, label="applying", file=sys.stderr, show_pos=True)
+            self.bar = click.progressbar(
+                length=total_records, label="applying", file=sys.stderr, show_pos=True
+            )
             self.bar.__enter__()
 
     def __call__(self, event: RunEvent) -> None:
@@ -42,7 +44,8 @@ class _Progress:
             else:  # `#index` as in `kmigrate plan`, errors and `kmigrate resolve`
                 click.echo(
                     f"{event.changeset.id}: batch #{event.batch.index} applied "
-                    f"({event.records} records; {self.done_batches}/{self.total_batches} bulk requests)", err=True,
+                    f"({event.records} records; {self.done_batches}/{self.total_batches} bulk requests)",
+                    err=True,
                 )
         elif event.kind == "changeset_skipped" and self.bar is None:
             pass  # summarised at the end; one line per applied changeset would drown a long history
@@ -66,7 +69,9 @@ def _records_to_apply(plan: Plan) -> int:
     # A changeset with nothing applied sends every record: its operations say how many, so a
     # big (lazy) changeset is not compiled once more just to size the bar.
     return sum(
-        sum(op.records for op in cs.operations) if cs.state == PENDING else sum(b.record_count for b in cs.pending_batches)
+        sum(op.records for op in cs.operations)
+        if cs.state == PENDING
+        else sum(b.record_count for b in cs.pending_batches)
         for cs in plan.pending
     )
 
@@ -83,12 +88,23 @@ def _summary_line(summary: RunSummary) -> str:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Print the plan that would be applied; send nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing to a non-sandbox environment.")
-@click.option("--out-of-order", is_flag=True, help="Allow pending changesets older than the newest applied one.")
-@click.option("--wait", "lock_wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
-              help="Wait this long for another run's lock instead of stopping at once.")
+@click.option(
+    "--out-of-order", is_flag=True, help="Allow pending changesets older than the newest applied one."
+)
+@click.option(
+    "--wait",
+    "lock_wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run's lock instead of stopping at once.",
+)
 @click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
 @pass_cli
-def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float, insecure_http: bool) -> None:
+def apply(
+    cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float, insecure_http: bool
+) -> None:
     """Apply pending changesets, batch by batch, journaling every step."""
     from ..render import render_text
 
@@ -110,14 +126,21 @@ def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wa
                     hint="review `kmigrate plan`, then pass --yes",
                 )
             click.echo(render_text(plan), nl=False)
-            if not click.confirm(f"Apply {plan.batch_count} bulk request(s) to {env.name} ({env.base_url})?", default=False):
+            if not click.confirm(
+                f"Apply {plan.batch_count} bulk request(s) to {env.name} ({env.base_url})?", default=False
+            ):
                 return False
         progress.append(_Progress(plan))
         return True
 
     try:
         result = api.apply(
-            cli.project, env, out_of_order=out_of_order, confirm=confirm, on_event=lambda e: progress[0](e), lock_wait=lock_wait,
+            cli.project,
+            env,
+            out_of_order=out_of_order,
+            confirm=confirm,
+            on_event=lambda e: progress[0](e),
+            lock_wait=lock_wait,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:
@@ -136,7 +159,9 @@ def apply(cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wa
         click.echo("Declined: nothing was sent.")
         return
     if result.nothing_to_do:
-        click.echo(f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}.")
+        click.echo(
+            f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}."
+        )
         return
     click.echo(_summary_line(result.summary))
 
@@ -150,7 +175,9 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
     env = cli.environment()
     rows = api.status(cli.project, env)
     if fmt == "json":
-        click.echo(json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2))
+        click.echo(
+            json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2)
+        )
     else:
         if not rows:
             click.echo("No changesets.")
@@ -179,16 +206,24 @@ def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
     if not events:
         click.echo("No events yet.")
     for e in events:
-        where = f"V{e.changeset}" + (f" batch {e.batch}" if e.batch is not None else "") if e.changeset else ""
+        where = (
+            f"V{e.changeset}" + (f" batch {e.batch}" if e.batch is not None else "") if e.changeset else ""
+        )
         detail = json.dumps(e.detail, ensure_ascii=False, sort_keys=True) if e.detail else ""
-        click.echo(f"{e.time}  {e.kind:<9} {where:<16} {e.user}@{e.host} kmigrate {e.kmigrate_version}  {detail}".rstrip())
+        click.echo(
+            f"{e.time}  {e.kind:<9} {where:<16} {e.user}@{e.host} kmigrate {e.kmigrate_version}  {detail}".rstrip()
+        )
 
 
 @main.command()
 @click.argument("changeset")
 @click.argument("batch", type=int)
-@click.option("--applied", "applied", flag_value=True, default=None, help="Kintone holds this batch's changes.")
-@click.option("--not-applied", "applied", flag_value=False, help="Kintone does not hold them: send the batch again.")
+@click.option(
+    "--applied", "applied", flag_value=True, default=None, help="Kintone holds this batch's changes."
+)
+@click.option(
+    "--not-applied", "applied", flag_value=False, help="Kintone does not hold them: send the batch again."
+)
 @click.option("--note", default=None, help="Why: kept in the event log.")
 @pass_cli
 def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, note: str | None) -> None:

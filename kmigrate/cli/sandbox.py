@@ -13,10 +13,20 @@ from . import CliContext, main, pass_cli
 
 
 @main.group("sandbox")
-@click.option("--file", "sandbox_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A sandbox file to use without a project (default: the environment's `sandbox`).")
-@click.option("--store", "store", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where the records live (default: the environment's store; with --file, in memory).")
+@click.option(
+    "--file",
+    "sandbox_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A sandbox file to use without a project (default: the environment's `sandbox`).",
+)
+@click.option(
+    "--store",
+    "store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the records live (default: the environment's store; with --file, in memory).",
+)
 @click.pass_context
 def sandbox_group(ctx: click.Context, sandbox_file: Path | None, store: Path | None) -> None:
     """The embedded Kintone: serve it on localhost, reset it, look at its records."""
@@ -28,8 +38,10 @@ def _open(cli: CliContext) -> Sandbox:
     if sandbox_file is None:
         env = cli.environment()
         if not env.is_sandbox:
-            raise ConfigError(f"environment {env.name!r} is not a sandbox (it has base_url, not sandbox = \"FILE\")",
-                              hint="pass -e with a sandbox environment, or --file FILE")
+            raise ConfigError(
+                f'environment {env.name!r} is not a sandbox (it has base_url, not sandbox = "FILE")',
+                hint="pass -e with a sandbox environment, or --file FILE",
+            )
         sandbox_file, store = env.sandbox_file, store or env.sandbox_store
     return Sandbox.open(sandbox_file, store)
 
@@ -45,12 +57,18 @@ def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
 
     sandbox = _open(cli)
     try:
-        server = make_server(sandbox, host, port, log=None if quiet else (lambda line: click.echo(line, err=True)))
+        server = make_server(
+            sandbox, host, port, log=None if quiet else (lambda line: click.echo(line, err=True))
+        )
     except OSError as exc:
         sandbox.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port"
+        ) from None
     apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.definition.apps.values()) or "none"
-    click.echo(f"Kintone sandbox on http://{host}:{server.server_port}  (apps: {apps}; store: {sandbox.store_path or 'in memory'})")
+    click.echo(
+        f"Kintone sandbox on http://{host}:{server.server_port}  (apps: {apps}; store: {sandbox.store_path or 'in memory'})"
+    )
     click.echo("Press Ctrl-C to stop.")
     try:
         server.serve_forever()
@@ -97,9 +115,9 @@ def records(cli: CliContext, app: str, fmt: str) -> None:
         codes.append(definition.system_code("STATUS"))
     table = [[_cell(row.get(code, {}).get("value")) for code in codes] for row in rows]
     widths = [min(30, max([len(c), *(len(r[i]) for r in table)])) for i, c in enumerate(codes)]
-    click.echo("  ".join(c.ljust(w)[:w] for c, w in zip(codes, widths)))
+    click.echo("  ".join(c.ljust(w)[:w] for c, w in zip(codes, widths, strict=False)))
     for r in table:
-        click.echo("  ".join(v.ljust(w)[:w] for v, w in zip(r, widths)))
+        click.echo("  ".join(v.ljust(w)[:w] for v, w in zip(r, widths, strict=False)))
     click.echo(f"({len(rows)} record{'s' if len(rows) != 1 else ''})")
 
 
@@ -112,5 +130,7 @@ def _cell(value: object) -> str:
     if isinstance(value, list):
         if value and isinstance(value[0], dict) and "value" in value[0]:
             return f"[{len(value)} rows]"
-        return ",".join(str(v.get("code") or v.get("name", "")) if isinstance(v, dict) else str(v) for v in value)
+        return ",".join(
+            str(v.get("code") or v.get("name", "")) if isinstance(v, dict) else str(v) for v in value
+        )
     return str(value).replace("\n", " ")

@@ -13,12 +13,20 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .definition import AppDef, SandboxDefinition
 from .fields import (
-    Problems, check_required, default_value, field_properties, merge_table, normalize, now_utc, render_record,
+    Problems,
+    check_required,
+    default_value,
+    field_properties,
+    merge_table,
+    normalize,
+    now_utc,
+    render_record,
 )
 from .store import Store, StoredRecord
 
@@ -33,10 +41,18 @@ DEFAULT_CURSOR_SIZE = 100
 API_PATH = re.compile(r"^/k/(?:guest/(?P<guest>\d+)/)?v1/(?P<name>[A-Za-z/]+)\.json$")
 
 # The eight APIs a bulk request may carry (kintone-api.md §1.2).
-BULK_APIS = frozenset({
-    ("POST", "record"), ("POST", "records"), ("PUT", "record"), ("PUT", "records"), ("DELETE", "records"),
-    ("PUT", "record/status"), ("PUT", "records/status"), ("PUT", "record/assignees"),
-})
+BULK_APIS = frozenset(
+    {
+        ("POST", "record"),
+        ("POST", "records"),
+        ("PUT", "record"),
+        ("PUT", "records"),
+        ("DELETE", "records"),
+        ("PUT", "record/status"),
+        ("PUT", "records/status"),
+        ("PUT", "record/assignees"),
+    }
+)
 
 
 def new_error_id() -> str:
@@ -170,13 +186,19 @@ def _str(value: Any, key: str, *, required: bool = True) -> str | None:
 def _check_revision(record: StoredRecord, expected: int | None) -> None:
     # GAIA_CO02 / 409: OBSERVED-3P/UNCERTAIN in kintone-api.md §2.5; followed as recommended.
     if expected is not None and expected != record.revision:
-        raise ApiError(409, "GAIA_CO02", "The revision is not the latest. Someone may have updated the record after you opened it. "
-                       f"(record ID: {record.id}, expected revision {expected}, current {record.revision})")
+        raise ApiError(
+            409,
+            "GAIA_CO02",
+            "The revision is not the latest. Someone may have updated the record after you opened it. "
+            f"(record ID: {record.id}, expected revision {expected}, current {record.revision})",
+        )
 
 
 def _check_repeated(record_id: int, seen: set[int]) -> None:
     if record_id in seen:
-        raise ApiError(400, "GAIA_RE09", f"The record (ID: {record_id}) is specified more than once in the request.")
+        raise ApiError(
+            400, "GAIA_RE09", f"The record (ID: {record_id}) is specified more than once in the request."
+        )
     seen.add(record_id)
 
 
@@ -184,7 +206,9 @@ def _check_repeated(record_id: int, seen: set[int]) -> None:
 
 
 class Api:
-    def __init__(self, definition: SandboxDefinition, store: Store, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, definition: SandboxDefinition, store: Store, clock: Callable[[], float] = time.monotonic
+    ):
         self.definition = definition
         self.store = store
         self.clock = clock
@@ -218,7 +242,11 @@ class Api:
             # path was not captured.
             if call.name in self.known_names:
                 raise ApiError(405, "CB_ME01", f"{call.method} is not supported by /k/v1/{call.name}.json.")
-            raise ApiError(404, "CB_NF01", f"The API /k/v1/{call.name}.json does not exist (or the sandbox does not provide it).")
+            raise ApiError(
+                404,
+                "CB_NF01",
+                f"The API /k/v1/{call.name}.json does not exist (or the sandbox does not provide it).",
+            )
         handler, writes = route
         if not writes:
             return handler(call)
@@ -231,13 +259,22 @@ class Api:
         app_id = _int(call.params.get(key), key)
         app = self.definition.apps.get(app_id)
         if app is None:
-            raise ApiError(404, "GAIA_AP01", f"The app (ID: {app_id}) not found. The app may have been deleted.")
+            raise ApiError(
+                404, "GAIA_AP01", f"The app (ID: {app_id}) not found. The app may have been deleted."
+            )
         if app.guest_space_id != call.guest:
             if call.guest is None:
-                raise ApiError(400, "GAIA_IL23", f"The app (ID: {app_id}) is in guest space {app.guest_space_id}: "
-                               f"use /k/guest/{app.guest_space_id}/v1/ to reach it.")
-            raise ApiError(403, "CB_NO02", "No privilege to proceed. "
-                           f"(the app (ID: {app_id}) is not in guest space {call.guest})")
+                raise ApiError(
+                    400,
+                    "GAIA_IL23",
+                    f"The app (ID: {app_id}) is in guest space {app.guest_space_id}: "
+                    f"use /k/guest/{app.guest_space_id}/v1/ to reach it.",
+                )
+            raise ApiError(
+                403,
+                "CB_NO02",
+                f"No privilege to proceed. (the app (ID: {app_id}) is not in guest space {call.guest})",
+            )
         self._authorize(app, call.auth, permissions)
         return app
 
@@ -258,7 +295,11 @@ class Api:
             raise ApiError(403, "GAIA_AP15", f"The API token is not valid for the app (ID: {app.id}).")
         missing = [p for p in permissions if p not in granted]
         if missing:
-            raise ApiError(403, "CB_NO02", f"No privilege to proceed. (the API token lacks the {', '.join(missing)} permission)")
+            raise ApiError(
+                403,
+                "CB_NO02",
+                f"No privilege to proceed. (the API token lacks the {', '.join(missing)} permission)",
+            )
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -280,7 +321,9 @@ class Api:
             raise invalid_param("query", "Enter a string.")
         subtables = {sub: table.code for table in app.fields.values() for sub in table.fields}
         try:
-            query = parse_query(query_text or "", app.field_types(), subtables=subtables, login_user=call.auth.user)
+            query = parse_query(
+                query_text or "", app.field_types(), subtables=subtables, login_user=call.auth.user
+            )
         except QueryError as exc:
             raise ApiError(exc.status, exc.code, exc.message, exc.errors) from None
         records = [self._render(app, rec) for rec in self.store.all(app.id)]
@@ -302,7 +345,7 @@ class Api:
         total = _bool(call.params.get("totalCount"), "totalCount")
         start = query.offset or 0
         size = query.limit if query.limit is not None else 100
-        page = self._only_fields(selected[start:start + size], call.params.get("fields"))
+        page = self._only_fields(selected[start : start + size], call.params.get("fields"))
         return {"records": page, "totalCount": str(len(selected)) if total else None}
 
     # -- cursors -------------------------------------------------------------------------------
@@ -324,8 +367,12 @@ class Api:
         if len(self._live_cursors()) >= MAX_CURSORS:
             # The code is UNCERTAIN (kintone-api.md §4.1 names no code); GAIA_TM12 / 400 is
             # what client libraries associate with "too many cursors".
-            raise ApiError(400, "GAIA_TM12", f"The maximum number of cursors ({MAX_CURSORS}) has been reached. "
-                           "Read a cursor to its end or delete one first.")
+            raise ApiError(
+                400,
+                "GAIA_TM12",
+                f"The maximum number of cursors ({MAX_CURSORS}) has been reached. "
+                "Read a cursor to its end or delete one first.",
+            )
         cursor_id = str(uuid.uuid4())
         records = self._only_fields(selected, call.params.get("fields"))
         self.cursors[cursor_id] = _Cursor(app.id, records, size, expires=self.clock() + CURSOR_LIFETIME)
@@ -341,7 +388,7 @@ class Api:
 
     def get_cursor(self, call: Call) -> dict[str, Any]:
         cursor_id, cursor = self._cursor(call)
-        page = cursor.records[cursor.position:cursor.position + cursor.size]
+        page = cursor.records[cursor.position : cursor.position + cursor.size]
         cursor.position += len(page)
         more = cursor.position < len(cursor.records)
         if more:
@@ -362,10 +409,16 @@ class Api:
         app = self.app(call, "view", key="id")
         admin = {"code": "Administrator", "name": "Administrator"}
         return {
-            "appId": str(app.id), "code": app.code, "name": app.name, "description": app.description,
-            "spaceId": str(app.guest_space_id) if app.guest_space_id else None, "threadId": None,
-            "createdAt": "2024-01-01T00:00:00.000Z", "creator": admin,
-            "modifiedAt": "2024-01-01T00:00:00.000Z", "modifier": admin,
+            "appId": str(app.id),
+            "code": app.code,
+            "name": app.name,
+            "description": app.description,
+            "spaceId": str(app.guest_space_id) if app.guest_space_id else None,
+            "threadId": None,
+            "createdAt": "2024-01-01T00:00:00.000Z",
+            "creator": admin,
+            "modifiedAt": "2024-01-01T00:00:00.000Z",
+            "modifier": admin,
         }
 
     def get_fields(self, call: Call) -> dict[str, Any]:
@@ -378,13 +431,23 @@ class Api:
         if process is None:
             return {"enable": False, "states": None, "actions": None, "revision": "1"}
         states = {
-            s.name: {"name": s.name, "index": str(s.index), "assignee": {
-                "type": s.assignee_type,
-                "entities": [{"entity": {"type": "USER", "code": login}, "includeSubs": False} for login in s.assignees],
-            }}
+            s.name: {
+                "name": s.name,
+                "index": str(s.index),
+                "assignee": {
+                    "type": s.assignee_type,
+                    "entities": [
+                        {"entity": {"type": "USER", "code": login}, "includeSubs": False}
+                        for login in s.assignees
+                    ],
+                },
+            }
             for s in sorted(process.states, key=lambda s: s.index)
         }
-        actions = [{"name": a.name, "from": a.from_, "to": a.to, "filterCond": a.filter_cond} for a in process.actions]
+        actions = [
+            {"name": a.name, "from": a.from_, "to": a.to, "filterCond": a.filter_cond}
+            for a in process.actions
+        ]
         return {"enable": process.enable, "states": states, "actions": actions, "revision": "1"}
 
     # -- writes: shared ------------------------------------------------------------------------
@@ -392,8 +455,15 @@ class Api:
     def _new_row_ids(self, app: AppDef) -> Callable[[], int]:
         return lambda: self.store.allocate_row_ids(app.id, 1)[0]
 
-    def _values_from(self, app: AppDef, record: Any, prefix: str, problems: Problems, old: dict[str, Any] | None,
-                     meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], set[str]]:
+    def _values_from(
+        self,
+        app: AppDef,
+        record: Any,
+        prefix: str,
+        problems: Problems,
+        old: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], set[str]]:
         """A request's record -> (stored values after the write, codes the request sent)."""
         if record is None:
             record = {}
@@ -426,10 +496,16 @@ class Api:
         return values, sent
 
     @staticmethod
-    def _system_value(app: AppDef, code: str, raw: Any, prefix: str, problems: Problems, meta: dict[str, Any]) -> None:
+    def _system_value(
+        app: AppDef, code: str, raw: Any, prefix: str, problems: Problems, meta: dict[str, Any]
+    ) -> None:
         """On create Kintone lets the creator, modifier and their times be set (app admins)."""
-        targets = {app.system_code("CREATOR"): "creator", app.system_code("MODIFIER"): "modifier",
-                   app.system_code("CREATED_TIME"): "created", app.system_code("UPDATED_TIME"): "updated"}
+        targets = {
+            app.system_code("CREATOR"): "creator",
+            app.system_code("MODIFIER"): "modifier",
+            app.system_code("CREATED_TIME"): "created",
+            app.system_code("UPDATED_TIME"): "updated",
+        }
         slot = targets.get(code)
         if slot is None or not isinstance(raw, dict):
             return
@@ -438,21 +514,29 @@ class Api:
             if isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"]:
                 meta[slot] = value["code"]
             else:
-                problems.add(f"{prefix}.{code}.value", "Enter {\"code\": login name}.")
+                problems.add(f"{prefix}.{code}.value", 'Enter {"code": login name}.')
         else:
             from .definition import FieldDef
+
             moment = normalize(FieldDef(code, "DATETIME", code), raw, f"{prefix}.{code}", problems)
             if moment:
                 meta[slot] = moment
 
-    def _check_unique(self, app: AppDef, entries: list[tuple[str, int | None, dict[str, Any], set[str] | None]],
-                      problems: Problems) -> None:
+    def _check_unique(
+        self,
+        app: AppDef,
+        entries: list[tuple[str, int | None, dict[str, Any], set[str] | None]],
+        problems: Problems,
+    ) -> None:
         """entries: (error prefix, record id or None for a new one, values, codes sent or None=all)."""
         for code, f in app.fields.items():
             if not f.unique:
                 continue
-            wanted = [(index, prefix, rid, values[code]) for index, (prefix, rid, values, sent) in enumerate(entries)
-                      if (sent is None or code in sent) and isinstance(values.get(code), str) and values[code] != ""]
+            wanted = [
+                (index, prefix, rid, values[code])
+                for index, (prefix, rid, values, sent) in enumerate(entries)
+                if (sent is None or code in sent) and isinstance(values.get(code), str) and values[code] != ""
+            ]
             if not wanted:
                 continue
             owners = self.store.unique_owners(app.id, code, list({v for *_, v in wanted}))
@@ -463,9 +547,14 @@ class Api:
                 if (owner is not None and owner != rid) or claimed.setdefault(value, who) != who:
                     problems.add(f"{prefix}.{code}.value", "This value already exists in another record.")
 
-    def _unique_rows(self, app: AppDef, record_id: int, values: dict[str, Any], sent: set[str] | None) -> list[tuple[str, str, int]]:
-        return [(code, values.get(code) or "", record_id) for code, f in app.fields.items()
-                if f.unique and (sent is None or code in sent)]
+    def _unique_rows(
+        self, app: AppDef, record_id: int, values: dict[str, Any], sent: set[str] | None
+    ) -> list[tuple[str, str, int]]:
+        return [
+            (code, values.get(code) or "", record_id)
+            for code, f in app.fields.items()
+            if f.unique and (sent is None or code in sent)
+        ]
 
     def _initial_process(self, app: AppDef) -> tuple[str | None, list[str]]:
         if not app.process_enabled:
@@ -477,17 +566,25 @@ class Api:
             return state.name, list(state.assignees) if len(state.assignees) == 1 else []
         return state.name, list(state.assignees)
 
-    def _insert(self, app: AppDef, call: Call, prepared: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[StoredRecord]:
+    def _insert(
+        self, app: AppDef, call: Call, prepared: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> list[StoredRecord]:
         ids = self.store.allocate_ids(app.id, len(prepared))
         now = now_utc()
         status, assignees = self._initial_process(app)
         user = call.auth.user
         records = []
         unique_rows = []
-        for record_id, (values, meta) in zip(ids, prepared):
-            data = {"values": values, "creator": meta.get("creator", user), "created": meta.get("created", now),
-                    "modifier": meta.get("modifier", meta.get("creator", user)), "updated": meta.get("updated", meta.get("created", now)),
-                    "status": status, "assignees": list(assignees)}
+        for record_id, (values, meta) in zip(ids, prepared, strict=False):
+            data = {
+                "values": values,
+                "creator": meta.get("creator", user),
+                "created": meta.get("created", now),
+                "modifier": meta.get("modifier", meta.get("creator", user)),
+                "updated": meta.get("updated", meta.get("created", now)),
+                "status": status,
+                "assignees": list(assignees),
+            }
             records.append(StoredRecord(record_id, 1, data))
             unique_rows.extend(self._unique_rows(app, record_id, values, None))
         self.store.insert_many(app.id, records)
@@ -497,7 +594,9 @@ class Api:
 
     # -- writes: records -----------------------------------------------------------------------
 
-    def _add(self, app: AppDef, call: Call, records: list[Any], prefix_of: Callable[[int], str]) -> list[StoredRecord]:
+    def _add(
+        self, app: AppDef, call: Call, records: list[Any], prefix_of: Callable[[int], str]
+    ) -> list[StoredRecord]:
         problems = Problems()
         prepared = []
         for i, record in enumerate(records):
@@ -506,7 +605,9 @@ class Api:
             values, _ = self._values_from(app, record, prefix, problems, None, meta)
             check_required(app, values, prefix, problems)
             prepared.append((values, meta))
-        self._check_unique(app, [(prefix_of(i), None, v, None) for i, (v, _) in enumerate(prepared)], problems)
+        self._check_unique(
+            app, [(prefix_of(i), None, v, None) for i, (v, _) in enumerate(prepared)], problems
+        )
         if problems:
             raise invalid(problems)
         return self._insert(app, call, prepared)
@@ -520,12 +621,18 @@ class Api:
         app = self.app(call, "add")
         records = _list(call.params.get("records"), "records")
         if not records or len(records) > MAX_WRITE:
-            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be added at one time." if records
-                                else "Required field.")
+            raise invalid_param(
+                "records",
+                f"A maximum of {MAX_WRITE} records can be added at one time."
+                if records
+                else "Required field.",
+            )
         added = self._add(app, call, records, lambda i: f"records[{i}]")
         return {"ids": [str(r.id) for r in added], "revisions": [str(r.revision) for r in added]}
 
-    def _update(self, app: AppDef, call: Call, items: list[Any], single: bool, upsert: bool) -> list[tuple[StoredRecord, str]]:
+    def _update(
+        self, app: AppDef, call: Call, items: list[Any], single: bool, upsert: bool
+    ) -> list[tuple[StoredRecord, str]]:
         problems = Problems()
         seen: set[int] = set()
         plan: list[tuple[str, str, StoredRecord | None, dict[str, Any], set[str], dict[str, Any]]] = []
@@ -554,8 +661,12 @@ class Api:
                 owner = self.store.unique_owner(app.id, key_code, key_raw)
                 if owner is None and not upsert:
                     # GAIA_RE20: OBSERVED-3P; HTTP status not recorded, the sandbox answers 400.
-                    raise ApiError(400, "GAIA_RE20", "No records match the conditions specified in the updateKey field. "
-                                   f"({key_code} = {key_raw!r})")
+                    raise ApiError(
+                        400,
+                        "GAIA_RE20",
+                        "No records match the conditions specified in the updateKey field. "
+                        f"({key_code} = {key_raw!r})",
+                    )
                 target = self.store.get(app.id, owner) if owner is not None else None
                 if target is not None:
                     _check_repeated(target.id, seen)
@@ -576,8 +687,14 @@ class Api:
                 values, sent = self._values_from(app, record, record_prefix, problems, None, meta)
                 check_required(app, values, record_prefix, problems)
                 plan.append(("INSERT", record_prefix, None, values, sent, meta))
-        self._check_unique(app, [(prefix, rec.id if rec else None, values, sent if kind == "UPDATE" else None)
-                                 for kind, prefix, rec, values, sent, _ in plan], problems)
+        self._check_unique(
+            app,
+            [
+                (prefix, rec.id if rec else None, values, sent if kind == "UPDATE" else None)
+                for kind, prefix, rec, values, sent, _ in plan
+            ],
+            problems,
+        )
         if problems:
             raise invalid(problems)
         now, user = now_utc(), call.auth.user
@@ -606,21 +723,28 @@ class Api:
         code = raw["field"]
         f = app.fields.get(code)
         if f is None or not f.unique or f.type not in ("SINGLE_LINE_TEXT", "NUMBER"):
-            raise invalid_param(f"{key}.field", f"The field {code!r} cannot be used as updateKey: it must be a text or "
-                                "number field with \"Prohibit duplicate values\" on.")
+            raise invalid_param(
+                f"{key}.field",
+                f"The field {code!r} cannot be used as updateKey: it must be a text or "
+                'number field with "Prohibit duplicate values" on.',
+            )
         value = raw.get("value")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
             raise invalid_param(f"{key}.value", "Required field.")
         problems = Problems()
         text = normalize(f, {"value": value}, key, problems)
         if problems or text is None:
-            raise invalid_param(f"{key}.value", "Only numbers are allowed." if f.type == "NUMBER" else "Enter a string.")
+            raise invalid_param(
+                f"{key}.value", "Only numbers are allowed." if f.type == "NUMBER" else "Enter a string."
+            )
         return code, text
 
     def update_record(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "edit")
         params = call.params
-        ((rec, _),) = self._update(app, call, [{k: params.get(k) for k in ("id", "updateKey", "revision", "record")}], True, False)
+        ((rec, _),) = self._update(
+            app, call, [{k: params.get(k) for k in ("id", "updateKey", "revision", "record")}], True, False
+        )
         return {"revision": str(rec.revision)}
 
     def update_records(self, call: Call) -> dict[str, Any]:
@@ -628,11 +752,19 @@ class Api:
         app = self.app(call, "edit", *(("add",) if upsert else ()))
         items = _list(call.params.get("records"), "records")
         if not items or len(items) > MAX_WRITE:
-            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be updated at one time." if items
-                                else "Required field.")
+            raise invalid_param(
+                "records",
+                f"A maximum of {MAX_WRITE} records can be updated at one time."
+                if items
+                else "Required field.",
+            )
         results = self._update(app, call, items, False, upsert)
         if upsert:
-            return {"records": [{"id": str(r.id), "revision": str(r.revision), "operation": op} for r, op in results]}
+            return {
+                "records": [
+                    {"id": str(r.id), "revision": str(r.revision), "operation": op} for r, op in results
+                ]
+            }
         return {"records": [{"id": str(r.id), "revision": str(r.revision)} for r, _ in results]}
 
     def delete_records(self, call: Call) -> dict[str, Any]:
@@ -681,28 +813,48 @@ class Api:
         actions = [a for a in process.actions if a.name == action_name and a.from_ == current]
         if len(actions) != 1:
             # GAIA_IL03 / 400 (kintone-api.md §3.4); also for an action name given twice on a state.
-            raise ApiError(400, "GAIA_IL03", f"The action {action_name!r} cannot be taken from the status {current!r} "
-                           f"of the record (ID: {record_id}). The status or its settings may have been changed by someone.")
+            raise ApiError(
+                400,
+                "GAIA_IL03",
+                f"The action {action_name!r} cannot be taken from the status {current!r} "
+                f"of the record (ID: {record_id}). The status or its settings may have been changed by someone.",
+            )
         user = call.auth.user
         current_assignees = rec.data.get("assignees") or []
         if current_assignees and user not in current_assignees:
-            raise ApiError(403, "CB_NO02", f"No privilege to proceed. (only the assignees {', '.join(current_assignees)} "
-                           f"can act on the record (ID: {record_id}); the caller is {user})")
+            raise ApiError(
+                403,
+                "CB_NO02",
+                f"No privilege to proceed. (only the assignees {', '.join(current_assignees)} "
+                f"can act on the record (ID: {record_id}); the caller is {user})",
+            )
         nxt = process.state(actions[0].to)
         candidates = list(nxt.assignees)
         if nxt.assignee_type == "ONE" and candidates:
             # Kintone requires `assignee` whenever the next status picks one user from candidates,
             # even a single one (official update-status page; GAIA_SA01 observed on real tenants).
             if assignee is None:
-                raise ApiError(400, "GAIA_SA01", f"Specify the assignee: the status {nxt.name!r} takes one of "
-                               f"{', '.join(candidates)}.")
+                raise ApiError(
+                    400,
+                    "GAIA_SA01",
+                    f"Specify the assignee: the status {nxt.name!r} takes one of {', '.join(candidates)}.",
+                )
             if assignee not in candidates:
-                raise invalid_param(f"{head}assignee", f"{assignee!r} is not an assignee candidate of the status "
-                                    f"{nxt.name!r} (candidates: {', '.join(candidates)}).")
+                raise invalid_param(
+                    f"{head}assignee",
+                    f"{assignee!r} is not an assignee candidate of the status "
+                    f"{nxt.name!r} (candidates: {', '.join(candidates)}).",
+                )
             new_assignees = [assignee]
         else:
             new_assignees = candidates
-        data = {**rec.data, "status": nxt.name, "assignees": new_assignees, "modifier": user, "updated": now_utc()}
+        data = {
+            **rec.data,
+            "status": nxt.name,
+            "assignees": new_assignees,
+            "modifier": user,
+            "updated": now_utc(),
+        }
         # The action and the status change are two updates: revision + 2.
         new = StoredRecord(rec.id, rec.revision + 2, data)
         self.store.update_many(app.id, [new])
@@ -711,15 +863,21 @@ class Api:
     def update_status(self, call: Call) -> dict[str, Any]:
         app = self._process_app(call)
         params = call.params
-        rec = self._act(app, call, {k: params.get(k) for k in ("id", "action", "assignee", "revision")}, "", set())
+        rec = self._act(
+            app, call, {k: params.get(k) for k in ("id", "action", "assignee", "revision")}, "", set()
+        )
         return {"revision": str(rec.revision)}
 
     def update_statuses(self, call: Call) -> dict[str, Any]:
         app = self._process_app(call)
         items = _list(call.params.get("records"), "records")
         if not items or len(items) > MAX_WRITE:
-            raise invalid_param("records", f"A maximum of {MAX_WRITE} records can be updated at one time." if items
-                                else "Required field.")
+            raise invalid_param(
+                "records",
+                f"A maximum of {MAX_WRITE} records can be updated at one time."
+                if items
+                else "Required field.",
+            )
         seen: set[int] = set()
         done = [self._act(app, call, item, f"records[{i}].", seen) for i, item in enumerate(items)]
         return {"records": [{"id": str(r.id), "revision": str(r.revision)} for r in done]}
@@ -744,7 +902,9 @@ class Api:
             # update-assignees page); its code is not documented, the sandbox answers CB_VA01.
             # Checked only where the file names candidates: a ONE status without them may stand
             # for field or group entities the sandbox does not model.
-            raise invalid_param("assignees", f"The status {state.name!r} takes one assignee; {len(assignees)} were given.")
+            raise invalid_param(
+                "assignees", f"The status {state.name!r} takes one assignee; {len(assignees)} were given."
+            )
         data = {**rec.data, "assignees": assignees, "modifier": call.auth.user, "updated": now_utc()}
         new = StoredRecord(rec.id, rec.revision + 1, data)
         self.store.update_many(app.id, [new])
@@ -758,7 +918,9 @@ class Api:
         if not requests:
             raise invalid_param("requests", "Required field.")
         if len(requests) > MAX_BULK:
-            raise invalid_param("requests", f"A maximum of {MAX_BULK} requests can be sent in one bulk request.")
+            raise invalid_param(
+                "requests", f"A maximum of {MAX_BULK} requests can be sent in one bulk request."
+            )
         inner: list[Call] = []
         for i, req in enumerate(requests):
             if not isinstance(req, dict):
@@ -802,7 +964,15 @@ class Api:
         except (TypeError, ValueError):
             app = None
         if outer is not None and sub.guest is None and app is not None and app.guest_space_id == outer:
-            raise ApiError(400, "GAIA_IL23", f"In a bulk request sent to guest space {outer}, "
-                           f"write the api as /k/guest/{outer}/v1/{sub.name}.json.")
-        raise ApiError(403, "CB_NO02", "No privilege to proceed. (a bulk request touches only the apps of the space "
-                       "its URL names, and every inner api carries the same path prefix)")
+            raise ApiError(
+                400,
+                "GAIA_IL23",
+                f"In a bulk request sent to guest space {outer}, "
+                f"write the api as /k/guest/{outer}/v1/{sub.name}.json.",
+            )
+        raise ApiError(
+            403,
+            "CB_NO02",
+            "No privilege to proceed. (a bulk request touches only the apps of the space "
+            "its URL names, and every inner api carries the same path prefix)",
+        )

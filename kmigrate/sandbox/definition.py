@@ -8,23 +8,49 @@ Everything here is pure: parsing a dict, raising ``SandboxDefinitionError`` on b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import Location, SandboxDefinitionError
 
 # Types whose value a record carries and a client may write.
-WRITABLE_TYPES = frozenset({
-    "SINGLE_LINE_TEXT", "MULTI_LINE_TEXT", "RICH_TEXT", "LINK", "NUMBER", "DROP_DOWN", "RADIO_BUTTON",
-    "CHECK_BOX", "MULTI_SELECT", "DATE", "TIME", "DATETIME", "USER_SELECT", "ORGANIZATION_SELECT",
-    "GROUP_SELECT", "FILE", "SUBTABLE",
-})
+WRITABLE_TYPES = frozenset(
+    {
+        "SINGLE_LINE_TEXT",
+        "MULTI_LINE_TEXT",
+        "RICH_TEXT",
+        "LINK",
+        "NUMBER",
+        "DROP_DOWN",
+        "RADIO_BUTTON",
+        "CHECK_BOX",
+        "MULTI_SELECT",
+        "DATE",
+        "TIME",
+        "DATETIME",
+        "USER_SELECT",
+        "ORGANIZATION_SELECT",
+        "GROUP_SELECT",
+        "FILE",
+        "SUBTABLE",
+    }
+)
 # Types a record carries but no record API writes (CALC is never computed by the sandbox: it reads "").
 READ_ONLY_TYPES = frozenset({"CALC"})
 # System fields: one per app, present whether or not the file mentions them.
-SYSTEM_TYPES = ("RECORD_NUMBER", "CREATOR", "CREATED_TIME", "MODIFIER", "UPDATED_TIME", "STATUS", "STATUS_ASSIGNEE", "CATEGORY")
+SYSTEM_TYPES = (
+    "RECORD_NUMBER",
+    "CREATOR",
+    "CREATED_TIME",
+    "MODIFIER",
+    "UPDATED_TIME",
+    "STATUS",
+    "STATUS_ASSIGNEE",
+    "CATEGORY",
+)
 # Kintone's default codes for the system fields (an English-language app).
 DEFAULT_SYSTEM_CODES = {
     "RECORD_NUMBER": "Record_number",
@@ -61,7 +87,7 @@ class FieldDef:
     max_value: Decimal | None = None
     min_length: int | None = None
     max_length: int | None = None
-    fields: Mapping[str, "FieldDef"] = field(default_factory=dict)  # SUBTABLE columns
+    fields: Mapping[str, FieldDef] = field(default_factory=dict)  # SUBTABLE columns
     extra: Mapping[str, Any] = field(default_factory=dict)  # other Kintone keys, echoed by fields.json
 
 
@@ -146,10 +172,14 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise SandboxDefinitionError("the sandbox file must be a mapping with an `apps:` list", location=where)
+        raise SandboxDefinitionError(
+            "the sandbox file must be a mapping with an `apps:` list", location=where
+        )
     unknown = set(data) - {"apps"}
     if unknown:
-        raise SandboxDefinitionError(f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where)
+        raise SandboxDefinitionError(
+            f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where
+        )
     raw_apps = data.get("apps") or []
     if not isinstance(raw_apps, list):
         raise SandboxDefinitionError("`apps:` must be a list of apps", location=where)
@@ -168,14 +198,28 @@ class _Problem(Exception):
 
 def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
     def fail(message: str, detail: str | None = None) -> SandboxDefinitionError:
-        return SandboxDefinitionError(message, location=Location(file=source, detail=detail or f"app #{position}"))
+        return SandboxDefinitionError(
+            message, location=Location(file=source, detail=detail or f"app #{position}")
+        )
 
     if not isinstance(raw, Mapping):
         raise fail("each app must be a mapping with at least `id` and `name`")
-    known = {"id", "name", "code", "description", "guest_space_id", "api_tokens", "fields", "properties", "process"}
+    known = {
+        "id",
+        "name",
+        "code",
+        "description",
+        "guest_space_id",
+        "api_tokens",
+        "fields",
+        "properties",
+        "process",
+    }
     unknown = set(raw) - known
     if unknown:
-        raise fail(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(known))}")
+        raise fail(
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(known))}"
+        )
     app_id = raw.get("id")
     if not isinstance(app_id, int) or isinstance(app_id, bool) or app_id <= 0:
         raise fail(f"`id` must be a positive integer, not {app_id!r}")
@@ -217,10 +261,14 @@ def _parse_tokens(raw: Any) -> dict[str, frozenset[str]] | None:
         elif isinstance(item, Mapping) and isinstance(item.get("token"), str) and item["token"]:
             perms = item.get("permissions", list(TOKEN_PERMISSIONS))
             if not isinstance(perms, list) or not set(perms) <= set(TOKEN_PERMISSIONS):
-                raise _Problem(f"api token permissions must be a list of {', '.join(TOKEN_PERMISSIONS)}; got {perms!r}")
+                raise _Problem(
+                    f"api token permissions must be a list of {', '.join(TOKEN_PERMISSIONS)}; got {perms!r}"
+                )
             tokens[item["token"]] = frozenset(perms)
         else:
-            raise _Problem(f"api token {item!r}: give a string, or {{token: ..., permissions: [view, add, edit, delete]}}")
+            raise _Problem(
+                f"api token {item!r}: give a string, or {{token: ..., permissions: [view, add, edit, delete]}}"
+            )
     if len(tokens) > 20:
         raise _Problem("Kintone allows at most 20 API tokens per app")
     return tokens
@@ -253,15 +301,43 @@ def _parse_fields(raw: Any) -> tuple[dict[str, FieldDef], dict[str, FieldDef], d
         every.extend(f.fields)
     dupes = {c for c in every if every.count(c) > 1}
     if dupes:
-        raise _Problem(f"field code(s) used twice: {', '.join(sorted(dupes))} (codes are unique across the app, tables included)")
+        raise _Problem(
+            f"field code(s) used twice: {', '.join(sorted(dupes))} (codes are unique across the app, tables included)"
+        )
     return fields, system, layout
 
 
 _FIELD_KEYS = {
-    "type", "code", "label", "noLabel", "required", "unique", "options", "defaultValue", "defaultNowValue",
-    "minValue", "maxValue", "minLength", "maxLength", "fields", "enabled", "digit", "displayScale", "unit",
-    "unitPosition", "expression", "hideExpression", "format", "protocol", "entities", "align", "lookup",
-    "referenceTable", "openGroup", "thumbnailSize", "size",
+    "type",
+    "code",
+    "label",
+    "noLabel",
+    "required",
+    "unique",
+    "options",
+    "defaultValue",
+    "defaultNowValue",
+    "minValue",
+    "maxValue",
+    "minLength",
+    "maxLength",
+    "fields",
+    "enabled",
+    "digit",
+    "displayScale",
+    "unit",
+    "unitPosition",
+    "expression",
+    "hideExpression",
+    "format",
+    "protocol",
+    "entities",
+    "align",
+    "lookup",
+    "referenceTable",
+    "openGroup",
+    "thumbnailSize",
+    "size",
 }
 
 
@@ -315,10 +391,29 @@ def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
         min_length=_int(where, spec, "minLength"),
         max_length=_int(where, spec, "maxLength"),
         fields=subfields,
-        extra={k: v for k, v in spec.items() if k in ("noLabel", "digit", "displayScale", "unit", "unitPosition",
-                                                      "expression", "hideExpression", "format", "protocol",
-                                                      "align", "lookup", "referenceTable", "openGroup",
-                                                      "thumbnailSize", "entities", "enabled")},
+        extra={
+            k: v
+            for k, v in spec.items()
+            if k
+            in (
+                "noLabel",
+                "digit",
+                "displayScale",
+                "unit",
+                "unitPosition",
+                "expression",
+                "hideExpression",
+                "format",
+                "protocol",
+                "align",
+                "lookup",
+                "referenceTable",
+                "openGroup",
+                "thumbnailSize",
+                "entities",
+                "enabled",
+            )
+        },
     )
     if ftype == "RADIO_BUTTON" and fdef.default is None:
         # Kintone always selects a radio button: the first option unless told otherwise.
@@ -330,16 +425,20 @@ def _parse_options(where: str, raw: Any) -> tuple[str, ...]:
     if isinstance(raw, list):
         return tuple(str(o) for o in raw)
     if isinstance(raw, Mapping):  # Kintone's {label: {label, index}}
+
         def index(item: tuple[Any, Any]) -> int:
             value = item[1]
             try:
                 return int(value.get("index", 0)) if isinstance(value, Mapping) else 0
             except (TypeError, ValueError):
                 raise _Problem(f"{where}: option {item[0]!r} has a bad index") from None
+
         return tuple(str(label) for label, _ in sorted(raw.items(), key=index))
     if raw is None:
         return ()
-    raise _Problem(f"{where}: `options` must be a list of labels or Kintone's {{label: {{label, index}}}} mapping")
+    raise _Problem(
+        f"{where}: `options` must be a list of labels or Kintone's {{label: {{label, index}}}} mapping"
+    )
 
 
 def _parse_default(where: str, ftype: str, raw: Any, options: tuple[str, ...]) -> Any:
@@ -404,7 +503,12 @@ def _parse_process(raw: Any) -> ProcessDef | None:
     if isinstance(raw_states, Mapping):  # app/status.json: {name: {name, index, assignee}}
         items = [(str(name), spec) for name, spec in raw_states.items()]
     elif isinstance(raw_states, list):
-        items = [(str(s), None) if isinstance(s, str) else (str(s.get("name")) if isinstance(s, Mapping) else "", s) for s in raw_states]
+        items = [
+            (str(s), None)
+            if isinstance(s, str)
+            else (str(s.get("name")) if isinstance(s, Mapping) else "", s)
+            for s in raw_states
+        ]
     else:
         raise _Problem("process: `states` must be a list of names or Kintone's {name: {...}} mapping")
     for position, (name, spec) in enumerate(items):
@@ -419,10 +523,14 @@ def _parse_process(raw: Any) -> ProcessDef | None:
             raise _Problem(f"process: state {name!r} has a bad index") from None
         assignee = spec.get("assignee") or {}
         if not isinstance(assignee, Mapping):
-            raise _Problem(f"process: state {name!r}: `assignee` must be {{type: ONE|ALL|ANY, entities: [...]}}")
+            raise _Problem(
+                f"process: state {name!r}: `assignee` must be {{type: ONE|ALL|ANY, entities: [...]}}"
+            )
         atype = str(assignee.get("type", "ONE")).upper()
         if atype not in ASSIGNEE_TYPES:
-            raise _Problem(f"process: state {name!r}: assignee type must be one of {', '.join(ASSIGNEE_TYPES)}")
+            raise _Problem(
+                f"process: state {name!r}: assignee type must be one of {', '.join(ASSIGNEE_TYPES)}"
+            )
         logins: list[str] = []
         for entity in assignee.get("entities") or []:
             if isinstance(entity, str):
@@ -431,7 +539,11 @@ def _parse_process(raw: Any) -> ProcessDef | None:
                 inner = entity.get("entity", entity)
                 # Only users by login name; groups, departments and field entities need a
                 # directory the sandbox does not have.
-                if isinstance(inner, Mapping) and str(inner.get("type", "USER")).upper() == "USER" and inner.get("code"):
+                if (
+                    isinstance(inner, Mapping)
+                    and str(inner.get("type", "USER")).upper() == "USER"
+                    and inner.get("code")
+                ):
                     logins.append(str(inner["code"]))
             else:
                 raise _Problem(f"process: state {name!r}: bad assignee entity {entity!r}")
@@ -441,12 +553,16 @@ def _parse_process(raw: Any) -> ProcessDef | None:
         raise _Problem("process: a state name is used twice")
     actions: list[ActionDef] = []
     for action in raw.get("actions") or []:
-        if not isinstance(action, Mapping) or not all(isinstance(action.get(k), str) for k in ("name", "from", "to")):
+        if not isinstance(action, Mapping) or not all(
+            isinstance(action.get(k), str) for k in ("name", "from", "to")
+        ):
             raise _Problem(f"process: action {action!r} needs `name`, `from` and `to`")
         for end in ("from", "to"):
             if action[end] not in names:
                 raise _Problem(f"process: action {action['name']!r}: `{end}: {action[end]}` is not a state")
-        actions.append(ActionDef(action["name"], action["from"], action["to"], str(action.get("filterCond") or "")))
+        actions.append(
+            ActionDef(action["name"], action["from"], action["to"], str(action.get("filterCond") or ""))
+        )
     enable = raw.get("enable", True)
     if not isinstance(enable, bool):
         raise _Problem("process: `enable` must be true or false")

@@ -9,13 +9,15 @@ can report every bad value of a call at once, as Kintone does.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from .definition import AppDef, FieldDef
 
-_LIST_TYPES = frozenset({"CHECK_BOX", "MULTI_SELECT", "USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT", "FILE", "SUBTABLE"})
+_LIST_TYPES = frozenset(
+    {"CHECK_BOX", "MULTI_SELECT", "USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT", "FILE", "SUBTABLE"}
+)
 _NULL_TYPES = frozenset({"DATE", "TIME", "DROP_DOWN"})
 _ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
 _TEXT_TYPES = frozenset({"SINGLE_LINE_TEXT", "MULTI_LINE_TEXT", "RICH_TEXT", "LINK"})
@@ -53,12 +55,12 @@ def is_empty(value: Any) -> bool:
 
 def now_utc() -> str:
     """Kintone keeps times to the minute: ``2026-01-31T09:15:00Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:00Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
 
 
 def default_value(f: FieldDef) -> Any:
     if f.default_now:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if f.type == "DATE":
             return now.strftime("%Y-%m-%d")
         if f.type == "TIME":
@@ -80,7 +82,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
     columns sent; ``merge_table`` completes them.
     """
     if not isinstance(raw, dict):
-        problems.add(f"{key}.value", "Enter the value in the form {\"value\": ...}.")
+        problems.add(f"{key}.value", 'Enter the value in the form {"value": ...}.')
         return None
     value = raw.get("value")
     t = f.type
@@ -172,24 +174,33 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
             problems.add(vkey, "Enter a date and time in the format YYYY-MM-DDTHH:MM:SSZ.")
             return None
         if moment.tzinfo is None:  # the sandbox's users all live in UTC
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:00Z")
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
     if t in _ENTITY_TYPES:
         if value is None:
             return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"] for v in value):
-            problems.add(f"{key}.values.value", "Enter an array of {\"code\": ...} objects.")
+        if not isinstance(value, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("code"), str) and v["code"] for v in value
+        ):
+            problems.add(f"{key}.values.value", 'Enter an array of {"code": ...} objects.')
             return None
         return [{"code": v["code"], "name": v.get("name") or v["code"]} for v in value]
     if t == "FILE":
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, dict) and v.get("fileKey") for v in value):
-            problems.add(vkey, "Enter an array of {\"fileKey\": ...} objects.")
+            problems.add(vkey, 'Enter an array of {"fileKey": ...} objects.')
             return None
         # The sandbox keeps no files: it remembers the key and echoes it as the file's name.
-        return [{"contentType": v.get("contentType", "application/octet-stream"), "fileKey": str(v["fileKey"]),
-                 "name": str(v.get("name") or v["fileKey"]), "size": str(v.get("size", "0"))} for v in value]
+        return [
+            {
+                "contentType": v.get("contentType", "application/octet-stream"),
+                "fileKey": str(v["fileKey"]),
+                "name": str(v.get("name") or v["fileKey"]),
+                "size": str(v.get("size", "0")),
+            }
+            for v in value
+        ]
     if t == "SUBTABLE":
         if value is None:
             return []
@@ -199,7 +210,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         rows = []
         for i, row in enumerate(value):
             if not isinstance(row, dict) or not isinstance(row.get("value", {}), dict):
-                problems.add(f"{key}.value[{i}].value", "Enter a row as {\"id\"?: ..., \"value\": {...}}.")
+                problems.add(f"{key}.value[{i}].value", 'Enter a row as {"id"?: ..., "value": {...}}.')
                 continue
             cells: dict[str, Any] = {}
             for code, cell in (row.get("value") or {}).items():
@@ -213,7 +224,9 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
     return None  # read-only types never reach here
 
 
-def merge_table(f: FieldDef, sent: list[dict[str, Any]], old: list[dict[str, Any]] | None, new_row_id: Any) -> list[dict[str, Any]]:
+def merge_table(
+    f: FieldDef, sent: list[dict[str, Any]], old: list[dict[str, Any]] | None, new_row_id: Any
+) -> list[dict[str, Any]]:
     """Kintone's table update: a row whose id matches keeps the columns not sent; any other row
     is new (default values, a new id); rows not sent are gone."""
     old_by_id = {row["id"]: row for row in old or []}
@@ -235,11 +248,19 @@ def merge_table(f: FieldDef, sent: list[dict[str, Any]], old: list[dict[str, Any
 
 
 # Kintone keys an empty required field by its value's shape (OBSERVED-3P, kintone-api.md §6).
-_REQUIRED_SUFFIX = {"CHECK_BOX": ".values", "MULTI_SELECT": ".values", "FILE": ".values",
-                    "USER_SELECT": ".values.value", "ORGANIZATION_SELECT": ".values.value", "GROUP_SELECT": ".values.value"}
+_REQUIRED_SUFFIX = {
+    "CHECK_BOX": ".values",
+    "MULTI_SELECT": ".values",
+    "FILE": ".values",
+    "USER_SELECT": ".values.value",
+    "ORGANIZATION_SELECT": ".values.value",
+    "GROUP_SELECT": ".values.value",
+}
 
 
-def check_required(app: AppDef, values: dict[str, Any], prefix: str, problems: Problems, only: set[str] | None = None) -> None:
+def check_required(
+    app: AppDef, values: dict[str, Any], prefix: str, problems: Problems, only: set[str] | None = None
+) -> None:
     """Required fields (and required table columns) of the codes in ``only`` (None: all).
     A field whose value was already refused is not also reported as missing."""
     for code, f in app.fields.items():
@@ -252,7 +273,11 @@ def check_required(app: AppDef, values: dict[str, Any], prefix: str, problems: P
             for i, row in enumerate(value):
                 for sub_code, sub in f.fields.items():
                     cell = f"{prefix}.{code}.value[{i}].value.{sub_code}"
-                    if sub.required and is_empty(row["value"].get(sub_code, {}).get("value")) and not _refused(problems, cell):
+                    if (
+                        sub.required
+                        and is_empty(row["value"].get(sub_code, {}).get("value"))
+                        and not _refused(problems, cell)
+                    ):
                         problems.add(f"{cell}{_REQUIRED_SUFFIX.get(sub.type, '.value')}", "Required.")
 
 
@@ -288,7 +313,9 @@ def _number_text(value: Any) -> str:
 # -- reading --------------------------------------------------------------------------------
 
 
-def render_record(app: AppDef, record_id: int, revision: int, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def render_record(
+    app: AppDef, record_id: int, revision: int, data: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """A stored record -> Kintone's read shape, with the system fields; fields are those the
     sandbox file defines now (a value stored for a field since removed is not shown)."""
     values = data["values"]
@@ -303,14 +330,25 @@ def render_record(app: AppDef, record_id: int, revision: int, data: dict[str, An
     system = app.system
     number = str(record_id) if not app.code else f"{app.code}-{record_id}"
     out[system["RECORD_NUMBER"].code] = {"type": "RECORD_NUMBER", "value": number}
-    out[system["CREATOR"].code] = {"type": "CREATOR", "value": {"code": data["creator"], "name": data["creator"]}}
+    out[system["CREATOR"].code] = {
+        "type": "CREATOR",
+        "value": {"code": data["creator"], "name": data["creator"]},
+    }
     out[system["CREATED_TIME"].code] = {"type": "CREATED_TIME", "value": data["created"]}
-    out[system["MODIFIER"].code] = {"type": "MODIFIER", "value": {"code": data["modifier"], "name": data["modifier"]}}
+    out[system["MODIFIER"].code] = {
+        "type": "MODIFIER",
+        "value": {"code": data["modifier"], "name": data["modifier"]},
+    }
     out[system["UPDATED_TIME"].code] = {"type": "UPDATED_TIME", "value": data["updated"]}
     if app.process_enabled:
-        out[system["STATUS"].code] = {"type": "STATUS", "value": data.get("status") or app.process.initial.name}
+        out[system["STATUS"].code] = {
+            "type": "STATUS",
+            "value": data.get("status") or app.process.initial.name,
+        }
         out[system["STATUS_ASSIGNEE"].code] = {
-            "type": "STATUS_ASSIGNEE", "value": [{"code": a, "name": a} for a in data.get("assignees") or []]}
+            "type": "STATUS_ASSIGNEE",
+            "value": [{"code": a, "name": a} for a in data.get("assignees") or []],
+        }
     out["$revision"] = {"type": "__REVISION__", "value": str(revision)}
     out["$id"] = {"type": "__ID__", "value": str(record_id)}
     return out
@@ -339,7 +377,12 @@ def field_properties(app: AppDef) -> dict[str, dict[str, Any]]:
 
 
 def _property(f: FieldDef) -> dict[str, Any]:
-    prop: dict[str, Any] = {"type": f.type, "code": f.code, "label": f.label, "noLabel": bool(f.extra.get("noLabel", False))}
+    prop: dict[str, Any] = {
+        "type": f.type,
+        "code": f.code,
+        "label": f.label,
+        "noLabel": bool(f.extra.get("noLabel", False)),
+    }
     if f.type == "SUBTABLE":
         prop["fields"] = {code: _property(sub) for code, sub in f.fields.items()}
         return prop

@@ -30,7 +30,7 @@ import calendar
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -687,7 +687,7 @@ class _Compiler:
         self.subtables = subtables
         self.options = options
         self.now = now
-        self.tz = now.tzinfo or timezone.utc
+        self.tz = now.tzinfo or UTC
         self.login_user = login_user
         self.readers: dict[str, Callable[[Any], Any]] = {
             "text": _read_text,
@@ -1181,9 +1181,9 @@ def parse_query(
         if offset < 0:
             raise _syntax_error(f"offset must be between 0 and {MAX_OFFSET:,}, not {offset}")
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     compiler = _Compiler(fields, subtables or {}, options or {}, now, login_user)
     predicate = compiler.compile(condition) if condition is not None else _match_all
     sort_keys = tuple((compiler.sort_key(k), k.descending) for k in order)

@@ -42,27 +42,33 @@ class Sandbox:
         self.store_path = store
         self._store = Store(store)
         self._lock = threading.RLock()
-        self._store.rebuild_uniques({app.id: [c for c, f in app.fields.items() if f.unique]
-                                     for app in definition.apps.values()})
+        self._store.rebuild_uniques(
+            {app.id: [c for c, f in app.fields.items() if f.unique] for app in definition.apps.values()}
+        )
         self.api = Api(definition, self._store)
         self.wsgi_app = WsgiApp(self.api, self._lock)
 
     @classmethod
-    def open(cls, definition: Path | str, store: Path | str | None = None) -> "Sandbox":
+    def open(cls, definition: Path | str, store: Path | str | None = None) -> Sandbox:
         path = Path(definition)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise SandboxDefinitionError(f"cannot read the sandbox file: {exc.strerror or exc}", location=Location(file=path),
-                                         hint="check the path (`sandbox = \"FILE\"` in kmigrate.toml, or --file)") from None
+            raise SandboxDefinitionError(
+                f"cannot read the sandbox file: {exc.strerror or exc}",
+                location=Location(file=path),
+                hint='check the path (`sandbox = "FILE"` in kmigrate.toml, or --file)',
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise SandboxDefinitionError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                                         location=Location(file=path, line=mark.line + 1 if mark else None)) from None
+            raise SandboxDefinitionError(
+                f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                location=Location(file=path, line=mark.line + 1 if mark else None),
+            ) from None
         return cls(parse_definition(data, path), Path(store) if store is not None else None)
 
     @classmethod
-    def from_definition(cls, data: dict[str, Any], store: Path | str | None = None) -> "Sandbox":
+    def from_definition(cls, data: dict[str, Any], store: Path | str | None = None) -> Sandbox:
         return cls(parse_definition(data, "<sandbox definition>"), Path(store) if store is not None else None)
 
     @property
@@ -87,8 +93,10 @@ class Sandbox:
         app = self.definition.apps.get(app_id)
         if app is None:
             known = ", ".join(str(a) for a in sorted(self.definition.apps)) or "none"
-            raise SandboxDefinitionError(f"the sandbox has no app {app_id} (apps: {known})",
-                                         location=Location(file=self.definition.source))
+            raise SandboxDefinitionError(
+                f"the sandbox has no app {app_id} (apps: {known})",
+                location=Location(file=self.definition.source),
+            )
         with self._lock:
             return [render_record(app, r.id, r.revision, r.data) for r in self._store.all(app.id)]
 
@@ -96,7 +104,7 @@ class Sandbox:
         with self._lock:
             self._store.close()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

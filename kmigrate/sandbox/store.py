@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -57,7 +58,9 @@ class Store:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the server's threads; the Sandbox serialises requests.
-        self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10)
+        self.conn = sqlite3.connect(
+            str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10
+        )
         self.conn.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
@@ -114,7 +117,9 @@ class Store:
     # -- records -------------------------------------------------------------------------------
 
     def get(self, app: int, record_id: int) -> StoredRecord | None:
-        row = self.conn.execute("SELECT id, revision, data FROM records WHERE app = ? AND id = ?", (app, record_id)).fetchone()
+        row = self.conn.execute(
+            "SELECT id, revision, data FROM records WHERE app = ? AND id = ?", (app, record_id)
+        ).fetchone()
         return StoredRecord(row[0], row[1], json.loads(row[2])) if row else None
 
     def all(self, app: int) -> list[StoredRecord]:
@@ -127,13 +132,19 @@ class Store:
     def insert_many(self, app: int, records: Iterable[StoredRecord]) -> None:
         self.conn.executemany(
             "INSERT INTO records (app, id, revision, data) VALUES (?, ?, ?, ?)",
-            [(app, r.id, r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":"))) for r in records],
+            [
+                (app, r.id, r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":")))
+                for r in records
+            ],
         )
 
     def update_many(self, app: int, records: Iterable[StoredRecord]) -> None:
         self.conn.executemany(
             "UPDATE records SET revision = ?, data = ? WHERE app = ? AND id = ?",
-            [(r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":")), app, r.id) for r in records],
+            [
+                (r.revision, json.dumps(r.data, ensure_ascii=False, separators=(",", ":")), app, r.id)
+                for r in records
+            ],
         )
 
     def delete_many(self, app: int, ids: Iterable[int]) -> None:
@@ -144,16 +155,19 @@ class Store:
     # -- unique values -------------------------------------------------------------------------
 
     def unique_owner(self, app: int, field: str, value: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM uniq WHERE app = ? AND field = ? AND value = ?", (app, field, value)).fetchone()
+        row = self.conn.execute(
+            "SELECT id FROM uniq WHERE app = ? AND field = ? AND value = ?", (app, field, value)
+        ).fetchone()
         return row[0] if row else None
 
     def unique_owners(self, app: int, field: str, values: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for start in range(0, len(values), 500):
-            chunk = values[start:start + 500]
+            chunk = values[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for value, owner in self.conn.execute(
-                f"SELECT value, id FROM uniq WHERE app = ? AND field = ? AND value IN ({marks})", (app, field, *chunk)
+                f"SELECT value, id FROM uniq WHERE app = ? AND field = ? AND value IN ({marks})",
+                (app, field, *chunk),
             ):
                 found[value] = owner
         return found
@@ -163,9 +177,13 @@ class Store:
         (``new``: the records were just inserted and have none)."""
         rows = list(rows)
         if not new:
-            self.conn.executemany("DELETE FROM uniq WHERE app = ? AND field = ? AND id = ?", [(app, f, i) for f, _, i in rows])
-        self.conn.executemany("INSERT INTO uniq (app, field, value, id) VALUES (?, ?, ?, ?)",
-                              [(app, f, v, i) for f, v, i in rows if v != ""])
+            self.conn.executemany(
+                "DELETE FROM uniq WHERE app = ? AND field = ? AND id = ?", [(app, f, i) for f, _, i in rows]
+            )
+        self.conn.executemany(
+            "INSERT INTO uniq (app, field, value, id) VALUES (?, ?, ?, ?)",
+            [(app, f, v, i) for f, v, i in rows if v != ""],
+        )
 
     def rebuild_uniques(self, unique_fields: Mapping[int, list[str]]) -> None:
         with self.transaction():

@@ -12,14 +12,23 @@ import binascii
 import json
 import re
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from .api import API_PATH, MAX_TOKENS, Api, ApiError, Auth, Call, invalid_param
 
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
 
 
 def parse_query_string(text: str) -> dict[str, Any]:
@@ -45,7 +54,9 @@ def _auth(environ: dict[str, Any]) -> Auth:
     tokens = tuple(t.strip() for t in (environ.get("HTTP_X_CYBOZU_API_TOKEN") or "").split(",") if t.strip())
     if len(tokens) > MAX_TOKENS:
         # The code for a 10th token is UNCERTAIN (kintone-api.md §5 says only "an error").
-        raise invalid_param("X-Cybozu-API-Token", f"A maximum of {MAX_TOKENS} API tokens can be sent in one request.")
+        raise invalid_param(
+            "X-Cybozu-API-Token", f"A maximum of {MAX_TOKENS} API tokens can be sent in one request."
+        )
     if password:
         # Password auth wins over a token (kintone-api.md §5: UNCERTAIN, "prefer password auth").
         try:
@@ -74,14 +85,20 @@ class WsgiApp:
             except ApiError as exc:
                 status, body = exc.status, exc.body()
             except Exception as exc:  # noqa: BLE001 - a bug must still answer in Kintone's shape
-                status, body = 500, ApiError(500, "CB_UN01", f"The sandbox failed: {type(exc).__name__}: {exc}").body()
+                status, body = (
+                    500,
+                    ApiError(500, "CB_UN01", f"The sandbox failed: {type(exc).__name__}: {exc}").body(),
+                )
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-            ("X-ConcurrencyLimit-Limit", "100"),
-            ("X-ConcurrencyLimit-Running", "1"),
-        ])
+        start_response(
+            f"{status} {_REASONS.get(status, 'Error')}",
+            [
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Content-Length", str(len(payload))),
+                ("X-ConcurrencyLimit-Limit", "100"),
+                ("X-ConcurrencyLimit-Running", "1"),
+            ],
+        )
         return [payload]
 
     def _handle(self, environ: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +111,11 @@ class WsgiApp:
         path = environ.get("PATH_INFO") or "/"
         match = API_PATH.match(path)
         if match is None:
-            raise ApiError(404, "CB_NF01", f"{path} is not a Kintone REST API path (/k/v1/<api>.json or /k/guest/<id>/v1/<api>.json).")
+            raise ApiError(
+                404,
+                "CB_NF01",
+                f"{path} is not a Kintone REST API path (/k/v1/<api>.json or /k/guest/<id>/v1/<api>.json).",
+            )
         params = parse_query_string(environ.get("QUERY_STRING") or "")
         params.update(self._body(environ))
         auth = _auth(environ)

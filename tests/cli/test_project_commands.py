@@ -23,8 +23,14 @@ def test_init_makes_a_project_that_validates_and_plans(tmp_path):
     target = tmp_path / "proj"
     result = run("init", str(target))
     assert result.exit_code == 0, result.output
-    for rel in ("kmigrate.toml", "sandbox.yaml", ".gitignore", "changesets/V0001__add_customers.yaml",
-                "changesets/data/customers.csv", "templates/macros.j2"):
+    for rel in (
+        "kmigrate.toml",
+        "sandbox.yaml",
+        ".gitignore",
+        "changesets/V0001__add_customers.yaml",
+        "changesets/data/customers.csv",
+        "templates/macros.j2",
+    ):
         assert (target / rel).is_file(), rel
     assert run("-C", str(target), "validate").exit_code == 0
     planned = run("-C", str(target), "plan", "--format", "json")
@@ -49,7 +55,9 @@ def test_init_refuses_to_overwrite_any_file_it_would_write(tmp_path):
     (tmp_path / "templates" / "macros.j2").write_text("mine")
     result = run("init", str(tmp_path))
     assert result.exit_code == 2 and "templates/macros.j2" in result.output
-    assert (tmp_path / "templates" / "macros.j2").read_text() == "mine" and not (tmp_path / "kmigrate.toml").exists()
+    assert (tmp_path / "templates" / "macros.j2").read_text() == "mine" and not (
+        tmp_path / "kmigrate.toml"
+    ).exists()
 
 
 def test_new_takes_the_next_version_after_the_highest(tmp_path):
@@ -96,7 +104,11 @@ def test_plan_formats_and_check(tmp_path):
     text = run("-C", root, "plan")
     assert text.exit_code == 0 and "V0002__spring_orders" in text.stdout and "DESTRUCTIVE" in text.stdout
     as_json = json.loads(run("-C", root, "plan", "--format", "json").stdout)
-    assert [c["name"] for c in as_json["changesets"]] == ["catalogue_and_customers", "spring_orders", "spring_cleanup"]
+    assert [c["name"] for c in as_json["changesets"]] == [
+        "catalogue_and_customers",
+        "spring_orders",
+        "spring_cleanup",
+    ]
     markdown = run("-C", root, "plan", "--format", "markdown")
     assert markdown.exit_code == 0 and "V0003__spring_cleanup" in markdown.stdout
     check = run("-C", root, "plan", "--check")
@@ -105,8 +117,13 @@ def test_plan_formats_and_check(tmp_path):
 
 def _welcome_record(output: str) -> dict:
     plan = json.loads(output)
-    records = [rec for cs in plan["changesets"] for batch in cs["batches"] for req in batch["requests"]
-               for rec in req["payload"].get("records", [])]
+    records = [
+        rec
+        for cs in plan["changesets"]
+        for batch in cs["batches"]
+        for req in batch["requests"]
+        for rec in req["payload"].get("records", [])
+    ]
     [welcome] = [r for r in records if r["name"]["value"] == "Welcome Corp"]
     return {**welcome, "app": plan["changesets"][0]["batches"][0]["requests"][0]["payload"]["app"]}
 
@@ -114,8 +131,12 @@ def _welcome_record(output: str) -> dict:
 def test_var_overrides_and_environments_reach_the_templates(tmp_path):
     run("init", str(tmp_path))
     plain = _welcome_record(run("-C", str(tmp_path), "plan", "--format", "json").stdout)
-    overridden = _welcome_record(run("-C", str(tmp_path), "--var", "welcome_tier=Bronze", "plan", "--format", "json").stdout)
-    production = _welcome_record(run("-C", str(tmp_path), "-e", "production", "plan", "--format", "json").stdout)
+    overridden = _welcome_record(
+        run("-C", str(tmp_path), "--var", "welcome_tier=Bronze", "plan", "--format", "json").stdout
+    )
+    production = _welcome_record(
+        run("-C", str(tmp_path), "-e", "production", "plan", "--format", "json").stdout
+    )
     assert (plain["tier"]["value"], plain["app"]) == ("Silver", 1)
     assert overridden["tier"]["value"] == "Bronze"
     assert (production["tier"]["value"], production["app"]) == ("Gold", 101)
@@ -129,8 +150,12 @@ def test_schema_describes_the_format_and_rejects_what_the_loader_rejects():
     validator = jsonschema.Draft202012Validator(schema)
     plain = yaml.safe_load((EXAMPLE / "changesets" / "V0003__spring_cleanup.yaml").read_text())
     validator.validate(plain)  # the example's changeset without Jinja is valid as written
-    validator.validate({"description": None, "operations": [{"delete": {"app": "orders", "ids": [1]}}]})  # as the loader
+    validator.validate(
+        {"description": None, "operations": [{"delete": {"app": "orders", "ids": [1]}}]}
+    )  # as the loader
     assert not validator.is_valid({"operations": [{"insert": {"app": 1}}]})
-    assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": []}, "delete": {"app": 1, "ids": [1]}}]})
+    assert not validator.is_valid(
+        {"operations": [{"add": {"app": 1, "records": []}, "delete": {"app": 1, "ids": [1]}}]}
+    )
     assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": [], "colour": "red"}}]})
     assert "source" not in json.dumps(schema["$defs"]["AddOp"])

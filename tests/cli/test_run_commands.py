@@ -34,7 +34,11 @@ def test_a_remote_environment_needs_yes_without_a_terminal(tmp_path):
         (root / "kmigrate.toml").write_text(text)
         creds = {"KINTONE_API_TOKEN": TOKEN}
         refused = run(root, "-e", "remote", "apply", env=creds)
-        assert refused.exit_code == 2 and "no terminal to confirm on" in refused.output and "--yes" in refused.output
+        assert (
+            refused.exit_code == 2
+            and "no terminal to confirm on" in refused.output
+            and "--yes" in refused.output
+        )
         assert sandbox.request_count == 0
         applied = run(root, "-e", "remote", "apply", "--yes", env=creds)
         assert applied.exit_code == 0, applied.output
@@ -76,7 +80,10 @@ def test_history_lists_the_event_log(tmp_path):
     lines = history.output.splitlines()
     assert history.exit_code == 0 and len(lines) == 4 and all(" applied " in line for line in lines)
     only = run(root, "history", "--changeset", "V0002", "--format", "json")
-    assert [(e["kind"], e["changeset"], e["batch"]) for e in json.loads(only.output)] == [("applied", "0002", 0), ("applied", "0002", 1)]
+    assert [(e["kind"], e["changeset"], e["batch"]) for e in json.loads(only.output)] == [
+        ("applied", "0002", 0),
+        ("applied", "0002", 1),
+    ]
 
 
 def test_unlock_frees_a_lock_and_logs_it(tmp_path):
@@ -112,10 +119,17 @@ def test_apply_on_a_terminal_draws_a_progress_bar(tmp_path):
 
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(4500))
-    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    write_changeset(
+        root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "kmigrate", "-C", str(root), "apply"],
-                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kmigrate", "-C", str(root), "apply"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
     os.close(follower)
     screen = b""
     while True:
@@ -139,7 +153,9 @@ def test_apply_without_a_terminal_prints_one_line_per_batch_numbered_as_resolve_
 
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(2500))
-    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n")
+    write_changeset(
+        root, "V0001__a.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
     result = run(root, "apply")
     assert result.exit_code == 0, result.output
     assert "V0001__a: batch #0 applied (2000 records; 1/2 bulk requests)" in result.output

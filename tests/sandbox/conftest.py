@@ -4,7 +4,8 @@ answer: 200s against the official OpenAPI schema, errors against Kintone's error
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,60 +14,97 @@ from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 
 from .openapi import validate_response
 
-DEFINITION: dict[str, Any] = {"apps": [
-    {   # the shorthand
-        "id": 1, "name": "Orders", "code": "ORD",
-        "fields": {
-            "title": {"type": "SINGLE_LINE_TEXT", "required": True, "maxLength": 20},
-            "order_no": {"type": "SINGLE_LINE_TEXT", "unique": True},
-            "priority": {"type": "DROP_DOWN", "options": ["High", "Low"]},
-            "amount": {"type": "NUMBER", "minValue": 0, "maxValue": 1000},
-            "tags": {"type": "CHECK_BOX", "options": ["a", "b", "c"]},
-            "due": "DATE",
-            "at": "TIME",
-            "when": "DATETIME",
-            "owner": "USER_SELECT",
-            "notes": {"type": "MULTI_LINE_TEXT", "defaultValue": "none yet"},
-            "items": {"type": "SUBTABLE", "fields": {"name": {"type": "SINGLE_LINE_TEXT", "required": True}, "qty": "NUMBER"}},
+DEFINITION: dict[str, Any] = {
+    "apps": [
+        {  # the shorthand
+            "id": 1,
+            "name": "Orders",
+            "code": "ORD",
+            "fields": {
+                "title": {"type": "SINGLE_LINE_TEXT", "required": True, "maxLength": 20},
+                "order_no": {"type": "SINGLE_LINE_TEXT", "unique": True},
+                "priority": {"type": "DROP_DOWN", "options": ["High", "Low"]},
+                "amount": {"type": "NUMBER", "minValue": 0, "maxValue": 1000},
+                "tags": {"type": "CHECK_BOX", "options": ["a", "b", "c"]},
+                "due": "DATE",
+                "at": "TIME",
+                "when": "DATETIME",
+                "owner": "USER_SELECT",
+                "notes": {"type": "MULTI_LINE_TEXT", "defaultValue": "none yet"},
+                "items": {
+                    "type": "SUBTABLE",
+                    "fields": {"name": {"type": "SINGLE_LINE_TEXT", "required": True}, "qty": "NUMBER"},
+                },
+            },
+            "process": {
+                "enable": True,
+                "states": [
+                    "Draft",
+                    {"name": "In review", "assignee": {"type": "ONE", "entities": ["alice", "bob"]}},
+                    {"name": "Done", "assignee": {"type": "ANY", "entities": ["carol"]}},
+                ],
+                "actions": [
+                    {"name": "Submit", "from": "Draft", "to": "In review"},
+                    {"name": "Approve", "from": "In review", "to": "Done"},
+                    {"name": "Reject", "from": "In review", "to": "Draft"},
+                ],
+            },
         },
-        "process": {
-            "enable": True,
-            "states": ["Draft", {"name": "In review", "assignee": {"type": "ONE", "entities": ["alice", "bob"]}},
-                       {"name": "Done", "assignee": {"type": "ANY", "entities": ["carol"]}}],
-            "actions": [
-                {"name": "Submit", "from": "Draft", "to": "In review"},
-                {"name": "Approve", "from": "In review", "to": "Done"},
-                {"name": "Reject", "from": "In review", "to": "Draft"},
+        {  # Kintone's own shapes (fields.json properties), with API tokens
+            "id": 2,
+            "name": "Customers",
+            "api_tokens": [
+                "full-token",
+                {"token": "view-token", "permissions": ["view"]},
+                {"token": "add-token", "permissions": ["view", "add"]},
             ],
+            "properties": {
+                "code": {
+                    "type": "SINGLE_LINE_TEXT",
+                    "code": "code",
+                    "label": "Code",
+                    "required": "true",
+                    "unique": "true",
+                },
+                "name": {"type": "SINGLE_LINE_TEXT", "code": "name", "label": "Name"},
+                "tier": {
+                    "type": "RADIO_BUTTON",
+                    "code": "tier",
+                    "label": "Tier",
+                    "options": {
+                        "Gold": {"label": "Gold", "index": "0"},
+                        "Silver": {"label": "Silver", "index": "1"},
+                    },
+                    "defaultValue": "Silver",
+                },
+                "points": {"type": "NUMBER", "code": "points", "label": "Points", "unique": True},
+                "Record_no": {"type": "RECORD_NUMBER", "code": "Record_no", "label": "Record no"},
+            },
         },
-    },
-    {   # Kintone's own shapes (fields.json properties), with API tokens
-        "id": 2, "name": "Customers",
-        "api_tokens": ["full-token", {"token": "view-token", "permissions": ["view"]},
-                       {"token": "add-token", "permissions": ["view", "add"]}],
-        "properties": {
-            "code": {"type": "SINGLE_LINE_TEXT", "code": "code", "label": "Code", "required": "true", "unique": "true"},
-            "name": {"type": "SINGLE_LINE_TEXT", "code": "name", "label": "Name"},
-            "tier": {"type": "RADIO_BUTTON", "code": "tier", "label": "Tier",
-                     "options": {"Gold": {"label": "Gold", "index": "0"}, "Silver": {"label": "Silver", "index": "1"}},
-                     "defaultValue": "Silver"},
-            "points": {"type": "NUMBER", "code": "points", "label": "Points", "unique": True},
-            "Record_no": {"type": "RECORD_NUMBER", "code": "Record_no", "label": "Record no"},
+        {  # a guest-space app with process management in app/status.json's shape
+            "id": 3,
+            "name": "Guest tasks",
+            "guest_space_id": 7,
+            "fields": {"title": "SINGLE_LINE_TEXT"},
+            "process": {
+                "enable": True,
+                "states": {
+                    "Open": {"name": "Open", "index": "0", "assignee": {"type": "ONE", "entities": []}},
+                    "Closed": {
+                        "name": "Closed",
+                        "index": "1",
+                        "assignee": {
+                            "type": "ALL",
+                            "entities": [{"entity": {"type": "USER", "code": "dave"}, "includeSubs": False}],
+                        },
+                    },
+                },
+                "actions": [{"name": "Close", "from": "Open", "to": "Closed", "filterCond": ""}],
+            },
         },
-    },
-    {   # a guest-space app with process management in app/status.json's shape
-        "id": 3, "name": "Guest tasks", "guest_space_id": 7,
-        "fields": {"title": "SINGLE_LINE_TEXT"},
-        "process": {
-            "enable": True,
-            "states": {"Open": {"name": "Open", "index": "0", "assignee": {"type": "ONE", "entities": []}},
-                       "Closed": {"name": "Closed", "index": "1", "assignee": {"type": "ALL", "entities": [
-                           {"entity": {"type": "USER", "code": "dave"}, "includeSubs": False}]}}},
-            "actions": [{"name": "Close", "from": "Open", "to": "Closed", "filterCond": ""}],
-        },
-    },
-    {"id": 4, "name": "Plain", "fields": {"title": "SINGLE_LINE_TEXT"}},
-]}
+        {"id": 4, "name": "Plain", "fields": {"title": "SINGLE_LINE_TEXT"}},
+    ]
+}
 
 
 class Kintone:
@@ -75,8 +113,17 @@ class Kintone:
     def __init__(self, client: httpx.Client):
         self.client = client
 
-    def call(self, method: str, api: str, body: Any = None, *, params: Any = None, guest: int | None = None,
-             headers: dict[str, str] | None = None, raw: bytes | None = None) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        api: str,
+        body: Any = None,
+        *,
+        params: Any = None,
+        guest: int | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> httpx.Response:
         path = f"/k/guest/{guest}/v1/{api}.json" if guest else f"/k/v1/{api}.json"
         kwargs: dict[str, Any] = {"params": params, "headers": headers}
         if raw is not None:
@@ -104,7 +151,9 @@ class Kintone:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def error(self, method: str, api: str, body: Any = None, *, status: int, code: str, **kw: Any) -> dict[str, Any]:
+    def error(
+        self, method: str, api: str, body: Any = None, *, status: int, code: str, **kw: Any
+    ) -> dict[str, Any]:
         response = self.call(method, api, body, **kw)
         data = response.json()
         assert (response.status_code, data.get("code")) == (status, code), response.text

@@ -59,14 +59,18 @@ def _type(validator: Any, types: Any, instance: Any, schema: dict[str, Any]) -> 
 
 _KintoneValidator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_long).redefine("string", _is_string),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_long).redefine(
+        "string", _is_string
+    ),
     validators={"oneOf": jsonschema.Draft202012Validator.VALIDATORS["anyOf"], "type": _type},
 )
 
 
 @functools.cache
 def _registry() -> Registry:
-    return Registry().with_resource(_SPEC_URI, Resource.from_contents(spec(), default_specification=DRAFT202012))
+    return Registry().with_resource(
+        _SPEC_URI, Resource.from_contents(spec(), default_specification=DRAFT202012)
+    )
 
 
 def _pointer(*parts: str) -> str:
@@ -77,7 +81,9 @@ def response_schema_ref(path: str, method: str, status: str = "200") -> str:
     path = _GUEST.sub("/k/guest/{guestSpaceId}/v1/", path)
     operation = spec()["paths"][path][method.lower()]  # KeyError: no such path/method in the spec
     operation["responses"][status]["content"]["application/json"]["schema"]
-    return f"{_SPEC_URI}#/" + _pointer("paths", path, method.lower(), "responses", status, "content", "application/json", "schema")
+    return f"{_SPEC_URI}#/" + _pointer(
+        "paths", path, method.lower(), "responses", status, "content", "application/json", "schema"
+    )
 
 
 def validate_response(path: str, method: str, body: Any, status: str = "200") -> None:

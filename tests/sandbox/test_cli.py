@@ -21,13 +21,21 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "kmigrate.toml").write_text(
         'default_env = "dev"\n'
         '[env.dev]\nsandbox = "sandbox.yaml"\napps = { orders = 1, plain = 4 }\n'
-        '[env.prod]\nbase_url = "https://example.cybozu.com"\n', encoding="utf-8")
+        '[env.prod]\nbase_url = "https://example.cybozu.com"\n',
+        encoding="utf-8",
+    )
     return tmp_path
 
 
 def seed(project: Path) -> None:
-    with Sandbox.open(project / "sandbox.yaml", project / ".kmigrate" / "sandbox-dev.sqlite3") as sb, sb.client() as client:
-        client.post("/k/v1/records.json", json={"app": 1, "records": [rec(title="first", tags=["a", "b"]), rec(title="second")]})
+    with (
+        Sandbox.open(project / "sandbox.yaml", project / ".kmigrate" / "sandbox-dev.sqlite3") as sb,
+        sb.client() as client,
+    ):
+        client.post(
+            "/k/v1/records.json",
+            json={"app": 1, "records": [rec(title="first", tags=["a", "b"]), rec(title="second")]},
+        )
 
 
 def run(*args: str) -> object:

@@ -9,12 +9,20 @@ from .conftest import Kintone, rec
 
 def fill(k: Kintone, n: int) -> None:
     for start in range(0, n, 100):
-        k.ok("POST", "records", {"app": 1, "records": [rec(title=f"t{i}", amount=i) for i in range(start, min(n, start + 100))]})
+        k.ok(
+            "POST",
+            "records",
+            {"app": 1, "records": [rec(title=f"t{i}", amount=i) for i in range(start, min(n, start + 100))]},
+        )
 
 
 def test_cursor_reads_every_matching_record_in_order(k: Kintone):
     fill(k, 250)
-    created = k.ok("POST", "records/cursor", {"app": 1, "query": "amount >= 10 order by amount asc", "fields": ["amount"], "size": 100})
+    created = k.ok(
+        "POST",
+        "records/cursor",
+        {"app": 1, "query": "amount >= 10 order by amount asc", "fields": ["amount"], "size": 100},
+    )
     assert created["totalCount"] == "240"
     pages = []
     while True:

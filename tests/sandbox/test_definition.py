@@ -16,8 +16,15 @@ def app(**overrides):
 
 
 def test_shorthand_and_defaults():
-    d = parse_definition(app(api_tokens=["t1", {"token": "t2", "permissions": ["view"]}],
-                             fields={"r": {"type": "RADIO_BUTTON", "options": ["x", "y"]}, "n": {"type": "NUMBER", "maxValue": "9"}}))
+    d = parse_definition(
+        app(
+            api_tokens=["t1", {"token": "t2", "permissions": ["view"]}],
+            fields={
+                "r": {"type": "RADIO_BUTTON", "options": ["x", "y"]},
+                "n": {"type": "NUMBER", "maxValue": "9"},
+            },
+        )
+    )
     a = d.apps[1]
     assert a.tokens == {"t1": frozenset({"view", "add", "edit", "delete"}), "t2": frozenset({"view"})}
     assert a.fields["r"].default == "x"  # a radio button always has a choice
@@ -25,20 +32,26 @@ def test_shorthand_and_defaults():
     assert a.system_code("RECORD_NUMBER") == "Record_number" and a.process is None
 
 
-@pytest.mark.parametrize("data, words", [
-    ({"apps": [{"name": "no id"}]}, ["app #1", "id"]),
-    (app(fields={"title": {"type": "TEXTY"}}), ["app 1 (Orders)", "field 'title'", "TEXTY"]),
-    (app(fields={"p": {"type": "DROP_DOWN"}}), ["field 'p'", "options"]),
-    (app(fields={"p": {"type": "DROP_DOWN", "options": ["a"], "defaultValue": "b"}}), ["field 'p'", "default"]),
-    (app(fields={"t": {"type": "SUBTABLE"}}), ["field 't'", "fields"]),
-    (app(fields={"t": {"type": "CHECK_BOX", "options": ["a"], "unique": True}}), ["field 't'", "unique"]),
-    (app(fields={"title": {"type": "SINGLE_LINE_TEXT", "requird": True}}), ["field 'title'", "requird"]),
-    (app(process={"states": ["A"], "actions": [{"name": "Go", "from": "A", "to": "B"}]}), ["Go", "B"]),
-    (app(process={"states": [{"name": "A", "assignee": {"type": "SOME"}}]}), ["state 'A'", "ONE"]),
-    (app(api_tokens=[{"token": "t", "permissions": ["fly"]}]), ["permissions"]),
-    ({"apps": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}, ["twice"]),
-    ({"aps": []}, ["aps"]),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"apps": [{"name": "no id"}]}, ["app #1", "id"]),
+        (app(fields={"title": {"type": "TEXTY"}}), ["app 1 (Orders)", "field 'title'", "TEXTY"]),
+        (app(fields={"p": {"type": "DROP_DOWN"}}), ["field 'p'", "options"]),
+        (
+            app(fields={"p": {"type": "DROP_DOWN", "options": ["a"], "defaultValue": "b"}}),
+            ["field 'p'", "default"],
+        ),
+        (app(fields={"t": {"type": "SUBTABLE"}}), ["field 't'", "fields"]),
+        (app(fields={"t": {"type": "CHECK_BOX", "options": ["a"], "unique": True}}), ["field 't'", "unique"]),
+        (app(fields={"title": {"type": "SINGLE_LINE_TEXT", "requird": True}}), ["field 'title'", "requird"]),
+        (app(process={"states": ["A"], "actions": [{"name": "Go", "from": "A", "to": "B"}]}), ["Go", "B"]),
+        (app(process={"states": [{"name": "A", "assignee": {"type": "SOME"}}]}), ["state 'A'", "ONE"]),
+        (app(api_tokens=[{"token": "t", "permissions": ["fly"]}]), ["permissions"]),
+        ({"apps": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}, ["twice"]),
+        ({"aps": []}, ["aps"]),
+    ],
+)
 def test_definition_errors_say_where(data, words):
     with pytest.raises(SandboxDefinitionError) as info:
         parse_definition(data, "sandbox.yaml")

@@ -18,10 +18,26 @@ def add(k: Kintone, n: int, app: int = 1, **extra) -> list[str]:
 
 
 def test_add_record_then_get_it_in_kintone_read_shape(k: Kintone):
-    body = k.ok("POST", "record", {"app": 1, "record": rec(
-        title="Spring order", order_no="O-1", priority="High", amount=12.5, tags=["a", "c"], due="2026-3-1",
-        at="9:05", when="2026-03-01T10:30:45+09:00", owner=[{"code": "alice"}],
-        items=[{"value": rec(name="bolt", qty="3")}], unknown_field="ignored")})
+    body = k.ok(
+        "POST",
+        "record",
+        {
+            "app": 1,
+            "record": rec(
+                title="Spring order",
+                order_no="O-1",
+                priority="High",
+                amount=12.5,
+                tags=["a", "c"],
+                due="2026-3-1",
+                at="9:05",
+                when="2026-03-01T10:30:45+09:00",
+                owner=[{"code": "alice"}],
+                items=[{"value": rec(name="bolt", qty="3")}],
+                unknown_field="ignored",
+            ),
+        },
+    )
     assert body == {"id": "1", "revision": "1"}
     record = k.ok("GET", "record", params={"app": 1, "id": 1})["record"]
     values = {code: cell["value"] for code, cell in record.items()}
@@ -62,28 +78,60 @@ def test_unknown_app_is_gaia_ap01(k: Kintone):
 def test_update_record_bumps_revision_and_checks_it(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="a")})
     assert k.ok("PUT", "record", {"app": 1, "id": 1, "record": rec(title="b")}) == {"revision": "2"}
-    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": 2, "record": rec(amount=5)}) == {"revision": "3"}
-    body = k.error("PUT", "record", {"app": 1, "id": 1, "revision": 2, "record": rec(title="c")}, status=409, code="GAIA_CO02")
+    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": 2, "record": rec(amount=5)}) == {
+        "revision": "3"
+    }
+    body = k.error(
+        "PUT",
+        "record",
+        {"app": 1, "id": 1, "revision": 2, "record": rec(title="c")},
+        status=409,
+        code="GAIA_CO02",
+    )
     assert "revision" in body["message"]
-    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": -1, "record": rec(title="d")}) == {"revision": "4"}
+    assert k.ok("PUT", "record", {"app": 1, "id": 1, "revision": -1, "record": rec(title="d")}) == {
+        "revision": "4"
+    }
     record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
-    assert record["title"]["value"] == "d" and record["amount"]["value"] == "5"  # fields not sent keep their value
+    assert (
+        record["title"]["value"] == "d" and record["amount"]["value"] == "5"
+    )  # fields not sent keep their value
 
 
 def test_update_record_by_update_key(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-7")})
-    body = k.ok("PUT", "record", {"app": 1, "updateKey": {"field": "order_no", "value": "O-7"}, "record": rec(title="z")})
+    body = k.ok(
+        "PUT",
+        "record",
+        {"app": 1, "updateKey": {"field": "order_no", "value": "O-7"}, "record": rec(title="z")},
+    )
     assert body == {"revision": "2"}
     assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["title"]["value"] == "z"
 
 
 def test_update_key_miss_is_gaia_re20_and_bad_key_field_is_cb_va01(k: Kintone):
-    k.error("PUT", "record", {"app": 1, "updateKey": {"field": "order_no", "value": "nope"}, "record": {}},
-            status=400, code="GAIA_RE20")
-    body = k.error("PUT", "record", {"app": 1, "updateKey": {"field": "title", "value": "x"}, "record": {}},
-                   status=400, code="CB_VA01")
+    k.error(
+        "PUT",
+        "record",
+        {"app": 1, "updateKey": {"field": "order_no", "value": "nope"}, "record": {}},
+        status=400,
+        code="GAIA_RE20",
+    )
+    body = k.error(
+        "PUT",
+        "record",
+        {"app": 1, "updateKey": {"field": "title", "value": "x"}, "record": {}},
+        status=400,
+        code="CB_VA01",
+    )
     assert "updateKey.field" in body["errors"]
-    k.error("PUT", "record", {"app": 1, "id": 1, "updateKey": {"field": "order_no", "value": "x"}}, status=400, code="CB_VA01")
+    k.error(
+        "PUT",
+        "record",
+        {"app": 1, "id": 1, "updateKey": {"field": "order_no", "value": "x"}},
+        status=400,
+        code="CB_VA01",
+    )
     k.error("PUT", "record", {"app": 1, "record": {}}, status=400, code="CB_VA01")
 
 
@@ -94,26 +142,32 @@ def test_update_missing_record_is_gaia_re01(k: Kintone):
 # -- validation ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"title": ""}, "record.title.value"),
-    ({"title": "x" * 21}, "record.title.value"),
-    ({"title": "x", "priority": "Medium"}, "record.priority.value"),
-    ({"title": "x", "amount": "12abc"}, "record[amount].value"),  # Kintone's bracket form for this one
-    ({"title": "x", "amount": ".5"}, "record[amount].value"),
-    ({"title": "x", "amount": True}, "record[amount].value"),
-    ({"title": "x", "amount": "1e13"}, "record.amount.value"),
-    ({"title": "x", "amount": "-1"}, "record.amount.value"),
-    ({"title": "x", "amount": 1001}, "record.amount.value"),
-    ({"title": "x", "tags": ["a", "z"]}, "record.tags.values"),
-    ({"title": "x", "tags": "a"}, "record.tags.values"),
-    ({"title": "x", "due": "2026-02-30"}, "record.due.value"),
-    ({"title": "x", "due": "tomorrow"}, "record.due.value"),
-    ({"title": "x", "at": "25:00"}, "record.at.value"),
-    ({"title": "x", "when": "2026-03-01"}, "record.when.value"),
-    ({"title": "x", "owner": ["alice"]}, "record.owner.values.value"),
-    ({"title": ["a list"]}, "record.title.value"),
-    ({"title": "x", "items": [{"value": {"name": {"value": ""}}}]}, "record.items.value[0].value.name.value"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"title": ""}, "record.title.value"),
+        ({"title": "x" * 21}, "record.title.value"),
+        ({"title": "x", "priority": "Medium"}, "record.priority.value"),
+        ({"title": "x", "amount": "12abc"}, "record[amount].value"),  # Kintone's bracket form for this one
+        ({"title": "x", "amount": ".5"}, "record[amount].value"),
+        ({"title": "x", "amount": True}, "record[amount].value"),
+        ({"title": "x", "amount": "1e13"}, "record.amount.value"),
+        ({"title": "x", "amount": "-1"}, "record.amount.value"),
+        ({"title": "x", "amount": 1001}, "record.amount.value"),
+        ({"title": "x", "tags": ["a", "z"]}, "record.tags.values"),
+        ({"title": "x", "tags": "a"}, "record.tags.values"),
+        ({"title": "x", "due": "2026-02-30"}, "record.due.value"),
+        ({"title": "x", "due": "tomorrow"}, "record.due.value"),
+        ({"title": "x", "at": "25:00"}, "record.at.value"),
+        ({"title": "x", "when": "2026-03-01"}, "record.when.value"),
+        ({"title": "x", "owner": ["alice"]}, "record.owner.values.value"),
+        ({"title": ["a list"]}, "record.title.value"),
+        (
+            {"title": "x", "items": [{"value": {"name": {"value": ""}}}]},
+            "record.items.value[0].value.name.value",
+        ),
+    ],
+)
 def test_invalid_values_are_cb_va01_with_kintone_keys(k: Kintone, values, key):
     body = k.error("POST", "record", {"app": 1, "record": rec(**values)}, status=400, code="CB_VA01")
     assert key in body["errors"], body
@@ -132,15 +186,36 @@ def test_number_inside_a_table_is_silently_blanked(k: Kintone):
 
 
 def test_read_only_fields_are_ignored_on_write(k: Kintone):
-    k.ok("POST", "record", {"app": 1, "record": {**rec(title="x"), "Status": {"value": "Done"},
-                                                 "$id": {"value": "77"}, "Record_number": {"value": "9"}}})
+    k.ok(
+        "POST",
+        "record",
+        {
+            "app": 1,
+            "record": {
+                **rec(title="x"),
+                "Status": {"value": "Done"},
+                "$id": {"value": "77"},
+                "Record_number": {"value": "9"},
+            },
+        },
+    )
     record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
     assert (record["Status"]["value"], record["$id"]["value"]) == ("Draft", "1")
 
 
 def test_creator_and_created_time_can_be_set_on_create(k: Kintone):
-    k.ok("POST", "record", {"app": 1, "record": {**rec(title="x"), "Created_by": {"value": {"code": "eve"}},
-                                                 "Created_datetime": {"value": "2020-01-02T03:04:05Z"}}})
+    k.ok(
+        "POST",
+        "record",
+        {
+            "app": 1,
+            "record": {
+                **rec(title="x"),
+                "Created_by": {"value": {"code": "eve"}},
+                "Created_datetime": {"value": "2020-01-02T03:04:05Z"},
+            },
+        },
+    )
     record = k.ok("GET", "record", {"app": 1, "id": 1})["record"]
     assert record["Created_by"]["value"]["code"] == "eve"
     assert record["Created_datetime"]["value"] == "2020-01-02T03:04:00Z"
@@ -148,8 +223,20 @@ def test_creator_and_created_time_can_be_set_on_create(k: Kintone):
 
 def test_unique_values_within_a_call_and_against_stored_records(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-1")})
-    body = k.error("POST", "records", {"app": 1, "records": [rec(title="b", order_no="O-2"), rec(title="c", order_no="O-2"),
-                                                             rec(title="d", order_no="O-1")]}, status=400, code="CB_VA01")
+    body = k.error(
+        "POST",
+        "records",
+        {
+            "app": 1,
+            "records": [
+                rec(title="b", order_no="O-2"),
+                rec(title="c", order_no="O-2"),
+                rec(title="d", order_no="O-1"),
+            ],
+        },
+        status=400,
+        code="CB_VA01",
+    )
     assert set(body["errors"]) == {"records[1].order_no.value", "records[2].order_no.value"}
     # updating a record to its own value is fine; to another's is not
     k.ok("PUT", "record", {"app": 1, "id": 1, "record": rec(order_no="O-1")})
@@ -161,13 +248,37 @@ def test_unique_values_within_a_call_and_against_stored_records(k: Kintone):
 
 
 def test_subtable_rows_keep_ids_and_unsent_columns(k: Kintone):
-    k.ok("POST", "record", {"app": 1, "record": rec(title="x", items=[{"value": rec(name="a", qty=1)}, {"value": rec(name="b", qty=2)}])})
+    k.ok(
+        "POST",
+        "record",
+        {
+            "app": 1,
+            "record": rec(
+                title="x", items=[{"value": rec(name="a", qty=1)}, {"value": rec(name="b", qty=2)}]
+            ),
+        },
+    )
     rows = k.ok("GET", "record", {"app": 1, "id": 1})["record"]["items"]["value"]
     first, second = rows[0]["id"], rows[1]["id"]
-    k.ok("PUT", "record", {"app": 1, "id": 1, "record": {"items": {"value": [
-        {"id": second, "value": rec(qty=5)}, {"id": "99999", "value": rec(name="c")}]}}})
+    k.ok(
+        "PUT",
+        "record",
+        {
+            "app": 1,
+            "id": 1,
+            "record": {
+                "items": {
+                    "value": [{"id": second, "value": rec(qty=5)}, {"id": "99999", "value": rec(name="c")}]
+                }
+            },
+        },
+    )
     rows = k.ok("GET", "record", {"app": 1, "id": 1})["record"]["items"]["value"]
-    assert rows[0]["id"] == second and rows[0]["value"]["name"]["value"] == "b" and rows[0]["value"]["qty"]["value"] == "5"
+    assert (
+        rows[0]["id"] == second
+        and rows[0]["value"]["name"]["value"] == "b"
+        and rows[0]["value"]["qty"]["value"] == "5"
+    )
     assert rows[1]["id"] not in (first, second, "99999") and rows[1]["value"]["name"]["value"] == "c"
     assert len(rows) == 2  # the row not sent is gone
 
@@ -177,18 +288,31 @@ def test_subtable_rows_keep_ids_and_unsent_columns(k: Kintone):
 
 def test_add_records_in_order_and_atomically(k: Kintone):
     assert add(k, 3) == ["1", "2", "3"]
-    body = k.error("POST", "records", {"app": 1, "records": [rec(title="ok"), rec(title=""), rec(title="ok")]},
-                   status=400, code="CB_VA01")
+    body = k.error(
+        "POST",
+        "records",
+        {"app": 1, "records": [rec(title="ok"), rec(title=""), rec(title="ok")]},
+        status=400,
+        code="CB_VA01",
+    )
     assert list(body["errors"]) == ["records[1].title.value"]
     assert k.ok("GET", "records", {"app": 1, "totalCount": True})["totalCount"] == "3"
     assert add(k, 1) == ["4"]  # a failed call used up no ids
 
 
 def test_write_limits_are_100_records(k: Kintone):
-    body = k.error("POST", "records", {"app": 1, "records": [rec(title="x")] * 101}, status=400, code="CB_VA01")
+    body = k.error(
+        "POST", "records", {"app": 1, "records": [rec(title="x")] * 101}, status=400, code="CB_VA01"
+    )
     assert "records" in body["errors"]
     add(k, 100)
-    k.error("PUT", "records", {"app": 1, "records": [{"id": i, "record": {}} for i in range(1, 102)]}, status=400, code="CB_VA01")
+    k.error(
+        "PUT",
+        "records",
+        {"app": 1, "records": [{"id": i, "record": {}} for i in range(1, 102)]},
+        status=400,
+        code="CB_VA01",
+    )
     k.error("DELETE", "records", {"app": 1, "ids": list(range(1, 102))}, status=400, code="CB_VA01")
     k.error("DELETE", "records", {"app": 1, "ids": []}, status=400, code="CB_VA01")
     k.error("POST", "records", {"app": 1, "records": []}, status=400, code="CB_VA01")
@@ -196,53 +320,125 @@ def test_write_limits_are_100_records(k: Kintone):
 
 def test_update_records_is_atomic(k: Kintone):
     add(k, 2)
-    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "revision": 7, "record": {}}]},
-            status=409, code="GAIA_CO02")
-    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 9, "record": {}}]},
-            status=404, code="GAIA_RE01")
-    body = k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "record": rec(title="")}]},
-                   status=400, code="CB_VA01")
+    k.error(
+        "PUT",
+        "records",
+        {
+            "app": 1,
+            "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "revision": 7, "record": {}}],
+        },
+        status=409,
+        code="GAIA_CO02",
+    )
+    k.error(
+        "PUT",
+        "records",
+        {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 9, "record": {}}]},
+        status=404,
+        code="GAIA_RE01",
+    )
+    body = k.error(
+        "PUT",
+        "records",
+        {"app": 1, "records": [{"id": 1, "record": rec(title="new")}, {"id": 2, "record": rec(title="")}]},
+        status=400,
+        code="CB_VA01",
+    )
     assert "records[1].record.title.value" in body["errors"]
     assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["title"]["value"] == "t0"
-    body = k.ok("PUT", "records", {"app": 1, "records": [{"id": 1, "revision": "1", "record": rec(title="n1")}, {"id": "2", "record": {}}]})
+    body = k.ok(
+        "PUT",
+        "records",
+        {
+            "app": 1,
+            "records": [{"id": 1, "revision": "1", "record": rec(title="n1")}, {"id": "2", "record": {}}],
+        },
+    )
     assert body == {"records": [{"id": "1", "revision": "2"}, {"id": "2", "revision": "2"}]}
 
 
 def test_repeated_ids_in_one_call_are_gaia_re09(k: Kintone):
     add(k, 2)
-    k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": {}}, {"id": 1, "record": {}}]}, status=400, code="GAIA_RE09")
+    k.error(
+        "PUT",
+        "records",
+        {"app": 1, "records": [{"id": 1, "record": {}}, {"id": 1, "record": {}}]},
+        status=400,
+        code="GAIA_RE09",
+    )
     k.error("DELETE", "records", {"app": 1, "ids": [2, 2]}, status=400, code="GAIA_RE09")
-    k.error("PUT", "records/status", {"app": 1, "records": [{"id": 1, "action": "Submit", "assignee": "alice"},
-                                                            {"id": 1, "action": "Submit", "assignee": "alice"}]},
-            status=400, code="GAIA_RE09")
+    k.error(
+        "PUT",
+        "records/status",
+        {
+            "app": 1,
+            "records": [
+                {"id": 1, "action": "Submit", "assignee": "alice"},
+                {"id": 1, "action": "Submit", "assignee": "alice"},
+            ],
+        },
+        status=400,
+        code="GAIA_RE09",
+    )
     assert k.ok("GET", "record", {"app": 1, "id": 1})["record"]["$revision"]["value"] == "1"
 
 
 def test_upsert_inserts_and_updates(k: Kintone):
     k.ok("POST", "record", {"app": 1, "record": rec(title="a", order_no="O-1")})
-    body = k.ok("PUT", "records", {"app": 1, "upsert": True, "records": [
-        {"updateKey": {"field": "order_no", "value": "O-1"}, "record": rec(title="a2")},
-        {"updateKey": {"field": "order_no", "value": "O-2"}, "record": rec(title="b")},
-        {"id": 50, "record": rec(title="c")},
-    ]})
-    assert body == {"records": [{"id": "1", "revision": "2", "operation": "UPDATE"},
-                                {"id": "2", "revision": "1", "operation": "INSERT"},
-                                {"id": "3", "revision": "1", "operation": "INSERT"}]}  # a given id is not kept
+    body = k.ok(
+        "PUT",
+        "records",
+        {
+            "app": 1,
+            "upsert": True,
+            "records": [
+                {"updateKey": {"field": "order_no", "value": "O-1"}, "record": rec(title="a2")},
+                {"updateKey": {"field": "order_no", "value": "O-2"}, "record": rec(title="b")},
+                {"id": 50, "record": rec(title="c")},
+            ],
+        },
+    )
+    assert body == {
+        "records": [
+            {"id": "1", "revision": "2", "operation": "UPDATE"},
+            {"id": "2", "revision": "1", "operation": "INSERT"},
+            {"id": "3", "revision": "1", "operation": "INSERT"},
+        ]
+    }  # a given id is not kept
     assert k.ok("GET", "record", {"app": 1, "id": 2})["record"]["order_no"]["value"] == "O-2"
     # an upserted insert is validated like an add
-    k.error("PUT", "records", {"app": 1, "upsert": True, "records": [{"updateKey": {"field": "order_no", "value": "O-9"}, "record": {}}]},
-            status=400, code="CB_VA01")
+    k.error(
+        "PUT",
+        "records",
+        {
+            "app": 1,
+            "upsert": True,
+            "records": [{"updateKey": {"field": "order_no", "value": "O-9"}, "record": {}}],
+        },
+        status=400,
+        code="CB_VA01",
+    )
 
 
 def test_update_records_by_update_key_miss_without_upsert(k: Kintone):
-    k.error("PUT", "records", {"app": 1, "records": [{"updateKey": {"field": "order_no", "value": "x"}, "record": {}}]},
-            status=400, code="GAIA_RE20")
+    k.error(
+        "PUT",
+        "records",
+        {"app": 1, "records": [{"updateKey": {"field": "order_no", "value": "x"}, "record": {}}]},
+        status=400,
+        code="GAIA_RE20",
+    )
 
 
 def test_number_update_key(k: Kintone):
     token = {"X-Cybozu-API-Token": "full-token"}
     k.ok("POST", "record", {"app": 2, "record": rec(code="C1", points=10)}, headers=token)
-    body = k.ok("PUT", "record", {"app": 2, "updateKey": {"field": "points", "value": 10}, "record": rec(name="n")}, headers=token)
+    body = k.ok(
+        "PUT",
+        "record",
+        {"app": 2, "updateKey": {"field": "points", "value": 10}, "record": rec(name="n")},
+        headers=token,
+    )
     assert body == {"revision": "2"}
 
 
@@ -263,13 +459,27 @@ def test_delete_records_with_revisions(k: Kintone):
 
 def test_get_records_query_fields_total_count_and_order(k: Kintone):
     k.ok("POST", "records", {"app": 1, "records": [rec(title=f"t{i}", amount=i) for i in range(5)]})
-    body = k.ok("GET", "records", {"app": 1, "query": "amount >= 2 order by amount asc limit 2 offset 1",
-                                   "fields": ["$id", "amount"], "totalCount": True})
+    body = k.ok(
+        "GET",
+        "records",
+        {
+            "app": 1,
+            "query": "amount >= 2 order by amount asc limit 2 offset 1",
+            "fields": ["$id", "amount"],
+            "totalCount": True,
+        },
+    )
     assert body["totalCount"] == "3"
     assert [r["amount"]["value"] for r in body["records"]] == ["3", "4"]
     assert set(body["records"][0]) == {"$id", "amount"}
     body = k.ok("GET", "records", params={"app": "1", "fields[0]": "title"})  # query-string form
-    assert [r["title"]["value"] for r in body["records"]] == ["t4", "t3", "t2", "t1", "t0"]  # $id desc by default
+    assert [r["title"]["value"] for r in body["records"]] == [
+        "t4",
+        "t3",
+        "t2",
+        "t1",
+        "t0",
+    ]  # $id desc by default
     assert body["totalCount"] is None
 
 
@@ -310,12 +520,25 @@ def test_required_keys_follow_the_value_shape_and_a_refused_value_is_not_also_mi
     }
     with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
         k = Kintone(client)
-        body = k.error("POST", "record", {"app": 4, "record": rec(lines=[{"value": {}}])}, status=400, code="CB_VA01")
-        assert set(body["errors"]) == {"record.tags.values", "record.kinds.values", "record.owner.values.value",
-                                       "record.lines.value[0].value.who.values.value"}
-        body = k.error("POST", "record", {"app": 4, "record": rec(tags=["z"], kinds=["a"], owner=[{"code": "al"}],
-                                                                 lines=[])}, status=400, code="CB_VA01")
-        assert body["errors"] == {"record.tags.values": {"messages": ["The value must be one of the options: a."]}}
+        body = k.error(
+            "POST", "record", {"app": 4, "record": rec(lines=[{"value": {}}])}, status=400, code="CB_VA01"
+        )
+        assert set(body["errors"]) == {
+            "record.tags.values",
+            "record.kinds.values",
+            "record.owner.values.value",
+            "record.lines.value[0].value.who.values.value",
+        }
+        body = k.error(
+            "POST",
+            "record",
+            {"app": 4, "record": rec(tags=["z"], kinds=["a"], owner=[{"code": "al"}], lines=[])},
+            status=400,
+            code="CB_VA01",
+        )
+        assert body["errors"] == {
+            "record.tags.values": {"messages": ["The value must be one of the options: a."]}
+        }
 
 
 def test_numbers_are_stored_as_kintone_keeps_them(definition):
@@ -326,31 +549,72 @@ def test_numbers_are_stored_as_kintone_keeps_them(definition):
     with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
         k = Kintone(client)
         k.ok("POST", "records", {"app": 1, "records": [rec(title="t", amount=v) for v in written]})
-        stored = [r["amount"]["value"] for r in sorted(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))]
+        stored = [
+            r["amount"]["value"] for r in sorted(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))
+        ]
         assert stored == ["15", "1.5", "5", "7", "0", "0.0002", "42", "2.5", "-3.1416", "999999999999"]
-        body = k.error("POST", "records", {"app": 1, "records": [rec(title="t", amount="1000000000000"),
-                                                                 rec(title="t", amount="999999999999.99995")]},
-                       status=400, code="CB_VA01")
-        assert set(body["errors"]) == {"records[0].amount.value", "records[1].amount.value"}  # 13 integer digits
+        body = k.error(
+            "POST",
+            "records",
+            {
+                "app": 1,
+                "records": [
+                    rec(title="t", amount="1000000000000"),
+                    rec(title="t", amount="999999999999.99995"),
+                ],
+            },
+            status=400,
+            code="CB_VA01",
+        )
+        assert set(body["errors"]) == {
+            "records[0].amount.value",
+            "records[1].amount.value",
+        }  # 13 integer digits
         k.ok("POST", "record", {"app": 1, "record": rec(title="t", order_no="12")})
-        body = k.error("POST", "record", {"app": 1, "record": rec(title="t", order_no="12.0")}, status=400, code="CB_VA01")
+        body = k.error(
+            "POST",
+            "record",
+            {"app": 1, "record": rec(title="t", order_no="12.0")},
+            status=400,
+            code="CB_VA01",
+        )
         assert "record.order_no.value" in body["errors"]  # the same number, so not unique
-        body = k.error("PUT", "records", {"app": 1, "records": [{"id": 1, "record": rec(amount="x")}]}, status=400, code="CB_VA01")
+        body = k.error(
+            "PUT",
+            "records",
+            {"app": 1, "records": [{"id": 1, "record": rec(amount="x")}]},
+            status=400,
+            code="CB_VA01",
+        )
         assert set(body["errors"]) == {"records[0].record[amount].value"}
-        k.ok("POST", "record", {"app": 1, "record": rec(title="t", items=[{"value": rec(name="n", qty=".5")},
-                                                                          {"value": rec(name="n", qty="１２")}])})
+        k.ok(
+            "POST",
+            "record",
+            {
+                "app": 1,
+                "record": rec(
+                    title="t",
+                    items=[{"value": rec(name="n", qty=".5")}, {"value": rec(name="n", qty="１２")}],
+                ),
+            },
+        )
         rows = sandbox.records(1)[-1]["items"]["value"]
         assert [row["value"]["qty"]["value"] for row in rows] == ["0.5", "12"]  # a table column takes both
 
 
 def test_a_minimum_length_applies_to_an_empty_or_omitted_text(definition):
     # Kintone checks minLength on an empty value too, and on create for a field not sent.
-    definition["apps"][3]["fields"] = {"title": "SINGLE_LINE_TEXT", "code": {"type": "SINGLE_LINE_TEXT", "minLength": 3}}
+    definition["apps"][3]["fields"] = {
+        "title": "SINGLE_LINE_TEXT",
+        "code": {"type": "SINGLE_LINE_TEXT", "minLength": 3},
+    }
     with Sandbox.from_definition(definition) as sandbox, sandbox.client() as client:
         k = Kintone(client)
         for record in (rec(title="x"), rec(code=""), rec(code="ab")):
             body = k.error("POST", "record", {"app": 4, "record": record}, status=400, code="CB_VA01")
             assert set(body["errors"]) == {"record.code.value"}
         k.ok("POST", "record", {"app": 4, "record": rec(code="abc")})
-        assert k.ok("PUT", "record", {"app": 4, "id": 1, "record": rec(title="y")}) == {"revision": "2"}  # not sent: kept
+        assert k.ok("PUT", "record", {"app": 4, "id": 1, "record": rec(title="y")}) == {
+            "revision": "2"
+        }  # not sent: kept
         k.error("PUT", "record", {"app": 4, "id": 1, "record": rec(code="")}, status=400, code="CB_VA01")

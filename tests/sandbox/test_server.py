@@ -28,20 +28,41 @@ def test_served_sandbox_answers_kintone_clients_over_http(sandbox: Sandbox):
         with httpx.Client(base_url=base, timeout=5) as client:
             added = client.post("/k/v1/records.json", json={"app": 1, "records": [rec(title="net")] * 3})
             assert added.json() == {"ids": ["1", "2", "3"], "revisions": ["1", "1", "1"]}
-            got = client.get("/k/v1/records.json", params={"app": 1, "query": "$id > 1", "totalCount": "true"})
+            got = client.get(
+                "/k/v1/records.json", params={"app": 1, "query": "$id > 1", "totalCount": "true"}
+            )
             assert got.json()["totalCount"] == "2"
-            bulk = client.post("/k/v1/bulkRequest.json", json={"requests": [
-                {"method": "DELETE", "api": "/k/v1/records.json", "payload": {"app": 1, "ids": [1]}},
-                {"method": "PUT", "api": "/k/v1/record.json", "payload": {"app": 1, "id": 1, "record": {}}}]})
+            bulk = client.post(
+                "/k/v1/bulkRequest.json",
+                json={
+                    "requests": [
+                        {"method": "DELETE", "api": "/k/v1/records.json", "payload": {"app": 1, "ids": [1]}},
+                        {
+                            "method": "PUT",
+                            "api": "/k/v1/record.json",
+                            "payload": {"app": 1, "id": 1, "record": {}},
+                        },
+                    ]
+                },
+            )
             assert bulk.status_code == 404 and bulk.json()["results"][0] == {}
             # repeated token headers over the wire are joined, as Kintone does
-            token = client.get("/k/v1/records.json", params={"app": 2},
-                               headers=[("X-Cybozu-API-Token", "nope"), ("X-Cybozu-API-Token", "view-token")])
+            token = client.get(
+                "/k/v1/records.json",
+                params={"app": 2},
+                headers=[("X-Cybozu-API-Token", "nope"), ("X-Cybozu-API-Token", "view-token")],
+            )
             assert token.status_code == 200, token.text
             auth = base64.b64encode(b"zoe:pw").decode()
-            client.put("/k/v1/record.json", json={"app": 1, "id": 2, "record": rec(title="by zoe")},
-                       headers={"X-Cybozu-Authorization": auth})
-            assert client.get("/k/v1/record.json?app=1&id=2").json()["record"]["Updated_by"]["value"]["code"] == "zoe"
+            client.put(
+                "/k/v1/record.json",
+                json={"app": 1, "id": 2, "record": rec(title="by zoe")},
+                headers={"X-Cybozu-Authorization": auth},
+            )
+            assert (
+                client.get("/k/v1/record.json?app=1&id=2").json()["record"]["Updated_by"]["value"]["code"]
+                == "zoe"
+            )
             wrong = client.get("/nothing")
             assert wrong.status_code == 404 and wrong.json()["code"] == "CB_NF01"
         assert len(sandbox.records(1)) == 3
@@ -55,15 +76,34 @@ def test_kmigrate_sandbox_serve_command(tmp_path: Path):
     file.write_text(yaml.safe_dump(DEFINITION, sort_keys=False), encoding="utf-8")
     store = tmp_path / "store.sqlite3"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kmigrate", "sandbox", "--file", str(file), "--store", str(store),
-         "serve", "--host", "127.0.0.1", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "kmigrate",
+            "sandbox",
+            "--file",
+            str(file),
+            "--store",
+            str(store),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         first = proc.stdout.readline()
         assert "http://127.0.0.1:" in first, first + proc.stderr.read()
         url = first.split()[3]
-        response = httpx.post(f"{url}/k/v1/record.json", json={"app": 4, "record": rec(title="served")}, timeout=5)
+        response = httpx.post(
+            f"{url}/k/v1/record.json", json={"app": 4, "record": rec(title="served")}, timeout=5
+        )
         assert response.json() == {"id": "1", "revision": "1"}
     finally:
         proc.send_signal(signal.SIGINT)

@@ -16,14 +16,23 @@ def write(path: Path, apps: list[dict]) -> Path:
     return path
 
 
-ORDERS = {"id": 1, "name": "Orders", "fields": {"title": "SINGLE_LINE_TEXT", "no": {"type": "SINGLE_LINE_TEXT", "unique": True}}}
+ORDERS = {
+    "id": 1,
+    "name": "Orders",
+    "fields": {"title": "SINGLE_LINE_TEXT", "no": {"type": "SINGLE_LINE_TEXT", "unique": True}},
+}
 
 
 def test_records_survive_between_opens_and_the_store_dir_is_made(tmp_path: Path):
     file = write(tmp_path / "sandbox.yaml", [ORDERS])
     store = tmp_path / "state" / "deep" / "sandbox.sqlite3"
     with Sandbox.open(file, store) as first, first.client() as client:
-        assert client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="kept", no="N1")}).json()["id"] == "1"
+        assert (
+            client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="kept", no="N1")}).json()[
+                "id"
+            ]
+            == "1"
+        )
     with Sandbox.open(file, store) as second, second.client() as client:
         assert [r["title"]["value"] for r in second.records(1)] == ["kept"]
         assert client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="x")}).json()["id"] == "2"
@@ -36,8 +45,14 @@ def test_a_changed_sandbox_file_keeps_working(tmp_path: Path):
     file = write(tmp_path / "sandbox.yaml", [ORDERS])
     store = tmp_path / "sandbox.sqlite3"
     with Sandbox.open(file, store) as sb, sb.client() as client:
-        client.post("/k/v1/records.json", json={"app": 1, "records": [rec(title="a", no="N1"), rec(title="a", no="N2")]})
-    changed = {**ORDERS, "fields": {"title": {"type": "SINGLE_LINE_TEXT", "unique": True}, "extra": {"type": "NUMBER"}}}
+        client.post(
+            "/k/v1/records.json",
+            json={"app": 1, "records": [rec(title="a", no="N1"), rec(title="a", no="N2")]},
+        )
+    changed = {
+        **ORDERS,
+        "fields": {"title": {"type": "SINGLE_LINE_TEXT", "unique": True}, "extra": {"type": "NUMBER"}},
+    }
     write(file, [changed, {"id": 2, "name": "New app", "fields": {"x": "SINGLE_LINE_TEXT"}}])
     with Sandbox.open(file, store) as sb, sb.client() as client:
         record = sb.records(1)[0]
@@ -57,11 +72,18 @@ def test_reset_empties_a_file_store(tmp_path: Path):
         sb.reset()
     with Sandbox.open(file, store) as sb, sb.client() as client:
         assert sb.records(1) == []
-        assert client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="a", no="N1")}).json()["id"] == "1"
+        assert (
+            client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="a", no="N1")}).json()["id"]
+            == "1"
+        )
 
 
 def test_two_sandboxes_in_memory_are_independent():
     definition = {"apps": [ORDERS]}
-    with Sandbox.from_definition(definition) as a, Sandbox.from_definition(definition) as b, a.client() as client:
+    with (
+        Sandbox.from_definition(definition) as a,
+        Sandbox.from_definition(definition) as b,
+        a.client() as client,
+    ):
         client.post("/k/v1/record.json", json={"app": 1, "record": rec(title="a")})
         assert len(a.records(1)) == 1 and b.records(1) == []
