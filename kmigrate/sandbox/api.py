@@ -3,7 +3,7 @@
 ``Api.handle(Call)`` runs one API call and returns the success body, or raises ``ApiError``
 carrying Kintone's error code, message, ``errors`` and HTTP status. Every write runs in a
 store transaction, so a call is atomic; a bulk request wraps its calls in one more, so the bulk
-is all-or-nothing. Behaviour follows ../shared/kintone-api.md; where that text marks a fact
+is all-or-nothing. Behaviour follows docs/kintone-api.md; where that text marks a fact
 [UNCERTAIN], the choice made here says so in a comment.
 """
 
