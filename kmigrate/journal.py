@@ -45,7 +45,17 @@ BUSY_TIMEOUT_MS = 30_000  # a second writer waits for the first one's short tran
 UNKNOWN_ID = 0
 
 # Event kinds (the append-only log).
-EVENT_KINDS = ("applied", "skipped", "failed", "repaired", "unlocked", "resolved", "drift")
+EVENT_KINDS = (
+    "applied",
+    "skipped",
+    "failed",
+    "repaired",
+    "unlocked",
+    "resolved",
+    "drift",
+    "baseline",
+    "synced",
+)
 
 _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -636,6 +646,69 @@ class Journal:
             raise JournalError(f"{self._where}: read failed: {exc}") from exc
         for name, record_id in rows:
             out.setdefault(name, []).append(record_id)
+        return out
+
+    # ---- the journal app's markers (kmigrate.remote.sync) ------------------------------------
+
+    def import_applied(
+        self,
+        *,
+        version: str,
+        name: str,
+        path: str,
+        source_checksum: str,
+        rendered_checksum: str,
+        batch_count: int,
+        index: int,
+        batch_hash: str,
+        refs: Mapping[str, Sequence[int]],
+        kind: str = "applied",
+        detail: Mapping[str, Any] | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        """Journal a batch as applied on another word than this journal's own answer: a marker
+        in the journal app (another runner applied it) or a baseline. The changeset takes the
+        given checksums unless it has batches applied already (then drift stays visible)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT state FROM changesets WHERE version = ?", (version,)).fetchone()
+            started = conn.execute(
+                "SELECT COUNT(*) FROM batches WHERE changeset = ? AND state IN ('applied', 'sent') AND idx != ?",
+                (version, index),
+            ).fetchone()[0]
+            if row is None:
+                conn.execute(
+                    "INSERT INTO changesets (version, name, path, source_checksum, rendered_checksum, state, "
+                    "batch_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (version, name, path, source_checksum, rendered_checksum, PENDING, batch_count),
+                )
+            elif not started:
+                conn.execute(
+                    "UPDATE changesets SET source_checksum = ?, rendered_checksum = ?, batch_count = ? "
+                    "WHERE version = ?",
+                    (source_checksum, rendered_checksum, batch_count, version),
+                )
+            conn.execute(
+                "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(changeset, idx) DO UPDATE SET hash = excluded.hash",
+                (version, index, batch_hash, PENDING),
+            )
+            self._apply(conn, version, index, None, refs, run_id)
+            self._event(
+                conn,
+                kind,
+                run_id=run_id,
+                changeset=version,
+                batch=index,
+                detail={**(detail or {}), "refs": {k: len(v) for k, v in refs.items()}},
+            )
+
+    def batch_refs(self, version: str, index: int) -> dict[str, list[int]]:
+        """The ids one batch gave each ref, in order."""
+        out: dict[str, list[int]] = {}
+        for r in self._rows(
+            "SELECT name, id FROM refs WHERE changeset = ? AND batch = ? ORDER BY seq", (version, index)
+        ):
+            out.setdefault(r["name"], []).append(r["id"])
         return out
 
     # ---- events ----------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Runners take turns through a lease record in the journal app.
+
+The lease says who may run (holder, host, run) until when (``expires``). It is taken and
+renewed by revision compare-and-swap: a PUT of the record with the revision it was read at;
+of two runners that read the same revision, Kintone accepts one PUT and answers the other
+``GAIA_CO02``. An expired lease (its holder died, or stalled past the expiry) is taken over
+and the caller logs it.
+
+Safety never rests on the lease: the markers alone keep every batch applied exactly once.
+The lease only keeps runners from racing each other for the same batches. Expiry is judged by
+the local clock against the holder's, so machines need roughly right clocks (NTP); a skew only
+makes a takeover come early or late, never a batch apply twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..errors import KintoneError, LockedError
+from .app import JournalApp
+from .records import LeaseRecord, lease_fields
+
+LEASE_SECONDS = 300.0  # renewed before each batch once half of it has passed
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Lease:
+    app: JournalApp
+    run: str  # this run's token, unique across machines
+    holder: str  # user
+    host: str
+    seconds: float = LEASE_SECONDS
+    clock: Callable[[], datetime] = _utc_now
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    on_takeover: Callable[[LeaseRecord], None] = lambda expired: None
+    record_id: int | None = field(default=None, init=False)
+    revision: int | None = field(default=None, init=False)
+    taken_at: datetime | None = field(default=None, init=False)
+
+    @property
+    def held(self) -> bool:
+        return self.revision is not None
+
+    def _fields(self, now: datetime, *, free: bool = False) -> dict[str, object]:
+        expires = now if free else now + timedelta(seconds=self.seconds)
+        return lease_fields(self.app.project, self.holder, self.host, "" if free else self.run, _iso(expires))
+
+    def expired(self, lease: LeaseRecord, now: datetime) -> bool:
+        expires = _parse(lease.expires)
+        return expires is None or expires <= now
+
+    def acquire(self, wait: float = 0.0, poll: float = 1.0) -> None:
+        """Take the lease, waiting up to ``wait`` seconds while a live run holds it; else a
+        ``LockedError`` naming the holder."""
+        deadline = self.monotonic() + wait
+        while True:
+            current = self.app.read_lease()
+            now = self.clock()
+            if current is None:
+                try:
+                    record_id, revision = self.app.create_lease(self._fields(now))
+                except KintoneError:
+                    if self.app.read_lease() is None:
+                        raise  # not a race with another creator: the app refused it
+                    continue  # another runner created it first (unique key): read who
+                self._took(record_id, revision, now)
+                return
+            if current.run == self.run:  # ours: an earlier write's answer was lost
+                self._took(current.record_id, current.revision, now)
+                return
+            expired = bool(current.run) and self.expired(current, now)
+            if not current.run or expired:
+                swapped = self.app.swap_lease(current.record_id, current.revision, self._fields(now))
+                if swapped is None:
+                    continue  # another runner swapped first: read who
+                self._took(current.record_id, swapped, now)
+                if expired:
+                    self.on_takeover(current)
+                return
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                raise LockedError(
+                    f"the journal app's lease is held by {current}: another kmigrate is applying to this environment",
+                    hint="wait for it (`kmigrate apply --wait SECONDS` queues); a lease whose holder died "
+                    "is taken over once it expires",
+                )
+            self.sleep(min(poll, remaining))
+
+    def _took(self, record_id: int, revision: int, now: datetime) -> None:
+        self.record_id, self.revision, self.taken_at = record_id, revision, now
+
+    def renew(self, force: bool = False) -> None:
+        """Push the expiry on once half of the lease has passed (or now, with ``force``).
+
+        Raises ``LockedError`` when another runner took the lease over meanwhile (ours had
+        expired): stopping before the next batch keeps the two from racing."""
+        if self.record_id is None or self.revision is None or self.taken_at is None:
+            raise LockedError("the journal app's lease is not held")
+        now = self.clock()
+        if not force and now < self.taken_at + timedelta(seconds=self.seconds / 2):
+            return
+        revision = self.app.swap_lease(self.record_id, self.revision, self._fields(now))
+        if revision is None:
+            current = self.app.read_lease()
+            if current is not None and current.run == self.run:  # our last write's answer was lost
+                self._took(current.record_id, current.revision, now)
+                return
+            self.revision = None
+            raise LockedError(
+                f"the journal app's lease expired and was taken over by {current}: "
+                "this run stopped before its next batch",
+                hint="every batch journaled as applied stays applied; `kmigrate apply` goes on from there",
+            )
+        self._took(self.record_id, revision, now)
+
+    def release(self) -> None:
+        """Free the lease if this run still holds it (best effort: an expiry frees it anyway)."""
+        if self.record_id is None or self.revision is None:
+            return
+        record_id, revision = self.record_id, self.revision
+        self.revision = None
+        self.app.swap_lease(record_id, revision, self._fields(self.clock(), free=True))
