@@ -7,8 +7,11 @@ section at the end.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +25,10 @@ from .errors import ChangesetError, ConfigError, InputError, JournalError, Locat
 from .journal import Event, Journal
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
+from .remote import session as remote
+from .remote.app import JournalApp
+from .remote.records import Markers
+from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, lost_ids
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
@@ -149,7 +156,17 @@ def plan(
 ) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
 
-    return build_plan(load_changesets(project, env, journal_state), env, journal_state)
+    return _build_plan(load_changesets(project, env, journal_state), env, journal_state)
+
+
+def _build_plan(
+    changesets: Sequence[LoadedChangeset], env: Environment, state: Mapping[str, JournaledChangeset] | None
+) -> Plan:
+    """The one way a plan is built for ``env``: with a journal app, one call of every bulk is
+    its marker (19 calls left), and the plan shows the marker as request [0]."""
+    built = build_plan(changesets, env, state, limits=remote.limits_for(env))
+    markers = Markers.for_env(env)
+    return built if markers is None else dataclasses.replace(built, markers=markers)
 
 
 def schema() -> dict[str, Any]:
@@ -187,12 +204,37 @@ def _sandbox_credentials(sandbox: Any) -> Credentials:
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
-def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
-    """What the journal knows, without creating a journal where there is none yet."""
-    if not env.journal_path.exists():
+def journal_state(env: Environment, client: Client | None = None) -> dict[str, JournaledChangeset]:
+    """What the journal knows (brought up to date from the journal app first, if ``env`` has
+    one), without creating a local journal where there is none yet and no journal app."""
+    if not env.journal_path.exists() and Markers.for_env(env) is None:
         return {}
     with Journal.open(env.journal_path) as journal:
+        sync(env, journal, client)
         return journal.state()
+
+
+@contextmanager
+def _connected(env: Environment, client: Client | None) -> Iterator[Client]:
+    own = client is None
+    active = connect(env) if client is None else client
+    try:
+        yield active
+    finally:
+        if own:
+            active.close()
+
+
+def sync(env: Environment, journal: Journal, client: Client | None = None) -> SyncReport | None:
+    """Bring the local journal up to date from ``env``'s journal app (None: it has none).
+
+    Skipped while a run on this machine holds the local lock: that run syncs for itself, and
+    settling its batch in flight from here would cross its answer."""
+    markers = Markers.for_env(env)
+    if markers is None or journal.lock_holder() is not None:
+        return None
+    with _connected(env, client) as active:
+        return pull(journal, JournalApp(active, markers))
 
 
 @dataclass
@@ -200,6 +242,16 @@ class ApplyResult:
     plan: Plan
     summary: RunSummary | None = None  # None: nothing was run (dry run, declined)
     nothing_to_do: bool = False  # every changeset already applied: nothing was sent
+    warnings: list[str] = field(default_factory=list)  # for the CLI to show once, on stderr
+    synced: SyncReport | None = None  # what the journal app told this run's journal
+
+
+# Said once per `apply` to an environment that keeps its journal on this machine only.
+LOCAL_ONLY_WARNING = (
+    "environment {env!r} has no journal_app: what was applied is known only to this machine's "
+    "{path}; a fresh machine (a new CI runner) would apply everything again. "
+    "Name a journal app in kmigrate.toml (`kmigrate -e {env} journal init`; docs/journal.md)"
+)
 
 
 def apply(
@@ -212,43 +264,70 @@ def apply(
     on_event: Callable[[RunEvent], None] = lambda event: None,
     client: Client | None = None,
     lock_wait: float = 0.0,
+    lease_seconds: float = remote.LEASE_SECONDS,
 ) -> ApplyResult:
     """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
-    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
+
+    With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
+    the local journal up to date from the markers, and sends a marker at the head of every bulk."""
     if dry_run:
-        state = journal_state(env)
+        state = journal_state(env, client)
         changesets = load_changesets(project, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
-        return ApplyResult(build_plan(changesets, env, state))
+        return ApplyResult(_build_plan(changesets, env, state))
+    markers = Markers.for_env(env)
+    warnings = (
+        [] if markers or env.is_sandbox else [LOCAL_ONLY_WARNING.format(env=env.name, path=env.journal_path)]
+    )
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
         try:
-            with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
-                state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(project, env, state)
-                check_preconditions(changesets, state, out_of_order=out_of_order)
-                plan = build_plan(changesets, env, state)
-                if not plan.pending:
-                    outcome = "nothing to do"
-                    return ApplyResult(
-                        plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True
-                    )
-                if confirm is not None and not confirm(plan):
-                    outcome = "declined"
-                    return ApplyResult(plan)
-                own_client = client is None
-                active = connect(env) if own_client else client
+            with (
+                journal.locked(run_id, wait=lock_wait, take_over_stale=True),
+                contextlib.ExitStack() as stack,
+            ):
+                # Without a journal app nothing is asked of Kintone before the plan is accepted.
+                session, active = None, client
+                if markers is not None:
+                    active = stack.enter_context(_connected(env, client))
+                    session = _open_remote(journal, active, markers, run_id, lock_wait, lease_seconds)
                 try:
+                    synced = pull(journal, session.app, run_id=run_id) if session else None
+                    state = journal.state()  # read under the lock(s): no other run can change it now
+                    changesets = load_changesets(project, env, state)
+                    check_preconditions(changesets, state, out_of_order=out_of_order)
+                    plan = _build_plan(changesets, env, state)
+                    if session is not None and markers is not None:
+                        markers.check_spaces(plan)
+                        publish(journal, session.app, markers, plan, session.run)
+                    if not plan.pending:
+                        outcome = "nothing to do"
+                        summary = RunSummary(skipped_changesets=len(plan.changesets))
+                        return ApplyResult(
+                            plan, summary, nothing_to_do=True, warnings=warnings, synced=synced
+                        )
+                    if confirm is not None and not confirm(plan):
+                        outcome = "declined"
+                        return ApplyResult(plan, warnings=warnings, synced=synced)
+                    if active is None:
+                        active = stack.enter_context(_connected(env, None))
                     runner = Runner(
-                        active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
+                        active,
+                        journal,
+                        run_id=run_id,
+                        locate=_locator(changesets),
+                        on_event=on_event,
+                        remote=session,
                     )
                     summary = runner.run(plan)
+                    outcome = "applied"
+                    warnings.extend(session.warnings if session else [])
+                    return ApplyResult(plan, summary, warnings=warnings, synced=synced)
                 finally:
-                    if own_client:
-                        active.close()
-                outcome = "applied"
-                return ApplyResult(plan, summary)
+                    if session is not None:
+                        session.release()
         except BaseException as exc:
             if isinstance(exc, LockedError):
                 outcome = "locked out"
@@ -265,6 +344,25 @@ def apply(
         finally:
             if not raised:
                 journal.finish_run(run_id, outcome)
+
+
+def _open_remote(
+    journal: Journal, client: Client, markers: Markers, run_id: int, wait: float, lease_seconds: float
+) -> remote.RemoteRun:
+    """Take the journal app's lease for this run (an expired one taken over is logged)."""
+    token = remote.run_token(journal.actor, run_id)
+
+    def taken_over(expired: Any) -> None:
+        journal.log_event(
+            "unlocked",
+            run_id=run_id,
+            detail={"lease": dataclasses.asdict(expired), "reason": "the journal app's lease had expired"},
+        )
+
+    lease = remote.open_lease(
+        client, markers, token, journal.actor, wait=wait, seconds=lease_seconds, on_takeover=taken_over
+    )
+    return remote.RemoteRun(client, markers, token, lease)
 
 
 def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int | None], Location]:
@@ -289,13 +387,15 @@ class ChangesetStatus:
     note: str = ""
 
 
-def status(project: Project, env: Environment) -> list[ChangesetStatus]:
+def status(project: Project, env: Environment, client: Client | None = None) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
     records: dict[str, Any] = {}
     batches: dict[str, list[Any]] = {}
     journaled: dict[str, JournaledChangeset] = {}
-    if env.journal_path.exists():  # status never creates a journal
+    # Status creates no journal, unless there is a journal app to learn from.
+    if env.journal_path.exists() or Markers.for_env(env) is not None:
         with Journal.open(env.journal_path) as journal:
+            sync(env, journal, client)
             journaled = journal.state()
             records = {r.version: r for r in journal.changesets()}
             for b in journal.batches():
@@ -334,10 +434,11 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     return out
 
 
-def history(env: Environment, changeset: str | None = None) -> list[Event]:
-    if not env.journal_path.exists():
+def history(env: Environment, changeset: str | None = None, client: Client | None = None) -> list[Event]:
+    if not env.journal_path.exists() and Markers.for_env(env) is None:
         return []
     with Journal.open(env.journal_path) as journal:
+        sync(env, journal, client)
         return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
 
 
@@ -356,7 +457,7 @@ def resolve(
             state = journal.state()
             lost: dict[str, list[int]] = {}
             if applied and version in state and state[version].batch_states.get(batch) == SENT:
-                plan = build_plan(load_changesets(project, env, state), env, state)
+                plan = _build_plan(load_changesets(project, env, state), env, state)
                 planned = next((c for c in plan.changesets if c.version == version), None)
                 if planned is not None and 0 <= batch < len(planned.batches):
                     lost = lost_ids(planned.batches[batch])
@@ -381,7 +482,7 @@ def repair(project: Project, env: Environment, *, note: str | None = None) -> li
             ]
             if not drifted:
                 return []
-            plan = build_plan(changesets, env, state)
+            plan = _build_plan(changesets, env, state)
             planned = {c.version: c for c in plan.changesets}
             for cs in drifted:
                 journaled = state[cs.version].batch_hashes

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .changeset import LoadedChangeset
 from .client import Client
@@ -36,6 +36,10 @@ from .errors import (
 )
 from .journal import UNKNOWN_ID, Journal
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
+from .remote.sync import marker_refs
+
+if TYPE_CHECKING:
+    from .remote.session import RemoteRun
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
 Locator = Callable[[str, int, int | None], Location]
@@ -227,7 +231,9 @@ class Runner:
         run_id: int | None = None,
         locate: Locator | None = None,
         on_event: Callable[[RunEvent], None] = lambda event: None,
+        remote: RemoteRun | None = None,
     ):
+        self.remote = remote  # the journal app: a marker leads every bulk (kmigrate.remote)
         self.client = client
         self.journal = journal
         self.run_id = run_id
@@ -261,6 +267,8 @@ class Runner:
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
                 continue
+            if self.remote is not None:
+                self.remote.before_batch()  # renews the lease; stops if another runner took it
             self._send(cs, batch, refs)  # a failure raises: the CLI reports what this run did
             summary.applied_batches += 1
             summary.applied_records += batch.record_count
@@ -278,8 +286,16 @@ class Runner:
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
+        outcome = None
         try:
-            results = self.client.bulk(requests, batch.guest_space_id)
+            if self.remote is None:
+                results = self.client.bulk(requests, batch.guest_space_id)
+            else:
+                outcome = self.remote.bulk(cs, batch, requests)
+                if outcome.marker is not None:  # applied already: its marker says so
+                    self._applied_by_marker(cs, batch, outcome.marker, refs)
+                    return
+                results = outcome.results or []
         except KintoneError as exc:
             # Kintone refused it: nothing of it was applied (a bulk is all-or-nothing).
             self._journal_answer(
@@ -329,6 +345,26 @@ class Runner:
         )
         for name, ids in created.items():
             refs.setdefault(name, []).extend(ids)
+        if self.remote is not None and outcome is not None:
+            self.remote.after_applied(batch, outcome, created)
+
+    def _applied_by_marker(
+        self, cs: ChangesetPlan, batch: Batch, marker: Any, refs: dict[str, list[Any]]
+    ) -> None:
+        """The journal app holds the batch's marker: Kintone applied it (this run's lost
+        answer, or another runner). Journal it with the marker's ids, or lost-id placeholders."""
+        created = marker_refs(marker)
+        self._journal_answer(
+            cs,
+            batch,
+            "Kintone applied it (its marker is in the journal app)",
+            f"`kmigrate resolve {cs.version} {batch.index} --applied`",
+            lambda: self.journal.mark_applied(cs.version, batch.index, None, created, self.run_id),
+        )
+        for name, ids in created.items():
+            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
+            if UNKNOWN_ID in ids:
+                self._lost.setdefault(name, []).append((cs.version, batch.index))
 
     def _journal_answer(
         self, cs: ChangesetPlan, batch: Batch, outcome: str, command: str, write: Callable[[], None]

@@ -1,0 +1,252 @@
+"""apply with a journal app, in-process: fresh runners, lost answers, kills, leases, plans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kmigrate import api
+from kmigrate.client import Client, RetryPolicy
+from kmigrate.config import Credentials, load_project
+from kmigrate.errors import JournalError
+from kmigrate.journal import UNKNOWN_ID, Journal
+from kmigrate.render import render_json, render_text
+from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
+
+from .projects import JOURNAL_APP, item_codes, write_project
+
+
+class Recorder(httpx.BaseTransport):
+    """The sandbox's transport, keeping (method, path, body) of every request; ``fault`` may
+    act on a request before (return True: the connection resets) or after it is handled."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.inner = sandbox.transport()
+        self.sent: list[tuple[str, str, dict]] = []
+        self.before: Callable[[str, str, dict], None] = lambda m, p, b: None
+        self.after: Callable[[str, str, dict], None] = lambda m, p, b: None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        entry = (request.method, request.url.path, body)
+        self.sent.append(entry)
+        self.before(*entry)
+        response = self.inner.handle_request(request)
+        response.read()
+        self.after(*entry)
+        return response
+
+    def writes(self) -> list[tuple[str, str, dict]]:
+        return [e for e in self.sent if e[0] != "GET"]
+
+    def data_writes(self) -> list[tuple[str, str, dict]]:
+        """Writes to anything but the journal app (the lease's PUTs are the journal app's)."""
+        return [e for e in self.writes() if e[2].get("app") != JOURNAL_APP]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "kintone.sqlite3"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, store: Path) -> Iterator[Sandbox]:
+    write_project(tmp_path / "definition", store=store)
+    with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as box:
+        yield box
+
+
+def runner(tmp_path: Path, name: str, store: Path, **kwargs: object):
+    root = write_project(tmp_path / name, store=store, **kwargs)  # type: ignore[arg-type]
+    project = load_project(root)
+    return project, project.environment()
+
+
+def client_over(recorder: Recorder) -> Client:
+    return Client(SANDBOX_BASE_URL, Credentials(), transport=recorder, retry=RetryPolicy(attempts=1))
+
+
+def apply(project, env, recorder: Recorder, **kwargs):
+    with client_over(recorder) as client:
+        return api.apply(project, env, client=client, **kwargs)
+
+
+def test_a_fresh_runner_applying_what_another_applied_sends_no_data_write(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    a_project, a_env = runner(tmp_path, "a", store)
+    first = apply(a_project, a_env, Recorder(sandbox))
+    assert first.summary is not None and first.summary.applied_batches == 3  # 250 adds + 250 status, then V2
+    expected = item_codes(sandbox.records(1))
+    assert len(expected) == 251 and len(sandbox.records(JOURNAL_APP)) == 3 + 1  # markers and the lease
+    b_project, b_env = runner(tmp_path, "b", store)
+    assert not b_env.journal_path.exists()
+    recorder = Recorder(sandbox)
+    second = apply(b_project, b_env, recorder)
+    assert second.nothing_to_do
+    assert recorder.data_writes() == []
+    assert not any("bulkRequest" in path for _, path, _ in recorder.sent)
+    assert item_codes(sandbox.records(1)) == expected
+    assert {r["Status"]["value"] for r in sandbox.records(1) if r["code"]["value"].startswith("I")} == {
+        "Checked"
+    }
+    with Journal.open(a_env.journal_path) as a, Journal.open(b_env.journal_path) as b:
+        assert b.refs() == a.refs() and len(b.refs()["first"]) == 250
+        assert {k: v.batch_hashes for k, v in b.state().items()} == {
+            k: v.batch_hashes for k, v in a.state().items()
+        }
+    assert [r.state for r in api.status(b_project, b_env, client_over(Recorder(sandbox)))] == ["applied"] * 2
+
+
+def test_every_bulk_starts_with_its_marker_and_the_plan_shows_it(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = runner(tmp_path, "a", store, records=1900, changesets=1)
+    recorder = Recorder(sandbox)
+    plan = api.plan(project, env, api.journal_state(env, client_over(recorder)))
+    shown = json.loads(render_json(plan))["changesets"][0]["batches"]
+    # 19 adds fill a bulk with its marker; the status changes need the ids: a bulk of their own.
+    assert [len(b["requests"]) for b in shown] == [20, 20]
+    assert shown[0]["requests"][0]["payload"]["record"]["key"]["value"] == "items:0001:0"
+    assert shown[0]["requests"][0]["payload"]["record"]["run"]["value"] == "{run}"
+    assert "POST record.json (journal marker)" in render_text(plan)
+    apply(project, env, recorder)
+    bulks = [body["requests"] for _, path, body in recorder.sent if path.endswith("bulkRequest.json")]
+    assert len(bulks) == 2
+    for sent, planned in zip(bulks, shown, strict=True):
+        marker, shown_marker = sent[0]["payload"]["record"], planned["requests"][0]["payload"]["record"]
+        assert {k: v for k, v in marker.items() if k != "run"} == {
+            k: v for k, v in shown_marker.items() if k != "run"
+        }
+        assert marker["run"]["value"] != "{run}"
+    assert bulks[0][1:] == shown[0]["requests"][1:]  # no refs in the adds: sent as planned
+
+
+def test_a_lost_answer_is_settled_by_the_marker_and_the_run_goes_on(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = runner(tmp_path, "a", store)
+    recorder = Recorder(sandbox)
+    dropped: list[str] = []
+
+    def drop_v2(method: str, path: str, body: dict) -> None:
+        if path.endswith("bulkRequest.json") and not dropped and "LATE-1" in json.dumps(body):
+            dropped.append(path)
+            raise httpx.ReadError("connection dropped after the bulk was handled")
+
+    recorder.after = drop_v2
+    result = apply(project, env, recorder)
+    assert dropped and result.summary is not None
+    assert len(sandbox.records(1)) == 251  # applied once, not sent again
+    assert sum(path.endswith("bulkRequest.json") for _, path, _ in recorder.sent) == 3
+    with Journal.open(env.journal_path) as journal:
+        assert journal.in_doubt() == []
+        assert journal.state()["0002"].state == "applied"
+
+
+def test_a_lost_send_that_never_applied_is_sent_again_once(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = runner(tmp_path, "a", store)
+    recorder = Recorder(sandbox)
+    resets: list[str] = []
+
+    def reset_first_bulk(method: str, path: str, body: dict) -> None:
+        if path.endswith("bulkRequest.json") and not resets:
+            resets.append(path)
+            raise httpx.WriteError("the request broke on its way: maybe sent, never handled")
+
+    recorder.before = reset_first_bulk
+    apply(project, env, recorder)
+    assert len(sandbox.records(1)) == 251
+    assert sum(path.endswith("bulkRequest.json") for _, path, _ in recorder.sent) == 4  # 3 batches, 1 resent
+
+
+def test_a_run_killed_between_the_bulk_and_the_marker_ids_ends_exact(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = runner(tmp_path, "a", store, changesets=1)
+    recorder = Recorder(sandbox)
+
+    def kill_at_ids(method: str, path: str, body: dict) -> None:
+        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+            raise KeyboardInterrupt  # the process dies before writing the marker's ids
+
+    recorder.before = kill_at_ids
+    with pytest.raises(KeyboardInterrupt):
+        apply(project, env, recorder)
+    markers = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]
+    assert len(markers) == 1 and markers[0]["ids"]["value"] == ""
+    # A fresh runner now: no ids in the marker, so placeholders; the status batch needs them.
+    fresh_project, fresh_env = runner(tmp_path, "fresh", store, changesets=1)
+    with pytest.raises(JournalError, match="needs ids that were never journaled"):
+        apply(fresh_project, fresh_env, Recorder(sandbox))
+    # The killed runner comes back: it writes the ids it journaled, then goes on.
+    again = Recorder(sandbox)
+    result = apply(project, env, again)
+    assert result.synced is not None and result.synced.ids_written == 1
+    assert len(sandbox.records(1)) == 250
+    assert {r["Status"]["value"] for r in sandbox.records(1)} == {"Checked"}
+    later_project, later_env = runner(tmp_path, "later", store, changesets=1)
+    assert apply(later_project, later_env, Recorder(sandbox)).nothing_to_do
+    with Journal.open(later_env.journal_path) as journal:
+        assert UNKNOWN_ID not in journal.refs()["first"]
+
+
+def test_an_expired_lease_is_taken_over_logged_and_the_run_ends_exact(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    dead = {
+        "key": {"value": "items:lease"},
+        "kind": {"value": "lease"},
+        "project": {"value": "items"},
+        "holder": {"value": "ci"},
+        "host": {"value": "runner-9"},
+        "run": {"value": "ci@runner-9#4.dead"},
+        "expires": {"value": "2000-01-01T00:00:00.000Z"},
+    }
+    with sandbox.client() as http:
+        assert http.post("/k/v1/record.json", json={"app": JOURNAL_APP, "record": dead}).status_code == 200
+    project, env = runner(tmp_path, "a", store)
+    apply(project, env, Recorder(sandbox))
+    assert len(sandbox.records(1)) == 251
+    with Journal.open(env.journal_path) as journal:
+        (event,) = journal.events(kinds=["unlocked"])
+    assert event.detail is not None and event.detail["lease"]["run"] == "ci@runner-9#4.dead"
+    (lease,) = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "lease"]
+    assert lease["run"]["value"] == ""  # released at the end
+
+
+def test_a_live_lease_stops_a_second_runner_naming_the_holder(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    held = {
+        "key": {"value": "items:lease"},
+        "kind": {"value": "lease"},
+        "project": {"value": "items"},
+        "holder": {"value": "ci"},
+        "host": {"value": "runner-9"},
+        "run": {"value": "ci@runner-9#4.live"},
+        "expires": {"value": "2999-01-01T00:00:00.000Z"},
+    }
+    with sandbox.client() as http:
+        http.post("/k/v1/record.json", json={"app": JOURNAL_APP, "record": held})
+    project, env = runner(tmp_path, "a", store)
+    recorder = Recorder(sandbox)
+    with pytest.raises(JournalError, match="ci@runner-9"):
+        apply(project, env, recorder)
+    assert recorder.data_writes() == [] and sandbox.records(1) == []
+
+
+def test_an_environment_without_a_journal_app_says_once_that_a_fresh_machine_would_apply_again(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    root = write_project(tmp_path / "plain", base_url="https://example.cybozu.com", journal_app=False)
+    project = load_project(root)
+    env = project.environment()
+    result = apply(project, env, Recorder(sandbox), confirm=lambda plan: False)
+    assert len(result.warnings) == 1 and "a fresh machine" in result.warnings[0]
