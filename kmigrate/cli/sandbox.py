@@ -72,6 +72,20 @@ def _open(cli: CliContext, bulk_semantics: str = "atomic") -> Sandbox:
     default=None,
     help="Write the injected faults' counters (JSON) to this file on exit.",
 )
+@click.option(
+    "--kill-client",
+    "kill_point",
+    default=None,
+    metavar="N:PHASE",
+    help="Crash testing: SIGKILL the client (pid in --client-pid-file) at its Nth request, "
+    "PHASE before (not handled), commit (handled, never answered) or answer[+MS].",
+)
+@click.option(
+    "--client-pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The file holding the pid of the client --kill-client kills (read when it fires).",
+)
 @pass_cli
 def serve(
     cli: CliContext,
@@ -81,14 +95,21 @@ def serve(
     bulk_semantics: str,
     fault_spec: str | None,
     faults_report: Path | None,
+    kill_point: str | None,
+    client_pid_file: Path | None,
 ) -> None:
     """Serve the sandbox's REST API over HTTP until Ctrl-C (or SIGTERM)."""
     import signal
 
     from ..sandbox.faults import FaultProfile
-    from ..sandbox.server import make_server
+    from ..sandbox.server import KillSwitch, make_server
 
     faults = FaultProfile.parse(fault_spec) if fault_spec is not None else None
+    kill = None
+    if kill_point is not None:
+        if client_pid_file is None:
+            raise ConfigError("--kill-client needs --client-pid-file (the pid of the process to kill)")
+        kill = KillSwitch.parse(kill_point, client_pid_file)
     sandbox = _open(cli, bulk_semantics)
     try:
         server = make_server(
@@ -97,6 +118,7 @@ def serve(
             port,
             log=None if quiet else (lambda line: click.echo(line, err=True)),
             faults=faults,
+            kill=kill,
         )
     except OSError as exc:
         sandbox.close()

@@ -218,7 +218,9 @@ class Api:
         bulk_semantics: str = "atomic",
     ):
         if bulk_semantics not in BULK_SEMANTICS:
-            raise ValueError(f"bulk_semantics must be one of {', '.join(BULK_SEMANTICS)}, not {bulk_semantics!r}")
+            raise ValueError(
+                f"bulk_semantics must be one of {', '.join(BULK_SEMANTICS)}, not {bulk_semantics!r}"
+            )
         # "atomic": a failed bulk rolls back whole (Kintone's reference). "prefix": the requests
         # before the failing one stay committed (a widely copied description; see docs/sandbox.md).
         self.bulk_semantics = bulk_semantics

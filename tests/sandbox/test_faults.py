@@ -243,3 +243,50 @@ def test_a_failed_bulk_keeps_what_its_semantics_say_and_answers_in_kintones_shap
 def test_unknown_bulk_semantics_is_refused():
     with pytest.raises(ValueError, match="bulk_semantics"):
         Sandbox.from_definition(json.loads(json.dumps(DEFINITION)), bulk_semantics="eventual")
+
+
+# ---- the crash matrix's kill switch ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase, kept", [("before", []), ("commit", ["second"]), ("answer+1", ["second"])])
+def test_the_kill_switch_kills_the_named_process_at_its_request_and_phase(
+    plain: Sandbox, tmp_path, phase: str, kept: list[str]
+):
+    import subprocess
+    import sys
+
+    from kmigrate.sandbox.server import KillSwitch
+
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file = tmp_path / "pid"
+        pid_file.write_text(str(victim.pid))
+        switch = KillSwitch.parse(f"2:{phase}", pid_file)
+        server = make_server(plain, "127.0.0.1", 0, kill=switch)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=5) as client:
+                assert add_one(client, "first").status_code == 200
+                assert victim.poll() is None  # the first request kills nobody
+                try:
+                    answered = add_one(client, "second").status_code == 200
+                except httpx.TransportError:
+                    answered = False
+                assert answered == phase.startswith("answer")
+                assert client.get(FAULTS_PATH).json()["requests"] == 2 - (phase == "before")
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert victim.wait(timeout=10) == -9 and switch.fired
+        assert titles(plain) == ["first", *kept]
+    finally:
+        victim.kill()
+
+
+@pytest.mark.parametrize("spec", ["0:commit", "3:later", "x:before", "2:answer+-1"])
+def test_a_bad_kill_point_is_an_input_error(spec: str, tmp_path):
+    from kmigrate.sandbox.server import KillSwitch
+
+    with pytest.raises(InputError, match="kill point"):
+        KillSwitch.parse(spec, tmp_path / "pid")
