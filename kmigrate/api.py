@@ -16,7 +16,7 @@ from typing import Any
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .client import Client
+from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project
 from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
 from .journal import Event, Journal
@@ -167,13 +167,19 @@ def schema() -> dict[str, Any]:
 
 
 def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
+    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
+    with the environment's timeout and retry settings."""
+    settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
+    if env.timeout is not None:
+        settings["timeout"] = env.timeout
     if env.is_sandbox:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
-        return Client(SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport())
-    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http)
+        return Client(
+            SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
+        )
+    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
 def _sandbox_credentials(sandbox: Any) -> Credentials:
