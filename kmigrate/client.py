@@ -358,8 +358,8 @@ def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) 
     return out
 
 
-def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
+def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | bool | None]]:
+    pairs: list[tuple[str, str | int | float | bool | None]] = []
     for key, value in params.items():
         if isinstance(value, (list, tuple)):
             pairs.extend((f"{key}[{i}]", str(v)) for i, v in enumerate(value))
@@ -380,7 +380,8 @@ def _decode(what: str, response: httpx.Response, bulk: list[dict[str, Any]] | No
     if 200 <= status < 300:
         if data is None:
             raise TransportError(
-                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): {_preview(response.text)}",
+                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): "
+                f"{_preview(response.text)}",
                 sent_maybe=True,
                 hint="is the base URL a Kintone domain? A proxy or login page may be in the way",
             )
