@@ -67,7 +67,8 @@ def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
         ) from None
     apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.definition.apps.values()) or "none"
     click.echo(
-        f"Kintone sandbox on http://{host}:{server.server_port}  (apps: {apps}; store: {sandbox.store_path or 'in memory'})"
+        f"Kintone sandbox on http://{host}:{server.server_port}  "
+        f"(apps: {apps}; store: {sandbox.store_path or 'in memory'})"
     )
     click.echo("Press Ctrl-C to stop.")
     try:
