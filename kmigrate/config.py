@@ -310,11 +310,12 @@ _TYPE_ERRORS = {"int_type", "int_parsing", "model_type", "dict_type", "string_ty
 def _describe_validation(exc: ValidationError, text: str = "") -> str:
     # Drop pydantic's names of union branches from the paths, and the "wrong type" complaint of a
     # branch when another branch explains the problem in more detail.
-    errors = [
+    errors: list[dict[str, Any]] = [
         {**e, "loc": tuple(p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p)))}
         for e in exc.errors()
     ]
-    kept, seen = [], set()
+    kept: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
     for err in errors:
         deeper = any(
             len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in errors
