@@ -214,7 +214,8 @@ def _md(text: Any) -> str:
 def iter_markdown(plan: Plan) -> Iterator[str]:
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
-    yield f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}.\n\n"
+    totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
+    yield f"{totals}, {_plural(n_records, 'record')}.\n\n"
     if not plan.changesets:
         return
     yield "| Changeset | State | Operations | Records | Bulk requests | Destructive |\n"
@@ -243,11 +244,15 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
             )
         yield "\n| Bulk | State | Calls | Records | Requests |\n| ---: | --- | ---: | ---: | --- |\n"
         for batch in cs.batches:
-            calls, summary = (
-                len(batch.calls) + (plan.markers is not None),
-                _call_summary(batch, plan.markers is not None),
+            marked = plan.markers is not None
+            cells = (
+                batch.index,
+                batch.state,
+                len(batch.calls) + marked,
+                f"{batch.record_count:,}",
+                _md(_call_summary(batch, marked)),
             )
-            yield f"| {batch.index} | {batch.state} | {calls} | {batch.record_count:,} | {_md(summary)} |\n"
+            yield "| " + " | ".join(str(c) for c in cells) + " |\n"
         yield "\n</details>\n"
 
 
