@@ -22,7 +22,7 @@ from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project
 from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
-from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
+from .journal import UNKNOWN_ID, BatchRecord, ChangesetRecord, Event, Journal, LockHolder
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
 from .remote import session as remote
@@ -70,10 +70,19 @@ def init_project(directory: Path | str) -> list[Path]:
     for template, rel in _PROJECT_FILES.items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        text = _template_text(template)
+        if rel == CONFIG_FILE:
+            text = text.replace("__PROJECT__", _project_name(root))
         with open(target, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
-            handle.write(_template_text(template))
+            handle.write(text)
         written.append(target)
     return written
+
+
+def _project_name(root: Path) -> str:
+    """A ``project`` name from the folder's (written into kmigrate.toml once, so it stays put)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.resolve().name).strip("-.")[:40]
+    return name if name and name[0].isalnum() else "project"
 
 
 def new_changeset(project: Project, name: str) -> Path:
@@ -506,3 +515,98 @@ def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
         return None
     with Journal.open(env.journal_path) as journal:
         return journal.force_unlock(reason)
+
+
+# ---- the journal app: journal init, journal baseline (kmigrate.remote) -----------------------
+
+
+def journal_init(
+    env: Environment,
+    *,
+    name: str = "kmigrate journal",
+    space: int | None = None,
+    guest_space_id: int | None = None,
+    client: Client | None = None,
+    credentials: Credentials | None = None,
+) -> int:
+    """Create ``env``'s journal app with Kintone's app admin APIs (password auth); its id."""
+    from .remote.create import create_journal_app, require_password
+
+    if env.is_sandbox and client is None:
+        raise ConfigError(
+            f"environment {env.name!r} is the embedded sandbox: declare its journal app in the sandbox file",
+            hint="`kmigrate journal init` creates the app in a real Kintone (or a served sandbox)",
+        )
+    if client is None:
+        creds = credentials if credentials is not None else Credentials.from_environ()
+        require_password(bool(creds.username and creds.password))
+    with _connected(env, client) as active:
+        return create_journal_app(active, name=name, space=space, guest_space_id=guest_space_id)
+
+
+def baseline(
+    project: Project, env: Environment, version: str, *, client: Client | None = None, note: str | None = None
+) -> list[str]:
+    """Record every changeset up to ``version`` as applied without sending anything (logged
+    ``baseline`` events), in the local journal and, with one, the journal app: for a project
+    whose changes reached Kintone before kmigrate (or before this environment's journal)."""
+    from .remote.records import created_counts
+
+    version = version.lstrip("V").split("__")[0]
+    markers = Markers.for_env(env)
+    with Journal.open(env.journal_path) as journal:
+        run_id = journal.start_run(env.name)
+        outcome = "failed"
+        try:
+            with journal.locked(run_id, take_over_stale=True), contextlib.ExitStack() as stack:
+                session = None
+                if markers is not None:
+                    active = stack.enter_context(_connected(env, client))
+                    session = _open_remote(journal, active, markers, run_id, 0.0, remote.LEASE_SECONDS)
+                    stack.callback(session.release)
+                    pull(journal, session.app, run_id=run_id)
+                state = journal.state()
+                plan = _build_plan(load_changesets(project, env, state), env, state)
+                versions = [cs.version for cs in plan.changesets]
+                if version not in versions:
+                    raise InputError(
+                        f"no changeset V{version} in {project.changesets_dir}",
+                        hint="`kmigrate status` lists the changesets; baseline takes one of their versions",
+                    )
+                upto = plan.changesets[: versions.index(version) + 1]
+                done = []
+                for cs in upto:
+                    if cs.state == "applied":
+                        continue
+                    detail = {"baseline": f"V{version}", **({"note": note} if note else {})}
+                    if not cs.batches:
+                        journal.record_changeset(cs)
+                        journal.set_changeset_state(cs.version, "applied", run_id)
+                    for batch in cs.batches:
+                        if batch.state == "applied":
+                            continue
+                        journal.import_applied(
+                            version=cs.version,
+                            name=cs.name,
+                            path=str(cs.path),
+                            source_checksum=cs.source_checksum,
+                            rendered_checksum=cs.rendered_checksum,
+                            batch_count=len(cs.batches),
+                            index=batch.index,
+                            batch_hash=batch.hash,
+                            # The records exist, their ids are not known here: placeholders.
+                            refs={n: [UNKNOWN_ID] * c for n, c in created_counts(batch).items()},
+                            kind="baseline",
+                            detail=detail,
+                            run_id=run_id,
+                        )
+                    done.append(cs.id)
+                if session is not None and markers is not None:
+                    publish(journal, session.app, markers, plan, f"baseline {session.run}")
+                outcome = "baseline"
+                return done
+        finally:
+            try:
+                journal.finish_run(run_id, outcome)
+            except JournalError:
+                pass

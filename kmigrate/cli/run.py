@@ -174,6 +174,8 @@ def apply(
     finally:
         for p in progress:
             p.close()
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if result.summary is None:
         click.echo("Declined: nothing was sent.")
         return
