@@ -206,6 +206,11 @@ _BODY = {
 }
 
 
+def app_written(body: OperationBody) -> object:
+    """The app as the operation names it: its ``app:``, or a request's ``payload.app``."""
+    return body.payload.get("app") if isinstance(body, RequestOp) else body.app
+
+
 class Operation(_Strict):
     """``{KIND: BODY}`` as written; exactly one of the keys is set."""
 

@@ -29,10 +29,11 @@ resolved is split here, never at run time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+from pydantic import ValidationError
 
 from .changeset import (
     AddOp,
@@ -45,8 +46,10 @@ from .changeset import (
     StatusRecord,
     UpdateOp,
     UpsertOp,
+    app_written,
     to_kintone_record,
 )
+from .changeset_files import version_key
 from .config import App, Environment
 from .errors import ChangesetError, ConfigError, Location
 from .kintone import MAX_BULK_REQUESTS, MAX_RECORDS_PER_CALL, api_path
@@ -63,9 +66,9 @@ from .plan import (
     Plan,
     Segment,
 )
+from .records import id_problems, key_text, not_a_mapping, ref_index_problem, selection_problems
 
 MAX_CALLS_PER_BULK = MAX_BULK_REQUESTS
-RESERVED_RECORD_KEYS = ("id", "revision")  # per record of update/upsert: not field codes
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def build_plan(
     see (unknown aliases, refs to nothing or used before they exist, repeated ref names,
     malformed record ids or keys).
     """
-    ordered = sorted(changesets, key=lambda c: _version_key(c.version))
+    ordered = sorted(changesets, key=lambda c: version_key(c.version))
     seen: dict[str, LoadedChangeset] = {}
     for cs in ordered:
         if cs.version in seen:
@@ -106,11 +109,6 @@ def build_plan(
     refs = _RefRegistry()
     plans = tuple(_plan_changeset(cs, env, refs, (journal or {}).get(cs.version), limits) for cs in ordered)
     return Plan(environment=env.name, changesets=plans, root=env.root)
-
-
-def _version_key(version: str) -> tuple[Any, ...]:
-    # "0010" after "0009" and "2" before "10"; digit runs compare as numbers.
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
 
 
 # ---- refs -----------------------------------------------------------------------------------
@@ -566,9 +564,8 @@ class _OpCompiler:
         self.cs, self.index, self.kind, self.body = cs, index, kind, body
         self.refs, self.packer = refs, packer
         self.line = cs.operation_lines[index] if index < len(cs.operation_lines) else None
-        app_written = body.app if not isinstance(body, RequestOp) else body.payload.get("app")
-        self.app_written = app_written
-        self.app = self._resolve_app(env, app_written)
+        self.app_written = app_written(body)
+        self.app = self._resolve_app(env, self.app_written)
 
     # -- errors
     def loc(
@@ -593,9 +590,7 @@ class _OpCompiler:
     ) -> ChangesetError:
         return ChangesetError(message, location=self.loc(record, **where), hint=hint)
 
-    def _resolve_app(self, env: Environment, written: Any) -> App:
-        if isinstance(written, bool) or not isinstance(written, (int, str)):
-            raise self.error(f"`app` must be an alias or a numeric app id, not {written!r}")
+    def _resolve_app(self, env: Environment, written: object) -> App:
         try:
             return env.app(written)
         except ConfigError as exc:
@@ -605,43 +600,34 @@ class _OpCompiler:
     def _ref_size(self, name: str, record: int | None) -> int:
         return self.refs.size(name, self.loc(record))
 
-    def one_id(
-        self, value: Any, record: int | None, what: str = "id"
-    ) -> tuple[Any, tuple[tuple[str, int | None], ...]]:
+    def one_id(self, value: Any, record: int | None) -> tuple[Any, tuple[tuple[str, int | None], ...]]:
         """A single record id as written -> (id or indexed marker, the ref ids it uses)."""
-        if isinstance(value, RefIds):
-            value = {"ref": value.ref} if value.index is None else {"ref": value.ref, "index": value.index}
-        if isinstance(value, dict) and "ref" in value and set(value) <= {"ref", "index"}:
-            name, index = value["ref"], value.get("index")
-            if (
-                not isinstance(name, str)
-                or not name
-                or (index is not None and (isinstance(index, bool) or not isinstance(index, int)))
-            ):
+        if isinstance(value, dict):  # a request's payload, or a record the loader did not read
+            try:
+                value = RefIds.model_validate(value)
+            except ValidationError:
                 raise self.error(
-                    f"`{what}: {value}` is not a ref; write {{ref: NAME}} or {{ref: NAME, index: N}}", record
-                )
+                    f"`id: {value}` is not a ref; write {{ref: NAME}} or {{ref: NAME, index: N}}", record
+                ) from None
+        if isinstance(value, RefIds):
+            name, index = value.ref, value.index
             size = self._ref_size(name, record)
             if index is None:
                 if size != 1:
                     raise self.error(
-                        f"`{what}: {{ref: {name}}}` stands for one record, but ref {name!r} has {size}",
+                        f"`id: {{ref: {name}}}` stands for one record, but ref {name!r} has {size}",
                         record,
                         hint=f"write {{ref: {name}, index: N}} for the N-th (0-based) record of the ref",
                     )
                 index = 0
-            if not 0 <= index < size:
-                raise self.error(
-                    f"ref {name!r} has {size} records; index {index} is out of range (0-based)", record
-                )
+            problem = ref_index_problem(name, index, size)
+            if problem is not None:
+                raise self.error(problem, record)
             return {"$ref": name, "index": index}, ((name, index),)
-        if isinstance(value, str) and value.isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(
-                f"`{what}` must be a positive record id or {{ref: NAME, index: N}}, not {value!r}", record
-            )
-        return value, ()
+        problems = id_problems(value)
+        if problems:
+            raise self.error(problems[0], record)
+        return int(value), ()
 
     def id_list(self, ids: Any) -> Iterator[tuple[Any, tuple[tuple[str, int | None], ...]]]:
         """A list of ids as written (or one whole ref) -> ids and indexed markers, one per record."""
@@ -676,12 +662,13 @@ class _OpCompiler:
         }
 
     def _check_record(self, rec: Any, i: int, data_line: int | None) -> None:
+        """The record rules the compiler relies on (``records``; the loader checked them all)."""
         if not isinstance(rec, dict):
-            raise self.error(
-                f"a record must be a mapping of field codes to values, not {type(rec).__name__}",
-                i,
-                **self.where(data_line),
-            )
+            raise self.error(not_a_mapping(rec), i, **self.where(data_line))
+        if self.kind in ("update", "upsert"):
+            problems = selection_problems(self.kind, getattr(self.body, "key", None), rec)
+            if problems:
+                raise self.error(problems[0], i, **self.where(data_line))
 
     # -- the kinds
     def run(self) -> Generator[_Bulk, None, OperationSummary]:
@@ -763,34 +750,18 @@ class _OpCompiler:
         n = -1
         for n, rec, data_line in self.records():
             self._check_record(rec, n, data_line)
-            w = self.where(data_line)
             fields = dict(rec)
             out: dict[str, Any] = {}
             uses: tuple[tuple[str, int | None], ...] = ()
             if field is None:
-                if "id" not in fields:
-                    raise self.error("an update record needs `id` (or give the operation a `key:`)", n, **w)
                 out["id"], uses = self.one_id(fields.pop("id"), n)
                 dedupe: Any = ("id", _id_key(out["id"]))
             else:
-                if "id" in fields:
-                    raise self.error(
-                        f"a record has both `id` and the key field `{field}`; "
-                        f"the operation's `key:` selects by {field}",
-                        n,
-                        **w,
-                    )
-                if field not in fields:
-                    raise self.error(f"the record has no value for the key field `{field}`", n, **w)
-                value = _key_value(fields.pop(field))
-                if value is None:
-                    raise self.error(f"the key field `{field}` needs a text or number value", n, **w)
+                value = key_text(fields.pop(field))
                 out["updateKey"] = {"field": field, "value": value}
                 dedupe = value
-            if "revision" in fields:
-                revision = fields.pop("revision")
-                if isinstance(revision, bool) or not isinstance(revision, int):
-                    raise self.error(f"`revision` must be a whole number, not {revision!r}", n, **w)
+            revision = fields.pop("revision", None)
+            if revision is not None:  # null: no check, as if not written
                 out["revision"] = revision
             out["record"] = _record(fields)
             item(key, guest, new_call, out, dedupe, uses, op, n, ref)
@@ -950,21 +921,6 @@ def _record(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _id_key(value: Any) -> Any:
     return (value["$ref"], value["index"]) if isinstance(value, dict) else value
-
-
-def _key_value(value: Any) -> str | None:
-    """An updateKey value: Kintone takes it as text (a NUMBER key's digits too)."""
-    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "type"}:
-        value = value["value"]
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, str):
-        return value
-    return None
 
 
 __all__ = ["build_plan", "Limits", "MAX_CALLS_PER_BULK", "MAX_RECORDS_PER_CALL"]
