@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .definition import AppDef, ProcessDef, SandboxDefinition
+from .definition import AppDef, ProcessDef
 from .fields import (
     Problems,
     check_required,
@@ -215,10 +215,8 @@ def _check_repeated(record_id: int, seen: set[int]) -> None:
 
 
 class Api:
-    def __init__(
-        self, definition: SandboxDefinition, store: Store, clock: Callable[[], float] = time.monotonic
-    ):
-        self.definition = definition
+    def __init__(self, apps: Mapping[int, AppDef], store: Store, clock: Callable[[], float] = time.monotonic):
+        self.apps = apps  # id -> live app: the sandbox file's and those created through the admin API
         self.store = store
         self.clock = clock
         self.cursors: dict[str, _Cursor] = {}
@@ -244,6 +242,18 @@ class Api:
         }
         self.known_names = {name for _, name in self.routes}
 
+    def add_routes(
+        self, routes: Mapping[tuple[str, str], tuple[Callable[[Call], dict[str, Any]], bool]]
+    ) -> None:
+        self.routes.update(routes)
+        self.known_names |= {name for _, name in routes}
+
+    def rebuild_uniques(self) -> None:
+        """Unique values from the records, for every app's unique fields (on open, after a deploy)."""
+        self.store.rebuild_uniques(
+            {app.id: [c for c, f in app.fields.items() if f.unique] for app in self.apps.values()}
+        )
+
     def handle(self, call: Call) -> dict[str, Any]:
         route = self.routes.get((call.method, call.name))
         if route is None:
@@ -266,7 +276,7 @@ class Api:
 
     def app(self, call: Call, *permissions: str, key: str = "app") -> AppDef:
         app_id = _int(call.params.get(key), key)
-        app = self.definition.apps.get(app_id)
+        app = self.apps.get(app_id)
         if app is None:
             raise ApiError(
                 404, "GAIA_AP01", f"The app (ID: {app_id}) not found. The app may have been deleted."
@@ -975,7 +985,7 @@ class Api:
         # A bulk sent to a guest space touches only that space's apps, and each inner api
         # carries the same /k/guest/{id}/v1/ prefix (kintone-api.md §1.1, §1.3).
         try:
-            app = self.definition.apps.get(int(sub.params.get("app") or ""))
+            app = self.apps.get(int(sub.params.get("app") or ""))
         except (TypeError, ValueError):
             app = None
         if outer is not None and sub.guest is None and app is not None and app.guest_space_id == outer:

@@ -205,6 +205,12 @@ class _Problem(Exception):
     """A definition problem before we know how to name where it is."""
 
 
+def parse_app(raw: Any, source: Path | str | None = None) -> AppDef:
+    """One app in the sandbox file's shape (``{id, name, properties, ...}``) -> ``AppDef``; the
+    admin API builds created apps with it, so they obey the same rules as the file's."""
+    return _parse_app(raw, 1, source)
+
+
 def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
     def fail(message: str, detail: str | None = None) -> SandboxDefinitionError:
         return SandboxDefinitionError(
