@@ -28,6 +28,7 @@ from .fields import (
     now_utc,
     render_record,
 )
+from .forms import form_layout, views
 from .query import Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
@@ -238,6 +239,8 @@ class Api:
             ("GET", "app"): (self.get_app, False),
             ("GET", "app/form/fields"): (self.get_fields, False),
             ("GET", "app/status"): (self.get_status_settings, False),
+            ("GET", "app/form/layout"): (self.get_layout, False),
+            ("GET", "app/views"): (self.get_views, False),
             ("POST", "bulkRequest"): (self.bulk_request, True),
         }
         self.known_names = {name for _, name in self.routes}
@@ -339,7 +342,11 @@ class Api:
         subtables = {sub: table.code for table in app.fields.values() for sub in table.fields}
         try:
             query = parse_query(
-                query_text or "", app.field_types(), subtables=subtables, login_user=call.auth.user
+                query_text or "",
+                app.field_types(),
+                subtables=subtables,
+                options=app.query_options(),
+                login_user=call.auth.user,
             )
         except QueryError as exc:
             raise ApiError(exc.status, exc.code, exc.message, exc.errors) from None
@@ -441,6 +448,14 @@ class Api:
     def get_fields(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
         return {"properties": field_properties(app), "revision": "1"}
+
+    def get_layout(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        return {"layout": form_layout(app), "revision": "1"}
+
+    def get_views(self, call: Call) -> dict[str, Any]:
+        app = self.app(call, "view")
+        return {"views": views(app), "revision": "1"}
 
     def get_status_settings(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
