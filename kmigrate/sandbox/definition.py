@@ -69,7 +69,8 @@ IGNORED_TYPES = frozenset({"LABEL", "SPACER", "HR"})
 
 OPTION_TYPES = frozenset({"DROP_DOWN", "RADIO_BUTTON", "CHECK_BOX", "MULTI_SELECT"})
 LENGTH_TYPES = frozenset({"SINGLE_LINE_TEXT", "LINK"})
-TOKEN_PERMISSIONS = ("view", "add", "edit", "delete")
+# view, add, edit and delete records, and "manage" (app management: needed by record/assignees.json).
+TOKEN_PERMISSIONS = ("view", "add", "edit", "delete", "manage")
 ASSIGNEE_TYPES = ("ONE", "ALL", "ANY")
 
 
