@@ -169,11 +169,14 @@ def test_method_override_and_query_string_parameters(k: Kintone):
     assert k.ok("GET", "record", {"app": "1", "id": "2"})["record"]["title"]["value"] == "b"
 
 
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
 @pytest.mark.parametrize(
     "method, path, kwargs, status, code",
     [
-        ("POST", "/k/v1/records.json", {"content": b"{not json"}, 400, "CB_IJ01"),
-        ("POST", "/k/v1/records.json", {"content": b"[1, 2]"}, 400, "CB_IJ01"),
+        ("POST", "/k/v1/records.json", {"content": b"{not json", "headers": JSON}, 400, "CB_IJ01"),
+        ("POST", "/k/v1/records.json", {"content": b"[1, 2]", "headers": JSON}, 400, "CB_IJ01"),
         ("POST", "/k/v1/records.json", {"json": {"app": "one", "records": []}}, 400, "CB_VA01"),
         ("POST", "/k/v1/records.json", {"json": {"app": 1, "records": "nope"}}, 400, "CB_VA01"),
         ("POST", "/k/v1/records.json", {"json": {"app": True, "records": []}}, 400, "CB_VA01"),
@@ -234,3 +237,17 @@ def test_request_count_counts_http_requests(sandbox: Sandbox, k: Kintone):
     )
     k.get("records", {"app": 4})
     assert sandbox.request_count == 2
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Content-Type": "text/plain"}, {}, {"Content-Type": "application/x-www-form-urlencoded"}]
+)
+def test_a_json_body_sent_as_anything_but_application_json_is_not_read(k: Kintone, headers: dict[str, str]):
+    body = b'{"app": 1, "record": {"title": {"value": "t"}}}'
+    response = k.client.post("/k/v1/record.json", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == {"app": {"messages": ["Required field."]}}
+    # The query string still counts, as in Kintone.
+    response = k.client.request("GET", "/k/v1/records.json?app=1", content=b'{"app": 99}', headers=headers)
+    assert response.status_code == 200 and response.json()["records"] == []
+    assert k.client.post("/k/v1/record.json", content=body, headers=JSON).status_code == 200
