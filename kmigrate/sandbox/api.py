@@ -3,7 +3,7 @@
 ``Api.handle(Call)`` runs one API call and returns the success body, or raises ``ApiError``
 carrying Kintone's error code, message, ``errors`` and HTTP status. Every write runs in a
 store transaction, so a call is atomic; a bulk request wraps its calls in one more, so the bulk
-is all-or-nothing. Behaviour follows ../shared/kintone-api.md; where that text marks a fact
+is all-or-nothing. Behaviour follows docs/kintone-api.md; where that text marks a fact
 [UNCERTAIN], the choice made here says so in a comment.
 """
 
@@ -77,7 +77,8 @@ class ApiError(Exception):
 
 
 class BulkFailure(ApiError):
-    """A bulk request whose inner request ``index`` failed: everything was rolled back."""
+    """A bulk request whose inner request ``index`` failed: everything was rolled back (under
+    ``bulk_semantics="prefix"``, only the failing request and the ones after it)."""
 
     def __init__(self, index: int, count: int, inner: ApiError):
         super().__init__(inner.status, inner.code, inner.message, inner.errors)
@@ -215,8 +216,24 @@ def _check_repeated(record_id: int, seen: set[int]) -> None:
 # -- the API -------------------------------------------------------------------------------
 
 
+BULK_SEMANTICS = ("atomic", "prefix")
+
+
 class Api:
-    def __init__(self, apps: Mapping[int, AppDef], store: Store, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        apps: Mapping[int, AppDef],
+        store: Store,
+        clock: Callable[[], float] = time.monotonic,
+        bulk_semantics: str = "atomic",
+    ):
+        if bulk_semantics not in BULK_SEMANTICS:
+            raise ValueError(
+                f"bulk_semantics must be one of {', '.join(BULK_SEMANTICS)}, not {bulk_semantics!r}"
+            )
+        # "atomic": a failed bulk rolls back whole (Kintone's reference). "prefix": the requests
+        # before the failing one stay committed (a widely copied description; see docs/sandbox.md).
+        self.bulk_semantics = bulk_semantics
         self.apps = apps  # id -> live app: the sandbox file's and those created through the admin API
         self.store = store
         self.clock = clock
@@ -241,7 +258,8 @@ class Api:
             ("GET", "app/status"): (self.get_status_settings, False),
             ("GET", "app/form/layout"): (self.get_layout, False),
             ("GET", "app/views"): (self.get_views, False),
-            ("POST", "bulkRequest"): (self.bulk_request, True),
+            # The bulk opens its own transaction: under "prefix" semantics it commits a prefix.
+            ("POST", "bulkRequest"): (self.bulk_request, False),
         }
         self.known_names = {name for _, name in self.routes}
 
@@ -992,6 +1010,8 @@ class Api:
                         results.append(self.handle(sub))
                     except ApiError as exc:
                         failure = BulkFailure(i, len(inner), exc)
+                        if self.bulk_semantics == "prefix":
+                            break  # the failing call's savepoint is undone; the earlier ones commit
                         raise failure from None
         except BulkFailure:
             pass
