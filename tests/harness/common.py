@@ -362,7 +362,8 @@ class Figures:
         )
         m = self.mismatches
         out = [
-            f"{self.suite}: {self.runs} runs, {self.attempts} apply processes, {self.requests} requests, {self.seconds:.0f} s",
+            f"{self.suite}: {self.runs} runs, {self.attempts} apply processes, {self.requests} requests, "
+            f"{self.seconds:.0f} s",
             f"faults by kind: {kinds}" + (f"; SIGKILLs {self.killed}" if self.killed else ""),
             f"retries: {self.retries}",
             f"reconciliations: {self.reconciliations}",

@@ -26,8 +26,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import Figures, compare, final_records, last_line, make_copy, make_project, reconciliations
-from .common import clock, reference, run_apply, serve, set_served_port, write_json
+from .common import (
+    Figures,
+    clock,
+    compare,
+    final_records,
+    last_line,
+    make_copy,
+    make_project,
+    reconciliations,
+    reference,
+    run_apply,
+    serve,
+    set_served_port,
+    write_json,
+)
 
 PHASES = ("before", "commit", "answer+0", "answer+2", "answer+10")
 TIMEOUT = 30.0

@@ -17,8 +17,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import Figures, compare, final_records, last_line, make_copy, make_project, reconciliations
-from .common import clock, reference, run_apply, serve, set_served_port, write_json
+from .common import (
+    Figures,
+    clock,
+    compare,
+    final_records,
+    last_line,
+    make_copy,
+    make_project,
+    reconciliations,
+    reference,
+    run_apply,
+    serve,
+    set_served_port,
+    write_json,
+)
 
 # Mixed profiles: a busy Kintone, a lossy network, answers lost after commit, and everything.
 PROFILES = (
