@@ -431,7 +431,8 @@ def _decode(what: str, response: httpx.Response, bulk: list[dict[str, Any]] | No
     if 200 <= status < 300:
         if data is None:
             raise TransportError(
-                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): {_preview(response.text)}",
+                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): "
+                f"{_preview(response.text)}",
                 sent_maybe=True,
                 hint="is the base URL a Kintone domain? A proxy or login page may be in the way",
             )
