@@ -176,6 +176,7 @@ class Served:
 @dataclass
 class Report:
     size: str
+    repeat: int = 1
     rows: list[Row] = field(default_factory=list)
     commands: list[Commands] = field(default_factory=list)
     latency_rows: list[Row] = field(default_factory=list)
@@ -185,13 +186,21 @@ class Report:
 
 
 def runner_row(
-    workload: wl.Workload, runner: str, folder: Path, size: wl.Size, latency: int = 0, cap: int | None = None
+    workload: wl.Workload,
+    runner: str,
+    folder: Path,
+    size: wl.Size,
+    latency: int = 0,
+    cap: int | None = None,
+    repeat: int = 1,
 ) -> Row:
+    """The run with the median apply time of ``repeat`` runs (each in a fresh process)."""
     args = ["--runner", runner, "--workload", workload.name, "--size", size.name, "--dir", str(folder)]
     args += ["--latency", str(latency)]
     if cap is not None:
         args += ["--cap", str(cap)]
-    got, proc = child(args)
+    runs = sorted((child(args) for _ in range(repeat)), key=lambda run: run[0]["seconds"])
+    got, proc = runs[len(runs) // 2]
     row = Row(
         workload.name,
         runner,
@@ -223,7 +232,7 @@ def prepare(workload: wl.Workload, folder: Path) -> None:
     workload.write_project(folder)
 
 
-def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Report) -> None:
+def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Report, repeat: int) -> None:
     folder = base / workload.name
     prepare(workload, folder)
     commands = Commands(workload.name)
@@ -234,7 +243,7 @@ def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Rep
             raise SystemExit(f"kmigrate plan failed in {workload.name}:\n{proc.stderr[-3000:]}")
     for runner in ("kmigrate", "raw", "per-kind", "naive"):
         cap = size.naive_cap if runner == "naive" and size.naive_cap < workload.records else None
-        report.rows.append(runner_row(workload, runner, folder, size, cap=cap))
+        report.rows.append(runner_row(workload, runner, folder, size, cap=cap, repeat=repeat))
         print(f"  {workload.name} {runner}: {report.rows[-1].seconds:.2f} s", file=sys.stderr)
     commands.noop = run_process([*KMIGRATE, "apply"], folder)
     if commands.noop.returncode != 0 or "Nothing to do" not in commands.noop.stdout:
@@ -243,13 +252,15 @@ def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Rep
     shutil.rmtree(folder / ".kmigrate")  # the stores: W4's are large
 
 
-def bench_latency(size: wl.Size, base: Path, report: Report) -> None:
+def bench_latency(size: wl.Size, base: Path, report: Report, repeat: int) -> None:
     workload = wl.build("W1", size)
     for runner in ("kmigrate", "raw", "per-kind", "naive"):
         folder = base / f"W1-latency-{runner}"
         prepare(workload, folder)
         cap = size.naive_cap_latency if runner == "naive" else None
-        report.latency_rows.append(runner_row(workload, runner, folder, size, latency=LATENCY_MS, cap=cap))
+        report.latency_rows.append(
+            runner_row(workload, runner, folder, size, latency=LATENCY_MS, cap=cap, repeat=repeat)
+        )
         print(f"  W1 at {LATENCY_MS} ms {runner}: {report.latency_rows[-1].seconds:.2f} s", file=sys.stderr)
         shutil.rmtree(folder)
 
@@ -333,59 +344,67 @@ def serve_stand_in(latency_ms: int, folder: Path) -> None:
         sandbox.close()
 
 
-def add_served_env(folder: Path, url: str) -> None:
-    """``[env.served]``: the same apps at the served sandbox's URL (its own journal)."""
+def served_run(folder: Path, latency_ms: int, tool: str, cmd: list[str | Path], kmigrate: bool) -> Served:
+    """One run of ``cmd`` against a fresh served sandbox; for kmigrate, ``[env.served]`` points
+    at it and its journal starts empty. ``{url}`` in ``cmd`` is the sandbox's base URL."""
+    import runners
+
     config = folder / "kmigrate.toml"
-    apps = config.read_text().split("apps = ", 1)[1].splitlines()[0]
-    config.write_text(config.read_text() + f'\n[env.served]\nbase_url = "{url}"\napps = {apps}\n')
+    original = config.read_text()
+    with served_sandbox(folder, latency_ms) as (url, trust, count):
+        env = dict(trust)
+        if kmigrate:
+            apps = original.split("apps = ", 1)[1].splitlines()[0]
+            config.write_text(original + f'\n[env.served]\nbase_url = "{url}"\napps = {apps}\n')
+            runners.remove_db(folder / ".kmigrate" / "served.db")
+            env.update(SERVED_LOGIN)
+        try:
+            proc = run_process([str(c).replace("{url}", url) for c in cmd], folder, env=env)
+        finally:
+            config.write_text(original)
+    if proc.returncode != 0:
+        why = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())[-600:]
+        return Served(tool, count[0], None, None, f"failed: {why}; requests: {count[1]}")
+    return Served(tool, count[0], proc.seconds, proc.rss_mb, count[1])
 
 
-def bench_served(size: wl.Size, base: Path, report: Report) -> None:
+def median_run(runs: list[Served]) -> Served:
+    failed = [r for r in runs if r.seconds is None]
+    if failed:
+        return failed[0]
+    return sorted(runs, key=lambda r: r.seconds or 0)[len(runs) // 2]
+
+
+def bench_served(size: wl.Size, base: Path, report: Report, repeat: int) -> None:
     """W1 through a served sandbox with 50 ms per request: kmigrate apply against cli-kintone."""
     workload = wl.build("W1", size)
     folder = base / "W1-served"
     prepare(workload, folder)
-    with served_sandbox(folder, LATENCY_MS) as (url, trust, count):
-        add_served_env(folder, url)
-        proc = run_process(
-            [*KMIGRATE, "-e", "served", "apply", "--yes"], folder, env={**SERVED_LOGIN, **trust}
+    kmigrate_cmd: list[str | Path] = [*KMIGRATE, "-e", "served", "apply", "--yes"]
+    report.served.append(
+        median_run(
+            [served_run(folder, LATENCY_MS, "kmigrate apply", kmigrate_cmd, True) for _ in range(repeat)]
         )
-    if proc.returncode != 0:
-        report.served.append(
-            Served("kmigrate apply", None, None, None, f"failed: {proc.stderr.strip()[-500:]}")
-        )
-    else:
-        report.served.append(Served("kmigrate apply", count[0], proc.seconds, proc.rss_mb, count[1]))
+    )
+    tool = "cli-kintone record import"
     if not CLI_KINTONE.exists():
         report.served.append(
-            Served(
-                "cli-kintone record import",
-                None,
-                None,
-                None,
-                "not installed: npm install --prefix bench/.node @kintone/cli",
-            )
+            Served(tool, None, None, None, "not installed: npm install --prefix bench/.node @kintone/cli")
         )
         return
-    with served_sandbox(folder, LATENCY_MS) as (url, trust, count):
-        cmd = [CLI_KINTONE, "record", "import", "--base-url", url, "--app", "1"]
-        cmd += ["--file-path", folder / "changesets" / "data" / "items.csv"]
-        cmd += [
-            "--username",
-            SERVED_LOGIN["KINTONE_USERNAME"],
-            "--password",
-            SERVED_LOGIN["KINTONE_PASSWORD"],
-        ]
-        proc = run_process(cmd, folder, env=trust)
-    if proc.returncode != 0:
-        why = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())[-600:]
-        report.served.append(
-            Served("cli-kintone record import", count[0], None, None, f"failed: {why}; {count[1]}")
-        )
-    else:
-        report.served.append(
-            Served("cli-kintone record import", count[0], proc.seconds, proc.rss_mb, count[1])
-        )
+    login = SERVED_LOGIN["KINTONE_USERNAME"], SERVED_LOGIN["KINTONE_PASSWORD"]
+    cmd: list[str | Path] = [CLI_KINTONE, "record", "import", "--base-url", "{url}", "--app", "1"]
+    cmd += [
+        "--file-path",
+        folder / "changesets" / "data" / "items.csv",
+        "--username",
+        login[0],
+        "--password",
+        login[1],
+    ]
+    report.served.append(
+        median_run([served_run(folder, LATENCY_MS, tool, cmd, False) for _ in range(repeat)])
+    )
 
 
 def has_parallel() -> bool:
@@ -398,18 +417,13 @@ def bench_parallel(size: wl.Size, base: Path, report: Report) -> None:
         report.parallel_note = "not built yet: `kmigrate apply --parallel` does not exist"
         return
     workload = wl.build("W1", size)
+    folder = base / "W1-parallel"
+    prepare(workload, folder)
     for n in (1, 4):
-        folder = base / f"W1-parallel-{n}"
-        prepare(workload, folder)
-        with served_sandbox(folder, PARALLEL_LATENCY_MS) as (url, trust, count):
-            add_served_env(folder, url)
-            cmd = [*KMIGRATE, "-e", "served", "apply", "--yes", "--parallel", str(n)]
-            proc = run_process(cmd, folder, env={**SERVED_LOGIN, **trust})
-        tool = f"kmigrate apply --parallel {n}"
-        if proc.returncode != 0:
-            report.parallel.append(Served(tool, None, None, None, f"failed: {proc.stderr.strip()[-500:]}"))
-        else:
-            report.parallel.append(Served(tool, count[0], proc.seconds, proc.rss_mb, count[1]))
+        cmd: list[str | Path] = [*KMIGRATE, "-e", "served", "apply", "--yes", "--parallel", str(n)]
+        report.parallel.append(
+            served_run(folder, PARALLEL_LATENCY_MS, f"kmigrate apply --parallel {n}", cmd, True)
+        )
 
 
 # ---- the tables ----------------------------------------------------------------------------
@@ -489,6 +503,9 @@ def machine() -> str:
 def render(report: Report) -> str:
     lines = [
         f"Size `{report.size}`, measured on {machine()}.",
+        ""
+        if report.repeat == 1
+        else f"In-process figures: the median of {report.repeat} runs (each in a fresh process).",
         "",
         "The machine is shared with other work running at the same time: absolute figures move from run",
         "to run; the ratios between runners of the same run are what counts.",
@@ -599,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(wl.WORKLOADS), help="e.g. W1,W3")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per in-process figure; the median is shown"
+    )
     parser.add_argument("--skip-latency", action="store_true", help="no 50 ms run, no served runs")
     parser.add_argument("--profile", action="store_true", help="profile W1 apply and W4 plan --format json")
     # The child processes.
@@ -627,13 +647,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.profile:
             profile(size, base)
             return 0
-        report = Report(size.name)
+        report = Report(size.name, ns.repeat)
         for name in names:
             print(f"{name}...", file=sys.stderr)
-            bench_workload(wl.build(name, size), size, base, report)
+            bench_workload(wl.build(name, size), size, base, report, ns.repeat)
         if "W1" in names and not ns.skip_latency:
-            bench_latency(size, base, report)
-            bench_served(size, base, report)
+            bench_latency(size, base, report, ns.repeat)
+            bench_served(size, base, report, ns.repeat)
             bench_parallel(size, base, report)
     text = render(report)
     print(text)

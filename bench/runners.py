@@ -124,29 +124,34 @@ def raw(http: httpx.Client, workload: Workload, data: Path) -> int:
     sent = 0
 
     def close_call() -> None:
-        nonlocal call, call_op
+        nonlocal call, bulk, bulk_ops
         if call:
             bulk.append(items.call(call_op, call))  # type: ignore[arg-type]
             bulk_ops.append(call_op)
-            call, call_op = [], None
+            call = []
+        if len(bulk) == CALLS_PER_BULK:
+            close_bulk()
 
     def close_bulk() -> None:
         nonlocal bulk, bulk_ops
-        close_call()
+        if call:
+            close_call()
         if bulk:
             items.note_results(bulk_ops, post_bulk(http, bulk))
             bulk, bulk_ops = [], []
 
     for op in workload.ops:
+        if call_op is not None and call_op.call_kind != op.call_kind:
+            close_call()
+        call_op = op
+        by_ref = op.kind == "status" and op.ref
         for item in items.of(op):
-            if not items.known(item):
-                close_bulk()
-            item = items.resolve(item)
-            if call_op is not None and (call_op.call_kind != op.call_kind or len(call) == RECORDS_PER_CALL):
-                close_call()
-                if len(bulk) == CALLS_PER_BULK:
+            if by_ref:
+                if not items.known(item):
                     close_bulk()
-            call_op = op
+                item = items.resolve(item)
+            if len(call) == RECORDS_PER_CALL:
+                close_call()
             call.append(item)
             sent += 1
     close_bulk()
@@ -225,7 +230,8 @@ def measure(
     """One run of ``runner`` (``kmigrate`` or a key of ``RUNNERS``) over the project ``folder``
     (made by ``Workload.write_data`` and ``write_project``): a sandbox of its own on a store in
     the folder, seeded, then timed. kmigrate's store is the environment's, so a later
-    ``kmigrate apply`` finds the journal and the records as this run left them."""
+    ``kmigrate apply`` finds the journal and the records as this run left them. Each run
+    starts from an empty store (and kmigrate from no journal)."""
     import cProfile
     import time
 
@@ -240,9 +246,12 @@ def measure(
     if runner == "kmigrate":
         project = load_project(folder)
         env = project.environment()
-        sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)  # type: ignore[arg-type]
+        definition, store = env.sandbox_file, env.sandbox_store
+        remove_db(env.journal_path)
     else:
-        sandbox = Sandbox.open(folder / "sandbox.yaml", folder / ".kmigrate" / f"sandbox-{runner}.sqlite3")
+        definition, store = folder / "sandbox.yaml", folder / ".kmigrate" / f"sandbox-{runner}.sqlite3"
+    remove_db(store)  # type: ignore[arg-type]
+    sandbox = Sandbox.open(definition, store)  # type: ignore[arg-type]
     try:
         with httpx.Client(base_url=SANDBOX_BASE_URL, transport=sandbox.transport()) as setup:
             seed(setup, workload, data)
@@ -277,3 +286,9 @@ def measure(
         "sandbox_s": timed.seconds,
         "latency_s": timed.requests * latency_ms / 1000,
     }
+
+
+def remove_db(db: Path) -> None:
+    """A SQLite file and its WAL companions."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        path.unlink(missing_ok=True)
