@@ -16,10 +16,10 @@ from typing import Any
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .client import Client
+from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project
 from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
-from .journal import Event, Journal
+from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, lost_ids
@@ -130,11 +130,7 @@ class Validation:
             for op in cs.operations:
                 body = op.body
                 if isinstance(body, _RecordsOp):
-                    total += (
-                        len(body.records)
-                        if body.records is not None
-                        else (getattr(body.source, "count", None) or 0)
-                    )
+                    total += body.record_count or 0
         return total
 
 
@@ -167,13 +163,20 @@ def schema() -> dict[str, Any]:
 
 
 def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone."""
-    if env.is_sandbox:
+    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
+    with the environment's timeout and retry settings."""
+    settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
+    if env.timeout is not None:
+        settings["timeout"] = env.timeout
+    if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
-        return Client(SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport())
-    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http)
+        return Client(
+            SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
+        )
+    assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
+    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
 def _sandbox_credentials(sandbox: Any) -> Credentials:
@@ -238,7 +241,7 @@ def apply(
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
-                active = connect(env) if own_client else client
+                active = client if client is not None else connect(env)
                 try:
                     runner = Runner(
                         active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
@@ -291,8 +294,8 @@ class ChangesetStatus:
 
 def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, Any] = {}
-    batches: dict[str, list[Any]] = {}
+    records: dict[str, ChangesetRecord] = {}
+    batches: dict[str, list[BatchRecord]] = {}
     journaled: dict[str, JournaledChangeset] = {}
     if env.journal_path.exists():  # status never creates a journal
         with Journal.open(env.journal_path) as journal:
@@ -306,6 +309,11 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
         applied = sum(1 for b in bs if b.state == "applied")
+        if cs is not None:
+            name, path = cs.name, cs.path
+        else:
+            assert rec is not None  # a version comes from the files or from the journal
+            name, path = rec.name, Path(rec.path)
         if cs is None:
             shown, note = "missing", "journaled, but its file is gone"
         elif any(b.state == "sent" for b in bs):
@@ -318,12 +326,13 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
             if failed:  # the journal keeps Kintone's refusal: show it where people look first
                 error = failed[0].error or {}
                 code = f"[{error['code']}] " if error.get("code") else ""
-                note = f"batch #{failed[0].index} failed: {code}{error.get('message', 'see `kmigrate history`')}; fix it and run `kmigrate apply`"
+                reason = error.get("message", "see `kmigrate history`")
+                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
         out.append(
             ChangesetStatus(
                 version=version,
-                name=cs.name if cs else rec.name,
-                path=cs.path if cs else Path(rec.path),
+                name=name,
+                path=path,
                 state=shown,
                 batches_applied=applied,
                 batches_total=rec.batch_count if rec else None,
@@ -390,7 +399,7 @@ def repair(project: Project, env: Environment, *, note: str | None = None) -> li
             return [c.id for c in drifted]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> Any:
+def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
     if not env.journal_path.exists():
         return None

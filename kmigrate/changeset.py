@@ -77,6 +77,13 @@ class _RecordsOp(_Strict):
             raise ValueError("give exactly one of `records:` (inline) or `records_from:` (a data file)")
         return self
 
+    @property
+    def record_count(self) -> int | None:
+        """Records written: inline, or counted while the loader streamed the data file (None: not read)."""
+        if self.records is not None:
+            return len(self.records)
+        return getattr(self.source, "count", None)
+
     def iter_records(self) -> Iterable[FieldValues]:
         if self.records is not None:
             return iter(self.records)

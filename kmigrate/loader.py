@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _field
 from pathlib import Path
@@ -38,8 +38,22 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from . import yamlio
-from .changeset import KINDS, AddOp, LoadedChangeset, Operation, RefIds, UpdateOp, UpsertOp, _RecordsOp
-from .config import Environment, Project
+from .changeset import (
+    KINDS,
+    AddOp,
+    AssigneesOp,
+    DeleteOp,
+    LoadedChangeset,
+    Operation,
+    RefIds,
+    RequestOp,
+    StatusOp,
+    StatusRecord,
+    UpdateOp,
+    UpsertOp,
+    _RecordsOp,
+)
+from .config import App, Environment, Project
 from .datafiles import DataFile, data_format, read_json, read_table
 from .errors import ChangesetError, ConfigError, KmigrateError, Location
 from .plan import JournaledChangeset, canonical_json
@@ -254,6 +268,7 @@ def _template_error(exc: BaseException, item: ChangesetFileName, source_lines: l
     frames = _template_frames(exc)
     file, line = frames[-1] if frames else (own, None)
     included_from = next((ln for f, ln in frames if f == own), None) if file != own else None
+    hint: str | None
     if isinstance(exc, UndefinedError):
         message = f"undefined variable: {exc.message}"
         hint = "define it under vars in kmigrate.toml, pass --var KEY=VALUE, or use `x | default(...)`"
@@ -494,9 +509,9 @@ class _FileLoader:
             if isinstance(raw_op, dict) and len(raw_op) == 1:
                 records_node = yamlio.node_at(self.root, ("operations", index, next(iter(raw_op)), "records"))
             if isinstance(records_node, yaml.SequenceNode):
-                rendered = tuple(n.start_mark.line + 1 for n in records_node.value)
-                rendered_rec_lines.append(rendered)
-                rec_lines.append(tuple(self.lines.source_line(n) for n in rendered))
+                record_rendered = tuple(n.start_mark.line + 1 for n in records_node.value)
+                rendered_rec_lines.append(record_rendered)
+                rec_lines.append(tuple(self.lines.source_line(n) for n in record_rendered))
             else:
                 rendered_rec_lines.append(None)
                 rec_lines.append(None)
@@ -564,10 +579,11 @@ class _FileLoader:
         app = self._resolve_app(body, path + (op.kind,), number, detail)
 
         if isinstance(body, _RecordsOp):
-            op = self._records_op(op, index, app, detail)
-        if op is None:
-            self._forget_ref(raw)
-            return None
+            with_records = self._records_op(op, body, index, app, detail)
+            if with_records is None:
+                self._forget_ref(raw)
+                return None
+            op = with_records
         self._check_refs(op, index, app, detail)
         if isinstance(body, (AddOp, UpsertOp)) and body.ref:
             self._define_ref(body, op, index, app)
@@ -647,8 +663,9 @@ class _FileLoader:
 
     # -- records ----
 
-    def _records_op(self, op: Operation, index: int, app: Any, detail: str) -> Operation | None:
-        body = op.body
+    def _records_op(
+        self, op: Operation, body: _RecordsOp, index: int, app: App | None, detail: str
+    ) -> Operation | None:
         number = index + 1
         base = ("operations", index, op.kind)
         if body.records is not None:
@@ -709,7 +726,7 @@ class _FileLoader:
             source.count = source.raw.count()
             return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
         count = 0
-        reported: set[str] = set()  # an unknown column is reported once, not on every row
+        reported_columns: set[str] = set()  # an unknown column is reported once, not on every row
         try:
             for line, record in source.raw:
                 count += 1
@@ -723,7 +740,7 @@ class _FileLoader:
                 )
                 for problem in _record_problems(op.kind, body, record):
                     self.errors.append(ChangesetError(problem, location=where))
-                for _code_path, problem in self._unknown_fields(app, record, reported):
+                for _code_path, problem in self._unknown_fields(app, record, reported_columns):
                     self.errors.append(ChangesetError(problem, location=where, hint=_UNKNOWN_FIELD_HINT))
                 rid = record.get("id")
                 if isinstance(rid, dict) and "ref" in rid and not _id_problems(rid):
@@ -863,7 +880,7 @@ _UNKNOWN_FIELD_HINT = "fix the field code, or add the field to the app in the sa
 
 
 def _unknown_field_message(
-    code: str, known: Mapping[str, Any], app_id: int, env: Environment, table: str | None = None
+    code: str, known: Collection[str], app_id: int, env: Environment, table: str | None = None
 ) -> str:
     where = f"subtable `{table}`" if table else f"app {app_id}"
     close = difflib.get_close_matches(code, list(known), n=1)
@@ -1024,28 +1041,28 @@ def _has_bool(value: Any) -> bool:
 def _refs_of(op: Operation) -> Iterator[tuple[RefIds, tuple[Any, ...]]]:
     """Every ``{ref: ...}`` an operation consumes, with its path inside the operation body."""
     body = op.body
-    kind = op.kind
-    if kind == "delete":
+    if isinstance(body, DeleteOp):
         yield from _refs_in_ids(body.ids, ("ids",))
-    elif kind == "status":
+    elif isinstance(body, StatusOp):
         if isinstance(body.records, RefIds):
             yield body.records, ("records",)
         else:
             for i, rec in enumerate(body.records):
                 if isinstance(rec, RefIds):
                     yield rec, ("records", i)
-                elif hasattr(rec, "id") and isinstance(rec.id, RefIds):
+                elif isinstance(rec, StatusRecord) and isinstance(rec.id, RefIds):
                     yield rec.id, ("records", i, "id")
-    elif kind == "assignees":
+    elif isinstance(body, AssigneesOp):
         if isinstance(body.id, RefIds):
             yield body.id, ("id",)
-    elif kind == "update":
+    elif isinstance(body, UpdateOp):
         if body.records is not None:
-            for i, rec in enumerate(body.records):
-                if isinstance(rec.get("id"), RefIds):
-                    yield rec["id"], ("records", i, "id")
+            for i, fields in enumerate(body.records):
+                rid = fields.get("id")
+                if isinstance(rid, RefIds):
+                    yield rid, ("records", i, "id")
         # refs in a data file's records are checked while the file is streamed
-    elif kind == "request":
+    elif isinstance(body, RequestOp):
         yield from _refs_in_payload(body.payload, ("payload",))
 
 
@@ -1092,7 +1109,7 @@ _EXPECTED = {
 }
 
 
-def _simplify(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _simplify(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Pydantic's errors made readable: no union-branch names in the paths; where a union failed
     in several branches, the deepest explanation, or one "expected A or B" for type mismatches."""
     out = []

@@ -158,7 +158,8 @@ class _RefRegistry:
             raise ChangesetError(
                 f"ref {name!r} is not created by any earlier operation",
                 location=loc,
-                hint="a ref must be named by an add or upsert (`ref: NAME`) before it is used, in this or an earlier changeset",
+                hint="a ref must be named by an add or upsert (`ref: NAME`) before it is used, "
+                "in this or an earlier changeset",
             )
         return self.count[name]
 
@@ -441,11 +442,9 @@ def _applied_changeset(
     """
     for index, operation in enumerate(cs.operations):
         body = operation.body
-        name = getattr(body, "ref", None)
-        if name:
-            refs.define(name, f"{cs.id} operation {index + 1}", cs.location(index))
-            source = getattr(body, "source", None)
-            refs.count[name] = len(body.records) if body.records is not None else source.count
+        if isinstance(body, (AddOp, UpsertOp)) and body.ref:
+            refs.define(body.ref, f"{cs.id} operation {index + 1}", cs.location(index))
+            refs.count[body.ref] = body.record_count or 0  # a loaded data file is counted
             refs.open = None  # defined and complete: later operations may use it
     final_refs = refs.snapshot()
 
@@ -685,7 +684,7 @@ class _OpCompiler:
             )
 
     # -- the kinds
-    def run(self) -> Iterator[_Bulk]:
+    def run(self) -> Generator[_Bulk, None, OperationSummary]:
         """Feeds the packer, yielding the bulks that fill up; returns the operation's summary."""
         count, description = yield from getattr(self, f"_{self.kind}")()
         body = self.body
@@ -776,7 +775,8 @@ class _OpCompiler:
             else:
                 if "id" in fields:
                     raise self.error(
-                        f"a record has both `id` and the key field `{field}`; the operation's `key:` selects by {field}",
+                        f"a record has both `id` and the key field `{field}`; "
+                        f"the operation's `key:` selects by {field}",
                         n,
                         **w,
                     )
@@ -843,12 +843,10 @@ class _OpCompiler:
             return _CallBuilder(key, "PUT", api, app, "status")
 
         def entries() -> Iterator[tuple[Any, tuple[Any, ...], str | None, str | None, int | None]]:
-            if (
-                isinstance(body.records, list)
-                and body.records
-                and all(isinstance(r, StatusRecord) for r in body.records)
-            ):
-                for n, r in enumerate(body.records):
+            written = body.records if isinstance(body.records, list) else []
+            per_record = [r for r in written if isinstance(r, StatusRecord)]
+            if per_record and len(per_record) == len(written):
+                for n, r in enumerate(per_record):
                     value, uses = self.one_id(r.id, n)
                     yield value, uses, r.action or body.action, r.assignee or body.assignee, r.revision
             else:
@@ -858,7 +856,7 @@ class _OpCompiler:
         packer, op = self.packer, self.index
         item, done = packer.item, packer.done
         n = -1
-        actions: list[str] = []
+        actions: list[str | None] = []
         for n, (value, uses, action, assignee, revision) in enumerate(entries()):
             out: dict[str, Any] = {"id": value, "action": action}
             if assignee is not None:

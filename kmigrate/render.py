@@ -211,7 +211,8 @@ def _md(text: Any) -> str:
 def iter_markdown(plan: Plan) -> Iterator[str]:
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
-    yield f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}.\n\n"
+    totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
+    yield f"{totals}, {_plural(n_records, 'record')}.\n\n"
     if not plan.changesets:
         return
     yield "| Changeset | State | Operations | Records | Bulk requests | Destructive |\n"
@@ -240,7 +241,14 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
             )
         yield "\n| Bulk | State | Calls | Records | Requests |\n| ---: | --- | ---: | ---: | --- |\n"
         for batch in cs.batches:
-            yield f"| {batch.index} | {batch.state} | {len(batch.calls)} | {batch.record_count:,} | {_md(_call_summary(batch))} |\n"
+            cells = (
+                batch.index,
+                batch.state,
+                len(batch.calls),
+                f"{batch.record_count:,}",
+                _md(_call_summary(batch)),
+            )
+            yield "| " + " | ".join(str(c) for c in cells) + " |\n"
         yield "\n</details>\n"
 
 

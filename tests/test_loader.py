@@ -166,8 +166,12 @@ operations:
 
 def test_one_template_cannot_change_the_variables_of_the_next(tmp_path):
     files = {
-        "changesets/V1__a.yaml": "{% set _ = vars.products.append({'sku': 'Z'}) %}operations:\n  - delete: {app: orders, ids: [1]}\n",
-        "changesets/V2__b.yaml": "description: '{{ vars.products | length }}'\noperations:\n  - delete: {app: orders, ids: [1]}\n",
+        "changesets/V1__a.yaml": (
+            "{% set _ = vars.products.append({'sku': 'Z'}) %}operations:\n  - delete: {app: orders, ids: [1]}\n"
+        ),
+        "changesets/V2__b.yaml": (
+            "description: '{{ vars.products | length }}'\noperations:\n  - delete: {app: orders, ids: [1]}\n"
+        ),
     }
     loaded = load(tmp_path, files)
     assert loaded[1].description == "2"
@@ -348,7 +352,10 @@ def test_a_big_data_file_is_streamed_not_held(tmp_path):
 
 
 def test_source_checksum_ignores_line_endings_and_rendered_checksum_sees_data_and_vars(tmp_path):
-    text = "# {{ vars.region }}\noperations:\n  - add: {app: orders, records_from: data/o.csv}\n  - add: {app: orders, records: [{r: '{{ vars.region }}'}]}\n"
+    text = (
+        "# {{ vars.region }}\noperations:\n  - add: {app: orders, records_from: data/o.csv}\n"
+        "  - add: {app: orders, records: [{r: '{{ vars.region }}'}]}\n"
+    )
     files = {"changesets/data/o.csv": "a\n1\n", "changesets/V1__a.yaml": text}
     [first] = load(tmp_path, files)
     [crlf] = load(tmp_path, {"changesets/V1__a.yaml": text.replace("\n", "\r\n").encode()})

@@ -116,6 +116,10 @@ class ProcessDef:
     def state(self, name: str) -> StateDef | None:
         return next((s for s in self.states if s.name == name), None)
 
+    def target(self, action: ActionDef) -> StateDef:
+        """The state an action leads to (parsing made sure it exists)."""
+        return next(s for s in self.states if s.name == action.to)
+
     @property
     def initial(self) -> StateDef:
         return min(self.states, key=lambda s: s.index)
@@ -136,7 +140,12 @@ class AppDef:
 
     @property
     def process_enabled(self) -> bool:
-        return self.process is not None and self.process.enable
+        return self.enabled_process is not None
+
+    @property
+    def enabled_process(self) -> ProcessDef | None:
+        """The process when management is on, else None."""
+        return self.process if self.process is not None and self.process.enable else None
 
     def system_code(self, system_type: str) -> str:
         return self.system[system_type].code
