@@ -25,8 +25,12 @@ def init(cli: CliContext, name: str, space: int | None, guest_space: int | None)
     line of stdout (`APP=$(kmigrate -e prod journal init | tail -n 1)`)."""
     env = cli.environment()
     app = api.journal_init(env, name=name, space=space, guest_space_id=guest_space)
-    setting = f'journal_app = {{ "{guest_space}" = {app} }}' if guest_space is not None else f"journal_app = {app}"
-    click.echo(f"Created the journal app {app}. Add to [env.{env.name}] in kmigrate.toml:\n  {setting}", err=True)
+    setting = (
+        f'journal_app = {{ "{guest_space}" = {app} }}' if guest_space is not None else f"journal_app = {app}"
+    )
+    click.echo(
+        f"Created the journal app {app}. Add to [env.{env.name}] in kmigrate.toml:\n  {setting}", err=True
+    )
     if env.project is None:
         click.echo('and, at the top of kmigrate.toml, name the project: project = "NAME"', err=True)
     click.echo(str(app))

@@ -41,13 +41,20 @@ def create_journal_app(
     app = int(created["app"])
     properties = {code: {"code": code, **spec} for code, spec in FIELDS.items()}
     client.request(
-        "POST", "preview/app/form/fields", body={"app": app, "properties": properties}, guest_space_id=guest_space_id
+        "POST",
+        "preview/app/form/fields",
+        body={"app": app, "properties": properties},
+        guest_space_id=guest_space_id,
     )
     client.request("POST", "preview/app/deploy", body={"apps": [{"app": app}]}, guest_space_id=guest_space_id)
     deadline = monotonic() + wait
     while True:
-        answer = client.request("GET", "preview/app/deploy", params={"apps": [app]}, guest_space_id=guest_space_id)
-        status = next((str(a.get("status")) for a in answer.get("apps", []) if int(a.get("app", 0)) == app), "")
+        answer = client.request(
+            "GET", "preview/app/deploy", params={"apps": [app]}, guest_space_id=guest_space_id
+        )
+        status = next(
+            (str(a.get("status")) for a in answer.get("apps", []) if int(a.get("app", 0)) == app), ""
+        )
         if status == "SUCCESS":
             return app
         if status in ("FAIL", "CANCEL"):
