@@ -559,6 +559,10 @@ def journal_init(
         return create_journal_app(active, name=name, space=space, guest_space_id=guest_space_id)
 
 
+def _same_version(a: str, b: str) -> bool:
+    return [(k[0], k[1]) for k in version_key(a)] == [(k[0], k[1]) for k in version_key(b)]
+
+
 def baseline(
     project: Project, env: Environment, version: str, *, client: Client | None = None, note: str | None = None
 ) -> list[str]:
@@ -582,13 +586,14 @@ def baseline(
                     pull(journal, session.app, run_id=run_id)
                 state = journal.state()
                 plan = _build_plan(load_changesets(project, env, state), env, state)
-                versions = [cs.version for cs in plan.changesets]
-                if version not in versions:
+                # "9" names V0009: versions compare as numbers, as they are ordered.
+                same = [i for i, cs in enumerate(plan.changesets) if _same_version(cs.version, version)]
+                if not same:
                     raise InputError(
                         f"no changeset V{version} in {project.changesets_dir}",
                         hint="`kmigrate status` lists the changesets; baseline takes one of their versions",
                     )
-                upto = plan.changesets[: versions.index(version) + 1]
+                upto = plan.changesets[: same[0] + 1]
                 done = []
                 for cs in upto:
                     if cs.state == "applied":

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..journal import UNKNOWN_ID, Journal
-from ..plan import APPLIED, SENT, Plan
+from ..plan import APPLIED, SENT, Plan, canonical_json
 from .app import JournalApp
 from .records import Marker, Markers
 
@@ -93,9 +93,10 @@ def pull(
 def publish(journal: Journal, app: JournalApp, markers: Markers, plan: Plan, run: str) -> int:
     """Add a marker for every batch the local journal holds as applied that has none in the
     journal app (read again here, under the lease); the number added."""
-    present = {(m.version, m.index) for m in app.read_markers()}
     applied = {(b.changeset, b.index) for b in journal.batches() if b.state == APPLIED}
-    missing = applied - present
+    if not applied:
+        return 0  # a fresh journal: nothing to read
+    missing = applied - {(m.version, m.index) for m in app.read_markers()}
     if not missing:
         return 0
     records = []
@@ -107,12 +108,6 @@ def publish(journal: Journal, app: JournalApp, markers: Markers, plan: Plan, run
                 record = markers.record(cs, batch, run)
                 ids = journal.batch_refs(cs.version, batch.index)
                 if ids and not any(UNKNOWN_ID in v for v in ids.values()):
-                    record["ids"] = {"value": _ids_text(ids)}
+                    record["ids"] = {"value": canonical_json(ids)}
                 records.append((batch.guest_space_id, record))
     return app.publish(records)
-
-
-def _ids_text(ids: Mapping[str, list[int]]) -> str:
-    from ..plan import canonical_json
-
-    return canonical_json(ids)
