@@ -387,11 +387,9 @@ def _open_remote(
     """Take the journal app's lease for this run (an expired one taken over is logged)."""
     token = remote.run_token(journal.actor, run_id)
 
-    def taken_over(expired: Any) -> None:
+    def taken_over(lease: Any, reason: str) -> None:
         journal.log_event(
-            "unlocked",
-            run_id=run_id,
-            detail={"lease": dataclasses.asdict(expired), "reason": "the journal app's lease had expired"},
+            "unlocked", run_id=run_id, detail={"lease": dataclasses.asdict(lease), "reason": reason}
         )
 
     lease = remote.open_lease(

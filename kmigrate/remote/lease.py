@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..errors import KintoneError, LockedError
+from ..journal import pid_alive
 from .app import JournalApp
 from .records import LeaseRecord, lease_fields
 
@@ -51,7 +52,9 @@ class Lease:
     clock: Callable[[], datetime] = _utc_now
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
-    on_takeover: Callable[[LeaseRecord], None] = lambda expired: None
+    on_takeover: Callable[[LeaseRecord, str], None] = lambda lease, reason: None
+    pid: int | None = None  # this process, so a later run on this host can tell it died
+    alive: Callable[[int], bool] = pid_alive
     record_id: int | None = field(default=None, init=False)
     revision: int | None = field(default=None, init=False)
     taken_at: datetime | None = field(default=None, init=False)
@@ -62,11 +65,23 @@ class Lease:
 
     def _fields(self, now: datetime, *, free: bool = False) -> dict[str, object]:
         expires = now if free else now + timedelta(seconds=self.seconds)
-        return lease_fields(self.app.project, self.holder, self.host, "" if free else self.run, _iso(expires))
+        run, pid = ("", None) if free else (self.run, self.pid)
+        return lease_fields(self.app.project, self.holder, self.host, run, _iso(expires), pid)
 
     def expired(self, lease: LeaseRecord, now: datetime) -> bool:
         expires = _parse(lease.expires)
         return expires is None or expires <= now
+
+    def _stale(self, lease: LeaseRecord, now: datetime) -> str:
+        """Why a held lease may be taken over ("" if it may not): it expired, or its holder ran
+        on this host and its process is gone (as with the local journal's lock)."""
+        if not lease.run:
+            return ""
+        if self.expired(lease, now):
+            return "the journal app's lease had expired"
+        if lease.host == self.host and lease.pid is not None and not self.alive(lease.pid):
+            return "the journal app's lease holder ran on this host and its process is gone"
+        return ""
 
     def acquire(self, wait: float = 0.0, poll: float = 1.0) -> None:
         """Take the lease, waiting up to ``wait`` seconds while a live run holds it; else a
@@ -87,14 +102,14 @@ class Lease:
             if current.run == self.run:  # ours: an earlier write's answer was lost
                 self._took(current.record_id, current.revision, now)
                 return
-            expired = bool(current.run) and self.expired(current, now)
-            if not current.run or expired:
+            reason = self._stale(current, now)
+            if not current.run or reason:
                 swapped = self.app.swap_lease(current.record_id, current.revision, self._fields(now))
                 if swapped is None:
                     continue  # another runner swapped first: read who
                 self._took(current.record_id, swapped, now)
-                if expired:
-                    self.on_takeover(current)
+                if reason:
+                    self.on_takeover(current, reason)
                 return
             remaining = deadline - self.monotonic()
             if remaining <= 0:

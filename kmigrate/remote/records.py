@@ -49,6 +49,7 @@ FIELDS: dict[str, dict[str, Any]] = {
     "ids": {"type": "MULTI_LINE_TEXT", "label": "Ids created per ref"},
     "holder": {"type": "SINGLE_LINE_TEXT", "label": "Lease holder"},
     "host": {"type": "SINGLE_LINE_TEXT", "label": "Lease host"},
+    "pid": {"type": "SINGLE_LINE_TEXT", "label": "Lease process id"},
     "expires": {"type": "SINGLE_LINE_TEXT", "label": "Lease expires (UTC)"},
 }
 
@@ -209,6 +210,7 @@ class LeaseRecord:
     expires: str  # UTC ISO 8601; empty when never taken
     record_id: int
     revision: int
+    pid: int | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> LeaseRecord:
@@ -219,14 +221,18 @@ class LeaseRecord:
             expires=_text(record, "expires"),
             record_id=int(_text(record, "$id") or 0),
             revision=int(_text(record, "$revision") or 0),
+            pid=int(_text(record, "pid")) if _text(record, "pid").isdigit() else None,
         )
 
     def __str__(self) -> str:
         return f"{self.holder}@{self.host} (run {self.run}) until {self.expires}"
 
 
-def lease_fields(project: str, holder: str, host: str, run: str, expires: str) -> dict[str, Any]:
+def lease_fields(
+    project: str, holder: str, host: str, run: str, expires: str, pid: int | None = None
+) -> dict[str, Any]:
     return {
+        "pid": _value("" if pid is None else str(pid)),
         "key": _value(lease_key(project)),
         "kind": _value(KIND_LEASE),
         "project": _value(project),

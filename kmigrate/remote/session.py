@@ -151,10 +151,9 @@ def open_lease(
     *,
     wait: float,
     seconds: float = LEASE_SECONDS,
-    on_takeover: Callable[[LeaseRecord], None] = lambda expired: None,
+    on_takeover: Callable[[LeaseRecord, str], None] = lambda lease, reason: None,
 ) -> Lease:
-    lease = Lease(
-        JournalApp(client, markers), run, actor.user, actor.host, seconds=seconds, on_takeover=on_takeover
-    )
+    app = JournalApp(client, markers)
+    lease = Lease(app, run, actor.user, actor.host, seconds=seconds, on_takeover=on_takeover, pid=actor.pid)
     lease.acquire(wait=wait)
     return lease

@@ -91,7 +91,7 @@ def test_an_expired_lease_is_taken_over_and_reported_and_its_holder_stops_at_ren
     dead.acquire()
     taken: list[LeaseRecord] = []
     clock.now = T0 + timedelta(seconds=61)
-    heir = lease(journal_app, "r2", clock, on_takeover=taken.append)
+    heir = lease(journal_app, "r2", clock, on_takeover=lambda lease, reason: taken.append(lease))
     heir.acquire()
     assert [t.run for t in taken] == ["r1"]
     with pytest.raises(LockedError, match="taken over by alice@ci-r2"):
@@ -111,3 +111,29 @@ def test_renewal_pushes_the_expiry_on_after_half_the_lease(journal_app: JournalA
     assert mine.revision == revision + 1
     current = journal_app.read_lease()
     assert current is not None and current.expires == "2026-01-01T09:01:31.000Z"
+
+
+def test_a_lease_whose_holder_died_on_this_host_is_taken_over_at_once(journal_app: JournalApp) -> None:
+    clock = Clock()
+    dead = Lease(journal_app, "r1", "alice", "ci-1", seconds=60, clock=clock, pid=4242)
+    dead.acquire()
+    reasons: list[str] = []
+    alive = {4242: False}
+    # Same host, its process gone: no need to wait for the expiry.
+    heir = Lease(
+        journal_app,
+        "r2",
+        "alice",
+        "ci-1",
+        seconds=60,
+        clock=clock,
+        pid=7,
+        alive=lambda pid: alive[pid],
+        on_takeover=lambda lease, reason: reasons.append(reason),
+    )
+    heir.acquire()
+    assert reasons == ["the journal app's lease holder ran on this host and its process is gone"]
+    # Another host's live-looking holder is never judged by its pid.
+    other = Lease(journal_app, "r3", "bob", "ci-2", seconds=60, clock=clock, pid=9, alive=lambda pid: False)
+    with pytest.raises(LockedError):
+        other.acquire()
