@@ -39,6 +39,7 @@ from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .remote import session as remote
+from .remote.lease import LEASE_SECONDS
 from .remote.app import JournalApp
 from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
@@ -299,7 +300,7 @@ def apply(
     on_event: Callable[[RunEvent], None] = lambda event: None,
     client: Client | None = None,
     lock_wait: float = 0.0,
-    lease_seconds: float = remote.LEASE_SECONDS,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> ApplyResult:
     """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
     sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
@@ -579,7 +580,7 @@ def baseline(
                 session = None
                 if markers is not None:
                     active = stack.enter_context(_connected(env, client))
-                    session = _open_remote(journal, active, markers, run_id, 0.0, remote.LEASE_SECONDS)
+                    session = _open_remote(journal, active, markers, run_id, 0.0, LEASE_SECONDS)
                     stack.callback(session.release)
                     pull(journal, session.app, run_id=run_id)
                 state = journal.state()

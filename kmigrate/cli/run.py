@@ -170,7 +170,7 @@ def apply(
             confirm=confirm,
             on_event=lambda e: progress[0](e),
             lock_wait=lock_wait,
-            **({"lease_seconds": lease_seconds} if lease_seconds is not None else {}),
+            lease_seconds=lease_seconds if lease_seconds is not None else api.LEASE_SECONDS,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:
