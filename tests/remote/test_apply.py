@@ -113,7 +113,9 @@ def test_every_bulk_starts_with_its_marker_and_the_plan_shows_it(
     assert [len(b["requests"]) for b in shown] == [20, 20]
     assert shown[0]["requests"][0]["payload"]["record"]["key"]["value"] == "items:0001:0"
     assert shown[0]["requests"][0]["payload"]["record"]["run"]["value"] == "{run}"
-    assert "POST record.json (journal marker)" in render_text(plan)
+    assert "20 calls, 1,900 records: POST record.json (journal marker), POST records.json x19" in render_text(
+        plan
+    )
     apply(project, env, recorder)
     bulks = [body["requests"] for _, path, body in recorder.sent if path.endswith("bulkRequest.json")]
     assert len(bulks) == 2
