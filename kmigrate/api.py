@@ -387,6 +387,7 @@ def _open_remote(
 ) -> remote.RemoteRun:
     """Take the journal app's lease for this run (an expired one taken over is logged)."""
     token = remote.run_token(journal.actor, run_id)
+    JournalApp(client, markers).check_fields()  # before its first write: the lease
 
     def taken_over(lease: Any, reason: str) -> None:
         journal.log_event(

@@ -13,10 +13,10 @@ from typing import Any
 
 from ..client import Client
 from ..config import App
-from ..errors import KintoneError
+from ..errors import ConfigError, KintoneError
 from ..kintone import MAX_RECORDS_PER_CALL
 from ..plan import canonical_json
-from .records import KIND_BATCH, LeaseRecord, Marker, Markers, lease_key, marker_key, query_text
+from .records import FIELDS, KIND_BATCH, LeaseRecord, Marker, Markers, lease_key, marker_key, query_text
 
 # Kintone's answer to a write whose `revision` is not the record's latest (kintone-api.md §2.5).
 REVISION_CONFLICT = "GAIA_CO02"
@@ -35,6 +35,31 @@ class JournalApp:
         if None in apps:
             return apps[None]
         return apps[min(k for k in apps if k is not None)]
+
+    # ---- the app itself ------------------------------------------------------------------
+
+    def check_fields(self) -> None:
+        """Refuse (``ConfigError``, before any write) a journal app without the fields the
+        protocol needs: Kintone drops values of unknown field codes silently, and a ``key``
+        that is not unique would let a batch apply twice."""
+        for app in self._apps():
+            found = self.client.app_form_fields(app.id, app.guest_space_id)
+            problems = [
+                f"{code} is missing"
+                if code not in found
+                else f"{code} is a {found[code].get('type')}, not {spec['type']}"
+                for code, spec in FIELDS.items()
+                if code not in found or found[code].get("type") != spec["type"]
+            ]
+            if "key" in found and not found["key"].get("unique"):
+                problems.append(
+                    'key does not "prohibit duplicate values" (unique): a batch could apply twice'
+                )
+            if problems:
+                raise ConfigError(
+                    f"app {app.id} is not a kmigrate journal app: " + "; ".join(problems),
+                    hint="name the app `kmigrate journal init` created, or give it the fields in docs/journal.md",
+                )
 
     # ---- markers -------------------------------------------------------------------------
 

@@ -80,8 +80,16 @@ class RemoteRun:
                 if exc.bulk_index != 0:
                     raise _without_marker(exc) from exc
                 found = self._marker(cs, batch)
-                if found is None:
-                    raise  # the journal app itself refused the marker (fields, rights)
+                if found is None:  # the journal app itself refused the marker (fields, rights)
+                    raise KintoneError(
+                        f"the journal app refused this batch's marker (request 0): {exc.message}",
+                        code=exc.code,
+                        status=exc.status,
+                        errors=exc.errors,
+                        error_id=exc.error_id,
+                        hint="check the journal app's fields (docs/journal.md) and that the credentials "
+                        "may add and edit its records",
+                    ) from exc
                 return Outcome(marker=found)
             except TransportError as exc:
                 if not exc.sent_maybe:

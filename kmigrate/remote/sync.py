@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..changeset_files import version_key
+from ..errors import ConfigError
 from ..journal import UNKNOWN_ID, Journal
-from ..plan import APPLIED, SENT, Plan, canonical_json
+from ..plan import APPLIED, SENT, ChangesetPlan, Plan, canonical_json
 from .app import JournalApp
-from .records import Marker, Markers
+from .records import KIND_BATCH, Marker, Markers, marker_key
 
 
 @dataclass
@@ -51,7 +53,7 @@ def pull(
     report = SyncReport()
     markers = {(m.version, m.index): m for m in app.read_markers()}
     local = {(b.changeset, b.index): b for b in journal.batches()}
-    for key, marker in sorted(markers.items()):
+    for key, marker in sorted(markers.items(), key=lambda item: _order(item[0])):
         batch = local.get(key)
         if batch is not None and batch.state == APPLIED:
             if marker.ids is None and marker.refs:
@@ -81,7 +83,7 @@ def pull(
             report.imported.append(key)
         if marker.ids is None and marker.refs:
             report.lost_ids.append(key)
-    for key, batch in sorted(local.items()):
+    for key, batch in sorted(local.items(), key=lambda item: _order(item[0])):
         if batch.state == SENT and key not in markers:
             # No marker: the bulk did not apply (all-or-nothing). Sending it again is safe
             # even if it is still on its way: the marker's unique key refuses the later one.
@@ -92,22 +94,66 @@ def pull(
 
 def publish(journal: Journal, app: JournalApp, markers: Markers, plan: Plan, run: str) -> int:
     """Add a marker for every batch the local journal holds as applied that has none in the
-    journal app (read again here, under the lease); the number added."""
-    applied = {(b.changeset, b.index) for b in journal.batches() if b.state == APPLIED}
-    if not applied:
+    journal app (read again here, under the lease); the number added.
+
+    The markers say what the local journal says: its batch count, hashes, checksums and ids,
+    not the plan's (batches applied before the environment had a journal app were cut for 20
+    calls, the plan now cuts them for 19). The plan only tells each batch's guest space."""
+    local = {(b.changeset, b.index): b for b in journal.batches() if b.state == APPLIED}
+    if not local:
         return 0  # a fresh journal: nothing to read
-    missing = applied - {(m.version, m.index) for m in app.read_markers()}
+    missing = sorted(set(local) - {(m.version, m.index) for m in app.read_markers()}, key=_order)
     if not missing:
         return 0
+    planned = {cs.version: cs for cs in plan.changesets}
+    changesets = {c.version: c for c in journal.changesets()}
     records = []
-    for cs in plan.changesets:
-        if not any(v == cs.version for v, _ in missing):
-            continue
-        for batch in cs.batches:
-            if (cs.version, batch.index) in missing:
-                record = markers.record(cs, batch, run)
-                ids = journal.batch_refs(cs.version, batch.index)
-                if ids and not any(UNKNOWN_ID in v for v in ids.values()):
-                    record["ids"] = {"value": canonical_json(ids)}
-                records.append((batch.guest_space_id, record))
+    for version, index in missing:
+        cs, row, batch = planned.get(version), changesets[version], local[(version, index)]
+        ids = journal.batch_refs(version, index)
+        fields = {
+            "key": marker_key(markers.project, version, index),
+            "kind": KIND_BATCH,
+            "project": markers.project,
+            "version": version,
+            "name": row.name,
+            "batch": str(index),
+            "batches": str(row.batch_count),
+            "hash": batch.hash,
+            "source_checksum": row.source_checksum,
+            "rendered_checksum": row.rendered_checksum,
+            "run": run,
+            "refs": canonical_json({k: len(v) for k, v in ids.items()}),
+            "ids": "" if any(UNKNOWN_ID in v for v in ids.values()) else canonical_json(ids),
+        }
+        space = (
+            next(iter(markers.apps)) if len(markers.apps) == 1 else _space_of(cs, version, index, batch.hash)
+        )
+        records.append((space, {k: {"value": v} for k, v in fields.items()}))
     return app.publish(records)
+
+
+def _space_of(cs: ChangesetPlan | None, version: str, index: int, batch_hash: str) -> int | None:
+    """The guest space a journaled batch went to, where the environment has journal apps in
+    several: the changeset's one space, else the planned batch's when it is the same batch; a
+    ``ConfigError`` when that cannot be told."""
+    if cs is None:
+        raise ConfigError(
+            f"V{version} batch {index}: applied, but its file is gone: its marker's space cannot be told",
+            hint="restore the changeset's file, then run again",
+        )
+    spaces = {op.guest_space_id for op in cs.operations}
+    if len(spaces) == 1:  # (an applied changeset's plan may know no operations: then its batches)
+        return spaces.pop()
+    for batch in cs.batches:
+        if batch.index == index and batch.hash == batch_hash:
+            return batch.guest_space_id
+    raise ConfigError(
+        f"{cs.id} batch {index} was applied before this environment had a journal app, and the changeset "
+        "spans several guest spaces: which space's journal app gets its marker cannot be told",
+        hint="run `kmigrate journal baseline` for it from a fresh folder, or ask on the issue tracker",
+    )
+
+
+def _order(key: tuple[str, int]) -> tuple[object, int]:
+    return version_key(key[0]), key[1]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kmigrate import api
 from kmigrate.client import Client, RetryPolicy
 from kmigrate.config import Credentials, load_project
-from kmigrate.errors import JournalError
+from kmigrate.errors import ConfigError, JournalError, KintoneError
 from kmigrate.journal import UNKNOWN_ID, Journal
 from kmigrate.render import render_json, render_text
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
@@ -252,3 +253,71 @@ def test_an_environment_without_a_journal_app_says_once_that_a_fresh_machine_wou
     env = project.environment()
     result = apply(project, env, Recorder(sandbox), confirm=lambda plan: False)
     assert len(result.warnings) == 1 and "a fresh machine" in result.warnings[0]
+
+
+def test_an_environment_that_gains_a_journal_app_publishes_what_it_applied_as_it_was_cut(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    # 3,900 adds are 39 calls: 2 bulks of 20 calls without a journal app, 3 of 19 with one.
+    project, env = runner(tmp_path, "a", store, records=3900, changesets=1, journal_app=False)
+    (project.changesets_dir / "V0001__items.yaml").write_text(
+        "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    apply(project, env, Recorder(sandbox))
+    assert len(sandbox.records(1)) == 3900
+    toml = project.config_file.read_text() + f"journal_app = {JOURNAL_APP}\n"
+    project.config_file.write_text(toml)
+    project = load_project(project.root)
+    env = project.environment()
+    recorder = Recorder(sandbox)
+    assert apply(project, env, recorder).nothing_to_do
+    assert recorder.data_writes() == []
+    markers = sorted(
+        (r["key"]["value"], r["batches"]["value"])
+        for r in sandbox.records(JOURNAL_APP)
+        if r["kind"]["value"] == "batch"
+    )
+    assert markers == [("items:0001:0", "2"), ("items:0001:1", "2")]  # as applied, not as planned now
+    fresh_project, fresh_env = runner(tmp_path, "fresh", store, records=3900, changesets=1)
+    (fresh_project.changesets_dir / "V0001__items.yaml").write_text(
+        "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    recorder = Recorder(sandbox)
+    assert apply(fresh_project, fresh_env, recorder).nothing_to_do
+    assert recorder.data_writes() == [] and len(sandbox.records(1)) == 3900
+
+
+def test_a_journal_app_without_a_unique_key_is_refused_before_anything_is_written(
+    tmp_path: Path, store: Path
+) -> None:
+    root = write_project(tmp_path / "definition", store=store)
+    definition = (root / "sandbox.yaml").read_text()
+    assert definition.count("unique: true") == 2  # the items' code, the journal's key
+    (root / "sandbox.yaml").write_text(
+        definition.replace("unique: true", "unique: false").replace("    refs:\n", "    refz:\n")
+    )
+    with Sandbox.open(root / "sandbox.yaml", store) as box:
+        project, env = runner(tmp_path, "a", store)
+        recorder = Recorder(box)
+        with pytest.raises(
+            ConfigError, match="not a kmigrate journal app: refs is missing; key does not"
+        ) as err:
+            apply(project, env, recorder)
+        assert err.value.exit_code == 2 and recorder.writes() == []
+
+
+def test_a_journal_app_that_refuses_the_marker_stops_the_run_with_nothing_applied(
+    tmp_path: Path, store: Path
+) -> None:
+    root = write_project(tmp_path / "definition", store=store)
+    definition = yaml.safe_load((root / "sandbox.yaml").read_text())
+    definition["apps"][1]["fields"]["name"]["maxLength"] = 2  # markers carry the changeset's name
+    (root / "sandbox.yaml").write_text(yaml.safe_dump(definition))
+    with Sandbox.open(root / "sandbox.yaml", store) as box:
+        project, env = runner(tmp_path, "a", store)
+        with pytest.raises(KintoneError, match="journal app refused this batch's marker") as err:
+            apply(project, env, Recorder(box))
+        assert err.value.bulk_index is None and "docs/journal.md" in (err.value.hint or "")
+        assert box.records(1) == []
+        with Journal.open(env.journal_path) as journal:
+            assert journal.state()["0001"].batch_states == {0: "failed", 1: "pending"}
