@@ -39,8 +39,8 @@ from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .remote import session as remote
-from .remote.lease import LEASE_SECONDS
 from .remote.app import JournalApp
+from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
