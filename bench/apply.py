@@ -84,13 +84,13 @@ def measure(n: int) -> None:
         with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
             client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
             began = time.perf_counter()
-            first = api.apply(project, env, client=client)
+            first = api.apply(api.Context(project, env), client=client)
             apply_s = time.perf_counter() - began
             requests = sandbox.request_count
             assert first.summary.applied_records == n, first.summary
 
             began = time.perf_counter()
-            again = api.apply(load_project(root), env, client=client)
+            again = api.apply(api.Context(load_project(root), env), client=client)
             noop_s = time.perf_counter() - began
             assert sandbox.request_count == requests and again.summary.applied_batches == 0
         base_s, base_requests = baseline(n)
