@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .definition import AppDef, ProcessDef
+from .definition import AppDef, FieldDef, ProcessDef
 from .fields import (
     Problems,
     check_required,
@@ -235,6 +235,9 @@ class Api:
         # before the failing one stay committed (a widely copied description; see docs/sandbox.md).
         self.bulk_semantics = bulk_semantics
         self.apps = apps  # id -> live app: the sandbox file's and those created through the admin API
+        from .files import Files  # files.py builds on this module's errors
+
+        self.files = Files(store)
         self.store = store
         self.clock = clock
         self.cursors: dict[str, _Cursor] = {}
@@ -261,7 +264,8 @@ class Api:
             # The bulk opens its own transaction: under "prefix" semantics it commits a prefix.
             ("POST", "bulkRequest"): (self.bulk_request, False),
         }
-        self.known_names = {name for _, name in self.routes}
+        # file.json is served by the WSGI layer (multipart in, bytes out); other methods are 405.
+        self.known_names = {name for _, name in self.routes} | {"file"}
 
     def add_routes(
         self, routes: Mapping[tuple[str, str], tuple[Callable[[Call], dict[str, Any]], bool]]
@@ -534,8 +538,11 @@ class Api:
             if f.type == "CALC":
                 continue
             value = normalize(f, raw, f"{prefix}.{code}", problems)
+            if f.type == "FILE" and value is not None:
+                value = self.files.attach(value, (old or {}).get(code))
             if f.type == "SUBTABLE" and value is not None:
                 value = merge_table(f, value, (old or {}).get(code), self._new_row_ids(app))
+                self._attach_in_table(f, value, (old or {}).get(code))
             values[code] = value
             sent.add(code)
         if old is None:
@@ -547,6 +554,22 @@ class Api:
                     if f.min_length is not None and isinstance(value, str) and len(value) < f.min_length:
                         problems.add(f"{prefix}.{code}.value", f"Enter at least {f.min_length} characters.")
         return values, sent
+
+    def _attach_in_table(
+        self, table: FieldDef, rows: list[dict[str, Any]], old: list[dict[str, Any]] | None
+    ) -> None:
+        """FILE columns: each row's fileKeys checked against that row's files before the update."""
+        columns = [code for code, sub in table.fields.items() if sub.type == "FILE"]
+        if not columns:
+            return
+        old_rows = {row["id"]: row["value"] for row in old or []}
+        for row in rows:
+            before = old_rows.get(row["id"], {})
+            for code in columns:
+                cell = row["value"][code]
+                held = before.get(code, {}).get("value")
+                if cell["value"] is not held:  # sent in this call (a kept cell is the stored one)
+                    cell["value"] = self.files.attach(cell["value"], held)
 
     @staticmethod
     def _system_value(
@@ -569,8 +592,6 @@ class Api:
             else:
                 problems.add(f"{prefix}.{code}.value", 'Enter {"code": login name}.')
         else:
-            from .definition import FieldDef
-
             moment = normalize(FieldDef(code, "DATETIME", code), raw, f"{prefix}.{code}", problems)
             if moment:
                 meta[slot] = moment

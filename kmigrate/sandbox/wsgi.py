@@ -14,9 +14,10 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from .api import API_PATH, MAX_TOKENS, Api, ApiError, Auth, Call, invalid_param
+from .files import Download
 
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
 _REASONS = {
@@ -81,7 +82,10 @@ class WsgiApp:
         with self.lock:
             self.request_count += 1
             try:
-                status, body = 200, self._handle(environ)
+                status, answer = 200, self._handle(environ)
+                if isinstance(answer, Download):
+                    return self._download(answer, start_response)
+                body = answer
             except ApiError as exc:
                 status, body = exc.status, exc.body()
             except Exception as exc:  # noqa: BLE001 - a bug must still answer in Kintone's shape
@@ -101,7 +105,19 @@ class WsgiApp:
         )
         return [payload]
 
-    def _handle(self, environ: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _download(file: Download, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", file.content_type),
+                ("Content-Length", str(len(file.data))),
+                ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(file.name)}"),
+            ],
+        )
+        return [file.data]
+
+    def _handle(self, environ: dict[str, Any]) -> dict[str, Any] | Download:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE")
         if method == "POST" and override:
@@ -117,18 +133,28 @@ class WsgiApp:
                 f"{path} is not a Kintone REST API path (/k/v1/<api>.json or /k/guest/<id>/v1/<api>.json).",
             )
         params = parse_query_string(environ.get("QUERY_STRING") or "")
-        params.update(self._body(environ))
+        raw = self._read(environ)
+        _auth(environ)  # bad credentials are refused before anything else
+        if match["name"] == "file" and method == "POST":
+            # Uploads cannot be in a bulk and carry no app: any caller may upload, as with a token.
+            return self.api.files.upload(environ.get("CONTENT_TYPE") or "", raw)
+        params.update(self._body(environ, raw))
+        if match["name"] == "file" and method == "GET":
+            return self.api.files.download(params)
         auth = _auth(environ)
         guest = int(match["guest"]) if match["guest"] else None
         return self.api.handle(Call(method, match["name"], guest, params, auth))
 
     @staticmethod
-    def _body(environ: dict[str, Any]) -> dict[str, Any]:
+    def _read(environ: dict[str, Any]) -> bytes:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    @staticmethod
+    def _body(environ: dict[str, Any], raw: bytes) -> dict[str, Any]:
         if not raw.strip():
             return {}
         media_type = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
