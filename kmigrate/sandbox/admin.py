@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import SandboxDefinitionError
 from .api import Api, ApiError, Call, _bool, _int, _list, _revision, _str, invalid_param
 from .apps import Apps
-from .definition import parse_app
+from .definition import lookup_problem, parse_app
 from .fields import field_properties
 from .store import CreatedApp
 
@@ -153,9 +153,12 @@ class AppAdmin:
             raise ApiError(400, "CB_VA01", "Missing or invalid input.", problems)
         preview = {**app.preview, "properties": {**existing, **properties}}
         try:
-            parse_app(preview, "<created app>")
+            parsed = parse_app(preview, "<created app>")
         except SandboxDefinitionError as exc:
             raise invalid_param("properties", exc.message) from None
+        problem = lookup_problem(parsed, {**self.apps, parsed.id: parsed})
+        if problem is not None:
+            raise invalid_param("properties", problem)
         changed = CreatedApp(
             app.id, preview, app.preview_revision + 1, app.live, app.live_revision, app.created, app.creator
         )
