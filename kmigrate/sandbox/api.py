@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .definition import AppDef, FieldDef, ProcessDef
@@ -241,6 +242,7 @@ class Api:
         self.files = Files(store)
         self.store = store
         self.clock = clock
+        self.today: Callable[[], str] = lambda: datetime.now(UTC).date().isoformat()  # the counter's day
         self.cursors: dict[str, _Cursor] = {}
         # (method, name) -> (handler, writes?)
         self.routes: dict[tuple[str, str], tuple[Callable[[Call], dict[str, Any]], bool]] = {
@@ -267,6 +269,29 @@ class Api:
         }
         # file.json is served by the WSGI layer (multipart in, bytes out); other methods are 405.
         self.known_names = {name for _, name in self.routes} | {"file"}
+
+    def count(self, call: Call) -> None:
+        """One more request today for each app the call names (a bulk: each app it touches once),
+        as Kintone's per-app daily limit counts them; outside the call's own transaction."""
+        raw: list[Any] = [call.params.get("id" if call.name == "app" else "app")]
+        if call.name == "bulkRequest":
+            requests = call.params.get("requests")
+            payloads = (
+                [r.get("payload") for r in requests if isinstance(r, dict)]
+                if isinstance(requests, list)
+                else []
+            )
+            raw = [p.get("app") for p in payloads if isinstance(p, dict)]
+        apps: set[int] = set()
+        for value in raw:
+            try:
+                app_id = int(value)
+            except (TypeError, ValueError):
+                continue
+            if app_id in self.apps:
+                apps.add(app_id)
+        if apps:
+            self.store.count_requests(self.today(), sorted(apps))
 
     def add_routes(
         self, routes: Mapping[tuple[str, str], tuple[Callable[[Call], dict[str, Any]], bool]]

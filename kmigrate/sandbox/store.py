@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS uniq (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS uniq_by_record ON uniq (app, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_counts (
+    day TEXT NOT NULL,
+    app INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, app)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -271,6 +277,19 @@ class Store:
                 app.creator,
             ),
         )
+
+    # -- the daily request counter -------------------------------------------------------------
+
+    def count_requests(self, day: str, apps: Iterable[int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO request_counts (day, app, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (day, app) DO UPDATE SET count = count + 1",
+            [(day, app) for app in apps],
+        )
+
+    def request_counts(self, day: str) -> dict[int, int]:
+        rows = self.conn.execute("SELECT app, count FROM request_counts WHERE day = ?", (day,))
+        return {app: count for app, count in rows}
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote
 from .api import API_PATH, MAX_TOKENS, Api, ApiError, Auth, Call, invalid_param
 from .files import Download
 
+MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
 _REASONS = {
     200: "OK",
@@ -28,6 +29,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    429: "Too Many Requests",
     500: "Internal Server Error",
 }
 
@@ -73,12 +75,49 @@ def _auth(environ: dict[str, Any]) -> Auth:
 class WsgiApp:
     """The WSGI callable. ``lock`` serialises requests: the store has one connection."""
 
-    def __init__(self, api: Api, lock: threading.RLock | None = None):
+    def __init__(self, api: Api, lock: threading.RLock | None = None, max_in_flight: int = MAX_IN_FLIGHT):
         self.api = api
         self.lock = lock or threading.RLock()
         self.request_count = 0
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # requests received and not yet answered, waiting for the lock included
+        self.gate = threading.Condition()  # guards in_flight; notified on every change
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self.gate:
+            refused = self.in_flight >= self.max_in_flight
+            if not refused:
+                self.in_flight += 1
+                self.gate.notify_all()
+        if refused:
+            # Kintone's concurrency limit: 429 GAIA_TO04 past its concurrent requests (100 by default).
+            error = ApiError(
+                429, "GAIA_TO04", f"Too many concurrent requests: at most {self.max_in_flight} at a time."
+            )
+            return self._json(429, error.body(), start_response, self.max_in_flight)
+        try:
+            return self._serve(environ, start_response)
+        finally:
+            with self.gate:
+                self.in_flight -= 1
+                self.gate.notify_all()
+
+    def _json(
+        self, status: int, body: dict[str, Any], start_response: Callable[..., Any], running: int
+    ) -> Iterable[bytes]:
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        start_response(
+            f"{status} {_REASONS.get(status, 'Error')}",
+            [
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Content-Length", str(len(payload))),
+                ("X-ConcurrencyLimit-Limit", str(self.max_in_flight)),
+                ("X-ConcurrencyLimit-Running", str(running)),
+            ],
+        )
+        return [payload]
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with self.lock:
             self.request_count += 1
             try:
@@ -93,17 +132,8 @@ class WsgiApp:
                     500,
                     ApiError(500, "CB_UN01", f"The sandbox failed: {type(exc).__name__}: {exc}").body(),
                 )
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        start_response(
-            f"{status} {_REASONS.get(status, 'Error')}",
-            [
-                ("Content-Type", "application/json; charset=utf-8"),
-                ("Content-Length", str(len(payload))),
-                ("X-ConcurrencyLimit-Limit", "100"),
-                ("X-ConcurrencyLimit-Running", "1"),
-            ],
-        )
-        return [payload]
+            running = self.in_flight
+        return self._json(status, body, start_response, running)
 
     @staticmethod
     def _download(file: Download, start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -143,7 +173,11 @@ class WsgiApp:
             return self.api.files.download(params)
         auth = _auth(environ)
         guest = int(match["guest"]) if match["guest"] else None
-        return self.api.handle(Call(method, match["name"], guest, params, auth))
+        call = Call(method, match["name"], guest, params, auth)
+        try:
+            return self.api.handle(call)
+        finally:
+            self.api.count(call)
 
     @staticmethod
     def _read(environ: dict[str, Any]) -> bytes:
