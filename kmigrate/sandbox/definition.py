@@ -194,6 +194,24 @@ class AppDef:
 class SandboxDefinition:
     apps: Mapping[int, AppDef]
     source: Path | None = None
+    directory: Directory | None = None  # None: any user, group or organization code is taken
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The users, groups and organizations the file declares: code -> display name."""
+
+    users: Mapping[str, str]
+    groups: Mapping[str, str]
+    organizations: Mapping[str, str]
+
+    def of(self, field_type: str) -> Mapping[str, str]:
+        """The codes a field type takes (USER_SELECT: users, GROUP_SELECT: groups, ...)."""
+        if field_type == "GROUP_SELECT":
+            return self.groups
+        if field_type == "ORGANIZATION_SELECT":
+            return self.organizations
+        return self.users
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +226,7 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         raise SandboxDefinitionError(
             "the sandbox file must be a mapping with an `apps:` list", location=where
         )
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "directory"}
     if unknown:
         raise SandboxDefinitionError(
             f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where
@@ -228,7 +246,44 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
             raise SandboxDefinitionError(
                 problem, location=Location(file=source, detail=f"app {app.id} ({app.name})")
             )
-    return SandboxDefinition(apps=apps, source=Path(source) if source is not None else None)
+    try:
+        directory = _parse_directory(data.get("directory"))
+    except _Problem as exc:
+        raise SandboxDefinitionError(str(exc), location=where) from None
+    if directory is not None:
+        for app in apps.values():
+            for state in app.process.states if app.process else ():
+                unknown_users = [u for u in state.assignees if u not in directory.users]
+                if unknown_users:
+                    raise SandboxDefinitionError(
+                        f"process state {state.name!r}: assignee(s) {', '.join(unknown_users)} are not "
+                        "users of the directory",
+                        location=Location(file=source, detail=f"app {app.id} ({app.name})"),
+                    )
+    return SandboxDefinition(
+        apps=apps, source=Path(source) if source is not None else None, directory=directory
+    )
+
+
+def _parse_directory(raw: Any) -> Directory | None:
+    """``directory: {users: [alice, {code: bob, name: Bob Smith}], groups: [...], organizations: [...]}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"users", "groups", "organizations"}:
+        raise _Problem("`directory` takes `users`, `groups` and `organizations` (lists of codes)")
+
+    def entries(key: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for item in raw.get(key) or []:
+            if isinstance(item, str) and item:
+                found[item] = item
+            elif isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]:
+                found[item["code"]] = str(item.get("name") or item["code"])
+            else:
+                raise _Problem(f"directory {key}: give a code or {{code, name}}, not {item!r}")
+        return found
+
+    return Directory(entries("users"), entries("groups"), entries("organizations"))
 
 
 def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:

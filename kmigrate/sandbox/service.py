@@ -53,7 +53,7 @@ class Sandbox:
         self._store = Store(store)
         self._lock = threading.RLock()
         self.apps = Apps(definition, self._store)
-        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics)
+        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics, directory=definition.directory)
         self.api.rebuild_uniques()
         AppAdmin(self.api, self.apps).register()
         self.wsgi_app = WsgiApp(self.api, self._lock, max_in_flight=max_in_flight)

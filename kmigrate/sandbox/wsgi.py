@@ -172,6 +172,9 @@ class WsgiApp:
         if match["name"] == "file" and method == "GET":
             return self.api.files.download(params)
         auth = _auth(environ)
+        directory = self.api.directory
+        if auth.password and directory is not None and auth.user not in directory.users:
+            raise ApiError(401, "CB_WA01", "Incorrect login name or password.")
         guest = int(match["guest"]) if match["guest"] else None
         call = Call(method, match["name"], guest, params, auth)
         try:
