@@ -152,3 +152,37 @@ def test_a_bad_lookup_in_the_file_is_refused(bad: dict[str, Any], message: str):
     with pytest.raises(SandboxDefinitionError) as caught:
         Sandbox.from_definition(definition(bad))
     assert message in str(caught.value)
+
+
+def test_a_changeset_applied_by_kmigrate_fills_the_lookup(tmp_path):
+    """End to end: `kmigrate apply` sends only the key; the sandbox copies the customer's fields."""
+    import yaml
+    from click.testing import CliRunner
+
+    from kmigrate.cli import main
+
+    (tmp_path / "changesets").mkdir()
+    (tmp_path / "sandbox.yaml").write_text(yaml.safe_dump(definition(), sort_keys=False), encoding="utf-8")
+    (tmp_path / "kmigrate.toml").write_text(
+        'default_env = "dev"\n[env.dev]\nsandbox = "sandbox.yaml"\napps = { customers = 1, orders = 2 }\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "changesets" / "V0001__customers_then_orders.yaml").write_text(
+        "description: customers, then orders that look them up\n"
+        "operations:\n"
+        "  - add:\n"
+        "      app: customers\n"
+        "      records:\n"
+        "        - {code: C-1, name: Acme, tier: Gold, region: North}\n"
+        "  - add:\n"
+        "      app: orders\n"
+        "      records:\n"
+        "        - {customer: C-1}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "apply"])
+    assert result.exit_code == 0, result.output
+    store = tmp_path / ".kmigrate" / "sandbox-dev.sqlite3"
+    with Sandbox.open(tmp_path / "sandbox.yaml", store) as sandbox:
+        (order,) = sandbox.records(2)
+    assert (order["customer_name"]["value"], order["customer_tier"]["value"]) == ("Acme", "Gold")
