@@ -7,24 +7,34 @@ section at the end.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
+from .changeset_files import next_changeset_path, version_key
 from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project
-from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
+from .drift import drifted, find_drift
+from .errors import (
+    ChangesetError,
+    ConfigError,
+    InputError,
+    JournalError,
+    KmigrateError,
+    Location,
+    LockedError,
+)
 from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, lost_ids
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
+from .records import KnownFields
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -72,23 +82,12 @@ def init_project(directory: Path | str) -> list[Path]:
 def new_changeset(project: Project, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
-    The version is the highest existing one plus one, four digits zero-padded (wider when the
-    highest is wider); files with bad names are not counted, but neither do they stop this.
+    The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    name = name.strip().replace(" ", "_")
-    if name.endswith((".yaml", ".yml")):
-        name = name.rsplit(".", 1)[0]
-    if not NAME_PATTERN.match(name):
-        raise InputError(
-            f"changeset name {name!r}: use letters, digits, _ and -", hint="e.g. `kmigrate new import_orders`"
-        )
-    directory = project.changesets_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    items, _errors = loader.discover(directory)
-    highest = max((item.number for item in items), default=0)
-    width = max([4] + [len(item.version) for item in items])
-    path = directory / f"V{highest + 1:0{width}d}__{name}.yaml"
-    text = _template_text("changeset.yaml").replace("__NAME__", name.replace("_", " "))
+    path = next_changeset_path(project.changesets_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = path.stem.split("__", 1)[1].replace("_", " ")
+    text = _template_text("changeset.yaml").replace("__NAME__", title)
     with open(path, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
     return path
@@ -104,7 +103,30 @@ def load_changesets(
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state)
+    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+
+
+def sandbox_fields(env: Environment) -> KnownFields:
+    """App id -> field code -> its subtable's column codes (empty for other fields), for the
+    sandbox environment, from its file: the loader then reports a misspelt field code. Empty for
+    a real Kintone (its fields are not known offline) and when the file does not load (``apply``
+    reports that file's problems itself)."""
+    if env.sandbox_file is None:
+        return {}
+    from .sandbox.definition import parse_definition
+
+    try:
+        definition = parse_definition(
+            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
+        )
+    except (OSError, yaml.YAMLError, KmigrateError):
+        return {}
+    out: dict[int, dict[str, frozenset[str]]] = {}
+    for app in definition.apps.values():
+        codes = {code: frozenset(f.fields) for code, f in app.fields.items()}
+        codes.update({f.code: frozenset() for f in app.system.values()})
+        out[app.id] = codes
+    return out
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,7 @@ class Validation:
 
 def validate(project: Project, env: Environment) -> Validation:
     """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env)
+    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
     return Validation(changesets, errors)
 
 
@@ -306,7 +328,7 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     changesets = {c.version: c for c in load_changesets(project, env, journaled)}
     drift = find_drift(list(changesets.values()), journaled)
     out = []
-    for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
+    for version in sorted(set(changesets) | set(records), key=version_key):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
         applied = sum(1 for b in bs if b.state == "applied")
         if cs is not None:
@@ -379,24 +401,16 @@ def repair(project: Project, env: Environment, *, note: str | None = None) -> li
         with journal.locked(take_over_stale=True):
             state = journal.state()
             changesets = load_changesets(project, env, state)
-            drifted = [
-                c
-                for c in changesets
-                if c.version in state
-                and (
-                    c.source_checksum != state[c.version].source_checksum
-                    or c.rendered_checksum != state[c.version].rendered_checksum
-                )
-            ]
-            if not drifted:
+            changed = drifted(changesets, state)
+            if not changed:
                 return []
             plan = build_plan(changesets, env, state)
             planned = {c.version: c for c in plan.changesets}
-            for cs in drifted:
+            for cs in changed:
                 journaled = state[cs.version].batch_hashes
                 hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [c.id for c in drifted]
+            return [c.id for c in changed]
 
 
 def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kmigrate import loader
+from kmigrate import api, loader
 from kmigrate.changeset import RefIds
 from kmigrate.config import load_project
 from kmigrate.datafiles import DataFile
@@ -479,7 +479,11 @@ operations:
         "changesets/V0001__a.yaml": changeset,
         "changesets/data/o.csv": "order_no,Priority\nA,High\nB,Low\n",
     }
-    found = errors(tmp_path, files)
+    proj = project(tmp_path, files)
+    env = proj.environment()
+    # The edge (api) reads the apps' fields from the sandbox file and hands them to the loader.
+    _loaded, errs = loader.load_all(proj, env, known_fields=api.sandbox_fields(env))
+    found = [str(e) for e in errs]
     assert len(found) == 3, found  # `prority` once for the operation, `Priority` once for the file
     assert "V0001__a.yaml:7" in found[0] and "`prority`" in found[0] and "did you mean `priority`" in found[0]
     assert (
@@ -488,5 +492,14 @@ operations:
         and "`qty`" in found[1]
     )
     assert "o.csv:2" in found[2] and "`Priority`" in found[2] and "`priority`" in found[2]
-    # A real Kintone's fields are not known offline: the production environment loads.
-    assert load(tmp_path, files, env="production")
+    # Without the field list (a real Kintone's fields are not known offline) the same files load,
+    # every field code kept as written.
+    production = proj.environment("production")
+    assert api.sandbox_fields(production) == {}
+    [cs] = loader.load_project_changesets(proj, production, known_fields=api.sandbox_fields(production))
+    assert [sorted(r) for r in cs.operations[0].body.records] == [
+        ["Created_by", "order_no"],
+        ["lines", "order_no", "prority"],
+        ["order_no", "prority"],
+    ]
+    assert cs.operations[1].body.source.count == 2
