@@ -108,10 +108,19 @@ def test_plain_http_to_a_remote_host_needs_the_flag() -> None:
     assert check_base_url("http://example.cybozu.com", insecure_http=True) == "http://example.cybozu.com"
 
 
-@pytest.mark.parametrize("url", ["example.cybozu.com", "ftp://x.com", "https://", "https://x.com/?a=1"])
-def test_malformed_base_urls_are_config_errors(url: str) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("example.cybozu.com", "is not an http(s) URL with a host"),
+        ("ftp://x.com", "is not an http(s) URL with a host"),
+        ("https://", "is not an http(s) URL with a host"),
+        ("https://x.com/?a=1", "must not have a query string or fragment"),
+    ],
+)
+def test_malformed_base_urls_are_config_errors(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
         check_base_url(url)
+    assert f"base URL {url!r} {says}" in str(err.value)
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
@@ -140,8 +149,12 @@ def test_api_paths() -> None:
     assert api_path("record/status", 7) == "/k/guest/7/v1/record/status.json"
     assert split_api("/k/guest/7/v1/record/status.json") == (7, "record/status")
     assert split_api("/k/v1/records.json") == (None, "records")
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"not a Kintone API path: '/k/v2/records.json' \(expected /k/v1/NAME"
+    ):
         split_api("/k/v2/records.json")
+    with pytest.raises(ValueError, match="it should end in .json"):
+        split_api("/k/v1/records")
 
 
 # ---- headers ---------------------------------------------------------------------------------
@@ -196,29 +209,39 @@ def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "says"),
     [
-        {
-            "requests": [
-                {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}
-            ]
-        },
-        {
-            "requests": [
-                {
-                    "method": "PUT",
-                    "api": "/k/v1/records/status.json",
-                    "payload": {"app": 1, "records": [{"action": "Submit"}]},
-                }
-            ]
-        },
-        {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
-        {"reqs": []},
+        (
+            {
+                "requests": [
+                    {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}
+                ]
+            },
+            "BulkRequestPostRecordsPostForm:\n  records: 'x' is not of type 'array'",
+        ),
+        (
+            {
+                "requests": [
+                    {
+                        "method": "PUT",
+                        "api": "/k/v1/records/status.json",
+                        "payload": {"app": 1, "records": [{"action": "Submit"}]},
+                    }
+                ]
+            },
+            "BulkRequestPostRecordsStatusPutForm:\n  records/0: 'id' is a required property",
+        ),
+        (
+            {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
+            "requests/0: 'payload' is a required",
+        ),
+        ({"reqs": []}, "(root): 'requests' is a required property"),
     ],
 )
-def test_the_schema_check_rejects_malformed_bulk_bodies(body: dict) -> None:
-    with pytest.raises(AssertionError):
+def test_the_schema_check_rejects_malformed_bulk_bodies(body: dict, says: str) -> None:
+    with pytest.raises(AssertionError) as err:
         validate_bulk_requests(body)
+    assert says in str(err.value)
 
 
 def test_guest_space_bulk_prefixes_the_outer_url_and_every_inner_api() -> None:
