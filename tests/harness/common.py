@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -359,7 +360,8 @@ class Figures:
 
     def lines(self) -> list[str]:
         kinds = ", ".join(
-            f"{k} {self.faults.get(k, 0)}" for k in ("429", "500", "503", "reset", "drop", "slow", "latency")
+            f"{k} {self.faults.get(k, 0)}"
+            for k in ("429", "500", "503", "reset", "drop", "slow", "partial", "latency")
         )
         m = self.mismatches
         out = [
