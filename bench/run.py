@@ -14,7 +14,8 @@ in a process of its own, so each peak RSS (``os.wait4``'s ``ru_maxrss``) is that
 - kmigrate's commands as a user runs them: ``kmigrate plan``, ``plan --format json``, and the
   second ``kmigrate apply`` (nothing to do).
 - W1 with 50 ms injected before every request, in process.
-- W1 through a served sandbox (``kmigrate sandbox serve``) with 50 ms per request: ``kmigrate
+- W1 through a served sandbox (the server of ``kmigrate sandbox serve --faults latency=50-50``,
+  over https) with 50 ms per request: ``kmigrate
   apply`` against Kintone's official ``cli-kintone record import`` (``npm install --prefix
   bench/.node @kintone/cli``).
 - ``apply --parallel 4`` against ``--parallel 1`` with 500 ms per request, once kmigrate has it.
@@ -275,8 +276,8 @@ def served_sandbox(folder: Path, latency_ms: int) -> Iterator[tuple[str, dict[st
     make kmigrate (httpx) and cli-kintone (node) trust its self-signed certificate, and a list
     that holds the request count and the APIs called once the server has stopped.
 
-    https because cli-kintone refuses any other base URL; ``kmigrate sandbox serve`` speaks
-    plain http, so the stand-in here (``run.py --serve``) serves the same WSGI app over TLS.
+    https because cli-kintone refuses any other base URL, and ``kmigrate sandbox serve`` speaks
+    plain http: ``run.py --serve`` runs the same server with the same fault option over TLS.
     """
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
@@ -311,26 +312,27 @@ def served_sandbox(folder: Path, latency_ms: int) -> Iterator[tuple[str, dict[st
     count.append(", ".join(f"{api} x{n}" for api, n in sorted(calls.items())))  # type: ignore[arg-type]
 
 
-def serve_stand_in(latency_ms: int, folder: Path) -> None:
-    """``run.py --serve MS``: the sandbox served over https with a wait before every request."""
-    import ssl
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+def serve_over_tls(latency_ms: int, folder: Path) -> None:
+    """``run.py --serve MS``: ``kmigrate sandbox serve --faults latency=MS-MS`` over https.
 
-    from transports import latency_wsgi
+    The sandbox's own server and fault layer (``make_server(..., faults=...)``), its listening
+    socket wrapped in TLS with the folder's throwaway certificate.
+    """
+    import ssl
+
+    from transports import latency_profile
 
     from kmigrate.sandbox import Sandbox
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class Handler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-            print(format % args, file=sys.stderr, flush=True)
+    from kmigrate.sandbox.server import make_server
 
     sandbox = Sandbox.open(folder / "sandbox.yaml")
-    app = latency_wsgi(sandbox.wsgi_app, latency_ms / 1000)
-    server = make_server("127.0.0.1", 0, app, server_class=Server, handler_class=Handler)
+    server = make_server(
+        sandbox,
+        "127.0.0.1",
+        0,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        faults=latency_profile(latency_ms),
+    )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -538,7 +540,7 @@ def render(report: Report) -> str:
             f"### W1 through a served sandbox with {LATENCY_MS} ms per request: kmigrate vs Kintone's official CLI",
             "",
             "Each tool as a process against a fresh sandbox served over https in a process of its own",
-            "(cli-kintone takes no other base URL; the wait is bench's own, in front of the sandbox's WSGI app);",
+            "(cli-kintone takes no other base URL): the sandbox's server and `--faults latency=50-50`, over TLS;",
             "requests as the server logged them; ratio = against cli-kintone.",
             "",
             *served_table(report.served, "cli-kintone"),
@@ -635,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(measure_in_child(ns)))
         return 0
     if ns.serve is not None:
-        serve_stand_in(ns.serve, Path(ns.dir))
+        serve_over_tls(ns.serve, Path(ns.dir))
         return 0
     size = wl.SIZES[ns.size]
     names = [n.strip().upper() for n in ns.workloads.split(",") if n.strip()]
