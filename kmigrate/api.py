@@ -1,8 +1,10 @@
 """One function per command: what ``kmigrate.cli`` calls, usable from Python as well.
 
-Nothing here prints; problems are ``KmigrateError``s. The project commands (init, new,
-validate, plan, schema) come first; the run commands (apply, status, ...) follow in their own
-section at the end.
+Every function but ``init_project`` and ``schema`` takes a ``Context`` (the project and the
+environment chosen). Nothing here prints; problems are ``KmigrateError``s. The project
+commands (init, new, validate, plan, schema) come first, the run commands (apply, status,
+history, resolve, repair, unlock) after them; each is a thin function over the rooms below
+(loader, planner, runner, journal, status, drift).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,10 @@ import yaml
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .changeset_files import next_changeset_path, version_key
+from .changeset_files import next_changeset_path, version_key, version_of
 from .client import Client, RetryPolicy
-from .config import CONFIG_FILE, Credentials, Environment, Project
-from .drift import drifted, find_drift
+from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
+from .drift import accepted_hashes, drifted
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -34,8 +37,8 @@ from .errors import (
     Location,
     LockedError,
 )
-from .journal import UNKNOWN_ID, BatchRecord, ChangesetRecord, Event, Journal, LockHolder
-from .plan import SENT, JournaledChangeset, Plan
+from .journal import UNKNOWN_ID, Event, Journal, LockHolder
+from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .remote import session as remote
@@ -44,6 +47,7 @@ from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .status import ChangesetStatus, changeset_statuses
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -97,12 +101,34 @@ def _project_name(root: Path) -> str:
     return name if name and name[0].isalnum() else "project"
 
 
-def new_changeset(project: Project, name: str) -> Path:
+@dataclass(frozen=True)
+class Context:
+    """What every command works on, as alembic's ``Config``: the project and the environment
+    chosen (its variables with ``--var`` applied). The CLI builds one per command; from Python,
+    ``Context.load(".", "sandbox")``."""
+
+    project: Project
+    env: Environment
+
+    @classmethod
+    def load(
+        cls, directory: Path | str = ".", env: str | None = None, vars: Mapping[str, Any] | None = None
+    ) -> Context:
+        project = load_project(Path(directory))
+        return cls(project, project.environment(env, dict(vars or {})))
+
+    @cached_property
+    def known_fields(self) -> KnownFields:
+        """The apps' field codes when the environment is the sandbox (see ``sandbox_fields``)."""
+        return sandbox_fields(self.env)
+
+
+def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    path = next_changeset_path(project.changesets_dir, name)
+    path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
@@ -112,16 +138,14 @@ def new_changeset(project: Project, name: str) -> Path:
 
 
 def load_changesets(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None = None,
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for ``env`` and validated, in version order.
+    """Every changeset of the project, rendered for the environment and validated, in version order.
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+    return loader.load_project_changesets(ctx.project, ctx.env, state, known_fields=ctx.known_fields)
 
 
 def sandbox_fields(env: Environment) -> KnownFields:
@@ -165,27 +189,26 @@ class Validation:
     @property
     def record_count(self) -> int:
         """Records written by add, update and upsert (inline, or counted while streaming a data file)."""
-        total = 0
-        for cs in self.changesets:
-            for op in cs.operations:
-                body = op.body
-                if isinstance(body, _RecordsOp):
-                    total += body.record_count or 0
-        return total
+        return sum(
+            op.body.record_count or 0
+            for cs in self.changesets
+            for op in cs.operations
+            if isinstance(op.body, _RecordsOp)
+        )
 
 
-def validate(project: Project, env: Environment) -> Validation:
-    """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
+def validate(ctx: Context) -> Validation:
+    """Check every changeset against the environment: all errors at once, nothing sent anywhere."""
+    changesets, errors = loader.load_all(ctx.project, ctx.env, known_fields=ctx.known_fields)
     return Validation(changesets, errors)
 
 
-def plan(
-    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None
-) -> Plan:
-    """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
-
-    return _build_plan(load_changesets(project, env, journal_state), env, journal_state)
+def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
+    """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
+    states from ``state``, read from the journal when not given)."""
+    if state is None:
+        state = journal_state(ctx)
+    return _build_plan(load_changesets(ctx, state), ctx.env, state)
 
 
 def _build_plan(
@@ -203,18 +226,15 @@ def schema() -> dict[str, Any]:
     return json_schema()
 
 
-# ---- run commands (apply, status, history, resolve, repair, unlock) -------------------------
-# Appended by the run work below this line.
-
-
 # ---- applying: apply, status, history, resolve, repair, unlock ---------------------------------
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
 
-def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
-    with the environment's timeout and retry settings."""
+def connect(ctx: Context) -> Client:
+    """The client for the environment: the embedded sandbox through an in-process transport, or
+    Kintone; with the environment's timeout and retry settings."""
+    env = ctx.env
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
         settings["timeout"] = env.timeout
@@ -240,37 +260,15 @@ def _sandbox_credentials(sandbox: Any) -> Credentials:
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
-def journal_state(env: Environment, client: Client | None = None) -> dict[str, JournaledChangeset]:
-    """What the journal knows (brought up to date from the journal app first, if ``env`` has
-    one), without creating a local journal where there is none yet and no journal app."""
-    if not env.journal_path.exists() and Markers.for_env(env) is None:
+def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
+    """What the journal knows (brought up to date from the journal app first, if the
+    environment has one), without creating a local journal where there is none yet and no
+    journal app."""
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return {}
-    with Journal.open(env.journal_path) as journal:
-        sync(env, journal, client)
+    with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
         return journal.state()
-
-
-@contextmanager
-def _connected(env: Environment, client: Client | None) -> Iterator[Client]:
-    own = client is None
-    active = connect(env) if client is None else client
-    try:
-        yield active
-    finally:
-        if own:
-            active.close()
-
-
-def sync(env: Environment, journal: Journal, client: Client | None = None) -> SyncReport | None:
-    """Bring the local journal up to date from ``env``'s journal app (None: it has none).
-
-    Skipped while a run on this machine holds the local lock: that run syncs for itself, and
-    settling its batch in flight from here would cross its answer."""
-    markers = Markers.for_env(env)
-    if markers is None or journal.lock_holder() is not None:
-        return None
-    with _connected(env, client) as active:
-        return pull(journal, JournalApp(active, markers))
 
 
 @dataclass
@@ -291,8 +289,7 @@ LOCAL_ONLY_WARNING = (
 
 
 def apply(
-    project: Project,
-    env: Environment,
+    ctx: Context,
     *,
     dry_run: bool = False,
     out_of_order: bool = False,
@@ -307,9 +304,10 @@ def apply(
 
     With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
     the local journal up to date from the markers, and sends a marker at the head of every bulk."""
+    env = ctx.env
     if dry_run:
-        state = journal_state(env, client)
-        changesets = load_changesets(project, env, state)
+        state = journal_state(ctx, client)
+        changesets = load_changesets(ctx, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(_build_plan(changesets, env, state))
     markers = Markers.for_env(env)
@@ -327,12 +325,12 @@ def apply(
                 # Without a journal app nothing is asked of Kintone before the plan is accepted.
                 session, active = None, client
                 if markers is not None:
-                    active = stack.enter_context(_connected(env, client))
+                    active = stack.enter_context(_connected(ctx, client))
                     session = _open_remote(journal, active, markers, run_id, lock_wait, lease_seconds)
                 try:
                     synced = pull(journal, session.app, run_id=run_id) if session else None
                     state = journal.state()  # read under the lock(s): no other run can change it now
-                    changesets = load_changesets(project, env, state)
+                    changesets = load_changesets(ctx, state)
                     check_preconditions(changesets, state, out_of_order=out_of_order)
                     plan = _build_plan(changesets, env, state)
                     if session is not None and markers is not None:
@@ -348,7 +346,7 @@ def apply(
                         outcome = "declined"
                         return ApplyResult(plan, warnings=warnings, synced=synced)
                     if active is None:
-                        active = stack.enter_context(_connected(env, None))
+                        active = stack.enter_context(_connected(ctx, None))
                     runner = Runner(
                         active,
                         journal,
@@ -410,133 +408,103 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
     return locate
 
 
-@dataclass(frozen=True)
-class ChangesetStatus:
-    version: str
-    name: str
-    path: Path | None
-    state: str  # applied | partial | pending | in doubt | drifted | missing
-    batches_applied: int = 0
-    batches_total: int | None = None  # known once the changeset has been journaled
-    last_applied: str | None = None
-    note: str = ""
-
-
-def status(project: Project, env: Environment, client: Client | None = None) -> list[ChangesetStatus]:
+def status(ctx: Context, client: Client | None = None) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, ChangesetRecord] = {}
-    batches: dict[str, list[BatchRecord]] = {}
-    journaled: dict[str, JournaledChangeset] = {}
     # Status creates no journal, unless there is a journal app to learn from.
-    if env.journal_path.exists() or Markers.for_env(env) is not None:
-        with Journal.open(env.journal_path) as journal:
-            sync(env, journal, client)
-            journaled = journal.state()
-            records = {r.version: r for r in journal.changesets()}
-            for b in journal.batches():
-                batches.setdefault(b.changeset, []).append(b)
-    changesets = {c.version: c for c in load_changesets(project, env, journaled)}
-    drift = find_drift(list(changesets.values()), journaled)
-    out = []
-    for version in sorted(set(changesets) | set(records), key=version_key):
-        cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
-        applied = sum(1 for b in bs if b.state == "applied")
-        if cs is not None:
-            name, path = cs.name, cs.path
-        else:
-            assert rec is not None  # a version comes from the files or from the journal
-            name, path = rec.name, Path(rec.path)
-        if cs is None:
-            shown, note = "missing", "journaled, but its file is gone"
-        elif any(b.state == "sent" for b in bs):
-            shown, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
-        elif version in drift:
-            shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
-        else:
-            shown, note = (rec.state if rec else "pending"), ""
-            failed = [b for b in bs if b.state == "failed"]
-            if failed:  # the journal keeps Kintone's refusal: show it where people look first
-                error = failed[0].error or {}
-                code = f"[{error['code']}] " if error.get("code") else ""
-                reason = error.get("message", "see `kmigrate history`")
-                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
-        out.append(
-            ChangesetStatus(
-                version=version,
-                name=name,
-                path=path,
-                state=shown,
-                batches_applied=applied,
-                batches_total=rec.batch_count if rec else None,
-                last_applied=rec.last_applied if rec else None,
-                note=note,
-            )
-        )
-    return out
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
+        return changeset_statuses(load_changesets(ctx), {}, [], [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
+        journaled = journal.state()
+        records, batches = journal.changesets(), journal.batches()
+    return changeset_statuses(load_changesets(ctx, journaled), journaled, records, batches)
 
 
-def history(env: Environment, changeset: str | None = None, client: Client | None = None) -> list[Event]:
-    if not env.journal_path.exists() and Markers.for_env(env) is None:
+def history(ctx: Context, changeset: str | None = None, client: Client | None = None) -> list[Event]:
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return []
-    with Journal.open(env.journal_path) as journal:
-        sync(env, journal, client)
-        return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
+    with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
+        return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
-def resolve(
-    project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None
-) -> list[str]:
+def resolve(ctx: Context, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
     """Settle an in-doubt batch after checking Kintone (``applied`` or not).
 
     Returns the refs the batch created records for when it is resolved as applied: their ids
     were in the lost answer, so the journal keeps a lost-id placeholder for each of those
     records (later ids keep their positions) and a later operation that needs them stops.
     """
-    version = version.lstrip("V").split("__")[0]
-    with Journal.open(env.journal_path) as journal:
+    version = version_of(version)
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
             lost: dict[str, list[int]] = {}
             if applied and version in state and state[version].batch_states.get(batch) == SENT:
-                plan = _build_plan(load_changesets(project, env, state), env, state)
-                planned = next((c for c in plan.changesets if c.version == version), None)
+                planned = _planned(ctx, state).get(version)
                 if planned is not None and 0 <= batch < len(planned.batches):
                     lost = lost_ids(planned.batches[batch])
             journal.resolve(version, batch, applied, refs=lost, note=note)
     return sorted(lost)
 
 
-def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
+def repair(ctx: Context, *, note: str | None = None) -> list[str]:
     """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            changesets = load_changesets(project, env, state)
+            changesets = load_changesets(ctx, state)
             changed = drifted(changesets, state)
             if not changed:
                 return []
-            plan = _build_plan(changesets, env, state)
-            planned = {c.version: c for c in plan.changesets}
+            planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
             for cs in changed:
-                journaled = state[cs.version].batch_hashes
-                hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
+                hashes = accepted_hashes(planned[cs.version], state[cs.version])
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
             return [c.id for c in changed]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
+def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
+    plan = _build_plan(load_changesets(ctx, state), ctx.env, state)
+    return {c.version: c for c in plan.changesets}
+
+
+def unlock(ctx: Context, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return None
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.force_unlock(reason)
 
 
-# ---- the journal app: journal init, journal baseline (kmigrate.remote) -----------------------
+# ---- the journal app: syncing, journal init, journal baseline (kmigrate.remote) -------------
+
+
+@contextmanager
+def _connected(ctx: Context, client: Client | None) -> Iterator[Client]:
+    own = client is None
+    active = connect(ctx) if client is None else client
+    try:
+        yield active
+    finally:
+        if own:
+            active.close()
+
+
+def sync(ctx: Context, journal: Journal, client: Client | None = None) -> SyncReport | None:
+    """Bring the local journal up to date from ``env``'s journal app (None: it has none).
+
+    Skipped while a run on this machine holds the local lock: that run syncs for itself, and
+    settling its batch in flight from here would cross its answer."""
+    markers = Markers.for_env(ctx.env)
+    if markers is None or journal.lock_holder() is not None:
+        return None
+    with _connected(ctx, client) as active:
+        return pull(journal, JournalApp(active, markers))
 
 
 def journal_init(
-    env: Environment,
+    ctx: Context,
     *,
     name: str = "kmigrate journal",
     space: int | None = None,
@@ -547,6 +515,7 @@ def journal_init(
     """Create ``env``'s journal app with Kintone's app admin APIs (password auth); its id."""
     from .remote.create import create_journal_app, require_password
 
+    env = ctx.env
     if env.is_sandbox and client is None:
         raise ConfigError(
             f"environment {env.name!r} is the embedded sandbox: declare its journal app in the sandbox file",
@@ -555,7 +524,7 @@ def journal_init(
     if client is None:
         creds = credentials if credentials is not None else Credentials.from_environ()
         require_password(bool(creds.username and creds.password))
-    with _connected(env, client) as active:
+    with _connected(ctx, client) as active:
         return create_journal_app(active, name=name, space=space, guest_space_id=guest_space_id)
 
 
@@ -564,14 +533,15 @@ def _same_version(a: str, b: str) -> bool:
 
 
 def baseline(
-    project: Project, env: Environment, version: str, *, client: Client | None = None, note: str | None = None
+    ctx: Context, version: str, *, client: Client | None = None, note: str | None = None
 ) -> list[str]:
     """Record every changeset up to ``version`` as applied without sending anything (logged
     ``baseline`` events), in the local journal and, with one, the journal app: for a project
     whose changes reached Kintone before kmigrate (or before this environment's journal)."""
     from .remote.records import created_counts
 
-    version = version.lstrip("V").split("__")[0]
+    env = ctx.env
+    version = version_of(version)
     markers = Markers.for_env(env)
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
@@ -580,17 +550,17 @@ def baseline(
             with journal.locked(run_id, take_over_stale=True), contextlib.ExitStack() as stack:
                 session = None
                 if markers is not None:
-                    active = stack.enter_context(_connected(env, client))
+                    active = stack.enter_context(_connected(ctx, client))
                     session = _open_remote(journal, active, markers, run_id, 0.0, LEASE_SECONDS)
                     stack.callback(session.release)
                     pull(journal, session.app, run_id=run_id)
                 state = journal.state()
-                plan = _build_plan(load_changesets(project, env, state), env, state)
+                plan = _build_plan(load_changesets(ctx, state), env, state)
                 # "9" names V0009: versions compare as numbers, as they are ordered.
                 same = [i for i, cs in enumerate(plan.changesets) if _same_version(cs.version, version)]
                 if not same:
                     raise InputError(
-                        f"no changeset V{version} in {project.changesets_dir}",
+                        f"no changeset V{version} in {ctx.project.changesets_dir}",
                         hint="`kmigrate status` lists the changesets; baseline takes one of their versions",
                     )
                 upto = plan.changesets[: same[0] + 1]

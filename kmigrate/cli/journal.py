@@ -23,8 +23,9 @@ def init(cli: CliContext, name: str, space: int | None, guest_space: int | None)
 
     Prints the line to add to kmigrate.toml on stderr, and the new app's id alone on the last
     line of stdout (`APP=$(kmigrate -e prod journal init | tail -n 1)`)."""
-    env = cli.environment()
-    app = api.journal_init(env, name=name, space=space, guest_space_id=guest_space)
+    ctx = cli.context()
+    env = ctx.env
+    app = api.journal_init(ctx, name=name, space=space, guest_space_id=guest_space)
     setting = (
         f'journal_app = {{ "{guest_space}" = {app} }}' if guest_space is not None else f"journal_app = {app}"
     )
@@ -45,7 +46,7 @@ def baseline(cli: CliContext, version: str, note: str | None) -> None:
 
     For a project whose changes reached Kintone before kmigrate did: `apply` then sends only
     what comes after VERSION."""
-    done = api.baseline(cli.project, cli.environment(), version, note=note)
+    done = api.baseline(cli.context(), version, note=note)
     if done:
         click.echo("Baselined (recorded as applied, nothing sent): " + ", ".join(done))
     else:

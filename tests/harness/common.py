@@ -31,8 +31,9 @@ import httpx
 
 from kmigrate.sandbox import Sandbox
 
+from ..projects import copy_example_to
+
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "shop"
 VISITS_APP = 4
 
 # Per app: the field that identifies a record for the comparison (the visits app has no
@@ -76,7 +77,7 @@ def make_project(dest: Path, *, records: int, chunks: int = 1, seed: int = 1) ->
     index), and a last changeset that updates and deletes by ref across changesets."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".kmigrate"))
+    copy_example_to(dest)
     with (dest / "sandbox.yaml").open("a", encoding="utf-8") as handle:
         handle.write(VISITS_APP_YAML)
     toml = (dest / "kmigrate.toml").read_text(encoding="utf-8")
@@ -358,7 +359,8 @@ class Figures:
 
     def lines(self) -> list[str]:
         kinds = ", ".join(
-            f"{k} {self.faults.get(k, 0)}" for k in ("429", "500", "503", "reset", "drop", "slow", "latency")
+            f"{k} {self.faults.get(k, 0)}"
+            for k in ("429", "500", "503", "reset", "drop", "slow", "partial", "latency")
         )
         m = self.mismatches
         out = [

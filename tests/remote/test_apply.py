@@ -73,7 +73,7 @@ def client_over(recorder: Recorder) -> Client:
 
 def apply(project, env, recorder: Recorder, **kwargs):
     with client_over(recorder) as client:
-        return api.apply(project, env, client=client, **kwargs)
+        return api.apply(api.Context(project, env), client=client, **kwargs)
 
 
 def test_a_fresh_runner_applying_what_another_applied_sends_no_data_write(
@@ -100,7 +100,9 @@ def test_a_fresh_runner_applying_what_another_applied_sends_no_data_write(
         assert {k: v.batch_hashes for k, v in b.state().items()} == {
             k: v.batch_hashes for k, v in a.state().items()
         }
-    assert [r.state for r in api.status(b_project, b_env, client_over(Recorder(sandbox)))] == ["applied"] * 2
+    assert [r.state for r in api.status(api.Context(b_project, b_env), client_over(Recorder(sandbox)))] == [
+        "applied"
+    ] * 2
 
 
 def test_every_bulk_starts_with_its_marker_and_the_plan_shows_it(
@@ -108,7 +110,8 @@ def test_every_bulk_starts_with_its_marker_and_the_plan_shows_it(
 ) -> None:
     project, env = runner(tmp_path, "a", store, records=1900, changesets=1)
     recorder = Recorder(sandbox)
-    plan = api.plan(project, env, api.journal_state(env, client_over(recorder)))
+    ctx = api.Context(project, env)
+    plan = api.plan(ctx, api.journal_state(ctx, client_over(recorder)))
     shown = json.loads(render_json(plan))["changesets"][0]["batches"]
     # 19 adds fill a bulk with its marker; the status changes need the ids: a bulk of their own.
     assert [len(b["requests"]) for b in shown] == [20, 20]

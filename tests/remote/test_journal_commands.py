@@ -32,7 +32,7 @@ def test_journal_init_creates_a_working_journal_app(tmp_path: Path) -> None:
         with Client(
             SANDBOX_BASE_URL, Credentials(username="admin", password="pw"), transport=box.transport()
         ) as c:
-            app = api.journal_init(env, client=c)
+            app = api.journal_init(api.Context(load_project(root), env), client=c)
             fields = c.app_form_fields(app)
         assert app not in (1, JOURNAL_APP)
         assert {code: fields[code]["type"] for code in FIELDS} == {c: f["type"] for c, f in FIELDS.items()}
@@ -43,7 +43,7 @@ def test_journal_init_refuses_tokens_before_sending_anything(tmp_path: Path) -> 
     root = write_project(tmp_path / "p", base_url="https://example.cybozu.com", journal_app=False)
     env = load_project(root).environment()
     with pytest.raises(ConfigError, match="API tokens cannot create apps") as err:
-        api.journal_init(env, credentials=Credentials(api_tokens=("t",)))
+        api.journal_init(api.Context(load_project(root), env), credentials=Credentials(api_tokens=("t",)))
     assert err.value.exit_code == 2
 
 
@@ -79,7 +79,7 @@ def test_baseline_records_without_sending_and_apply_sends_only_what_comes_after(
         project, env = runner(tmp_path, "a", store)
         recorder = Recorder(box)
         with client_over(recorder) as client:
-            done = api.baseline(project, env, "V0001", client=client, note="adopted")
+            done = api.baseline(api.Context(project, env), "V0001", client=client, note="adopted")
         assert done == ["V0001__items"]
         assert recorder.data_writes() == []
         assert len([r for r in box.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]) == 2
@@ -105,5 +105,5 @@ def test_baseline_of_an_unknown_version_is_refused(tmp_path: Path) -> None:
             client_over(Recorder(box)) as client,
             pytest.raises(Exception, match="no changeset V9 ") as err,
         ):
-            api.baseline(project, env, "9", client=client)
+            api.baseline(api.Context(project, env), "9", client=client)
         assert getattr(err.value, "exit_code", None) == 2
