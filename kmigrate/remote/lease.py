@@ -19,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..errors import KintoneError, LockedError
+from ..errors import KintoneError, LockedError, TransportError
 from ..journal import pid_alive
 from .app import JournalApp
 from .records import LeaseRecord, lease_fields
 
 LEASE_SECONDS = 300.0  # renewed before each batch once half of it has passed
+WRITE_ATTEMPTS = 3  # lease writes whose answer was lost, before giving up for this run
 
 
 def _utc_now() -> datetime:
@@ -87,38 +88,59 @@ class Lease:
         """Take the lease, waiting up to ``wait`` seconds while a live run holds it; else a
         ``LockedError`` naming the holder."""
         deadline = self.monotonic() + wait
+        lost = 0  # lease writes whose answer was lost: read again, they may have landed
         while True:
             current = self.app.read_lease()
             now = self.clock()
-            if current is None:
-                try:
-                    record_id, revision = self.app.create_lease(self._fields(now))
-                except KintoneError:
-                    if self.app.read_lease() is None:
-                        raise  # not a race with another creator: the app refused it
-                    continue  # another runner created it first (unique key): read who
-                self._took(record_id, revision, now)
-                return
-            if current.run == self.run:  # ours: an earlier write's answer was lost
-                self._took(current.record_id, current.revision, now)
-                return
-            reason = self._stale(current, now)
-            if not current.run or reason:
-                swapped = self.app.swap_lease(current.record_id, current.revision, self._fields(now))
-                if swapped is None:
-                    continue  # another runner swapped first: read who
-                self._took(current.record_id, swapped, now)
-                if reason:
-                    self.on_takeover(current, reason)
-                return
+            try:
+                if self._try_take(current, now):
+                    return
+            except TransportError as exc:
+                lost += 1  # (the client already retried what it safely could)
+                if lost < WRITE_ATTEMPTS:
+                    continue
+                raise self._unreachable(exc) from exc
             remaining = deadline - self.monotonic()
-            if remaining <= 0:
+            if current is not None and current.run and remaining <= 0:
                 raise LockedError(
                     f"the journal app's lease is held by {current}: another kmigrate is applying to this environment",
                     hint="wait for it (`kmigrate apply --wait SECONDS` queues); a lease whose holder died "
                     "is taken over once it expires",
                 )
-            self.sleep(min(poll, remaining))
+            if current is not None and current.run:
+                self.sleep(min(poll, remaining))
+
+    def _try_take(self, current: LeaseRecord | None, now: datetime) -> bool:
+        """One compare-and-swap on the lease as read; True when this run holds it after it."""
+        if current is None:
+            try:
+                record_id, revision = self.app.create_lease(self._fields(now))
+            except KintoneError:
+                if self.app.read_lease() is None:
+                    raise  # not a race with another creator: the app refused it
+                return False  # another runner created it first (unique key): read who
+            self._took(record_id, revision, now)
+            return True
+        if current.run == self.run:  # ours: an earlier write's answer was lost
+            self._took(current.record_id, current.revision, now)
+            return True
+        reason = self._stale(current, now)
+        if current.run and not reason:
+            return False
+        swapped = self.app.swap_lease(current.record_id, current.revision, self._fields(now))
+        if swapped is None:
+            return False  # another runner swapped first: read who
+        self._took(current.record_id, swapped, now)
+        if reason:
+            self.on_takeover(current, reason)
+        return True
+
+    @staticmethod
+    def _unreachable(exc: TransportError) -> LockedError:
+        return LockedError(
+            f"the journal app's lease could not be taken: {exc.message}",
+            hint="nothing was sent to the apps; check the network and run `kmigrate apply` again",
+        )
 
     def _took(self, record_id: int, revision: int, now: datetime) -> None:
         self.record_id, self.revision, self.taken_at = record_id, revision, now
@@ -133,7 +155,13 @@ class Lease:
         now = self.clock()
         if not force and now < self.taken_at + timedelta(seconds=self.seconds / 2):
             return
-        revision = self.app.swap_lease(self.record_id, self.revision, self._fields(now))
+        try:
+            revision = self.app.swap_lease(self.record_id, self.revision, self._fields(now))
+        except TransportError as exc:
+            if exc.sent_maybe:
+                revision = None  # it may have landed: the read below tells
+            else:
+                raise self._unreachable(exc) from exc
         if revision is None:
             current = self.app.read_lease()
             if current is not None and current.run == self.run:  # our last write's answer was lost

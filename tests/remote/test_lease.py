@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kmigrate.errors import LockedError
+from kmigrate.errors import LockedError, TransportError
 from kmigrate.remote.app import JournalApp
 from kmigrate.remote.lease import Lease
 from kmigrate.remote.records import LeaseRecord, lease_fields
@@ -137,3 +137,46 @@ def test_a_lease_whose_holder_died_on_this_host_is_taken_over_at_once(journal_ap
     other = Lease(journal_app, "r3", "bob", "ci-2", seconds=60, clock=clock, pid=9, alive=lambda pid: False)
     with pytest.raises(LockedError):
         other.acquire()
+
+
+class LosingAnswers:
+    """A JournalApp whose next ``n`` lease writes lose their answer, having landed or not."""
+
+    def __init__(self, app: JournalApp, n: int, land: bool = True):
+        self.app, self.n, self.land = app, n, land
+        self.client, self.project, self.home = app.client, app.project, app.home
+
+    def read_lease(self):
+        return self.app.read_lease()
+
+    def _lose(self, result):
+        if self.n > 0:
+            self.n -= 1
+            raise TransportError("answer lost", sent_maybe=True)
+        return result
+
+    def create_lease(self, fields):
+        return self._lose(self.app.create_lease(fields) if self.land else None)
+
+    def swap_lease(self, record_id, revision, fields):
+        return self._lose(self.app.swap_lease(record_id, revision, fields) if self.land else None)
+
+
+def test_a_lease_write_whose_answer_was_lost_is_found_to_be_ours(journal_app: JournalApp) -> None:
+    clock = Clock()
+    mine = lease(LosingAnswers(journal_app, 1), "r1", clock)  # type: ignore[arg-type]
+    mine.acquire()
+    current = journal_app.read_lease()
+    assert mine.held and current is not None and current.run == "r1" and mine.revision == current.revision
+    clock.now = T0 + timedelta(seconds=40)
+    mine.app.n = 1  # type: ignore[attr-defined]
+    mine.renew()  # landed, answer lost: read back as ours
+    assert mine.revision == current.revision + 1
+
+
+def test_lease_writes_that_keep_failing_stop_the_run_without_asking_for_resolve(
+    journal_app: JournalApp,
+) -> None:
+    with pytest.raises(LockedError, match="could not be taken") as err:
+        lease(LosingAnswers(journal_app, 99, land=False), "r1", Clock()).acquire()  # type: ignore[arg-type]
+    assert "resolve" not in str(err.value)
