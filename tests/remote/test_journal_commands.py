@@ -107,3 +107,13 @@ def test_baseline_of_an_unknown_version_is_refused(tmp_path: Path) -> None:
         ):
             api.baseline(api.Context(project, env), "9", client=client)
         assert getattr(err.value, "exit_code", None) == 2
+
+
+def test_kmigrate_init_names_the_project_and_leaves_journal_app_ready_to_fill_in(tmp_path: Path) -> None:
+    folder = tmp_path / "my shop!"
+    api.init_project(folder)
+    text = (folder / "kmigrate.toml").read_text()
+    assert 'project = "my-shop"' in text and "# journal_app = 0" in text
+    (folder / "kmigrate.toml").write_text(text.replace("# journal_app = 0", "journal_app = 150"))
+    env = load_project(folder).environment("production")
+    assert env.project == "my-shop" and env.journal_apps[None].id == 150
