@@ -96,6 +96,15 @@ class JournalApp:
             guest_space_id=app.guest_space_id,
         )
 
+    def set_kind(self, record_id: int, guest_space_id: int | None, kind: str) -> None:
+        app = self.markers.app_for(guest_space_id)
+        self.client.request(
+            "PUT",
+            "record",
+            body={"app": app.id, "id": record_id, "record": {"kind": {"value": kind}}},
+            guest_space_id=app.guest_space_id,
+        )
+
     def publish(self, records: Iterable[tuple[int | None, Mapping[str, Any]]]) -> int:
         """Add marker records (space, record) outside a bulk, 100 per call; the number added.
 

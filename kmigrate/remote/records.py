@@ -22,6 +22,7 @@ from ..plan import Batch, ChangesetPlan, Plan, canonical_json
 
 KIND_BATCH = "batch"  # one applied (or baselined) batch
 KIND_LEASE = "lease"
+KIND_PARTIAL = "partial"  # a marker kept with only part of its bulk ("partial:K"): not applied
 
 # What `kmigrate plan` shows where the run's token goes: it is known only when `apply` runs.
 RUN_PLACEHOLDER = "{run}"
@@ -35,7 +36,7 @@ FIELDS: dict[str, dict[str, Any]] = {
         "required": True,
         "unique": True,  # the whole protocol rests on this: a resend fails on it
     },
-    "kind": {"type": "SINGLE_LINE_TEXT", "label": "Kind"},
+    "kind": {"type": "SINGLE_LINE_TEXT", "label": "Kind"},  # batch, lease, or partial:K
     "project": {"type": "SINGLE_LINE_TEXT", "label": "Project"},
     "version": {"type": "SINGLE_LINE_TEXT", "label": "Changeset version"},
     "name": {"type": "SINGLE_LINE_TEXT", "label": "Changeset name"},
@@ -168,6 +169,7 @@ class Marker:
     version: str
     name: str
     index: int
+    kind: str
     batches: int
     hash: str
     source_checksum: str
@@ -185,6 +187,7 @@ class Marker:
         return cls(
             guest_space_id=guest_space_id,
             key=_text(record, "key"),
+            kind=_text(record, "kind"),
             version=_text(record, "version"),
             name=_text(record, "name"),
             index=int(_text(record, "batch") or 0),

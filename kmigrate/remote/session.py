@@ -17,14 +17,14 @@ from typing import Any
 
 from ..client import Client
 from ..config import Environment
-from ..errors import DriftError, KintoneError, KmigrateError, TransportError
+from ..errors import DriftError, JournalError, KintoneError, KmigrateError, TransportError
 from ..journal import Actor
 from ..kintone import MAX_BULK_REQUESTS
 from ..plan import Batch, ChangesetPlan
 from ..planner import Limits
 from .app import JournalApp
 from .lease import LEASE_SECONDS, Lease
-from .records import LeaseRecord, Marker, Markers
+from .records import KIND_BATCH, KIND_PARTIAL, LeaseRecord, Marker, Markers
 
 # A lost answer is settled by reading the marker; absent, the batch is sent again (safe: a
 # late first copy and the resend cannot both apply, the marker's key is unique). This many
@@ -78,6 +78,7 @@ class RemoteRun:
                 results = self.client.bulk([marker_request, *requests], batch.guest_space_id)
             except KintoneError as exc:
                 if exc.bulk_index != 0:
+                    self._check_rolled_back(cs, batch, exc)
                     raise _without_marker(exc) from exc
                 found = self._marker(cs, batch)
                 if found is None:  # the journal app itself refused the marker (fields, rights)
@@ -106,8 +107,34 @@ class RemoteRun:
             return Outcome(results=results[1:], marker_id=int(results[0]["id"]))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
+    def _check_rolled_back(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> None:
+        """A bulk refused after its marker: Kintone rolls it back whole, the marker too. Where it
+        kept the requests before the refused one instead (a "prefix" reading of a failed bulk),
+        the marker would say the batch applied while its later calls never ran: mark it partial
+        (markers of another kind are not read as applied) and stop for a person."""
+        try:
+            found = self.app.read_marker(cs.version, batch.index, batch.guest_space_id)
+        except KmigrateError:
+            return  # cannot tell now; the refusal is reported as it is
+        if found is None or found.kind != KIND_BATCH:
+            return
+        self.app.set_kind(found.record_id, batch.guest_space_id, f"{KIND_PARTIAL}:{exc.bulk_index}")
+        raise JournalError(
+            f"{cs.id} batch {batch.index}: Kintone refused request {exc.bulk_index} of its bulk "
+            f"({exc.message}) but kept the requests before it, the journal app's marker among them: "
+            "the batch applied in part",
+            hint=f"its marker is now kind {KIND_PARTIAL!r}; check what Kintone holds, undo or complete the part "
+            "that applied, delete the marker, then `kmigrate apply` again",
+        )
+
     def _marker(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
         found = self.app.read_marker(cs.version, batch.index, batch.guest_space_id)
+        if found is not None and found.kind != KIND_BATCH:
+            raise JournalError(
+                f"{cs.id} batch {batch.index}: its marker in the journal app says it applied in part ({found.kind})",
+                hint="check what Kintone holds, undo or complete the part that applied, delete the marker, "
+                "then `kmigrate apply` again",
+            )
         if found is not None and found.hash != batch.hash:
             raise DriftError(
                 f"{cs.id} batch {batch.index} was applied by run {found.run} with other content "
