@@ -21,7 +21,7 @@ import yaml
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .changeset_files import next_changeset_path, version_of
-from .client import Client
+from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
 from .drift import accepted_hashes, drifted
 from .errors import (
@@ -204,15 +204,21 @@ def schema() -> dict[str, Any]:
 
 
 def connect(ctx: Context) -> Client:
-    """The client for the environment: the embedded sandbox through an in-process transport, or Kintone."""
+    """The client for the environment: the embedded sandbox through an in-process transport, or
+    Kintone; with the environment's timeout and retry settings."""
     env = ctx.env
+    settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
+    if env.timeout is not None:
+        settings["timeout"] = env.timeout
     if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
-        return Client(SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport())
+        return Client(
+            SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
+        )
     assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
-    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http)
+    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
 def _sandbox_credentials(sandbox: Any) -> Credentials:

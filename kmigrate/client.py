@@ -97,28 +97,57 @@ def auth_headers(credentials: Credentials) -> dict[str, str]:
     return headers
 
 
+DEFAULT_TIMEOUT_SECONDS = 120.0
+DEFAULT_RETRIES = 5
+DEFAULT_RETRY_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait before sending again a request Kintone did not run."""
+    """How often and how long to keep sending again a request Kintone did not run.
 
-    attempts: int = 5  # in all, the first one included
+    Bounded twice: ``attempts`` in all (the first included), and ``max_seconds`` from the first
+    attempt: a wait that would end past it is not started (the last answer is raised instead).
+    A ``Retry-After`` of N seconds is waited as given, within that budget; an HTTP date falls
+    back to the backoff.
+    """
+
+    attempts: int = DEFAULT_RETRIES + 1
     base_delay: float = 0.5  # seconds; doubles each time, with jitter
-    max_delay: float = 10.0
+    max_delay: float = 10.0  # of one backoff wait (a Retry-After may ask for more)
+    max_seconds: float = DEFAULT_RETRY_SECONDS
 
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    @classmethod
+    def of(cls, retries: int | None = None, seconds: float | None = None) -> RetryPolicy:
+        """From the settings a user writes (``retries``, ``retry_seconds``); None: the default."""
+        return cls(
+            attempts=(DEFAULT_RETRIES if retries is None else retries) + 1,
+            max_seconds=DEFAULT_RETRY_SECONDS if seconds is None else seconds,
+        )
+
+    def delay(self, attempt: int, retry_after: str | None = None, jitter: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based); ``jitter`` in
+        [0, 1) (drawn when not given)."""
         if retry_after:
             try:
-                return min(max(float(retry_after), 0.0), self.max_delay)
+                return max(float(retry_after), 0.0)
             except ValueError:
                 pass  # an HTTP date: fall back to our own backoff
         backoff = self.base_delay * (2 ** (attempt - 1))
-        return min(backoff * (0.5 + random.random() / 2), self.max_delay)
+        share = random.random() if jitter is None else jitter
+        return min(backoff * (0.5 + share / 2), self.max_delay)
 
 
 NO_RETRY = RetryPolicy(attempts=1)
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=10.0)
+
+def timeout_of(seconds: float) -> httpx.Timeout:
+    """The client's timeout for a setting of ``seconds``: reading an answer (and writing, and
+    waiting for a pooled connection) that long; connecting at most 10 s of it."""
+    return httpx.Timeout(seconds, connect=min(10.0, seconds))
+
+
+DEFAULT_TIMEOUT = timeout_of(DEFAULT_TIMEOUT_SECONDS)
 
 # Transport failures after which the request certainly did not reach Kintone.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -127,7 +156,9 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 class Client:
     """A Kintone REST client: one bulk request per batch, plus the reads the runner needs.
 
-    ``request_count`` counts the HTTP requests sent (retries included), for tests and reports.
+    ``request_count`` counts the HTTP requests sent (retries included), ``retry_count`` the
+    retries among them, for tests and reports. ``timeout`` in seconds (or an ``httpx.Timeout``);
+    ``sleep`` and ``clock`` are injected so tests decide retries without waiting.
     """
 
     def __init__(
@@ -140,19 +171,22 @@ class Client:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.base_url = check_base_url(base_url, insecure_http=insecure_http)
         auth = auth_headers(credentials)
         self._auth_kind = ", ".join(auth) or "none"  # header names only, for the repr
         self.retry = retry
         self._sleep = sleep
+        self._clock = clock
         self.request_count = 0
+        self.retry_count = 0
         headers = {"User-Agent": f"kmigrate/{__version__}", **auth}
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
             transport=transport,
-            timeout=timeout,
+            timeout=timeout_of(timeout) if isinstance(timeout, (int, float)) else timeout,
             verify=True,
             follow_redirects=False,
         )
@@ -296,21 +330,38 @@ class Client:
     ) -> Any:
         what = f"{method} {path}"
         attempt = 0
+        started = self._clock()
         while True:
             attempt += 1
             try:
                 response = self._exchange(method, path, params, json_body)
             except httpx.TransportError as exc:
                 sent_maybe = not isinstance(exc, _NOT_SENT)
-                if (idempotent or not sent_maybe) and attempt < self.retry.attempts:
-                    self._sleep(self.retry.delay(attempt))
+                if (idempotent or not sent_maybe) and self._may_retry(
+                    attempt, started, self.retry.delay(attempt)
+                ):
                     continue
                 raise _transport_error(what, self.base_url, exc, sent_maybe, attempt) from exc
-            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.attempts:
-                log.debug("%s -> HTTP %s, retrying (attempt %d)", what, response.status_code, attempt)
-                self._sleep(self.retry.delay(attempt, response.headers.get("Retry-After")))
-                continue
+            if response.status_code in RETRYABLE_STATUSES:
+                wait = self.retry.delay(attempt, response.headers.get("Retry-After"))
+                if self._may_retry(attempt, started, wait):
+                    log.info(
+                        "%s -> HTTP %s, retrying in %.1f s (attempt %d)",
+                        what,
+                        response.status_code,
+                        wait,
+                        attempt,
+                    )
+                    continue
             return _decode(what, response, bulk, attempt)
+
+    def _may_retry(self, attempt: int, started: float, wait: float) -> bool:
+        """Wait ``wait`` seconds and say yes, if another attempt fits both bounds."""
+        if attempt >= self.retry.attempts or self._clock() - started + wait > self.retry.max_seconds:
+            return False
+        self._sleep(wait)
+        self.retry_count += 1
+        return True
 
     def _exchange(
         self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any
@@ -358,8 +409,8 @@ def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) 
     return out
 
 
-def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
+def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | bool | None]]:
+    pairs: list[tuple[str, str | int | float | bool | None]] = []
     for key, value in params.items():
         if isinstance(value, (list, tuple)):
             pairs.extend((f"{key}[{i}]", str(v)) for i, v in enumerate(value))
@@ -380,7 +431,8 @@ def _decode(what: str, response: httpx.Response, bulk: list[dict[str, Any]] | No
     if 200 <= status < 300:
         if data is None:
             raise TransportError(
-                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): {_preview(response.text)}",
+                f"{what}: HTTP {status} with a body that is not JSON ({_content_type(response)}): "
+                f"{_preview(response.text)}",
                 sent_maybe=True,
                 hint="is the base URL a Kintone domain? A proxy or login page may be in the way",
             )

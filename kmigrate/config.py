@@ -43,6 +43,16 @@ class EnvConfig(BaseModel):
     journal: str | None = None
     apps: dict[str, int | AppRef] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
+    # Talking to Kintone (strict: `timeout = "60"` or `retries = true` is an error naming the key).
+    timeout: float | None = Field(
+        default=None, gt=0, strict=True, allow_inf_nan=False
+    )  # seconds to wait for an answer
+    retries: int | None = Field(
+        default=None, ge=0, strict=True
+    )  # sends again of a request Kintone did not run
+    retry_seconds: float | None = Field(
+        default=None, ge=0, strict=True, allow_inf_nan=False
+    )  # the retries' total time budget
 
     @model_validator(mode="after")
     def _one_target(self) -> EnvConfig:
@@ -97,6 +107,9 @@ class Environment:
     base_url: str | None = None
     guest_space_id: int | None = None
     insecure_http: bool = False
+    timeout: float | None = None  # seconds; None: the client's default (120 s)
+    retries: int | None = None  # None: the client's default (5)
+    retry_seconds: float | None = None  # None: the client's default (60 s)
 
     @property
     def is_sandbox(self) -> bool:
@@ -164,8 +177,13 @@ class Project:
         return name
 
     def environment(
-        self, name: str | None = None, var_overrides: Mapping[str, Any] | None = None
+        self,
+        name: str | None = None,
+        var_overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> Environment:
+        """``[env.NAME]`` resolved; ``KMIGRATE_TIMEOUT`` in ``environ`` (default: the process
+        environment) wins over the file's ``timeout`` (a ``--timeout`` flag wins over both)."""
         name = self.env_name(name)
         cfg = self.config.env[name]
         apps = {
@@ -195,7 +213,34 @@ class Project:
             base_url=cfg.base_url.rstrip("/") if cfg.base_url else None,
             guest_space_id=cfg.guest_space_id,
             insecure_http=cfg.insecure_http,
+            timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
+            retries=cfg.retries,
+            retry_seconds=cfg.retry_seconds,
         )
+
+
+TIMEOUT_VARIABLE = "KMIGRATE_TIMEOUT"
+
+
+def timeout_from_environ(environ: Mapping[str, str]) -> float | None:
+    """``KMIGRATE_TIMEOUT`` as seconds (None when unset or empty); a ``ConfigError`` otherwise."""
+    text = environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return None
+    return parse_timeout(text, TIMEOUT_VARIABLE)
+
+
+def parse_timeout(text: str, source: str) -> float:
+    """Seconds, a positive finite number, from ``--timeout`` or ``KMIGRATE_TIMEOUT``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds != float("inf")):
+        raise ConfigError(
+            f"{source} = {text!r}: the timeout is a number of seconds greater than 0", hint="e.g. 60 or 2.5"
+        )
+    return seconds
 
 
 def load_project(root: Path | str = ".") -> Project:

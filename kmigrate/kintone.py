@@ -1,4 +1,4 @@
-"""Kintone's REST API facts that kmigrate's client side relies on (see ../shared/kintone-api.md).
+"""Kintone's REST API facts that kmigrate's client side relies on (see docs/kintone-api.md).
 
 The embedded sandbox (``kmigrate.sandbox``) keeps its own copy of these rules on purpose: it
 plays the server, and a test where client and server share one mistaken constant proves less.

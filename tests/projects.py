@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
+# The repository's root is itself a kmigrate project (the example shop); these are its files.
+EXAMPLE = Path(__file__).resolve().parent.parent
+EXAMPLE_FILES = ("kmigrate.toml", "sandbox.yaml", "changesets", "templates")
 
 SANDBOX_YAML = """\
 apps:
@@ -32,8 +34,18 @@ TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 
 
 def copy_example(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".kmigrate"))
+    return copy_example_to(tmp_path / "shop")
+
+
+def copy_example_to(root: Path) -> Path:
+    """The example project's files (not the rest of the repository) copied into ``root``."""
+    root.mkdir(parents=True)
+    for name in EXAMPLE_FILES:
+        source = EXAMPLE / name
+        if source.is_dir():
+            shutil.copytree(source, root / name)
+        else:
+            shutil.copy2(source, root / name)
     return root
 
 

@@ -108,10 +108,19 @@ def test_plain_http_to_a_remote_host_needs_the_flag() -> None:
     assert check_base_url("http://example.cybozu.com", insecure_http=True) == "http://example.cybozu.com"
 
 
-@pytest.mark.parametrize("url", ["example.cybozu.com", "ftp://x.com", "https://", "https://x.com/?a=1"])
-def test_malformed_base_urls_are_config_errors(url: str) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("example.cybozu.com", "is not an http(s) URL with a host"),
+        ("ftp://x.com", "is not an http(s) URL with a host"),
+        ("https://", "is not an http(s) URL with a host"),
+        ("https://x.com/?a=1", "must not have a query string or fragment"),
+    ],
+)
+def test_malformed_base_urls_are_config_errors(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
         check_base_url(url)
+    assert f"base URL {url!r} {says}" in str(err.value)
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
@@ -140,8 +149,12 @@ def test_api_paths() -> None:
     assert api_path("record/status", 7) == "/k/guest/7/v1/record/status.json"
     assert split_api("/k/guest/7/v1/record/status.json") == (7, "record/status")
     assert split_api("/k/v1/records.json") == (None, "records")
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"not a Kintone API path: '/k/v2/records.json' \(expected /k/v1/NAME"
+    ):
         split_api("/k/v2/records.json")
+    with pytest.raises(ValueError, match="it should end in .json"):
+        split_api("/k/v1/records")
 
 
 # ---- headers ---------------------------------------------------------------------------------
@@ -196,29 +209,39 @@ def test_bulk_sends_a_body_valid_against_the_openapi_schema_and_returns_results(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "says"),
     [
-        {
-            "requests": [
-                {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}
-            ]
-        },
-        {
-            "requests": [
-                {
-                    "method": "PUT",
-                    "api": "/k/v1/records/status.json",
-                    "payload": {"app": 1, "records": [{"action": "Submit"}]},
-                }
-            ]
-        },
-        {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
-        {"reqs": []},
+        (
+            {
+                "requests": [
+                    {"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": "x"}}
+                ]
+            },
+            "BulkRequestPostRecordsPostForm:\n  records: 'x' is not of type 'array'",
+        ),
+        (
+            {
+                "requests": [
+                    {
+                        "method": "PUT",
+                        "api": "/k/v1/records/status.json",
+                        "payload": {"app": 1, "records": [{"action": "Submit"}]},
+                    }
+                ]
+            },
+            "BulkRequestPostRecordsStatusPutForm:\n  records/0: 'id' is a required property",
+        ),
+        (
+            {"requests": [{"method": "POST", "api": "/k/v1/records.json"}]},
+            "requests/0: 'payload' is a required",
+        ),
+        ({"reqs": []}, "(root): 'requests' is a required property"),
     ],
 )
-def test_the_schema_check_rejects_malformed_bulk_bodies(body: dict) -> None:
-    with pytest.raises(AssertionError):
+def test_the_schema_check_rejects_malformed_bulk_bodies(body: dict, says: str) -> None:
+    with pytest.raises(AssertionError) as err:
         validate_bulk_requests(body)
+    assert says in str(err.value)
 
 
 def test_guest_space_bulk_prefixes_the_outer_url_and_every_inner_api() -> None:
@@ -307,14 +330,84 @@ def test_429_and_503_are_retried_with_growing_backoff() -> None:
     assert len(slept) == 2 and 0.5 <= slept[0] <= 1.0 and 1.0 <= slept[1] <= 2.0
 
 
-def test_retry_after_is_honoured_up_to_max_delay() -> None:
+def test_retry_after_is_honoured_as_given_within_the_time_budget() -> None:
     rec = Recorder(
         httpx.Response(429, json={"code": "GAIA_TO04", "message": "busy"}, headers={"Retry-After": "3"}),
         ok_bulk(1),
     )
     client, slept = make_client(rec, retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=2.0))
     client.bulk([ADD])
-    assert slept == [2.0]
+    assert slept == [3.0]  # more than one backoff wait may be: the server asked for it
+    assert client.retry_count == 1
+
+
+def test_a_retry_after_beyond_the_time_budget_is_not_waited_for() -> None:
+    rec = Recorder(
+        httpx.Response(429, json={"code": "GAIA_TO04", "message": "busy"}, headers={"Retry-After": "90"}),
+        ok_bulk(1),
+    )
+    client, slept = make_client(rec, retry=RetryPolicy(attempts=5, max_seconds=60))
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])
+    assert err.value.status == 429 and slept == [] and len(rec.requests) == 1 and client.retry_count == 0
+
+
+def test_an_http_date_retry_after_falls_back_to_the_backoff() -> None:
+    policy = RetryPolicy(base_delay=1.0, max_delay=100.0)
+    assert policy.delay(3, "Wed, 21 Oct 2015 07:28:00 GMT", jitter=0.0) == 2.0
+    assert policy.delay(3, None, jitter=0.5) == 3.0
+    assert policy.delay(30, None, jitter=0.99) == 100.0  # one wait is capped
+
+
+class FakeClock:
+    """Monotonic time that only the client's sleeps move."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_retries_stop_when_the_next_wait_would_pass_the_time_budget() -> None:
+    rec = Recorder(MAINTENANCE)
+    clock = FakeClock()
+    policy = RetryPolicy(attempts=100, base_delay=1.0, max_delay=8.0, max_seconds=20.0)
+    client = Client(
+        "https://example.cybozu.com",
+        Credentials(TOKENS),
+        transport=httpx.MockTransport(rec),
+        retry=policy,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])
+    assert err.value.status == 503
+    waited = sum(clock.slept)
+    assert waited <= 20.0 and len(clock.slept) >= 3  # 0.5-1, 1-2, 2-4, 4-8 ... within 20 s
+    assert client.retry_count == len(clock.slept) == len(rec.requests) - 1
+    # the wait that was not started would have ended past the budget
+    assert waited + policy.delay(len(rec.requests), jitter=0.0) > 20.0
+
+
+def test_retry_policy_of_the_user_settings() -> None:
+    assert RetryPolicy.of() == RetryPolicy(attempts=6, max_seconds=60.0)
+    assert RetryPolicy.of(retries=0, seconds=5.0) == RetryPolicy(attempts=1, max_seconds=5.0)
+
+
+def test_a_timeout_in_seconds_bounds_reading_the_answer() -> None:
+    client = Client("https://example.cybozu.com", Credentials(TOKENS), timeout=7.5)
+    timeout = client._http.timeout
+    assert (timeout.read, timeout.write, timeout.pool, timeout.connect) == (7.5, 7.5, 7.5, 7.5)
+    client = Client("https://example.cybozu.com", Credentials(TOKENS), timeout=300)
+    assert client._http.timeout.read == 300 and client._http.timeout.connect == 10.0
+    assert Client("https://example.cybozu.com", Credentials(TOKENS))._http.timeout.read == 120.0
 
 
 def test_retries_are_bounded_then_the_refusal_is_raised() -> None:
@@ -723,3 +816,56 @@ def test_a_server_that_takes_the_request_and_never_answers_leaves_it_in_doubt() 
     server.close()
     assert err.value.sent_maybe is True and client.request_count == 1  # never sent twice
     assert received and received[0].startswith(b"POST /k/v1/bulkRequest.json")
+
+
+# ---- against the sandbox's seeded faults ----------------------------------------------------
+
+
+def test_retryable_faults_are_retried_and_every_record_lands_once() -> None:
+    from kmigrate.sandbox.faults import FaultProfile
+
+    sandbox = Sandbox.from_definition(
+        {"apps": [{"id": 1, "name": "Notes", "fields": {"title": "SINGLE_LINE_TEXT"}}]}
+    )
+    profile = FaultProfile.parse("seed=11,429=0.2,503=0.2,reset=0.2")
+    clock = FakeClock()
+    client = Client(
+        SANDBOX_BASE_URL,
+        Credentials(),
+        transport=sandbox.transport(faults=profile),
+        retry=RetryPolicy(attempts=30, max_seconds=10_000),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    for n in range(40):
+        client.bulk(
+            [
+                {
+                    "method": "POST",
+                    "api": "/k/v1/record.json",
+                    "payload": {"app": 1, "record": {"title": {"value": f"n{n}"}}},
+                }
+            ]
+        )
+    assert [r["title"]["value"] for r in sandbox.records(1)] == [f"n{n}" for n in range(40)]
+    injected = profile.report()["faults"]
+    assert isinstance(injected, dict) and injected["429"] and injected["503"] and injected["reset"]
+    assert client.retry_count == injected["429"] + injected["503"] + injected["reset"] == profile.retries
+
+
+@pytest.mark.parametrize("kind", ["drop", "slow"])
+def test_a_bulk_whose_answer_the_fault_lost_is_in_doubt_and_not_resent(kind: str) -> None:
+    from kmigrate.sandbox.faults import FaultProfile
+
+    sandbox = Sandbox.from_definition(
+        {"apps": [{"id": 1, "name": "Notes", "fields": {"title": "SINGLE_LINE_TEXT"}}]}
+    )
+    client = Client(
+        SANDBOX_BASE_URL,
+        Credentials(),
+        transport=sandbox.transport(faults=FaultProfile.parse(f"seed=1,{kind}=1")),
+        sleep=lambda s: None,
+    )
+    with pytest.raises(TransportError) as err:
+        client.bulk([{"method": "POST", "api": "/k/v1/record.json", "payload": {"app": 1, "record": {}}}])
+    assert err.value.sent_maybe and client.request_count == 1 and len(sandbox.records(1)) == 1

@@ -96,3 +96,54 @@ def test_credentials_never_show_in_repr():
         Credentials.from_environ({"KINTONE_USERNAME": "u"})
     with pytest.raises(ConfigError, match="at most 9"):
         Credentials.from_environ({"KINTONE_API_TOKEN": ",".join(f"t{i}" for i in range(10))})
+
+
+# ---- timeout and retries ---------------------------------------------------------------------
+
+NET = "[env.prod]\nbase_url = 'https://x.cybozu.com'\n"
+
+
+def test_timeout_and_retries_are_read_per_environment(tmp_path):
+    write(tmp_path, NET + "timeout = 30\nretries = 2\nretry_seconds = 12.5\n[env.other]\nsandbox = 'x'\n")
+    project = load_project(tmp_path)
+    env = project.environment("prod", environ={})
+    assert (env.timeout, env.retries, env.retry_seconds) == (30.0, 2, 12.5)
+    other = project.environment("other", environ={})
+    assert (other.timeout, other.retries, other.retry_seconds) == (None, None, None)  # the client's defaults
+
+
+def test_kmigrate_timeout_wins_over_the_file(tmp_path):
+    write(tmp_path, NET + "timeout = 30\n")
+    project = load_project(tmp_path)
+    assert project.environment(environ={"KMIGRATE_TIMEOUT": "4.5"}).timeout == 4.5
+    assert project.environment(environ={"KMIGRATE_TIMEOUT": ""}).timeout == 30.0
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "inf", "nan"])
+def test_a_bad_kmigrate_timeout_is_a_config_error_naming_it(tmp_path, value):
+    write(tmp_path, NET)
+    with pytest.raises(ConfigError, match=f"KMIGRATE_TIMEOUT = '{value}'") as info:
+        load_project(tmp_path).environment(environ={"KMIGRATE_TIMEOUT": value})
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "line, key, why",
+    [
+        ("timeout = true", "timeout", "valid number"),
+        ("timeout = '60'", "timeout", "valid number"),
+        ("timeout = 0", "timeout", "greater than 0"),
+        ("timeout = inf", "timeout", "finite"),
+        ("retries = true", "retries", "valid integer"),
+        ("retries = 2.0", "retries", "valid integer"),
+        ("retries = '3'", "retries", "valid integer"),
+        ("retries = -1", "retries", "greater than or equal to 0"),
+        ("retry_seconds = false", "retry_seconds", "valid number"),
+        ("retry_seconds = -1", "retry_seconds", "greater than or equal to 0"),
+    ],
+)
+def test_timeout_and_retry_settings_are_strictly_typed(tmp_path, line, key, why):
+    write(tmp_path, NET + line + "\n")
+    with pytest.raises(ConfigError, match=why) as info:
+        load_project(tmp_path)
+    assert f"`env.prod.{key}`" in str(info.value) and "kmigrate.toml" in str(info.value)

@@ -139,32 +139,52 @@ def test_two_applies_never_interleave(tmp_path):
     root = items_project(tmp_path)
     write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     env = load_project(root).environment()
-    # Another process holds the journal's lock, as a running apply would.
+    # Another process holds the journal's lock, as a running apply would, until told to let go.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
-                "import sys, time; from kmigrate.journal import Journal\n"
+                "import sys; from kmigrate.journal import Journal\n"
                 f"j = Journal.open({str(env.journal_path)!r}); j.acquire_lock()\n"
-                "print('locked', flush=True); time.sleep(float(sys.argv[1])); j.release_lock()"
+                "print('locked', flush=True); sys.stdin.readline(); j.release_lock(); print('released', flush=True)"
             ),
-            "3",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout.readline().strip() == "locked"
-    code, output = finish(kmigrate("-C", str(root), "apply"))
-    assert code == 1 and "locked by" in output and f"pid {holder.pid}" in output, output
-    assert codes_in(root, env.sandbox_store) == []  # nothing was sent
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, output = finish(kmigrate("-C", str(root), "apply"))
+        assert code == 1 and "locked by" in output and f"pid {holder.pid}" in output, output
+        assert codes_in(root, env.sandbox_store) == []  # nothing was sent
 
-    code, output = finish(
-        kmigrate("-C", str(root), "apply", "--wait", "30")
-    )  # waits for the holder, then runs
-    assert code == 0, output
-    holder.wait(timeout=10)
-    assert codes_in(root, env.sandbox_store) == ["A"]
+        waiting = kmigrate("-C", str(root), "apply", "--wait", "60")
+        # Let go only once the second apply has started its run (journaled before it asks for
+        # the lock), so it overlaps the holder: its lock comes from waiting, not from a slow start.
+        deadline = time.monotonic() + 30
+        while len(journal_runs(env.journal_path)) < 2:
+            assert waiting.poll() is None and time.monotonic() < deadline, "the waiting apply never started"
+            time.sleep(0.02)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        code, output = finish(waiting)
+        assert code == 0, output
+        assert codes_in(root, env.sandbox_store) == ["A"]
+        runs = journal_runs(env.journal_path)
+        assert [r.outcome for r in runs] == ["locked out", "applied"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+def journal_runs(path: Path) -> list:
+    if not path.exists():
+        return []
+    with Journal.open(path) as journal:
+        return journal.runs()
 
 
 def test_no_secret_in_output_plan_or_journal(served_items):

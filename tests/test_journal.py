@@ -9,8 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,10 @@ import httpx
 import pytest
 import sqlite_utils
 
-from kmigrate import journal as journal_module
 from kmigrate.client import Client
 from kmigrate.config import Credentials
 from kmigrate.errors import InDoubtError, JournalError, KintoneError, LockedError
-from kmigrate.journal import SCHEMA_VERSION, Actor, Journal
+from kmigrate.journal import MIGRATIONS, SCHEMA_VERSION, Actor, Journal
 from kmigrate.plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, Batch, Call, ChangesetPlan, Segment
 
 HOST = socket.gethostname()
@@ -94,19 +91,45 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert "schema version 99" in str(err.value) and "upgrade kmigrate" in str(err.value)
 
 
-def test_an_older_schema_is_migrated_keeping_its_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_older_schema_is_migrated_keeping_its_data(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     with Journal.open(path) as j:
         run = j.start_run("prod")
-    monkeypatch.setattr(
-        journal_module, "MIGRATIONS", [*journal_module.MIGRATIONS, ["ALTER TABLE runs ADD COLUMN note TEXT"]]
-    )
-    with Journal.open(path) as j:
+
+    def add_note(db: sqlite_utils.Database) -> None:
+        db.table("runs").add_column("note", str)
+
+    with Journal.open(path, migrations=[*MIGRATIONS, add_note]) as j:
         assert j.schema_version == SCHEMA_VERSION + 1
-        assert "note" in j.db["runs"].columns_dict
+        assert "note" in j.db.table("runs").columns_dict
         assert [r["id"] for r in j.db.query("SELECT id FROM runs")] == [run]
+
+
+def test_a_version_1_journal_gains_the_reconciliation_columns_and_keeps_its_batches(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    cs = make_changeset(batches=1)
+    with Journal.open(path, migrations=MIGRATIONS[:1]) as old:
+        assert old.schema_version == 1 and "probe" not in old.db.table("batches").columns_dict
+        old.db.table("changesets").insert(
+            {
+                "version": "0001",
+                "name": "cs",
+                "path": "p",
+                "source_checksum": "s",
+                "rendered_checksum": "r",
+                "state": "pending",
+                "batch_count": 1,
+            }
+        )
+        old.db.table("batches").insert(
+            {"changeset": "0001", "idx": 0, "hash": cs.batches[0].hash, "state": SENT}
+        )
+    with Journal.open(path) as j:
+        assert j.schema_version == SCHEMA_VERSION == 2
+        (batch,) = j.in_doubt()
+        assert (batch.state, batch.probe, batch.done_calls, batch.done_hash) == (SENT, None, 0, None)
+        j.resolve("0001", 0, applied=False)
+        assert j.batches("0001")[0].state == PENDING
 
 
 def test_files_that_are_not_journals_are_refused(tmp_path: Path) -> None:
@@ -139,8 +162,9 @@ def test_runs_record_who_where_and_how_it_ended() -> None:
     )
     j.finish_run(run, "applied")
     assert j.runs()[0].outcome == "applied" and j.runs()[0].finished is not None
-    with pytest.raises(JournalError):
+    with pytest.raises(JournalError, match="no run 999"):
         j.finish_run(999, "x")
+    assert [r.outcome for r in j.runs()] == ["applied"]
 
 
 def test_record_changeset_gives_the_planner_its_state() -> None:
@@ -358,7 +382,7 @@ def test_the_event_log_is_append_only() -> None:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             j.db.execute(sql)
         j.db.conn.rollback()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown event kind 'whatever'"):
         j.log_event("whatever")
     assert len(j.events()) == 1
 
@@ -381,19 +405,52 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:
     assert second.acquire_lock().user == "bob"
 
 
-def test_waiting_for_the_lock(tmp_path: Path) -> None:
+class FakeClock:
+    """The lock's monotonic clock and sleep: a sleep moves the clock, and may run a hook."""
+
+    def __init__(self, on_sleep: Any = None) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
+
+
+def test_waiting_for_the_lock_takes_it_once_the_holder_lets_go(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     first = Journal.open(path, actor=Actor("alice", HOST, os.getpid()))
     first.acquire_lock()
-    timer = threading.Timer(
-        0.3, lambda: Journal.open(path, actor=Actor("alice", HOST, os.getpid())).release_lock()
+    # The holder lets go during bob's third wait.
+    clock = FakeClock(on_sleep=lambda n: n == 3 and first.release_lock())
+    second = Journal.open(
+        path, actor=Actor("bob", HOST, os.getppid()), monotonic=clock.monotonic, sleep=clock.sleep
     )
-    timer.start()
-    second = Journal.open(path, actor=Actor("bob", HOST, os.getppid()))
-    started = time.monotonic()
-    assert second.acquire_lock(wait=5, poll=0.05).user == "bob"
-    assert 0.2 < time.monotonic() - started < 4
-    timer.join()
+    assert second.acquire_lock(wait=5, poll=0.5).user == "bob"
+    assert clock.sleeps == [0.5, 0.5, 0.5]
+    assert first.lock_holder() is not None and first.lock_holder().user == "bob"
+
+
+def test_waiting_for_the_lock_gives_up_at_the_deadline_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    first = Journal.open(path, actor=Actor("alice", HOST, os.getpid()))
+    first.acquire_lock(run_id=4)
+    clock = FakeClock()
+    second = Journal.open(
+        path, actor=Actor("bob", HOST, os.getppid()), monotonic=clock.monotonic, sleep=clock.sleep
+    )
+    with pytest.raises(LockedError, match=f"locked by alice@{HOST} \\(pid {os.getpid()}, run 4\\)"):
+        second.acquire_lock(wait=2, poll=0.5)
+    assert clock.sleeps == [0.5] * 4  # tried at 0, 0.5, 1, 1.5 and 2 seconds, then gave up
+    with pytest.raises(LockedError):
+        second.acquire_lock()  # no wait: one try, no sleep
+    assert len(clock.sleeps) == 4 and first.lock_holder().user == "alice"
 
 
 def test_a_stale_lock_is_reported_and_taken_over_only_when_asked(tmp_path: Path) -> None:

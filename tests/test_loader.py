@@ -184,7 +184,7 @@ def test_the_rendered_checksum_is_deterministic_and_order_sensitive(tmp_path):
 
 
 def test_the_example_project_loads(tmp_path):
-    root = Path(__file__).resolve().parent.parent / "examples" / "shop"
+    root = Path(__file__).resolve().parent.parent
     proj = load_project(root)
     changesets = loader.load_project_changesets(proj, proj.environment())
     kinds = {op.kind for cs in changesets for op in cs.operations}

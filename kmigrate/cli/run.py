@@ -102,17 +102,34 @@ def _summary_line(summary: RunSummary) -> str:
     help="Wait this long for another run's lock instead of stopping at once.",
 )
 @click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
+@click.option(
+    "--timeout",
+    "timeout",
+    default=None,
+    metavar="SECONDS",
+    help="How long to wait for each answer from Kintone (wins over KMIGRATE_TIMEOUT and "
+    "`timeout` in kmigrate.toml; default 120).",
+)
 @pass_cli
 def apply(
-    cli: CliContext, dry_run: bool, yes: bool, out_of_order: bool, lock_wait: float, insecure_http: bool
+    cli: CliContext,
+    dry_run: bool,
+    yes: bool,
+    out_of_order: bool,
+    lock_wait: float,
+    insecure_http: bool,
+    timeout: str | None,
 ) -> None:
     """Apply pending changesets, batch by batch, journaling every step."""
+    from ..config import parse_timeout
     from ..render import render_text
 
-    ctx = cli.context()
+    env = cli.environment()
     if insecure_http:
-        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
-    env = ctx.env
+        env = dataclasses.replace(env, insecure_http=True)
+    if timeout is not None:
+        env = dataclasses.replace(env, timeout=parse_timeout(timeout, "--timeout"))
+    ctx = api.Context(cli.project, env)
     if dry_run:
         result = api.apply(ctx, dry_run=True, out_of_order=out_of_order)
         click.echo(render_text(result.plan), nl=False)
@@ -192,7 +209,9 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
                 line += f"  ({r.note})"
             click.echo(line)
     if check and any(r.state != "applied" for r in rows):
-        raise PendingWork(f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {ctx.env.name}")
+        raise PendingWork(
+            f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {ctx.env.name}"
+        )
 
 
 @main.command()

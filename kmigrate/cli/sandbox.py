@@ -33,7 +33,7 @@ def sandbox_group(ctx: click.Context, sandbox_file: Path | None, store: Path | N
     ctx.meta["sandbox_args"] = (sandbox_file, store)
 
 
-def _open(cli: CliContext) -> Sandbox:
+def _open(cli: CliContext, bulk_semantics: str = "atomic") -> Sandbox:
     sandbox_file, store = click.get_current_context().meta["sandbox_args"]
     if sandbox_file is None:
         env = cli.environment()
@@ -43,22 +43,82 @@ def _open(cli: CliContext) -> Sandbox:
                 hint="pass -e with a sandbox environment, or --file FILE",
             )
         sandbox_file, store = env.sandbox_file, store or env.sandbox_store
-    return Sandbox.open(sandbox_file, store)
+    return Sandbox.open(sandbox_file, store, bulk_semantics=bulk_semantics)
 
 
 @sandbox_group.command("serve")
 @click.option("--host", default="localhost", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--quiet", is_flag=True, help="Do not print a line per request.")
+@click.option(
+    "--bulk-semantics",
+    type=click.Choice(["atomic", "prefix"]),
+    default="atomic",
+    show_default=True,
+    help="atomic: a failed bulk request rolls back whole (Kintone's reference); "
+    "prefix: the requests before the failing one stay committed.",
+)
+@click.option(
+    "--faults",
+    "fault_spec",
+    default=None,
+    metavar="SPEC",
+    help='Seeded fault injection, e.g. "seed=7,latency=0-20,429=0.05,500=0.02,503=0.05,'
+    'reset=0.05,drop=0.05,slow=0.02,slow_delay=5" (see docs/testing.md).',
+)
+@click.option(
+    "--faults-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the injected faults' counters (JSON) to this file on exit.",
+)
+@click.option(
+    "--kill-client",
+    "kill_point",
+    default=None,
+    metavar="N:PHASE",
+    help="Crash testing: SIGKILL the client (pid in --client-pid-file) at its Nth request, "
+    "PHASE before (not handled), commit (handled, never answered) or answer[+MS].",
+)
+@click.option(
+    "--client-pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The file holding the pid of the client --kill-client kills (read when it fires).",
+)
 @pass_cli
-def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
-    """Serve the sandbox's REST API over HTTP until Ctrl-C."""
-    from ..sandbox.server import make_server
+def serve(
+    cli: CliContext,
+    host: str,
+    port: int,
+    quiet: bool,
+    bulk_semantics: str,
+    fault_spec: str | None,
+    faults_report: Path | None,
+    kill_point: str | None,
+    client_pid_file: Path | None,
+) -> None:
+    """Serve the sandbox's REST API over HTTP until Ctrl-C (or SIGTERM)."""
+    import signal
 
-    sandbox = _open(cli)
+    from ..sandbox.faults import FaultProfile
+    from ..sandbox.server import KillSwitch, make_server
+
+    faults = FaultProfile.parse(fault_spec) if fault_spec is not None else None
+    kill = None
+    if kill_point is not None:
+        if client_pid_file is None:
+            raise ConfigError("--kill-client needs --client-pid-file (the pid of the process to kill)")
+        kill = KillSwitch.parse(kill_point, client_pid_file)
+    sandbox = _open(cli, bulk_semantics)
     try:
         server = make_server(
-            sandbox, host, port, log=None if quiet else (lambda line: click.echo(line, err=True))
+            sandbox,
+            host,
+            port,
+            log=None if quiet else (lambda line: click.echo(line, err=True)),
+            faults=faults,
+            kill=kill,
         )
     except OSError as exc:
         sandbox.close()
@@ -66,11 +126,19 @@ def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port"
         ) from None
     apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.definition.apps.values()) or "none"
+    extra = "" if bulk_semantics == "atomic" else "; bulk semantics: prefix"
+    if faults is not None:
+        extra += f"; faults: {faults.spec}"
     click.echo(
         f"Kintone sandbox on http://{host}:{server.server_port}  "
-        f"(apps: {apps}; store: {sandbox.store_path or 'in memory'})"
+        f"(apps: {apps}; store: {sandbox.store_path or 'in memory'}{extra})",
     )
     click.echo("Press Ctrl-C to stop.")
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM: stop as Ctrl-C does (the report is written)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -78,6 +146,8 @@ def serve(cli: CliContext, host: str, port: int, quiet: bool) -> None:
     finally:
         server.server_close()
         sandbox.close()
+        if faults is not None and faults_report is not None:
+            faults_report.write_text(json.dumps(faults.report(), indent=2) + "\n", encoding="utf-8")
 
 
 @sandbox_group.command("reset")

@@ -340,10 +340,11 @@ def render_record(
         "value": {"code": data["modifier"], "name": data["modifier"]},
     }
     out[system["UPDATED_TIME"].code] = {"type": "UPDATED_TIME", "value": data["updated"]}
-    if app.process_enabled:
+    process = app.enabled_process
+    if process is not None:
         out[system["STATUS"].code] = {
             "type": "STATUS",
-            "value": data.get("status") or app.process.initial.name,
+            "value": data.get("status") or process.initial.name,
         }
         out[system["STATUS_ASSIGNEE"].code] = {
             "type": "STATUS_ASSIGNEE",

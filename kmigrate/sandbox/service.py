@@ -16,8 +16,11 @@ import httpx
 import yaml
 
 from ..errors import Location, SandboxDefinitionError
+from .admin import AppAdmin
 from .api import Api
+from .apps import Apps
 from .definition import SandboxDefinition, parse_definition
+from .faults import FaultProfile, FaultyTransport
 from .fields import render_record
 from .store import Store
 from .wsgi import WsgiApp
@@ -37,19 +40,23 @@ class _Transport(httpx.WSGITransport):
 
 
 class Sandbox:
-    def __init__(self, definition: SandboxDefinition, store: Path | None = None):
+    def __init__(
+        self, definition: SandboxDefinition, store: Path | None = None, *, bulk_semantics: str = "atomic"
+    ):
         self.definition = definition
         self.store_path = store
         self._store = Store(store)
         self._lock = threading.RLock()
-        self._store.rebuild_uniques(
-            {app.id: [c for c, f in app.fields.items() if f.unique] for app in definition.apps.values()}
-        )
-        self.api = Api(definition, self._store)
+        self.apps = Apps(definition, self._store)
+        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics)
+        self.api.rebuild_uniques()
+        AppAdmin(self.api, self.apps).register()
         self.wsgi_app = WsgiApp(self.api, self._lock)
 
     @classmethod
-    def open(cls, definition: Path | str, store: Path | str | None = None) -> Sandbox:
+    def open(
+        cls, definition: Path | str, store: Path | str | None = None, *, bulk_semantics: str = "atomic"
+    ) -> Sandbox:
         path = Path(definition)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -65,34 +72,48 @@ class Sandbox:
                 f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
                 location=Location(file=path, line=mark.line + 1 if mark else None),
             ) from None
-        return cls(parse_definition(data, path), Path(store) if store is not None else None)
+        return cls(
+            parse_definition(data, path),
+            Path(store) if store is not None else None,
+            bulk_semantics=bulk_semantics,
+        )
 
     @classmethod
-    def from_definition(cls, data: dict[str, Any], store: Path | str | None = None) -> Sandbox:
-        return cls(parse_definition(data, "<sandbox definition>"), Path(store) if store is not None else None)
+    def from_definition(
+        cls, data: dict[str, Any], store: Path | str | None = None, *, bulk_semantics: str = "atomic"
+    ) -> Sandbox:
+        return cls(
+            parse_definition(data, "<sandbox definition>"),
+            Path(store) if store is not None else None,
+            bulk_semantics=bulk_semantics,
+        )
 
     @property
     def request_count(self) -> int:
         return self.wsgi_app.request_count
 
-    def transport(self) -> httpx.BaseTransport:
-        return _Transport(app=self.wsgi_app)
+    def transport(self, faults: FaultProfile | None = None) -> httpx.BaseTransport:
+        """The in-process transport; with ``faults``, each request first meets the profile's
+        next seeded decision (see ``kmigrate.sandbox.faults``)."""
+        transport = _Transport(app=self.wsgi_app)
+        return transport if faults is None else FaultyTransport(transport, faults)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client wired to this sandbox (handy in tests)."""
         return httpx.Client(base_url=SANDBOX_BASE_URL, transport=self.transport(), **kwargs)
 
     def reset(self) -> None:
-        """Drop every record; ids start again at 1. Open cursors go too."""
+        """Drop every record; ids start again at 1. Open cursors go too. Apps created through the
+        admin API stay (like the file's apps: ``journal_app = ID`` keeps pointing at one)."""
         with self._lock:
             self._store.reset()
             self.api.cursors.clear()
 
     def records(self, app_id: int) -> list[dict[str, Any]]:
         """The app's records in Kintone's read shape, by ascending id."""
-        app = self.definition.apps.get(app_id)
+        app = self.apps.get(app_id)
         if app is None:
-            known = ", ".join(str(a) for a in sorted(self.definition.apps)) or "none"
+            known = ", ".join(str(a) for a in sorted(self.apps)) or "none"
             raise SandboxDefinitionError(
                 f"the sandbox has no app {app_id} (apps: {known})",
                 location=Location(file=self.definition.source),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jsonschema
@@ -12,7 +11,7 @@ from click.testing import CliRunner
 
 from kmigrate.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop"
+from ..projects import EXAMPLE, copy_example
 
 
 def run(*args: str):
@@ -116,8 +115,7 @@ def test_validate_the_example_project():
 
 
 def test_plan_formats_and_check(tmp_path):
-    shutil.copytree(EXAMPLE, tmp_path / "shop", ignore=shutil.ignore_patterns(".kmigrate"))
-    root = str(tmp_path / "shop")
+    root = str(copy_example(tmp_path))
     text = run("-C", root, "plan")
     assert text.exit_code == 0 and "V0002__spring_orders" in text.stdout and "DESTRUCTIVE" in text.stdout
     as_json = json.loads(run("-C", root, "plan", "--format", "json").stdout)

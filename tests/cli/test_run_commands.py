@@ -172,3 +172,33 @@ def test_apply_without_a_terminal_prints_one_line_per_batch_numbered_as_resolve_
     assert result.exit_code == 0, result.output
     assert "V0001__a: batch #0 applied (2000 records; 1/2 bulk requests)" in result.output
     assert "V0001__a: batch #1 applied (500 records; 2/2 bulk requests)" in result.output
+
+
+def test_apply_timeout_flag_wins_over_kmigrate_timeout_and_the_file(tmp_path, monkeypatch):
+    from kmigrate import api
+
+    root = items_project(tmp_path)
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    (root / "kmigrate.toml").write_text(
+        (root / "kmigrate.toml")
+        .read_text()
+        .replace('sandbox = "sandbox.yaml"', 'sandbox = "sandbox.yaml"\ntimeout = 30', 1)
+    )
+    seen: list[float] = []
+    real_connect = api.connect
+
+    def connect(env):
+        client = real_connect(env)
+        seen.append(client._http.timeout.read)
+        return client
+
+    monkeypatch.setattr(api, "connect", connect)
+    monkeypatch.delenv("KMIGRATE_TIMEOUT", raising=False)
+    assert run(root, "apply").exit_code == 0 and seen == [30.0]
+    write_changeset(root, "V0002__b.yaml", "operations:\n  - add: {app: items, records: [{code: B}]}\n")
+    assert run(root, "apply", env={"KMIGRATE_TIMEOUT": "12"}).exit_code == 0 and seen[-1] == 12.0
+    write_changeset(root, "V0003__c.yaml", "operations:\n  - add: {app: items, records: [{code: C}]}\n")
+    done = run(root, "apply", "--timeout", "2.5", env={"KMIGRATE_TIMEOUT": "12"})
+    assert done.exit_code == 0 and seen[-1] == 2.5
+    bad = run(root, "apply", "--timeout", "soon")
+    assert bad.exit_code == 2 and "--timeout = 'soon'" in bad.output and item_codes(root) == ["A", "B", "C"]
