@@ -124,12 +124,14 @@ def apply(
     from ..config import parse_timeout
     from ..render import render_text
 
-    env = cli.environment()
+    ctx = cli.context()
     if insecure_http:
-        env = dataclasses.replace(env, insecure_http=True)
+        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
     if timeout is not None:
-        env = dataclasses.replace(env, timeout=parse_timeout(timeout, "--timeout"))
-    ctx = api.Context(cli.project, env)
+        ctx = api.Context(
+            ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))
+        )
+    env = ctx.env
     if dry_run:
         result = api.apply(ctx, dry_run=True, out_of_order=out_of_order)
         click.echo(render_text(result.plan), nl=False)
