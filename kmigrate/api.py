@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,6 +48,9 @@ from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
 from .status import ChangesetStatus, changeset_statuses
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -249,11 +252,11 @@ def connect(ctx: Context) -> Client:
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
-def _sandbox_credentials(sandbox: Any) -> Credentials:
+def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
     tokens = [
-        max(app.tokens, key=lambda t: (len(app.tokens[t]), t))
+        max(app.tokens.items(), key=lambda token: (len(token[1]), token[0]))[0]
         for app in sandbox.definition.apps.values()
         if app.tokens
     ]
@@ -421,6 +424,7 @@ def status(ctx: Context, client: Client | None = None) -> list[ChangesetStatus]:
 
 
 def history(ctx: Context, changeset: str | None = None, client: Client | None = None) -> list[Event]:
+    """The journal's event log, oldest first; only ``changeset``'s (``V0003``, ``0003``...) if given."""
     if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return []
     with Journal.open(ctx.env.journal_path) as journal:
