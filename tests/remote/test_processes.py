@@ -4,6 +4,7 @@ kill switch (its Nth request), so no sleep decides anything."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def test_four_fresh_runners_started_at_once_apply_each_batch_exactly_once(served
     served.stop()
     assert item_codes(served.records(1)) == EXPECTED
     assert {r["Status"]["value"] for r in served.records(1) if r["code"]["value"] != "LATE-1"} == {"Checked"}
+    assert "pw-SECRET-2" not in json.dumps(served.records(JOURNAL_APP))  # no secret in the journal app
     keys = sorted(r["key"]["value"] for r in served.markers())
     assert keys == ["items:0001:0", "items:0001:1", "items:0002:0"]
     applied_here = []
