@@ -338,7 +338,14 @@ def apply(
                     plan = _build_plan(changesets, env, state)
                     if session is not None and markers is not None:
                         markers.check_spaces(plan)
-                        publish(journal, session.app, markers, plan, session.run)
+                        publish(
+                            journal,
+                            session.app,
+                            markers,
+                            plan,
+                            session.run,
+                            synced.present if synced else None,
+                        )
                     if not plan.pending:
                         outcome = "nothing to do"
                         summary = RunSummary(skipped_changesets=len(plan.changesets))

@@ -29,6 +29,7 @@ class SyncReport:
     lost_ids: list[tuple[str, int]] = field(default_factory=list)  # imported without their ids
     ids_written: int = 0  # markers given the ids this journal had
     published: int = 0  # markers added for batches applied without one
+    present: frozenset[tuple[str, int]] = frozenset()  # (version, batch) of every marker read
 
     @property
     def changed(self) -> bool:
@@ -52,6 +53,7 @@ def pull(
     """Bring ``journal`` up to date with the journal app (see the module's docstring)."""
     report = SyncReport()
     markers = {(m.version, m.index): m for m in app.read_markers()}
+    report.present = frozenset(markers)
     local = {(b.changeset, b.index): b for b in journal.batches()}
     for key, marker in sorted(markers.items(), key=lambda item: _order(item[0])):
         batch = local.get(key)
@@ -92,9 +94,17 @@ def pull(
     return report
 
 
-def publish(journal: Journal, app: JournalApp, markers: Markers, plan: Plan, run: str) -> int:
+def publish(
+    journal: Journal,
+    app: JournalApp,
+    markers: Markers,
+    plan: Plan,
+    run: str,
+    present: frozenset[tuple[str, int]] | None = None,
+) -> int:
     """Add a marker for every batch the local journal holds as applied that has none in the
-    journal app (read again here, under the lease); the number added.
+    journal app (``present``: the markers ``pull`` read under this lease; else read here); the
+    number added.
 
     The markers say what the local journal says: its batch count, hashes, checksums and ids,
     not the plan's (batches applied before the environment had a journal app were cut for 20
@@ -102,7 +112,9 @@ def publish(journal: Journal, app: JournalApp, markers: Markers, plan: Plan, run
     local = {(b.changeset, b.index): b for b in journal.batches() if b.state == APPLIED}
     if not local:
         return 0  # a fresh journal: nothing to read
-    missing = sorted(set(local) - {(m.version, m.index) for m in app.read_markers()}, key=_order)
+    if present is None:
+        present = frozenset((m.version, m.index) for m in app.read_markers())
+    missing = sorted(set(local) - present, key=_order)
     if not missing:
         return 0
     planned = {cs.version: cs for cs in plan.changesets}
