@@ -20,7 +20,7 @@ from dataclasses import field as _field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import Location
@@ -206,6 +206,11 @@ _BODY = {
 }
 
 
+def app_written(body: OperationBody) -> object:
+    """The app as the operation names it: its ``app:``, or a request's ``payload.app``."""
+    return body.payload.get("app") if isinstance(body, RequestOp) else body.app
+
+
 class Operation(_Strict):
     """``{KIND: BODY}`` as written; exactly one of the keys is set."""
 
@@ -306,10 +311,6 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 def to_kintone_record(fields: FieldValues) -> dict[str, dict[str, Any]]:
     return {code: to_kintone_value(v) for code, v in fields.items()}
-
-
-class _SchemaRoot(RootModel[ChangesetFile]):
-    pass
 
 
 def json_schema() -> dict[str, Any]:

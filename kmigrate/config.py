@@ -115,9 +115,12 @@ class Environment:
     def is_sandbox(self) -> bool:
         return self.sandbox_file is not None
 
-    def app(self, name_or_id: str | int) -> App:
-        """An alias from the config, or a numeric app id (in the env's guest space, if any)."""
-        if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()):
+    def app(self, name_or_id: object) -> App:
+        """An alias from the config, or a numeric app id (in the env's guest space, if any), as a
+        changeset or a command names it."""
+        if isinstance(name_or_id, bool) or not isinstance(name_or_id, (str, int)):
+            raise ConfigError(f"`app` must be an alias or a numeric app id, not {name_or_id!r}")
+        if isinstance(name_or_id, int) or name_or_id.isdigit():
             return App(int(name_or_id), self.guest_space_id)
         try:
             return self.apps[name_or_id]

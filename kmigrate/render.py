@@ -9,23 +9,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
+from .changeset_files import display_path
 from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan
 
 JSON_FORMAT = 1
-
-
-def display_path(path: Path | str, root: Path | None) -> str:
-    """``path`` relative to the project root when it lies inside it, with forward slashes."""
-    p = PurePath(path)
-    if root is not None:
-        try:
-            return p.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return p.as_posix()
 
 
 # ---- JSON -----------------------------------------------------------------------------------
@@ -263,5 +253,4 @@ __all__ = [
     "iter_text",
     "iter_json",
     "iter_markdown",
-    "display_path",
 ]

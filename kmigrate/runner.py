@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changeset import LoadedChangeset
+from .changeset_files import version_key
 from .client import Client
+from .drift import find_drift
+from .drift import started as _started
 from .errors import (
     DriftError,
     InDoubtError,
@@ -66,36 +69,6 @@ class RunSummary:
 # ---- before anything is sent: pure checks ----------------------------------------------------
 
 
-def _started(journaled: JournaledChangeset) -> bool:
-    return any(s in (APPLIED, SENT) for s in journaled.batch_states.values())
-
-
-def find_drift(
-    changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]
-) -> dict[str, str]:
-    """Version -> what changed, for each applied (or partly applied) changeset whose files
-    changed or went missing."""
-    loaded = {c.version: c for c in changesets}
-    problems: dict[str, str] = {}
-    for version, journaled in sorted(state.items()):
-        if not _started(journaled):
-            continue
-        cs = loaded.get(version)
-        if cs is None:
-            problems[version] = f"V{version}: applied, but its file is gone from the changesets folder"
-            continue
-        changed = []
-        if cs.source_checksum != journaled.source_checksum:
-            changed.append("its source")
-        if cs.rendered_checksum != journaled.rendered_checksum:
-            changed.append("what it renders to (variables, templates or data files)")
-        if changed:
-            problems[version] = (
-                f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied"
-            )
-    return problems
-
-
 def check_preconditions(
     changesets: Sequence[LoadedChangeset],
     state: Mapping[str, JournaledChangeset],
@@ -126,11 +99,9 @@ def check_preconditions(
         )
     applied = [v for v, j in state.items() if _started(j)]
     if applied and not out_of_order:
-        newest = max(applied, key=_version_key)
+        newest = max(applied, key=version_key)
         older = [
-            c
-            for c in changesets
-            if c.version not in applied and _version_key(c.version) < _version_key(newest)
+            c for c in changesets if c.version not in applied and version_key(c.version) < version_key(newest)
         ]
         if older:
             names = ", ".join(c.id for c in older)
@@ -138,10 +109,6 @@ def check_preconditions(
                 f"{names} {'is' if len(older) == 1 else 'are'} older than V{newest}, which is already applied",
                 hint="give it a version after the newest applied one (`kmigrate new`), or pass --out-of-order if applying it late is right",
             )
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), version) if version.isdigit() else (0, version)
 
 
 # ---- sending ---------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ IGNORED_TYPES = frozenset({"LABEL", "SPACER", "HR"})
 
 OPTION_TYPES = frozenset({"DROP_DOWN", "RADIO_BUTTON", "CHECK_BOX", "MULTI_SELECT"})
 LENGTH_TYPES = frozenset({"SINGLE_LINE_TEXT", "LINK"})
-TOKEN_PERMISSIONS = ("view", "add", "edit", "delete")
+# view, add, edit and delete records, and "manage" (app management: needed by record/assignees.json).
+TOKEN_PERMISSIONS = ("view", "add", "edit", "delete", "manage")
 ASSIGNEE_TYPES = ("ONE", "ALL", "ANY")
 
 
@@ -89,6 +90,17 @@ class FieldDef:
     max_length: int | None = None
     fields: Mapping[str, FieldDef] = field(default_factory=dict)  # SUBTABLE columns
     extra: Mapping[str, Any] = field(default_factory=dict)  # other Kintone keys, echoed by fields.json
+    lookup: LookupDef | None = None
+
+
+@dataclass(frozen=True)
+class LookupDef:
+    """Kintone's ``lookup`` of a text or number field: find the related app's record whose key
+    field holds the value, and copy its fields into this record."""
+
+    related_app: int
+    key_field: str
+    mappings: tuple[tuple[str, str], ...]  # (this app's field, the related app's field)
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,8 @@ class AppDef:
     system: Mapping[str, FieldDef] = field(default_factory=dict)  # system type -> its field
     layout: Mapping[str, FieldDef] = field(default_factory=dict)  # GROUP / REFERENCE_TABLE
     process: ProcessDef | None = None
+    form_layout: tuple[Mapping[str, Any], ...] | None = None  # layout.json's rows; None: one row per field
+    views: Mapping[str, Mapping[str, Any]] | None = None  # views.json's views; None: one list view
 
     @property
     def process_enabled(self) -> bool:
@@ -149,6 +163,16 @@ class AppDef:
 
     def system_code(self, system_type: str) -> str:
         return self.system[system_type].code
+
+    def query_options(self) -> dict[str, tuple[str, ...]]:
+        """Choice field code (tables included) -> its options, and the status field -> the states:
+        a query naming anything else is GAIA_IQ10, as in Kintone."""
+        every = [*self.fields.values(), *(sub for f in self.fields.values() for sub in f.fields.values())]
+        options = {f.code: f.options for f in every if f.options}
+        process = self.enabled_process
+        if process is not None:
+            options[self.system_code("STATUS")] = tuple(s.name for s in process.states)
+        return options
 
     def field_types(self) -> dict[str, str]:
         """Field code -> type for the query language: every field a query may name."""
@@ -170,6 +194,24 @@ class AppDef:
 class SandboxDefinition:
     apps: Mapping[int, AppDef]
     source: Path | None = None
+    directory: Directory | None = None  # None: any user, group or organization code is taken
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The users, groups and organizations the file declares: code -> display name."""
+
+    users: Mapping[str, str]
+    groups: Mapping[str, str]
+    organizations: Mapping[str, str]
+
+    def of(self, field_type: str) -> Mapping[str, str]:
+        """The codes a field type takes (USER_SELECT: users, GROUP_SELECT: groups, ...)."""
+        if field_type == "GROUP_SELECT":
+            return self.groups
+        if field_type == "ORGANIZATION_SELECT":
+            return self.organizations
+        return self.users
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +226,7 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         raise SandboxDefinitionError(
             "the sandbox file must be a mapping with an `apps:` list", location=where
         )
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "directory"}
     if unknown:
         raise SandboxDefinitionError(
             f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where
@@ -198,11 +240,105 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         if app.id in apps:
             raise SandboxDefinitionError(f"app id {app.id} is defined twice", location=where)
         apps[app.id] = app
-    return SandboxDefinition(apps=apps, source=Path(source) if source is not None else None)
+    for app in apps.values():
+        problem = lookup_problem(app, apps)
+        if problem is not None:
+            raise SandboxDefinitionError(
+                problem, location=Location(file=source, detail=f"app {app.id} ({app.name})")
+            )
+    try:
+        directory = _parse_directory(data.get("directory"))
+    except _Problem as exc:
+        raise SandboxDefinitionError(str(exc), location=where) from None
+    if directory is not None:
+        for app in apps.values():
+            for state in app.process.states if app.process else ():
+                unknown_users = [u for u in state.assignees if u not in directory.users]
+                if unknown_users:
+                    raise SandboxDefinitionError(
+                        f"process state {state.name!r}: assignee(s) {', '.join(unknown_users)} are not "
+                        "users of the directory",
+                        location=Location(file=source, detail=f"app {app.id} ({app.name})"),
+                    )
+    return SandboxDefinition(
+        apps=apps, source=Path(source) if source is not None else None, directory=directory
+    )
+
+
+def _parse_directory(raw: Any) -> Directory | None:
+    """``directory: {users: [alice, {code: bob, name: Bob Smith}], groups: [...], organizations: [...]}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"users", "groups", "organizations"}:
+        raise _Problem("`directory` takes `users`, `groups` and `organizations` (lists of codes)")
+
+    def entries(key: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for item in raw.get(key) or []:
+            if isinstance(item, str) and item:
+                found[item] = item
+            elif isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]:
+                found[item["code"]] = str(item.get("name") or item["code"])
+            else:
+                raise _Problem(f"directory {key}: give a code or {{code, name}}, not {item!r}")
+        return found
+
+    return Directory(entries("users"), entries("groups"), entries("organizations"))
+
+
+def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:
+    """What is wrong with the app's lookups given the apps around it, or None."""
+    for f in app.fields.values():
+        lookup = f.lookup
+        if lookup is None:
+            continue
+        related = apps.get(lookup.related_app)
+        if related is None:
+            return f"field {f.code!r}: the lookup's related app {lookup.related_app} is not in the sandbox"
+        codes = {*related.fields, *(s.code for s in related.system.values())}
+        if lookup.key_field not in codes:
+            return f"field {f.code!r}: the related app {related.id} has no key field {lookup.key_field!r}"
+        for mine, theirs in lookup.mappings:
+            if mine not in app.fields:
+                return f"field {f.code!r}: the lookup copies into {mine!r}, which is not a field of the app"
+            if theirs not in codes:
+                return f"field {f.code!r}: the related app {related.id} has no field {theirs!r} to copy"
+    return None
+
+
+def _parse_lookup(where: str, ftype: str, raw: Any) -> LookupDef | None:
+    if raw is None:
+        return None
+    if ftype not in ("SINGLE_LINE_TEXT", "NUMBER"):
+        raise _Problem(f"{where}: only a SINGLE_LINE_TEXT or NUMBER field can be a lookup")
+    related = raw.get("relatedApp") if isinstance(raw, Mapping) else None
+    app_id = related.get("app") if isinstance(related, Mapping) else None
+    key = raw.get("relatedKeyField") if isinstance(raw, Mapping) else None
+    if not (isinstance(app_id, (int, str)) and str(app_id).isdigit() and isinstance(key, str) and key):
+        raise _Problem(
+            f"{where}: `lookup` takes Kintone's shape: {{relatedApp: {{app: ID}}, relatedKeyField: CODE, "
+            "fieldMappings: [{field, relatedField}]}"
+        )
+    mappings = []
+    for m in raw.get("fieldMappings") or []:
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("field"), str)
+            or not isinstance(m.get("relatedField"), str)
+        ):
+            raise _Problem(f"{where}: each lookup fieldMapping needs `field` and `relatedField`")
+        mappings.append((m["field"], m["relatedField"]))
+    return LookupDef(int(app_id), key, tuple(mappings))
 
 
 class _Problem(Exception):
     """A definition problem before we know how to name where it is."""
+
+
+def parse_app(raw: Any, source: Path | str | None = None) -> AppDef:
+    """One app in the sandbox file's shape (``{id, name, properties, ...}``) -> ``AppDef``; the
+    admin API builds created apps with it, so they obey the same rules as the file's."""
+    return _parse_app(raw, 1, source)
 
 
 def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
@@ -223,6 +359,8 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
         "fields",
         "properties",
         "process",
+        "layout",
+        "views",
     }
     unknown = set(raw) - known
     if unknown:
@@ -242,6 +380,8 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
             raise _Problem("give `fields` or `properties` (Kintone's shape), not both")
         fields, system, layout = _parse_fields(raw.get("fields", raw.get("properties")) or {})
         process = _parse_process(raw.get("process"))
+        form_layout = _parse_form_layout(raw.get("layout"), fields, system, layout)
+        views = _parse_views(raw.get("views"))
     except _Problem as exc:
         raise fail(str(exc), label) from None
     return AppDef(
@@ -255,7 +395,70 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
         system=system,
         layout=layout,
         process=process,
+        form_layout=form_layout,
+        views=views,
     )
+
+
+_ROW_TYPES = ("ROW", "SUBTABLE", "GROUP")
+_DECORATION_TYPES = ("LABEL", "SPACER", "HR")
+
+
+def _parse_form_layout(
+    raw: Any, fields: Mapping[str, FieldDef], system: Mapping[str, FieldDef], groups: Mapping[str, FieldDef]
+) -> tuple[Mapping[str, Any], ...] | None:
+    """``layout:`` is the ``layout`` array of ``GET app/form/layout.json``; every field it places must exist."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _Problem("`layout` must be the `layout` list of app/form/layout.json")
+    known = {*fields, *groups, *(f.code for f in system.values())}
+    known |= {sub for f in fields.values() for sub in f.fields}
+
+    def check_row(row: Any, where: str) -> None:
+        if not isinstance(row, Mapping) or row.get("type") not in _ROW_TYPES:
+            raise _Problem(f"layout: {where} must be a mapping with type ROW, SUBTABLE or GROUP")
+        if row["type"] in ("SUBTABLE", "GROUP") and row.get("code") not in known:
+            raise _Problem(f"layout: {where} names {row.get('code')!r}, which is not a field of the app")
+        if row["type"] == "GROUP":
+            for j, inner in enumerate(row.get("layout") or []):
+                check_row(inner, f"{where}, row {j + 1} of group {row['code']!r}")
+            return
+        for cell in row.get("fields") or []:
+            if not isinstance(cell, Mapping) or not isinstance(cell.get("type"), str):
+                raise _Problem(f"layout: {where} has a field without `type`")
+            if cell["type"] not in _DECORATION_TYPES and cell.get("code") not in known:
+                raise _Problem(
+                    f"layout: {where} places {cell.get('code')!r}, which is not a field of the app"
+                )
+
+    for i, row in enumerate(raw):
+        check_row(row, f"row {i + 1}")
+    return tuple(raw)
+
+
+def _parse_views(raw: Any) -> Mapping[str, Mapping[str, Any]] | None:
+    """``views:`` is the ``views`` object of ``GET app/views.json``; ids and indexes may be left out."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _Problem("`views` must be the `views` mapping of app/views.json (name -> view)")
+    views: dict[str, Mapping[str, Any]] = {}
+    for index, (name, view) in enumerate(raw.items()):
+        if not isinstance(view, Mapping):
+            raise _Problem(f"views: {name!r} must be a mapping")
+        if view.get("type", "LIST") not in ("LIST", "CALENDAR", "CUSTOM"):
+            raise _Problem(f"views: {name!r}: type must be LIST, CALENDAR or CUSTOM")
+        defaults: dict[str, Any] = {
+            "type": "LIST",
+            "name": str(name),
+            "id": str(index + 1),
+            "index": str(index),
+        }
+        if view.get("type", "LIST") == "LIST":
+            defaults.update(fields=[], filterCond="", sort="")
+        views[str(name)] = {**defaults, **view}
+    return views
 
 
 def _parse_tokens(raw: Any) -> dict[str, frozenset[str]] | None:
@@ -400,6 +603,7 @@ def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
         min_length=_int(where, spec, "minLength"),
         max_length=_int(where, spec, "maxLength"),
         fields=subfields,
+        lookup=_parse_lookup(where, ftype, spec.get("lookup")),
         extra={
             k: v
             for k, v in spec.items()
