@@ -574,7 +574,7 @@ class Api:
                 value = self.files.attach(value, (old or {}).get(code))
             if f.type == "SUBTABLE" and value is not None:
                 value = merge_table(f, value, (old or {}).get(code), self._new_row_ids(app))
-                self._attach_in_table(f, value, (old or {}).get(code))
+                self._check_table_cells(f, value, (old or {}).get(code), f"{prefix}.{code}", problems)
             values[code] = value
             sent.add(code)
         if old is None:
@@ -587,21 +587,35 @@ class Api:
                         problems.add(f"{prefix}.{code}.value", f"Enter at least {f.min_length} characters.")
         return values, sent
 
-    def _attach_in_table(
-        self, table: FieldDef, rows: list[dict[str, Any]], old: list[dict[str, Any]] | None
+    def _check_table_cells(
+        self,
+        table: FieldDef,
+        rows: list[dict[str, Any]],
+        old: list[dict[str, Any]] | None,
+        key: str,
+        problems: Problems,
     ) -> None:
-        """FILE columns: each row's fileKeys checked against that row's files before the update."""
-        columns = [code for code, sub in table.fields.items() if sub.type == "FILE"]
+        """The cells this call sent in FILE and entity columns: fileKeys checked against the
+        row's files, entity codes against the directory (a kept cell is the stored one)."""
+        columns = [
+            code for code, sub in table.fields.items() if sub.type == "FILE" or sub.type in ENTITY_TYPES
+        ]
         if not columns:
             return
         old_rows = {row["id"]: row["value"] for row in old or []}
-        for row in rows:
+        for i, row in enumerate(rows):
             before = old_rows.get(row["id"], {})
             for code in columns:
                 cell = row["value"][code]
                 held = before.get(code, {}).get("value")
-                if cell["value"] is not held:  # sent in this call (a kept cell is the stored one)
+                if cell["value"] is held:
+                    continue
+                if cell["type"] == "FILE":
                     cell["value"] = self.files.attach(cell["value"], held)
+                else:
+                    cell_key = f"{key}.value[{i}].value.{code}.values.value"
+                    checked = self._known_entities(cell["type"], cell["value"], cell_key, problems)
+                    cell["value"] = checked if checked is not None else cell["value"]
 
     def _lookups(self, app: AppDef, values: dict[str, Any], sent: set[str], auth: Auth) -> None:
         """Each lookup field sent: copy the mapped fields from the one related record its value
