@@ -9,7 +9,6 @@ is all-or-nothing. Behaviour follows docs/kintone-api.md; where that text marks 
 
 from __future__ import annotations
 
-import copy
 import re
 import secrets
 import time
@@ -31,6 +30,7 @@ from .fields import (
     render_record,
 )
 from .forms import form_layout, views
+from .lookups import LookupNotFound, fill_lookups
 from .query import Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
@@ -618,46 +618,20 @@ class Api:
                     cell["value"] = checked if checked is not None else cell["value"]
 
     def _lookups(self, app: AppDef, values: dict[str, Any], sent: set[str], auth: Auth) -> None:
-        """Each lookup field sent: copy the mapped fields from the one related record its value
-        names (an empty value clears them); GAIA_LO04 when there is none, as in Kintone."""
-        for code, f in app.fields.items():
-            lookup = f.lookup
-            if lookup is None or code not in sent:
-                continue
-            value = values.get(code)
-            if value in (None, ""):
-                for mine, _ in lookup.mappings:
-                    values[mine] = default_value(app.fields[mine]) if mine in app.fields else ""
-                continue
-            related = self.apps.get(lookup.related_app)
-            found: list[StoredRecord] = []
-            if related is not None and self._may_view(related, auth):
-                found = self._lookup_match(related, lookup.key_field, value)
-            if related is None or len(found) != 1:
-                # GAIA_LO04 (OBSERVED-3P): the key is not in the related app, or the caller may not
-                # view it. UNCERTAIN: several matches (Kintone's UI offers a choice); refused alike.
-                raise ApiError(
-                    400,
-                    "GAIA_LO04",
-                    f'The value "{value}" of the field "{code}" is not found in the related app '
-                    f"(ID: {lookup.related_app}), or you have no permission to view it."
-                    + (f" ({len(found)} records match.)" if len(found) > 1 else ""),
-                )
-            source = render_record(related, found[0].id, found[0].revision, found[0].data)
-            for mine, theirs in lookup.mappings:
-                values[mine] = copy.deepcopy(source[theirs]["value"])
-
-    def _lookup_match(self, related: AppDef, key: str, value: Any) -> list[StoredRecord]:
-        if key == related.system_code("RECORD_NUMBER"):
-            digits = re.search(r"(\d+)$", str(value))
-            rec = self.store.get(related.id, int(digits.group(1))) if digits else None
-            return [rec] if rec is not None else []
-        key_field = related.fields.get(key)
-        if key_field is not None and key_field.unique:
-            owner = self.store.unique_owner(related.id, key, str(value))
-            rec = self.store.get(related.id, owner) if owner is not None else None
-            return [rec] if rec is not None else []
-        return [r for r in self.store.all(related.id) if r.data["values"].get(key) == value]
+        try:
+            fill_lookups(
+                app, values, sent, self.apps, self.store, lambda related: self._may_view(related, auth)
+            )
+        except LookupNotFound as exc:
+            # GAIA_LO04 (OBSERVED-3P): the key is not in the related app, or the caller may not
+            # view it. UNCERTAIN: several matches (Kintone's UI offers a choice); refused alike.
+            raise ApiError(
+                400,
+                "GAIA_LO04",
+                f'The value "{exc.value}" of the field "{exc.field}" is not found in the related app '
+                f"(ID: {exc.related_app}), or you have no permission to view it."
+                + (f" ({exc.matches} records match.)" if exc.matches > 1 else ""),
+            ) from None
 
     def _may_view(self, related: AppDef, auth: Auth) -> bool:
         # With API tokens a lookup needs a token of the related app with view, too (Kintone):
