@@ -34,6 +34,7 @@ from .calls import (
 )
 from .definition import AppDef, Directory, FieldDef, ProcessDef
 from .fields import (
+    ENTITY_TYPES,
     Problems,
     check_required,
     default_value,
@@ -49,7 +50,6 @@ from .lookups import LookupNotFound, fill_lookups
 from .query import Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
-ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
 ENTITY_NOUNS = {"USER_SELECT": "a user", "ORGANIZATION_SELECT": "an organization", "GROUP_SELECT": "a group"}
 MAX_WRITE = 100
 MAX_BULK = 20
