@@ -46,7 +46,7 @@ from .fields import (
 )
 from .files import Files
 from .forms import form_layout, views
-from .lookups import LookupNotFound, fill_lookups
+from .lookups import LookupNotFound, fill_lookups, fill_table_lookups
 from .query import Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
@@ -518,11 +518,24 @@ class Api:
                     checked = self._known_entities(cell["type"], cell["value"], cell_key, problems)
                     cell["value"] = checked if checked is not None else cell["value"]
 
-    def _lookups(self, app: AppDef, values: dict[str, Any], sent: set[str], auth: Auth) -> None:
+    def _lookups(
+        self,
+        app: AppDef,
+        values: dict[str, Any],
+        sent: set[str],
+        auth: Auth,
+        old: dict[str, Any] | None = None,
+    ) -> None:
+        def may_view(related: AppDef) -> bool:
+            return self._may_view(related, auth)
+
         try:
-            fill_lookups(
-                app, values, sent, self.apps, self.store, lambda related: self._may_view(related, auth)
-            )
+            fill_lookups(app.fields, values, sent, self.apps, self.store, may_view)
+            for code in sent:
+                table = app.fields[code]
+                if table.type == "SUBTABLE" and values.get(code) is not None:
+                    old_rows = (old or {}).get(code)
+                    fill_table_lookups(table, values[code], old_rows, self.apps, self.store, may_view)
         except LookupNotFound as exc:
             # GAIA_LO04 (OBSERVED-3P): the key is not in the related app, or the caller may not
             # view it. UNCERTAIN: several matches (Kintone's UI offers a choice); refused alike.
@@ -743,7 +756,7 @@ class Api:
             if target is not None:
                 _check_revision(target, expected)
                 values, sent = self._values_from(app, record, record_prefix, problems, target.data["values"])
-                self._lookups(app, values, sent, call.auth)
+                self._lookups(app, values, sent, call.auth, target.data["values"])
                 check_required(app, values, record_prefix, problems, only=sent)
                 plan.append(("UPDATE", record_prefix, target, values, sent, {}))
             else:

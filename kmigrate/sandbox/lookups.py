@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .definition import AppDef
+from .definition import AppDef, FieldDef
 from .fields import default_value, render_record
 from .store import Store, StoredRecord
 
@@ -26,7 +26,7 @@ class LookupNotFound(Exception):
 
 
 def fill_lookups(
-    app: AppDef,
+    fields: Mapping[str, FieldDef],
     values: dict[str, Any],
     sent: set[str],
     apps: Mapping[int, AppDef],
@@ -34,15 +34,16 @@ def fill_lookups(
     may_view: Callable[[AppDef], bool],
 ) -> None:
     """For each lookup field the write sent: copy the mapped fields from the one related record
-    its value names, overwriting what was sent for them; an empty value clears them."""
-    for code, f in app.fields.items():
+    its value names, overwriting what was sent for them; an empty value clears them. ``fields``
+    are an app's fields (or a table's columns, ``values`` then being one row's)."""
+    for code, f in fields.items():
         lookup = f.lookup
         if lookup is None or code not in sent:
             continue
         value = values.get(code)
         if value in (None, ""):
             for mine, _ in lookup.mappings:
-                values[mine] = default_value(app.fields[mine])
+                values[mine] = default_value(fields[mine])
             continue
         related = apps.get(lookup.related_app)
         found: list[StoredRecord] = []
@@ -53,6 +54,31 @@ def fill_lookups(
         source = render_record(related, found[0].id, found[0].revision, found[0].data)
         for mine, theirs in lookup.mappings:
             values[mine] = copy.deepcopy(source[theirs]["value"])
+
+
+def fill_table_lookups(
+    table: FieldDef,
+    rows: list[dict[str, Any]],
+    old: list[dict[str, Any]] | None,
+    apps: Mapping[int, AppDef],
+    store: Store,
+    may_view: Callable[[AppDef], bool],
+) -> None:
+    """Lookup columns of a table: each row's lookups sent in this call fill that row's columns
+    (a cell kept from the stored row, by identity, was not sent)."""
+    if not any(sub.lookup is not None for sub in table.fields.values()):
+        return
+    old_rows = {row["id"]: row["value"] for row in old or []}
+    for row in rows:
+        before = old_rows.get(row["id"], {})
+        cells = row["value"]
+        values = {code: cell["value"] for code, cell in cells.items()}
+        sent = {
+            code for code, cell in cells.items() if cell["value"] is not before.get(code, {}).get("value")
+        }
+        fill_lookups(table.fields, values, sent, apps, store, may_view)
+        for code, value in values.items():
+            cells[code]["value"] = value
 
 
 def _matches(store: Store, related: AppDef, key: str, value: Any) -> list[StoredRecord]:
