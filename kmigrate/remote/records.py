@@ -48,6 +48,9 @@ FIELDS: dict[str, dict[str, Any]] = {
     "run": {"type": "SINGLE_LINE_TEXT", "label": "Run"},
     "refs": {"type": "MULTI_LINE_TEXT", "label": "Records created per ref"},
     "ids": {"type": "MULTI_LINE_TEXT", "label": "Ids created per ref"},
+    # What was read before the send (the reconciliation's probe), so any runner can read back
+    # the ids of a batch whose answer was lost; empty while kmigrate reads nothing first.
+    "probe": {"type": "MULTI_LINE_TEXT", "label": "Read before the send"},
     "holder": {"type": "SINGLE_LINE_TEXT", "label": "Lease holder"},
     "host": {"type": "SINGLE_LINE_TEXT", "label": "Lease host"},
     "pid": {"type": "SINGLE_LINE_TEXT", "label": "Lease process id"},
