@@ -19,7 +19,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -32,8 +31,9 @@ import httpx
 
 from kmigrate.sandbox import Sandbox
 
-from ..projects import copy_example
+from ..projects import copy_example_to
 
+REPO = Path(__file__).resolve().parents[2]
 VISITS_APP = 4
 
 # Per app: the field that identifies a record for the comparison (the visits app has no
@@ -77,10 +77,7 @@ def make_project(dest: Path, *, records: int, chunks: int = 1, seed: int = 1) ->
     index), and a last changeset that updates and deletes by ref across changesets."""
     if dest.exists():
         shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest.parent))
-    copy_example(staging).rename(dest)  # the repository itself is the example shop
-    staging.rmdir()
+    copy_example_to(dest)
     with (dest / "sandbox.yaml").open("a", encoding="utf-8") as handle:
         handle.write(VISITS_APP_YAML)
     toml = (dest / "kmigrate.toml").read_text(encoding="utf-8")
