@@ -13,8 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .changeset_files import next_changeset_path, version_key
@@ -113,13 +111,11 @@ def sandbox_fields(env: Environment) -> KnownFields:
     reports that file's problems itself)."""
     if env.sandbox_file is None:
         return {}
-    from .sandbox.definition import parse_definition
+    from .sandbox.service import read_definition
 
     try:
-        definition = parse_definition(
-            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
-        )
-    except (OSError, yaml.YAMLError, KmigrateError):
+        definition = read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
+    except KmigrateError:
         return {}
     out: dict[int, dict[str, frozenset[str]]] = {}
     for app in definition.apps.values():
@@ -193,7 +189,9 @@ def connect(env: Environment) -> Client:
     if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
-        sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
+        sandbox = Sandbox.open(
+            env.sandbox_file, env.sandbox_store, project_root=env.root, max_bytes=env.limits.file_bytes
+        )
         return Client(
             SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
         )

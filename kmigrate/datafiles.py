@@ -106,6 +106,7 @@ class DataFile:
                 raise self.error(f"bad CSV: {exc}", line=reader.line_num) from None
             if not header:
                 raise self.error("the CSV file is empty; its first row must name the field codes", line=1)
+            self.check_nul(header, 1)
             columns = [h.strip() for h in header]
             self._check_header(columns)
             width = len(columns)
@@ -148,7 +149,20 @@ class DataFile:
                 raise self.error(f"column {name!r} appears twice in the header", line=1)
             seen.add(name)
 
+    def check_nul(self, row: list[str], line: int, columns: list[str] | None = None) -> None:
+        """A NUL character is never text a person meant (a binary file, a broken export): refused
+        rather than sent to Kintone."""
+        for position, cell in enumerate(row, 1):
+            if "\x00" in cell:
+                name = f" ({columns[position - 1]!r})" if columns and position <= len(columns) else ""
+                raise self.error(
+                    f"column {position}{name} holds a NUL character; a CSV file is text: "
+                    "export it again, or remove the NULs",
+                    line=line,
+                )
+
     def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
+        self.check_nul(row, line, columns)
         record: dict[str, Any] = {}
         for name, cell in zip(columns, row, strict=False):
             if cell == "":
@@ -241,10 +255,15 @@ def read_table(path: Path, display: str) -> list[dict[str, Any]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, strict=True)
-            header = [h.strip() for h in next(reader, [])]
+            raw_header = next(reader, [])
+            source.check_nul(raw_header, 1)
+            header = [h.strip() for h in raw_header]
             source._check_header(header)
             rows = []
+            start = reader.line_num + 1
             for row in reader:
+                source.check_nul(row, start, header)
+                start = reader.line_num + 1
                 if not row:
                     continue
                 if len(row) != len(header):

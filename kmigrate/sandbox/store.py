@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..paths import create_private
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     app INTEGER NOT NULL,
@@ -80,7 +82,7 @@ class CreatedApp:
 class Store:
     def __init__(self, path: Path | None = None):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)  # 0600 in a 0700 folder: records, user names
         # One connection shared by the server's threads; the Sandbox serialises requests.
         self.conn = sqlite3.connect(
             str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10
