@@ -16,12 +16,13 @@ from typing import Any
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .changeset_files import next_changeset_path, version_key
-from .client import Client, RetryPolicy
+from .client import Client, RetryPolicy, check_base_url
 from .config import CONFIG_FILE, Credentials, Environment, Project
 from .drift import drifted, find_drift
 from .errors import (
     ChangesetError,
     ConfigError,
+    InDoubtError,
     InputError,
     JournalError,
     KmigrateError,
@@ -199,6 +200,14 @@ def connect(env: Environment) -> Client:
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
+def check_target(env: Environment) -> None:
+    """What ``connect`` would refuse, checked before anything is written: the base URL (plain
+    http only to an address that resolves to this machine) and the credentials' pairs."""
+    if env.base_url is not None:
+        check_base_url(env.base_url, insecure_http=env.insecure_http)
+        Credentials.from_environ()
+
+
 def _sandbox_credentials(sandbox: Any) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
@@ -243,13 +252,24 @@ def apply(
         changesets = load_changesets(project, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(build_plan(changesets, env, state))
+    # Every input error before anything is written (exit 2: nothing journaled): the target,
+    # then the changesets against the journal as it stands (read without creating it).
+    if client is None:
+        check_target(env)
+    seen = journal_state(env)
+    changesets = load_changesets(project, env, seen)
+    try:
+        check_preconditions(changesets, seen, out_of_order=out_of_order)
+    except InDoubtError:
+        pass  # not an input error: raised again under the lock, where the run records it
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(project, env, state)
+                if state != seen:  # another run moved on meanwhile: judge again
+                    changesets = load_changesets(project, env, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:
