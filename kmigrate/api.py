@@ -202,10 +202,15 @@ def connect(env: Environment) -> Client:
 
 def check_target(env: Environment) -> None:
     """What ``connect`` would refuse, checked before anything is written: the base URL (plain
-    http only to an address that resolves to this machine) and the credentials' pairs."""
+    http only to an address that resolves to this machine) and the credentials' pairs, or the
+    sandbox file."""
     if env.base_url is not None:
         check_base_url(env.base_url, insecure_http=env.insecure_http)
         Credentials.from_environ()
+    if env.sandbox_file is not None:
+        from .sandbox.service import read_definition
+
+        read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
 
 
 def _sandbox_credentials(sandbox: Any) -> Credentials:

@@ -39,7 +39,7 @@ class AppRef(BaseModel):
     guest_space_id: AppId | None = None
 
 
-class Limits(BaseModel):
+class InputLimits(BaseModel):
     """``[limits]``: how much work a changeset may cause, so hostile input is refused in seconds.
 
     Sizes in MB (1 MB = 2**20 bytes; for the YAML and render budgets, characters)."""
@@ -101,7 +101,7 @@ class ProjectConfig(BaseModel):
     default_env: str | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, EnvConfig] = Field(default_factory=dict)
-    limits: Limits = Field(default_factory=Limits)
+    limits: InputLimits = Field(default_factory=InputLimits)
 
     @model_validator(mode="after")
     def _default_env_exists(self) -> ProjectConfig:
@@ -133,7 +133,7 @@ class Environment:
     apps: Mapping[str, App]
     vars: Mapping[str, Any]
     journal_path: Path
-    limits: Limits = field(default_factory=Limits)
+    limits: InputLimits = field(default_factory=InputLimits)
     sandbox_file: Path | None = None
     sandbox_store: Path | None = None
     base_url: str | None = None

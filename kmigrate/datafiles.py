@@ -32,6 +32,7 @@ LIST_SUFFIX = "[]"
 LIST_SEPARATOR = "|"
 
 _WS = re.compile(r"[ \t\n\r]*")
+TOO_DEEP = "the JSON is nested too deeply to be a record (arrays or objects inside each other by the thousand)"
 
 
 def data_format(path: Path) -> str | None:
@@ -73,6 +74,8 @@ class DataFile:
             raise self.error("data file not found") from None
         except UnicodeDecodeError:
             raise self._not_utf8() from None
+        except RecursionError:
+            raise self.error(TOO_DEEP) from None
         except OSError as exc:
             raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
 
@@ -293,6 +296,8 @@ def read_json(path: Path, display: str) -> Any:
         raise source.error("data file not found") from None
     except json.JSONDecodeError as exc:
         raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise source.error(TOO_DEEP) from None
     except UnicodeDecodeError:
         raise source._not_utf8() from None
     except OSError as exc:

@@ -38,7 +38,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from .changeset_files import ChangesetFileName, display_path
-from .config import Environment, Limits, Project
+from .config import Environment, InputLimits, Project
 from .datafiles import read_json, read_table
 from .errors import ChangesetError, KmigrateError, Location
 from .paths import project_file, read_project_file
@@ -161,7 +161,7 @@ class RenderBudget:
     """Work one changeset file's render may do: a deadline (checked every few steps: loop
     iterations, calls) and a size for every string or list it builds and for its output."""
 
-    def __init__(self, file: str, limits: Limits, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, file: str, limits: InputLimits, clock: Callable[[], float] = time.monotonic):
         self.file = file
         self.seconds = limits.render_seconds
         self.max_chars = limits.render_output_chars
