@@ -1,24 +1,27 @@
 """One function per command: what ``kmigrate.cli`` calls, usable from Python as well.
 
-Nothing here prints; problems are ``KmigrateError``s. The project commands (init, new,
-validate, plan, schema) come first; the run commands (apply, status, ...) follow in their own
-section at the end.
+Every function but ``init_project`` and ``schema`` takes a ``Context`` (the project and the
+environment chosen). Nothing here prints; problems are ``KmigrateError``s. The project
+commands (init, new, validate, plan, schema) come first, the run commands (apply, status,
+history, resolve, repair, unlock) after them; each is a thin function over the rooms below
+(loader, planner, runner, journal, status, drift).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .changeset_files import next_changeset_path, version_key
+from .changeset_files import next_changeset_path, version_of
 from .client import Client, RetryPolicy, check_base_url
-from .config import CONFIG_FILE, Credentials, Environment, Project
-from .drift import drifted, find_drift
+from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
+from .drift import accepted_hashes, drifted
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -29,11 +32,15 @@ from .errors import (
     Location,
     LockedError,
 )
-from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
-from .plan import SENT, JournaledChangeset, Plan
+from .journal import Event, Journal, LockHolder
+from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .status import ChangesetStatus, changeset_statuses
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -78,12 +85,34 @@ def init_project(directory: Path | str) -> list[Path]:
     return written
 
 
-def new_changeset(project: Project, name: str) -> Path:
+@dataclass(frozen=True)
+class Context:
+    """What every command works on, as alembic's ``Config``: the project and the environment
+    chosen (its variables with ``--var`` applied). The CLI builds one per command; from Python,
+    ``Context.load(".", "sandbox")``."""
+
+    project: Project
+    env: Environment
+
+    @classmethod
+    def load(
+        cls, directory: Path | str = ".", env: str | None = None, vars: Mapping[str, Any] | None = None
+    ) -> Context:
+        project = load_project(Path(directory))
+        return cls(project, project.environment(env, dict(vars or {})))
+
+    @cached_property
+    def known_fields(self) -> KnownFields:
+        """The apps' field codes when the environment is the sandbox (see ``sandbox_fields``)."""
+        return sandbox_fields(self.env)
+
+
+def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    path = next_changeset_path(project.changesets_dir, name)
+    path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
@@ -93,16 +122,14 @@ def new_changeset(project: Project, name: str) -> Path:
 
 
 def load_changesets(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None = None,
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for ``env`` and validated, in version order.
+    """Every changeset of the project, rendered for the environment and validated, in version order.
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+    return loader.load_project_changesets(ctx.project, ctx.env, state, known_fields=ctx.known_fields)
 
 
 def sandbox_fields(env: Environment) -> KnownFields:
@@ -144,27 +171,26 @@ class Validation:
     @property
     def record_count(self) -> int:
         """Records written by add, update and upsert (inline, or counted while streaming a data file)."""
-        total = 0
-        for cs in self.changesets:
-            for op in cs.operations:
-                body = op.body
-                if isinstance(body, _RecordsOp):
-                    total += body.record_count or 0
-        return total
+        return sum(
+            op.body.record_count or 0
+            for cs in self.changesets
+            for op in cs.operations
+            if isinstance(op.body, _RecordsOp)
+        )
 
 
-def validate(project: Project, env: Environment) -> Validation:
-    """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
+def validate(ctx: Context) -> Validation:
+    """Check every changeset against the environment: all errors at once, nothing sent anywhere."""
+    changesets, errors = loader.load_all(ctx.project, ctx.env, known_fields=ctx.known_fields)
     return Validation(changesets, errors)
 
 
-def plan(
-    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None
-) -> Plan:
-    """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
-
-    return build_plan(load_changesets(project, env, journal_state), env, journal_state)
+def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
+    """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
+    states from ``state``, read from the journal when not given)."""
+    if state is None:
+        state = journal_state(ctx)
+    return build_plan(load_changesets(ctx, state), ctx.env, state)
 
 
 def schema() -> dict[str, Any]:
@@ -172,18 +198,15 @@ def schema() -> dict[str, Any]:
     return json_schema()
 
 
-# ---- run commands (apply, status, history, resolve, repair, unlock) -------------------------
-# Appended by the run work below this line.
-
-
 # ---- applying: apply, status, history, resolve, repair, unlock ---------------------------------
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
 
-def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
-    with the environment's timeout and retry settings."""
+def connect(ctx: Context) -> Client:
+    """The client for the environment: the embedded sandbox through an in-process transport, or
+    Kintone; with the environment's timeout and retry settings."""
+    env = ctx.env
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
         settings["timeout"] = env.timeout
@@ -213,22 +236,22 @@ def check_target(env: Environment) -> None:
         read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
 
 
-def _sandbox_credentials(sandbox: Any) -> Credentials:
+def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
     tokens = [
-        max(app.tokens, key=lambda t: (len(app.tokens[t]), t))
+        max(app.tokens.items(), key=lambda token: (len(token[1]), token[0]))[0]
         for app in sandbox.definition.apps.values()
         if app.tokens
     ]
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
-def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
+def journal_state(ctx: Context) -> dict[str, JournaledChangeset]:
     """What the journal knows, without creating a journal where there is none yet."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return {}
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.state()
 
 
@@ -240,8 +263,7 @@ class ApplyResult:
 
 
 def apply(
-    project: Project,
-    env: Environment,
+    ctx: Context,
     *,
     dry_run: bool = False,
     out_of_order: bool = False,
@@ -250,19 +272,20 @@ def apply(
     client: Client | None = None,
     lock_wait: float = 0.0,
 ) -> ApplyResult:
-    """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
-    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
+    is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    env = ctx.env
     if dry_run:
-        state = journal_state(env)
-        changesets = load_changesets(project, env, state)
+        state = journal_state(ctx)
+        changesets = load_changesets(ctx, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(build_plan(changesets, env, state))
     # Every input error before anything is written (exit 2: nothing journaled): the target,
     # then the changesets against the journal as it stands (read without creating it).
     if client is None:
         check_target(env)
-    seen = journal_state(env)
-    changesets = load_changesets(project, env, seen)
+    seen = journal_state(ctx)
+    changesets = load_changesets(ctx, seen)
     try:
         check_preconditions(changesets, seen, out_of_order=out_of_order)
     except InDoubtError:
@@ -274,7 +297,7 @@ def apply(
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
                 if state != seen:  # another run moved on meanwhile: judge again
-                    changesets = load_changesets(project, env, state)
+                    changesets = load_changesets(ctx, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:
@@ -286,7 +309,7 @@ def apply(
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
-                active = client if client is not None else connect(env)
+                active = client if client is not None else connect(ctx)
                 try:
                     runner = Runner(
                         active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
@@ -325,120 +348,68 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
     return locate
 
 
-@dataclass(frozen=True)
-class ChangesetStatus:
-    version: str
-    name: str
-    path: Path | None
-    state: str  # applied | partial | pending | in doubt | drifted | missing
-    batches_applied: int = 0
-    batches_total: int | None = None  # known once the changeset has been journaled
-    last_applied: str | None = None
-    note: str = ""
-
-
-def status(project: Project, env: Environment) -> list[ChangesetStatus]:
+def status(ctx: Context) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, ChangesetRecord] = {}
-    batches: dict[str, list[BatchRecord]] = {}
-    journaled: dict[str, JournaledChangeset] = {}
-    if env.journal_path.exists():  # status never creates a journal
-        with Journal.open(env.journal_path) as journal:
-            journaled = journal.state()
-            records = {r.version: r for r in journal.changesets()}
-            for b in journal.batches():
-                batches.setdefault(b.changeset, []).append(b)
-    changesets = {c.version: c for c in load_changesets(project, env, journaled)}
-    drift = find_drift(list(changesets.values()), journaled)
-    out = []
-    for version in sorted(set(changesets) | set(records), key=version_key):
-        cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
-        applied = sum(1 for b in bs if b.state == "applied")
-        if cs is not None:
-            name, path = cs.name, cs.path
-        else:
-            assert rec is not None  # a version comes from the files or from the journal
-            name, path = rec.name, Path(rec.path)
-        if cs is None:
-            shown, note = "missing", "journaled, but its file is gone"
-        elif any(b.state == "sent" for b in bs):
-            shown, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
-        elif version in drift:
-            shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
-        else:
-            shown, note = (rec.state if rec else "pending"), ""
-            failed = [b for b in bs if b.state == "failed"]
-            if failed:  # the journal keeps Kintone's refusal: show it where people look first
-                error = failed[0].error or {}
-                code = f"[{error['code']}] " if error.get("code") else ""
-                reason = error.get("message", "see `kmigrate history`")
-                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
-        out.append(
-            ChangesetStatus(
-                version=version,
-                name=name,
-                path=path,
-                state=shown,
-                batches_applied=applied,
-                batches_total=rec.batch_count if rec else None,
-                last_applied=rec.last_applied if rec else None,
-                note=note,
-            )
-        )
-    return out
+    if not ctx.env.journal_path.exists():  # status never creates a journal
+        return changeset_statuses(load_changesets(ctx), {}, [], [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        journaled = journal.state()
+        records, batches = journal.changesets(), journal.batches()
+    return changeset_statuses(load_changesets(ctx, journaled), journaled, records, batches)
 
 
-def history(env: Environment, changeset: str | None = None) -> list[Event]:
-    if not env.journal_path.exists():
+def history(ctx: Context, changeset: str | None = None) -> list[Event]:
+    """The journal's event log, oldest first; only ``changeset``'s (``V0003``, ``0003``...) if given."""
+    if not ctx.env.journal_path.exists():
         return []
-    with Journal.open(env.journal_path) as journal:
-        return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
+    with Journal.open(ctx.env.journal_path) as journal:
+        return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
-def resolve(
-    project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None
-) -> list[str]:
+def resolve(ctx: Context, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
     """Settle an in-doubt batch after checking Kintone (``applied`` or not).
 
     Returns the refs the batch created records for when it is resolved as applied: their ids
     were in the lost answer, so the journal keeps a lost-id placeholder for each of those
     records (later ids keep their positions) and a later operation that needs them stops.
     """
-    version = version.lstrip("V").split("__")[0]
-    with Journal.open(env.journal_path) as journal:
+    version = version_of(version)
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
             lost: dict[str, list[int]] = {}
             if applied and version in state and state[version].batch_states.get(batch) == SENT:
-                plan = build_plan(load_changesets(project, env, state), env, state)
-                planned = next((c for c in plan.changesets if c.version == version), None)
+                planned = _planned(ctx, state).get(version)
                 if planned is not None and 0 <= batch < len(planned.batches):
                     lost = lost_ids(planned.batches[batch])
             journal.resolve(version, batch, applied, refs=lost, note=note)
     return sorted(lost)
 
 
-def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
+def repair(ctx: Context, *, note: str | None = None) -> list[str]:
     """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            changesets = load_changesets(project, env, state)
+            changesets = load_changesets(ctx, state)
             changed = drifted(changesets, state)
             if not changed:
                 return []
-            plan = build_plan(changesets, env, state)
-            planned = {c.version: c for c in plan.changesets}
+            planned = {c.version: c for c in build_plan(changesets, ctx.env, state).changesets}
             for cs in changed:
-                journaled = state[cs.version].batch_hashes
-                hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
+                hashes = accepted_hashes(planned[cs.version], state[cs.version])
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
             return [c.id for c in changed]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
+def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
+    plan = build_plan(load_changesets(ctx, state), ctx.env, state)
+    return {c.version: c for c in plan.changesets}
+
+
+def unlock(ctx: Context, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return None
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.force_unlock(reason)

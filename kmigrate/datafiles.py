@@ -32,7 +32,9 @@ LIST_SUFFIX = "[]"
 LIST_SEPARATOR = "|"
 
 _WS = re.compile(r"[ \t\n\r]*")
-TOO_DEEP = "the JSON is nested too deeply to be a record (arrays or objects inside each other by the thousand)"
+TOO_DEEP = (
+    "the JSON is nested too deeply to be a record (arrays or objects inside each other by the thousand)"
+)
 
 
 def data_format(path: Path) -> str | None:

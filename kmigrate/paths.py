@@ -111,11 +111,7 @@ def inside_project(
     resolved = given.resolve()
     if not _inside(resolved, root):
         shown = path if isinstance(path, str) else _display(given, root)  # a config value: as written
-        raise error(
-            f"{what} {shown} leads outside the project folder",
-            location=location or Location(file=shown),
-            hint=KEEP_INSIDE,
-        )
+        raise error(f"{what} {shown} is outside the project folder", location=location, hint=KEEP_INSIDE)
     return resolved
 
 

@@ -264,13 +264,13 @@ CASES = [
         "include-symlink-to-secret",
         {BAD: rendered("{% include 'pw.j2' %}")},
         setup=symlink("templates/pw.j2", to_secret),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "import-symlink-to-secret",
         {BAD: "{% import 'pw.j2' as pw %}\n" + GOOD},
         setup=symlink("templates/pw.j2", to_secret),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case("include-dotdot", {BAD: rendered("{% include '../../secret.txt' %}")}, words="not found"),
     Case("include-absolute", {BAD: rendered("{% include '/etc/passwd' %}")}, words="not found"),
@@ -284,32 +284,32 @@ CASES = [
         "include-dev-zero",
         {BAD: rendered("{% include 'zero.j2' %}")},
         setup=symlink("templates/zero.j2", "/dev/zero"),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "templates-folder-outside",
         {"kmigrate.toml": config('templates = "/etc"').replace("\n[limits]", "[limits]")},
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "templates-folder-symlink",
         setup=symlink("templates", lambda root, outside: outside),
-        words="leads outside",
+        words="outside the project folder",
     ),
     # ---- data files ------------------------------------------------------------------------------------
-    Case("records-from-dotdot", {BAD: add_from("../../secret.csv")}, words="leads outside"),
+    Case("records-from-dotdot", {BAD: add_from("../../secret.csv")}, words="outside the project folder"),
     Case(
         "records-from-symlink",
         {BAD: add_from("data/pw.csv")},
         setup=symlink("changesets/data/pw.csv", to_secret_csv),
-        words="leads outside",
+        words="outside the project folder",
     ),
-    Case("records-from-absolute", {BAD: add_from("/etc/passwd.csv")}, words="leads outside"),
+    Case("records-from-absolute", {BAD: add_from("/etc/passwd.csv")}, words="outside the project folder"),
     Case(
         "records-from-dev-zero",
         {BAD: add_from("data/zero.csv")},
         setup=symlink("changesets/data/zero.csv", "/dev/zero"),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "records-from-fifo",
@@ -318,14 +318,14 @@ CASES = [
         words="FIFO",
     ),
     Case("records-from-folder", {BAD: add_from("data.csv"), "changesets/data.csv/x": "x"}, words="folder"),
-    Case("load-csv-dotdot", {BAD: load_csv("../../secret.csv")}, words="leads outside"),
+    Case("load-csv-dotdot", {BAD: load_csv("../../secret.csv")}, words="outside the project folder"),
     Case(
         "load-csv-symlink",
         {BAD: load_csv("data/pw.csv")},
         setup=symlink("changesets/data/pw.csv", to_secret_csv),
-        words="leads outside",
+        words="outside the project folder",
     ),
-    Case("load-json-absolute", {BAD: load_json("/etc/hostname")}, words="leads outside"),
+    Case("load-json-absolute", {BAD: load_json("/etc/hostname")}, words="outside the project folder"),
     Case(
         "load-csv-fifo",
         {BAD: load_csv("data/pipe.csv")},
@@ -373,17 +373,17 @@ CASES = [
     Case(
         "changesets-folder-outside",
         {"kmigrate.toml": 'changesets = "../../../../etc"\n' + CONFIG},
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "changesets-folder-symlink",
         setup=symlink("changesets", lambda root, outside: outside / "elsewhere"),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "changeset-symlink-to-secret",
         setup=symlink("changesets/V0003__pw.yaml", to_secret),
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case("changeset-fifo", setup=fifo("changesets/V0003__pipe.yaml"), words="FIFO"),
     Case("changeset-bad-name", {"changesets/notes.txt": "x"}, words="not a changeset file name"),
@@ -391,16 +391,24 @@ CASES = [
     Case(
         "sandbox-dev-zero",
         {"kmigrate.toml": CONFIG.replace('sandbox = "sandbox.yaml"', 'sandbox = "/dev/zero"')},
-        words="leads outside",
+        words="outside the project folder",
     ),
-    Case("sandbox-symlink-dev-zero", setup=symlink("sandbox.yaml", "/dev/zero"), words="leads outside"),
-    Case("sandbox-symlink-to-secret", setup=symlink("sandbox.yaml", to_secret), words="leads outside"),
+    Case(
+        "sandbox-symlink-dev-zero",
+        setup=symlink("sandbox.yaml", "/dev/zero"),
+        words="outside the project folder",
+    ),
+    Case(
+        "sandbox-symlink-to-secret",
+        setup=symlink("sandbox.yaml", to_secret),
+        words="outside the project folder",
+    ),
     # validate and plan leave the sandbox file to apply (its fields only sharpen the checks)
     Case("sandbox-fifo", setup=fifo("sandbox.yaml"), exits=(0, 0, 2), words="FIFO"),
     Case(
         "sandbox-dotdot",
         {"kmigrate.toml": CONFIG.replace('sandbox = "sandbox.yaml"', 'sandbox = "../secret.txt"')},
-        words="leads outside",
+        words="outside the project folder",
     ),
     Case(
         "sandbox-alias-bomb",
@@ -607,7 +615,7 @@ def test_an_in_doubt_batch_does_not_hide_a_plain_http_url(tmp_path: Path) -> Non
     root, _outside = _build(tmp_path, Case("in-doubt"))
     project = load_project(root)
     env = project.environment("remote")
-    [planned] = api.plan(project, env).changesets
+    [planned] = api.plan(api.Context(project, env)).changesets
     with Journal.open(env.journal_path) as journal:
         run = journal.start_run("remote")
         journal.record_changeset(planned)
@@ -616,7 +624,7 @@ def test_an_in_doubt_batch_does_not_hide_a_plain_http_url(tmp_path: Path) -> Non
     (root / "kmigrate.toml").write_text(remote('base_url = "http://kintone.example.com"'))
     project = load_project(root)
     with pytest.raises(ConfigError, match="plain http"):
-        api.apply(project, project.environment("remote"))
+        api.apply(api.Context(project, project.environment("remote")))
     with Journal.open(env.journal_path) as journal:
         assert len(journal.runs()) == runs_before
         assert [b.state for b in journal.in_doubt()] == ["sent"]

@@ -68,11 +68,12 @@ def _check(root: Path, text: str | bytes) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
     project: Project = load_project(root)
     env = project.environment()
-    validation = api.validate(project, env)
+    ctx = api.Context(project, env)
+    validation = api.validate(ctx)
     for error in validation.errors:
         assert error.exit_code == 2 and str(error)
     try:
-        plan = api.plan(project, env)
+        plan = api.plan(ctx)
     except KmigrateError as exc:
         assert exc.exit_code == 2, exc
         assert not validation.ok or "drift" in str(exc).lower(), exc
