@@ -325,6 +325,11 @@ def _check_folders(root: Path, config: ProjectConfig, path: Path, text: str) -> 
             )
             if resolved.is_dir():
                 raise ConfigError(f"the sandbox file {env.sandbox} is a folder", location=where)
+        if env.sandbox_store is not None:  # read back as records: the project's own state only
+            where = Location(file=path, line=toml_key_line(text, ("env", name, "sandbox_store")))
+            inside_project(
+                root, env.sandbox_store, what="the sandbox store", error=ConfigError, location=where
+            )
 
 
 _TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")

@@ -406,6 +406,15 @@ CASES = [
     # validate and plan leave the sandbox file to apply (its fields only sharpen the checks)
     Case("sandbox-fifo", setup=fifo("sandbox.yaml"), exits=(0, 0, 2), words="FIFO"),
     Case(
+        "sandbox-store-outside",
+        {
+            "kmigrate.toml": CONFIG.replace(
+                'sandbox = "sandbox.yaml"', 'sandbox = "sandbox.yaml"\nsandbox_store = "/etc/passwd"'
+            )
+        },
+        words="outside the project folder",
+    ),
+    Case(
         "sandbox-dotdot",
         {"kmigrate.toml": CONFIG.replace('sandbox = "sandbox.yaml"', 'sandbox = "../secret.txt"')},
         words="outside the project folder",
