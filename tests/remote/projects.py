@@ -34,10 +34,11 @@ def sandbox_yaml() -> str:
 
 
 def toml(*, base_url: str | None = None, store: Path | None = None, journal_app: bool = True) -> str:
+    """The runner's kmigrate.toml. ``store`` (the Kintone the runners share) is not written: a
+    project keeps its files inside its folder, and the in-process tests reach the shared
+    sandbox through an injected client."""
     head = 'project = "items"\ndefault_env = "target"\n[env.target]\n'
-    target = (
-        f'base_url = "{base_url}"\n' if base_url else f'sandbox = "sandbox.yaml"\nsandbox_store = "{store}"\n'
-    )
+    target = f'base_url = "{base_url}"\n' if base_url else 'sandbox = "sandbox.yaml"\n'
     return (
         head + target + "apps = { items = 1 }\n" + (f"journal_app = {JOURNAL_APP}\n" if journal_app else "")
     )

@@ -42,7 +42,7 @@ def test_a_journal_app_needs_the_project_named(tmp_path: Path) -> None:
             "cannot leave its space",
         ),
         ("journal_app = { space3 = 61 }\n", "use `default` or a guest space id"),
-        ("journal_app = 0\n", "positive"),
+        ("journal_app = 0\n", "journal_app`: Input should be greater than 0"),
     ],
 )
 def test_bad_journal_app_settings_are_named(tmp_path: Path, body: str, message: str) -> None:

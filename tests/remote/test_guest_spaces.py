@@ -40,7 +40,7 @@ def project_in(root: Path, store: Path, journal_app: str) -> api.Context:
     (root / "sandbox.yaml").write_text(yaml.safe_dump(SANDBOX))
     (root / "changesets" / "V0001__both.yaml").write_text(CHANGESET)
     (root / "kmigrate.toml").write_text(
-        f'project = "spaces"\n[env.target]\nsandbox = "sandbox.yaml"\nsandbox_store = "{store}"\n'
+        'project = "spaces"\n[env.target]\nsandbox = "sandbox.yaml"\n'
         "apps = { items = 1, staff = {id = 7, guest_space_id = 3} }\n" + journal_app
     )
     project = load_project(root)
