@@ -22,7 +22,7 @@ from .errors import ChangesetError, ConfigError, InputError, JournalError, Locat
 from .journal import Event, Journal
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, lost_ids
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, resolve_batch
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -315,7 +315,10 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
         if cs is None:
             shown, note = "missing", "journaled, but its file is gone"
         elif any(b.state == "sent" for b in bs):
-            shown, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
+            shown, note = (
+                "in doubt",
+                "a batch was sent and its answer never journaled: `kmigrate apply` settles it by reading Kintone",
+            )
         elif version in drift:
             shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
         else:
@@ -348,26 +351,53 @@ def history(env: Environment, changeset: str | None = None) -> list[Event]:
 
 
 def resolve(
-    project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None
+    project: Project,
+    env: Environment,
+    version: str,
+    batch: int,
+    *,
+    applied: bool,
+    note: str | None = None,
+    ids_key: str | None = None,
+    ids_query: str | None = None,
+    client: Client | None = None,
 ) -> list[str]:
-    """Settle an in-doubt batch after checking Kintone (``applied`` or not).
-
-    Returns the refs the batch created records for when it is resolved as applied: their ids
-    were in the lost answer, so the journal keeps a lost-id placeholder for each of those
-    records (later ids keep their positions) and a later operation that needs them stops.
-    """
+    """Settle an in-doubt batch after checking Kintone (``applied`` or not); see
+    ``runner.resolve_batch``. ``ids_key``/``ids_query`` read the ids of the records it created
+    back from Kintone. Returns the refs left without ids (placeholders journaled)."""
     version = version.lstrip("V").split("__")[0]
+    reading = ids_key is not None or ids_query is not None
     with Journal.open(env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            lost: dict[str, list[int]] = {}
-            if applied and version in state and state[version].batch_states.get(batch) == SENT:
+            planned_batch = None
+            if (applied and version in state and state[version].batch_states.get(batch) == SENT) or reading:
                 plan = build_plan(load_changesets(project, env, state), env, state)
                 planned = next((c for c in plan.changesets if c.version == version), None)
                 if planned is not None and 0 <= batch < len(planned.batches):
-                    lost = lost_ids(planned.batches[batch])
-            journal.resolve(version, batch, applied, refs=lost, note=note)
-    return sorted(lost)
+                    planned_batch = (planned, planned.batches[batch])
+            if planned_batch is None:
+                if reading:
+                    raise InputError(
+                        f"V{version} has no batch {batch} in the plan", hint="see `kmigrate status`"
+                    )
+                journal.resolve(version, batch, applied, note=note)
+                return []
+            own_client = reading and client is None
+            active = connect(env) if own_client else client
+            try:
+                return resolve_batch(
+                    journal,
+                    *planned_batch,
+                    applied,
+                    client=active,
+                    ids_key=ids_key,
+                    ids_query=ids_query,
+                    note=note,
+                )
+            finally:
+                if own_client and active is not None:
+                    active.close()
 
 
 def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:

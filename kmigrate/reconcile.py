@@ -500,17 +500,13 @@ def _judge_adds(
     for app, calls in by_app.items():
         after = min(int(entries[i]["after"]) for i in calls)
         sent = [(i, record) for i in calls for record in _added(requests[i])]
-        fields = sorted({code for _, record in sent for code in record} | {"$id"})
+        read = client.get_records(
+            app, f"$id > {after}", _codes_sent(r for _, r in sent), guest_space_id=guest
+        )
+        matched, seen = match_in_order([r for _, r in sent], read)
         found: dict[int, list[int]] = {i: [] for i in calls}
-        position = 0
-        seen = 0
-        for record in client.get_records(app, f"$id > {after}", fields, guest_space_id=guest):
-            seen += 1
-            if position < len(sent) and holds(sent[position][1], record):
-                found[sent[position][0]].append(int(record["$id"]["value"]))
-                position += 1
-                if position == len(sent):
-                    break
+        for (i, _), record_id in zip(sent, matched, strict=False):
+            found[i].append(record_id)
         for i in calls:
             count, got = len(_added(requests[i])), len(found[i])
             where = f"app {app}: of the {count} record(s) call {i + 1} adds"
@@ -533,6 +529,109 @@ def _judge_adds(
                     "records were changed or deleted since, or another writer added the same content",
                 )
     return out
+
+
+def _codes_sent(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    return sorted({code for record in records for code in record} | {"$id"})
+
+
+def match_in_order(
+    sent: Sequence[Mapping[str, Any]], read: Iterable[Mapping[str, Any]]
+) -> tuple[list[int], int]:
+    """The ids of the records read (in ``$id`` order) that hold the records sent, in order,
+    skipping records that hold none (another writer's); stops at the first record not found.
+    Returns (ids of the leading records found, records read)."""
+    ids: list[int] = []
+    seen = 0
+    for record in read:
+        if len(ids) == len(sent):
+            break
+        seen += 1
+        if holds(sent[len(ids)], record):
+            ids.append(int(record["$id"]["value"]))
+    return ids, seen
+
+
+# ---- ids named by a person (`kmigrate resolve --applied --ids-key/--ids-query`) ----------------
+
+
+def read_ids(
+    client: Client,
+    requests: Sequence[Mapping[str, Any]],
+    guest: int | None,
+    keeps: Sequence[bool],
+    *,
+    key: str | None = None,
+    query: str | None = None,
+) -> list[dict[str, Any]]:
+    """Stand-ins for the lost answers of an applied batch's calls, with the ids of the records
+    they created where ``keeps[i]`` says a ref keeps them: an add's records are found by ``key``
+    (a unique field: one record per value sent) or among those ``query`` selects (matched by
+    content, in order); an update or upsert's by their own id or ``updateKey``. A ``ValueError``
+    says what could not be found; nothing is journaled then."""
+    results: list[dict[str, Any]] = []
+    taken: dict[int, int] = {}  # app -> the highest id matched so far, so two calls never share one
+    for index, (request, keep) in enumerate(zip(requests, keeps, strict=True)):
+        kind = kind_of(request)
+        if not keep:
+            results.append({"resolved": True})
+        elif kind == "add":
+            app, sent = _app(request), _added(request)
+            where = f"call {index + 1} (app {app}, {len(sent)} record(s))"
+            if key is not None:
+                ids = _ids_by_key(client, app, guest, key, sent, where)
+            elif query is not None:
+                read = client.get_records(
+                    app, f"({query}) and $id > {taken.get(app, 0)}", _codes_sent(sent), guest_space_id=guest
+                )
+                ids, seen = match_in_order(sent, read)
+                if len(ids) != len(sent):
+                    raise ValueError(
+                        f"{where}: the query selects {seen} record(s) of which {len(ids)} hold the records "
+                        "sent, in order; it must select them all"
+                    )
+            else:
+                raise ValueError(
+                    f"{where} created records a ref keeps: say how to find them (a key or a query)"
+                )
+            if ids:
+                taken[app] = max(ids)
+            results.append({"ids": [str(i) for i in ids]})
+        elif kind in ("update", "upsert"):
+            reads = _Reads(client, guest)
+            targets = [_target(e) for e in _entries(request)]
+            reads.load((_app(request), t) for t in targets if t is not None)
+            found = [reads.get(_app(request), t) if t is not None else None for t in targets]
+            if any(r is None for r in found):
+                raise ValueError(f"call {index + 1}: a record it names is not in app {_app(request)}")
+            results.append({"records": [{"id": r["$id"]["value"]} for r in found if r is not None]})
+        else:
+            results.append({"resolved": True})
+    return results
+
+
+def _ids_by_key(
+    client: Client, app: int, guest: int | None, key: str, sent: Sequence[Mapping[str, Any]], where: str
+) -> list[int]:
+    values = [_text((record.get(key) or {}).get("value")) for record in sent]
+    if any(not v for v in values):
+        raise ValueError(f"{where}: a record sent has no value for {key}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{where}: {key} repeats among the records sent, so it cannot name one record each")
+    by_value: dict[str, list[int]] = {}
+    for chunk in _chunks(values, 100):
+        query = f"{key} in ({', '.join(_quote(v) for v in chunk)})"
+        for record in client.get_records(app, query, [key, "$id"], guest_space_id=guest):
+            by_value.setdefault(_text((record.get(key) or {}).get("value")), []).append(
+                int(record["$id"]["value"])
+            )
+    missing = [v for v in values if len(by_value.get(v, [])) == 0]
+    several = [v for v in values if len(by_value.get(v, [])) > 1]
+    if missing:
+        raise ValueError(f"{where}: no record has {key} = {', '.join(map(repr, missing[:5]))}")
+    if several:
+        raise ValueError(f"{where}: several records have {key} = {', '.join(map(repr, several[:5]))}")
+    return [by_value[v][0] for v in values]
 
 
 def _span(ids: Sequence[int]) -> str:
@@ -567,6 +666,8 @@ def unknowns(verdicts: Sequence[Verdict], start: int = 0) -> list[str]:
 
 
 __all__ = [
+    "match_in_order",
+    "read_ids",
     "APPLIED",
     "NOT_APPLIED",
     "UNKNOWN",

@@ -241,12 +241,70 @@ def lost_ids(batch: Batch) -> dict[str, list[int]]:
     return out
 
 
-class _CannotTell(Exception):
-    """Kintone could not be read, or cannot tell what of a batch took effect: ``reasons`` say why."""
+def resolve_batch(
+    journal: Journal,
+    cs: ChangesetPlan,
+    batch: Batch,
+    applied: bool,
+    *,
+    client: Client | None = None,
+    ids_key: str | None = None,
+    ids_query: str | None = None,
+    note: str | None = None,
+) -> list[str]:
+    """``kmigrate resolve``: settle an in-doubt batch as a person found it in Kintone.
 
-    def __init__(self, reasons: Sequence[str]):
+    As applied, the ids of the records it created for refs were in the lost answer: with
+    ``ids_key`` (a unique field) or ``ids_query`` they are read back from Kintone through
+    ``client`` (also for a batch resolved earlier without them); without, the journal keeps a
+    lost-id placeholder for each (later ids keep their positions) and the refs are returned."""
+    reading = ids_key is not None or ids_query is not None
+    if reading and not applied:
+        raise InputError("--ids-key and --ids-query go with --applied: they read back the records it created")
+    if not reading:
+        lost = lost_ids(batch) if applied else {}
+        journal.resolve(cs.version, batch.index, applied, refs=lost, note=note)
+        return sorted(lost)
+    if not any(_keeps_ids(c) for c in batch.calls):
+        raise InputError(
+            f"changeset {cs.id} batch {batch.index} creates no records a ref keeps: there are no ids to read",
+            hint=f"`kmigrate resolve {cs.version} {batch.index} --applied` is enough",
+        )
+    assert client is not None, "reading ids needs a client"
+    refs = journal.refs()
+    requests = [call.resolved(refs) for call in batch.calls]
+    try:
+        results = reconcile.read_ids(
+            client,
+            requests,
+            batch.guest_space_id,
+            [_keeps_ids(c) for c in batch.calls],
+            key=ids_key,
+            query=ids_query,
+        )
+    except ValueError as exc:
+        raise InputError(
+            f"changeset {cs.id} batch {batch.index}: {exc}; nothing was journaled",
+            hint="name a field that is unique among those records (--ids-key) or a query that selects exactly them",
+        ) from None
+    created = _created(batch.calls, results)
+    record = journal.batch(cs.version, batch.index)
+    how = {"ids_read_by": f"key {ids_key}" if ids_key is not None else f"query {ids_query}"}
+    if record is not None and record.state == APPLIED:
+        journal.recover_ids(cs.version, batch.index, created, note=note)
+    else:
+        journal.resolve(cs.version, batch.index, True, results=results, refs=created, note=note, detail=how)
+    return []
+
+
+class _CannotTell(Exception):
+    """Kintone cannot tell what of a batch took effect (``reasons`` say why), or, ``unreadable``,
+    could not be read now (the next run tries again)."""
+
+    def __init__(self, reasons: Sequence[str], unreadable: bool = False):
         super().__init__("; ".join(reasons))
         self.reasons = list(reasons)
+        self.unreadable = unreadable
 
 
 class Runner:
@@ -352,7 +410,7 @@ class Runner:
                     location=where,
                     hint="put those operations back as they were; change only what comes after them",
                 )
-            probe = self._probe(requests, batch, done)
+            probe = self._probe(cs, batch, requests, done)
             self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
             try:
                 answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
@@ -404,15 +462,29 @@ class Runner:
             return reconciled
         raise AssertionError("unreachable: the last send returns or raises")
 
-    def _probe(self, requests: Sequence[Mapping[str, Any]], batch: Batch, done: int) -> dict[str, Any] | None:
-        """What to read before sending (journaled with `sent`); an unreadable Kintone (a token
-        without view permission, say) is noted, and the batch is sent all the same."""
+    def _probe(
+        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], done: int
+    ) -> dict[str, Any] | None:
+        """What to read before sending (journaled with `sent`). Kintone refusing the read (a
+        token without view permission) is noted and the batch sent all the same; a read that
+        fails otherwise stops here, before anything of the batch is sent."""
         if not self.reconcile:
             return None
         try:
             return reconcile.probe(self.client, requests, batch.guest_space_id, self._highest, done)
-        except (KintoneError, TransportError) as exc:
-            return {"version": reconcile.PROBE_VERSION, "unreadable": exc.message}
+        except KintoneError as exc:
+            if exc.status == 403:
+                return {"version": reconcile.PROBE_VERSION, "unreadable": exc.message}
+            failure = exc.message
+        except TransportError as exc:
+            failure = exc.message
+        raise TransportError(
+            f"changeset {cs.id} batch {batch.index}: reading Kintone before sending failed ({failure}); "
+            "nothing of the batch was sent",
+            sent_maybe=False,
+            location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+            hint="check the network, then run `kmigrate apply` again: it resumes at this batch",
+        )
 
     def _applied(
         self,
@@ -471,7 +543,9 @@ class Runner:
                 want_ids=[_keeps_ids(c) for c in batch.calls[:stop]],
             )
         except (KintoneError, TransportError) as exc:
-            raise _CannotTell([f"Kintone could not be read to find out: {exc.message}"]) from exc
+            raise _CannotTell(
+                [f"Kintone could not be read to find out: {exc.message}"], unreadable=True
+            ) from exc
         kept = reconcile.decide(verdicts)
         if kept is None:
             raise _CannotTell(reconcile.unknowns(verdicts, start) or ["the verdicts contradict each other"])
@@ -573,7 +647,16 @@ class Runner:
 
     def _ask(self, cs: ChangesetPlan, batch: Batch, what: str, cannot: _CannotTell) -> InDoubtError:
         command = f"kmigrate resolve {cs.version} {batch.index}"
-        keys = sorted({str(k) for c in batch.calls if _keeps_ids(c) for k in _key_fields(c)})
+        where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        reasons = "\n  ".join(cannot.reasons)
+        if cannot.unreadable:
+            return InDoubtError(
+                f"changeset {cs.id} batch {batch.index} {what}, and Kintone could not be read now to find out "
+                f"whether it took effect:\n  {reasons}",
+                location=where,
+                hint="run `kmigrate apply` again once Kintone answers: it reads Kintone and settles the batch",
+            )
+        keys = sorted({k for c in batch.calls if _keeps_ids(c) for k in _key_fields(c)})
         ids_hint = ""
         if any(_keeps_ids(c) for c in batch.calls):
             example = (
@@ -582,8 +665,8 @@ class Runner:
             ids_hint = f" (it created records a ref keeps: add {example} so their ids are read back)"
         return InDoubtError(
             f"changeset {cs.id} batch {batch.index} {what}, and Kintone cannot tell whether it took effect:\n  "
-            + "\n  ".join(cannot.reasons),
-            location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+            + reasons,
+            location=where,
             hint=f"check those records in Kintone, then `{command} --applied`{ids_hint} or `{command} --not-applied`",
         )
 
@@ -699,5 +782,6 @@ __all__ = [
     "find_drift",
     "ids_created",
     "lost_ids",
+    "resolve_batch",
     "FAILED",
 ]

@@ -467,6 +467,36 @@ class Journal:
                 logged["note"] = note
             self._event(db, kind, run_id=run_id, changeset=version, batch=index, detail=logged)
 
+    def recover_ids(
+        self, version: str, index: int, refs: Mapping[str, Sequence[int]], *, note: str | None = None
+    ) -> int:
+        """Put the ids read back from Kintone in the place of an applied batch's lost ones
+        (``UNKNOWN_ID``), each at its position, so the ref keeps its order. Returns how many."""
+        with self._tx() as db:
+            row = self._require_batch(db, version, index)
+            slots = list(db.table("refs").rows_where("changeset = ? AND batch = ?", [version, index]))
+            lost = [r for r in slots if r["id"] == UNKNOWN_ID]
+            if row["state"] != APPLIED or not lost:
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} has no lost ids to recover "
+                    f"(it is {row['state']})"
+                )
+            sizes = {name: len(ids) for name, ids in refs.items()}
+            expected: dict[str, int] = {}
+            for r in slots:
+                expected[r["name"]] = expected.get(r["name"], 0) + 1
+            if sizes != expected:
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} keeps {expected} ids per ref, not {sizes}"
+                )
+            for r in lost:
+                db.table("refs").update(r["seq"], {"id": int(refs[r["name"]][r["position"]])})
+            detail: dict[str, Any] = {"ids_recovered": len(lost)}
+            if note:
+                detail["note"] = note
+            self._event(db, "resolved", changeset=version, batch=index, detail=detail)
+            return len(lost)
+
     def lost_ids(self) -> dict[str, list[tuple[str, int]]]:
         """Per ref, the (changeset, batch) whose ids were lost (resolved as applied by hand)."""
         out: dict[str, list[tuple[str, int]]] = {}
