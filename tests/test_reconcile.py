@@ -516,3 +516,72 @@ def test_holds_compares_values_as_kintone_normalises_them():
         ("lines", []),
     ]:
         assert not holds({**sent, code: {"value": other}}, record), code
+
+
+# ---- each kind of request on its own: its own verdict decides ---------------------------------
+
+# V0001 adds A, B and C (ref `abc`); V0002 holds one operation of the kind, whose bulk is lost.
+SINGLE_KINDS = {
+    "update by id": "update: {app: items, records: [{id: {ref: abc, index: 0}, qty: 5}]}",
+    "update by key": "update: {app: items, key: code, records: [{code: B, qty: 6}]}",
+    "upsert of a new key": "upsert: {app: items, key: code, ref: d, records: [{code: D, qty: 1}]}",
+    "upsert of a key there": "upsert: {app: items, key: code, records: [{code: C, qty: 2}]}",
+    "delete": "delete: {app: items, ids: [{ref: abc, index: 1}]}",
+    "status": "status: {app: items, records: {ref: abc}, action: Check}",
+    "assignees": "assignees: {app: items, id: {ref: abc, index: 2}, assignees: [alice]}",
+}
+VERDICT_SAYS = {
+    ("update by id", True): "went from revision 1 to 2 with the values sent",
+    ("update by id", False): "app 1 record 1 still has revision 1",
+    ("update by key", True): "app 1 record code = 'B' went from revision 1 to 2",
+    ("update by key", False): "app 1 record code = 'B' still has revision 1",
+    ("upsert of a new key", True): "app 1 record code = 'D' was created by the upsert",
+    ("upsert of a new key", False): "app 1 record code = 'D' (upserted) still does not exist",
+    ("upsert of a key there", True): "app 1 record code = 'C' went from revision 1 to 2",
+    ("upsert of a key there", False): "app 1 record code = 'C' still has revision 1",
+    ("delete", True): "app 1 record 2 is gone",
+    ("delete", False): "app 1 record 2 still exists",
+    ("status", True): "app 1 record 1 went from status 'New' to 'Checked'",
+    ("status", False): "app 1 record 1 still has revision 1",
+    ("assignees", True): "app 1 record 3 has the assignees sent (alice)",
+    ("assignees", False): "app 1 record 3 still has revision 1",
+}
+
+
+def single_kind_project(tmp_path: Path, kind: str) -> tuple[Any, Any]:
+    root = items_project(tmp_path)
+    write_changeset(
+        root,
+        "V0001__abc.yaml",
+        "operations:\n  - add: {app: items, ref: abc, records: [{code: A}, {code: B}, {code: C}]}\n",
+    )
+    write_changeset(root, "V0002__one.yaml", f"operations:\n  - {SINGLE_KINDS[kind]}\n")
+    project = load_project(root)
+    return project, project.environment()
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not applied"])
+@pytest.mark.parametrize("kind", list(SINGLE_KINDS))
+def test_each_kind_is_decided_by_its_own_reading(tmp_path, kind, applied):
+    project, env = single_kind_project(tmp_path / "exact", kind)
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        wanted = contents(sandbox, (1,))
+    project, env = single_kind_project(tmp_path / "lossy", kind)
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        fault = lost_after_commit if applied else lost_before_handled
+        lossy = Faulty(sandbox.transport(), 2, fault, down_after=True)
+        with pytest.raises(InDoubtError):  # the network is gone: left for the next run
+            api.apply(project, env, client=client_over(lossy, ITEMS))
+        result = api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == (
+            0 if applied else 1
+        )
+        assert contents(sandbox, (1,)) == wanted
+    with journal_of(env) as journal:
+        (event,) = journal.events(kinds=["reconciled"])
+        verdict = event.detail["calls"][0]
+        assert verdict.startswith(f"call 1: {'applied' if applied else 'not applied'}: "), verdict
+        assert VERDICT_SAYS[kind, applied] in verdict, verdict
+        if kind == "upsert of a new key":
+            assert journal.refs()["d"] == [4]  # the upserted record's id, read back
