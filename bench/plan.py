@@ -64,7 +64,8 @@ def make_project(folder: Path, case: str, rows: int, loop: int) -> None:
             "operations:\n"
             "  - add:\n      app: orders\n      records:\n"
             f"      {{% for i in range({loop}) %}}\n"
-            '        - {title: "Order {{ i }}", order_no: "G-{{ \'%06d\' % i }}", amount: {{ i * 3 }}, priority: High}\n'
+            '        - {title: "Order {{ i }}", order_no: "G-{{ \'%06d\' % i }}", '
+            "amount: {{ i * 3 }}, priority: High}\n"
             "      {% endfor %}\n",
             encoding="utf-8",
         )
@@ -133,7 +134,8 @@ def main() -> None:
         total = f["load_s"] + f["plan_s"]
         print(label)
         print(
-            f"  load      {f['load_s']:6.2f} s   peak RSS {f['rss_after_load_mb']:6.0f} MB (imports alone {f['rss_imports_mb']:.0f} MB)"
+            f"  load      {f['load_s']:6.2f} s   peak RSS {f['rss_after_load_mb']:6.0f} MB "
+            f"(imports alone {f['rss_imports_mb']:.0f} MB)"
         )
         print(
             f"  plan      {f['plan_s']:6.2f} s   peak RSS {f['rss_after_plan_mb']:6.0f} MB   "
@@ -141,7 +143,8 @@ def main() -> None:
         )
         print(f"  load+plan {total:6.2f} s")
         print(
-            f"  JSON plan {f['render_json_s']:6.2f} s   peak RSS {f['rss_after_render_mb']:6.0f} MB   {f['json_mb']:.1f} MB of JSON"
+            f"  JSON plan {f['render_json_s']:6.2f} s   peak RSS {f['rss_after_render_mb']:6.0f} MB   "
+            f"{f['json_mb']:.1f} MB of JSON"
         )
         if case == "csv":
             base = f["baseline_dictreader_s"]

@@ -81,7 +81,8 @@ def main() -> None:
         single_times = [timed(sandbox, "/k/v1/records.json", single) for _ in range(args.runs)]
     b, s = statistics.median(bulk_times) * 1000, statistics.median(single_times) * 1000
     print(
-        f"bulk 20 x 100 records (POST records.json): median {b:.1f} ms over {args.runs} runs (min {min(bulk_times) * 1000:.1f} ms)"
+        f"bulk 20 x 100 records (POST records.json): median {b:.1f} ms over {args.runs} runs "
+        f"(min {min(bulk_times) * 1000:.1f} ms)"
     )
     print(f"one call of 100 records:                    median {s:.1f} ms")
     print(f"ratio bulk / single call:                   {b / s:.1f} (20 would be linear)")

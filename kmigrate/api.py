@@ -7,24 +7,34 @@ section at the end.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
+from .changeset_files import next_changeset_path, version_key
 from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, Credentials, Environment, Project
-from .errors import ChangesetError, ConfigError, InputError, JournalError, Location, LockedError
-from .journal import Event, Journal
+from .drift import drifted, find_drift
+from .errors import (
+    ChangesetError,
+    ConfigError,
+    InputError,
+    JournalError,
+    KmigrateError,
+    Location,
+    LockedError,
+)
+from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
 from .plan import SENT, JournaledChangeset, Plan
 from .planner import build_plan
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, find_drift, resolve_batch
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")
+from .records import KnownFields
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -72,23 +82,12 @@ def init_project(directory: Path | str) -> list[Path]:
 def new_changeset(project: Project, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
-    The version is the highest existing one plus one, four digits zero-padded (wider when the
-    highest is wider); files with bad names are not counted, but neither do they stop this.
+    The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    name = name.strip().replace(" ", "_")
-    if name.endswith((".yaml", ".yml")):
-        name = name.rsplit(".", 1)[0]
-    if not NAME_PATTERN.match(name):
-        raise InputError(
-            f"changeset name {name!r}: use letters, digits, _ and -", hint="e.g. `kmigrate new import_orders`"
-        )
-    directory = project.changesets_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    items, _errors = loader.discover(directory)
-    highest = max((item.number for item in items), default=0)
-    width = max([4] + [len(item.version) for item in items])
-    path = directory / f"V{highest + 1:0{width}d}__{name}.yaml"
-    text = _template_text("changeset.yaml").replace("__NAME__", name.replace("_", " "))
+    path = next_changeset_path(project.changesets_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = path.stem.split("__", 1)[1].replace("_", " ")
+    text = _template_text("changeset.yaml").replace("__NAME__", title)
     with open(path, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
     return path
@@ -104,7 +103,30 @@ def load_changesets(
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state)
+    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+
+
+def sandbox_fields(env: Environment) -> KnownFields:
+    """App id -> field code -> its subtable's column codes (empty for other fields), for the
+    sandbox environment, from its file: the loader then reports a misspelt field code. Empty for
+    a real Kintone (its fields are not known offline) and when the file does not load (``apply``
+    reports that file's problems itself)."""
+    if env.sandbox_file is None:
+        return {}
+    from .sandbox.definition import parse_definition
+
+    try:
+        definition = parse_definition(
+            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
+        )
+    except (OSError, yaml.YAMLError, KmigrateError):
+        return {}
+    out: dict[int, dict[str, frozenset[str]]] = {}
+    for app in definition.apps.values():
+        codes = {code: frozenset(f.fields) for code, f in app.fields.items()}
+        codes.update({f.code: frozenset() for f in app.system.values()})
+        out[app.id] = codes
+    return out
 
 
 @dataclass(frozen=True)
@@ -130,17 +152,13 @@ class Validation:
             for op in cs.operations:
                 body = op.body
                 if isinstance(body, _RecordsOp):
-                    total += (
-                        len(body.records)
-                        if body.records is not None
-                        else (getattr(body.source, "count", None) or 0)
-                    )
+                    total += body.record_count or 0
         return total
 
 
 def validate(project: Project, env: Environment) -> Validation:
     """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env)
+    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
     return Validation(changesets, errors)
 
 
@@ -172,13 +190,14 @@ def connect(env: Environment) -> Client:
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
         settings["timeout"] = env.timeout
-    if env.is_sandbox:
+    if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
         return Client(
             SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
         )
+    assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
@@ -244,7 +263,7 @@ def apply(
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
-                active = connect(env) if own_client else client
+                active = client if client is not None else connect(env)
                 try:
                     runner = Runner(
                         active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
@@ -297,8 +316,8 @@ class ChangesetStatus:
 
 def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, Any] = {}
-    batches: dict[str, list[Any]] = {}
+    records: dict[str, ChangesetRecord] = {}
+    batches: dict[str, list[BatchRecord]] = {}
     journaled: dict[str, JournaledChangeset] = {}
     if env.journal_path.exists():  # status never creates a journal
         with Journal.open(env.journal_path) as journal:
@@ -309,9 +328,14 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
     changesets = {c.version: c for c in load_changesets(project, env, journaled)}
     drift = find_drift(list(changesets.values()), journaled)
     out = []
-    for version in sorted(set(changesets) | set(records), key=lambda v: (int(v) if v.isdigit() else 0, v)):
+    for version in sorted(set(changesets) | set(records), key=version_key):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
         applied = sum(1 for b in bs if b.state == "applied")
+        if cs is not None:
+            name, path = cs.name, cs.path
+        else:
+            assert rec is not None  # a version comes from the files or from the journal
+            name, path = rec.name, Path(rec.path)
         if cs is None:
             shown, note = "missing", "journaled, but its file is gone"
         elif any(b.state == "sent" for b in bs):
@@ -327,12 +351,13 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
             if failed:  # the journal keeps Kintone's refusal: show it where people look first
                 error = failed[0].error or {}
                 code = f"[{error['code']}] " if error.get("code") else ""
-                note = f"batch #{failed[0].index} failed: {code}{error.get('message', 'see `kmigrate history`')}; fix it and run `kmigrate apply`"
+                reason = error.get("message", "see `kmigrate history`")
+                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
         out.append(
             ChangesetStatus(
                 version=version,
-                name=cs.name if cs else rec.name,
-                path=cs.path if cs else Path(rec.path),
+                name=name,
+                path=path,
                 state=shown,
                 batches_applied=applied,
                 batches_total=rec.batch_count if rec else None,
@@ -406,27 +431,19 @@ def repair(project: Project, env: Environment, *, note: str | None = None) -> li
         with journal.locked(take_over_stale=True):
             state = journal.state()
             changesets = load_changesets(project, env, state)
-            drifted = [
-                c
-                for c in changesets
-                if c.version in state
-                and (
-                    c.source_checksum != state[c.version].source_checksum
-                    or c.rendered_checksum != state[c.version].rendered_checksum
-                )
-            ]
-            if not drifted:
+            changed = drifted(changesets, state)
+            if not changed:
                 return []
             plan = build_plan(changesets, env, state)
             planned = {c.version: c for c in plan.changesets}
-            for cs in drifted:
+            for cs in changed:
                 journaled = state[cs.version].batch_hashes
                 hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [c.id for c in drifted]
+            return [c.id for c in changed]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> Any:
+def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
     if not env.journal_path.exists():
         return None

@@ -20,7 +20,7 @@ from dataclasses import field as _field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import Location
@@ -76,6 +76,13 @@ class _RecordsOp(_Strict):
         if (self.records is None) == (self.records_from is None):
             raise ValueError("give exactly one of `records:` (inline) or `records_from:` (a data file)")
         return self
+
+    @property
+    def record_count(self) -> int | None:
+        """Records written: inline, or counted while the loader streamed the data file (None: not read)."""
+        if self.records is not None:
+            return len(self.records)
+        return getattr(self.source, "count", None)
 
     def iter_records(self) -> Iterable[FieldValues]:
         if self.records is not None:
@@ -199,6 +206,11 @@ _BODY = {
 }
 
 
+def app_written(body: OperationBody) -> object:
+    """The app as the operation names it: its ``app:``, or a request's ``payload.app``."""
+    return body.payload.get("app") if isinstance(body, RequestOp) else body.app
+
+
 class Operation(_Strict):
     """``{KIND: BODY}`` as written; exactly one of the keys is set."""
 
@@ -299,10 +311,6 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 def to_kintone_record(fields: FieldValues) -> dict[str, dict[str, Any]]:
     return {code: to_kintone_value(v) for code, v in fields.items()}
-
-
-class _SchemaRoot(RootModel[ChangesetFile]):
-    pass
 
 
 def json_schema() -> dict[str, Any]:

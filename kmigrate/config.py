@@ -115,9 +115,12 @@ class Environment:
     def is_sandbox(self) -> bool:
         return self.sandbox_file is not None
 
-    def app(self, name_or_id: str | int) -> App:
-        """An alias from the config, or a numeric app id (in the env's guest space, if any)."""
-        if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()):
+    def app(self, name_or_id: object) -> App:
+        """An alias from the config, or a numeric app id (in the env's guest space, if any), as a
+        changeset or a command names it."""
+        if isinstance(name_or_id, bool) or not isinstance(name_or_id, (str, int)):
+            raise ConfigError(f"`app` must be an alias or a numeric app id, not {name_or_id!r}")
+        if isinstance(name_or_id, int) or name_or_id.isdigit():
             return App(int(name_or_id), self.guest_space_id)
         try:
             return self.apps[name_or_id]
@@ -310,11 +313,12 @@ _TYPE_ERRORS = {"int_type", "int_parsing", "model_type", "dict_type", "string_ty
 def _describe_validation(exc: ValidationError, text: str = "") -> str:
     # Drop pydantic's names of union branches from the paths, and the "wrong type" complaint of a
     # branch when another branch explains the problem in more detail.
-    errors = [
+    errors: list[dict[str, Any]] = [
         {**e, "loc": tuple(p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p)))}
         for e in exc.errors()
     ]
-    kept, seen = [], set()
+    kept: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
     for err in errors:
         deeper = any(
             len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"] for o in errors

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChangesetError, Location
+from .records import RECORD_KEYS
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-INT_COLUMNS = ("id", "revision")
 LIST_SUFFIX = "[]"
 LIST_SEPARATOR = "|"
 
@@ -157,7 +157,7 @@ class DataFile:
                 record[name[: -len(LIST_SUFFIX)]] = [
                     part for part in cell.split(LIST_SEPARATOR) if part != ""
                 ]
-            elif name in INT_COLUMNS:
+            elif name in RECORD_KEYS:  # a record id and revision are numbers
                 text = cell.strip()
                 if not text.lstrip("-").isdigit():
                     raise self.error(

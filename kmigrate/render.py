@@ -9,23 +9,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
+from .changeset_files import display_path
 from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan
 
 JSON_FORMAT = 1
-
-
-def display_path(path: Path | str, root: Path | None) -> str:
-    """``path`` relative to the project root when it lies inside it, with forward slashes."""
-    p = PurePath(path)
-    if root is not None:
-        try:
-            return p.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return p.as_posix()
 
 
 # ---- JSON -----------------------------------------------------------------------------------
@@ -211,7 +201,8 @@ def _md(text: Any) -> str:
 def iter_markdown(plan: Plan) -> Iterator[str]:
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
-    yield f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}.\n\n"
+    totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
+    yield f"{totals}, {_plural(n_records, 'record')}.\n\n"
     if not plan.changesets:
         return
     yield "| Changeset | State | Operations | Records | Bulk requests | Destructive |\n"
@@ -240,7 +231,14 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
             )
         yield "\n| Bulk | State | Calls | Records | Requests |\n| ---: | --- | ---: | ---: | --- |\n"
         for batch in cs.batches:
-            yield f"| {batch.index} | {batch.state} | {len(batch.calls)} | {batch.record_count:,} | {_md(_call_summary(batch))} |\n"
+            cells = (
+                batch.index,
+                batch.state,
+                len(batch.calls),
+                f"{batch.record_count:,}",
+                _md(_call_summary(batch)),
+            )
+            yield "| " + " | ".join(str(c) for c in cells) + " |\n"
         yield "\n</details>\n"
 
 
@@ -255,5 +253,4 @@ __all__ = [
     "iter_text",
     "iter_json",
     "iter_markdown",
-    "display_path",
 ]

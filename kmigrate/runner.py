@@ -31,7 +31,10 @@ from typing import Any
 
 from . import reconcile
 from .changeset import LoadedChangeset
+from .changeset_files import version_key
 from .client import Client
+from .drift import find_drift
+from .drift import started as _started
 from .errors import (
     DriftError,
     InDoubtError,
@@ -80,36 +83,6 @@ class RunSummary:
 # ---- before anything is sent: pure checks ----------------------------------------------------
 
 
-def _started(journaled: JournaledChangeset) -> bool:
-    return any(s in (APPLIED, SENT) for s in journaled.batch_states.values())
-
-
-def find_drift(
-    changesets: Sequence[LoadedChangeset], state: Mapping[str, JournaledChangeset]
-) -> dict[str, str]:
-    """Version -> what changed, for each applied (or partly applied) changeset whose files
-    changed or went missing."""
-    loaded = {c.version: c for c in changesets}
-    problems: dict[str, str] = {}
-    for version, journaled in sorted(state.items()):
-        if not _started(journaled):
-            continue
-        cs = loaded.get(version)
-        if cs is None:
-            problems[version] = f"V{version}: applied, but its file is gone from the changesets folder"
-            continue
-        changed = []
-        if cs.source_checksum != journaled.source_checksum:
-            changed.append("its source")
-        if cs.rendered_checksum != journaled.rendered_checksum:
-            changed.append("what it renders to (variables, templates or data files)")
-        if changed:
-            problems[version] = (
-                f"{cs.id} ({cs.path.name}): {' and '.join(changed)} changed since it was applied"
-            )
-    return problems
-
-
 def check_preconditions(
     changesets: Sequence[LoadedChangeset],
     state: Mapping[str, JournaledChangeset],
@@ -132,11 +105,9 @@ def check_preconditions(
         raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift.values()), hint=hint)
     applied = [v for v, j in state.items() if _started(j)]
     if applied and not out_of_order:
-        newest = max(applied, key=_version_key)
+        newest = max(applied, key=version_key)
         older = [
-            c
-            for c in changesets
-            if c.version not in applied and _version_key(c.version) < _version_key(newest)
+            c for c in changesets if c.version not in applied and version_key(c.version) < version_key(newest)
         ]
         if older:
             names = ", ".join(c.id for c in older)
@@ -145,10 +116,6 @@ def check_preconditions(
                 hint="give it a version after the newest applied one (`kmigrate new`), "
                 "or pass --out-of-order if applying it late is right",
             )
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), version) if version.isdigit() else (0, version)
 
 
 # ---- sending ---------------------------------------------------------------------------------
@@ -416,7 +383,7 @@ class Runner:
                 answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
             except KintoneError as exc:
                 self._refused(cs, batch, requests, probe, record, exc)
-                raise self._explain(cs, batch, exc) from exc
+                raise self._explain(cs, batch, exc, sent_from=done) from exc
             except (TransportError, InputError) as exc:
                 if isinstance(exc, TransportError) and exc.sent_maybe:
                     reconciled = True
@@ -702,12 +669,15 @@ class Runner:
             "(a unique field of those records) or `--ids-query QUERY`, then `kmigrate apply` again",
         )
 
-    def _explain(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> KintoneError:
-        """The same error, located in the user's files, saying what stays committed."""
+    def _explain(
+        self, cs: ChangesetPlan, batch: Batch, exc: KintoneError, *, sent_from: int = 0
+    ) -> KintoneError:
+        """The same error, located in the user's files, saying what stays committed. The bulk
+        held the batch's calls from ``sent_from``; the journal now says how many took effect."""
         location = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index} of {len(cs.batches)}")
         record = self.journal.batch(cs.version, batch.index)
         done = record.done_calls if record is not None else 0
-        failing = None if exc.bulk_index is None else exc.bulk_index + (done if record is not None else 0)
+        failing = None if exc.bulk_index is None else exc.bulk_index + sent_from
         if failing is not None and 0 <= failing < len(batch.calls):
             call = batch.calls[failing]
             position = _failing_position(exc)

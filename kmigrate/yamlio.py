@@ -21,7 +21,7 @@ import yaml
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 
 
-class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class Loader(_BaseLoader):
     """A safe loader with the YAML 1.2 core schema and no duplicate keys."""
 
     yaml_implicit_resolvers: dict = {}

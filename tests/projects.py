@@ -34,8 +34,12 @@ TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 
 
 def copy_example(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    root.mkdir()
+    return copy_example_to(tmp_path / "shop")
+
+
+def copy_example_to(root: Path) -> Path:
+    """The example project's files (not the rest of the repository) copied into ``root``."""
+    root.mkdir(parents=True)
     for name in EXAMPLE_FILES:
         source = EXAMPLE / name
         if source.is_dir():

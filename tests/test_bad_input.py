@@ -114,7 +114,8 @@ CASES = [
         "yaml-error-after-loop-shows-rendered-line",
         cs(
             ops(
-                "  - add:\n      app: orders\n      records:\n      {% for i in vars['items'] %}\n        - {n: {{ i }}\n"
+                "  - add:\n      app: orders\n      records:\n"
+                "      {% for i in vars['items'] %}\n        - {n: {{ i }}\n"
                 "      {% endfor %}\n"
             )
         ),
@@ -472,7 +473,8 @@ CASES = [
         "boolean-value",
         cs(
             ops(
-                "  - add:\n      app: orders\n      records:\n        - {title: x}\n        - {title: y, urgent: true}\n"
+                "  - add:\n      app: orders\n      records:\n"
+                "        - {title: x}\n        - {title: y, urgent: true}\n"
             )
         ),
         BROKEN,
@@ -801,7 +803,9 @@ def test_there_are_at_least_forty_cases() -> None:
 def test_every_error_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
     files = {
         "kmigrate.toml": CONFIG,
-        "changesets/V0001__a.yaml": "operations:\n  - add: {app: nope, records: [{a: b}]}\n  - delete: {app: orders, ids: x}\n",
+        "changesets/V0001__a.yaml": (
+            "operations:\n  - add: {app: nope, records: [{a: b}]}\n  - delete: {app: orders, ids: x}\n"
+        ),
         "changesets/V0002__b.yaml": "description: {{ vars.missing }}\noperations: []\n",
         "changesets/notes.txt": "hello",
     }

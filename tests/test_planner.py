@@ -491,16 +491,16 @@ def test_changeset_state_from_the_journal(states, expected):
             ],
             "stands for one record",
         ),
-        ([{"update": {"app": "orders", "records": [{"t": 1}]}}], "needs `id`"),
+        ([{"update": {"app": "orders", "records": [{"t": 1}]}}], "the record has no `id`"),
         (
             [{"update": {"app": "orders", "key": "code", "records": [{"t": 1}]}}],
-            "no value for the key field `code`",
+            "the record has no `code`",
         ),
         (
             [{"update": {"app": "orders", "key": "code", "records": [{"code": [1]}]}}],
-            "needs a text or number value",
+            "the key field `code` must hold a text or number value, not a list",
         ),
-        ([{"update": {"app": "orders", "records": [{"id": -3}]}}], "positive record id"),
+        ([{"update": {"app": "orders", "records": [{"id": -3}]}}], "`id` must be positive, not -3"),
         (
             [{"update": {"app": "orders", "records": [{"id": 1, "revision": "x"}]}}],
             "`revision` must be a whole number",
@@ -516,7 +516,7 @@ def test_changeset_state_from_the_journal(states, expected):
                     }
                 }
             ],
-            "both `id` and the key",
+            "an upsert finds records by `key: k`, not by `id`",
         ),
         (
             [

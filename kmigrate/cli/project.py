@@ -8,13 +8,12 @@ from pathlib import Path
 import click
 
 from .. import api
+from ..changeset_files import display_path
 from ..errors import PendingWork
 from . import CliContext, main, pass_cli
 
 
 def _shown(path: Path) -> str:
-    from ..loader import display_path
-
     return display_path(path.resolve())
 
 

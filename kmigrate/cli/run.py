@@ -36,7 +36,7 @@ class _Progress:
             self.bar.__enter__()
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind == "batch_applied":
+        if event.kind == "batch_applied" and event.batch is not None:
             self.done_batches += 1
             self.done_records += event.records
             if self.bar is not None:
@@ -78,7 +78,8 @@ def _records_to_apply(plan: Plan) -> int:
 
 def _summary_line(summary: RunSummary) -> str:
     parts = [
-        f"applied {summary.applied_batches} batch(es), {summary.applied_records} record(s) in {len(summary.applied_changesets)} changeset(s)",
+        f"applied {summary.applied_batches} batch(es), {summary.applied_records} record(s) "
+        f"in {len(summary.applied_changesets)} changeset(s)",
         f"skipped {summary.skipped_changesets} already applied",
     ]
     if summary.reconciled_batches:
@@ -141,7 +142,8 @@ def apply(
         if not (env.is_sandbox or yes):
             if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
                 raise InputError(
-                    f"environment {env.name!r} is not a sandbox and there is no terminal to confirm on: nothing was sent",
+                    f"environment {env.name!r} is not a sandbox and there is no terminal to confirm on: "
+                    "nothing was sent",
                     hint="review `kmigrate plan`, then pass --yes",
                 )
             click.echo(render_text(plan), nl=False)
@@ -284,8 +286,8 @@ def resolve(
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
         click.echo(
-            f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost answer. "
-            "A later operation that needs those ids stops before sending anything: read them back with "
+            f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost "
+            "answer. A later operation that needs those ids stops before sending anything: read them back with "
             "`--ids-key FIELD` (a unique field) or `--ids-query QUERY` on this same command.",
             err=True,
         )

@@ -69,7 +69,8 @@ IGNORED_TYPES = frozenset({"LABEL", "SPACER", "HR"})
 
 OPTION_TYPES = frozenset({"DROP_DOWN", "RADIO_BUTTON", "CHECK_BOX", "MULTI_SELECT"})
 LENGTH_TYPES = frozenset({"SINGLE_LINE_TEXT", "LINK"})
-TOKEN_PERMISSIONS = ("view", "add", "edit", "delete")
+# view, add, edit and delete records, and "manage" (app management: needed by record/assignees.json).
+TOKEN_PERMISSIONS = ("view", "add", "edit", "delete", "manage")
 ASSIGNEE_TYPES = ("ONE", "ALL", "ANY")
 
 
@@ -137,6 +138,8 @@ class AppDef:
     system: Mapping[str, FieldDef] = field(default_factory=dict)  # system type -> its field
     layout: Mapping[str, FieldDef] = field(default_factory=dict)  # GROUP / REFERENCE_TABLE
     process: ProcessDef | None = None
+    form_layout: tuple[Mapping[str, Any], ...] | None = None  # layout.json's rows; None: one row per field
+    views: Mapping[str, Mapping[str, Any]] | None = None  # views.json's views; None: one list view
 
     @property
     def process_enabled(self) -> bool:
@@ -149,6 +152,16 @@ class AppDef:
 
     def system_code(self, system_type: str) -> str:
         return self.system[system_type].code
+
+    def query_options(self) -> dict[str, tuple[str, ...]]:
+        """Choice field code (tables included) -> its options, and the status field -> the states:
+        a query naming anything else is GAIA_IQ10, as in Kintone."""
+        every = [*self.fields.values(), *(sub for f in self.fields.values() for sub in f.fields.values())]
+        options = {f.code: f.options for f in every if f.options}
+        process = self.enabled_process
+        if process is not None:
+            options[self.system_code("STATUS")] = tuple(s.name for s in process.states)
+        return options
 
     def field_types(self) -> dict[str, str]:
         """Field code -> type for the query language: every field a query may name."""
@@ -205,6 +218,12 @@ class _Problem(Exception):
     """A definition problem before we know how to name where it is."""
 
 
+def parse_app(raw: Any, source: Path | str | None = None) -> AppDef:
+    """One app in the sandbox file's shape (``{id, name, properties, ...}``) -> ``AppDef``; the
+    admin API builds created apps with it, so they obey the same rules as the file's."""
+    return _parse_app(raw, 1, source)
+
+
 def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
     def fail(message: str, detail: str | None = None) -> SandboxDefinitionError:
         return SandboxDefinitionError(
@@ -223,6 +242,8 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
         "fields",
         "properties",
         "process",
+        "layout",
+        "views",
     }
     unknown = set(raw) - known
     if unknown:
@@ -242,6 +263,8 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
             raise _Problem("give `fields` or `properties` (Kintone's shape), not both")
         fields, system, layout = _parse_fields(raw.get("fields", raw.get("properties")) or {})
         process = _parse_process(raw.get("process"))
+        form_layout = _parse_form_layout(raw.get("layout"), fields, system, layout)
+        views = _parse_views(raw.get("views"))
     except _Problem as exc:
         raise fail(str(exc), label) from None
     return AppDef(
@@ -255,7 +278,70 @@ def _parse_app(raw: Any, position: int, source: Path | str | None) -> AppDef:
         system=system,
         layout=layout,
         process=process,
+        form_layout=form_layout,
+        views=views,
     )
+
+
+_ROW_TYPES = ("ROW", "SUBTABLE", "GROUP")
+_DECORATION_TYPES = ("LABEL", "SPACER", "HR")
+
+
+def _parse_form_layout(
+    raw: Any, fields: Mapping[str, FieldDef], system: Mapping[str, FieldDef], groups: Mapping[str, FieldDef]
+) -> tuple[Mapping[str, Any], ...] | None:
+    """``layout:`` is the ``layout`` array of ``GET app/form/layout.json``; every field it places must exist."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _Problem("`layout` must be the `layout` list of app/form/layout.json")
+    known = {*fields, *groups, *(f.code for f in system.values())}
+    known |= {sub for f in fields.values() for sub in f.fields}
+
+    def check_row(row: Any, where: str) -> None:
+        if not isinstance(row, Mapping) or row.get("type") not in _ROW_TYPES:
+            raise _Problem(f"layout: {where} must be a mapping with type ROW, SUBTABLE or GROUP")
+        if row["type"] in ("SUBTABLE", "GROUP") and row.get("code") not in known:
+            raise _Problem(f"layout: {where} names {row.get('code')!r}, which is not a field of the app")
+        if row["type"] == "GROUP":
+            for j, inner in enumerate(row.get("layout") or []):
+                check_row(inner, f"{where}, row {j + 1} of group {row['code']!r}")
+            return
+        for cell in row.get("fields") or []:
+            if not isinstance(cell, Mapping) or not isinstance(cell.get("type"), str):
+                raise _Problem(f"layout: {where} has a field without `type`")
+            if cell["type"] not in _DECORATION_TYPES and cell.get("code") not in known:
+                raise _Problem(
+                    f"layout: {where} places {cell.get('code')!r}, which is not a field of the app"
+                )
+
+    for i, row in enumerate(raw):
+        check_row(row, f"row {i + 1}")
+    return tuple(raw)
+
+
+def _parse_views(raw: Any) -> Mapping[str, Mapping[str, Any]] | None:
+    """``views:`` is the ``views`` object of ``GET app/views.json``; ids and indexes may be left out."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _Problem("`views` must be the `views` mapping of app/views.json (name -> view)")
+    views: dict[str, Mapping[str, Any]] = {}
+    for index, (name, view) in enumerate(raw.items()):
+        if not isinstance(view, Mapping):
+            raise _Problem(f"views: {name!r} must be a mapping")
+        if view.get("type", "LIST") not in ("LIST", "CALENDAR", "CUSTOM"):
+            raise _Problem(f"views: {name!r}: type must be LIST, CALENDAR or CUSTOM")
+        defaults: dict[str, Any] = {
+            "type": "LIST",
+            "name": str(name),
+            "id": str(index + 1),
+            "index": str(index),
+        }
+        if view.get("type", "LIST") == "LIST":
+            defaults.update(fields=[], filterCond="", sort="")
+        views[str(name)] = {**defaults, **view}
+    return views
 
 
 def _parse_tokens(raw: Any) -> dict[str, frozenset[str]] | None:

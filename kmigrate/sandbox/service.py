@@ -16,7 +16,9 @@ import httpx
 import yaml
 
 from ..errors import Location, SandboxDefinitionError
+from .admin import AppAdmin
 from .api import Api
+from .apps import Apps
 from .definition import SandboxDefinition, parse_definition
 from .faults import FaultProfile, FaultyTransport
 from .fields import render_record
@@ -45,10 +47,10 @@ class Sandbox:
         self.store_path = store
         self._store = Store(store)
         self._lock = threading.RLock()
-        self._store.rebuild_uniques(
-            {app.id: [c for c, f in app.fields.items() if f.unique] for app in definition.apps.values()}
-        )
-        self.api = Api(definition, self._store, bulk_semantics=bulk_semantics)
+        self.apps = Apps(definition, self._store)
+        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics)
+        self.api.rebuild_uniques()
+        AppAdmin(self.api, self.apps).register()
         self.wsgi_app = WsgiApp(self.api, self._lock)
 
     @classmethod
@@ -101,16 +103,17 @@ class Sandbox:
         return httpx.Client(base_url=SANDBOX_BASE_URL, transport=self.transport(), **kwargs)
 
     def reset(self) -> None:
-        """Drop every record; ids start again at 1. Open cursors go too."""
+        """Drop every record; ids start again at 1. Open cursors go too. Apps created through the
+        admin API stay (like the file's apps: ``journal_app = ID`` keeps pointing at one)."""
         with self._lock:
             self._store.reset()
             self.api.cursors.clear()
 
     def records(self, app_id: int) -> list[dict[str, Any]]:
         """The app's records in Kintone's read shape, by ascending id."""
-        app = self.definition.apps.get(app_id)
+        app = self.apps.get(app_id)
         if app is None:
-            known = ", ".join(str(a) for a in sorted(self.definition.apps)) or "none"
+            known = ", ".join(str(a) for a in sorted(self.apps)) or "none"
             raise SandboxDefinitionError(
                 f"the sandbox has no app {app_id} (apps: {known})",
                 location=Location(file=self.definition.source),

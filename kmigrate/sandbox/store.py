@@ -39,6 +39,15 @@ CREATE TABLE IF NOT EXISTS uniq (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS uniq_by_record ON uniq (app, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS created_apps (
+    id INTEGER PRIMARY KEY,
+    preview TEXT NOT NULL,
+    preview_revision INTEGER NOT NULL,
+    live TEXT,
+    live_revision INTEGER,
+    created TEXT NOT NULL,
+    creator TEXT NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -51,6 +60,21 @@ class StoredRecord:
     id: int
     revision: int
     data: dict[str, Any]
+
+
+@dataclass
+class CreatedApp:
+    """An app made through the admin API: its pre-live (``preview``) and live settings, each in
+    the sandbox file's app shape (``{id, name, guest_space_id?, properties}``); ``live`` is None
+    until the first deploy."""
+
+    id: int
+    preview: dict[str, Any]
+    preview_revision: int
+    live: dict[str, Any] | None
+    live_revision: int | None
+    created: str  # Kintone's createdAt, e.g. 2026-01-31T09:15:00.000Z
+    creator: str
 
 
 class Store:
@@ -200,6 +224,34 @@ class Store:
                             seen.add((code, value))
                             rows.append((app, code, value, rec.id))
                 self.conn.executemany("INSERT INTO uniq VALUES (?, ?, ?, ?)", rows)
+
+    # -- apps created through the admin API --------------------------------------------------
+
+    def created_apps(self) -> list[CreatedApp]:
+        rows = self.conn.execute(
+            "SELECT id, preview, preview_revision, live, live_revision, created, creator"
+            " FROM created_apps ORDER BY id"
+        )
+        return [
+            CreatedApp(r[0], json.loads(r[1]), r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6])
+            for r in rows
+        ]
+
+    def save_created_app(self, app: CreatedApp) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO created_apps"
+            " (id, preview, preview_revision, live, live_revision, created, creator)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                app.id,
+                json.dumps(app.preview, ensure_ascii=False),
+                app.preview_revision,
+                json.dumps(app.live, ensure_ascii=False) if app.live is not None else None,
+                app.live_revision,
+                app.created,
+                app.creator,
+            ),
+        )
 
     def reset(self) -> None:
         with self.transaction():

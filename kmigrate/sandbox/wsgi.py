@@ -131,6 +131,11 @@ class WsgiApp:
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
         if not raw.strip():
             return {}
+        media_type = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            # Kintone reads a JSON body only when sent as application/json (kintone-api.md §5):
+            # any other body is not parsed, so the API sees the query string's parameters alone.
+            return {}
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

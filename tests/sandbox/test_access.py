@@ -29,10 +29,12 @@ def test_app_with_tokens_wants_credentials(k: Kintone):
 
 def test_token_permissions(k: Kintone):
     view, adder = {"X-Cybozu-API-Token": "view-token"}, {"X-Cybozu-API-Token": "add-token"}
-    k.error("POST", "record", {"app": 2, "record": rec(code="C1")}, headers=view, status=403, code="CB_NO02")
+    k.error(
+        "POST", "record", {"app": 2, "record": rec(code="C1")}, headers=view, status=403, code="GAIA_NO01"
+    )
     assert k.ok("POST", "record", {"app": 2, "record": rec(code="C1")}, headers=adder)["id"] == "1"
-    k.error("PUT", "record", {"app": 2, "id": 1, "record": {}}, headers=adder, status=403, code="CB_NO02")
-    k.error("DELETE", "records", {"app": 2, "ids": [1]}, headers=adder, status=403, code="CB_NO02")
+    k.error("PUT", "record", {"app": 2, "id": 1, "record": {}}, headers=adder, status=403, code="GAIA_NO01")
+    k.error("DELETE", "records", {"app": 2, "ids": [1]}, headers=adder, status=403, code="GAIA_NO01")
     # upsert needs add and edit
     k.error(
         "PUT",
@@ -40,10 +42,51 @@ def test_token_permissions(k: Kintone):
         {"app": 2, "upsert": True, "records": [{"id": 1, "record": {}}]},
         headers=adder,
         status=403,
-        code="CB_NO02",
+        code="GAIA_NO01",
     )
     assert k.ok("GET", "record", {"app": 2, "id": 1}, headers=view)["record"]["tier"]["value"] == "Silver"
     assert k.ok("DELETE", "records", {"app": 2, "ids": [1]}, headers=FULL) == {}
+
+
+PROCESS_APP = {
+    "apps": [
+        {
+            "id": 1,
+            "name": "Tasks",
+            "fields": {"title": "SINGLE_LINE_TEXT"},
+            "api_tokens": [
+                {"token": "viewer", "permissions": ["view"]},
+                {"token": "editor", "permissions": ["view", "add", "edit", "delete"]},
+                {"token": "manager", "permissions": ["view", "manage"]},
+            ],
+            "process": {
+                "states": ["Open", "Done"],
+                "actions": [{"name": "Finish", "from": "Open", "to": "Done"}],
+            },
+        }
+    ]
+}
+
+
+def token(name: str) -> dict[str, str]:
+    return {"X-Cybozu-API-Token": name}
+
+
+def test_status_actions_need_view_and_assignee_changes_need_app_management():
+    """Kintone's reference: update status takes a token with view; update assignees, app management."""
+    with Sandbox.from_definition(PROCESS_APP) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        k.ok("POST", "record", {"app": 1, "record": rec(title="t")}, headers=token("editor"))
+        assert (
+            k.ok("PUT", "record/status", {"app": 1, "id": 1, "action": "Finish"}, headers=token("viewer"))[
+                "revision"
+            ]
+            == "3"
+        )
+        body = {"app": 1, "id": 1, "assignees": ["alice"]}
+        err = k.error("PUT", "record/assignees", body, headers=token("editor"), status=403, code="GAIA_NO01")
+        assert "lacks the manage permission" in err["message"]
+        assert k.ok("PUT", "record/assignees", body, headers=token("manager"))["revision"] == "4"
 
 
 def test_several_tokens_comma_separated_or_repeated(sandbox: Sandbox, k: Kintone):
@@ -126,11 +169,14 @@ def test_method_override_and_query_string_parameters(k: Kintone):
     assert k.ok("GET", "record", {"app": "1", "id": "2"})["record"]["title"]["value"] == "b"
 
 
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
 @pytest.mark.parametrize(
     "method, path, kwargs, status, code",
     [
-        ("POST", "/k/v1/records.json", {"content": b"{not json"}, 400, "CB_IJ01"),
-        ("POST", "/k/v1/records.json", {"content": b"[1, 2]"}, 400, "CB_IJ01"),
+        ("POST", "/k/v1/records.json", {"content": b"{not json", "headers": JSON}, 400, "CB_IJ01"),
+        ("POST", "/k/v1/records.json", {"content": b"[1, 2]", "headers": JSON}, 400, "CB_IJ01"),
         ("POST", "/k/v1/records.json", {"json": {"app": "one", "records": []}}, 400, "CB_VA01"),
         ("POST", "/k/v1/records.json", {"json": {"app": 1, "records": "nope"}}, 400, "CB_VA01"),
         ("POST", "/k/v1/records.json", {"json": {"app": True, "records": []}}, 400, "CB_VA01"),
@@ -191,3 +237,17 @@ def test_request_count_counts_http_requests(sandbox: Sandbox, k: Kintone):
     )
     k.get("records", {"app": 4})
     assert sandbox.request_count == 2
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Content-Type": "text/plain"}, {}, {"Content-Type": "application/x-www-form-urlencoded"}]
+)
+def test_a_json_body_sent_as_anything_but_application_json_is_not_read(k: Kintone, headers: dict[str, str]):
+    body = b'{"app": 1, "record": {"title": {"value": "t"}}}'
+    response = k.client.post("/k/v1/record.json", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == {"app": {"messages": ["Required field."]}}
+    # The query string still counts, as in Kintone.
+    response = k.client.request("GET", "/k/v1/records.json?app=1", content=b'{"app": 99}', headers=headers)
+    assert response.status_code == 200 and response.json()["records"] == []
+    assert k.client.post("/k/v1/record.json", content=body, headers=JSON).status_code == 200

@@ -152,5 +152,5 @@ def test_bulk_checks_tokens_per_inner_request(k: Kintone):
         },
         headers=headers,
     )
-    assert response.status_code == 403 and response.json()["results"][1]["code"] == "CB_NO02"
+    assert response.status_code == 403 and response.json()["results"][1]["code"] == "GAIA_NO01"
     assert k.ok("GET", "records", {"app": 2, "totalCount": True}, headers=headers)["totalCount"] == "0"

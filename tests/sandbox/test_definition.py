@@ -26,7 +26,10 @@ def test_shorthand_and_defaults():
         )
     )
     a = d.apps[1]
-    assert a.tokens == {"t1": frozenset({"view", "add", "edit", "delete"}), "t2": frozenset({"view"})}
+    assert a.tokens == {
+        "t1": frozenset({"view", "add", "edit", "delete", "manage"}),
+        "t2": frozenset({"view"}),
+    }
     assert a.fields["r"].default == "x"  # a radio button always has a choice
     assert str(a.fields["n"].max_value) == "9"
     assert a.system_code("RECORD_NUMBER") == "Record_number" and a.process is None

@@ -489,6 +489,19 @@ def test_query_errors_are_kintone_shaped(k: Kintone):
     k.error("GET", "records", {"app": 1, "query": 123}, status=400, code="CB_VA01")
 
 
+def test_a_choice_or_status_the_app_does_not_have_is_gaia_iq10_on_every_query(k: Kintone):
+    k.post("record", {"app": 1, "record": rec(title="a", priority="High", tags=["a"])})
+    for query in ('priority in ("Urgent")', 'tags not in ("z")', 'Status = "Archived"'):
+        for method, api, body in (
+            ("GET", "records", {"app": 1, "query": query}),
+            ("POST", "records/cursor", {"app": 1, "query": query}),
+        ):
+            err = k.error(method, api, body, status=400, code="GAIA_IQ10")
+            assert err["message"].startswith(f"The field {query.split()[0]} has no option"), err
+    for query, count in (('priority in ("High", "")', 1), ('tags in ("b")', 0), ('Status = "Draft"', 1)):
+        assert len(k.ok("GET", "records", {"app": 1, "query": query})["records"]) == count, query
+
+
 def test_read_limits(k: Kintone):
     k.error("GET", "records", {"app": 1, "query": "limit 501"}, status=400, code="GAIA_QU01")
     k.error("GET", "records", {"app": 1, "query": "offset 10001"}, status=400, code="GAIA_QU02")

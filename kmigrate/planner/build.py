@@ -1,0 +1,239 @@
+"""Plans, pure: loaded changesets (+ the journal's state) -> a ``Plan`` of bulk requests.
+
+``build_plan`` compiles each changeset (``compile``, which feeds the ``packing`` rules), keeps
+its batches, or, for a changeset too big to hold (``Limits.eager_records``), a ``BatchSequence``
+that compiles them again when read and checks them against the hashes planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ..changeset import AddOp, LoadedChangeset, UpsertOp
+from ..changeset_files import version_key
+from ..config import Environment
+from ..errors import ChangesetError, Location
+from ..plan import (
+    APPLIED,
+    PARTIAL,
+    PENDING,
+    SENT,
+    Batch,
+    ChangesetPlan,
+    JournaledChangeset,
+    OperationSummary,
+    Plan,
+)
+from .compile import compile_changeset
+from .packing import Bulk, Limits
+from .refs import RefRegistry
+
+
+def build_plan(
+    changesets: Sequence[LoadedChangeset],
+    env: Environment,
+    journal: Mapping[str, JournaledChangeset] | None = None,
+    *,
+    limits: Limits = Limits(),
+) -> Plan:
+    """Compile ``changesets`` for ``env``; ``journal`` (version -> what it knows) sets states.
+
+    Pass every changeset, applied ones included: a later changeset may use their refs, whose
+    sizes come from their operations. Raises ``ChangesetError`` for what only planning can
+    see (unknown aliases, refs to nothing or used before they exist, repeated ref names,
+    malformed record ids or keys).
+    """
+    ordered = sorted(changesets, key=lambda c: version_key(c.version))
+    seen: dict[str, LoadedChangeset] = {}
+    for cs in ordered:
+        if cs.version in seen:
+            raise ChangesetError(
+                f"version {cs.version} is used twice: {seen[cs.version].path} and {cs.path}",
+                location=Location(file=cs.path),
+                hint="give one of them a new version number",
+            )
+        seen[cs.version] = cs
+    refs = RefRegistry()
+    plans = tuple(_plan_changeset(cs, env, refs, (journal or {}).get(cs.version), limits) for cs in ordered)
+    return Plan(environment=env.name, changesets=plans, root=env.root)
+
+
+def _plan_changeset(
+    cs: LoadedChangeset,
+    env: Environment,
+    refs: RefRegistry,
+    journaled: JournaledChangeset | None,
+    limits: Limits,
+) -> ChangesetPlan:
+    states = dict(journaled.batch_states) if journaled is not None else {}
+    if (
+        journaled is not None
+        and journaled.fully_applied
+        and (journaled.source_checksum, journaled.rendered_checksum)
+        == (cs.source_checksum, cs.rendered_checksum)
+    ):
+        return _applied_changeset(cs, env, refs, states, limits)
+    summaries: list[OperationSummary] = []
+    kept: list[Batch] | None = []
+    hashes: list[str] = []  # per batch, from this first pass: what a later pass must reproduce
+    records = 0
+    for index, bulk in enumerate(compile_changeset(cs, env, refs, limits, summaries)):
+        batch = _batch(index, bulk, states)
+        hashes.append(batch.hash)
+        if kept is not None:
+            records += batch.record_count
+            kept.append(batch)
+            if records > limits.eager_records:
+                kept = None  # too big to hold: BatchSequence compiles again on demand
+    count = len(hashes)
+    if kept is not None:
+        batches: Sequence[Batch] = tuple(kept)
+    else:
+        final_refs = refs.snapshot()  # every ref this changeset may use, at its final size
+
+        def recompile() -> Iterator[Batch]:
+            # A data file edited since planning would change what is sent: refuse rather than
+            # send a batch that differs from the plan that was reviewed.
+            again: list[OperationSummary] = []
+            n = 0
+            for n, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, again), 1):
+                batch = _batch(n - 1, bulk, states)
+                if n > count or batch.hash != hashes[n - 1]:
+                    raise _changed(cs)
+                yield batch
+            if again != summaries or n != count:
+                raise _changed(cs)
+
+        batches = BatchSequence(recompile, count, states, hashes=hashes)
+    state = _changeset_state([states.get(i, PENDING) for i in range(count)])
+    return _changeset_plan(cs, state, tuple(summaries), batches)
+
+
+def _applied_changeset(
+    cs: LoadedChangeset,
+    env: Environment,
+    refs: RefRegistry,
+    states: Mapping[int, str],
+    limits: Limits,
+) -> ChangesetPlan:
+    """A changeset the journal holds as applied, unchanged: nothing to compile, nothing to send.
+
+    Only its refs matter to later changesets, and their sizes are its record counts. Its
+    batches are compiled again only if someone reads them (``plan --format json``), so a
+    no-op re-run over a long history costs no planning.
+    """
+    for index, operation in enumerate(cs.operations):
+        body = operation.body
+        if isinstance(body, (AddOp, UpsertOp)) and body.ref:
+            refs.define(body.ref, f"{cs.id} operation {index + 1}", cs.location(index))
+            refs.count[body.ref] = body.record_count or 0  # a loaded data file is counted
+            refs.open = None  # defined and complete: later operations may use it
+    final_refs = refs.snapshot()
+
+    def recompile() -> Iterator[Batch]:
+        for index, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, [])):
+            yield _batch(index, bulk, states)
+
+    return _changeset_plan(cs, APPLIED, (), BatchSequence(recompile, len(states), states))
+
+
+def _changeset_plan(
+    cs: LoadedChangeset, state: str, operations: tuple[OperationSummary, ...], batches: Sequence[Batch]
+) -> ChangesetPlan:
+    return ChangesetPlan(
+        version=cs.version,
+        name=cs.name,
+        path=cs.path,
+        source_checksum=cs.source_checksum,
+        rendered_checksum=cs.rendered_checksum,
+        description=cs.description,
+        state=state,
+        operations=operations,
+        batches=batches,
+    )
+
+
+def _changed(cs: LoadedChangeset) -> ChangesetError:
+    return ChangesetError(
+        "its records changed since it was planned (was a data file edited meanwhile?)",
+        location=Location(file=cs.path, changeset=cs.id),
+        hint="plan again",
+    )
+
+
+def _batch(index: int, bulk: Bulk, states: Mapping[int, str]) -> Batch:
+    calls, guest = bulk
+    return Batch(index=index, calls=calls, guest_space_id=guest, state=states.get(index, PENDING))
+
+
+class BatchSequence(Sequence[Batch]):
+    """A changeset's batches, compiled again from its operations each time they are read.
+
+    For changesets too big to hold every payload at once (``Limits.eager_records``). The
+    length and each batch's state are known without compiling; iterating streams the data
+    files once and holds one bulk at a time; ``seq[i]`` compiles up to batch i (linear time:
+    iterate rather than index in a loop). Each pass checks that the records are still those
+    that were planned.
+    """
+
+    def __init__(
+        self,
+        compile_batches: Callable[[], Iterator[Batch]],
+        count: int,
+        states: Mapping[int, str],
+        indexes: Sequence[int] | None = None,
+        hashes: Sequence[str] | None = None,
+    ):
+        self._compile = compile_batches
+        self._count = count
+        self._states = states
+        self._indexes = range(count) if indexes is None else indexes
+        self._hashes = hashes
+
+    @property
+    def hashes(self) -> list[str] | None:
+        """Each batch's hash as planned, without compiling again (None: not known)."""
+        return None if self._hashes is None else [self._hashes[i] for i in self._indexes]
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+    def __iter__(self) -> Iterator[Batch]:
+        wanted = set(self._indexes)
+        last = max(self._indexes, default=-1)
+        for i, batch in enumerate(self._compile()):
+            if i in wanted:
+                yield batch
+            if i >= last:
+                return
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return BatchSequence(self._compile, self._count, self._states, self._indexes[index], self._hashes)
+        target = self._indexes[index]
+        for batch in self.where(lambda i: i == target):
+            return batch
+        raise IndexError(index)
+
+    @property
+    def states(self) -> list[str]:
+        return [self._states.get(i, PENDING) for i in self._indexes]
+
+    def where(self, keep: Callable[[int], bool]) -> BatchSequence:
+        """The batches whose index passes ``keep``, still lazy."""
+        return BatchSequence(
+            self._compile, self._count, self._states, [i for i in self._indexes if keep(i)], self._hashes
+        )
+
+    def pending(self) -> BatchSequence:
+        return self.where(lambda i: self._states.get(i, PENDING) != APPLIED)
+
+
+def _changeset_state(states: Sequence[str]) -> str:
+    if states and all(s == APPLIED for s in states):
+        return APPLIED
+    # A batch still `sent` may have been applied: the changeset is not simply pending.
+    if any(s in (APPLIED, SENT) for s in states):
+        return PARTIAL
+    return PENDING

@@ -1,0 +1,132 @@
+"""The fault suite: `kmigrate apply` as a real process against `kmigrate sandbox serve --faults`,
+re-run alone (never `resolve`) until done, compared with a fault-free run.
+
+    python -m tests.harness.faults --runs 200 [--records 5000] [--bulk-semantics prefix] [--json FILE]
+
+Each run gets a fresh store, journal and project copy, and one of the profiles below with its
+own seed (``--seed`` + run number), so a run is replayed by its number. A run that exits asking
+for `kmigrate resolve` (or is still not done after ``--attempts`` applies) "needed a person"
+and is not re-run. Exit status 1 when any mismatch or any run that needed a person was seen.
+See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from .common import (
+    Figures,
+    clock,
+    compare,
+    final_records,
+    last_line,
+    make_copy,
+    make_project,
+    reconciliations,
+    reference,
+    run_apply,
+    serve,
+    set_served_port,
+    write_json,
+)
+
+# Mixed profiles: a busy Kintone, a lossy network, answers lost after commit, and everything.
+PROFILES = (
+    "latency=0-20,429=0.05,500=0.02,503=0.05,reset=0.05,drop=0.05,slow=0.02",
+    "latency=0-50,429=0.2,503=0.1",
+    "reset=0.1,drop=0.1,latency=0-10",
+    "drop=0.12,slow=0.05",
+    "500=0.08,503=0.08,reset=0.04",
+)
+SLOW_DELAY = 1.5  # seconds a slow answer takes; the client waits TIMEOUT
+TIMEOUT = 1.0
+
+
+def profile_for(run: int, seed: int) -> str:
+    return f"seed={seed + run},{PROFILES[run % len(PROFILES)]},slow_delay={SLOW_DELAY}"
+
+
+def run_suite(
+    *,
+    runs: int,
+    records: int,
+    bulk_semantics: str = "atomic",
+    seed: int = 1,
+    attempts: int = 12,
+    work: Path,
+    progress: bool = False,
+) -> Figures:
+    started = clock()
+    template = make_project(work / "template", records=records, seed=seed)
+    expected, _ = reference(template, work, bulk_semantics=bulk_semantics, timeout=60)
+    figures = Figures(
+        f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field)"
+    )
+    for run in range(runs):
+        run_dir = work / f"run-{run}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        project = make_copy(template, run_dir / "project")
+        spec = profile_for(run, seed)
+        finished, person = False, None
+        with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
+            set_served_port(project, int(served.url.rsplit(":", 1)[1]))
+            for _ in range(attempts):
+                attempt = run_apply(project, timeout=TIMEOUT)
+                figures.attempts += 1
+                counters = served.counters()
+                if attempt.done:
+                    finished = True
+                    break
+                if attempt.asks_for_a_person:
+                    person = f"run {run} ({spec}): {last_line(attempt.output)}"
+                    break
+            else:
+                person = f"run {run} ({spec}): not done after {attempts} applies: {last_line(attempt.output)}"
+        figures.runs += 1
+        figures.requests += counters["requests"]
+        figures.faults.update(counters["faults"])
+        figures.retries += counters["retries"]
+        figures.reconciliations += reconciliations(project / ".kmigrate" / "served.db")
+        figures.mismatches.add(compare(expected, final_records(served), finished=finished))
+        if person:
+            figures.needed_a_person.append(person)
+        if progress:
+            state = "done" if finished else "NEEDED A PERSON"
+            print(f"run {run}: {state} ({spec})", file=sys.stderr)
+    figures.seconds = clock() - started
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.harness.faults", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--records", type=int, default=5000, help="CSV visits in the no-unique-field app")
+    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--attempts", type=int, default=12, help="applies per run before giving up")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--work", type=Path, default=None, help="keep the runs' folders here")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
+        figures = run_suite(
+            runs=args.runs,
+            records=args.records,
+            bulk_semantics=args.bulk_semantics,
+            seed=args.seed,
+            attempts=args.attempts,
+            work=args.work or Path(tmp),
+            progress=not args.quiet,
+        )
+    print("\n".join(figures.lines()))
+    write_json(args.json, figures.as_json())
+    return 1 if figures.mismatches.total or figures.needed_a_person else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The fault suite and the crash matrix at CI size (the full size: docs/testing.md).
+
+Each suite runs once per bulk semantics (module-scoped fixtures); the tests read its figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .common import Figures
+from .crash import kill_points, run_matrix
+from .faults import run_suite
+
+pytestmark = pytest.mark.slow
+
+SEMANTICS = ["atomic", "prefix"]
+
+
+@pytest.fixture(scope="module", params=SEMANTICS)
+def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
+    work: Path = tmp_path_factory.mktemp(f"faults-{request.param}")
+    return run_suite(runs=10, records=120, bulk_semantics=request.param, work=work)
+
+
+@pytest.fixture(scope="module", params=SEMANTICS)
+def crash_matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
+    work: Path = tmp_path_factory.mktemp(f"crash-{request.param}")
+    figures, _ = run_matrix(points=10, records=60, chunks=2, bulk_semantics=request.param, work=work)
+    return figures
+
+
+def test_fault_suite_injects_every_kind_and_never_duplicates_loses_or_corrupts(fault_suite: Figures):
+    assert fault_suite.runs == 10 and fault_suite.attempts >= 10
+    assert fault_suite.requests > 10 * 6  # every run sent its batches (and retries)
+    assert sum(fault_suite.faults[k] for k in ("429", "500", "503", "reset", "drop", "slow")) > 0
+    assert fault_suite.retries > 0
+    m = fault_suite.mismatches
+    assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
+
+
+def test_fault_suite_needs_no_person(fault_suite: Figures):
+    assert fault_suite.needed_a_person == []
+
+
+def test_crash_matrix_kills_every_point_and_never_duplicates_loses_or_corrupts(crash_matrix: Figures):
+    assert crash_matrix.runs == 10 and crash_matrix.killed == 10
+    m = crash_matrix.mismatches
+    assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
+
+
+def test_crash_matrix_needs_no_person(crash_matrix: Figures):
+    assert crash_matrix.needed_a_person == []
+
+
+def test_kill_points_spread_over_requests_and_phases():
+    points = kill_points(20, 100)
+    assert len(points) == 100 and len(set(points)) == 100
+    assert {p.split(":")[1] for p in points} == {"before", "commit", "answer+0", "answer+2", "answer+10"}
+    assert points[0] == "1:before" and kill_points(2, 100) == kill_points(2, 10)  # at most the grid
+    assert len({p.split(":")[0] for p in kill_points(40, 100)}) == 40  # every request is hit
