@@ -32,11 +32,11 @@ import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
 from .. import __version__
-from ..errors import InDoubtError, JournalError, LockedError
+from ..errors import InDoubtError, JournalError
 from ..plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, ChangesetPlan, JournaledChangeset, canonical_json
-from .lock import Lock, LockHolder, pid_alive
+from .lock import Lock, LockHolder
 from .records import Actor, BatchRecord, ChangesetRecord, Event, RunRecord, error_detail, utc_now
-from .schema import MIGRATIONS, TABLES, Migration, schema_version, upgrade
+from .schema import MIGRATIONS, Migration, schema_version, upgrade
 
 BUSY_TIMEOUT_MS = 30_000  # a second writer waits for the first one's short transaction
 
@@ -703,4 +703,4 @@ class Journal:
         ]
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "EVENT_KINDS", "TABLES", "UNKNOWN_ID", "Journal", "LockedError", "pid_alive"]
+__all__ = ["BUSY_TIMEOUT_MS", "EVENT_KINDS", "UNKNOWN_ID", "Journal"]
