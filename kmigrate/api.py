@@ -1,26 +1,29 @@
 """One function per command: what ``kmigrate.cli`` calls, usable from Python as well.
 
-Nothing here prints; problems are ``KmigrateError``s. The project commands (init, new,
-validate, plan, schema) come first; the run commands (apply, status, ...) follow in their own
-section at the end.
+Every function but ``init_project`` and ``schema`` takes a ``Context`` (the project and the
+environment chosen). Nothing here prints; problems are ``KmigrateError``s. The project
+commands (init, new, validate, plan, schema) come first, the run commands (apply, status,
+history, resolve, repair, unlock) after them; each is a thin function over the rooms below
+(loader, planner, runner, journal, status, drift).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .changeset_files import next_changeset_path, version_key
+from .changeset_files import next_changeset_path, version_of
 from .client import Client, RetryPolicy
-from .config import CONFIG_FILE, Credentials, Environment, Project
-from .drift import drifted, find_drift
+from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
+from .drift import accepted_hashes, drifted
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -30,11 +33,15 @@ from .errors import (
     Location,
     LockedError,
 )
-from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
-from .plan import SENT, JournaledChangeset, Plan
+from .journal import Event, Journal, LockHolder
+from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
+from .status import ChangesetStatus, changeset_statuses
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -79,12 +86,34 @@ def init_project(directory: Path | str) -> list[Path]:
     return written
 
 
-def new_changeset(project: Project, name: str) -> Path:
+@dataclass(frozen=True)
+class Context:
+    """What every command works on, as alembic's ``Config``: the project and the environment
+    chosen (its variables with ``--var`` applied). The CLI builds one per command; from Python,
+    ``Context.load(".", "sandbox")``."""
+
+    project: Project
+    env: Environment
+
+    @classmethod
+    def load(
+        cls, directory: Path | str = ".", env: str | None = None, vars: Mapping[str, Any] | None = None
+    ) -> Context:
+        project = load_project(Path(directory))
+        return cls(project, project.environment(env, dict(vars or {})))
+
+    @cached_property
+    def known_fields(self) -> KnownFields:
+        """The apps' field codes when the environment is the sandbox (see ``sandbox_fields``)."""
+        return sandbox_fields(self.env)
+
+
+def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    path = next_changeset_path(project.changesets_dir, name)
+    path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
@@ -94,16 +123,14 @@ def new_changeset(project: Project, name: str) -> Path:
 
 
 def load_changesets(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None = None,
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for ``env`` and validated, in version order.
+    """Every changeset of the project, rendered for the environment and validated, in version order.
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+    return loader.load_project_changesets(ctx.project, ctx.env, state, known_fields=ctx.known_fields)
 
 
 def sandbox_fields(env: Environment) -> KnownFields:
@@ -147,27 +174,26 @@ class Validation:
     @property
     def record_count(self) -> int:
         """Records written by add, update and upsert (inline, or counted while streaming a data file)."""
-        total = 0
-        for cs in self.changesets:
-            for op in cs.operations:
-                body = op.body
-                if isinstance(body, _RecordsOp):
-                    total += body.record_count or 0
-        return total
+        return sum(
+            op.body.record_count or 0
+            for cs in self.changesets
+            for op in cs.operations
+            if isinstance(op.body, _RecordsOp)
+        )
 
 
-def validate(project: Project, env: Environment) -> Validation:
-    """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
+def validate(ctx: Context) -> Validation:
+    """Check every changeset against the environment: all errors at once, nothing sent anywhere."""
+    changesets, errors = loader.load_all(ctx.project, ctx.env, known_fields=ctx.known_fields)
     return Validation(changesets, errors)
 
 
-def plan(
-    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None
-) -> Plan:
-    """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
-
-    return build_plan(load_changesets(project, env, journal_state), env, journal_state)
+def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
+    """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
+    states from ``state``, read from the journal when not given)."""
+    if state is None:
+        state = journal_state(ctx)
+    return build_plan(load_changesets(ctx, state), ctx.env, state)
 
 
 def schema() -> dict[str, Any]:
@@ -175,18 +201,15 @@ def schema() -> dict[str, Any]:
     return json_schema()
 
 
-# ---- run commands (apply, status, history, resolve, repair, unlock) -------------------------
-# Appended by the run work below this line.
-
-
 # ---- applying: apply, status, history, resolve, repair, unlock ---------------------------------
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
 
-def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
-    with the environment's timeout and retry settings."""
+def connect(ctx: Context) -> Client:
+    """The client for the environment: the embedded sandbox through an in-process transport, or
+    Kintone; with the environment's timeout and retry settings."""
+    env = ctx.env
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
         settings["timeout"] = env.timeout
@@ -201,22 +224,22 @@ def connect(env: Environment) -> Client:
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
-def _sandbox_credentials(sandbox: Any) -> Credentials:
+def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
     tokens = [
-        max(app.tokens, key=lambda t: (len(app.tokens[t]), t))
+        max(app.tokens.items(), key=lambda token: (len(token[1]), token[0]))[0]
         for app in sandbox.definition.apps.values()
         if app.tokens
     ]
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
-def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
+def journal_state(ctx: Context) -> dict[str, JournaledChangeset]:
     """What the journal knows, without creating a journal where there is none yet."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return {}
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.state()
 
 
@@ -228,8 +251,7 @@ class ApplyResult:
 
 
 def apply(
-    project: Project,
-    env: Environment,
+    ctx: Context,
     *,
     dry_run: bool = False,
     out_of_order: bool = False,
@@ -238,11 +260,12 @@ def apply(
     client: Client | None = None,
     lock_wait: float = 0.0,
 ) -> ApplyResult:
-    """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
-    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
+    is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    env = ctx.env
     if dry_run:
-        state = journal_state(env)
-        changesets = load_changesets(project, env, state)
+        state = journal_state(ctx)
+        changesets = load_changesets(ctx, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(build_plan(changesets, env, state))
     with Journal.open(env.journal_path) as journal:
@@ -251,7 +274,7 @@ def apply(
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(project, env, state)
+                changesets = load_changesets(ctx, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:
@@ -263,7 +286,7 @@ def apply(
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
-                active = client if client is not None else connect(env)
+                active = client if client is not None else connect(ctx)
                 try:
                     runner = Runner(
                         active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
@@ -302,82 +325,26 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
     return locate
 
 
-@dataclass(frozen=True)
-class ChangesetStatus:
-    version: str
-    name: str
-    path: Path | None
-    state: str  # applied | partial | pending | in doubt | drifted | missing
-    batches_applied: int = 0
-    batches_total: int | None = None  # known once the changeset has been journaled
-    last_applied: str | None = None
-    note: str = ""
-
-
-def status(project: Project, env: Environment) -> list[ChangesetStatus]:
+def status(ctx: Context) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, ChangesetRecord] = {}
-    batches: dict[str, list[BatchRecord]] = {}
-    journaled: dict[str, JournaledChangeset] = {}
-    if env.journal_path.exists():  # status never creates a journal
-        with Journal.open(env.journal_path) as journal:
-            journaled = journal.state()
-            records = {r.version: r for r in journal.changesets()}
-            for b in journal.batches():
-                batches.setdefault(b.changeset, []).append(b)
-    changesets = {c.version: c for c in load_changesets(project, env, journaled)}
-    drift = find_drift(list(changesets.values()), journaled)
-    out = []
-    for version in sorted(set(changesets) | set(records), key=version_key):
-        cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
-        applied = sum(1 for b in bs if b.state == "applied")
-        if cs is not None:
-            name, path = cs.name, cs.path
-        else:
-            assert rec is not None  # a version comes from the files or from the journal
-            name, path = rec.name, Path(rec.path)
-        if cs is None:
-            shown, note = "missing", "journaled, but its file is gone"
-        elif any(b.state == "sent" for b in bs):
-            shown, note = (
-                "in doubt",
-                "a batch was sent and its answer never journaled: `kmigrate apply` settles it by reading Kintone",
-            )
-        elif version in drift:
-            shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
-        else:
-            shown, note = (rec.state if rec else "pending"), ""
-            failed = [b for b in bs if b.state == "failed"]
-            if failed:  # the journal keeps Kintone's refusal: show it where people look first
-                error = failed[0].error or {}
-                code = f"[{error['code']}] " if error.get("code") else ""
-                reason = error.get("message", "see `kmigrate history`")
-                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
-        out.append(
-            ChangesetStatus(
-                version=version,
-                name=name,
-                path=path,
-                state=shown,
-                batches_applied=applied,
-                batches_total=rec.batch_count if rec else None,
-                last_applied=rec.last_applied if rec else None,
-                note=note,
-            )
-        )
-    return out
+    if not ctx.env.journal_path.exists():  # status never creates a journal
+        return changeset_statuses(load_changesets(ctx), {}, [], [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        journaled = journal.state()
+        records, batches = journal.changesets(), journal.batches()
+    return changeset_statuses(load_changesets(ctx, journaled), journaled, records, batches)
 
 
-def history(env: Environment, changeset: str | None = None) -> list[Event]:
-    if not env.journal_path.exists():
+def history(ctx: Context, changeset: str | None = None) -> list[Event]:
+    """The journal's event log, oldest first; only ``changeset``'s (``V0003``, ``0003``...) if given."""
+    if not ctx.env.journal_path.exists():
         return []
-    with Journal.open(env.journal_path) as journal:
-        return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
+    with Journal.open(ctx.env.journal_path) as journal:
+        return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
 def resolve(
-    project: Project,
-    env: Environment,
+    ctx: Context,
     version: str,
     batch: int,
     *,
@@ -389,19 +356,17 @@ def resolve(
 ) -> list[str]:
     """Settle an in-doubt batch after checking Kintone (``applied`` or not); see
     ``runner.resolve_batch``. ``ids_key``/``ids_query`` read the ids of the records it created
-    back from Kintone. Returns the refs left without ids (placeholders journaled)."""
-    version = version.lstrip("V").split("__")[0]
+    back from Kintone (also for a batch resolved earlier without them). Returns the refs left
+    without ids: the journal keeps a lost-id placeholder for each of their records."""
+    version = version_of(version)
     reading = ids_key is not None or ids_query is not None
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            planned_batch = None
-            if (applied and version in state and state[version].batch_states.get(batch) == SENT) or reading:
-                plan = build_plan(load_changesets(project, env, state), env, state)
-                planned = next((c for c in plan.changesets if c.version == version), None)
-                if planned is not None and 0 <= batch < len(planned.batches):
-                    planned_batch = (planned, planned.batches[batch])
-            if planned_batch is None:
+            planned = None
+            if reading or (applied and version in state and state[version].batch_states.get(batch) == SENT):
+                planned = _planned(ctx, state).get(version)
+            if planned is None or not 0 <= batch < len(planned.batches):
                 if reading:
                     raise InputError(
                         f"V{version} has no batch {batch} in the plan", hint="see `kmigrate status`"
@@ -409,11 +374,12 @@ def resolve(
                 journal.resolve(version, batch, applied, note=note)
                 return []
             own_client = reading and client is None
-            active = connect(env) if own_client else client
+            active = connect(ctx) if own_client else client
             try:
                 return resolve_batch(
                     journal,
-                    *planned_batch,
+                    planned,
+                    planned.batches[batch],
                     applied,
                     client=active,
                     ids_key=ids_key,
@@ -425,27 +391,30 @@ def resolve(
                     active.close()
 
 
-def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
+def repair(ctx: Context, *, note: str | None = None) -> list[str]:
     """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            changesets = load_changesets(project, env, state)
+            changesets = load_changesets(ctx, state)
             changed = drifted(changesets, state)
             if not changed:
                 return []
-            plan = build_plan(changesets, env, state)
-            planned = {c.version: c for c in plan.changesets}
+            planned = {c.version: c for c in build_plan(changesets, ctx.env, state).changesets}
             for cs in changed:
-                journaled = state[cs.version].batch_hashes
-                hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
+                hashes = accepted_hashes(planned[cs.version], state[cs.version])
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
             return [c.id for c in changed]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
+def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
+    plan = build_plan(load_changesets(ctx, state), ctx.env, state)
+    return {c.version: c for c in plan.changesets}
+
+
+def unlock(ctx: Context, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return None
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.force_unlock(reason)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .changeset import LoadedChangeset
-from .plan import APPLIED, SENT, JournaledChangeset
+from .plan import APPLIED, SENT, ChangesetPlan, JournaledChangeset
 
 
 def started(journaled: JournaledChangeset) -> bool:
@@ -49,3 +49,9 @@ def drifted(
     """The changesets ``repair`` can accept: drifted, with a file to take the new content from."""
     drift = find_drift(changesets, state)
     return [c for c in changesets if c.version in drift]
+
+
+def accepted_hashes(planned: ChangesetPlan, journaled: JournaledChangeset) -> dict[int, str]:
+    """The batch hashes ``repair`` journals for a drifted changeset: the new plan's, for the
+    batches the journal holds."""
+    return {b.index: b.hash for b in planned.batches if b.index in journaled.batch_hashes}

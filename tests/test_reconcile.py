@@ -107,7 +107,7 @@ def exact(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        api.apply(project, env, client=client_over(sandbox.transport()))
+        api.apply(api.Context(project, env), client=client_over(sandbox.transport()))
         records = contents(sandbox)
     with Journal.open(env.journal_path) as journal:
         return records, journal.refs()
@@ -132,7 +132,7 @@ def test_an_answer_lost_after_kintone_applied_it_is_skipped_with_its_ids(tmp_pat
     project, env, sandbox = example(tmp_path)
     with sandbox:
         lossy = Faulty(sandbox.transport(), nth, lost_after_commit)
-        result = api.apply(project, env, client=client_over(lossy))
+        result = api.apply(api.Context(project, env), client=client_over(lossy))
         assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == EXAMPLE_BULKS
         assert lossy.sent.count(f"POST {BULK}") == EXAMPLE_BULKS  # none sent twice
         assert contents(sandbox) == exact[0]
@@ -147,7 +147,7 @@ def test_an_answer_lost_before_kintone_handled_it_is_sent_again(tmp_path, exact,
     project, env, sandbox = example(tmp_path)
     with sandbox:
         lossy = Faulty(sandbox.transport(), nth, lost_before_handled)
-        result = api.apply(project, env, client=client_over(lossy))
+        result = api.apply(api.Context(project, env), client=client_over(lossy))
         assert result.summary.reconciled_batches == 1
         assert lossy.sent.count(f"POST {BULK}") == EXAMPLE_BULKS + 1  # the lost one, once more
         assert contents(sandbox) == exact[0]
@@ -168,14 +168,14 @@ def test_a_batch_left_in_doubt_is_settled_by_the_next_apply_alone(tmp_path, exac
     with sandbox:
         broken = Faulty(sandbox.transport(), nth, fault, down_after=True)
         with pytest.raises(InDoubtError) as err:
-            api.apply(project, env, client=client_over(broken))
+            api.apply(api.Context(project, env), client=client_over(broken))
         batch = {1: "V0001__catalogue_and_customers batch 0", 2: "V0002__spring_orders batch 0"}.get(
             nth, "V0002__spring_orders batch 1" if nth == 3 else "V0003__spring_cleanup batch 0"
         )
         assert batch in str(err.value)
-        assert any(s.state == "in doubt" for s in api.status(project, env))
+        assert any(s.state == "in doubt" for s in api.status(api.Context(project, env)))
 
-        result = api.apply(project, env, client=client_over(sandbox.transport()))
+        result = api.apply(api.Context(project, env), client=client_over(sandbox.transport()))
         assert result.summary.reconciled_batches == 1
         assert contents(sandbox) == exact[0]
     with journal_of(env) as journal:
@@ -220,15 +220,16 @@ def test_another_writer_changing_the_record_makes_it_ask_naming_app_record_and_w
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InDoubtError) as err:
             api.apply(
-                project, env, client=client_over(Faulty(sandbox.transport(), 2, someone_else_writes), ITEMS)
+                api.Context(project, env),
+                client=client_over(Faulty(sandbox.transport(), 2, someone_else_writes), ITEMS),
             )
         text = str(err.value)
         assert "V0002__update batch 0 lost its answer" in text
         assert "call 1: app 1 record 1 changed (revision 1 -> 2) but does not hold the values sent" in text
         assert "kmigrate resolve 0002 0 --applied" in text and "kmigrate resolve 0002 0 --not-applied" in text
         # Kintone holds qty 7 (the other writer's); the person decides: it was not applied.
-        api.resolve(project, env, "0002", 0, applied=False, note="qty 7 is someone else's")
-        api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        api.resolve(api.Context(project, env), "0002", 0, applied=False, note="qty 7 is someone else's")
+        api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         (record,) = [r for r in sandbox.records(1) if r["code"]["value"] == "A"]
         assert record["qty"]["value"] == "5" and record["$revision"]["value"] == "3"
 
@@ -251,7 +252,7 @@ def test_records_deleted_before_reading_make_an_add_ask_with_counts(tmp_path):
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InDoubtError) as err:
             client = client_over(Faulty(sandbox.transport(), 1, applied_then_one_deleted), ITEMS)
-            api.apply(project, env, client=client)
+            api.apply(api.Context(project, env), client=client)
     text = str(err.value)
     assert "call 1: app 1: of the 2 record(s) call 1 adds, only 1 were found above id 0 (ids 1)" in text
     assert "--ids-key code" not in text and "--ids-key FIELD" in text  # a ref keeps them: say how to give ids
@@ -275,15 +276,18 @@ def test_a_token_that_cannot_read_makes_a_lost_answer_ask_and_resolve_reads_the_
             Faulty(sandbox.transport(), 1, lost_after_commit), Credentials(api_tokens=("blind",))
         )
         with pytest.raises(InDoubtError) as err:
-            api.apply(project, env, client=blind)
+            api.apply(api.Context(project, env), client=blind)
         assert "nothing could be read from Kintone before it was sent" in str(err.value)
         reader = client_over(sandbox.transport(), ITEMS)
         with pytest.raises(InputError, match="a record sent has no value for qty; nothing was journaled"):
-            api.resolve(project, env, "0001", 0, applied=True, ids_key="qty", client=reader)
+            api.resolve(api.Context(project, env), "0001", 0, applied=True, ids_key="qty", client=reader)
         with journal_of(env) as journal:
             assert journal.in_doubt() != []  # a failed read journals nothing
-        assert api.resolve(project, env, "0001", 0, applied=True, ids_key="code", client=reader) == []
-        api.apply(project, env, client=reader)
+        assert (
+            api.resolve(api.Context(project, env), "0001", 0, applied=True, ids_key="code", client=reader)
+            == []
+        )
+        api.apply(api.Context(project, env), client=reader)
         statuses = {r["code"]["value"]: r for r in sandbox.records(1)}
     assert {
         c: next(v["value"] for v in r.values() if v["type"] == "STATUS") for c, r in statuses.items()
@@ -309,21 +313,20 @@ def test_resolve_reads_ids_by_query_and_recovers_those_a_hand_resolve_lost(tmp_p
         ).raise_for_status()  # another writer's record, before ours
         with pytest.raises(InDoubtError):
             api.apply(
-                project,
-                env,
+                api.Context(project, env),
                 client=client_over(Faulty(sandbox.transport(), 1, lost_after_commit, True), ITEMS),
             )
         with journal_of(env) as journal:  # as an older kmigrate would have left it: no probe
             journal.db.execute("UPDATE batches SET probe = NULL WHERE state = 'sent'")
             journal.db.conn.commit()
-        assert api.resolve(project, env, "0001", 0, applied=True) == ["two"]  # by hand, ids lost
+        assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["two"]  # by hand, ids lost
         with pytest.raises(JournalError, match="needs ids that were never journaled"):
-            api.apply(project, env, client=reader)
+            api.apply(api.Context(project, env), client=reader)
         result = CliRunner().invoke(
             main, ["-C", str(root), "resolve", "0001", "0", "--applied", "--ids-query", 'code in ("A", "B")']
         )
         assert result.exit_code == 0, result.output
-        api.apply(project, env, client=reader)
+        api.apply(api.Context(project, env), client=reader)
         checked = [r["code"]["value"] for r in sandbox.records(1) if r["Status"]["value"] == "Checked"]
     assert sorted(checked) == ["A", "B"]
     with journal_of(env) as journal:
@@ -339,15 +342,14 @@ def test_resolve_refuses_ids_without_applied_and_for_a_batch_that_keeps_no_ids(t
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InDoubtError):
             api.apply(
-                project,
-                env,
+                api.Context(project, env),
                 client=client_over(Faulty(sandbox.transport(), 1, lost_after_commit, True), ITEMS),
             )
         reader = client_over(sandbox.transport(), ITEMS)
         with pytest.raises(InputError, match="go with --applied"):
-            api.resolve(project, env, "0001", 0, applied=False, ids_key="code", client=reader)
+            api.resolve(api.Context(project, env), "0001", 0, applied=False, ids_key="code", client=reader)
         with pytest.raises(InputError, match="creates no records a ref keeps"):
-            api.resolve(project, env, "0001", 0, applied=True, ids_key="code", client=reader)
+            api.resolve(api.Context(project, env), "0001", 0, applied=True, ids_key="code", client=reader)
 
 
 # ---- the other reading of a failed bulk: the requests before the failing one stay -------------
@@ -379,7 +381,7 @@ def test_after_a_refused_bulk_only_what_did_not_take_effect_is_sent_again(tmp_pa
     with Sandbox.open(env.sandbox_file, env.sandbox_store, bulk_semantics=semantics) as sandbox:
         writer = add_clash(sandbox)
         with pytest.raises(KintoneError) as err:
-            api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+            api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         kept = 100 if semantics == "prefix" else 0
         assert len(sandbox.records(1)) == 1 + kept
         # Located at the clashing record: call 2 of the bulk, its 21st record, the operation's 121st.
@@ -393,7 +395,7 @@ def test_after_a_refused_bulk_only_what_did_not_take_effect_is_sent_again(tmp_pa
             assert (batch.state, batch.done_calls) == ("failed", 1 if kept else 0)
         writer.request("DELETE", "/k/v1/records.json", json={"app": 1, "ids": [1]}).raise_for_status()
 
-        api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         codes = sorted(r["code"]["value"] for r in sandbox.records(1))
     assert codes == [f"I{i:03d}" for i in range(150)]  # each exactly once
     with journal_of(env) as journal:
@@ -405,12 +407,14 @@ def test_a_changed_changeset_whose_first_requests_took_effect_is_refused(tmp_pat
     with Sandbox.open(env.sandbox_file, env.sandbox_store, bulk_semantics="prefix") as sandbox:
         add_clash(sandbox)
         with pytest.raises(KintoneError):
-            api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+            api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
     path = project.root / "changesets" / "V0001__items.yaml"
     path.write_text(path.read_text().replace("{code: I005}", "{code: X005}"))
     with Sandbox.open(env.sandbox_file, env.sandbox_store, bulk_semantics="prefix") as sandbox:
         with pytest.raises(JournalError, match="its first 1 request\\(s\\) took effect in Kintone"):
-            api.apply(load_project(project.root), env, client=client_over(sandbox.transport(), ITEMS))
+            api.apply(
+                api.Context(load_project(project.root), env), client=client_over(sandbox.transport(), ITEMS)
+            )
         assert len(sandbox.records(1)) == 101  # nothing more sent
 
 
@@ -420,7 +424,7 @@ def test_a_refused_bulk_whose_answer_is_lost_under_prefix_keeps_its_prefix_journ
         writer = add_clash(sandbox)
         lossy = Faulty(sandbox.transport(), 1, lost_after_commit)
         with pytest.raises(KintoneError):  # read: call 1 applied, call 2 not; the rest sent again, refused
-            api.apply(project, env, client=client_over(lossy, ITEMS))
+            api.apply(api.Context(project, env), client=client_over(lossy, ITEMS))
         assert lossy.sent.count(f"POST {BULK}") == 2
         with journal_of(env) as journal:
             (batch,) = journal.batches("0001")
@@ -431,7 +435,7 @@ def test_a_refused_bulk_whose_answer_is_lost_under_prefix_keeps_its_prefix_journ
                 and "call 2: not applied" in (event.detail["calls"][1])
             )
         writer.request("DELETE", "/k/v1/records.json", json={"app": 1, "ids": [1]}).raise_for_status()
-        api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         assert sorted(r["code"]["value"] for r in sandbox.records(1)) == [f"I{i:03d}" for i in range(150)]
 
 
@@ -448,7 +452,7 @@ def test_seeded_faults_end_exact_by_rerunning_apply_alone(tmp_path, exact, seed)
         )
         for _ in range(30):
             try:
-                api.apply(project, env, client=client)
+                api.apply(api.Context(project, env), client=client)
                 break
             except (InDoubtError, TransportError, KintoneError) as exc:
                 assert "cannot tell" not in str(exc), exc  # never a question for a person
@@ -569,15 +573,15 @@ def single_kind_project(tmp_path: Path, kind: str) -> tuple[Any, Any]:
 def test_each_kind_is_decided_by_its_own_reading(tmp_path, kind, applied):
     project, env = single_kind_project(tmp_path / "exact", kind)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+        api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         wanted = contents(sandbox, (1,))
     project, env = single_kind_project(tmp_path / "lossy", kind)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         fault = lost_after_commit if applied else lost_before_handled
         lossy = Faulty(sandbox.transport(), 2, fault, down_after=True)
         with pytest.raises(InDoubtError):  # the network is gone: left for the next run
-            api.apply(project, env, client=client_over(lossy, ITEMS))
-        result = api.apply(project, env, client=client_over(sandbox.transport(), ITEMS))
+            api.apply(api.Context(project, env), client=client_over(lossy, ITEMS))
+        result = api.apply(api.Context(project, env), client=client_over(sandbox.transport(), ITEMS))
         assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == (
             0 if applied else 1
         )

@@ -91,11 +91,11 @@ def test_rerun_sends_zero_requests(tmp_path):
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
-        first = api.apply(project, env, client=client)
+        first = api.apply(api.Context(project, env), client=client)
         # 4 bulk requests and 6 reads for reconciliation: the highest id of the 2 apps records
         # are added to (once a run), and the first/last update-like call of 3 batches (4 apps).
         assert first.summary.requests_sent == 10 == sandbox.request_count
-        second = api.apply(project, env, client=client)
+        second = api.apply(api.Context(project, env), client=client)
         assert sandbox.request_count == 10
         assert second.summary.skipped_changesets == 3 and second.summary.applied_batches == 0
 
@@ -138,7 +138,7 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
     project = load_project(root)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
-        result = api.apply(project, env, client=client)
+        result = api.apply(api.Context(project, env), client=client)
         # Batches 1 and 2 only, and one read: the app's highest id before the first add.
         assert sandbox.request_count == 3
         assert result.summary.applied_batches == 2
@@ -227,7 +227,7 @@ def test_a_lost_answer_is_settled_in_the_same_run_by_reading_kintone(tmp_path):
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         lossy = LoseAnswers(sandbox.transport(), lose=2)
-        result = api.apply(project, env, client=no_retry_client(lossy))
+        result = api.apply(api.Context(project, env), client=no_retry_client(lossy))
         assert result.summary.applied_batches == 3 and result.summary.reconciled_batches == 1
         codes = [r["code"]["value"] for r in sandbox.records(1)]
         assert sorted(codes) == [f"I{i:06d}" for i in range(4500)]  # batch 1 not sent twice
@@ -252,7 +252,7 @@ def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_appl
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         down = no_retry_client(LoseAnswers(sandbox.transport(), lose=2, then_down=True))
         with pytest.raises(InDoubtError) as err:
-            api.apply(project, env, client=down)
+            api.apply(api.Context(project, env), client=down)
         text = str(err.value)
         assert "batch 1 lost its answer" in text and "Kintone could not be read to find out" in text
         assert "cannot tell" not in text  # not a question for a person: the next run reads again
@@ -261,12 +261,14 @@ def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_appl
             and "run `kmigrate apply` again once Kintone answers" in text
         )
         assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
-        assert api.status(project, env)[0].state == "in doubt"
+        assert api.status(api.Context(project, env))[0].state == "in doubt"
 
-        result = api.apply(project, env, client=no_retry_client(sandbox.transport()))  # no person involved
+        result = api.apply(
+            api.Context(project, env), client=no_retry_client(sandbox.transport())
+        )  # no person involved
         assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == 1
         assert sorted(r["code"]["value"] for r in sandbox.records(1)) == [f"I{i:06d}" for i in range(4500)]
-    assert [e.kind for e in api.history(env)].count("reconciled") == 1
+    assert [e.kind for e in api.history(api.Context(project, env))].count("reconciled") == 1
 
 
 def forget_probes(env) -> None:
@@ -292,16 +294,19 @@ def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InDoubtError):
             api.apply(
-                project, env, client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True))
+                api.Context(project, env),
+                client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True)),
             )
     forget_probes(env)
     with pytest.raises(InDoubtError, match="nothing was read from Kintone before it was sent"):
-        api.apply(project, env)  # a journal of an older kmigrate: Kintone cannot tell, so it asks
-    assert api.resolve(project, env, "0001", 0, applied=True) == ["first"]
+        api.apply(
+            api.Context(project, env)
+        )  # a journal of an older kmigrate: Kintone cannot tell, so it asks
+    assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["first"]
     with pytest.raises(
         JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"
     ) as err:
-        api.apply(project, env)
+        api.apply(api.Context(project, env))
     assert "kmigrate resolve 0001 0 --applied --ids-key FIELD" in str(err.value)
 
 
@@ -315,13 +320,13 @@ def test_drift_stops_the_run_until_repaired(tmp_path):
     path.write_text(path.read_text().replace("tier: Silver", "tier: Gold"))
     project = load_project(root)
     with pytest.raises(DriftError, match="V0003__spring_cleanup.*its source and what it renders to"):
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     drifted = run(root, "apply")
     assert drifted.exit_code == 2 and "kmigrate repair" in drifted.output
     assert "drifted" in run(root, "status").output
     assert run(root, "repair", "--note", "typo fixed in review").exit_code == 0
     assert run(root, "apply").exit_code == 0
-    assert any(e.kind == "repaired" for e in api.history(project.environment()))
+    assert any(e.kind == "repaired" for e in api.history(api.Context(project, project.environment())))
 
 
 def test_data_file_change_is_drift(tmp_path):
@@ -340,7 +345,7 @@ def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
     write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     project = load_project(root)
     with pytest.raises(OrderError, match="V0001__a is older than V0002"):
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     result = run(root, "apply", "--out-of-order")
     assert result.exit_code == 0, result.output
     with open_sandbox(root) as sandbox:
@@ -363,7 +368,7 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
     )
     project = load_project(root)
     with pytest.raises(KintoneError) as info:
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     text = str(info.value)
     assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "qty" in text
 
@@ -378,7 +383,7 @@ def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
-        result = api.apply(project, env, client=client)
+        result = api.apply(api.Context(project, env), client=client)
         # 5 bulks and 1 read (the app's highest id, once a run: later batches know it from the answers).
         assert sandbox.request_count == 6 == result.summary.requests_sent
         assert len(sandbox.records(1)) == 10_000
@@ -411,13 +416,14 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InDoubtError):
             api.apply(
-                project, env, client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True))
+                api.Context(project, env),
+                client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True)),
             )
         forget_probes(env)  # so only a person can settle it, without the ids
-        assert api.resolve(project, env, "0001", 0, applied=True) == ["items"]
+        assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["items"]
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         with pytest.raises(JournalError, match="ref 'items'.*V0001__items batch 0"):
-            api.apply(project, env, client=client)
+            api.apply(api.Context(project, env), client=client)
         assert len(sandbox.records(1)) == 4000  # V0001's batch 1 went through
         assert all(typed(r, "STATUS") == "New" for r in sandbox.records(1))  # nothing checked by mistake
 
@@ -436,11 +442,9 @@ def test_a_changeset_with_nothing_to_send_is_applied_once_and_then_skipped(tmp_p
         "Nothing to do: 1 changeset(s) already applied" in second.output
         and "V0001__empty: applied" not in second.output
     )
-    env = load_project(root).environment()
-    assert [(e.kind, e.changeset) for e in api.history(env)] == [
-        ("applied", "0001")
-    ]  # once, and visible in history
-    with Journal.open(env.journal_path) as journal:
+    ctx = api.Context.load(root)
+    assert [(e.kind, e.changeset) for e in api.history(ctx)] == [("applied", "0001")]  # once, and visible
+    with Journal.open(ctx.env.journal_path) as journal:
         assert [r.outcome for r in journal.runs()] == ["applied", "nothing to do"]
 
 
@@ -466,6 +470,6 @@ def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path
         root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n"
     )
     assert run(root, "apply").exit_code == 1
-    (row,) = api.status(load_project(root), load_project(root).environment())
+    (row,) = api.status(api.Context(load_project(root), load_project(root).environment()))
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1
     assert row.note.startswith("batch #0 failed: [CB_VA01]") and "kmigrate apply" in row.note

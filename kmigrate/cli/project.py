@@ -40,7 +40,7 @@ def init(cli: CliContext, directory: Path | None) -> None:
 @pass_cli
 def new(cli: CliContext, name: str) -> None:
     """Create the next changeset, changesets/V<next>__NAME.yaml, from a template."""
-    path = api.new_changeset(cli.project, name)
+    path = api.new_changeset(cli.context(), name)
     click.echo(f"created {_shown(path)}")
 
 
@@ -51,8 +51,8 @@ def validate(cli: CliContext) -> None:
 
     Exits 2 when anything is wrong. Nothing is sent to Kintone.
     """
-    env = cli.environment()
-    result = api.validate(cli.project, env)
+    ctx = cli.context()
+    result = api.validate(ctx)
     if not result.ok:
         for error in result.errors:
             click.echo(f"Error: {error}", err=True)
@@ -64,7 +64,7 @@ def validate(cli: CliContext) -> None:
     click.echo(
         f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
         f"{'s' if result.operation_count != 1 else ''}, {records} record{'s' if records != 1 else ''} "
-        f"valid for environment {env.name!r}."
+        f"valid for environment {ctx.env.name!r}."
     )
 
 
@@ -83,8 +83,7 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
     from .. import render
 
-    env = cli.environment()
-    the_plan = api.plan(cli.project, env, api.journal_state(env))
+    the_plan = api.plan(cli.context())
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":

@@ -126,13 +126,16 @@ def apply(
     from ..config import parse_timeout
     from ..render import render_text
 
-    env = cli.environment()
+    ctx = cli.context()
     if insecure_http:
-        env = dataclasses.replace(env, insecure_http=True)
+        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
     if timeout is not None:
-        env = dataclasses.replace(env, timeout=parse_timeout(timeout, "--timeout"))
+        ctx = api.Context(
+            ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))
+        )
+    env = ctx.env
     if dry_run:
-        result = api.apply(cli.project, env, dry_run=True, out_of_order=out_of_order)
+        result = api.apply(ctx, dry_run=True, out_of_order=out_of_order)
         click.echo(render_text(result.plan), nl=False)
         return
 
@@ -156,8 +159,7 @@ def apply(
 
     try:
         result = api.apply(
-            cli.project,
-            env,
+            ctx,
             out_of_order=out_of_order,
             confirm=confirm,
             on_event=lambda e: progress[0](e),
@@ -193,8 +195,8 @@ def apply(
 @pass_cli
 def status(cli: CliContext, check: bool, fmt: str) -> None:
     """Show each changeset's state: applied, partial, pending, in doubt, drifted."""
-    env = cli.environment()
-    rows = api.status(cli.project, env)
+    ctx = cli.context()
+    rows = api.status(ctx)
     if fmt == "json":
         click.echo(
             json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2)
@@ -211,7 +213,9 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
                 line += f"  ({r.note})"
             click.echo(line)
     if check and any(r.state != "applied" for r in rows):
-        raise PendingWork(f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {env.name}")
+        raise PendingWork(
+            f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {ctx.env.name}"
+        )
 
 
 @main.command()
@@ -220,7 +224,7 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
 @pass_cli
 def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
     """Show the journal's event log (applied, failed, resolved, repaired, unlocked...)."""
-    events = api.history(cli.environment(), changeset)
+    events = api.history(cli.context(), changeset)
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
         return
@@ -274,14 +278,7 @@ def resolve(
     if applied is None:
         raise InputError("say what you found: --applied or --not-applied")
     orphaned = api.resolve(
-        cli.project,
-        cli.environment(),
-        changeset,
-        batch,
-        applied=applied,
-        note=note,
-        ids_key=ids_key,
-        ids_query=ids_query,
+        cli.context(), changeset, batch, applied=applied, note=note, ids_key=ids_key, ids_query=ids_query
     )
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
@@ -298,7 +295,7 @@ def resolve(
 @pass_cli
 def repair(cli: CliContext, note: str | None) -> None:
     """Accept the current content of changed (drifted) applied changesets; logged."""
-    repaired = api.repair(cli.project, cli.environment(), note=note)
+    repaired = api.repair(cli.context(), note=note)
     click.echo("Repaired: " + ", ".join(repaired) if repaired else "Nothing to repair.")
 
 
@@ -307,5 +304,5 @@ def repair(cli: CliContext, note: str | None) -> None:
 @pass_cli
 def unlock(cli: CliContext, reason: str | None) -> None:
     """Free the journal's lock (after a run died); logged."""
-    holder = api.unlock(cli.environment(), reason=reason)
+    holder = api.unlock(cli.context(), reason=reason)
     click.echo(f"Freed the lock held by {holder}." if holder else "The journal was not locked.")

@@ -13,13 +13,14 @@ APIs take password authentication only (Kintone: "API Tokens cannot be used with
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import SandboxDefinitionError
 from .api import Api, ApiError, Call, _bool, _int, _list, _revision, _str, invalid_param
 from .apps import Apps
-from .definition import parse_app
+from .definition import lookup_problem, parse_app
 from .fields import field_properties
 from .store import CreatedApp
 
@@ -69,7 +70,7 @@ class AppAdmin:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _created(self, call: Call, key: str, app_id: int) -> CreatedApp:
+    def _created(self, call: Call, app_id: int) -> CreatedApp:
         app = self.apps.created(app_id)
         if app is None:
             if self.apps.is_from_file(app_id):
@@ -127,7 +128,7 @@ class AppAdmin:
 
     def get_preview_fields(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        app = self._created(call, "app", _int(call.params.get("app"), "app"))
+        app = self._created(call, _int(call.params.get("app"), "app"))
         return {
             "properties": field_properties(parse_app(app.preview, "<created app>")),
             "revision": str(app.preview_revision),
@@ -135,7 +136,7 @@ class AppAdmin:
 
     def add_fields(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        app = self._created(call, "app", _int(call.params.get("app"), "app"))
+        app = self._created(call, _int(call.params.get("app"), "app"))
         self._check_revision(app, _revision(call.params.get("revision"), "revision"), "revision")
         properties = call.params.get("properties")
         if not isinstance(properties, Mapping) or not properties:
@@ -153,12 +154,13 @@ class AppAdmin:
             raise ApiError(400, "CB_VA01", "Missing or invalid input.", problems)
         preview = {**app.preview, "properties": {**existing, **properties}}
         try:
-            parse_app(preview, "<created app>")
+            parsed = parse_app(preview, "<created app>")
         except SandboxDefinitionError as exc:
             raise invalid_param("properties", exc.message) from None
-        changed = CreatedApp(
-            app.id, preview, app.preview_revision + 1, app.live, app.live_revision, app.created, app.creator
-        )
+        problem = lookup_problem(parsed, {**self.apps, parsed.id: parsed})
+        if problem is not None:
+            raise invalid_param("properties", problem)
+        changed = replace(app, preview=preview, preview_revision=app.preview_revision + 1)
         self.apps.save(changed)
         return {"revision": str(changed.preview_revision)}
 
@@ -178,33 +180,13 @@ class AppAdmin:
             if self.apps.is_from_file(app_id) and self.apps.created(app_id) is None:
                 self.api.app(Call(call.method, call.name, call.guest, {"app": app_id}, call.auth))
                 continue  # a file app has nothing pre-live: deploying it changes nothing
-            app = self._created(call, f"apps[{i}].app", app_id)
+            app = self._created(call, app_id)
             self._check_revision(app, _revision(item.get("revision"), f"apps[{i}].revision"), "revision")
-            if revert:
+            if revert:  # pre-live goes back to the live settings (or to none before a first deploy)
                 preview = app.live if app.live is not None else {**app.preview, "properties": {}}
-                changes.append(
-                    CreatedApp(
-                        app.id,
-                        preview,
-                        app.preview_revision + 1,
-                        app.live,
-                        app.live_revision,
-                        app.created,
-                        app.creator,
-                    )
-                )
+                changes.append(replace(app, preview=preview, preview_revision=app.preview_revision + 1))
             else:
-                changes.append(
-                    CreatedApp(
-                        app.id,
-                        app.preview,
-                        app.preview_revision,
-                        app.preview,
-                        app.preview_revision,
-                        app.created,
-                        app.creator,
-                    )
-                )
+                changes.append(replace(app, live=app.preview, live_revision=app.preview_revision))
         for app in changes:
             self.apps.save(app)
             self.processing[app.id] = self.deploy_polls

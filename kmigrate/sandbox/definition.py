@@ -90,6 +90,17 @@ class FieldDef:
     max_length: int | None = None
     fields: Mapping[str, FieldDef] = field(default_factory=dict)  # SUBTABLE columns
     extra: Mapping[str, Any] = field(default_factory=dict)  # other Kintone keys, echoed by fields.json
+    lookup: LookupDef | None = None
+
+
+@dataclass(frozen=True)
+class LookupDef:
+    """Kintone's ``lookup`` of a text or number field: find the related app's record whose key
+    field holds the value, and copy its fields into this record."""
+
+    related_app: int
+    key_field: str
+    mappings: tuple[tuple[str, str], ...]  # (this app's field, the related app's field)
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,24 @@ class AppDef:
 class SandboxDefinition:
     apps: Mapping[int, AppDef]
     source: Path | None = None
+    directory: Directory | None = None  # None: any user, group or organization code is taken
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The users, groups and organizations the file declares: code -> display name."""
+
+    users: Mapping[str, str]
+    groups: Mapping[str, str]
+    organizations: Mapping[str, str]
+
+    def of(self, field_type: str) -> Mapping[str, str]:
+        """The codes a field type takes (USER_SELECT: users, GROUP_SELECT: groups, ...)."""
+        if field_type == "GROUP_SELECT":
+            return self.groups
+        if field_type == "ORGANIZATION_SELECT":
+            return self.organizations
+        return self.users
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +226,7 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         raise SandboxDefinitionError(
             "the sandbox file must be a mapping with an `apps:` list", location=where
         )
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "directory"}
     if unknown:
         raise SandboxDefinitionError(
             f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where
@@ -211,7 +240,95 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         if app.id in apps:
             raise SandboxDefinitionError(f"app id {app.id} is defined twice", location=where)
         apps[app.id] = app
-    return SandboxDefinition(apps=apps, source=Path(source) if source is not None else None)
+    for app in apps.values():
+        problem = lookup_problem(app, apps)
+        if problem is not None:
+            raise SandboxDefinitionError(
+                problem, location=Location(file=source, detail=f"app {app.id} ({app.name})")
+            )
+    try:
+        directory = _parse_directory(data.get("directory"))
+    except _Problem as exc:
+        raise SandboxDefinitionError(str(exc), location=where) from None
+    if directory is not None:
+        for app in apps.values():
+            for state in app.process.states if app.process else ():
+                unknown_users = [u for u in state.assignees if u not in directory.users]
+                if unknown_users:
+                    raise SandboxDefinitionError(
+                        f"process state {state.name!r}: assignee(s) {', '.join(unknown_users)} are not "
+                        "users of the directory",
+                        location=Location(file=source, detail=f"app {app.id} ({app.name})"),
+                    )
+    return SandboxDefinition(
+        apps=apps, source=Path(source) if source is not None else None, directory=directory
+    )
+
+
+def _parse_directory(raw: Any) -> Directory | None:
+    """``directory: {users: [alice, {code: bob, name: Bob Smith}], groups: [...], organizations: [...]}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"users", "groups", "organizations"}:
+        raise _Problem("`directory` takes `users`, `groups` and `organizations` (lists of codes)")
+
+    def entries(key: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for item in raw.get(key) or []:
+            if isinstance(item, str) and item:
+                found[item] = item
+            elif isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]:
+                found[item["code"]] = str(item.get("name") or item["code"])
+            else:
+                raise _Problem(f"directory {key}: give a code or {{code, name}}, not {item!r}")
+        return found
+
+    return Directory(entries("users"), entries("groups"), entries("organizations"))
+
+
+def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:
+    """What is wrong with the app's lookups given the apps around it, or None."""
+    for f in app.fields.values():
+        lookup = f.lookup
+        if lookup is None:
+            continue
+        related = apps.get(lookup.related_app)
+        if related is None:
+            return f"field {f.code!r}: the lookup's related app {lookup.related_app} is not in the sandbox"
+        codes = {*related.fields, *(s.code for s in related.system.values())}
+        if lookup.key_field not in codes:
+            return f"field {f.code!r}: the related app {related.id} has no key field {lookup.key_field!r}"
+        for mine, theirs in lookup.mappings:
+            if mine not in app.fields:
+                return f"field {f.code!r}: the lookup copies into {mine!r}, which is not a field of the app"
+            if theirs not in codes:
+                return f"field {f.code!r}: the related app {related.id} has no field {theirs!r} to copy"
+    return None
+
+
+def _parse_lookup(where: str, ftype: str, raw: Any) -> LookupDef | None:
+    if raw is None:
+        return None
+    if ftype not in ("SINGLE_LINE_TEXT", "NUMBER"):
+        raise _Problem(f"{where}: only a SINGLE_LINE_TEXT or NUMBER field can be a lookup")
+    related = raw.get("relatedApp") if isinstance(raw, Mapping) else None
+    app_id = related.get("app") if isinstance(related, Mapping) else None
+    key = raw.get("relatedKeyField") if isinstance(raw, Mapping) else None
+    if not (isinstance(app_id, (int, str)) and str(app_id).isdigit() and isinstance(key, str) and key):
+        raise _Problem(
+            f"{where}: `lookup` takes Kintone's shape: {{relatedApp: {{app: ID}}, relatedKeyField: CODE, "
+            "fieldMappings: [{field, relatedField}]}"
+        )
+    mappings = []
+    for m in raw.get("fieldMappings") or []:
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("field"), str)
+            or not isinstance(m.get("relatedField"), str)
+        ):
+            raise _Problem(f"{where}: each lookup fieldMapping needs `field` and `relatedField`")
+        mappings.append((m["field"], m["relatedField"]))
+    return LookupDef(int(app_id), key, tuple(mappings))
 
 
 class _Problem(Exception):
@@ -486,6 +603,7 @@ def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
         min_length=_int(where, spec, "minLength"),
         max_length=_int(where, spec, "maxLength"),
         fields=subfields,
+        lookup=_parse_lookup(where, ftype, spec.get("lookup")),
         extra={
             k: v
             for k, v in spec.items()
