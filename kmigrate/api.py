@@ -36,7 +36,7 @@ from .journal import Event, Journal, LockHolder
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
 from .status import ChangesetStatus, changeset_statuses
 
 if TYPE_CHECKING:
@@ -366,24 +366,52 @@ def history(ctx: Context, changeset: str | None = None) -> list[Event]:
         return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
-def resolve(ctx: Context, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
-    """Settle an in-doubt batch after checking Kintone (``applied`` or not).
-
-    Returns the refs the batch created records for when it is resolved as applied: their ids
-    were in the lost answer, so the journal keeps a lost-id placeholder for each of those
-    records (later ids keep their positions) and a later operation that needs them stops.
-    """
+def resolve(
+    ctx: Context,
+    version: str,
+    batch: int,
+    *,
+    applied: bool,
+    note: str | None = None,
+    ids_key: str | None = None,
+    ids_query: str | None = None,
+    client: Client | None = None,
+) -> list[str]:
+    """Settle an in-doubt batch after checking Kintone (``applied`` or not); see
+    ``runner.resolve_batch``. ``ids_key``/``ids_query`` read the ids of the records it created
+    back from Kintone (also for a batch resolved earlier without them). Returns the refs left
+    without ids: the journal keeps a lost-id placeholder for each of their records."""
     version = version_of(version)
+    reading = ids_key is not None or ids_query is not None
     with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            lost: dict[str, list[int]] = {}
-            if applied and version in state and state[version].batch_states.get(batch) == SENT:
+            planned = None
+            if reading or (applied and version in state and state[version].batch_states.get(batch) == SENT):
                 planned = _planned(ctx, state).get(version)
-                if planned is not None and 0 <= batch < len(planned.batches):
-                    lost = lost_ids(planned.batches[batch])
-            journal.resolve(version, batch, applied, refs=lost, note=note)
-    return sorted(lost)
+            if planned is None or not 0 <= batch < len(planned.batches):
+                if reading:
+                    raise InputError(
+                        f"V{version} has no batch {batch} in the plan", hint="see `kmigrate status`"
+                    )
+                journal.resolve(version, batch, applied, note=note)
+                return []
+            own_client = reading and client is None
+            active = connect(ctx) if own_client else client
+            try:
+                return resolve_batch(
+                    journal,
+                    planned,
+                    planned.batches[batch],
+                    applied,
+                    client=active,
+                    ids_key=ids_key,
+                    ids_query=ids_query,
+                    note=note,
+                )
+            finally:
+                if own_client and active is not None:
+                    active.close()
 
 
 def repair(ctx: Context, *, note: str | None = None) -> list[str]:

@@ -51,7 +51,8 @@ def changeset_statuses(
         if cs is None:
             shown, note = MISSING, "journaled, but its file is gone"
         elif any(b.state == SENT for b in bs):
-            shown, note = IN_DOUBT, "a batch was sent and its answer never journaled: `kmigrate resolve`"
+            shown = IN_DOUBT
+            note = "a batch was sent and its answer never journaled: `kmigrate apply` settles it by reading Kintone"
         elif version in drift:
             shown, note = DRIFTED, "changed since it was applied: `kmigrate repair` or restore the file"
         else:

@@ -82,6 +82,8 @@ def _summary_line(summary: RunSummary) -> str:
         f"in {len(summary.applied_changesets)} changeset(s)",
         f"skipped {summary.skipped_changesets} already applied",
     ]
+    if summary.reconciled_batches:
+        parts.append(f"{summary.reconciled_batches} in doubt settled by reading Kintone")
     parts.append(f"{summary.requests_sent} request(s) sent")
     return "; ".join(parts)
 
@@ -247,19 +249,43 @@ def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
 @click.option(
     "--not-applied", "applied", flag_value=False, help="Kintone does not hold them: send the batch again."
 )
+@click.option(
+    "--ids-key",
+    default=None,
+    metavar="FIELD",
+    help="With --applied: read the ids of the records it created back from Kintone by this unique field.",
+)
+@click.option(
+    "--ids-query",
+    default=None,
+    metavar="QUERY",
+    help="With --applied: read them back among the records this Kintone query selects (matched by content).",
+)
 @click.option("--note", default=None, help="Why: kept in the event log.")
 @pass_cli
-def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, note: str | None) -> None:
-    """Settle an in-doubt batch after checking Kintone (see `kmigrate status`)."""
+def resolve(
+    cli: CliContext,
+    changeset: str,
+    batch: int,
+    applied: bool | None,
+    ids_key: str | None,
+    ids_query: str | None,
+    note: str | None,
+) -> None:
+    """Settle an in-doubt batch after checking Kintone (see `kmigrate status`).
+
+    `kmigrate apply` settles most by reading Kintone itself; this is for what it cannot tell."""
     if applied is None:
         raise InputError("say what you found: --applied or --not-applied")
-    orphaned = api.resolve(cli.context(), changeset, batch, applied=applied, note=note)
+    orphaned = api.resolve(
+        cli.context(), changeset, batch, applied=applied, note=note, ids_key=ids_key, ids_query=ids_query
+    )
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
         click.echo(
             f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost "
-            "answer. A later operation that needs those ids stops before sending anything: make it find the "
-            "records another way (e.g. `update` by a unique key).",
+            "answer. A later operation that needs those ids stops before sending anything: read them back with "
+            "`--ids-key FIELD` (a unique field) or `--ids-query QUERY` on this same command.",
             err=True,
         )
 
