@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
-from . import loader
-from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .changeset_files import next_changeset_path, version_key
+from . import loader, sent_content
+from .appcheck import Schemas, check_changesets, known_fields
+from .appschema import AppSchema, SchemaProblem
+from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
+from .changeset_files import display_path, next_changeset_path, version_key
 from .client import Client, RetryPolicy
-from .config import CONFIG_FILE, Credentials, Environment, Project
-from .drift import drifted, find_drift
+from .config import CONFIG_FILE, App, Credentials, Environment, Project
+from .drift import BatchChange, drift_report, drifted, find_drift, preflight
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -97,36 +99,98 @@ def load_changesets(
     project: Project,
     env: Environment,
     journal_state: Mapping[str, JournaledChangeset] | None = None,
+    *,
+    schemas: Schemas | None = None,
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for ``env`` and validated, in version order.
+    """Every changeset of the project, rendered for ``env`` and validated, in version order,
+    checked against the apps' definitions when they are known (``app_schemas``).
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(project, env, journal_state, known_fields=sandbox_fields(env))
+    changesets, errors = _load_checked(project, env, journal_state, schemas)
+    if errors:
+        raise loader.combine(errors)
+    return changesets
+
+
+def _load_checked(
+    project: Project,
+    env: Environment,
+    journal_state: Mapping[str, JournaledChangeset] | None,
+    schemas: Schemas | None,
+) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
+    """The loader's changesets and problems, then what the apps' definitions refuse."""
+    schemas = app_schemas(env) if schemas is None else schemas
+    changesets, errors = loader.load_all(project, env, journal_state, known_fields=known_fields(schemas))
+    errors.extend(check_changesets(changesets, env, schemas, journal_state))
+    return changesets, errors
+
+
+def app_schemas(env: Environment) -> dict[int, AppSchema]:
+    """App id -> its definition, offline: from the environment's ``schema`` file (what
+    ``sandbox pull --out`` saved), else the sandbox file; empty for a real Kintone without one
+    (``validate --online`` reads them from Kintone). A sandbox file that does not load gives
+    nothing here (``apply`` reports that file's problems itself); a schema file that does not
+    load is an error."""
+    if env.schema_file is not None:
+        return _schemas_from_file(env.schema_file, strict=True)
+    if env.sandbox_file is not None:
+        return _schemas_from_file(env.sandbox_file, strict=False)
+    return {}
+
+
+def _schemas_from_file(path: Path, *, strict: bool) -> dict[int, AppSchema]:
+    from .sandbox.definition import parse_definition
+
+    try:
+        definition = parse_definition(yaml.safe_load(path.read_text(encoding="utf-8")), path)
+    except (OSError, yaml.YAMLError, KmigrateError) as exc:
+        if not strict:
+            return {}
+        if isinstance(exc, KmigrateError):
+            raise
+        raise ConfigError(f"cannot read the schema file: {exc}", location=Location(file=str(path))) from exc
+    source = display_path(path)
+    return {
+        app.id: AppSchema(fields=app.fields, system=app.system, process=app.process, source=source)
+        for app in definition.apps.values()
+    }
+
+
+def online_schemas(env: Environment, apps: Sequence[App], client: Client) -> dict[int, AppSchema]:
+    """The definitions of ``apps`` as Kintone has them: ``GET app/form/fields.json`` and ``GET
+    app/status.json`` of each (reads only: nothing is written)."""
+    out: dict[int, AppSchema] = {}
+    where = env.base_url or "the sandbox"
+    for app in sorted(set(apps), key=lambda a: (a.id, a.guest_space_id or 0)):
+        properties = client.app_form_fields(app.id, app.guest_space_id)
+        status = client.request(
+            "GET", "app/status", params={"app": app.id}, guest_space_id=app.guest_space_id
+        )
+        try:
+            out[app.id] = AppSchema.from_kintone(properties, status, source=f"{where} app {app.id}")
+        except SchemaProblem as exc:
+            raise InputError(f"app {app.id} on {where}: cannot read its definition: {exc}") from exc
+    return out
+
+
+def apps_used(env: Environment, changesets: Sequence[LoadedChangeset] = ()) -> list[App]:
+    """Every app the environment names, and any other app a changeset names by id."""
+    apps = dict.fromkeys(env.apps.values())
+    for cs in changesets:
+        for op in cs.operations:
+            try:
+                apps.setdefault(env.app(app_written(op.body)))
+            except ConfigError:
+                continue
+    return list(apps)
 
 
 def sandbox_fields(env: Environment) -> KnownFields:
     """App id -> field code -> its subtable's column codes (empty for other fields), for the
-    sandbox environment, from its file: the loader then reports a misspelt field code. Empty for
-    a real Kintone (its fields are not known offline) and when the file does not load (``apply``
-    reports that file's problems itself)."""
-    if env.sandbox_file is None:
-        return {}
-    from .sandbox.definition import parse_definition
-
-    try:
-        definition = parse_definition(
-            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
-        )
-    except (OSError, yaml.YAMLError, KmigrateError):
-        return {}
-    out: dict[int, dict[str, frozenset[str]]] = {}
-    for app in definition.apps.values():
-        codes = {code: frozenset(f.fields) for code, f in app.fields.items()}
-        codes.update({f.code: frozenset() for f in app.system.values()})
-        out[app.id] = codes
-    return out
+    sandbox environment, from its file: the loader then reports a misspelt field code."""
+    return known_fields(app_schemas(env)) if env.sandbox_file is not None else {}
 
 
 @dataclass(frozen=True)
@@ -134,7 +198,8 @@ class Validation:
     """The outcome of ``validate``: the changesets that loaded and every problem found."""
 
     changesets: list[LoadedChangeset] = field(default_factory=list)
-    errors: list[ChangesetError] = field(default_factory=list)
+    errors: list[KmigrateError] = field(default_factory=list)
+    schemas_from: str = ""  # where the apps' definitions came from ("" : none were known)
 
     @property
     def ok(self) -> bool:
@@ -156,18 +221,69 @@ class Validation:
         return total
 
 
-def validate(project: Project, env: Environment) -> Validation:
-    """Check every changeset against ``env``: all errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(project, env, known_fields=sandbox_fields(env))
-    return Validation(changesets, errors)
+def validate(
+    project: Project, env: Environment, *, online: bool = False, client: Client | None = None
+) -> Validation:
+    """Check every changeset against ``env``: all errors at once, nothing sent anywhere.
+
+    The apps' definitions come from ``app_schemas`` or, with ``online``, from Kintone itself
+    (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
+    """
+    state = journal_state(env)
+    schemas: Schemas = {}
+    if online:
+        own = client is None
+        active = client if client is not None else connect(env)
+        try:
+            schemas = online_schemas(env, apps_used(env), active)
+            changesets, errors = _load_checked(project, env, state, schemas)
+            extra = [a for a in apps_used(env, changesets) if a.id not in schemas]
+            if extra:  # apps named only by id in a changeset: read them too, check again
+                schemas = {**schemas, **online_schemas(env, extra, active)}
+                changesets, errors = _load_checked(project, env, state, schemas)
+        finally:
+            if own:
+                active.close()
+    else:
+        schemas = app_schemas(env)
+        changesets, errors = _load_checked(project, env, state, schemas)
+    found: list[KmigrateError] = list(errors)
+    if not errors:
+        found.extend(preflight_problems(env, changesets, state))
+    sources = sorted({s.source for s in schemas.values() if s.source})
+    return Validation(changesets, found, ", ".join(sources))
+
+
+def preflight_problems(
+    env: Environment,
+    changesets: Sequence[LoadedChangeset],
+    state: Mapping[str, JournaledChangeset],
+    *,
+    out_of_order: bool = False,
+) -> list[KmigrateError]:
+    """What ``apply`` would refuse after loading: the planner's problems (refs past the end
+    of a data file's rows, ...), then drift, in-doubt batches and order (``drift.preflight``)."""
+    try:
+        the_plan = build_plan(changesets, env, state)
+    except ChangesetError as exc:
+        return [exc, *preflight(changesets, state, None, out_of_order=out_of_order)]
+    return preflight(changesets, state, the_plan, out_of_order=out_of_order)
 
 
 def plan(
-    project: Project, env: Environment, journal_state: Mapping[str, JournaledChangeset] | None = None
+    project: Project,
+    env: Environment,
+    journal_state: Mapping[str, JournaledChangeset] | None = None,
+    *,
+    check: bool = False,
 ) -> Plan:
-    """The plan ``apply`` would run: every changeset, compiled to bulk requests."""
-
-    return build_plan(load_changesets(project, env, journal_state), env, journal_state)
+    """The plan ``apply`` would run: every changeset, compiled to bulk requests. With ``check``,
+    refuses as ``apply`` would (drift, in-doubt batches, order)."""
+    changesets = load_changesets(project, env, journal_state)
+    the_plan = build_plan(changesets, env, journal_state)
+    if check:
+        check_preconditions(changesets, journal_state or {}, plan=the_plan)
+    return the_plan
 
 
 def schema() -> dict[str, Any]:
@@ -212,6 +328,11 @@ def _sandbox_credentials(sandbox: Any) -> Credentials:
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
+def applied_contents(env: Environment) -> dict[str, dict[int, Any]]:
+    """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
+    return sent_content.load(env.journal_path)
+
+
 def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
     """What the journal knows, without creating a journal where there is none yet."""
     if not env.journal_path.exists():
@@ -243,8 +364,9 @@ def apply(
     if dry_run:
         state = journal_state(env)
         changesets = load_changesets(project, env, state)
-        check_preconditions(changesets, state, out_of_order=out_of_order)
-        return ApplyResult(build_plan(changesets, env, state))
+        the_plan = build_plan(changesets, env, state)
+        check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
+        return ApplyResult(the_plan)
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
@@ -252,8 +374,8 @@ def apply(
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
                 changesets = load_changesets(project, env, state)
-                check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
+                check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
                 if not plan.pending:
                     outcome = "nothing to do"
                     return ApplyResult(
@@ -266,7 +388,11 @@ def apply(
                 active = client if client is not None else connect(env)
                 try:
                     runner = Runner(
-                        active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
+                        active,
+                        journal,
+                        run_id=run_id,
+                        locate=_locator(changesets),
+                        on_event=_keeping_sent(env, on_event),
                     )
                     summary = runner.run(plan)
                 finally:
@@ -290,6 +416,19 @@ def apply(
         finally:
             if not raised:
                 journal.finish_run(run_id, outcome)
+
+
+def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
+    """``on_event``, after keeping each applied batch's requests for ``repair``'s diff."""
+
+    def handle(event: RunEvent) -> None:
+        if event.kind == "batch_applied" and event.batch is not None:
+            sent_content.save(
+                env.journal_path, event.changeset.version, event.batch.index, event.batch.requests()
+            )
+        on_event(event)
+
+    return handle
 
 
 def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int | None], Location]:
@@ -325,8 +464,12 @@ def status(project: Project, env: Environment) -> list[ChangesetStatus]:
             records = {r.version: r for r in journal.changesets()}
             for b in journal.batches():
                 batches.setdefault(b.changeset, []).append(b)
-    changesets = {c.version: c for c in load_changesets(project, env, journaled)}
-    drift = find_drift(list(changesets.values()), journaled)
+    loaded = load_changesets(project, env, journaled)
+    changesets = {c.version: c for c in loaded}
+    try:
+        drift = find_drift(loaded, journaled, build_plan(loaded, env, journaled))
+    except ChangesetError:  # no plan can be made: any change to an applied changeset counts
+        drift = find_drift(loaded, journaled)
     out = []
     for version in sorted(set(changesets) | set(records), key=version_key):
         cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
@@ -395,22 +538,76 @@ def resolve(
     return sorted(lost)
 
 
-def repair(project: Project, env: Environment, *, note: str | None = None) -> list[str]:
-    """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
+@dataclass(frozen=True)
+class RepairItem:
+    """One drifted changeset ``repair`` would accept, and what changed in its applied batches."""
+
+    changeset: str  # V0003__name
+    version: str
+    reason: str  # what find_drift says
+    batches: list[BatchChange]  # the applied batches whose content changed, with their diffs
+
+
+def repair_preview(project: Project, env: Environment, changeset: str | None = None) -> list[RepairItem]:
+    """What ``repair`` would accept (only ``changeset``'s, if given), with a diff of each changed
+    applied batch. Reads only."""
+    state = journal_state(env)
+    changesets = load_changesets(project, env, state)
+    return _repair_items(changesets, env, state, changeset)
+
+
+def _repair_items(
+    changesets: Sequence[LoadedChangeset],
+    env: Environment,
+    state: Mapping[str, JournaledChangeset],
+    changeset: str | None,
+) -> list[RepairItem]:
+    the_plan = build_plan(changesets, env, state)
+    drift = find_drift(changesets, state, the_plan)
+    wanted = _version_of(changeset) if changeset else None
+    if wanted is not None and wanted not in drift:
+        known = ", ".join("V" + v for v in drift) or "none"
+        raise InputError(f"V{wanted} has not drifted: nothing to repair there (drifted: {known})")
+    planned = {c.version: c for c in the_plan.changesets}
+    contents = applied_contents(env)
+    return [
+        RepairItem(
+            changeset=cs.id,
+            version=cs.version,
+            reason=drift[cs.version],
+            batches=drift_report(state[cs.version], planned[cs.version], contents.get(cs.version)),
+        )
+        for cs in drifted(changesets, state, the_plan)
+        if wanted is None or cs.version == wanted
+    ]
+
+
+def _version_of(changeset: str) -> str:
+    return changeset.lstrip("Vv").split("__")[0]
+
+
+def repair(
+    project: Project, env: Environment, changeset: str | None = None, *, note: str | None = None
+) -> list[str]:
+    """Accept the current content of drifted changesets (only ``changeset``, if given), logged as
+    ``repaired`` events. Kintone keeps what the applied batches wrote: repair changes only the
+    journal's record of what was applied."""
     with Journal.open(env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
             changesets = load_changesets(project, env, state)
-            changed = drifted(changesets, state)
-            if not changed:
+            items = _repair_items(changesets, env, state, changeset)
+            if not items:
                 return []
             plan = build_plan(changesets, env, state)
             planned = {c.version: c for c in plan.changesets}
-            for cs in changed:
+            by_version = {c.version: c for c in changesets}
+            for item in items:
+                cs = by_version[item.version]
                 journaled = state[cs.version].batch_hashes
                 hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [c.id for c in changed]
+            return [item.changeset for item in items]
 
 
 def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:

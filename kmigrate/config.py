@@ -41,6 +41,8 @@ class EnvConfig(BaseModel):
     guest_space_id: int | None = Field(default=None, gt=0)
     insecure_http: bool = False
     journal: str | None = None
+    # The apps' definitions to validate against, in the sandbox file's shape (`sandbox pull --out`).
+    schema_file: str | None = Field(default=None, alias="schema")
     apps: dict[str, int | AppRef] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     # Talking to Kintone (strict: `timeout = "60"` or `retries = true` is an error naming the key).
@@ -110,6 +112,7 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
 
     @property
     def is_sandbox(self) -> bool:
@@ -216,6 +219,7 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
 
 

@@ -45,14 +45,21 @@ def new(cli: CliContext, name: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Read the apps' fields and process from Kintone (GET only) and check the records against them.",
+)
 @pass_cli
-def validate(cli: CliContext) -> None:
-    """Check every changeset (Jinja, YAML, schema, apps, refs, data files); all errors at once.
+def validate(cli: CliContext, online: bool) -> None:
+    """Check every changeset (Jinja, YAML, schema, apps, refs, data files, and the values against
+    the apps' fields and process when they are known); what `apply` would refuse (drift, order,
+    batches in doubt) too; all errors at once.
 
-    Exits 2 when anything is wrong. Nothing is sent to Kintone.
+    Exits 2 when anything is wrong. Nothing is sent to Kintone (--online only reads).
     """
     env = cli.environment()
-    result = api.validate(cli.project, env)
+    result = api.validate(cli.project, env, online=online)
     if not result.ok:
         for error in result.errors:
             click.echo(f"Error: {error}", err=True)
@@ -64,7 +71,8 @@ def validate(cli: CliContext) -> None:
     click.echo(
         f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
         f"{'s' if result.operation_count != 1 else ''}, {records} record{'s' if records != 1 else ''} "
-        f"valid for environment {env.name!r}."
+        f"valid for environment {env.name!r}"
+        + (f" (apps checked against {result.schemas_from})." if result.schemas_from else ".")
     )
 
 
@@ -77,14 +85,18 @@ def validate(cli: CliContext) -> None:
     show_default=True,
     help="text for a person, json for tools, markdown for a pull-request comment.",
 )
-@click.option("--check", is_flag=True, help="Exit 3 when there is work to do (for CI).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="For CI: exit 2 where `apply` would refuse (drift, order, in doubt), 3 when there is work to do.",
+)
 @pass_cli
 def plan(cli: CliContext, fmt: str, check: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
     from .. import render
 
     env = cli.environment()
-    the_plan = api.plan(cli.project, env, api.journal_state(env))
+    the_plan = api.plan(cli.project, env, api.journal_state(env), check=check)
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
