@@ -107,4 +107,6 @@ def seed_records(root: Path, app: int, records: list[dict]) -> None:
 
     env = load_project(root).environment()
     with api.connect(env) as client:
-        client.request("POST", "records", body={"app": app, "records": [to_kintone_record(r) for r in records]})
+        client.request(
+            "POST", "records", body={"app": app, "records": [to_kintone_record(r) for r in records]}
+        )

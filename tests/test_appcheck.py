@@ -168,20 +168,30 @@ def test_assignee_for_a_one_assignee_state(tmp_path):
     assert "Specify the assignee: the status 'Review' takes one of alice, bob" in found
     (found,) = problems(project(tmp_path / "b", NEW + status("Submit", "carol")))
     assert "'carol' is not an assignee candidate" in found
-    two = NEW + status("Submit", "alice") + "  - assignees: {app: orders, id: {ref: new, index: 0}, assignees: [alice, bob]}\n"
+    two = (
+        NEW
+        + status("Submit", "alice")
+        + "  - assignees: {app: orders, id: {ref: new, index: 0}, assignees: [alice, bob]}\n"
+    )
     (found,) = problems(project(tmp_path / "c", two))
     assert "The status 'Review' takes one assignee; 2 were given" in found
-    one = NEW + status("Submit", "alice") + "  - assignees: {app: orders, id: {ref: new, index: 0}, assignees: [bob]}\n"
+    one = (
+        NEW
+        + status("Submit", "alice")
+        + "  - assignees: {app: orders, id: {ref: new, index: 0}, assignees: [bob]}\n"
+    )
     assert problems(project(tmp_path / "d", one)) == []
 
 
 def test_status_on_an_app_without_process(tmp_path):
-    (found,) = problems(project(tmp_path, "operations:\n  - status: {app: notes, records: [1], action: Go}\n"))
+    (found,) = problems(
+        project(tmp_path, "operations:\n  - status: {app: notes, records: [1], action: Go}\n")
+    )
     assert "no process management enabled" in found
 
 
 def test_records_of_a_data_file_are_located_at_their_line(tmp_path):
-    csv_text = "code,amount,day\nA1,100,2024-07-01\nA2,\"12,000\",2024/07/02\n"
+    csv_text = 'code,amount,day\nA1,100,2024-07-01\nA2,"12,000",2024/07/02\n'
     root = project(
         tmp_path,
         "operations:\n  - add: {app: orders, records_from: data/orders.csv}\n",
