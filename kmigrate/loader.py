@@ -49,7 +49,7 @@ from .changeset import (
 )
 from .changeset_files import ChangesetFileName, discover, display_path
 from .config import App, Environment, Project
-from .datafiles import DataFile, data_format
+from .datafiles import DEFAULT_ENCODING, DataFile, data_format, encoding_name
 from .errors import ChangesetError, ConfigError, Location
 from .plan import JournaledChangeset, canonical_json
 from .records import (
@@ -453,7 +453,7 @@ class _FileLoader:
         self, body: _RecordsOp, base: tuple[Any, ...], number: int, detail: str
     ) -> _NormalisedSource | None:
         """The data file ``records_from`` names, if it is one the loader can read."""
-        relative = body.records_from
+        relative = body.data_path
         assert relative is not None
         path = (self.item.path.parent / relative).resolve()
         root = self.templates.project.root.resolve()
@@ -467,10 +467,16 @@ class _FileLoader:
                 f"records_from: data file {display_path(path)} not found "
                 "(paths are relative to the changeset file)"
             )
+        encoding = DEFAULT_ENCODING
+        try:
+            encoding = encoding_name(body.data_encoding)
+        except ValueError as exc:
+            problem = f"records_from {relative!r}: {exc}"
         if problem is not None:
             self.fail(problem, base + ("records_from",), operation=number, detail=detail)
             return None
-        return _NormalisedSource(DataFile(path, display_path(path), changeset=self.item.id, operation=number))
+        data = DataFile(path, display_path(path), changeset=self.item.id, operation=number, encoding=encoding)
+        return _NormalisedSource(data)
 
     def _check_data_file(
         self,
@@ -594,6 +600,8 @@ class _FileLoader:
             return None
         body = next(iter(raw_op.values()))
         relative = body.get("records_from") if isinstance(body, dict) else None
+        if isinstance(relative, dict):
+            relative = relative.get("path")
         if not isinstance(relative, str):
             return None
         path = (self.item.path.parent / relative).resolve()

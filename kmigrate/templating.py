@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .changeset_files import ChangesetFileName, display_path
 from .config import Environment, Project
-from .datafiles import read_json, read_table
+from .datafiles import encoding_name, read_json, read_table
 from .errors import ChangesetError, KmigrateError, Location
 
 MAX_SHOWN = 120  # characters of a rendered line shown in a message
@@ -124,9 +124,13 @@ class Templates:
             raise ChangesetError(f"data file {relative!r} is outside the project folder {display_path(root)}")
         return path
 
-    def _load_csv(self, relative: str) -> list[dict[str, Any]]:
+    def _load_csv(self, relative: str, encoding: str | None = None) -> list[dict[str, Any]]:
         path = self._data_path(str(relative))
-        return read_table(path, display_path(path))
+        try:
+            name = encoding_name(encoding)
+        except ValueError as exc:
+            raise ChangesetError(f"load_csv({relative!r}): {exc}") from None
+        return read_table(path, display_path(path), encoding=name)
 
     def _load_json(self, relative: str) -> Any:
         path = self._data_path(str(relative))
