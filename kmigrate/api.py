@@ -286,6 +286,52 @@ def plan(
     return the_plan
 
 
+@dataclass(frozen=True)
+class RenderedLine:
+    number: int  # in the rendered text
+    text: str
+    source_line: int | None  # the source line it stands on, when it has one
+    block_line: int | None  # else the first source line of the template block that made it
+
+
+@dataclass(frozen=True)
+class Rendered:
+    path: Path
+    changeset: str
+    lines: list[RenderedLine]
+
+
+def render_changeset(project: Project, env: Environment, changeset: str) -> Rendered:
+    """The changeset named ``changeset`` (a version, ``V0003``, or its file name) rendered by Jinja
+    for ``env``, each line with the source line it came from (``kmigrate render``)."""
+    from .changeset_files import discover
+    from .templating import LineMap, Templates, template_error
+
+    items, _problems = discover(project.changesets_dir)
+    wanted = changeset.removesuffix(".yaml").removesuffix(".yml")
+    item = next(
+        (i for i in items if wanted in (i.id, i.path.name, i.path.stem) or _version_of(wanted) == i.version),
+        None,
+    )
+    if item is None:
+        known = ", ".join(i.id for i in items) or "none"
+        raise InputError(f"no changeset {changeset!r} (known: {known})", hint="give its version, e.g. 0003")
+    text = item.path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    try:
+        rendered = Templates(project, env).render(item, text)
+    except Exception as exc:  # noqa: BLE001 - every template failure becomes a located error
+        raise template_error(exc, item, text.splitlines()) from exc
+    lines = LineMap(text, rendered)
+    return Rendered(
+        item.path,
+        item.id,
+        [
+            RenderedLine(n, line, lines.source_line(n), None if lines.source_line(n) else lines.block_line(n))
+            for n, line in enumerate(rendered.splitlines(), 1)
+        ],
+    )
+
+
 def schema() -> dict[str, Any]:
     """The JSON Schema of the changeset format (``kmigrate schema``), for editors."""
     return json_schema()

@@ -62,7 +62,7 @@ from .records import (
     unknown_field_message,
     unknown_fields,
 )
-from .templating import LineMap, Templates, template_error
+from .templating import LineMap, Templates, template_error, trim_hint
 from .validation_messages import kind_of, operation_problems
 
 MAX_ERRORS_PER_DATA_FILE = 200
@@ -130,6 +130,7 @@ class _FileLoader:
         self.lines: LineMap | None = None
         self.root: yaml.Node | None = None
         self.reached_operations = False
+        self.source_text = ""
 
     # -- reporting ----
 
@@ -223,6 +224,7 @@ class _FileLoader:
 
     def _render_and_parse(self, text: str) -> Any:
         """The rendered text's YAML (None when it failed, or when there is nothing)."""
+        self.source_text = text
         try:
             rendered = self.templates.render(self.item, text)
         except Exception as exc:  # noqa: BLE001 - every template failure becomes a located error
@@ -337,8 +339,10 @@ class _FileLoader:
         location, shown = self.lines.locate(rendered_line, file=self.file)
         if not shown and rendered_line is not None:
             shown = f"\n    {location.line} | {self.lines.text(rendered_line)}"
-        hint = None
-        if rendered_line is not None and "\t" in self.lines.text(rendered_line) and "token" in problem:
+        hint = trim_hint(self.source_text)  # the dbt/Ansible `{%-` idiom joins lines here
+        if hint is not None:
+            pass  # the most likely cause, said first
+        elif rendered_line is not None and "\t" in self.lines.text(rendered_line) and "token" in problem:
             hint = "YAML indents with spaces, not tabs"
         elif "mapping values are not allowed" in problem:
             hint = "quote a value that contains ': '"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import traceback
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,11 @@ class LineMap:
             return rendered_line
         return self._line.get(rendered_line)
 
+    def block_line(self, rendered_line: int) -> int | None:
+        """The first source line of the template block that made ``rendered_line`` (a loop, an
+        include, a macro), when it has no source line of its own."""
+        return self._block.get(rendered_line)
+
     def text(self, rendered_line: int) -> str:
         if 1 <= rendered_line <= len(self.rendered_lines):
             return shorten(self.rendered_lines[rendered_line - 1])
@@ -96,6 +102,23 @@ class LineMap:
 
 
 # ---- Jinja ----------------------------------------------------------------------------------
+
+_TRIMMING = re.compile(r"\{%-|-%\}|\{\{-|-\}\}")
+
+
+def trim_hint(source: str) -> str | None:
+    """For a YAML error in a file whose tags carry ``-`` (the dbt/Ansible idiom): kmigrate trims
+    blocks already, and ``-`` then joins YAML lines. None when no tag has one."""
+    for number, line in enumerate(source.splitlines(), 1):
+        if _TRIMMING.search(line):
+            fixed = _TRIMMING.sub(lambda m: m.group(0).replace("-", ""), line).strip()
+            return (
+                "kmigrate renders with trim_blocks and lstrip_blocks on: a `{% ... %}` line leaves no blank "
+                "line or indentation already, and a `-` in a tag also eats the line break next to it, "
+                f"joining YAML lines; drop the `-`: line {number} `{line.strip()}` -> `{fixed}` "
+                "(`kmigrate render CHANGESET` shows the rendered text)"
+            )
+    return None
 
 
 class Templates:

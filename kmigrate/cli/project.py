@@ -113,3 +113,22 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
 def schema() -> None:
     """Print the JSON Schema of the changeset format (for editors: yaml-language-server)."""
     click.echo(json.dumps(api.schema(), indent=2, ensure_ascii=False))
+
+
+@main.command("render")
+@click.argument("changeset")
+@pass_cli
+def render_command(cli: CliContext, changeset: str) -> None:
+    """Print CHANGESET (a version such as 0003, or its file name) as Jinja renders it for the
+    environment, each line with its source line (`~N`: made by the template block at line N)."""
+    result = api.render_changeset(cli.project, cli.environment(), changeset)
+    click.echo(f"# {_shown(result.path)} rendered for environment {cli.environment().name!r}")
+    click.echo("# source | rendered | text")
+    for line in result.lines:
+        if line.source_line is not None:
+            where = f"{line.source_line:>6}"
+        elif line.block_line is not None:
+            where = f"{'~' + str(line.block_line):>6}"
+        else:
+            where = " " * 6
+        click.echo(f"{where} | {line.number:>8} | {line.text}")
