@@ -662,3 +662,82 @@ def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
         return None
     with Journal.open(env.journal_path) as journal:
         return journal.force_unlock(reason)
+
+
+# ---- sandbox pull: a replica of real apps ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullResult:
+    written: Path
+    apps: list[tuple[str, int, int]]  # (alias or id, source id, id in the file)
+    records: int  # sample records added to the sandbox's store
+
+
+def sandbox_pull(
+    project: Project,
+    source: Environment,
+    *,
+    into: Environment | None = None,
+    out: Path | None = None,
+    apps: Sequence[str] | None = None,
+    records: int = 0,
+    client: Client | None = None,
+) -> PullResult:
+    """Read ``source``'s apps (all its aliases, or ``apps``) and write their definitions into
+    ``out`` (with their own ids: a schema file for ``schema = FILE``) or into the sandbox file of
+    ``into`` (with the ids ``into`` gives the same aliases). With ``records``, that many records
+    of each app are added to ``into``'s sandbox too. Reads only from ``source``."""
+    from . import pull
+
+    if out is None and (into is None or into.sandbox_file is None):
+        raise ConfigError(
+            "sandbox pull needs a sandbox environment to write into, or --out FILE",
+            hint="pass --into NAME (an environment with `sandbox = FILE`) or --out FILE",
+        )
+    if records and out is not None:
+        raise InputError("--records fills a sandbox's store: use it with --into, not --out")
+    names = list(apps) if apps else list(source.apps)
+    if not names:
+        raise ConfigError(f"environment {source.name!r} names no apps; pass --apps or add aliases")
+    own = client is None
+    active = client if client is not None else connect(source)
+    try:
+        pulled = []
+        for name in names:
+            app = source.app(name)
+            target = app.id
+            if out is None and into is not None and name in into.apps:
+                target = into.apps[name].id
+            pulled.append(pull.pull_app(active, app, target, records))
+    finally:
+        if own:
+            active.close()
+    target_file = out if out is not None else into.sandbox_file  # type: ignore[union-attr]
+    assert target_file is not None
+    existing = yaml.safe_load(target_file.read_text(encoding="utf-8")) if target_file.exists() else None
+    content = pull.merged(existing if isinstance(existing, dict) else None, pulled)
+    from .sandbox.definition import parse_definition
+
+    parse_definition(content, target_file)  # what is written must load: refuse before writing
+    target_file.parent.mkdir(parents=True, exist_ok=True)
+    target_file.write_text(
+        "# Written by `kmigrate sandbox pull` from environment "
+        f"{source.name!r}: Kintone's own shapes (properties, process).\n"
+        + yaml.safe_dump(content, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    added = 0
+    if records and into is not None:
+        with connect(into) as sandbox_client:
+            for one in pulled:
+                for start in range(0, len(one.records), 100):
+                    chunk = one.records[start : start + 100]
+                    if chunk:
+                        sandbox_client.request(
+                            "POST", "records", body={"app": one.target_id, "records": chunk}
+                        )
+                        added += len(chunk)
+    return PullResult(
+        target_file, [(n, p.source.id, p.target_id) for n, p in zip(names, pulled, strict=True)], added
+    )
