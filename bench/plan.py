@@ -88,7 +88,7 @@ def run_case(folder: Path, case: str) -> dict[str, float]:
     project = load_project(folder)
     env = project.environment()
     start = time.perf_counter()
-    changesets = api.load_changesets(project, env)
+    changesets = api.load_changesets(api.Context(project, env))
     figures["load_s"] = time.perf_counter() - start
     figures["rss_after_load_mb"] = peak_mb()
     start = time.perf_counter()

@@ -14,7 +14,8 @@ in a process of its own, so each peak RSS (``os.wait4``'s ``ru_maxrss``) is that
 - kmigrate's commands as a user runs them: ``kmigrate plan``, ``plan --format json``, and the
   second ``kmigrate apply`` (nothing to do).
 - W1 with 50 ms injected before every request, in process.
-- W1 through a served sandbox (``kmigrate sandbox serve``) with 50 ms per request: ``kmigrate
+- W1 through a served sandbox (the server of ``kmigrate sandbox serve --faults latency=50-50``,
+  over https) with 50 ms per request: ``kmigrate
   apply`` against Kintone's official ``cli-kintone record import`` (``npm install --prefix
   bench/.node @kintone/cli``).
 - ``apply --parallel 4`` against ``--parallel 1`` with 500 ms per request, once kmigrate has it.
@@ -275,8 +276,8 @@ def served_sandbox(folder: Path, latency_ms: int) -> Iterator[tuple[str, dict[st
     make kmigrate (httpx) and cli-kintone (node) trust its self-signed certificate, and a list
     that holds the request count and the APIs called once the server has stopped.
 
-    https because cli-kintone refuses any other base URL; ``kmigrate sandbox serve`` speaks
-    plain http, so the stand-in here (``run.py --serve``) serves the same WSGI app over TLS.
+    https because cli-kintone refuses any other base URL, and ``kmigrate sandbox serve`` speaks
+    plain http: ``run.py --serve`` runs the same server with the same fault option over TLS.
     """
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
@@ -311,26 +312,27 @@ def served_sandbox(folder: Path, latency_ms: int) -> Iterator[tuple[str, dict[st
     count.append(", ".join(f"{api} x{n}" for api, n in sorted(calls.items())))  # type: ignore[arg-type]
 
 
-def serve_stand_in(latency_ms: int, folder: Path) -> None:
-    """``run.py --serve MS``: the sandbox served over https with a wait before every request."""
-    import ssl
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+def serve_over_tls(latency_ms: int, folder: Path) -> None:
+    """``run.py --serve MS``: ``kmigrate sandbox serve --faults latency=MS-MS`` over https.
 
-    from transports import latency_wsgi
+    The sandbox's own server and fault layer (``make_server(..., faults=...)``), its listening
+    socket wrapped in TLS with the folder's throwaway certificate.
+    """
+    import ssl
+
+    from transports import latency_profile
 
     from kmigrate.sandbox import Sandbox
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class Handler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-            print(format % args, file=sys.stderr, flush=True)
+    from kmigrate.sandbox.server import make_server
 
     sandbox = Sandbox.open(folder / "sandbox.yaml")
-    app = latency_wsgi(sandbox.wsgi_app, latency_ms / 1000)
-    server = make_server("127.0.0.1", 0, app, server_class=Server, handler_class=Handler)
+    server = make_server(
+        sandbox,
+        "127.0.0.1",
+        0,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        faults=latency_profile(latency_ms),
+    )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -538,7 +540,7 @@ def render(report: Report) -> str:
             f"### W1 through a served sandbox with {LATENCY_MS} ms per request: kmigrate vs Kintone's official CLI",
             "",
             "Each tool as a process against a fresh sandbox served over https in a process of its own",
-            "(cli-kintone takes no other base URL; the wait is bench's own, in front of the sandbox's WSGI app);",
+            "(cli-kintone takes no other base URL): the sandbox's server and `--faults latency=50-50`, over TLS;",
             "requests as the server logged them; ratio = against cli-kintone.",
             "",
             *served_table(report.served, "cli-kintone"),
@@ -573,38 +575,54 @@ def write_results(path: Path, text: str) -> None:
 # ---- profiling -----------------------------------------------------------------------------
 
 
-def profile(size: wl.Size, base: Path, top: int = 15) -> None:
+PROFILES = BENCH / ".profiles"  # kept for a closer look (gitignored)
+
+
+def profile_summary(stats_file: Path, top: int = 15) -> None:
+    """The top entries by cumulative time (all, then kmigrate's own), who calls the data-file
+    reader and the record compiler (each call is one record read or compiled), and self time."""
     import pstats
 
+    def stats() -> pstats.Stats:
+        return pstats.Stats(str(stats_file), stream=sys.stdout)
+
+    stats().sort_stats("cumulative").print_stats(top)
+    print(f"-- kmigrate's own functions, top {top} by cumulative time")
+    stats().sort_stats("cumulative").print_stats(r"/kmigrate/(?!cli/|__main__)", top)
+    print(
+        "-- who reads data-file records (DataFile.__iter__) and compiles them (_OpCompiler.records, _compile)"
+    )
+    stats().print_callers(r"datafiles.py:\d+\(__iter__\)|planner.py:\d+\((records|_compile)\)")
+    print(f"-- top {top} by own time")
+    stats().sort_stats("tottime").print_stats(top)
+
+
+def profile(size: wl.Size, base: Path) -> None:
+    """cProfile of the W1 apply (in process, as the table measures it) and of the W4
+    ``kmigrate plan --format json`` (as a process)."""
+    PROFILES.mkdir(exist_ok=True)
     w1 = wl.build("W1", size)
     folder = base / "W1-profile"
     prepare(w1, folder)
-    stats_file = base / "w1-apply.prof"
-    child(
-        ["--runner", "kmigrate", "--workload", "W1", "--size", size.name, "--dir", str(folder)]
-        + ["--latency", "0", "--profile-to", str(stats_file)]
-    )
-    print(f"== W1 apply of {w1.records:,} records (in process), top {top} by cumulative time")
-    pstats.Stats(str(stats_file)).sort_stats("cumulative").print_stats(top)
-    pstats.Stats(str(stats_file)).sort_stats("cumulative").print_stats(
-        r"datafiles|planner|loader|plan\.py", 25
-    )
+    stats_file = PROFILES / f"w1-apply-{size.name}.prof"
+    args = ["--runner", "kmigrate", "--workload", "W1", "--size", size.name, "--dir", str(folder)]
+    got, _ = child([*args, "--latency", "0", "--profile-to", str(stats_file)])
+    print(f"== W1 apply of {w1.records:,} records in process: {got['seconds']:.1f} s under cProfile")
+    profile_summary(stats_file)
     w4 = wl.build("W4", size)
     folder = base / "W4-profile"
     prepare(w4, folder)
-    stats_file = base / "w4-plan-json.prof"
+    stats_file = PROFILES / f"w4-plan-json-{size.name}.prof"
     proc = run_process(
         [sys.executable, "-m", "cProfile", "-o", stats_file, "-m", "kmigrate", "plan", "--format", "json"],
         folder,
         stdout_to_null=True,
     )
     print(
-        f"== W4 `plan --format json` of {w4.records:,} records: {proc.seconds:.1f} s, peak RSS {proc.rss_mb:.0f} MB"
+        f"== W4 `kmigrate plan --format json` of {w4.records:,} records: {proc.seconds:.1f} s under cProfile, "
+        f"peak RSS {proc.rss_mb:.0f} MB"
     )
-    pstats.Stats(str(stats_file)).sort_stats("cumulative").print_stats(top)
-    pstats.Stats(str(stats_file)).sort_stats("cumulative").print_stats(
-        r"datafiles|planner|loader|plan\.py", 25
-    )
+    profile_summary(stats_file)
 
 
 # ---- the command ---------------------------------------------------------------------------
@@ -635,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(measure_in_child(ns)))
         return 0
     if ns.serve is not None:
-        serve_stand_in(ns.serve, Path(ns.dir))
+        serve_over_tls(ns.serve, Path(ns.dir))
         return 0
     size = wl.SIZES[ns.size]
     names = [n.strip().upper() for n in ns.workloads.split(",") if n.strip()]

@@ -263,7 +263,7 @@ def measure(
             profiler.enable()
         if runner == "kmigrate":
             client = Client(SANDBOX_BASE_URL, Credentials(), transport=transport)
-            result = api.apply(project, env, client=client)
+            result = api.apply(api.Context(project, env), client=client)
             if result.summary is None:
                 raise RuntimeError("kmigrate applied nothing")
             sent = result.summary.applied_records

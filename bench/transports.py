@@ -1,5 +1,5 @@
 """What the benchmark puts between a runner and the sandbox: a clock on the sandbox's own work,
-and injected latency (the sandbox's fault option when it exists, a small stand-in otherwise).
+and latency injected with the sandbox's own fault layer (``kmigrate.sandbox.faults``).
 
     timed = time_sandbox(sandbox)                  # before any transport is made
     transport = latency_transport(sandbox, 50)     # 50 ms before every request
@@ -12,7 +12,6 @@ in it (they count as the client's side, the same for every runner).
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from kmigrate.sandbox import Sandbox
+from kmigrate.sandbox.faults import FaultProfile, FaultyTransport
 
 
 class TimedApp:
@@ -50,51 +50,17 @@ def time_sandbox(sandbox: Sandbox) -> TimedApp:
     return timed
 
 
-class LatencyTransport(httpx.BaseTransport):
-    """The stand-in until ``kmigrate.sandbox.faults`` is on main: wait, then pass the request on."""
-
-    def __init__(self, inner: httpx.BaseTransport, seconds: float):
-        self.inner = inner
-        self.seconds = seconds
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        time.sleep(self.seconds)
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def sandbox_has_faults() -> bool:
-    return importlib.util.find_spec("kmigrate.sandbox.faults") is not None
-
-
-def latency_spec(ms: int) -> str:
-    return f"seed=1,latency={ms}-{ms}"
+def latency_profile(ms: int) -> FaultProfile:
+    """The sandbox's fault layer with no fault, only ``ms`` milliseconds before every request."""
+    return FaultProfile.parse(f"seed=1,latency={ms}-{ms}")
 
 
 def latency_transport(sandbox: Sandbox, ms: int) -> httpx.BaseTransport:
     """The sandbox's in-process transport with ``ms`` milliseconds before every request.
 
-    With the sandbox's fault layer, its ``FaultyTransport`` waits for real only when given a
-    ``sleep`` (``sandbox.transport(faults=...)`` does not sleep in process), so it is built
-    here with ``time.sleep``.
+    ``sandbox.transport(faults=...)`` never sleeps in process (its latency is only counted), so
+    the sandbox's ``FaultyTransport`` is built here with a real ``time.sleep``.
     """
     if ms <= 0:
         return sandbox.transport()
-    if sandbox_has_faults():
-        from kmigrate.sandbox.faults import FaultProfile, FaultyTransport
-
-        return FaultyTransport(sandbox.transport(), FaultProfile.parse(latency_spec(ms)), sleep=time.sleep)
-    return LatencyTransport(sandbox.transport(), ms / 1000)
-
-
-def latency_wsgi(app: Any, seconds: float) -> Callable[..., Iterable[bytes]]:
-    """For a served sandbox without the fault layer: wait outside the sandbox's lock (as a
-    network would, so requests in flight together overlap), then let the sandbox answer."""
-
-    def delayed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        time.sleep(seconds)
-        return app(environ, start_response)
-
-    return delayed
+    return FaultyTransport(sandbox.transport(), latency_profile(ms), sleep=time.sleep)

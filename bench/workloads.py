@@ -86,7 +86,7 @@ class Workload:
         (consecutive operations of one call kind share them), 20 calls to a bulk, and an item
         that needs the id of a record added in the current bulk starts the next one (the id is
         known only once that bulk has run). Greedy is optimal here: every constraint holds for
-        any part of a feasible bulk (see kmigrate/planner.py's docstring); computed apart from
+        any part of a feasible bulk (see kmigrate/planner/packing.py's docstring); computed apart from
         the planner, on counts alone."""
         bulks, calls, in_call, kind = 0, 0, 0, None
         added_before: dict[str, int] = {}  # per ref: records added in bulks before the current

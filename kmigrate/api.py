@@ -1,17 +1,20 @@
 """One function per command: what ``kmigrate.cli`` calls, usable from Python as well.
 
-Nothing here prints; problems are ``KmigrateError``s. The project commands (init, new,
-validate, plan, schema) come first; the run commands (apply, status, ...) follow in their own
-section at the end.
+Every function but ``init_project`` and ``schema`` takes a ``Context`` (the project and the
+environment chosen). Nothing here prints; problems are ``KmigrateError``s. The project
+commands (init, new, validate, plan, schema) come first, the run commands (apply, status,
+history, resolve, repair, unlock) after them; each is a thin function over the rooms below
+(loader, planner, runner, journal, status, drift).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,10 +22,10 @@ from . import loader, sent_content
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
-from .changeset_files import display_path, next_changeset_path, version_key
+from .changeset_files import display_path, next_changeset_path, version_of
 from .client import Client, RetryPolicy
-from .config import CONFIG_FILE, App, Credentials, Environment, Project
-from .drift import BatchChange, drift_report, drifted, find_drift, preflight
+from .config import CONFIG_FILE, App, Credentials, Environment, Project, load_project
+from .drift import BatchChange, accepted_hashes, drift_report, drifted, find_drift, preflight
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -32,11 +35,15 @@ from .errors import (
     Location,
     LockedError,
 )
-from .journal import BatchRecord, ChangesetRecord, Event, Journal, LockHolder
-from .plan import SENT, JournaledChangeset, Plan
+from .journal import Event, Journal, LockHolder
+from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .status import ChangesetStatus, changeset_statuses
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -81,12 +88,40 @@ def init_project(directory: Path | str) -> list[Path]:
     return written
 
 
-def new_changeset(project: Project, name: str) -> Path:
+@dataclass(frozen=True)
+class Context:
+    """What every command works on, as alembic's ``Config``: the project and the environment
+    chosen (its variables with ``--var`` applied). The CLI builds one per command; from Python,
+    ``Context.load(".", "sandbox")``."""
+
+    project: Project
+    env: Environment
+
+    @classmethod
+    def load(
+        cls, directory: Path | str = ".", env: str | None = None, vars: Mapping[str, Any] | None = None
+    ) -> Context:
+        project = load_project(Path(directory))
+        return cls(project, project.environment(env, dict(vars or {})))
+
+    @cached_property
+    def schemas(self) -> dict[int, AppSchema]:
+        """The apps' definitions known offline (``app_schemas``): the sandbox file, or the
+        environment's ``schema`` file."""
+        return app_schemas(self.env)
+
+    @cached_property
+    def known_fields(self) -> KnownFields:
+        """The apps' field codes, where their definitions are known."""
+        return known_fields(self.schemas)
+
+
+def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
     """
-    path = next_changeset_path(project.changesets_dir, name)
+    path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
@@ -96,34 +131,27 @@ def new_changeset(project: Project, name: str) -> Path:
 
 
 def load_changesets(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None = None,
-    *,
-    schemas: Schemas | None = None,
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *, schemas: Schemas | None = None
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for ``env`` and validated, in version order,
-    checked against the apps' definitions when they are known (``app_schemas``).
+    """Every changeset of the project, rendered for the environment and validated, in version
+    order, checked against the apps' definitions when they are known (``app_schemas``).
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    changesets, errors = _load_checked(project, env, journal_state, schemas)
+    changesets, errors = _load_checked(ctx, state, schemas)
     if errors:
         raise loader.combine(errors)
     return changesets
 
 
 def _load_checked(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None,
-    schemas: Schemas | None,
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None, schemas: Schemas | None
 ) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
     """The loader's changesets and problems, then what the apps' definitions refuse."""
-    schemas = app_schemas(env) if schemas is None else schemas
-    changesets, errors = loader.load_all(project, env, journal_state, known_fields=known_fields(schemas))
-    errors.extend(check_changesets(changesets, env, schemas, journal_state))
+    schemas = ctx.schemas if schemas is None else schemas
+    changesets, errors = loader.load_all(ctx.project, ctx.env, state, known_fields=known_fields(schemas))
+    errors.extend(check_changesets(changesets, ctx.env, schemas, state))
     return changesets, errors
 
 
@@ -199,7 +227,7 @@ class Validation:
 
     changesets: list[LoadedChangeset] = field(default_factory=list)
     errors: list[KmigrateError] = field(default_factory=list)
-    schemas_from: str = ""  # where the apps' definitions came from ("" : none were known)
+    schemas_from: str = ""  # where the apps' definitions came from ("": none were known)
 
     @property
     def ok(self) -> bool:
@@ -212,41 +240,39 @@ class Validation:
     @property
     def record_count(self) -> int:
         """Records written by add, update and upsert (inline, or counted while streaming a data file)."""
-        total = 0
-        for cs in self.changesets:
-            for op in cs.operations:
-                body = op.body
-                if isinstance(body, _RecordsOp):
-                    total += body.record_count or 0
-        return total
+        return sum(
+            op.body.record_count or 0
+            for cs in self.changesets
+            for op in cs.operations
+            if isinstance(op.body, _RecordsOp)
+        )
 
 
-def validate(
-    project: Project, env: Environment, *, online: bool = False, client: Client | None = None
-) -> Validation:
-    """Check every changeset against ``env``: all errors at once, nothing sent anywhere.
+def validate(ctx: Context, *, online: bool = False, client: Client | None = None) -> Validation:
+    """Check every changeset against the environment: all errors at once, nothing sent anywhere.
 
     The apps' definitions come from ``app_schemas`` or, with ``online``, from Kintone itself
     (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
     """
-    state = journal_state(env)
+    env = ctx.env
+    state = journal_state(ctx)
     schemas: Schemas = {}
     if online:
         own = client is None
-        active = client if client is not None else connect(env)
+        active = client if client is not None else connect(ctx)
         try:
             schemas = online_schemas(env, apps_used(env), active)
-            changesets, errors = _load_checked(project, env, state, schemas)
+            changesets, errors = _load_checked(ctx, state, schemas)
             extra = [a for a in apps_used(env, changesets) if a.id not in schemas]
             if extra:  # apps named only by id in a changeset: read them too, check again
                 schemas = {**schemas, **online_schemas(env, extra, active)}
-                changesets, errors = _load_checked(project, env, state, schemas)
+                changesets, errors = _load_checked(ctx, state, schemas)
         finally:
             if own:
                 active.close()
     else:
-        schemas = app_schemas(env)
-        changesets, errors = _load_checked(project, env, state, schemas)
+        schemas = ctx.schemas
+        changesets, errors = _load_checked(ctx, state, schemas)
     found: list[KmigrateError] = list(errors)
     if not errors:
         found.extend(preflight_problems(env, changesets, state))
@@ -270,19 +296,16 @@ def preflight_problems(
     return preflight(changesets, state, the_plan, out_of_order=out_of_order)
 
 
-def plan(
-    project: Project,
-    env: Environment,
-    journal_state: Mapping[str, JournaledChangeset] | None = None,
-    *,
-    check: bool = False,
-) -> Plan:
-    """The plan ``apply`` would run: every changeset, compiled to bulk requests. With ``check``,
-    refuses as ``apply`` would (drift, in-doubt batches, order)."""
-    changesets = load_changesets(project, env, journal_state)
-    the_plan = build_plan(changesets, env, journal_state)
+def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *, check: bool = False) -> Plan:
+    """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
+    states from ``state``, read from the journal when not given). With ``check``, refuses as
+    ``apply`` would (drift, in-doubt batches, order)."""
+    if state is None:
+        state = journal_state(ctx)
+    changesets = load_changesets(ctx, state)
+    the_plan = build_plan(changesets, ctx.env, state)
     if check:
-        check_preconditions(changesets, journal_state or {}, plan=the_plan)
+        check_preconditions(changesets, state, plan=the_plan)
     return the_plan
 
 
@@ -301,16 +324,16 @@ class Rendered:
     lines: list[RenderedLine]
 
 
-def render_changeset(project: Project, env: Environment, changeset: str) -> Rendered:
+def render_changeset(ctx: Context, changeset: str) -> Rendered:
     """The changeset named ``changeset`` (a version, ``V0003``, or its file name) rendered by Jinja
     for ``env``, each line with the source line it came from (``kmigrate render``)."""
     from .changeset_files import discover
     from .templating import LineMap, Templates, template_error
 
-    items, _problems = discover(project.changesets_dir)
+    items, _problems = discover(ctx.project.changesets_dir)
     wanted = changeset.removesuffix(".yaml").removesuffix(".yml")
     item = next(
-        (i for i in items if wanted in (i.id, i.path.name, i.path.stem) or _version_of(wanted) == i.version),
+        (i for i in items if wanted in (i.id, i.path.name, i.path.stem) or version_of(wanted) == i.version),
         None,
     )
     if item is None:
@@ -318,7 +341,7 @@ def render_changeset(project: Project, env: Environment, changeset: str) -> Rend
         raise InputError(f"no changeset {changeset!r} (known: {known})", hint="give its version, e.g. 0003")
     text = item.path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
     try:
-        rendered = Templates(project, env).render(item, text)
+        rendered = Templates(ctx.project, ctx.env).render(item, text)
     except Exception as exc:  # noqa: BLE001 - every template failure becomes a located error
         raise template_error(exc, item, text.splitlines()) from exc
     lines = LineMap(text, rendered)
@@ -337,18 +360,15 @@ def schema() -> dict[str, Any]:
     return json_schema()
 
 
-# ---- run commands (apply, status, history, resolve, repair, unlock) -------------------------
-# Appended by the run work below this line.
-
-
 # ---- applying: apply, status, history, resolve, repair, unlock ---------------------------------
 # The runner's commands. Each opens what it needs (journal, client) and closes it again; tests
 # inject a client (e.g. over a sandbox they hold) through ``client=``.
 
 
-def connect(env: Environment) -> Client:
-    """The client for ``env``: the embedded sandbox through an in-process transport, or Kintone;
-    with the environment's timeout and retry settings."""
+def connect(ctx: Context) -> Client:
+    """The client for the environment: the embedded sandbox through an in-process transport, or
+    Kintone; with the environment's timeout and retry settings."""
+    env = ctx.env
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
         settings["timeout"] = env.timeout
@@ -363,27 +383,27 @@ def connect(env: Environment) -> Client:
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
 
 
-def _sandbox_credentials(sandbox: Any) -> Credentials:
+def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
     """The embedded Kintone needs no secrets from the user: where its file gives an app API
     tokens, kmigrate uses them (the strongest of each app's, at most 9 as Kintone allows)."""
     tokens = [
-        max(app.tokens, key=lambda t: (len(app.tokens[t]), t))
+        max(app.tokens.items(), key=lambda token: (len(token[1]), token[0]))[0]
         for app in sandbox.definition.apps.values()
         if app.tokens
     ]
     return Credentials(api_tokens=tuple(tokens[:9]))
 
 
-def applied_contents(env: Environment) -> dict[str, dict[int, Any]]:
+def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
     """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
-    return sent_content.load(env.journal_path)
+    return sent_content.load(ctx.env.journal_path)
 
 
-def journal_state(env: Environment) -> dict[str, JournaledChangeset]:
+def journal_state(ctx: Context) -> dict[str, JournaledChangeset]:
     """What the journal knows, without creating a journal where there is none yet."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return {}
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.state()
 
 
@@ -395,8 +415,7 @@ class ApplyResult:
 
 
 def apply(
-    project: Project,
-    env: Environment,
+    ctx: Context,
     *,
     dry_run: bool = False,
     out_of_order: bool = False,
@@ -405,11 +424,12 @@ def apply(
     client: Client | None = None,
     lock_wait: float = 0.0,
 ) -> ApplyResult:
-    """Apply every pending changeset to ``env``. ``confirm`` sees the plan before anything is
-    sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
+    is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    env = ctx.env
     if dry_run:
-        state = journal_state(env)
-        changesets = load_changesets(project, env, state)
+        state = journal_state(ctx)
+        changesets = load_changesets(ctx, state)
         the_plan = build_plan(changesets, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
         return ApplyResult(the_plan)
@@ -419,8 +439,8 @@ def apply(
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(project, env, state)
-                plan = build_plan(changesets, env, state)
+                changesets = load_changesets(ctx, state)
+                plan = build_plan(changesets, env, state)  # first: drift is judged per batch
                 check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
                 if not plan.pending:
                     outcome = "nothing to do"
@@ -431,7 +451,7 @@ def apply(
                     outcome = "declined"
                     return ApplyResult(plan)
                 own_client = client is None
-                active = client if client is not None else connect(env)
+                active = client if client is not None else connect(ctx)
                 try:
                     runner = Runner(
                         active,
@@ -487,97 +507,43 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
     return locate
 
 
-@dataclass(frozen=True)
-class ChangesetStatus:
-    version: str
-    name: str
-    path: Path | None
-    state: str  # applied | partial | pending | in doubt | drifted | missing
-    batches_applied: int = 0
-    batches_total: int | None = None  # known once the changeset has been journaled
-    last_applied: str | None = None
-    note: str = ""
-
-
-def status(project: Project, env: Environment) -> list[ChangesetStatus]:
+def status(ctx: Context) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    records: dict[str, ChangesetRecord] = {}
-    batches: dict[str, list[BatchRecord]] = {}
-    journaled: dict[str, JournaledChangeset] = {}
-    if env.journal_path.exists():  # status never creates a journal
-        with Journal.open(env.journal_path) as journal:
-            journaled = journal.state()
-            records = {r.version: r for r in journal.changesets()}
-            for b in journal.batches():
-                batches.setdefault(b.changeset, []).append(b)
-    loaded = load_changesets(project, env, journaled)
-    changesets = {c.version: c for c in loaded}
+    if not ctx.env.journal_path.exists():  # status never creates a journal
+        return changeset_statuses(load_changesets(ctx), {}, [], [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        journaled = journal.state()
+        records, batches = journal.changesets(), journal.batches()
+    changesets = load_changesets(ctx, journaled)
     try:
-        drift = find_drift(loaded, journaled, build_plan(loaded, env, journaled))
+        the_plan: Plan | None = build_plan(changesets, ctx.env, journaled)
     except ChangesetError:  # no plan can be made: any change to an applied changeset counts
-        drift = find_drift(loaded, journaled)
-    out = []
-    for version in sorted(set(changesets) | set(records), key=version_key):
-        cs, rec, bs = changesets.get(version), records.get(version), batches.get(version, [])
-        applied = sum(1 for b in bs if b.state == "applied")
-        if cs is not None:
-            name, path = cs.name, cs.path
-        else:
-            assert rec is not None  # a version comes from the files or from the journal
-            name, path = rec.name, Path(rec.path)
-        if cs is None:
-            shown, note = "missing", "journaled, but its file is gone"
-        elif any(b.state == "sent" for b in bs):
-            shown, note = "in doubt", "a batch was sent and its answer never journaled: `kmigrate resolve`"
-        elif version in drift:
-            shown, note = "drifted", "changed since it was applied: `kmigrate repair` or restore the file"
-        else:
-            shown, note = (rec.state if rec else "pending"), ""
-            failed = [b for b in bs if b.state == "failed"]
-            if failed:  # the journal keeps Kintone's refusal: show it where people look first
-                error = failed[0].error or {}
-                code = f"[{error['code']}] " if error.get("code") else ""
-                reason = error.get("message", "see `kmigrate history`")
-                note = f"batch #{failed[0].index} failed: {code}{reason}; fix it and run `kmigrate apply`"
-        out.append(
-            ChangesetStatus(
-                version=version,
-                name=name,
-                path=path,
-                state=shown,
-                batches_applied=applied,
-                batches_total=rec.batch_count if rec else None,
-                last_applied=rec.last_applied if rec else None,
-                note=note,
-            )
-        )
-    return out
+        the_plan = None
+    return changeset_statuses(changesets, journaled, records, batches, the_plan)
 
 
-def history(env: Environment, changeset: str | None = None) -> list[Event]:
-    if not env.journal_path.exists():
+def history(ctx: Context, changeset: str | None = None) -> list[Event]:
+    """The journal's event log, oldest first; only ``changeset``'s (``V0003``, ``0003``...) if given."""
+    if not ctx.env.journal_path.exists():
         return []
-    with Journal.open(env.journal_path) as journal:
-        return journal.events(changeset=changeset.lstrip("V").split("__")[0] if changeset else None)
+    with Journal.open(ctx.env.journal_path) as journal:
+        return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
-def resolve(
-    project: Project, env: Environment, version: str, batch: int, *, applied: bool, note: str | None = None
-) -> list[str]:
+def resolve(ctx: Context, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
     """Settle an in-doubt batch after checking Kintone (``applied`` or not).
 
     Returns the refs the batch created records for when it is resolved as applied: their ids
     were in the lost answer, so the journal keeps a lost-id placeholder for each of those
     records (later ids keep their positions) and a later operation that needs them stops.
     """
-    version = version.lstrip("V").split("__")[0]
-    with Journal.open(env.journal_path) as journal:
+    version = version_of(version)
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
             lost: dict[str, list[int]] = {}
             if applied and version in state and state[version].batch_states.get(batch) == SENT:
-                plan = build_plan(load_changesets(project, env, state), env, state)
-                planned = next((c for c in plan.changesets if c.version == version), None)
+                planned = _planned(ctx, state).get(version)
                 if planned is not None and 0 <= batch < len(planned.batches):
                     lost = lost_ids(planned.batches[batch])
             journal.resolve(version, batch, applied, refs=lost, note=note)
@@ -594,28 +560,28 @@ class RepairItem:
     batches: list[BatchChange]  # the applied batches whose content changed, with their diffs
 
 
-def repair_preview(project: Project, env: Environment, changeset: str | None = None) -> list[RepairItem]:
+def repair_preview(ctx: Context, changeset: str | None = None) -> list[RepairItem]:
     """What ``repair`` would accept (only ``changeset``'s, if given), with a diff of each changed
     applied batch. Reads only."""
-    state = journal_state(env)
-    changesets = load_changesets(project, env, state)
-    return _repair_items(changesets, env, state, changeset)
+    state = journal_state(ctx)
+    changesets = load_changesets(ctx, state)
+    return _repair_items(ctx, changesets, state, changeset)
 
 
 def _repair_items(
+    ctx: Context,
     changesets: Sequence[LoadedChangeset],
-    env: Environment,
     state: Mapping[str, JournaledChangeset],
     changeset: str | None,
 ) -> list[RepairItem]:
-    the_plan = build_plan(changesets, env, state)
+    the_plan = build_plan(changesets, ctx.env, state)
     drift = find_drift(changesets, state, the_plan)
-    wanted = _version_of(changeset) if changeset else None
+    wanted = version_of(changeset) if changeset else None
     if wanted is not None and wanted not in drift:
         known = ", ".join("V" + v for v in drift) or "none"
         raise InputError(f"V{wanted} has not drifted: nothing to repair there (drifted: {known})")
     planned = {c.version: c for c in the_plan.changesets}
-    contents = applied_contents(env)
+    contents = applied_contents(ctx)
     return [
         RepairItem(
             changeset=cs.id,
@@ -628,39 +594,36 @@ def _repair_items(
     ]
 
 
-def _version_of(changeset: str) -> str:
-    return changeset.lstrip("Vv").split("__")[0]
-
-
-def repair(
-    project: Project, env: Environment, changeset: str | None = None, *, note: str | None = None
-) -> list[str]:
+def repair(ctx: Context, changeset: str | None = None, *, note: str | None = None) -> list[str]:
     """Accept the current content of drifted changesets (only ``changeset``, if given), logged as
     ``repaired`` events. Kintone keeps what the applied batches wrote: repair changes only the
     journal's record of what was applied."""
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            changesets = load_changesets(project, env, state)
-            items = _repair_items(changesets, env, state, changeset)
+            changesets = load_changesets(ctx, state)
+            items = _repair_items(ctx, changesets, state, changeset)
             if not items:
                 return []
-            plan = build_plan(changesets, env, state)
-            planned = {c.version: c for c in plan.changesets}
+            planned = {c.version: c for c in build_plan(changesets, ctx.env, state).changesets}
             by_version = {c.version: c for c in changesets}
             for item in items:
                 cs = by_version[item.version]
-                journaled = state[cs.version].batch_hashes
-                hashes = {b.index: b.hash for b in planned[cs.version].batches if b.index in journaled}
+                hashes = accepted_hashes(planned[cs.version], state[cs.version])
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
             return [item.changeset for item in items]
 
 
-def unlock(env: Environment, *, reason: str | None = None) -> LockHolder | None:
+def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
+    plan = build_plan(load_changesets(ctx, state), ctx.env, state)
+    return {c.version: c for c in plan.changesets}
+
+
+def unlock(ctx: Context, *, reason: str | None = None) -> LockHolder | None:
     """Free the journal's lock whoever holds it (logged). Returns the holder, or None."""
-    if not env.journal_path.exists():
+    if not ctx.env.journal_path.exists():
         return None
-    with Journal.open(env.journal_path) as journal:
+    with Journal.open(ctx.env.journal_path) as journal:
         return journal.force_unlock(reason)
 
 
@@ -675,8 +638,7 @@ class PullResult:
 
 
 def sandbox_pull(
-    project: Project,
-    source: Environment,
+    ctx: Context,
     *,
     into: Environment | None = None,
     out: Path | None = None,
@@ -684,12 +646,13 @@ def sandbox_pull(
     records: int = 0,
     client: Client | None = None,
 ) -> PullResult:
-    """Read ``source``'s apps (all its aliases, or ``apps``) and write their definitions into
+    """Read the apps of ``ctx``'s environment (all its aliases, or ``apps``) and write their definitions into
     ``out`` (with their own ids: a schema file for ``schema = FILE``) or into the sandbox file of
     ``into`` (with the ids ``into`` gives the same aliases). With ``records``, that many records
     of each app are added to ``into``'s sandbox too. Reads only from ``source``."""
     from . import pull
 
+    source = ctx.env
     if out is None and (into is None or into.sandbox_file is None):
         raise ConfigError(
             "sandbox pull needs a sandbox environment to write into, or --out FILE",
@@ -701,7 +664,7 @@ def sandbox_pull(
     if not names:
         raise ConfigError(f"environment {source.name!r} names no apps; pass --apps or add aliases")
     own = client is None
-    active = client if client is not None else connect(source)
+    active = client if client is not None else connect(ctx)
     try:
         pulled = []
         for name in names:
@@ -729,7 +692,7 @@ def sandbox_pull(
     )
     added = 0
     if records and into is not None:
-        with connect(into) as sandbox_client:
+        with connect(Context(ctx.project, into)) as sandbox_client:
             for one in pulled:
                 for start in range(0, len(one.records), 100):
                     chunk = one.records[start : start + 100]

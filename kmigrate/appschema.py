@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 # Types whose value a record carries and a client may write.
+# Types whose value a record carries and a client may write.
 WRITABLE_TYPES = frozenset(
     {
         "SINGLE_LINE_TEXT",
@@ -87,6 +88,17 @@ class FieldDef:
     max_length: int | None = None
     fields: Mapping[str, FieldDef] = field(default_factory=dict)  # SUBTABLE columns
     extra: Mapping[str, Any] = field(default_factory=dict)  # other Kintone keys, echoed by fields.json
+    lookup: LookupDef | None = None
+
+
+@dataclass(frozen=True)
+class LookupDef:
+    """Kintone's ``lookup`` of a text or number field: find the related app's record whose key
+    field holds the value, and copy its fields into this record."""
+
+    related_app: int
+    key_field: str
+    mappings: tuple[tuple[str, str], ...]  # (this app's field, the related app's field)
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,31 @@ class ProcessDef:
 
 class SchemaProblem(Exception):
     """A definition problem before we know how to name where it is."""
+
+
+def _parse_lookup(where: str, ftype: str, raw: Any) -> LookupDef | None:
+    if raw is None:
+        return None
+    if ftype not in ("SINGLE_LINE_TEXT", "NUMBER"):
+        raise SchemaProblem(f"{where}: only a SINGLE_LINE_TEXT or NUMBER field can be a lookup")
+    related = raw.get("relatedApp") if isinstance(raw, Mapping) else None
+    app_id = related.get("app") if isinstance(related, Mapping) else None
+    key = raw.get("relatedKeyField") if isinstance(raw, Mapping) else None
+    if not (isinstance(app_id, (int, str)) and str(app_id).isdigit() and isinstance(key, str) and key):
+        raise SchemaProblem(
+            f"{where}: `lookup` takes Kintone's shape: {{relatedApp: {{app: ID}}, relatedKeyField: CODE, "
+            "fieldMappings: [{field, relatedField}]}"
+        )
+    mappings = []
+    for m in raw.get("fieldMappings") or []:
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("field"), str)
+            or not isinstance(m.get("relatedField"), str)
+        ):
+            raise SchemaProblem(f"{where}: each lookup fieldMapping needs `field` and `relatedField`")
+        mappings.append((m["field"], m["relatedField"]))
+    return LookupDef(int(app_id), key, tuple(mappings))
 
 
 def parse_fields(raw: Any) -> tuple[dict[str, FieldDef], dict[str, FieldDef], dict[str, FieldDef]]:
@@ -244,6 +281,7 @@ def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
         min_length=_int(where, spec, "minLength"),
         max_length=_int(where, spec, "maxLength"),
         fields=subfields,
+        lookup=_parse_lookup(where, ftype, spec.get("lookup")),
         extra={
             k: v
             for k, v in spec.items()

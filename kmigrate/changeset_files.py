@@ -32,6 +32,11 @@ def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
 
 
+def version_of(changeset: str) -> str:
+    """The version a command names: ``V0003__import_orders``, ``V0003`` and ``0003`` -> ``0003``."""
+    return changeset.lstrip("V").split("__")[0]
+
+
 # ---- finding the files ---------------------------------------------------------------------
 
 

@@ -208,3 +208,9 @@ def _lines(requests: object) -> list[str]:
         else:
             lines.append(canonical_json(request))
     return lines
+
+
+def accepted_hashes(planned: ChangesetPlan, journaled: JournaledChangeset) -> dict[int, str]:
+    """The batch hashes ``repair`` journals for a drifted changeset: the new plan's, for the
+    batches the journal holds."""
+    return {b.index: b.hash for b in planned.batches if b.index in journaled.batch_hashes}

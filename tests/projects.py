@@ -106,7 +106,7 @@ def seed_records(root: Path, app: int, records: list[dict]) -> None:
     from kmigrate.config import load_project
 
     env = load_project(root).environment()
-    with api.connect(env) as client:
+    with api.connect(api.Context(load_project(root), env)) as client:
         client.request(
             "POST", "records", body={"app": app, "records": [to_kintone_record(r) for r in records]}
         )

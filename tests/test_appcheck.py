@@ -66,7 +66,7 @@ def project(tmp_path: Path, *changesets: str, data: dict[str, str] | None = None
 
 def problems(root: Path) -> list[str]:
     p = load_project(root)
-    return [str(e) for e in api.validate(p, p.environment()).errors]
+    return [str(e) for e in api.validate(api.Context(p, p.environment())).errors]
 
 
 def add(record: str) -> str:

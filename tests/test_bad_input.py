@@ -787,17 +787,25 @@ def test_bad_input_exits_2_naming_file_and_line(tmp_path: Path, case: Case) -> N
         result = runner.invoke(main, ["-C", str(tmp_path), *case.args, *command.split()])
         out = result.output
         assert result.exit_code == 2, f"{command}: exit {result.exit_code}\n{out}"
-        assert (
-            "Traceback" not in out and result.exception is None or isinstance(result.exception, SystemExit)
-        ), out
+        assert "Traceback" not in out, out
+        assert result.exception is None or isinstance(result.exception, SystemExit), out
         assert case.file in out, out
         if case.line:
             assert f"{case.file}:{case.line}" in out, f"expected {case.file}:{case.line} in:\n{out}"
         assert case.words.lower() in out.lower(), f"expected {case.words!r} in:\n{out}"
 
 
-def test_there_are_at_least_forty_cases() -> None:
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+def test_the_cases_are_distinct_and_only_their_own_files_break_the_project(tmp_path: Path) -> None:
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+    # No case repeats another's input (a copied case would prove nothing new).
+    inputs = {(tuple(sorted(c.files.items())), c.args, c.commands) for c in CASES}
+    assert len(inputs) == len(CASES)
+    # The project every case starts from is valid: each exit 2 above comes from the case's files.
+    _write(tmp_path, Case("base", {"changesets/V0001__good.yaml": GOOD}, "", 0, ""))
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "validate"])
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 changeset, 1 operation, 1 record valid for environment 'sandbox'" in result.output
 
 
 def test_every_error_of_every_file_is_reported_at_once(tmp_path: Path) -> None:

@@ -334,7 +334,7 @@ def test_a_journal_that_fails_after_kintone_applied_says_so_and_is_not_hidden_by
 
     monkeypatch.setattr(Journal, "mark_applied", mark_applied)
     with pytest.raises(JournalError) as info:
-        api.apply(project, env)
+        api.apply(api.Context(project, env))
     text = str(info.value)
     assert "V0001__items batch 1: Kintone applied it, but the journal could not record that" in text
     assert "kmigrate resolve 0001 1 --applied" in text
@@ -342,9 +342,9 @@ def test_a_journal_that_fails_after_kintone_applied_says_so_and_is_not_hidden_by
     assert states == ["applied", "sent", "pending"] and outcomes == [None]
     assert holder is not None and holder.pid == os.getpid()  # stale once this process exits
     monkeypatch.setattr(Journal, "mark_applied", original)
-    api.unlock(env)
-    api.resolve(project, env, "0001", 1, applied=True)
-    api.apply(project, env)
+    api.unlock(api.Context(project, env))
+    api.resolve(api.Context(project, env), "0001", 1, applied=True)
+    api.apply(api.Context(project, env))
     assert sorted(codes_in(root, env.sandbox_store)) == [f"I{i:06d}" for i in range(4500)]
 
 
@@ -359,7 +359,7 @@ def test_a_request_that_never_left_goes_back_to_pending_and_names_the_batch(tmp_
             retry=NO_RETRY,
         )
         with pytest.raises(TransportError, match="nothing was sent") as info:
-            api.apply(project, env, client=client)
+            api.apply(api.Context(project, env), client=client)
         assert (
             not info.value.sent_maybe and "V0001__items" in str(info.value) and "batch 1" in str(info.value)
         )
@@ -376,6 +376,9 @@ def test_a_bulk_the_client_refuses_before_sending_is_not_left_in_doubt(tmp_path)
 
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         with pytest.raises(InputError, match="not allowed") as info:
-            api.apply(project, env, client=Refusing(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()))
+            api.apply(
+                api.Context(project, env),
+                client=Refusing(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()),
+            )
     assert "V0001__items" in str(info.value)
     assert journaled(env)[0] == ["pending", "pending", "pending"]

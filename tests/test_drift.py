@@ -1,16 +1,65 @@
-"""Drift per batch: a batch Kintone never applied may change freely; an applied one may not,
-and `repair` shows what changed, asks, and says Kintone keeps the old values."""
+"""Drift: applied changesets whose files changed since, or went missing; drift is per batch: a batch
+Kintone never applied may change freely, an applied one may not, and `repair` shows what changed,
+asks, and says Kintone keeps the old values."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
 
 from click.testing import CliRunner
 
 from kmigrate import api
+from kmigrate.changeset import LoadedChangeset
 from kmigrate.cli import main
 from kmigrate.config import load_project
+from kmigrate.drift import accepted_hashes, drifted, find_drift, started
+from kmigrate.plan import APPLIED, FAILED, PENDING, SENT, JournaledChangeset
 from kmigrate.sandbox import Sandbox
 
 from .projects import items_project, seed_records, write_changeset, write_items_csv
+
+
+def loaded(version: str, source: str = "s", rendered: str = "r") -> LoadedChangeset:
+    return LoadedChangeset(
+        version, f"n{version}", Path(f"V{version}__n{version}.yaml"), "", (), source, rendered
+    )
+
+
+def journaled(version: str, *states: str, source: str = "s", rendered: str = "r") -> JournaledChangeset:
+    return JournaledChangeset(version, source, rendered, batch_states=dict(enumerate(states)))
+
+
+def test_a_changeset_has_started_once_a_batch_was_sent_or_applied():
+    assert started(journaled("1", APPLIED)) and started(journaled("1", PENDING, SENT))
+    assert not started(journaled("1", PENDING, FAILED)) and not started(journaled("1"))
+
+
+def test_drift_names_what_changed_and_what_went_missing():
+    state = {
+        "1": journaled("1", APPLIED, source="old"),
+        "2": journaled("2", APPLIED, rendered="old"),
+        "3": journaled("3", APPLIED),  # its file is gone
+        "4": journaled("4", APPLIED),  # unchanged
+        "5": journaled("5", FAILED, source="old"),  # never started: its new content is simply planned
+    }
+    files = [loaded("1"), loaded("2"), loaded("4"), loaded("5")]
+    assert find_drift(files, state) == {
+        "1": "V1__n1 (V1__n1.yaml): its source changed since it was applied",
+        "2": "V2__n2 (V2__n2.yaml): what it renders to (variables, templates or data files) changed since it "
+        "was applied",
+        "3": "V3: applied, but its file is gone from the changesets folder",
+    }
+    # repair can only accept new content from a file that is there
+    assert [c.version for c in drifted(files, state)] == ["1", "2"]
+
+
+def test_repair_keeps_the_new_hash_of_each_batch_the_journal_holds():
+    planned = SimpleNamespace(batches=[SimpleNamespace(index=i, hash=f"h{i}") for i in range(3)])
+    held = JournaledChangeset(
+        "1", "s", "r", batch_states={0: APPLIED, 1: APPLIED}, batch_hashes={0: "a", 1: "b"}
+    )
+    assert accepted_hashes(planned, held) == {0: "h0", 1: "h1"}
 
 
 def run(root, *args):
@@ -28,7 +77,7 @@ def three_thousand_rows_with_batch_1_refused(tmp_path):
     seed_records(root, 1, [{"code": "I002500"}])
     failed = run(root, "apply")
     assert failed.exit_code == 1 and "1/2 bulk requests" in failed.output, failed.output
-    (row,) = api.status(load_project(root), load_project(root).environment())
+    (row,) = api.status(api.Context.load(root))
     assert row.batches_applied == 1 and row.batches_total == 2
     return root, data
 
@@ -40,7 +89,7 @@ def test_fixing_a_refused_row_in_the_data_resumes_without_repair(tmp_path):
         assert "changed" not in verdict.output and verdict.exit_code in (0, 3), verdict.output
     resumed = run(root, "apply")
     assert resumed.exit_code == 0, resumed.output
-    (row,) = api.status(load_project(root), load_project(root).environment())
+    (row,) = api.status(api.Context.load(root))
     assert row.state == "applied" and row.batches_applied == 2
     env = load_project(root).environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
@@ -48,7 +97,7 @@ def test_fixing_a_refused_row_in_the_data_resumes_without_repair(tmp_path):
     expected = sorted([f"I{i:06d}" for i in range(3000) if i != 2500] + ["X002500", "I002500"])
     assert codes == expected  # exact: every row once, the seeded record untouched
     assert run(root, "apply").output.startswith("Nothing to do")
-    assert not any(e.kind == "repaired" for e in api.history(env))
+    assert not any(e.kind == "repaired" for e in api.history(api.Context.load(root)))
 
 
 def test_changing_an_applied_batch_is_drift_everywhere(tmp_path):

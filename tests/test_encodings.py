@@ -29,7 +29,7 @@ def sjis_project(tmp_path, records_from: str):
 def test_records_from_with_an_encoding(tmp_path, name):
     root = sjis_project(tmp_path, f"{{path: data/items.csv, encoding: {name}}}")
     project = load_project(root)
-    result = api.validate(project, project.environment())
+    result = api.validate(api.Context(project, project.environment()))
     assert result.ok, [str(e) for e in result.errors]
     (op,) = result.changesets[0].operations
     assert [r["code"] for r in op.body.iter_records()] == ["品番-001", "～全角～"]
@@ -67,7 +67,7 @@ def test_load_csv_with_an_encoding(tmp_path):
         """,
     )
     project = load_project(root)
-    result = api.validate(project, project.environment())
+    result = api.validate(api.Context(project, project.environment()))
     assert result.ok, [str(e) for e in result.errors]
     assert [r["code"] for r in result.changesets[0].operations[0].body.iter_records()] == [
         "品番-001",

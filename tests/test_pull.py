@@ -134,7 +134,7 @@ def test_validate_online_reads_the_apps_and_sends_no_write(tmp_path, production)
     env = project.environment("production")
     counting = Counting(sandbox.transport())
     client = Client(SANDBOX_BASE_URL, Credentials(api_tokens=(TOKEN,)), transport=counting)
-    result = api.validate(project, env, online=True, client=client)
+    result = api.validate(api.Context(project, env), online=True, client=client)
     said = "\n".join(str(e) for e in result.errors)
     assert "field `day` (DATE) = '2024/07/01'" in said and "no action 'Aprove'" in said, said
     assert "did you mean 'Approve'?" in said

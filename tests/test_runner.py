@@ -91,9 +91,9 @@ def test_rerun_sends_zero_requests(tmp_path):
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
-        first = api.apply(project, env, client=client)
+        first = api.apply(api.Context(project, env), client=client)
         assert first.summary.requests_sent == 4 and sandbox.request_count == 4
-        second = api.apply(project, env, client=client)
+        second = api.apply(api.Context(project, env), client=client)
         assert sandbox.request_count == 4
         assert second.summary.skipped_changesets == 3 and second.summary.applied_batches == 0
 
@@ -136,7 +136,7 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
     project = load_project(root)
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
-        result = api.apply(project, env, client=client)
+        result = api.apply(api.Context(project, env), client=client)
         assert sandbox.request_count == 2  # batches 1 and 2 only
         assert result.summary.applied_batches == 2
         codes = [r["code"]["value"] for r in sandbox.records(1)]
@@ -218,21 +218,23 @@ def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
             SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=2)
         )
         with pytest.raises(InDoubtError, match="batch 1"):
-            api.apply(project, env, client=lossy)
+            api.apply(api.Context(project, env), client=lossy)
         assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
 
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         with pytest.raises(InDoubtError, match="resolve 0001 1"):
-            api.apply(project, env, client=client)  # never re-sent blindly
+            api.apply(api.Context(project, env), client=client)  # never re-sent blindly
         assert len(sandbox.records(1)) == 4000
 
-        status = {r.version: r for r in api.status(project, env)}
+        status = {r.version: r for r in api.status(api.Context(project, env))}
         assert status["0001"].state == "in doubt"
-        assert api.resolve(project, env, "V0001", 1, applied=True, note="4000 records found") == []
-        result = api.apply(project, env, client=client)
+        assert (
+            api.resolve(api.Context(project, env), "V0001", 1, applied=True, note="4000 records found") == []
+        )
+        result = api.apply(api.Context(project, env), client=client)
         assert result.summary.applied_batches == 1
         assert len(sandbox.records(1)) == 4500
-    events = [e.kind for e in api.history(env)]
+    events = [e.kind for e in api.history(api.Context(project, env))]
     assert "resolved" in events
 
 
@@ -246,13 +248,13 @@ def test_drift_stops_the_run_until_repaired(tmp_path):
     path.write_text(path.read_text().replace("tier: Silver", "tier: Gold"))
     project = load_project(root)
     with pytest.raises(DriftError, match="V0003__spring_cleanup.*its source and what it renders to"):
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     drifted = run(root, "apply")
     assert drifted.exit_code == 2 and "kmigrate repair" in drifted.output
     assert "drifted" in run(root, "status").output
     assert run(root, "repair", "--yes", "--note", "typo fixed in review").exit_code == 0
     assert run(root, "apply").exit_code == 0
-    assert any(e.kind == "repaired" for e in api.history(project.environment()))
+    assert any(e.kind == "repaired" for e in api.history(api.Context(project, project.environment())))
 
 
 def test_data_file_change_is_drift(tmp_path):
@@ -271,7 +273,7 @@ def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
     write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     project = load_project(root)
     with pytest.raises(OrderError, match="V0001__a is older than V0002"):
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     result = run(root, "apply", "--out-of-order")
     assert result.exit_code == 0, result.output
     with open_sandbox(root) as sandbox:
@@ -295,7 +297,7 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
     )
     project = load_project(root)
     with pytest.raises(KintoneError) as info:
-        api.apply(project, project.environment())
+        api.apply(api.Context(project, project.environment()))
     text = str(info.value)
     assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "code" in text
 
@@ -318,12 +320,12 @@ def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(
             SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
         )
         with pytest.raises(InDoubtError):
-            api.apply(project, env, client=lossy)
-    assert api.resolve(project, env, "0001", 0, applied=True) == ["first"]
+            api.apply(api.Context(project, env), client=lossy)
+    assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["first"]
     with pytest.raises(
         JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"
     ):
-        api.apply(project, env)
+        api.apply(api.Context(project, env))
 
 
 def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
@@ -336,7 +338,7 @@ def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
-        result = api.apply(project, env, client=client)
+        result = api.apply(api.Context(project, env), client=client)
         assert sandbox.request_count == 5 == result.summary.requests_sent
         assert len(sandbox.records(1)) == 10_000
 
@@ -370,11 +372,11 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
             SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
         )
         with pytest.raises(InDoubtError):
-            api.apply(project, env, client=lossy)
-        assert api.resolve(project, env, "0001", 0, applied=True) == ["items"]
+            api.apply(api.Context(project, env), client=lossy)
+        assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["items"]
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         with pytest.raises(JournalError, match="ref 'items'.*V0001__items batch 0"):
-            api.apply(project, env, client=client)
+            api.apply(api.Context(project, env), client=client)
         assert len(sandbox.records(1)) == 4000  # V0001's batch 1 went through
         assert all(typed(r, "STATUS") == "New" for r in sandbox.records(1))  # nothing checked by mistake
 
@@ -393,11 +395,9 @@ def test_a_changeset_with_nothing_to_send_is_applied_once_and_then_skipped(tmp_p
         "Nothing to do: 1 changeset(s) already applied" in second.output
         and "V0001__empty: applied" not in second.output
     )
-    env = load_project(root).environment()
-    assert [(e.kind, e.changeset) for e in api.history(env)] == [
-        ("applied", "0001")
-    ]  # once, and visible in history
-    with Journal.open(env.journal_path) as journal:
+    ctx = api.Context.load(root)
+    assert [(e.kind, e.changeset) for e in api.history(ctx)] == [("applied", "0001")]  # once, and visible
+    with Journal.open(ctx.env.journal_path) as journal:
         assert [r.outcome for r in journal.runs()] == ["applied", "nothing to do"]
 
 
@@ -422,6 +422,6 @@ def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path
     seed_records(root, 1, [{"code": "A"}])
     write_changeset(root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     assert run(root, "apply").exit_code == 1
-    (row,) = api.status(load_project(root), load_project(root).environment())
+    (row,) = api.status(api.Context.load(root))
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1
     assert row.note.startswith("batch #0 failed: [CB_VA01]") and "kmigrate apply" in row.note

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..api import Context
 from ..config import Environment, Project, load_project, parse_var_overrides
 from ..errors import KmigrateError
 
@@ -43,6 +44,10 @@ class CliContext:
 
     def environment(self) -> Environment:
         return self.project.environment(self.env_name, self.var_overrides)
+
+    def context(self) -> Context:
+        """The library's context for this command: the project and the environment chosen."""
+        return Context(self.project, self.environment())
 
 
 pass_cli = click.make_pass_decorator(CliContext)

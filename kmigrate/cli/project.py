@@ -40,7 +40,7 @@ def init(cli: CliContext, directory: Path | None) -> None:
 @pass_cli
 def new(cli: CliContext, name: str) -> None:
     """Create the next changeset, changesets/V<next>__NAME.yaml, from a template."""
-    path = api.new_changeset(cli.project, name)
+    path = api.new_changeset(cli.context(), name)
     click.echo(f"created {_shown(path)}")
 
 
@@ -58,8 +58,8 @@ def validate(cli: CliContext, online: bool) -> None:
 
     Exits 2 when anything is wrong. Nothing is sent to Kintone (--online only reads).
     """
-    env = cli.environment()
-    result = api.validate(cli.project, env, online=online)
+    ctx = cli.context()
+    result = api.validate(ctx, online=online)
     if not result.ok:
         for error in result.errors:
             click.echo(f"Error: {error}", err=True)
@@ -71,7 +71,7 @@ def validate(cli: CliContext, online: bool) -> None:
     click.echo(
         f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
         f"{'s' if result.operation_count != 1 else ''}, {records} record{'s' if records != 1 else ''} "
-        f"valid for environment {env.name!r}"
+        f"valid for environment {ctx.env.name!r}"
         + (f" (apps checked against {result.schemas_from})." if result.schemas_from else ".")
     )
 
@@ -95,8 +95,7 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
     from .. import render
 
-    env = cli.environment()
-    the_plan = api.plan(cli.project, env, api.journal_state(env), check=check)
+    the_plan = api.plan(cli.context(), check=check)
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
@@ -121,8 +120,9 @@ def schema() -> None:
 def render_command(cli: CliContext, changeset: str) -> None:
     """Print CHANGESET (a version such as 0003, or its file name) as Jinja renders it for the
     environment, each line with its source line (`~N`: made by the template block at line N)."""
-    result = api.render_changeset(cli.project, cli.environment(), changeset)
-    click.echo(f"# {_shown(result.path)} rendered for environment {cli.environment().name!r}")
+    ctx = cli.context()
+    result = api.render_changeset(ctx, changeset)
+    click.echo(f"# {_shown(result.path)} rendered for environment {ctx.env.name!r}")
     click.echo("# source | rendered | text")
     for line in result.lines:
         if line.source_line is not None:

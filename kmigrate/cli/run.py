@@ -124,13 +124,16 @@ def apply(
     from ..config import parse_timeout
     from ..render import render_text
 
-    env = cli.environment()
+    ctx = cli.context()
     if insecure_http:
-        env = dataclasses.replace(env, insecure_http=True)
+        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
     if timeout is not None:
-        env = dataclasses.replace(env, timeout=parse_timeout(timeout, "--timeout"))
+        ctx = api.Context(
+            ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))
+        )
+    env = ctx.env
     if dry_run:
-        result = api.apply(cli.project, env, dry_run=True, out_of_order=out_of_order)
+        result = api.apply(ctx, dry_run=True, out_of_order=out_of_order)
         click.echo(render_text(result.plan), nl=False)
         return
 
@@ -154,8 +157,7 @@ def apply(
 
     try:
         result = api.apply(
-            cli.project,
-            env,
+            ctx,
             out_of_order=out_of_order,
             confirm=confirm,
             on_event=lambda e: progress[0](e),
@@ -191,8 +193,8 @@ def apply(
 @pass_cli
 def status(cli: CliContext, check: bool, fmt: str) -> None:
     """Show each changeset's state: applied, partial, pending, in doubt, drifted."""
-    env = cli.environment()
-    rows = api.status(cli.project, env)
+    ctx = cli.context()
+    rows = api.status(ctx)
     if fmt == "json":
         click.echo(
             json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2)
@@ -209,7 +211,9 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
                 line += f"  ({r.note})"
             click.echo(line)
     if check and any(r.state != "applied" for r in rows):
-        raise PendingWork(f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {env.name}")
+        raise PendingWork(
+            f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {ctx.env.name}"
+        )
 
 
 @main.command()
@@ -218,7 +222,7 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
 @pass_cli
 def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
     """Show the journal's event log (applied, failed, resolved, repaired, unlocked...)."""
-    events = api.history(cli.environment(), changeset)
+    events = api.history(cli.context(), changeset)
     if fmt == "json":
         click.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
         return
@@ -249,7 +253,7 @@ def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, n
     """Settle an in-doubt batch after checking Kintone (see `kmigrate status`)."""
     if applied is None:
         raise InputError("say what you found: --applied or --not-applied")
-    orphaned = api.resolve(cli.project, cli.environment(), changeset, batch, applied=applied, note=note)
+    orphaned = api.resolve(cli.context(), changeset, batch, applied=applied, note=note)
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
         click.echo(
@@ -268,8 +272,8 @@ def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, n
 def repair(cli: CliContext, changeset: str | None, note: str | None, yes: bool) -> None:
     """Accept the current content of changed (drifted) applied changesets (only CHANGESET, if
     given), after showing what changed; logged. Kintone keeps the old values."""
-    env = cli.environment()
-    items = api.repair_preview(cli.project, env, changeset)
+    ctx = cli.context()
+    items = api.repair_preview(ctx, changeset)
     if not items:
         click.echo("Nothing to repair.")
         return
@@ -292,7 +296,7 @@ def repair(cli: CliContext, changeset: str | None, note: str | None, yes: bool) 
         if not click.confirm(f"Accept the new content of {names} as applied?", default=False):
             click.echo("Nothing repaired.")
             return
-    repaired = api.repair(cli.project, env, changeset, note=note)
+    repaired = api.repair(ctx, changeset, note=note)
     click.echo("Repaired: " + ", ".join(repaired) if repaired else "Nothing to repair.")
 
 
@@ -301,5 +305,5 @@ def repair(cli: CliContext, changeset: str | None, note: str | None, yes: bool) 
 @pass_cli
 def unlock(cli: CliContext, reason: str | None) -> None:
     """Free the journal's lock (after a run died); logged."""
-    holder = api.unlock(cli.environment(), reason=reason)
+    holder = api.unlock(cli.context(), reason=reason)
     click.echo(f"Freed the lock held by {holder}." if holder else "The journal was not locked.")

@@ -1,4 +1,4 @@
-"""Commands: ``kmigrate sandbox serve | reset | records`` (the embedded Kintone)."""
+"""Commands: ``kmigrate sandbox serve | reset | records | stats`` (the embedded Kintone)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..sandbox import Sandbox
+from ..sandbox.wsgi import MAX_IN_FLIGHT
 from . import CliContext, main, pass_cli
 
 
@@ -33,7 +34,7 @@ def sandbox_group(ctx: click.Context, sandbox_file: Path | None, store: Path | N
     ctx.meta["sandbox_args"] = (sandbox_file, store)
 
 
-def _open(cli: CliContext, bulk_semantics: str = "atomic") -> Sandbox:
+def _open(cli: CliContext, bulk_semantics: str = "atomic", max_in_flight: int = MAX_IN_FLIGHT) -> Sandbox:
     sandbox_file, store = click.get_current_context().meta["sandbox_args"]
     if sandbox_file is None:
         env = cli.environment()
@@ -43,7 +44,7 @@ def _open(cli: CliContext, bulk_semantics: str = "atomic") -> Sandbox:
                 hint="pass -e with a sandbox environment, or --file FILE",
             )
         sandbox_file, store = env.sandbox_file, store or env.sandbox_store
-    return Sandbox.open(sandbox_file, store, bulk_semantics=bulk_semantics)
+    return Sandbox.open(sandbox_file, store, bulk_semantics=bulk_semantics, max_in_flight=max_in_flight)
 
 
 @sandbox_group.command("serve")
@@ -57,6 +58,13 @@ def _open(cli: CliContext, bulk_semantics: str = "atomic") -> Sandbox:
     show_default=True,
     help="atomic: a failed bulk request rolls back whole (Kintone's reference); "
     "prefix: the requests before the failing one stay committed.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=MAX_IN_FLIGHT,
+    show_default=True,
+    help="Requests handled at once; past it the sandbox answers 429 GAIA_TO04, as Kintone does.",
 )
 @click.option(
     "--faults",
@@ -93,6 +101,7 @@ def serve(
     port: int,
     quiet: bool,
     bulk_semantics: str,
+    max_in_flight: int,
     fault_spec: str | None,
     faults_report: Path | None,
     kill_point: str | None,
@@ -110,7 +119,7 @@ def serve(
         if client_pid_file is None:
             raise ConfigError("--kill-client needs --client-pid-file (the pid of the process to kill)")
         kill = KillSwitch.parse(kill_point, client_pid_file)
-    sandbox = _open(cli, bulk_semantics)
+    sandbox = _open(cli, bulk_semantics, max_in_flight)
     try:
         server = make_server(
             sandbox,
@@ -125,7 +134,7 @@ def serve(
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port"
         ) from None
-    apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.definition.apps.values()) or "none"
+    apps = ", ".join(f"{a.id} ({a.name})" for a in sandbox.apps.values()) or "none"
     extra = "" if bulk_semantics == "atomic" else "; bulk semantics: prefix"
     if faults is not None:
         extra += f"; faults: {faults.spec}"
@@ -175,7 +184,7 @@ def records(cli: CliContext, app: str, fmt: str) -> None:
         else:
             app_id = cli.environment().app(app).id
         rows = sandbox.records(app_id)
-        definition = sandbox.definition.apps[app_id]
+        definition = sandbox.apps[app_id]
     finally:
         sandbox.close()
     if fmt == "json":
@@ -190,6 +199,35 @@ def records(cli: CliContext, app: str, fmt: str) -> None:
     for r in table:
         click.echo("  ".join(v.ljust(w)[:w] for v, w in zip(r, widths, strict=False)))
     click.echo(f"({len(rows)} record{'s' if len(rows) != 1 else ''})")
+
+
+DAILY_LIMIT = 10_000  # Kintone's standard limit of requests per app and day
+
+
+@sandbox_group.command("stats")
+@click.option("--day", default=None, metavar="YYYY-MM-DD", help="The UTC day to show (default: today).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_cli
+def stats(cli: CliContext, day: str | None, fmt: str) -> None:
+    """Requests per app on a day, against Kintone's daily limit of 10,000 per app."""
+    sandbox = _open(cli)
+    try:
+        day = day or sandbox.api.today()
+        counts = sandbox.request_counts(day)
+        apps = {app_id: app.name for app_id, app in sandbox.apps.items()}
+    finally:
+        sandbox.close()
+    rows = [
+        (app_id, apps.get(app_id, "?"), counts.get(app_id, 0)) for app_id in sorted(set(apps) | set(counts))
+    ]
+    if fmt == "json":
+        listed = [{"app": a, "name": n, "requests": c, "limit": DAILY_LIMIT} for a, n, c in rows]
+        click.echo(json.dumps({"day": day, "apps": listed}, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"requests on {day} (UTC), per app (Kintone's limit: {DAILY_LIMIT:,} a day)")
+    width = max([4, *(len(name) for _, name, _ in rows)])
+    for app_id, name, count in rows:
+        click.echo(f"  {app_id:>5}  {name.ljust(width)}  {count:>7,}  {count / DAILY_LIMIT:>6.1%}")
 
 
 def _cell(value: object) -> str:
@@ -239,6 +277,7 @@ def pull_command(
     """Read the real apps' fields and process settings (reads only) and write them into the
     sandbox file in Kintone's own shapes, so changesets rehearse against a replica."""
     from .. import api
+    from ..api import Context
 
     project = cli.project
     source = project.environment(source_env or cli.env_name, cli.var_overrides)
@@ -256,8 +295,7 @@ def pull_command(
             into_env = sandboxes[0]
         into = project.environment(into_env, cli.var_overrides)
     result = api.sandbox_pull(
-        project,
-        source,
+        Context(project, source),
         into=into,
         out=out,
         apps=[a.strip() for a in apps.split(",") if a.strip()] if apps else None,

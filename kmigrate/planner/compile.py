@@ -29,7 +29,7 @@ from ..changeset import (
     app_written,
     to_kintone_record,
 )
-from ..config import App, Environment
+from ..config import Environment
 from ..errors import ChangesetError, ConfigError, Location
 from ..kintone import api_path
 from ..plan import Call, OperationSummary, Segment, ref_marker
@@ -73,7 +73,10 @@ class OpCompiler:
         self.refs, self.packer = refs, packer
         self.line = cs.operation_lines[index] if index < len(cs.operation_lines) else None
         self.app_written = app_written(body)
-        self.app = self._resolve_app(env, self.app_written)
+        try:
+            self.app = env.app(self.app_written)
+        except ConfigError as exc:
+            raise ChangesetError(exc.message, location=self.loc(), hint=exc.hint) from None
 
     # -- errors
     def loc(
@@ -97,12 +100,6 @@ class OpCompiler:
         self, message: str, record: int | None = None, hint: str | None = None, **where: Any
     ) -> ChangesetError:
         return ChangesetError(message, location=self.loc(record, **where), hint=hint)
-
-    def _resolve_app(self, env: Environment, written: object) -> App:
-        try:
-            return env.app(written)
-        except ConfigError as exc:
-            raise ChangesetError(exc.message, location=self.loc(), hint=exc.hint) from None
 
     # -- ids and refs
     def _ref_size(self, name: str, record: int | None) -> int:

@@ -2,8 +2,8 @@
 
 Fields and process are read by ``kmigrate.appschema`` (their one home, shared with the
 validator); this module adds what only the embedded Kintone has: app ids, guest spaces, API
-tokens, the form layout and views. Everything here is pure: parsing a dict, raising
-``SandboxDefinitionError`` on bad input.
+tokens, lookups between apps, the directory, the form layout and views. Everything here is
+pure: parsing a dict, raising ``SandboxDefinitionError`` on bad input.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..appschema import (  # noqa: F401 - re-exported: the sandbox's modules rea
     WRITABLE_TYPES,
     ActionDef,
     FieldDef,
+    LookupDef,
     ProcessDef,
     SchemaProblem,
     StateDef,
@@ -95,6 +96,24 @@ class AppDef:
 class SandboxDefinition:
     apps: Mapping[int, AppDef]
     source: Path | None = None
+    directory: Directory | None = None  # None: any user, group or organization code is taken
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The users, groups and organizations the file declares: code -> display name."""
+
+    users: Mapping[str, str]
+    groups: Mapping[str, str]
+    organizations: Mapping[str, str]
+
+    def of(self, field_type: str) -> Mapping[str, str]:
+        """The codes a field type takes (USER_SELECT: users, GROUP_SELECT: groups, ...)."""
+        if field_type == "GROUP_SELECT":
+            return self.groups
+        if field_type == "ORGANIZATION_SELECT":
+            return self.organizations
+        return self.users
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +128,7 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         raise SandboxDefinitionError(
             "the sandbox file must be a mapping with an `apps:` list", location=where
         )
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "directory"}
     if unknown:
         raise SandboxDefinitionError(
             f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}", location=where
@@ -123,7 +142,76 @@ def parse_definition(data: Any, source: Path | str | None = None) -> SandboxDefi
         if app.id in apps:
             raise SandboxDefinitionError(f"app id {app.id} is defined twice", location=where)
         apps[app.id] = app
-    return SandboxDefinition(apps=apps, source=Path(source) if source is not None else None)
+    for app in apps.values():
+        problem = lookup_problem(app, apps)
+        if problem is not None:
+            raise SandboxDefinitionError(
+                problem, location=Location(file=source, detail=f"app {app.id} ({app.name})")
+            )
+    try:
+        directory = _parse_directory(data.get("directory"))
+    except _Problem as exc:
+        raise SandboxDefinitionError(str(exc), location=where) from None
+    if directory is not None:
+        for app in apps.values():
+            for state in app.process.states if app.process else ():
+                unknown_users = [u for u in state.assignees if u not in directory.users]
+                if unknown_users:
+                    raise SandboxDefinitionError(
+                        f"process state {state.name!r}: assignee(s) {', '.join(unknown_users)} are not "
+                        "users of the directory",
+                        location=Location(file=source, detail=f"app {app.id} ({app.name})"),
+                    )
+    return SandboxDefinition(
+        apps=apps, source=Path(source) if source is not None else None, directory=directory
+    )
+
+
+def _parse_directory(raw: Any) -> Directory | None:
+    """``directory: {users: [alice, {code: bob, name: Bob Smith}], groups: [...], organizations: [...]}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"users", "groups", "organizations"}:
+        raise _Problem("`directory` takes `users`, `groups` and `organizations` (lists of codes)")
+
+    def entries(key: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for item in raw.get(key) or []:
+            if isinstance(item, str) and item:
+                found[item] = item
+            elif isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]:
+                found[item["code"]] = str(item.get("name") or item["code"])
+            else:
+                raise _Problem(f"directory {key}: give a code or {{code, name}}, not {item!r}")
+        return found
+
+    return Directory(entries("users"), entries("groups"), entries("organizations"))
+
+
+def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:
+    """What is wrong with the app's lookups given the apps around it, or None."""
+    tables = [f for f in app.fields.values() if f.type == "SUBTABLE"]
+    # A lookup copies into fields beside it: the app's, or its own table row's.
+    places = [(app.fields, f) for f in app.fields.values()] + [
+        (t.fields, c) for t in tables for c in t.fields.values()
+    ]
+    for beside, f in places:
+        lookup = f.lookup
+        if lookup is None:
+            continue
+        related = apps.get(lookup.related_app)
+        if related is None:
+            return f"field {f.code!r}: the lookup's related app {lookup.related_app} is not in the sandbox"
+        codes = {*related.fields, *(s.code for s in related.system.values())}
+        if lookup.key_field not in codes:
+            return f"field {f.code!r}: the related app {related.id} has no key field {lookup.key_field!r}"
+        for mine, theirs in lookup.mappings:
+            if mine not in beside:
+                where = "the app" if beside is app.fields else "its table"
+                return f"field {f.code!r}: the lookup copies into {mine!r}, which is not a field of {where}"
+            if theirs not in codes:
+                return f"field {f.code!r}: the related app {related.id} has no field {theirs!r} to copy"
+    return None
 
 
 def parse_app(raw: Any, source: Path | str | None = None) -> AppDef:

@@ -13,9 +13,13 @@ requests arrive, so a seed replays the same faults for the same sequence of requ
 - ``reset``: the connection is reset before the request is handled;
 - ``drop``: the request is handled and committed, then the connection drops without an answer;
 - ``slow``: the request is handled and committed, and the answer comes later than the client
-  waits (``slow_delay`` seconds).
+  waits (``slow_delay`` seconds);
+- ``partial``: a bulk request fails at one of its inner requests (drawn too), with a 500 in
+  Kintone's failed-bulk shape: under ``bulk_semantics="prefix"`` the requests before it stay
+  committed, under ``atomic`` nothing does. Other requests meet no fault.
 
-``latency=LO-HI`` adds LO..HI milliseconds before any request (a fault or not).
+``latency=LO-HI`` adds LO..HI milliseconds before any request (a fault or not); ``count=N``
+stops injecting after N faults (``partial=1,count=1``: exactly one bulk fails part-way).
 
 In process (``FaultyTransport``) a reset is ``httpx.ConnectError`` (certainly never sent), a
 drop ``httpx.RemoteProtocolError`` and a slow answer ``httpx.ReadTimeout``; nothing sleeps
@@ -39,7 +43,7 @@ import httpx
 from ..errors import InputError
 
 # The kinds a request can meet, in the order their probabilities are stacked on [0, 1).
-FAULT_KINDS = ("429", "500", "503", "reset", "drop", "slow")
+FAULT_KINDS = ("429", "500", "503", "reset", "drop", "slow", "partial")
 DEFAULT_SLOW_DELAY = 5.0  # seconds: served answers come this late; set it above the client's timeout
 
 TOO_MANY_REQUESTS = {
@@ -59,6 +63,7 @@ class Fault:
 
     kind: str | None = None
     latency: float = 0.0
+    share: float = 0.0  # partial: where in the bulk it fails, as a share of its requests
 
     @property
     def refuses(self) -> bool:
@@ -90,6 +95,7 @@ class FaultProfile:
     probabilities: dict[str, float] = field(default_factory=dict)
     latency_ms: tuple[int, int] = (0, 0)
     slow_delay: float = DEFAULT_SLOW_DELAY
+    limit: int | None = None  # at most this many faults in all
     spec: str = ""
     counts: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -98,11 +104,12 @@ class FaultProfile:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
         self._last_faulted: tuple[str, str, bytes] | None = None
+        self._injected = 0
 
     @classmethod
     def parse(cls, spec: str) -> FaultProfile:
         """``seed=7,latency=0-20,429=0.05,...,slow_delay=3``; an ``InputError`` naming the bad part."""
-        seed, probabilities, latency, slow_delay = 0, {}, (0, 0), DEFAULT_SLOW_DELAY
+        seed, probabilities, latency, slow_delay, limit = 0, {}, (0, 0), DEFAULT_SLOW_DELAY, None
         for part in (p.strip() for p in spec.split(",")):
             if not part:
                 continue
@@ -117,6 +124,10 @@ class FaultProfile:
                     latency = (int(low), int(high) if dash else int(low))
                     if not 0 <= latency[0] <= latency[1]:
                         raise _bad(spec, part, "latency is LOW-HIGH in milliseconds, 0 <= LOW <= HIGH")
+                elif key == "count":
+                    limit = int(value)
+                    if limit < 0:
+                        raise _bad(spec, part, "count is how many faults at most, not negative")
                 elif key == "slow_delay":
                     slow_delay = float(value)
                     if slow_delay < 0:
@@ -132,10 +143,11 @@ class FaultProfile:
                 raise _bad(spec, part, "not a number") from None
         if sum(probabilities.values()) > 1.0 + 1e-9:
             raise _bad(spec, spec, "the probabilities add up to more than 1")
-        return cls(seed, probabilities, latency, slow_delay, spec)
+        return cls(seed, probabilities, latency, slow_delay, limit, spec)
 
-    def next(self) -> Fault:
-        """The next request's fault: one latency draw (if a range is set), then one kind draw."""
+    def next(self, *, bulk: bool = True) -> Fault:
+        """The next request's fault: one latency draw (if a range is set), then one kind draw
+        (``partial`` means no fault for a request that is not a bulk one)."""
         with self._lock:
             low, high = self.latency_ms
             latency = self._random.randint(low, high) / 1000.0 if high > 0 else 0.0
@@ -147,12 +159,40 @@ class FaultProfile:
                 if draw < edge:
                     kind = name
                     break
+            share = self._random.random() if kind == "partial" else 0.0
+            if (kind == "partial" and not bulk) or (self.limit is not None and self._injected >= self.limit):
+                kind = None
             self.counts["requests"] += 1
             if latency:
                 self.counts["latency"] += 1
             if kind is not None:
-                self.counts[kind] += 1
-            return Fault(kind, latency)
+                self._injected += 1
+                if kind != "partial":  # partial counts once it broke a bulk (break_bulk)
+                    self.counts[kind] += 1
+            return Fault(kind, latency, share)
+
+    def break_bulk(self, fault: Fault, path: str, body: bytes) -> tuple[bytes, int] | None:
+        """For a ``partial`` fault on a bulk request: the body with inner request k replaced by
+        one the sandbox refuses, and k; None for any other request (it meets no fault)."""
+        if fault.kind != "partial" or not is_bulk_path(path):
+            return None
+        try:
+            data = json.loads(body)
+            requests = data["requests"]
+            # Not at 0 when there is a choice: failing the first request is a plain refusal.
+            at = (
+                0
+                if len(requests) == 1
+                else 1 + min(int(fault.share * (len(requests) - 1)), len(requests) - 2)
+            )
+            prefix = str(requests[at]["api"]).rsplit("/", 1)[0]
+            app = requests[at]["payload"]["app"]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+        requests[at] = {"method": "PUT", "api": f"{prefix}/record.json", "payload": {"app": app, "id": 0}}
+        with self._lock:
+            self.counts["partial"] += 1
+        return json.dumps(data).encode(), at
 
     def note_request(self, method: str, target: str, body: bytes, fault: Fault) -> None:
         """Count a retry: a request identical to the previous one that met a fault (a
@@ -181,6 +221,23 @@ class FaultProfile:
             }
 
 
+def is_bulk_path(path: str) -> bool:
+    return path.split("?", 1)[0].endswith("/bulkRequest.json")
+
+
+def broken_bulk_answer(status: int, body: bytes, at: int) -> tuple[int, bytes]:
+    """The sandbox's refusal of the request ``break_bulk`` replaced, told as an unexpected
+    error (500, ``CB_UN01``) at that index, in Kintone's failed-bulk shape."""
+    try:
+        results = json.loads(body)["results"]
+        assert isinstance(results, list) and results[at].get("code")
+    except (ValueError, KeyError, TypeError, IndexError, AssertionError, AttributeError):
+        return status, body  # it failed otherwise (or not): pass the answer on as it is
+    message = f"An unexpected error occurred. (injected: the bulk request failed at request {at})"
+    results[at] = {**SERVER_ERROR, "message": message, "id": secrets.token_urlsafe(15)}
+    return 500, json.dumps({"results": results}).encode()
+
+
 def _bad(spec: str, part: str, why: str) -> InputError:
     return InputError(
         f"fault spec {spec!r}: {part!r}: {why}",
@@ -207,7 +264,7 @@ class FaultyTransport(httpx.BaseTransport):
         self.sleep = sleep
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        fault = self.profile.next()
+        fault = self.profile.next(bulk=is_bulk_path(request.url.path))
         self.profile.note_request(request.method, str(request.url), request.read(), fault)
         if fault.latency and self.sleep is not None:
             self.sleep(fault.latency)
@@ -216,8 +273,17 @@ class FaultyTransport(httpx.BaseTransport):
         if fault.refuses:
             status, headers, body = fault.refusal()
             return httpx.Response(status, headers=headers, content=body, request=request)
+        broken = self.profile.break_bulk(fault, request.url.path, request.read())
+        if broken is not None:
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            request = httpx.Request(request.method, request.url, headers=headers, content=broken[0])
         response = self.inner.handle_request(request)
         response.read()  # handled and committed, whatever happens to the answer now
+        if broken is not None:
+            status, body = broken_bulk_answer(response.status_code, response.content, broken[1])
+            return httpx.Response(
+                status, headers={"Content-Type": response.headers["Content-Type"]}, content=body
+            )
         if fault.kind == "drop":
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response. (injected)", request=request

@@ -35,7 +35,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _make_server
 
 from ..errors import InputError
-from .faults import Fault, FaultProfile
+from .faults import Fault, FaultProfile, broken_bulk_answer, is_bulk_path
 from .service import Sandbox
 
 FAULTS_PATH = "/__sandbox/faults"
@@ -131,6 +131,21 @@ def _refusing_app(fault: Fault) -> Callable[..., Iterable[bytes]]:
     return app
 
 
+def _broken_bulk_app(app: Callable[..., Iterable[bytes]], at: int) -> Callable[..., Iterable[bytes]]:
+    """``app`` with its answer to a broken bulk told as ``broken_bulk_answer`` tells it."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seen: list[str] = []
+        body = b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
+        status, payload = broken_bulk_answer(int(seen[0].split()[0]), body, at)
+        reason = "Internal Server Error" if status == 500 else seen[0].split(" ", 1)[1]
+        headers = [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(payload)))]
+        start_response(f"{status} {reason}", headers)
+        return [payload]
+
+    return wrapped
+
+
 def _then(app: Callable[..., Iterable[bytes]], after: Callable[[], None]) -> Callable[..., Iterable[bytes]]:
     """``app``, then ``after`` once it has run (committed) and before its answer is written."""
 
@@ -183,7 +198,7 @@ def make_server(
                 kill.fire()
                 self.close_connection = True
                 return
-            fault = profile.next()
+            fault = profile.next(bulk=is_bulk_path(self.path))
             profile.note_request(self.command, self.path, body, fault)
             if fault.latency:
                 time.sleep(fault.latency)
@@ -198,11 +213,14 @@ def make_server(
             elif fault.kind == "slow":
                 out = _Late(self.wfile, profile.slow_delay)
             app = _refusing_app(fault) if fault.refuses else self.server.get_app()  # type: ignore[attr-defined]
+            broken = profile.break_bulk(fault, self.path, body)
+            if broken is not None:
+                body, app = broken[0], _broken_bulk_app(app, broken[1])
             if kill is not None and phase == "commit":
                 app = _then(app, kill.fire)
-            handler = ServerHandler(
-                io.BytesIO(body), out, self.get_stderr(), self.get_environ(), multithread=False
-            )
+            environ = self.get_environ()
+            environ["CONTENT_LENGTH"] = str(len(body))
+            handler = ServerHandler(io.BytesIO(body), out, self.get_stderr(), environ, multithread=False)
             handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref's backpointer for logging
             handler.run(app)
             if kill is not None and phase == "answer":

@@ -23,7 +23,7 @@ from .definition import SandboxDefinition, parse_definition
 from .faults import FaultProfile, FaultyTransport
 from .fields import render_record
 from .store import Store
-from .wsgi import WsgiApp
+from .wsgi import MAX_IN_FLIGHT, WsgiApp
 
 SANDBOX_BASE_URL = "http://sandbox.localhost"
 
@@ -41,21 +41,31 @@ class _Transport(httpx.WSGITransport):
 
 class Sandbox:
     def __init__(
-        self, definition: SandboxDefinition, store: Path | None = None, *, bulk_semantics: str = "atomic"
+        self,
+        definition: SandboxDefinition,
+        store: Path | None = None,
+        *,
+        bulk_semantics: str = "atomic",
+        max_in_flight: int = MAX_IN_FLIGHT,
     ):
         self.definition = definition
         self.store_path = store
         self._store = Store(store)
         self._lock = threading.RLock()
         self.apps = Apps(definition, self._store)
-        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics)
+        self.api = Api(self.apps, self._store, bulk_semantics=bulk_semantics, directory=definition.directory)
         self.api.rebuild_uniques()
         AppAdmin(self.api, self.apps).register()
-        self.wsgi_app = WsgiApp(self.api, self._lock)
+        self.wsgi_app = WsgiApp(self.api, self._lock, max_in_flight=max_in_flight)
 
     @classmethod
     def open(
-        cls, definition: Path | str, store: Path | str | None = None, *, bulk_semantics: str = "atomic"
+        cls,
+        definition: Path | str,
+        store: Path | str | None = None,
+        *,
+        bulk_semantics: str = "atomic",
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> Sandbox:
         path = Path(definition)
         try:
@@ -76,16 +86,23 @@ class Sandbox:
             parse_definition(data, path),
             Path(store) if store is not None else None,
             bulk_semantics=bulk_semantics,
+            max_in_flight=max_in_flight,
         )
 
     @classmethod
     def from_definition(
-        cls, data: dict[str, Any], store: Path | str | None = None, *, bulk_semantics: str = "atomic"
+        cls,
+        data: dict[str, Any],
+        store: Path | str | None = None,
+        *,
+        bulk_semantics: str = "atomic",
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> Sandbox:
         return cls(
             parse_definition(data, "<sandbox definition>"),
             Path(store) if store is not None else None,
             bulk_semantics=bulk_semantics,
+            max_in_flight=max_in_flight,
         )
 
     @property
@@ -108,6 +125,12 @@ class Sandbox:
         with self._lock:
             self._store.reset()
             self.api.cursors.clear()
+
+    def request_counts(self, day: str | None = None) -> dict[int, int]:
+        """App id -> requests that named it on ``day`` (YYYY-MM-DD, UTC; default today), as
+        Kintone's per-app daily limit counts them. Kept in the store; ``reset`` keeps them."""
+        with self._lock:
+            return self._store.request_counts(day or self.api.today())
 
     def records(self, app_id: int) -> list[dict[str, Any]]:
         """The app's records in Kintone's read shape, by ascending id."""

@@ -39,6 +39,21 @@ CREATE TABLE IF NOT EXISTS uniq (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS uniq_by_record ON uniq (app, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_counts (
+    day TEXT NOT NULL,
+    app INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, app)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    uploaded REAL NOT NULL,
+    attached INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS created_apps (
     id INTEGER PRIMARY KEY,
     preview TEXT NOT NULL,
@@ -60,6 +75,16 @@ class StoredRecord:
     id: int
     revision: int
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    name: str
+    content_type: str
+    size: int
+    uploaded: float  # seconds since the epoch
+    attached: bool  # False: an upload's temporary key; True: a key a record holds
 
 
 @dataclass
@@ -253,8 +278,52 @@ class Store:
             ),
         )
 
+    # -- the daily request counter -------------------------------------------------------------
+
+    def count_requests(self, day: str, apps: Iterable[int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO request_counts (day, app, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (day, app) DO UPDATE SET count = count + 1",
+            [(day, app) for app in apps],
+        )
+
+    def request_counts(self, day: str) -> dict[int, int]:
+        rows = self.conn.execute("SELECT app, count FROM request_counts WHERE day = ?", (day,))
+        return {app: count for app, count in rows}
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def put_file(self, file: StoredFile, data: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO files (key, name, content_type, size, data, uploaded, attached)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (file.key, file.name, file.content_type, file.size, data, file.uploaded, int(file.attached)),
+        )
+
+    def get_file(self, key: str) -> StoredFile | None:
+        row = self.conn.execute(
+            "SELECT key, name, content_type, size, uploaded, attached FROM files WHERE key = ?", (key,)
+        ).fetchone()
+        return StoredFile(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row else None
+
+    def file_data(self, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT data FROM files WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def copy_file(self, key: str, new_key: str) -> None:
+        """An upload attached to a record: a permanent copy under ``new_key``."""
+        self.conn.execute(
+            "INSERT INTO files (key, name, content_type, size, data, uploaded, attached)"
+            " SELECT ?, name, content_type, size, data, uploaded, 1 FROM files WHERE key = ?",
+            (new_key, key),
+        )
+
+    def drop_expired_uploads(self, before: float) -> None:
+        self.conn.execute("DELETE FROM files WHERE attached = 0 AND uploaded < ?", (before,))
+
     def reset(self) -> None:
         with self.transaction():
+            self.conn.execute("DELETE FROM files")
             self.conn.execute("DELETE FROM records")
             self.conn.execute("DELETE FROM sequences")
             self.conn.execute("DELETE FROM uniq")

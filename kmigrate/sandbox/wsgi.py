@@ -14,10 +14,13 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
-from .api import API_PATH, MAX_TOKENS, Api, ApiError, Auth, Call, invalid_param
+from .api import API_PATH, MAX_TOKENS, Api
+from .calls import ApiError, Auth, Call, invalid_param
+from .files import Download
 
+MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
 _REASONS = {
     200: "OK",
@@ -27,6 +30,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    429: "Too Many Requests",
     500: "Internal Server Error",
 }
 
@@ -72,16 +76,56 @@ def _auth(environ: dict[str, Any]) -> Auth:
 class WsgiApp:
     """The WSGI callable. ``lock`` serialises requests: the store has one connection."""
 
-    def __init__(self, api: Api, lock: threading.RLock | None = None):
+    def __init__(self, api: Api, lock: threading.RLock | None = None, max_in_flight: int = MAX_IN_FLIGHT):
         self.api = api
         self.lock = lock or threading.RLock()
         self.request_count = 0
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # requests received and not yet answered, waiting for the lock included
+        self.gate = threading.Condition()  # guards in_flight; notified on every change
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self.gate:
+            refused = self.in_flight >= self.max_in_flight
+            if not refused:
+                self.in_flight += 1
+                self.gate.notify_all()
+        if refused:
+            # Kintone's concurrency limit: 429 GAIA_TO04 past its concurrent requests (100 by default).
+            error = ApiError(
+                429, "GAIA_TO04", f"Too many concurrent requests: at most {self.max_in_flight} at a time."
+            )
+            return self._json(429, error.body(), start_response, self.max_in_flight)
+        try:
+            return self._serve(environ, start_response)
+        finally:
+            with self.gate:
+                self.in_flight -= 1
+                self.gate.notify_all()
+
+    def _json(
+        self, status: int, body: dict[str, Any], start_response: Callable[..., Any], running: int
+    ) -> Iterable[bytes]:
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        start_response(
+            f"{status} {_REASONS.get(status, 'Error')}",
+            [
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Content-Length", str(len(payload))),
+                ("X-ConcurrencyLimit-Limit", str(self.max_in_flight)),
+                ("X-ConcurrencyLimit-Running", str(running)),
+            ],
+        )
+        return [payload]
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with self.lock:
             self.request_count += 1
             try:
-                status, body = 200, self._handle(environ)
+                status, answer = 200, self._handle(environ)
+                if isinstance(answer, Download):
+                    return self._download(answer, start_response)
+                body = answer
             except ApiError as exc:
                 status, body = exc.status, exc.body()
             except Exception as exc:  # noqa: BLE001 - a bug must still answer in Kintone's shape
@@ -89,19 +133,22 @@ class WsgiApp:
                     500,
                     ApiError(500, "CB_UN01", f"The sandbox failed: {type(exc).__name__}: {exc}").body(),
                 )
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            running = self.in_flight
+        return self._json(status, body, start_response, running)
+
+    @staticmethod
+    def _download(file: Download, start_response: Callable[..., Any]) -> Iterable[bytes]:
         start_response(
-            f"{status} {_REASONS.get(status, 'Error')}",
+            "200 OK",
             [
-                ("Content-Type", "application/json; charset=utf-8"),
-                ("Content-Length", str(len(payload))),
-                ("X-ConcurrencyLimit-Limit", "100"),
-                ("X-ConcurrencyLimit-Running", "1"),
+                ("Content-Type", file.content_type),
+                ("Content-Length", str(len(file.data))),
+                ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(file.name)}"),
             ],
         )
-        return [payload]
+        return [file.data]
 
-    def _handle(self, environ: dict[str, Any]) -> dict[str, Any]:
+    def _handle(self, environ: dict[str, Any]) -> dict[str, Any] | Download:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE")
         if method == "POST" and override:
@@ -117,18 +164,35 @@ class WsgiApp:
                 f"{path} is not a Kintone REST API path (/k/v1/<api>.json or /k/guest/<id>/v1/<api>.json).",
             )
         params = parse_query_string(environ.get("QUERY_STRING") or "")
-        params.update(self._body(environ))
+        raw = self._read(environ)
+        _auth(environ)  # bad credentials are refused before anything else
+        if match["name"] == "file" and method == "POST":
+            # Uploads cannot be in a bulk and carry no app: any caller may upload, as with a token.
+            return self.api.files.upload(environ.get("CONTENT_TYPE") or "", raw)
+        params.update(self._body(environ, raw))
+        if match["name"] == "file" and method == "GET":
+            return self.api.files.download(params)
         auth = _auth(environ)
+        directory = self.api.directory
+        if auth.password and directory is not None and auth.user not in directory.users:
+            raise ApiError(401, "CB_WA01", "Incorrect login name or password.")
         guest = int(match["guest"]) if match["guest"] else None
-        return self.api.handle(Call(method, match["name"], guest, params, auth))
+        call = Call(method, match["name"], guest, params, auth)
+        try:
+            return self.api.handle(call)
+        finally:
+            self.api.count(call)
 
     @staticmethod
-    def _body(environ: dict[str, Any]) -> dict[str, Any]:
+    def _read(environ: dict[str, Any]) -> bytes:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    @staticmethod
+    def _body(environ: dict[str, Any], raw: bytes) -> dict[str, Any]:
         if not raw.strip():
             return {}
         media_type = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -15,6 +16,16 @@ from ..projects import EXAMPLE, copy_example
 
 def run(*args: str):
     return CliRunner().invoke(main, list(args))
+
+
+def initialised(folder: Path) -> Path:
+    """``kmigrate init`` into ``folder``, checked: every later step depends on it."""
+    result = run("init", str(folder))
+    assert result.exit_code == 0, result.output
+    assert (folder / "kmigrate.toml").is_file() and (
+        folder / "changesets" / "V0001__add_customers.yaml"
+    ).is_file()
+    return folder
 
 
 def test_init_makes_a_project_that_validates_and_plans(tmp_path):
@@ -30,7 +41,9 @@ def test_init_makes_a_project_that_validates_and_plans(tmp_path):
         "templates/macros.j2",
     ):
         assert (target / rel).is_file(), rel
-    assert run("-C", str(target), "validate").exit_code == 0
+    validated = run("-C", str(target), "validate")
+    assert validated.exit_code == 0, validated.output
+    assert validated.output == "OK: 1 changeset, 2 operations, 4 records valid for environment 'sandbox'.\n"
     planned = run("-C", str(target), "plan", "--format", "json")
     assert planned.exit_code == 0, planned.output
     data = json.loads(planned.stdout)
@@ -59,7 +72,7 @@ def test_init_refuses_to_overwrite_any_file_it_would_write(tmp_path):
 
 
 def test_new_takes_the_next_version_after_the_highest(tmp_path):
-    run("init", str(tmp_path))
+    initialised(tmp_path)
     (tmp_path / "changesets" / "V0007__later.yaml").write_text("operations: []\n")
     result = run("-C", str(tmp_path), "new", "import spring orders")
     assert result.exit_code == 0, result.output
@@ -73,18 +86,23 @@ def test_new_takes_the_next_version_after_the_highest(tmp_path):
 
 
 def test_new_keeps_a_wider_version_and_starts_at_one(tmp_path):
-    run("init", str(tmp_path))
+    initialised(tmp_path)
     for path in (tmp_path / "changesets").glob("V*.yaml"):
         path.unlink()
-    assert run("-C", str(tmp_path), "new", "first").exit_code == 0
-    assert (tmp_path / "changesets" / "V0001__first.yaml").is_file()
+    first = run("-C", str(tmp_path), "new", "first")
+    assert first.exit_code == 0 and first.output.endswith("changesets/V0001__first.yaml\n"), first.output
     (tmp_path / "changesets" / "V20240501__dated.yaml").write_text("operations: []\n")
-    assert run("-C", str(tmp_path), "new", "next").exit_code == 0
-    assert (tmp_path / "changesets" / "V20240502__next.yaml").is_file()
+    after = run("-C", str(tmp_path), "new", "next")
+    assert after.exit_code == 0 and after.output.endswith("changesets/V20240502__next.yaml\n"), after.output
+    assert sorted(p.name for p in (tmp_path / "changesets").glob("*.yaml")) == [
+        "V0001__first.yaml",
+        "V20240501__dated.yaml",
+        "V20240502__next.yaml",
+    ]
 
 
 def test_new_rejects_a_bad_name(tmp_path):
-    run("init", str(tmp_path))
+    initialised(tmp_path)
     result = run("-C", str(tmp_path), "new", "../escape")
     assert result.exit_code == 2 and "use letters, digits" in result.output
     assert sorted(p.name for p in (tmp_path / "changesets").glob("*.yaml")) == ["V0001__add_customers.yaml"]

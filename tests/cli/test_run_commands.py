@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from kmigrate.cli import main
@@ -109,11 +110,14 @@ def test_resolve_needs_a_verdict(tmp_path):
     assert result.exit_code == 2 and "--applied or --not-applied" in result.output
 
 
+@pytest.mark.slow  # a kmigrate process on a pseudo-terminal
 def test_apply_on_a_terminal_draws_a_progress_bar(tmp_path):
     import os
     import pty
+    import select
     import subprocess
     import sys
+    import time
 
     from ..projects import write_items_csv
 
@@ -132,14 +136,22 @@ def test_apply_on_a_terminal_draws_a_progress_bar(tmp_path):
     )
     os.close(follower)
     screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # the terminal closed: the process ended
-            break
-        if not chunk:
-            break
-        screen += chunk
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([leader], [], [], max(left, 0))
+            assert ready, f"no output for 60 s; the screen so far:\n{screen.decode(errors='replace')}"
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.wait(timeout=60) == 0
     os.close(leader)
     text = screen.decode()

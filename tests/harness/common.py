@@ -359,7 +359,8 @@ class Figures:
 
     def lines(self) -> list[str]:
         kinds = ", ".join(
-            f"{k} {self.faults.get(k, 0)}" for k in ("429", "500", "503", "reset", "drop", "slow", "latency")
+            f"{k} {self.faults.get(k, 0)}"
+            for k in ("429", "500", "503", "reset", "drop", "slow", "partial", "latency")
         )
         m = self.mismatches
         out = [

@@ -33,20 +33,21 @@ from .common import (
     write_json,
 )
 
-# Mixed profiles: a busy Kintone, a lossy network, answers lost after commit, and everything.
+# Mixed profiles: everything, a busy Kintone, a lossy network, answers lost after commit,
+# refusals (a bulk failing part-way among them: under prefix semantics its start stays).
 PROFILES = (
-    "latency=0-20,429=0.05,500=0.02,503=0.05,reset=0.05,drop=0.05,slow=0.02",
+    "latency=0-20,429=0.05,500=0.02,503=0.05,reset=0.05,drop=0.05,slow=0.02,partial=0.03",
     "latency=0-50,429=0.2,503=0.1",
     "reset=0.1,drop=0.1,latency=0-10",
     "drop=0.12,slow=0.05",
-    "500=0.08,503=0.08,reset=0.04",
+    "500=0.08,503=0.08,reset=0.04,partial=0.1",
 )
 SLOW_DELAY = 1.5  # seconds a slow answer takes; the client waits TIMEOUT
 TIMEOUT = 1.0
 
 
-def profile_for(run: int, seed: int) -> str:
-    return f"seed={seed + run},{PROFILES[run % len(PROFILES)]},slow_delay={SLOW_DELAY}"
+def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES) -> str:
+    return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={SLOW_DELAY}"
 
 
 def run_suite(
@@ -58,6 +59,7 @@ def run_suite(
     attempts: int = 12,
     work: Path,
     progress: bool = False,
+    profiles: tuple[str, ...] = PROFILES,
 ) -> Figures:
     started = clock()
     template = make_project(work / "template", records=records, seed=seed)
@@ -69,7 +71,7 @@ def run_suite(
         run_dir = work / f"run-{run}"
         run_dir.mkdir(parents=True, exist_ok=True)
         project = make_copy(template, run_dir / "project")
-        spec = profile_for(run, seed)
+        spec = profile_for(run, seed, profiles)
         finished, person = False, None
         with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
             set_served_port(project, int(served.url.rsplit(":", 1)[1]))
@@ -95,7 +97,10 @@ def run_suite(
             figures.needed_a_person.append(person)
         if progress:
             state = "done" if finished else "NEEDED A PERSON"
-            print(f"run {run}: {state} ({spec})", file=sys.stderr)
+            met = (
+                ", ".join(f"{k} {v}" for k, v in counters["faults"].items() if v and k != "latency") or "none"
+            )
+            print(f"run {run}: {state} ({spec}; faults: {met})", file=sys.stderr)
     figures.seconds = clock() - started
     return figures
 
@@ -112,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--work", type=Path, default=None, help="keep the runs' folders here")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="fault profiles to cycle (default: the five)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
         figures = run_suite(
@@ -122,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             attempts=args.attempts,
             work=args.work or Path(tmp),
             progress=not args.quiet,
+            profiles=tuple(args.profile) if args.profile else PROFILES,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())

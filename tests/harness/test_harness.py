@@ -5,27 +5,37 @@ Each suite runs once per bulk semantics (module-scoped fixtures); the tests read
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from .common import Figures
 from .crash import kill_points, run_matrix
-from .faults import run_suite
+from .faults import PROFILES, run_suite
 
 pytestmark = pytest.mark.slow
 
 SEMANTICS = ["atomic", "prefix"]
-WAITING_FOR_RECONCILIATION = (
-    "issue #7 item 1 (automatic reconciliation, effects lane) is not on main yet: an in-doubt batch "
-    "still asks for `kmigrate resolve`; strict, so this fails as soon as it lands and the mark must go"
+# Until issue #7 item 1 (automatic reconciliation, kmigrate/reconcile.py) is merged, an in-doubt
+# batch asks for `kmigrate resolve`: these asserts are expected to fail (strictly: a pass would
+# be reported). Once the module exists the mark is off and they must hold.
+RECONCILIATION_MISSING = importlib.util.find_spec("kmigrate.reconcile") is None
+waiting_for_reconciliation = pytest.mark.xfail(
+    RECONCILIATION_MISSING,
+    reason="issue #7 item 1 (automatic reconciliation) is not merged: in-doubt batches ask for `kmigrate resolve`",
+    strict=True,
 )
+
+
+# At CI size a bulk failing part-way is left to its own test below, where it happens for sure.
+CI_PROFILES = tuple(",".join(p for p in spec.split(",") if not p.startswith("partial=")) for spec in PROFILES)
 
 
 @pytest.fixture(scope="module", params=SEMANTICS)
 def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"faults-{request.param}")
-    return run_suite(runs=10, records=120, bulk_semantics=request.param, work=work)
+    return run_suite(runs=10, records=120, bulk_semantics=request.param, work=work, profiles=CI_PROFILES)
 
 
 @pytest.fixture(scope="module", params=SEMANTICS)
@@ -44,7 +54,7 @@ def test_fault_suite_injects_every_kind_and_never_duplicates_loses_or_corrupts(f
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@pytest.mark.xfail(reason=WAITING_FOR_RECONCILIATION, strict=True)
+@waiting_for_reconciliation
 def test_fault_suite_needs_no_person(fault_suite: Figures):
     assert fault_suite.needed_a_person == []
 
@@ -55,7 +65,7 @@ def test_crash_matrix_kills_every_point_and_never_duplicates_loses_or_corrupts(c
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@pytest.mark.xfail(reason=WAITING_FOR_RECONCILIATION, strict=True)
+@waiting_for_reconciliation
 def test_crash_matrix_needs_no_person(crash_matrix: Figures):
     assert crash_matrix.needed_a_person == []
 
@@ -66,3 +76,22 @@ def test_kill_points_spread_over_requests_and_phases():
     assert {p.split(":")[1] for p in points} == {"before", "commit", "answer+0", "answer+2", "answer+10"}
     assert points[0] == "1:before" and kill_points(2, 100) == kill_points(2, 10)  # at most the grid
     assert len({p.split(":")[0] for p in kill_points(40, 100)}) == 40  # every request is hit
+
+
+@pytest.mark.parametrize(
+    "semantics",
+    [
+        "atomic",
+        pytest.param("prefix", marks=waiting_for_reconciliation),
+    ],
+)
+def test_a_bulk_failing_part_way_is_settled_exactly(semantics: str, tmp_path: Path):
+    # The first bulk (V0001: an upsert, then an add) fails at its second request, once. Under
+    # prefix semantics the upsert stayed: sending the whole batch again upserts twice.
+    figures = run_suite(
+        runs=1, records=20, bulk_semantics=semantics, work=tmp_path, profiles=("partial=1,count=1",)
+    )
+    assert figures.faults["partial"] == 1
+    m = figures.mismatches
+    assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
+    assert figures.needed_a_person == []

@@ -259,3 +259,40 @@ def test_a_file_that_later_declares_a_created_apps_id_is_refused(tmp_path: Path)
     grown = {"apps": [*DEFINITION["apps"], {"id": app, "name": "New", "fields": {"t": "SINGLE_LINE_TEXT"}}]}
     with pytest.raises(SandboxDefinitionError, match=f"app id {app} is declared in the sandbox file"):
         Sandbox.from_definition(grown, store=store)
+
+
+def test_a_created_apps_lookup_is_checked_against_the_sandboxs_apps(k: Kintone):
+    app = create(k)
+    looked_up = {
+        "customer": {
+            "type": "SINGLE_LINE_TEXT",
+            "lookup": {
+                "relatedApp": {"app": "2"},
+                "relatedKeyField": "code",
+                "fieldMappings": [{"field": "customer_name", "relatedField": "name"}],
+            },
+        },
+        "customer_name": {"type": "SINGLE_LINE_TEXT"},
+    }
+    bad = {
+        **looked_up,
+        "customer": {
+            **looked_up["customer"],
+            "lookup": {**looked_up["customer"]["lookup"], "relatedKeyField": "nope"},
+        },
+    }
+    err = k.error(
+        "POST",
+        "preview/app/form/fields",
+        {"app": app, "properties": bad},
+        headers=PASSWORD,
+        status=400,
+        code="CB_VA01",
+    )
+    assert "has no key field 'nope'" in err["errors"]["properties"]["messages"][0]
+    k.ok("POST", "preview/app/form/fields", {"app": app, "properties": looked_up}, headers=PASSWORD)
+    k.ok("POST", "preview/app/deploy", {"apps": [{"app": app}]}, headers=PASSWORD)
+    token = {"X-Cybozu-API-Token": "full-token"}
+    k.ok("POST", "record", {"app": 2, "record": rec(code="C1", name="Acme")}, headers=token)
+    k.ok("POST", "record", {"app": app, "record": rec(customer="C1")}, headers=PASSWORD)
+    assert k.ok("GET", "record", {"app": app, "id": 1})["record"]["customer_name"]["value"] == "Acme"

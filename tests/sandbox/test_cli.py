@@ -75,3 +75,28 @@ def test_errors_are_one_line_and_exit_2(project: Path):
     assert result.exit_code == 2 and "unknown app alias" in result.output
     result = run("-C", str(project), "sandbox", "records", "99")
     assert result.exit_code == 2 and "no app 99" in result.output
+
+
+def test_stats_shows_each_apps_requests_against_the_daily_limit(project: Path):
+    seed(project)
+    runner = CliRunner()
+    table = runner.invoke(main, ["-C", str(project), "sandbox", "stats"])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert "(Kintone's limit: 10,000 a day)" in lines[0]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["1", "Orders", "1"],
+        ["2", "Customers", "0"],
+        ["3", "Guest", "tasks"],
+        ["4", "Plain", "0"],
+    ]
+    as_json = runner.invoke(
+        main, ["-C", str(project), "sandbox", "stats", "--format", "json", "--day", "2000-01-01"]
+    )
+    body = json.loads(as_json.output)
+    assert body["day"] == "2000-01-01" and {a["app"]: a["requests"] for a in body["apps"]} == {
+        1: 0,
+        2: 0,
+        3: 0,
+        4: 0,
+    }

@@ -57,6 +57,7 @@ def test_spec_is_parsed_with_every_key():
         ("teapot=0.1", "unknown key 'teapot'"),
         ("429", "KEY=VALUE"),
         ("429=0.6,503=0.6", "more than 1"),
+        ("count=-1", "not negative"),
     ],
 )
 def test_a_bad_spec_is_an_input_error_naming_the_part(spec: str, why: str):
@@ -73,7 +74,9 @@ def test_the_same_seed_replays_the_same_faults_and_another_seed_does_not():
     assert first == draws(SPEC)
     assert first != draws(SPEC.replace("seed=7", "seed=8"))
     kinds = {kind for kind, _ in first}
-    assert set(FAULT_KINDS) <= kinds and None in kinds  # 500 draws meet every kind at these rates
+    assert (
+        set(FAULT_KINDS) - {"partial"} <= kinds and None in kinds
+    )  # 500 draws meet every kind at these rates
 
 
 def test_counts_match_the_draws():
@@ -290,3 +293,45 @@ def test_a_bad_kill_point_is_an_input_error(spec: str, tmp_path):
 
     with pytest.raises(InputError, match="kill point"):
         KillSwitch.parse(spec, tmp_path / "pid")
+
+
+# ---- partial: a bulk that fails part-way --------------------------------------------------------
+
+
+def three_adds() -> dict:
+    add = {"method": "POST", "api": "/k/v1/record.json", "payload": {"app": 4, "record": rec(title="a")}}
+    return {"requests": [add, add, add]}
+
+
+@pytest.mark.parametrize("semantics", ["atomic", "prefix"])
+def test_partial_fails_a_bulk_at_a_drawn_request_and_keeps_what_the_semantics_keep(semantics: str):
+    profile = FaultProfile.parse("seed=1,partial=1")
+    at = 1 + min(int(FaultProfile.parse("seed=1,partial=1").next().share * 2), 1)  # never 0 when 3
+    with Sandbox.from_definition(json.loads(json.dumps(DEFINITION)), bulk_semantics=semantics) as sb:
+        with faulty_client(sb, profile) as client:
+            response = client.post("/k/v1/bulkRequest.json", json=three_adds())
+            assert response.status_code == 500
+            results = response.json()["results"]
+            assert results[at]["code"] == "CB_UN01" and f"request {at}" in results[at]["message"]
+            assert [r for i, r in enumerate(results) if i != at] == [{}, {}]
+            assert add_one(client).status_code == 200  # not a bulk: no fault
+        assert len(titles(sb)) == (at if semantics == "prefix" else 0) + 1
+        assert profile.report()["faults"]["partial"] == 1
+
+
+@pytest.mark.parametrize("served", ["seed=1,partial=1"], indirect=True)
+def test_served_partial_is_a_500_in_the_failed_bulk_shape(served, plain: Sandbox):
+    base, profile = served
+    with httpx.Client(base_url=base, timeout=5) as client:
+        response = client.post("/k/v1/bulkRequest.json", json=three_adds())
+    assert response.status_code == 500 and sum(bool(r) for r in response.json()["results"]) == 1
+    assert titles(plain) == [] and profile.report()["faults"]["partial"] == 1  # atomic: all rolled back
+
+
+def test_count_stops_injecting_after_that_many_faults_and_partial_waits_for_a_bulk(plain: Sandbox):
+    profile = FaultProfile.parse("seed=1,partial=1,count=1")
+    with faulty_client(plain, profile) as client:
+        assert add_one(client).status_code == 200  # not a bulk: partial does not apply, nor count
+        assert client.post("/k/v1/bulkRequest.json", json=three_adds()).status_code == 500
+        assert client.post("/k/v1/bulkRequest.json", json=three_adds()).status_code == 200
+    assert profile.report()["faults"]["partial"] == 1 and len(titles(plain)) == 1 + 3

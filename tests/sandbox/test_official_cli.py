@@ -1,8 +1,9 @@
 """Kintone's official CLI (cli-kintone, npm @kintone/cli) against a served sandbox.
 
 cli-kintone speaks only https, so the sandbox is served here behind TLS with a throw-away
-certificate that node is told to trust. The CLI is installed with npm into `.node/` at the
-repository's root (gitignored) on first use; node and npm must be on PATH.
+certificate that node is told to trust. The CLI is installed with npm into the
+repository's bench/.node (gitignored, shared with bench/run.py) on first use; node, npm and
+openssl must be on PATH.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_VERSION = "1.19.2"
-CLI = ROOT / ".node" / "node_modules" / ".bin" / "cli-kintone"
+# The same install bench/run.py uses (npm install --prefix bench/.node @kintone/cli).
+CLI = ROOT / "bench" / ".node" / "node_modules" / ".bin" / "cli-kintone"
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +58,12 @@ def cli_kintone() -> Path:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Sandbox, str, dict[str, str]]]:
+def definition() -> dict[str, Any]:
+    return DEFINITION
+
+
+@pytest.fixture
+def served(tmp_path: Path, definition: dict[str, Any]) -> Iterator[tuple[Sandbox, str, dict[str, str]]]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -82,7 +90,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Sandbox, str, dict[str, str]]]:
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    sandbox = Sandbox.from_definition(DEFINITION)
+    sandbox = Sandbox.from_definition(definition)
     server = make_server(sandbox, "127.0.0.1", 0)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -155,3 +163,45 @@ def test_record_import_then_export_round_trips(cli_kintone: Path, served, tmp_pa
     assert [r["title"]["value"] for r in sandbox.records(4)] == ["one", "two, with a comma"]
     exported = rows(run(cli_kintone, env, "record", "export", *auth, "--fields", "title"))
     assert exported == [{"title": "one"}, {"title": "two, with a comma"}]
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [{"apps": [{"id": 1, "name": "Contracts", "fields": {"title": "SINGLE_LINE_TEXT", "contract": "FILE"}}]}],
+)
+def test_record_import_and_export_carry_attachments(cli_kintone: Path, served, tmp_path: Path):
+    sandbox, base, env = served
+    auth = ["--base-url", base, "--app", "1", "--username", "alice", "--password", "pw"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "C-001.pdf").write_bytes(b"%PDF-1.4 one")
+    (tmp_path / "in.csv").write_text('"title","contract"\n"one","C-001.pdf"\n', encoding="utf-8")
+    run(
+        cli_kintone,
+        env,
+        "record",
+        "import",
+        *auth,
+        "--file-path",
+        str(tmp_path / "in.csv"),
+        "--attachments-dir",
+        str(folder),
+    )
+    (stored,) = sandbox.records(1)[0]["contract"]["value"]
+    assert (stored["name"], stored["size"]) == ("C-001.pdf", "12")
+    out = tmp_path / "out"
+    exported = rows(
+        run(
+            cli_kintone,
+            env,
+            "record",
+            "export",
+            *auth,
+            "--fields",
+            "title,contract",
+            "--attachments-dir",
+            str(out),
+        )
+    )
+    assert exported == [{"title": "one", "contract": "contract-1/C-001.pdf"}]
+    assert (out / "contract-1" / "C-001.pdf").read_bytes() == b"%PDF-1.4 one"
