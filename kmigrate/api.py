@@ -22,7 +22,7 @@ from . import loader, sent_content
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
-from .changeset_files import display_path, next_changeset_path, version_of
+from .changeset_files import display_path, next_changeset_path, version_key, version_of
 from .client import Client, RetryPolicy
 from .config import CONFIG_FILE, App, Credentials, Environment, Project, load_project
 from .drift import BatchChange, accepted_hashes, drift_report, drifted, find_drift, preflight
@@ -150,8 +150,13 @@ def _load_checked(
 ) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
     """The loader's changesets and problems, then what the apps' definitions refuse."""
     schemas = ctx.schemas if schemas is None else schemas
-    changesets, errors = loader.load_all(ctx.project, ctx.env, state, known_fields=known_fields(schemas))
-    errors.extend(check_changesets(changesets, ctx.env, schemas, state))
+    partial: list[LoadedChangeset] = []  # files with errors whose operations can still be checked
+    changesets, errors = loader.load_all(
+        ctx.project, ctx.env, state, known_fields=known_fields(schemas), partial=partial
+    )
+    if schemas:
+        every = sorted([*changesets, *partial], key=lambda c: version_key(c.version))
+        errors.extend(check_changesets(every, ctx.env, schemas, state))
     return changesets, errors
 
 
@@ -162,13 +167,13 @@ def app_schemas(env: Environment) -> dict[int, AppSchema]:
     nothing here (``apply`` reports that file's problems itself); a schema file that does not
     load is an error."""
     if env.schema_file is not None:
-        return _schemas_from_file(env.schema_file, strict=True)
+        return _schemas_from_file(env.schema_file, env.root, strict=True)
     if env.sandbox_file is not None:
-        return _schemas_from_file(env.sandbox_file, strict=False)
+        return _schemas_from_file(env.sandbox_file, env.root, strict=False)
     return {}
 
 
-def _schemas_from_file(path: Path, *, strict: bool) -> dict[int, AppSchema]:
+def _schemas_from_file(path: Path, root: Path, *, strict: bool) -> dict[int, AppSchema]:
     from .sandbox.definition import parse_definition
 
     try:
@@ -179,7 +184,7 @@ def _schemas_from_file(path: Path, *, strict: bool) -> dict[int, AppSchema]:
         if isinstance(exc, KmigrateError):
             raise
         raise ConfigError(f"cannot read the schema file: {exc}", location=Location(file=str(path))) from exc
-    source = display_path(path)
+    source = path.relative_to(root).as_posix() if path.is_relative_to(root) else display_path(path)
     return {
         app.id: AppSchema(fields=app.fields, system=app.system, process=app.process, source=source)
         for app in definition.apps.values()

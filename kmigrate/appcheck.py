@@ -193,13 +193,8 @@ class _Checker:
     # -- process management ----
 
     def _status(self, body: StatusOp, schema: AppSchema, errors: _OperationErrors) -> None:
-        process = schema.enabled_process
+        process = _process_of(schema, body.app, "status actions", errors)
         if process is None:
-            errors.add(
-                f"app {body.app} has no process management enabled{_in(schema)}: Kintone refuses "
-                "status actions on it (GAIA_ST02)",
-                hint="enable process management in the app, or remove the operation",
-            )
             return
         for target, action, assignee in _status_targets(body):
             known = self._known_states(target)
@@ -284,13 +279,8 @@ class _Checker:
         errors.add(message, hint=f"from {state!r} the process offers: {', '.join(here) or 'no action'}")
 
     def _assignees(self, body: AssigneesOp, schema: AppSchema, errors: _OperationErrors) -> None:
-        process = schema.enabled_process
+        process = _process_of(schema, body.app, "assignee changes", errors)
         if process is None:
-            errors.add(
-                f"app {body.app} has no process management enabled{_in(schema)}: Kintone refuses "
-                "assignee changes on it (GAIA_ST02)",
-                hint="enable process management in the app, or remove the operation",
-            )
             return
         known = self._known_states(body.id)
         if known is None:
@@ -527,6 +517,16 @@ def _status_targets(body: StatusOp) -> Iterator[tuple[Any, str, str | None]]:
         else:
             assert body.action is not None
             yield item, body.action, body.assignee
+
+
+def _process_of(schema: AppSchema, app: object, what: str, errors: _OperationErrors) -> ProcessDef | None:
+    """The app's enabled process; None, reported, when it has none."""
+    if schema.enabled_process is None:
+        errors.add(
+            f"app {app} has no process management enabled{_in(schema)}: Kintone refuses {what} on it (GAIA_ST02)",
+            hint="enable process management in the app, or remove the operation",
+        )
+    return schema.enabled_process
 
 
 def _guess(word: str, choices: list[str]) -> str:

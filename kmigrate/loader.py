@@ -131,6 +131,8 @@ class _FileLoader:
         self.root: yaml.Node | None = None
         self.reached_operations = False
         self.source_text = ""
+        self.parsed: dict[int, Operation] = {}  # operations that passed the format's models
+        self.partial: LoadedChangeset | None = None  # well formed, with errors: see load()
 
     # -- reporting ----
 
@@ -182,16 +184,17 @@ class _FileLoader:
         )
         failed_before = len(self.errors)
         models = [self._operation(i, raw) for i, raw in enumerate(operations) if i not in not_json]
-        if len(self.errors) > failed_before or not_json or any(op is None for op in models):
+        failed = len(self.errors) > failed_before or not_json or any(op is None for op in models)
+        if failed and (not_json or len(self.parsed) != len(operations)):
             return None
         lines = self._lines(operations, not_json)
         assert self.lines is not None
-        return LoadedChangeset(
+        changeset = LoadedChangeset(
             version=self.item.version,
             name=self.item.name,
             path=self.item.path,
             description=description,
-            operations=tuple(op for op in models if op is not None),
+            operations=tuple(self.parsed[i] for i in range(len(operations))),
             source_checksum=source_checksum,
             rendered_checksum=rendered_checksum,
             operation_lines=lines.operations,
@@ -200,6 +203,12 @@ class _FileLoader:
             rendered_record_lines=lines.rendered_records,
             rendered_text_differs=not self.lines.identity,
         )
+        if failed:
+            # Every operation is well formed but some broke a project rule (a ref, a record):
+            # kept aside, so the checks against the apps still report the rest of the file.
+            self.partial = changeset
+            return None
+        return changeset
 
     def _read_source(self) -> str | None:
         """The file as UTF-8 text with ``\\n`` line endings."""
@@ -377,6 +386,7 @@ class _FileLoader:
                 self._forget_ref(raw)
                 return None
             op = with_records
+        self.parsed[index] = op  # well formed, whatever the project rules below say
         self._check_refs(op, index, app, detail)
         if isinstance(body, (AddOp, UpsertOp)) and body.ref:
             self._define_ref(op, index, app)
@@ -712,8 +722,12 @@ def load_all(
     journal: Mapping[str, JournaledChangeset] | None = None,
     *,
     known_fields: KnownFields | None = None,
+    partial: list[LoadedChangeset] | None = None,
 ) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
     """Every changeset of the project, and every problem found (empty when all is well).
+
+    ``partial``, when given, receives the files whose operations are all well formed but that
+    broke a project rule (a ref, a record): not for planning, only for further checks.
 
     ``journal`` (version -> what the journal knows) lets an applied changeset whose checksums
     did not change skip the record-by-record checks of its data files: a no-op re-run of a
@@ -731,6 +745,8 @@ def load_all(
         errors.extend(file_loader.errors)
         if result is not None and not file_loader.errors:
             loaded.append(result)
+        elif file_loader.partial is not None and partial is not None:
+            partial.append(file_loader.partial)
         elif file_loader.root is None or not file_loader.reached_operations:
             state.opaque_failure = True
     return loaded, errors

@@ -13,26 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .appschema import READ_ONLY_TYPES, SYSTEM_TYPES
 from .client import Client
 from .config import App
 
 # Read-shape types a client cannot write back: left out of a sampled record.
-_NOT_WRITTEN = frozenset(
-    {
-        "RECORD_NUMBER",
-        "CREATOR",
-        "CREATED_TIME",
-        "MODIFIER",
-        "UPDATED_TIME",
-        "STATUS",
-        "STATUS_ASSIGNEE",
-        "CATEGORY",
-        "CALC",
-        "FILE",
-        "__ID__",
-        "__REVISION__",
-    }
-)
+_NOT_WRITTEN = frozenset(SYSTEM_TYPES) | READ_ONLY_TYPES | {"FILE", "__ID__", "__REVISION__"}
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,18 @@ def test_a_project_with_one_of_each_mistake_gets_every_one_reported(tmp_path):
     assert not sandbox_store.exists()  # the sandbox was never even opened: nothing sent
 
 
+def test_every_mistake_of_one_file_is_reported_even_beside_a_ref_error(tmp_path):
+    one_file = (
+        ONE_OF_EACH[0][0] + "  - update: {app: orders, records: [{id: {ref: batch, index: 9}, title: y}]}\n"
+    )
+    result = CliRunner().invoke(main, ["-C", str(project(tmp_path, one_file)), "validate"])
+    assert result.exit_code == 2
+    assert "index 9 is out of range" in result.output and "c1.yaml:13" in result.output
+    for where in ONE_OF_EACH[0][1]:
+        assert where in result.output, where
+    assert "8 problems found" in result.output
+
+
 def test_apply_refuses_before_sending(tmp_path):
     root = project(tmp_path, add("{code: A1, amount: '12,000'}"))
     result = CliRunner().invoke(main, ["-C", str(root), "apply"])
