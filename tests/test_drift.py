@@ -121,3 +121,39 @@ def test_repair_shows_the_diff_asks_and_says_kintone_keeps_the_old_values(tmp_pa
     accepted = run(root, "repair", "0001", "--yes", "--note", "qty fixed")
     assert accepted.exit_code == 0 and "Repaired: V0001__items" in accepted.output
     assert run(root, "validate").exit_code == 0
+
+
+def test_validate_and_plan_check_refuse_order_and_in_doubt_as_apply_does(tmp_path):
+    from kmigrate.client import Client
+    from kmigrate.config import Credentials
+    from kmigrate.errors import InDoubtError
+    from kmigrate.sandbox import SANDBOX_BASE_URL
+
+    from .projects import TOKEN
+    from .test_runner import LoseAnswers
+
+    root = items_project(tmp_path)
+    write_changeset(root, "V0002__b.yaml", "operations:\n  - add: {app: items, records: [{code: B}]}\n")
+    assert run(root, "apply").exit_code == 0
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    verdicts = [run(root, *args) for args in (("apply",), ("validate",), ("plan", "--check"))]
+    assert [v.exit_code for v in verdicts] == [2, 2, 2]
+    assert all("V0001__a is older than V0002, which is already applied" in v.output for v in verdicts)
+    (root / "changesets" / "V0001__a.yaml").unlink()
+    write_changeset(root, "V0003__c.yaml", "operations:\n  - add: {app: items, records: [{code: C}]}\n")
+    ctx = api.Context.load(root)
+    with Sandbox.open(ctx.env.sandbox_file, ctx.env.sandbox_store) as sandbox:
+        lossy = Client(
+            SANDBOX_BASE_URL, Credentials(api_tokens=(TOKEN,)), transport=LoseAnswers(sandbox.transport(), 1)
+        )
+        try:
+            api.apply(ctx, client=lossy)
+        except InDoubtError:
+            pass
+    applied, validated, checked = (
+        run(root, *args) for args in (("apply",), ("validate",), ("plan", "--check"))
+    )
+    assert "V0003 batch 0 was sent but its answer was never journaled" in validated.output
+    assert validated.exit_code == 2  # validate: every problem is bad input for the run
+    assert "was sent" in applied.output and "was sent" in checked.output
+    assert checked.exit_code == applied.exit_code  # plan --check refuses exactly as apply does
