@@ -319,6 +319,12 @@ class Client:
             if len(records) < page_size:
                 return
 
+    def max_record_id(self, app: int, guest_space_id: int | None = None) -> int:
+        """The app's highest record id now; 0 when it has no record. One GET."""
+        params = {"app": app, "fields": ["$id"], "query": "order by $id desc limit 1"}
+        records = self.request("GET", "records", params=params, guest_space_id=guest_space_id)["records"]
+        return int(records[0]["$id"]["value"]) if records else 0
+
     def records_exist(self, app: int, ids: Iterable[int], guest_space_id: int | None = None) -> set[int]:
         """Which of ``ids`` exist in ``app``."""
         wanted = sorted({int(i) for i in ids})

@@ -80,6 +80,8 @@ class EnvConfig(BaseModel):
     # The journal kept in the target Kintone (docs/journal.md): an app id or alias, or one per
     # guest space, e.g. {default = 50, "3" = 61} (a bulk request cannot leave its space).
     journal_app: AppId | str | dict[str, AppId | str] | None = None
+    # The apps' definitions to validate against, in the sandbox file's shape (`sandbox pull --out`).
+    schema_file: str | None = Field(default=None, alias="schema")
     apps: dict[str, AppId | AppRef] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     # Talking to Kintone
@@ -151,6 +153,7 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
 
     @property
     def is_sandbox(self) -> bool:
@@ -268,6 +271,7 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
 
 

@@ -591,6 +591,37 @@ def test_records_exist_checks_ids_in_chunks() -> None:
     assert len(calls) == 2
 
 
+def test_max_record_id_asks_for_the_highest_id_only() -> None:
+    rec = Recorder(
+        httpx.Response(
+            200, json={"records": [{"$id": {"type": "__ID__", "value": "4711"}}], "totalCount": None}
+        ),
+        httpx.Response(200, json={"records": [], "totalCount": None}),
+    )
+    client, _ = make_client(rec)
+    assert client.max_record_id(3, guest_space_id=5) == 4711
+    assert client.max_record_id(3) == 0  # an empty app
+    first = rec.requests[0]
+    assert first.method == "GET" and first.url.path == "/k/guest/5/v1/records.json"
+    params = dict(parse_qsl(first.url.query.decode()))
+    assert params == {"app": "3", "fields[0]": "$id", "query": "order by $id desc limit 1"}
+
+
+def test_max_record_id_against_the_sandbox() -> None:
+    from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
+
+    sandbox = Sandbox.from_definition(
+        {"apps": [{"id": 1, "name": "A", "fields": {"t": {"type": "SINGLE_LINE_TEXT"}}}]}
+    )
+    client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+    assert client.max_record_id(1) == 0
+    client.bulk(
+        [{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{}, {}, {}]}}]
+    )
+    assert client.max_record_id(1) == 3
+    assert [r["$id"]["value"] for r in client.get_records(1, "$id > 1", ["$id"])] == ["2", "3"]
+
+
 def test_get_record_and_count() -> None:
     rec = Recorder(
         httpx.Response(200, json={"record": {"$id": {"type": "__ID__", "value": "9"}}}),

@@ -24,8 +24,9 @@ KIND_BATCH = "batch"  # one applied (or baselined) batch
 KIND_LEASE = "lease"
 KIND_PARTIAL = "partial"  # a marker kept with only part of its bulk ("partial:K"): not applied
 
-# What `kmigrate plan` shows where the run's token goes: it is known only when `apply` runs.
+# What `kmigrate plan` shows where the run's token and the probe go: known only when `apply` runs.
 RUN_PLACEHOLDER = "{run}"
+PROBE_PLACEHOLDER = "{probe}"
 
 # The journal app's fields (Kintone's shape for POST preview/app/form/fields.json): what
 # `journal init` creates, and what docs/journal.md lists for making the app by hand.
@@ -120,7 +121,9 @@ class Markers:
             for op in cs.operations:
                 self.app_for(op.guest_space_id)
 
-    def record(self, cs: ChangesetPlan, batch: Batch, run: str) -> dict[str, Any]:
+    def record(
+        self, cs: ChangesetPlan, batch: Batch, run: str, probe: Any = PROBE_PLACEHOLDER
+    ) -> dict[str, Any]:
         counts = created_counts(batch)
         return {
             "key": _value(marker_key(self.project, cs.version, batch.index)),
@@ -137,15 +140,18 @@ class Markers:
             "refs": _value(canonical_json(counts)),
             # Nothing to record later when the batch creates nothing a ref names.
             "ids": _value("" if counts else "{}"),
+            "probe": _value(probe if isinstance(probe, str) else canonical_json(probe) if probe else ""),
         }
 
-    def request(self, cs: ChangesetPlan, batch: Batch, run: str = RUN_PLACEHOLDER) -> dict[str, Any]:
+    def request(
+        self, cs: ChangesetPlan, batch: Batch, run: str = RUN_PLACEHOLDER, probe: Any = PROBE_PLACEHOLDER
+    ) -> dict[str, Any]:
         """Request [0] of the batch's bulk: POST record.json to the journal app of its space."""
         app = self.app_for(batch.guest_space_id)
         return {
             "method": "POST",
             "api": api_path("record", app.guest_space_id),
-            "payload": {"app": app.id, "record": self.record(cs, batch, run)},
+            "payload": {"app": app.id, "record": self.record(cs, batch, run, probe)},
         }
 
 
@@ -180,6 +186,7 @@ class Marker:
     run: str
     refs: dict[str, int]  # per ref, how many records the batch created under it
     ids: dict[str, list[int]] | None  # None: not written yet (the answer, or its PUT, was lost)
+    probe: Any  # what was read before the send (None: nothing)
     record_id: int
     revision: int
     guest_space_id: int | None = None  # the space of the journal app it was read from
@@ -200,6 +207,7 @@ class Marker:
             rendered_checksum=_text(record, "rendered_checksum"),
             run=_text(record, "run"),
             refs={str(k): int(v) for k, v in _json(_text(record, "refs"), {}).items()},
+            probe=_json(_text(record, "probe"), None),
             ids=None if not isinstance(ids, dict) else {str(k): [int(i) for i in v] for k, v in ids.items()},
             record_id=int(_text(record, "$id") or 0),
             revision=int(_text(record, "$revision") or 0),

@@ -70,9 +70,12 @@ class RemoteRun:
         if self.lease is not None:
             self.lease.renew()
 
-    def bulk(self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]]) -> Outcome:
-        """Send the batch behind its marker; see the module's docstring."""
-        marker_request = self.markers.request(cs, batch, self.run)
+    def bulk(
+        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], probe: Any = None
+    ) -> Outcome:
+        """Send the batch behind its marker (holding ``probe``, what was read before the send);
+        see the module's docstring."""
+        marker_request = self.markers.request(cs, batch, self.run, probe=probe)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
                 results = self.client.bulk([marker_request, *requests], batch.guest_space_id)
@@ -126,6 +129,15 @@ class RemoteRun:
             hint=f"its marker is now kind {KIND_PARTIAL!r}; check what Kintone holds, undo or complete the part "
             "that applied, delete the marker, then `kmigrate apply` again",
         )
+
+    def marker(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
+        """The batch's marker, read now (a batch left in doubt by an earlier run)."""
+        return self._marker(cs, batch)
+
+    def write_found_ids(self, marker: Marker, batch: Batch, created: Mapping[str, Sequence[int]]) -> None:
+        """Ids read back from Kintone for a marker that had none (best effort)."""
+        if marker.ids is None and created:
+            self.after_applied(batch, Outcome(marker_id=marker.record_id), created)
 
     def _marker(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
         found = self.app.read_marker(cs.version, batch.index, batch.guest_space_id)

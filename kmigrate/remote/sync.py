@@ -2,10 +2,11 @@
 
 ``pull`` runs at the start of every command that reads state (apply, status, plan, history):
 each marker the local journal does not hold as applied is journaled as applied (with the ids
-the marker holds, or lost-id placeholders when its ids were never written), a local batch in
-doubt is settled by its marker (there: applied; absent: not applied, so it is sent again, and
-the marker's unique key keeps that safe), and a marker missing the ids the local journal has
-gets them. ``publish`` adds markers for batches applied without one (a local baseline, or
+the marker holds, or lost-id placeholders when its ids were never written), a marker missing
+the ids the local journal has gets them. A local batch in doubt is left to ``apply``: the
+runner settles it by its marker (there: applied, its ids read back from Kintone with the
+probe journaled beside it; absent: not applied, so it is sent again, and the marker's unique
+key keeps that safe). ``publish`` adds markers for batches applied without one (a local baseline, or
 batches applied before the environment had a journal app), so a fresh runner knows them too.
 """
 
@@ -25,7 +26,6 @@ from .records import KIND_BATCH, Marker, Markers, marker_key
 @dataclass
 class SyncReport:
     imported: list[tuple[str, int]] = field(default_factory=list)  # applied by another runner
-    settled: list[tuple[str, int, bool]] = field(default_factory=list)  # in doubt -> applied?
     lost_ids: list[tuple[str, int]] = field(default_factory=list)  # imported without their ids
     ids_written: int = 0  # markers given the ids this journal had
     published: int = 0  # markers added for batches applied without one
@@ -33,7 +33,7 @@ class SyncReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.imported or self.settled or self.ids_written or self.published)
+        return bool(self.imported or self.ids_written or self.published)
 
 
 def marker_refs(marker: Marker) -> dict[str, list[int]]:
@@ -57,6 +57,8 @@ def pull(
     local = {(b.changeset, b.index): b for b in journal.batches()}
     for key, marker in sorted(markers.items(), key=lambda item: _order(item[0])):
         batch = local.get(key)
+        if batch is not None and batch.state == SENT:
+            continue  # in doubt here: `apply` settles it by this marker, reading back its ids
         if batch is not None and batch.state == APPLIED:
             if marker.ids is None and marker.refs:
                 ids = journal.batch_refs(*key)
@@ -79,18 +81,9 @@ def pull(
             detail={"run": marker.run, "was": batch.state if batch else None, "ids_lost": marker.ids is None},
             run_id=run_id,
         )
-        if batch is not None and batch.state == SENT:
-            report.settled.append((*key, True))
-        else:
-            report.imported.append(key)
+        report.imported.append(key)
         if marker.ids is None and marker.refs:
             report.lost_ids.append(key)
-    for key, batch in sorted(local.items(), key=lambda item: _order(item[0])):
-        if batch.state == SENT and key not in markers:
-            # No marker: the bulk did not apply (all-or-nothing). Sending it again is safe
-            # even if it is still on its way: the marker's unique key refuses the later one.
-            journal.resolve(*key, False, run_id=run_id, note="no marker in the journal app: not applied")
-            report.settled.append((*key, False))
     return report
 
 

@@ -125,8 +125,10 @@ def test_every_bulk_starts_with_its_marker_and_the_plan_shows_it(
     assert len(bulks) == 2
     for sent, planned in zip(bulks, shown, strict=True):
         marker, shown_marker = sent[0]["payload"]["record"], planned["requests"][0]["payload"]["record"]
-        assert {k: v for k, v in marker.items() if k != "run"} == {
-            k: v for k, v in shown_marker.items() if k != "run"
+        placeholders = {"run": "{run}", "probe": "{probe}"}  # known only when apply runs
+        assert {k: shown_marker[k]["value"] for k in placeholders} == placeholders
+        assert {k: v for k, v in marker.items() if k not in placeholders} == {
+            k: v for k, v in shown_marker.items() if k not in placeholders
         }
         assert marker["run"]["value"] != "{run}"
     assert bulks[0][1:] == shown[0]["requests"][1:]  # no refs in the adds: sent as planned
@@ -187,13 +189,36 @@ def test_a_run_killed_between_the_bulk_and_the_marker_ids_ends_exact(
         apply(project, env, recorder)
     markers = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]
     assert len(markers) == 1 and markers[0]["ids"]["value"] == ""
-    # A fresh runner now: no ids in the marker, so placeholders; the status batch needs them.
+    # A fresh runner now: no ids in the marker, but its probe: the ids are read back from
+    # Kintone, written to the marker, and the status batch that needs them goes out.
     fresh_project, fresh_env = runner(tmp_path, "fresh", store, changesets=1)
-    with pytest.raises(JournalError, match="needs ids that were never journaled"):
-        apply(fresh_project, fresh_env, Recorder(sandbox))
-    # The killed runner comes back: it writes the ids it journaled, then goes on.
+    recovered = apply(fresh_project, fresh_env, Recorder(sandbox))
+    assert recovered.summary is not None and recovered.summary.applied_batches == 1
+    assert len(sandbox.records(1)) == 250
+    assert {r["Status"]["value"] for r in sandbox.records(1)} == {"Checked"}
+    (marker,) = [r for r in sandbox.records(JOURNAL_APP) if r["key"]["value"] == "items:0001:0"]
+    assert json.loads(marker["ids"]["value"])["first"] == [int(r["$id"]["value"]) for r in sandbox.records(1)]
+    with Journal.open(fresh_env.journal_path) as journal:
+        assert UNKNOWN_ID not in journal.refs()["first"]
+    # The killed runner comes back: everything is known, nothing is sent.
     again = Recorder(sandbox)
-    result = apply(project, env, again)
+    assert apply(project, env, again).nothing_to_do and again.data_writes() == []
+
+
+def test_a_runner_that_journaled_the_ids_writes_them_to_the_marker_at_its_next_start(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = runner(tmp_path, "a", store, changesets=1)
+    recorder = Recorder(sandbox)
+
+    def kill_at_ids(method: str, path: str, body: dict) -> None:
+        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+            raise KeyboardInterrupt  # the process dies before writing the marker's ids
+
+    recorder.before = kill_at_ids
+    with pytest.raises(KeyboardInterrupt):
+        apply(project, env, recorder)
+    result = apply(project, env, Recorder(sandbox))  # the same runner comes back first
     assert result.synced is not None and result.synced.ids_written == 1
     assert len(sandbox.records(1)) == 250
     assert {r["Status"]["value"] for r in sandbox.records(1)} == {"Checked"}
@@ -334,19 +359,21 @@ def test_a_bulk_refused_after_its_marker_never_passes_for_applied(
     with Sandbox.open(root / "sandbox.yaml", store, bulk_semantics=semantics) as box:
         project, env = runner(tmp_path, "a", store, records=150, changesets=1)
         data = project.changesets_dir / "data" / "items.csv"
-        data.write_text(data.read_text().replace("I00120,", "I00005,"))  # call 2 repeats a code of call 1
+        with box.client() as http:  # a record of call 2's already in Kintone: call 2 is refused
+            seeded = {"app": 1, "record": {"code": {"value": "I00120"}}}
+            assert http.post("/k/v1/record.json", json=seeded).status_code == 200
         (project.changesets_dir / "V0001__items.yaml").write_text(
             "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
         )
         if semantics == "atomic":  # Kintone: rolled back whole, the marker too
             with pytest.raises(KintoneError) as refused:
                 apply(project, env, Recorder(box))
-            assert refused.value.bulk_index == 1 and box.records(1) == []
+            assert refused.value.bulk_index == 1 and item_codes(box.records(1)) == ["I00120"]
             assert [r for r in box.records(JOURNAL_APP) if r["kind"]["value"] != "lease"] == []
             return
         with pytest.raises(JournalError, match="applied in part"):
             apply(project, env, Recorder(box))
-        assert len(box.records(1)) == 100  # the first call was kept, with the marker
+        assert len(box.records(1)) == 1 + 100  # the first call was kept, with the marker
         (marker,) = [r for r in box.records(JOURNAL_APP) if r["kind"]["value"] != "lease"]
         assert marker["kind"]["value"] == "partial:2"
         fresh_project, fresh_env = runner(tmp_path, "fresh", store, records=150, changesets=1)
@@ -356,4 +383,4 @@ def test_a_bulk_refused_after_its_marker_never_passes_for_applied(
         )
         with pytest.raises(JournalError, match="applied in part"):
             apply(fresh_project, fresh_env, Recorder(box))
-        assert len(box.records(1)) == 100  # the resend failed on the marker: nothing twice
+        assert len(box.records(1)) == 1 + 100  # the resend failed on the marker: nothing twice

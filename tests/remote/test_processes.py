@@ -129,9 +129,10 @@ def test_four_fresh_runners_started_at_once_apply_each_batch_exactly_once(served
 
 
 def test_a_kill_between_the_bulk_and_the_marker_ids_ends_exact(tmp_path: Path) -> None:
-    # Request 6 of a fresh run is the PUT of batch 0's ids into its marker (fields check, lease read and
-    # take, marker read, bulk 0, then the ids): SIGKILL the runner before it is handled.
-    served = Served(tmp_path, "--kill-client", "6:before", "--client-pid-file", str(tmp_path / "client.pid"))
+    # Request 7 of a fresh run is the PUT of batch 0's ids into its marker (fields check, lease
+    # read and take, markers read, the reconciliation's probe, bulk 0, then the ids): SIGKILL the
+    # runner before it is handled.
+    served = Served(tmp_path, "--kill-client", "7:before", "--client-pid-file", str(tmp_path / "client.pid"))
     try:
         root = served.runner("a")
         proc = served.apply(root)
@@ -153,8 +154,8 @@ def test_a_kill_between_the_bulk_and_the_marker_ids_ends_exact(tmp_path: Path) -
 
 
 def test_a_kill_after_kintone_committed_a_bulk_is_settled_by_its_marker(tmp_path: Path) -> None:
-    # Request 8 is V0002's bulk: Kintone commits it, the runner dies before the answer.
-    served = Served(tmp_path, "--kill-client", "8:commit", "--client-pid-file", str(tmp_path / "client.pid"))
+    # Request 10 is V0002's bulk: Kintone commits it, the runner dies before the answer.
+    served = Served(tmp_path, "--kill-client", "10:commit", "--client-pid-file", str(tmp_path / "client.pid"))
     try:
         root = served.runner("a")
         proc = served.apply(root)
@@ -175,7 +176,7 @@ def test_a_kill_after_kintone_committed_a_bulk_is_settled_by_its_marker(tmp_path
 def test_a_dead_runners_lease_expires_and_the_next_runner_takes_it_over(tmp_path: Path) -> None:
     # The first runner is killed at its first bulk, holding the lease (5 s, as the test sets);
     # the next one queues (--wait) until it expires, takes it over and logs that.
-    served = Served(tmp_path, "--kill-client", "5:before", "--client-pid-file", str(tmp_path / "client.pid"))
+    served = Served(tmp_path, "--kill-client", "6:before", "--client-pid-file", str(tmp_path / "client.pid"))
     try:
         root = served.runner("a")
         proc = served.apply(root, "--lease", "5")

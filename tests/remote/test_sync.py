@@ -61,21 +61,17 @@ def test_a_marker_without_ids_gives_placeholders_and_a_journal_that_has_them_fil
     assert journal_app.read_markers()[0].ids == {"new_items": [1, 2]}
 
 
-def test_a_batch_in_doubt_is_settled_by_its_marker(
+def test_a_batch_in_doubt_here_is_left_for_apply_to_settle(
     client: Client, markers: Markers, journal_app: JournalApp
 ) -> None:
-    b0, b1 = batch(0, ref=None), batch(1, ref=None)
-    cs = changeset(b0, b1)
+    b0 = batch(0, ref=None)
+    cs = changeset(b0)
     journal = memory_journal()
     journal.record_changeset(cs)
-    journal.mark_sent("0002", 0, b0.hash, None)
+    journal.mark_sent("0002", 0, b0.hash, None, {"probe": 1})
     apply_with_marker(client, markers, cs, b0)  # the answer was lost: still `sent` here
-    report = pull(journal, journal_app)
-    assert report.settled == [("0002", 0, True)]
-    journal.mark_sent("0002", 1, b1.hash, None)  # never reached Kintone
-    report = pull(journal, journal_app)
-    assert report.settled == [("0002", 1, False)]
-    assert journal.state()["0002"].batch_states == {0: "applied", 1: "pending"}
+    assert not pull(journal, journal_app).changed
+    assert journal.state()["0002"].batch_states == {0: "sent"}  # the runner reads its probe
 
 
 def test_publish_adds_the_markers_of_batches_applied_without_one(
