@@ -445,6 +445,17 @@ CASES = [
     # ---- kmigrate.toml ----------------------------------------------------------------------------------------
     Case("toml-random-bytes", {"kmigrate.toml": rng_bytes(2048, 4)}),
     Case("toml-invalid-utf8", {"kmigrate.toml": b'default_env = "\xff"\n'}),
+    Case(
+        "toml-symlink-to-secret",
+        setup=symlink("kmigrate.toml", to_secret),
+        words="outside the project folder",
+    ),
+    Case("toml-fifo", setup=fifo("kmigrate.toml"), words="FIFO"),
+    Case(
+        "toml-symlink-dev-zero",
+        setup=symlink("kmigrate.toml", "/dev/zero"),
+        words="outside the project folder",
+    ),
     Case("toml-syntax", {"kmigrate.toml": CONFIG + "[env.sandbox\n"}, words="TOML"),
     Case(
         "toml-unknown-key",
