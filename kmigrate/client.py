@@ -375,13 +375,7 @@ class Client:
             if response.status_code in RETRYABLE_STATUSES:
                 wait = self.retry.delay(attempt, response.headers.get("Retry-After"))
                 if self._may_retry(attempt, started, wait):
-                    log.info(
-                        "%s -> HTTP %s, retrying in %.1f s (attempt %d)",
-                        what,
-                        response.status_code,
-                        wait,
-                        attempt,
-                    )
+                    log.info("%s -> HTTP %s, sent again after %.1f s", what, response.status_code, wait)
                     continue
             return _decode(what, response, bulk, attempt)
 
