@@ -141,9 +141,16 @@ class ProjectLoader(BaseLoader):
                     "not UTF-8 text; save the template as UTF-8",
                     location=Location(file=display_path(candidate)),
                 ) from None
-            # Never up to date: each use reads the file again, through the rule again.
-            return text, str(candidate), lambda: False
+            mtime = os.path.getmtime(candidate)  # as FileSystemLoader: compiled once while unchanged
+            return text, str(candidate), functools.partial(_unchanged, candidate, mtime)
         raise TemplateNotFound(template)
+
+
+def _unchanged(path: Path, mtime: float) -> bool:
+    try:
+        return os.path.getmtime(path) == mtime
+    except OSError:
+        return False
 
 
 # ---- the render budget ------------------------------------------------------------------------
