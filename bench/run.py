@@ -239,6 +239,8 @@ def runner_rows(
             row.note = f"extrapolated from {got['sent']:,} records"
         elif got["sent"] != workload.records:
             raise SystemExit(f"{runner} sent {got['sent']} of {workload.records} records in {workload.name}")
+        if got.get("reads"):
+            row.note = f"+{got['reads']:,} read(s) for reconciliation"
         rows.append(row)
     return rows
 
