@@ -101,7 +101,16 @@ def _summary_line(summary: RunSummary) -> str:
     default=0.0,
     show_default=True,
     metavar="SECONDS",
-    help="Wait this long for another run's lock instead of stopping at once.",
+    help="Wait this long for another run's lock (or the journal app's lease) instead of stopping at once.",
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="How long the journal app's lease lasts unrenewed (default 300): a runner that dies "
+    "holds it that long.",
 )
 @click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
 @click.option(
@@ -119,6 +128,7 @@ def apply(
     yes: bool,
     out_of_order: bool,
     lock_wait: float,
+    lease_seconds: float | None,
     insecure_http: bool,
     timeout: str | None,
 ) -> None:
@@ -164,6 +174,7 @@ def apply(
             confirm=confirm,
             on_event=lambda e: progress[0](e),
             lock_wait=lock_wait,
+            lease_seconds=lease_seconds if lease_seconds is not None else api.LEASE_SECONDS,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:
@@ -178,6 +189,8 @@ def apply(
     finally:
         for p in progress:
             p.close()
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if result.summary is None:
         click.echo("Declined: nothing was sent.")
         return
