@@ -16,17 +16,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from . import loader
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .changeset_files import next_changeset_path, version_of
-from .client import Client, RetryPolicy
+from .client import Client, RetryPolicy, check_base_url
 from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
 from .drift import accepted_hashes, drifted
 from .errors import (
     ChangesetError,
     ConfigError,
+    InDoubtError,
     InputError,
     JournalError,
     KmigrateError,
@@ -140,13 +139,11 @@ def sandbox_fields(env: Environment) -> KnownFields:
     reports that file's problems itself)."""
     if env.sandbox_file is None:
         return {}
-    from .sandbox.definition import parse_definition
+    from .sandbox.service import read_definition
 
     try:
-        definition = parse_definition(
-            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
-        )
-    except (OSError, yaml.YAMLError, KmigrateError):
+        definition = read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
+    except KmigrateError:
         return {}
     out: dict[int, dict[str, frozenset[str]]] = {}
     for app in definition.apps.values():
@@ -216,12 +213,27 @@ def connect(ctx: Context) -> Client:
     if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
-        sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
+        sandbox = Sandbox.open(
+            env.sandbox_file, env.sandbox_store, project_root=env.root, max_bytes=env.limits.file_bytes
+        )
         return Client(
             SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
         )
     assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
     return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
+
+
+def check_target(env: Environment) -> None:
+    """What ``connect`` would refuse, checked before anything is written: the base URL (plain
+    http only to an address that resolves to this machine) and the credentials' pairs, or the
+    sandbox file."""
+    if env.base_url is not None:
+        check_base_url(env.base_url, insecure_http=env.insecure_http)
+        Credentials.from_environ()
+    if env.sandbox_file is not None:
+        from .sandbox.service import read_definition
+
+        read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
 
 
 def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
@@ -268,13 +280,24 @@ def apply(
         changesets = load_changesets(ctx, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
         return ApplyResult(build_plan(changesets, env, state))
+    # Every input error before anything is written (exit 2: nothing journaled): the target,
+    # then the changesets against the journal as it stands (read without creating it).
+    if client is None:
+        check_target(env)
+    seen = journal_state(ctx)
+    changesets = load_changesets(ctx, seen)
+    try:
+        check_preconditions(changesets, seen, out_of_order=out_of_order)
+    except InDoubtError:
+        pass  # not an input error: raised again under the lock, where the run records it
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(ctx, state)
+                if state != seen:  # another run moved on meanwhile: judge again
+                    changesets = load_changesets(ctx, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
                 if not plan.pending:

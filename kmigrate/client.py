@@ -27,8 +27,9 @@ import ipaddress
 import json
 import logging
 import random
+import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,18 +47,45 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({429, 503})
 
 
-def is_loopback_host(host: str) -> bool:
+Resolver = Callable[[str], Sequence[str]]  # a host name -> the addresses it resolves to
+
+
+def resolve_addresses(host: str) -> list[str]:
+    """Every address ``host`` resolves to (an ``OSError`` when it resolves to none)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+
+
+def is_loopback_host(host: str, resolve: Resolver | None = resolve_addresses) -> bool:
+    """Whether a connection to ``host`` stays on this machine: an address literal is judged as
+    written; a name by every address it resolves to (all loopback), so a ``*.localhost`` name
+    that a resolver sends elsewhere does not count. ``resolve=None`` (an in-process transport,
+    which opens no connection) judges names as written: ``localhost`` and ``*.localhost``."""
     host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        pass
+    if resolve is None:
+        return host == "localhost" or host.endswith(".localhost")
+    try:
+        addresses = resolve(host)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(addresses) and all(
+            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses
+        )
     except ValueError:
         return False
 
 
-def check_base_url(base_url: str, *, insecure_http: bool = False) -> str:
-    """The base URL without a trailing slash, or a ``ConfigError`` saying what is wrong with it."""
+def check_base_url(
+    base_url: str, *, insecure_http: bool = False, resolve: Resolver | None = resolve_addresses
+) -> str:
+    """The base URL without a trailing slash, or a ``ConfigError`` saying what is wrong with it.
+
+    Plain http is allowed only to this machine (``is_loopback_host``, on the resolved address)
+    or with ``insecure_http``."""
     url = base_url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -73,10 +101,10 @@ def check_base_url(base_url: str, *, insecure_http: bool = False) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"base URL {url!r} must not have a query string or fragment")
-    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname, resolve):
         raise ConfigError(
-            f"base URL {url!r} uses plain http to a host that is not this machine: "
-            "the credentials would cross the network unencrypted",
+            f"base URL {url!r} uses plain http to a host that is not this machine (or does not resolve "
+            "to loopback only): the credentials would cross the network unencrypted",
             hint="use https://, or pass --insecure-http (insecure_http = true in kmigrate.toml) if you really mean it",
         )
     return url.rstrip("/")
@@ -173,7 +201,9 @@ class Client:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.base_url = check_base_url(base_url, insecure_http=insecure_http)
+        # An injected transport opens no connection of its own: names are judged as written.
+        resolve = resolve_addresses if transport is None else None
+        self.base_url = check_base_url(base_url, insecure_http=insecure_http, resolve=resolve)
         auth = auth_headers(credentials)
         self._auth_kind = ", ".join(auth) or "none"  # header names only, for the repr
         self.retry = retry
@@ -351,13 +381,7 @@ class Client:
             if response.status_code in RETRYABLE_STATUSES:
                 wait = self.retry.delay(attempt, response.headers.get("Retry-After"))
                 if self._may_retry(attempt, started, wait):
-                    log.info(
-                        "%s -> HTTP %s, retrying in %.1f s (attempt %d)",
-                        what,
-                        response.status_code,
-                        wait,
-                        attempt,
-                    )
+                    log.info("%s -> HTTP %s, sent again after %.1f s", what, response.status_code, wait)
                     continue
             return _decode(what, response, bulk, attempt)
 

@@ -32,6 +32,9 @@ LIST_SUFFIX = "[]"
 LIST_SEPARATOR = "|"
 
 _WS = re.compile(r"[ \t\n\r]*")
+TOO_DEEP = (
+    "the JSON is nested too deeply to be a record (arrays or objects inside each other by the thousand)"
+)
 
 
 def data_format(path: Path) -> str | None:
@@ -73,6 +76,8 @@ class DataFile:
             raise self.error("data file not found") from None
         except UnicodeDecodeError:
             raise self._not_utf8() from None
+        except RecursionError:
+            raise self.error(TOO_DEEP) from None
         except OSError as exc:
             raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
 
@@ -106,6 +111,7 @@ class DataFile:
                 raise self.error(f"bad CSV: {exc}", line=reader.line_num) from None
             if not header:
                 raise self.error("the CSV file is empty; its first row must name the field codes", line=1)
+            self.check_nul(header, 1)
             columns = [h.strip() for h in header]
             self._check_header(columns)
             width = len(columns)
@@ -148,7 +154,20 @@ class DataFile:
                 raise self.error(f"column {name!r} appears twice in the header", line=1)
             seen.add(name)
 
+    def check_nul(self, row: list[str], line: int, columns: list[str] | None = None) -> None:
+        """A NUL character is never text a person meant (a binary file, a broken export): refused
+        rather than sent to Kintone."""
+        for position, cell in enumerate(row, 1):
+            if "\x00" in cell:
+                name = f" ({columns[position - 1]!r})" if columns and position <= len(columns) else ""
+                raise self.error(
+                    f"column {position}{name} holds a NUL character; a CSV file is text: "
+                    "export it again, or remove the NULs",
+                    line=line,
+                )
+
     def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
+        self.check_nul(row, line, columns)
         record: dict[str, Any] = {}
         for name, cell in zip(columns, row, strict=False):
             if cell == "":
@@ -241,10 +260,15 @@ def read_table(path: Path, display: str) -> list[dict[str, Any]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, strict=True)
-            header = [h.strip() for h in next(reader, [])]
+            raw_header = next(reader, [])
+            source.check_nul(raw_header, 1)
+            header = [h.strip() for h in raw_header]
             source._check_header(header)
             rows = []
+            start = reader.line_num + 1
             for row in reader:
+                source.check_nul(row, start, header)
+                start = reader.line_num + 1
                 if not row:
                     continue
                 if len(row) != len(header):
@@ -274,6 +298,8 @@ def read_json(path: Path, display: str) -> Any:
         raise source.error("data file not found") from None
     except json.JSONDecodeError as exc:
         raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise source.error(TOO_DEEP) from None
     except UnicodeDecodeError:
         raise source._not_utf8() from None
     except OSError as exc:

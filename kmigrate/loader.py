@@ -51,6 +51,7 @@ from .changeset_files import ChangesetFileName, discover, display_path
 from .config import App, Environment, Project
 from .datafiles import DataFile, data_format
 from .errors import ChangesetError, ConfigError, Location
+from .paths import project_file, read_project_file
 from .plan import JournaledChangeset, canonical_json
 from .records import (
     UNKNOWN_FIELD_HINT,
@@ -203,11 +204,15 @@ class _FileLoader:
     def _read_source(self) -> str | None:
         """The file as UTF-8 text with ``\\n`` line endings."""
         try:
-            raw = self.item.path.read_bytes()
-        except OSError as exc:
-            self.errors.append(
-                ChangesetError(f"cannot read: {exc.strerror or exc}", location=Location(file=self.file))
+            raw = read_project_file(
+                self.env.root,
+                self.item.path,
+                what="changeset",
+                max_bytes=self.env.limits.file_bytes,
+                location=Location(file=self.file),
             )
+        except ChangesetError as exc:
+            self.errors.append(exc)
             return None
         try:
             text = raw.decode("utf-8-sig")
@@ -230,7 +235,7 @@ class _FileLoader:
             return None
         self.lines = LineMap(text, rendered)
         try:
-            self.root, data = yamlio.compose_and_construct(rendered)
+            self.root, data = yamlio.compose_and_construct(rendered, self.env.limits.yaml_chars)
         except yaml.YAMLError as exc:
             self._yaml_error(exc)
             return None
@@ -330,7 +335,7 @@ class _FileLoader:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
-        message = f"YAML syntax error: {problem}"
+        message = problem if isinstance(exc, yamlio.ExpansionError) else f"YAML syntax error: {problem}"
         if context and "duplicate key" not in problem:
             message += f" ({context})"
         rendered_line = mark.line + 1 if mark is not None else None
@@ -455,20 +460,23 @@ class _FileLoader:
         """The data file ``records_from`` names, if it is one the loader can read."""
         relative = body.records_from
         assert relative is not None
-        path = (self.item.path.parent / relative).resolve()
-        root = self.templates.project.root.resolve()
         problem = None
-        if root not in path.parents:
-            problem = f"records_from {relative!r} is outside the project folder"
-        elif data_format(path) is None:
-            problem = f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson"
-        elif not path.is_file():
-            problem = (
-                f"records_from: data file {display_path(path)} not found "
-                "(paths are relative to the changeset file)"
+        try:
+            path = project_file(
+                self.env.root,
+                self.item.path.parent / relative,
+                what=f"records_from {relative!r}: data file",
+                max_bytes=self.env.limits.data_file_bytes,
             )
+        except ChangesetError as exc:
+            problem = exc.message
+            if "not found" in problem:
+                problem += " (paths are relative to the changeset file)"
+        else:
+            if data_format(path) is None:
+                problem = f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson"
         if problem is not None:
-            self.fail(problem, base + ("records_from",), operation=number, detail=detail)
+            self.fail(problem, base + ("records_from",), operation=number, detail=detail, hint=None)
             return None
         return _NormalisedSource(DataFile(path, display_path(path), changeset=self.item.id, operation=number))
 
@@ -596,8 +604,15 @@ class _FileLoader:
         relative = body.get("records_from") if isinstance(body, dict) else None
         if not isinstance(relative, str):
             return None
-        path = (self.item.path.parent / relative).resolve()
-        return path if path.is_file() else None
+        try:  # one that the project may not read is reported by _data_source
+            return project_file(
+                self.env.root,
+                self.item.path.parent / relative,
+                what="data file",
+                max_bytes=self.env.limits.data_file_bytes,
+            )
+        except ChangesetError:
+            return None
 
 
 def _file_digest(path: Path) -> bytes:

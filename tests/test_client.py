@@ -93,12 +93,37 @@ def ok_bulk(n: int) -> httpx.Response:
         "http://127.0.0.1",
         "http://127.9.9.9:1/",
         "http://[::1]:5000",
-        "http://sandbox.localhost",
         "https://x.cybozu.com/",
     ],
 )
 def test_base_url_loopback_http_or_https_is_accepted(url: str) -> None:
     assert check_base_url(url) == url.rstrip("/")
+
+
+def test_plain_http_is_judged_on_the_resolved_addresses() -> None:
+    def resolver(table: dict[str, list[str]]):
+        def resolve(host: str) -> list[str]:
+            if host not in table:
+                raise OSError("no such host")
+            return table[host]
+
+        return resolve
+
+    resolve = resolver(
+        {
+            "sandbox.localhost": ["127.0.0.1", "::1"],
+            "evil.localhost": ["203.0.113.7"],
+            "mixed.example": ["127.0.0.1", "198.51.100.1"],
+            "loop.example": ["127.0.0.2"],
+        }
+    )
+    assert check_base_url("http://sandbox.localhost", resolve=resolve) == "http://sandbox.localhost"
+    assert check_base_url("http://loop.example:8080", resolve=resolve) == "http://loop.example:8080"
+    for url in ("http://evil.localhost", "http://mixed.example", "http://unknown.localhost"):
+        with pytest.raises(ConfigError, match="plain http"):
+            check_base_url(url, resolve=resolve)
+    # An in-process transport opens no connection: names are judged as written.
+    assert check_base_url("http://sandbox.localhost", resolve=None) == "http://sandbox.localhost"
 
 
 def test_plain_http_to_a_remote_host_needs_the_flag() -> None:

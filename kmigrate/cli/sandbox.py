@@ -43,7 +43,15 @@ def _open(cli: CliContext, bulk_semantics: str = "atomic", max_in_flight: int = 
                 f'environment {env.name!r} is not a sandbox (it has base_url, not sandbox = "FILE")',
                 hint="pass -e with a sandbox environment, or --file FILE",
             )
-        sandbox_file, store = env.sandbox_file, store or env.sandbox_store
+        assert env.sandbox_file is not None  # is_sandbox
+        return Sandbox.open(
+            env.sandbox_file,
+            store or env.sandbox_store,
+            bulk_semantics=bulk_semantics,
+            max_in_flight=max_in_flight,
+            project_root=env.root,
+            max_bytes=env.limits.file_bytes,
+        )
     return Sandbox.open(sandbox_file, store, bulk_semantics=bulk_semantics, max_in_flight=max_in_flight)
 
 

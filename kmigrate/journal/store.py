@@ -33,6 +33,7 @@ from sqlite_utils.db import NotFoundError
 
 from .. import __version__
 from ..errors import InDoubtError, JournalError
+from ..paths import create_private
 from ..plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, ChangesetPlan, JournaledChangeset, canonical_json
 from .lock import Lock, LockHolder
 from .records import Actor, BatchRecord, ChangesetRecord, Event, RunRecord, error_detail, utc_now
@@ -101,7 +102,7 @@ class Journal:
         """The journal at ``path``, created (with its folders) if missing."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)  # 0600 in a 0700 folder: it holds error bodies and host names
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
             # WAL: `status` can read while `apply` writes; FULL: a commit survives a power cut.
             conn.execute("PRAGMA journal_mode = WAL")

@@ -288,7 +288,12 @@ def _parse_directory(raw: Any) -> Directory | None:
 
 def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:
     """What is wrong with the app's lookups given the apps around it, or None."""
-    for f in app.fields.values():
+    tables = [f for f in app.fields.values() if f.type == "SUBTABLE"]
+    # A lookup copies into fields beside it: the app's, or its own table row's.
+    places = [(app.fields, f) for f in app.fields.values()] + [
+        (t.fields, c) for t in tables for c in t.fields.values()
+    ]
+    for beside, f in places:
         lookup = f.lookup
         if lookup is None:
             continue
@@ -299,8 +304,9 @@ def lookup_problem(app: AppDef, apps: Mapping[int, AppDef]) -> str | None:
         if lookup.key_field not in codes:
             return f"field {f.code!r}: the related app {related.id} has no key field {lookup.key_field!r}"
         for mine, theirs in lookup.mappings:
-            if mine not in app.fields:
-                return f"field {f.code!r}: the lookup copies into {mine!r}, which is not a field of the app"
+            if mine not in beside:
+                where = "the app" if beside is app.fields else "its table"
+                return f"field {f.code!r}: the lookup copies into {mine!r}, which is not a field of {where}"
             if theirs not in codes:
                 return f"field {f.code!r}: the related app {related.id} has no field {theirs!r} to copy"
     return None

@@ -19,7 +19,7 @@ _LIST_TYPES = frozenset(
     {"CHECK_BOX", "MULTI_SELECT", "USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT", "FILE", "SUBTABLE"}
 )
 _NULL_TYPES = frozenset({"DATE", "TIME", "DROP_DOWN"})
-_ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
+ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
 _TEXT_TYPES = frozenset({"SINGLE_LINE_TEXT", "MULTI_LINE_TEXT", "RICH_TEXT", "LINK"})
 
 # NUMBER as Kintone takes it on write (OBSERVED-3P): an integer part is required at the top
@@ -176,7 +176,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         if moment.tzinfo is None:  # the sandbox's users all live in UTC
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
-    if t in _ENTITY_TYPES:
+    if t in ENTITY_TYPES:
         if value is None:
             return []
         if not isinstance(value, list) or not all(
@@ -394,7 +394,7 @@ def _property(f: FieldDef) -> dict[str, Any]:
         prop["options"] = {label: {"label": label, "index": str(i)} for i, label in enumerate(f.options)}
     if f.type in ("CHECK_BOX", "MULTI_SELECT"):
         prop["defaultValue"] = list(f.default or [])
-    elif f.type in _ENTITY_TYPES:
+    elif f.type in ENTITY_TYPES:
         prop["defaultValue"] = [{"code": v["code"], "type": "USER"} for v in f.default or []]
     elif f.type not in ("FILE", "CALC"):
         prop["defaultValue"] = f.default if isinstance(f.default, str) else ""
