@@ -77,6 +77,8 @@ class EnvConfig(BaseModel):
     guest_space_id: AppId | None = None
     insecure_http: bool = False  # a security switch: only the TOML booleans true/false
     journal: str | None = None
+    # The apps' definitions to validate against, in the sandbox file's shape (`sandbox pull --out`).
+    schema_file: str | None = Field(default=None, alias="schema")
     apps: dict[str, AppId | AppRef] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
     # Talking to Kintone
@@ -142,6 +144,7 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
 
     @property
     def is_sandbox(self) -> bool:
@@ -249,6 +252,7 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
 
 

@@ -31,18 +31,14 @@ from typing import Any
 
 from . import reconcile
 from .changeset import LoadedChangeset
-from .changeset_files import version_key
 from .client import Client
-from .drift import find_drift
-from .drift import started as _started
+from .drift import find_drift, preflight
 from .errors import (
-    DriftError,
     InDoubtError,
     InputError,
     JournalError,
     KintoneError,
     Location,
-    OrderError,
     TransportError,
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
@@ -88,34 +84,15 @@ def check_preconditions(
     state: Mapping[str, JournaledChangeset],
     *,
     out_of_order: bool = False,
+    plan: Plan | None = None,
 ) -> None:
-    """Raise before anything is sent if the journal and the files disagree. (A batch in doubt
-    is no reason to stop here: the runner settles it by reading Kintone.)"""
-    drift = find_drift(changesets, state)
-    if drift:
-        loaded = {c.version for c in changesets}
-        gone = [v for v, j in state.items() if _started(j) and v not in loaded]
-        hint = (
-            "an applied changeset is history: put the old content back and write a new changeset for the change, "
-            "or accept the new content with `kmigrate repair` (logged)"
-        )
-        if gone:  # repair accepts new content; it cannot accept a file that is not there
-            restore = ", ".join("V" + v for v in sorted(gone))
-            hint += f"; a deleted changeset must be restored ({restore}): to undo its records, write a new changeset"
-        raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift.values()), hint=hint)
-    applied = [v for v, j in state.items() if _started(j)]
-    if applied and not out_of_order:
-        newest = max(applied, key=version_key)
-        older = [
-            c for c in changesets if c.version not in applied and version_key(c.version) < version_key(newest)
-        ]
-        if older:
-            names = ", ".join(c.id for c in older)
-            raise OrderError(
-                f"{names} {'is' if len(older) == 1 else 'are'} older than V{newest}, which is already applied",
-                hint="give it a version after the newest applied one (`kmigrate new`), "
-                "or pass --out-of-order if applying it late is right",
-            )
+    """Raise before anything is sent if the journal and the files disagree (``drift.preflight``:
+    the one verdict ``validate`` and ``plan --check`` give too). With the ``plan``, drift is
+    judged per batch. A batch in doubt is no reason to stop here: the runner settles it by
+    reading Kintone."""
+    problems = preflight(changesets, state, plan, out_of_order=out_of_order)
+    if problems:
+        raise problems[0]
 
 
 # ---- sending ---------------------------------------------------------------------------------

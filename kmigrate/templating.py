@@ -39,7 +39,7 @@ from jinja2.visitor import NodeTransformer
 
 from .changeset_files import ChangesetFileName, display_path
 from .config import Environment, InputLimits, Project
-from .datafiles import read_json, read_table
+from .datafiles import encoding_name, read_json, read_table
 from .errors import ChangesetError, KmigrateError, Location
 from .paths import project_file, read_project_file
 
@@ -93,6 +93,11 @@ class LineMap:
             return rendered_line
         return self._line.get(rendered_line)
 
+    def block_line(self, rendered_line: int) -> int | None:
+        """The first source line of the template block that made ``rendered_line`` (a loop, an
+        include, a macro), when it has no source line of its own."""
+        return self._block.get(rendered_line)
+
     def text(self, rendered_line: int) -> str:
         if 1 <= rendered_line <= len(self.rendered_lines):
             return shorten(self.rendered_lines[rendered_line - 1])
@@ -115,6 +120,23 @@ class LineMap:
 
 
 # ---- Jinja ----------------------------------------------------------------------------------
+
+_TRIMMING = re.compile(r"\{%-|-%\}|\{\{-|-\}\}")
+
+
+def trim_hint(source: str) -> str | None:
+    """For a YAML error in a file whose tags carry ``-`` (the dbt/Ansible idiom): kmigrate trims
+    blocks already, and ``-`` then joins YAML lines. None when no tag has one."""
+    for number, line in enumerate(source.splitlines(), 1):
+        if _TRIMMING.search(line):
+            fixed = _TRIMMING.sub(lambda m: m.group(0).replace("-", ""), line).strip()
+            return (
+                "kmigrate renders with trim_blocks and lstrip_blocks on: a `{% ... %}` line leaves no blank "
+                "line or indentation already, and a `-` in a tag also eats the line break next to it, "
+                f"joining YAML lines; drop the `-`: line {number} `{line.strip()}` -> `{fixed}` "
+                "(`kmigrate render CHANGESET` shows the rendered text)"
+            )
+    return None
 
 
 class ProjectLoader(BaseLoader):
@@ -341,9 +363,13 @@ class Templates:
             self.root, self.changesets_dir / relative, what="data file", max_bytes=self.limits.data_file_bytes
         )
 
-    def _load_csv(self, relative: str) -> list[dict[str, Any]]:
+    def _load_csv(self, relative: str, encoding: str | None = None) -> list[dict[str, Any]]:
         path = self._data_path(str(relative))
-        return read_table(path, display_path(path))
+        try:
+            name = encoding_name(encoding)
+        except ValueError as exc:
+            raise ChangesetError(f"load_csv({relative!r}): {exc}") from None
+        return read_table(path, display_path(path), encoding=name)
 
     def _load_json(self, relative: str) -> Any:
         path = self._data_path(str(relative))

@@ -14,7 +14,7 @@ from kmigrate.errors import DriftError, InDoubtError, JournalError, KintoneError
 from kmigrate.journal import Journal
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 
-from .projects import TOKEN, copy_example, items_project, write_changeset, write_items_csv
+from .projects import TOKEN, copy_example, items_project, seed_records, write_changeset, write_items_csv
 
 AUTH = {"X-Cybozu-API-Token": TOKEN}
 ITEMS_CREDENTIALS = Credentials(api_tokens=(TOKEN,))
@@ -324,7 +324,7 @@ def test_drift_stops_the_run_until_repaired(tmp_path):
     drifted = run(root, "apply")
     assert drifted.exit_code == 2 and "kmigrate repair" in drifted.output
     assert "drifted" in run(root, "status").output
-    assert run(root, "repair", "--note", "typo fixed in review").exit_code == 0
+    assert run(root, "repair", "--yes", "--note", "typo fixed in review").exit_code == 0
     assert run(root, "apply").exit_code == 0
     assert any(e.kind == "repaired" for e in api.history(api.Context(project, project.environment())))
 
@@ -354,6 +354,7 @@ def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
 
 def test_kintone_error_is_located_at_operation_and_record(tmp_path):
     root = items_project(tmp_path)
+    seed_records(root, 1, [{"code": "B"}])  # Kintone holds B already: only Kintone can refuse it
     write_changeset(
         root,
         "V0001__a.yaml",
@@ -363,14 +364,14 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
               app: items
               records:
                 - {code: A}
-                - {code: B, qty: "not a number"}
+                - {code: B, qty: 2}
         """,
     )
     project = load_project(root)
     with pytest.raises(KintoneError) as info:
         api.apply(api.Context(project, project.environment()))
     text = str(info.value)
-    assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "qty" in text
+    assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "code" in text
 
 
 def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
@@ -466,9 +467,8 @@ def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path
 
 def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path):
     root = items_project(tmp_path)
-    write_changeset(
-        root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n"
-    )
+    seed_records(root, 1, [{"code": "A"}])
+    write_changeset(root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     assert run(root, "apply").exit_code == 1
     (row,) = api.status(api.Context(load_project(root), load_project(root).environment()))
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1

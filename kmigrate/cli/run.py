@@ -291,11 +291,38 @@ def resolve(
 
 
 @main.command()
+@click.argument("changeset", required=False)
 @click.option("--note", default=None, help="Why: kept in the event log.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed without a terminal).")
 @pass_cli
-def repair(cli: CliContext, note: str | None) -> None:
-    """Accept the current content of changed (drifted) applied changesets; logged."""
-    repaired = api.repair(cli.context(), note=note)
+def repair(cli: CliContext, changeset: str | None, note: str | None, yes: bool) -> None:
+    """Accept the current content of changed (drifted) applied changesets (only CHANGESET, if
+    given), after showing what changed; logged. Kintone keeps the old values."""
+    ctx = cli.context()
+    items = api.repair_preview(ctx, changeset)
+    if not items:
+        click.echo("Nothing to repair.")
+        return
+    for item in items:
+        click.echo(f"{item.reason}")
+        for change in item.batches:
+            click.echo(f"--- batch {change.index} ---")
+            click.echo(change.diff or "(what it sent was not kept: only its hash is journaled)")
+    click.echo(
+        "Kintone still holds the values the applied batches wrote: repair changes only the journal's record "
+        "of what was applied, not the records. To change the records, write a new changeset."
+    )
+    if not yes:
+        if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
+            raise InputError(
+                "repair accepts changed history and there is no terminal to confirm on: nothing was changed",
+                hint="review the changes above, then pass --yes",
+            )
+        names = ", ".join(item.changeset for item in items)
+        if not click.confirm(f"Accept the new content of {names} as applied?", default=False):
+            click.echo("Nothing repaired.")
+            return
+    repaired = api.repair(ctx, changeset, note=note)
     click.echo("Repaired: " + ", ".join(repaired) if repaired else "Nothing to repair.")
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..fieldrules import actions_from, assignee_problem, assignees_problem, update_key_problem
 from .calls import (
     ApiError,
     Auth,
@@ -806,12 +807,9 @@ class Api:
             raise invalid_param(f"{key}.field", "Required field.")
         code = raw["field"]
         f = app.fields.get(code)
-        if f is None or not f.unique or f.type not in ("SINGLE_LINE_TEXT", "NUMBER"):
-            raise invalid_param(
-                f"{key}.field",
-                f"The field {code!r} cannot be used as updateKey: it must be a text or "
-                'number field with "Prohibit duplicate values" on.',
-            )
+        key_problem = update_key_problem(code, f)
+        if key_problem is not None or f is None:
+            raise invalid_param(f"{key}.field", key_problem or "")
         value = raw.get("value")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
             raise invalid_param(f"{key}.value", "Required field.")
@@ -898,7 +896,7 @@ class Api:
             raise not_found(record_id)
         _check_revision(rec, expected)
         current = rec.data.get("status") or process.initial.name
-        actions = [a for a in process.actions if a.name == action_name and a.from_ == current]
+        actions = actions_from(process, current, action_name)
         if len(actions) != 1:
             # GAIA_IL03 / 400 (kintone-api.md §3.4); also for an action name given twice on a state.
             raise ApiError(
@@ -918,24 +916,14 @@ class Api:
             )
         nxt = process.target(actions[0])
         candidates = list(nxt.assignees)
-        if nxt.assignee_type == "ONE" and candidates:
-            # Kintone requires `assignee` whenever the next status picks one user from candidates,
-            # even a single one (official update-status page; GAIA_SA01 observed on real tenants).
+        problem = assignee_problem(nxt, assignee)
+        if problem is not None:
             if assignee is None:
-                raise ApiError(
-                    400,
-                    "GAIA_SA01",
-                    f"Specify the assignee: the status {nxt.name!r} takes one of {', '.join(candidates)}.",
-                )
-            if assignee not in candidates:
-                raise invalid_param(
-                    f"{head}assignee",
-                    f"{assignee!r} is not an assignee candidate of the status "
-                    f"{nxt.name!r} (candidates: {', '.join(candidates)}).",
-                )
-            new_assignees = [assignee]
-        else:
-            new_assignees = candidates
+                raise ApiError(400, "GAIA_SA01", problem)
+            raise invalid_param(f"{head}assignee", problem)
+        new_assignees = (
+            [assignee] if assignee is not None and nxt.assignee_type == "ONE" and candidates else candidates
+        )
         data = {
             **rec.data,
             "status": nxt.name,
@@ -992,14 +980,10 @@ class Api:
         for i, login in enumerate(assignees):
             self.known_user(login, f"assignees[{i}]")
         state = process.state(rec.data.get("status") or process.initial.name)
-        if state is not None and state.assignee_type == "ONE" and state.assignees and len(assignees) > 1:
-            # Kintone: more than one assignee for a status that takes one is an error (official
-            # update-assignees page); its code is not documented, the sandbox answers CB_VA01.
-            # Checked only where the file names candidates: a ONE status without them may stand
-            # for field or group entities the sandbox does not model.
-            raise invalid_param(
-                "assignees", f"The status {state.name!r} takes one assignee; {len(assignees)} were given."
-            )
+        problem = assignees_problem(state, assignees) if state is not None else None
+        if problem is not None:
+            # Its code is not documented, the sandbox answers CB_VA01.
+            raise invalid_param("assignees", problem)
         data = {**rec.data, "assignees": assignees, "modifier": call.auth.user, "updated": now_utc()}
         new = StoredRecord(rec.id, rec.revision + 1, data)
         self.store.update_many(app.id, [new])

@@ -5,7 +5,6 @@ Each suite runs once per bulk semantics (module-scoped fixtures); the tests read
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from .faults import PROFILES, run_suite
 pytestmark = pytest.mark.slow
 
 SEMANTICS = ["atomic", "prefix"]
-# Until issue #7 item 1 (automatic reconciliation, kmigrate/reconcile.py) is merged, an in-doubt
-# batch asks for `kmigrate resolve`: these asserts are expected to fail (strictly: a pass would
-# be reported). Once the module exists the mark is off and they must hold.
-RECONCILIATION_MISSING = importlib.util.find_spec("kmigrate.reconcile") is None
-waiting_for_reconciliation = pytest.mark.xfail(
-    RECONCILIATION_MISSING,
-    reason="issue #7 item 1 (automatic reconciliation) is not merged: in-doubt batches ask for `kmigrate resolve`",
-    strict=True,
-)
 
 
 # At CI size a bulk failing part-way is left to its own test below, where it happens for sure.
@@ -54,7 +44,6 @@ def test_fault_suite_injects_every_kind_and_never_duplicates_loses_or_corrupts(f
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@waiting_for_reconciliation
 def test_fault_suite_needs_no_person(fault_suite: Figures):
     assert fault_suite.needed_a_person == []
 
@@ -65,7 +54,6 @@ def test_crash_matrix_kills_every_point_and_never_duplicates_loses_or_corrupts(c
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@waiting_for_reconciliation
 def test_crash_matrix_needs_no_person(crash_matrix: Figures):
     assert crash_matrix.needed_a_person == []
 
@@ -78,13 +66,7 @@ def test_kill_points_spread_over_requests_and_phases():
     assert len({p.split(":")[0] for p in kill_points(40, 100)}) == 40  # every request is hit
 
 
-@pytest.mark.parametrize(
-    "semantics",
-    [
-        "atomic",
-        pytest.param("prefix", marks=waiting_for_reconciliation),
-    ],
-)
+@pytest.mark.parametrize("semantics", SEMANTICS)
 def test_a_bulk_failing_part_way_is_settled_exactly(semantics: str, tmp_path: Path):
     # The first bulk (V0001: an upsert, then an add) fails at its second request, once. Under
     # prefix semantics the upsert stayed: sending the whole batch again upserts twice.
