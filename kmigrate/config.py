@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError, Location
 from .kintone import MAX_API_TOKENS
-from .paths import MB, inside_project, project_folder
+from .paths import MB, inside_project, project_folder, read_project_file
 
 CONFIG_FILE = "kmigrate.toml"
+MAX_CONFIG_BYTES = 1 << 20  # kmigrate.toml: read before [limits] is known
 STATE_DIR = ".kmigrate"
 
 
@@ -371,13 +372,22 @@ def load_project(root: Path | str = ".") -> Project:
     """Read ``kmigrate.toml`` from ``root``; every problem is a ``ConfigError`` naming the file."""
     root = Path(root).resolve()
     path = root / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConfigError(
             f"no {CONFIG_FILE} in {root}",
             hint="run `kmigrate init` to make a project, or pass -C DIR pointing at one",
         )
+    raw = read_project_file(
+        root,
+        path,
+        what=CONFIG_FILE,
+        max_bytes=MAX_CONFIG_BYTES,
+        error=ConfigError,
+        location=Location(file=path),
+    )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         if line is None:  # Python < 3.14 has the line only in the message: "... (at line 3, column 7)"
@@ -386,17 +396,16 @@ def load_project(root: Path | str = ".") -> Project:
         raise ConfigError(
             f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read: {exc}", location=Location(file=path)) from None
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
-        text = path.read_text(encoding="utf-8")
         first = exc.errors()[0]
         loc = tuple(first["loc"]) or (("default_env",) if "default_env" in first["msg"] else ())
         line = toml_key_line(text, loc) if loc else None
         raise ConfigError(_describe_validation(exc, text), location=Location(file=path, line=line)) from None
-    _check_folders(root, config, path, text=path.read_text(encoding="utf-8"))
+    _check_folders(root, config, path, text=text)
     return Project(root=root, config=config, config_file=path)
 
 
