@@ -25,6 +25,7 @@ import yaml
 from . import loader, sent_content
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
+from .attachments import file_fields
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
 from .changeset_files import display_path, next_changeset_path, version_key, version_of
 from .client import Client, RetryPolicy, check_base_url
@@ -336,7 +337,8 @@ def _build_plan(
 ) -> Plan:
     """The one way a plan is built for ``env``: with a journal app, one call of every bulk is
     its marker (19 calls left), and the plan shows the marker as request [0]."""
-    built = build_plan(changesets, env, state, limits=remote.limits_for(env))
+    files = file_fields(app_schemas(env))  # which values are attachments written as paths
+    built = build_plan(changesets, env, state, limits=remote.limits_for(env), files=files)
     markers = Markers.for_env(env)
     return built if markers is None else dataclasses.replace(built, markers=markers)
 

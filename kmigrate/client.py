@@ -266,6 +266,25 @@ class Client:
             )
         return results
 
+    def upload_file(self, name: str, content: bytes, guest_space_id: int | None = None) -> str:
+        """``POST /k/v1/file.json`` (multipart, one part ``file``) -> the upload's fileKey.
+
+        Sent again on an ambiguous failure like a read: a second upload only leaves a temporary
+        fileKey nobody uses, which Kintone drops after three days."""
+        data = self._send(
+            "POST",
+            api_path("file", guest_space_id),
+            files={"file": (name, content, "application/octet-stream")},
+            idempotent=True,
+        )
+        key = data.get("fileKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise TransportError(
+                f"unexpected answer to POST {api_path('file', guest_space_id)}: {_preview(data)}",
+                sent_maybe=False,
+            )
+        return key
+
     # ---- reads ---------------------------------------------------------------------------
 
     def request(
@@ -367,6 +386,7 @@ class Client:
         json_body: Any = None,
         idempotent: bool,
         bulk: list[dict[str, Any]] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> Any:
         what = f"{method} {path}"
         attempt = 0
@@ -374,7 +394,7 @@ class Client:
         while True:
             attempt += 1
             try:
-                response = self._exchange(method, path, params, json_body)
+                response = self._exchange(method, path, params, json_body, files)
             except httpx.TransportError as exc:
                 sent_maybe = not isinstance(exc, _NOT_SENT)
                 if (idempotent or not sent_maybe) and self._may_retry(
@@ -398,10 +418,17 @@ class Client:
         return True
 
     def _exchange(
-        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         self.request_count += 1
-        if method == "GET" and params:
+        if files is not None:  # multipart/form-data: httpx writes the boundary and the header
+            response = self._http.request(method, path, files=dict(files))
+        elif method == "GET" and params:
             # Kintone reads arrays as fields[0]=a&fields[1]=b; a JSON body with
             # X-HTTP-Method-Override would also do, but a query string keeps GETs plain.
             response = self._http.get(path, params=_query_params(params))

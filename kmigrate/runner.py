@@ -27,9 +27,11 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
+from .attachments import file_markers, upload_files
 from .changeset import LoadedChangeset
 from .client import Client
 from .drift import find_drift, preflight
@@ -284,6 +286,7 @@ class Runner:
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
         self._planned: dict[str, ChangesetPlan] = {}
+        self._root: Path | None = None  # the project's: attachments are read from it
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
@@ -291,6 +294,7 @@ class Runner:
         self._lost = self.journal.lost_ids()
         self._ids = {c.version: c.id for c in plan.changesets}
         self._planned = {c.version: c for c in plan.changesets}
+        self._root = plan.root
         for name in self._lost:
             refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
@@ -350,6 +354,22 @@ class Runner:
             raise self._lost_ref_error(cs, batch, lost)
         return requests
 
+    def _with_uploads(
+        self, batch: Batch, requests: list[dict[str, Any]], where: Location
+    ) -> list[dict[str, Any]]:
+        """Upload the batch's attachments now, right before its bulk (uploads cannot be in one):
+        each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``)."""
+        if next(file_markers(requests), None) is None:
+            return requests
+        if self._root is None:
+            raise JournalError("a plan with attachments needs its project root", location=where)
+        return upload_files(
+            requests,
+            self._root,
+            lambda name, content: self.client.upload_file(name, content, batch.guest_space_id),
+            where,
+        )
+
     def _recover_by_marker(self, names: Sequence[str], refs: dict[str, list[Any]]) -> bool:
         """Read back the ids ``names`` lost, batch by batch, with the probe each batch's marker
         keeps (any runner's, a fresh machine's too); True if every one of them was found."""
@@ -383,9 +403,9 @@ class Runner:
     def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]]) -> bool:
         """Send the batch until Kintone applied it; True if its answer was lost and reading
         Kintone showed it applied."""
-        requests = self._resolved(cs, batch, refs)
-        reconciled = False
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        requests = self._with_uploads(batch, self._resolved(cs, batch, refs), where)
+        reconciled = False
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
         for attempt in range(1, MAX_SENDS + 1):
             record = self._journaled(cs, batch)
