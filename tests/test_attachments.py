@@ -13,7 +13,7 @@ from kmigrate.attachments import AttachmentPaths, file_markers
 from kmigrate.cli import main
 from kmigrate.client import Client
 from kmigrate.config import Credentials
-from kmigrate.errors import ChangesetError, DriftError, Location
+from kmigrate.errors import ChangesetError, DriftError, Location, TransportError
 from kmigrate.journal import Journal
 from kmigrate.reconcile import holds
 from kmigrate.runner import Runner
@@ -65,7 +65,7 @@ class CountingClient(Client):
     uploads = 0
 
     def upload_file(self, name: str, content: bytes, guest_space_id: int | None = None) -> str:
-        type(self).uploads += 1
+        CountingClient.uploads += 1
         return super().upload_file(name, content, guest_space_id)
 
 
@@ -172,7 +172,7 @@ def test_a_missing_file_is_refused_at_validate_with_its_file_and_line(tmp_path):
     assert "V0001__contracts.yaml:6" in result.output
 
 
-def test_a_changed_file_after_apply_is_drift(tmp_path):
+def test_a_changed_file_after_apply_is_drift_and_repair_accepts_it(tmp_path):
     root = project(tmp_path)
     with open_sandbox(root) as sandbox:
         apply(root, sandbox)
@@ -181,6 +181,10 @@ def test_a_changed_file_after_apply_is_drift(tmp_path):
         with pytest.raises(DriftError, match="an attachment it sends changed in applied batch 0"):
             apply(root, sandbox)
         assert sandbox.request_count == before and CountingClient.uploads == 3
+    repaired = CliRunner().invoke(main, ["-C", str(root), "repair", "--yes"])
+    assert repaired.exit_code == 0 and '"sha256"' in repaired.output, repaired.output  # the diff shows it
+    with open_sandbox(root) as sandbox:
+        assert apply(root, sandbox).nothing_to_do and CountingClient.uploads == 3
 
 
 def test_a_file_changed_between_plan_and_send_is_refused_before_any_upload(tmp_path):
@@ -221,3 +225,49 @@ def test_reconciliation_does_not_compare_a_file_value_with_the_stored_one():
     }
     assert holds(sent, stored)
     assert not holds({**sent, "code": {"value": "B"}}, stored)
+
+
+class LosingClient(CountingClient):
+    """The first bulk: Kintone applies it and the answer is lost (``lost``), or it is never
+    sent (``unsent``); later bulks go through."""
+
+    fault = "lost"
+    bulks = 0
+
+    def bulk(self, requests, guest_space_id=None):
+        type(self).bulks += 1
+        if type(self).bulks > 1:
+            return super().bulk(requests, guest_space_id)
+        if self.fault == "lost":
+            super().bulk(requests, guest_space_id)
+            raise TransportError("the answer was lost", sent_maybe=True)
+        raise TransportError("connection refused", sent_maybe=False)
+
+
+def apply_losing(root: Path, sandbox: Sandbox, fault: str) -> api.ApplyResult:
+    LosingClient.fault, LosingClient.bulks = fault, 0
+    with LosingClient(
+        SANDBOX_BASE_URL, Credentials(api_tokens=(TOKEN,)), transport=sandbox.transport()
+    ) as client:
+        return api.apply(api.Context.load(root), client=client)
+
+
+def test_a_lost_answer_is_settled_by_reading_kintone_and_nothing_is_uploaded_again(tmp_path):
+    root = project(tmp_path)
+    with open_sandbox(root) as sandbox:
+        result = apply_losing(root, sandbox, "lost")
+        assert result.summary is not None and result.summary.reconciled_batches == 1
+        assert LosingClient.bulks == 1 and CountingClient.uploads == 3
+        assert files_of(sandbox, "C-002") == [PDF, NOTES]
+        assert apply(root, sandbox).nothing_to_do and CountingClient.uploads == 3
+
+
+def test_a_bulk_never_sent_after_its_uploads_uploads_again_on_the_next_run(tmp_path):
+    root = project(tmp_path)
+    with open_sandbox(root) as sandbox:
+        with pytest.raises(TransportError):
+            apply_losing(root, sandbox, "unsent")
+        assert sandbox.records(1) == [] and CountingClient.uploads == 3  # the uploads were not used
+        apply(root, sandbox)
+        assert CountingClient.uploads == 6  # fresh keys: the first three stay unused (Kintone drops them)
+        assert files_of(sandbox, "C-001") == [PDF] and files_of(sandbox, "C-002") == [PDF, NOTES]
