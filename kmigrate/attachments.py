@@ -15,8 +15,9 @@ written as a list of ``{"$file": PATH}`` mappings (no definitions needed). Table
 not handled: their values are sent as written.
 
 A fileKey of an upload is good for one record only, and only until a record takes it, so
-keys are not kept: every send of a batch uploads its files again. The batch's state is what
-the journal keeps: an applied batch is never sent again, so never uploads again; a run that
+keys are not reused: every send of a batch uploads its files again (the journal logs each
+batch's uploads, event ``uploaded``, for the record). The batch's state is what prevents a
+second upload: an applied batch is never sent again, so never uploads again; a run that
 stops between an upload and its bulk leaves a temporary upload nobody uses, which Kintone
 drops after three days (harmless).
 """
@@ -156,10 +157,11 @@ def upload_files(
     root: Path,
     upload: Callable[[str, bytes], str],
     where: Location,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """``requests`` with every file marker replaced by ``{"fileKey": KEY}``, each file uploaded
-    with ``upload(name, content) -> fileKey`` (one upload per marker: a key is good once).
-    A file whose content is not the one planned is a ``ChangesetError`` before any upload."""
+    with ``upload(name, content) -> fileKey`` (one upload per marker: a key is good once), and
+    the uploads made (path, sha256, fileKey), for the journal's event log. A file whose content
+    is not the one planned is a ``ChangesetError`` before any upload."""
     contents: dict[str, bytes] = {}
     for marker in (m for r in requests for m in file_markers(r)):
         path = marker[FILE_MARKER]
@@ -173,14 +175,18 @@ def upload_files(
                 )
             contents[path] = data
 
+    uploads: list[dict[str, str]] = []
+
     def substitute(value: Any) -> Any:
         if is_file_marker(value):
             path = value[FILE_MARKER]
-            return {"fileKey": upload(PurePosixPath(path).name, contents[path])}
+            key = upload(PurePosixPath(path).name, contents[path])
+            uploads.append({"path": path, "sha256": value["sha256"], "fileKey": key})
+            return {"fileKey": key}
         if isinstance(value, Mapping):
             return {k: substitute(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [substitute(v) for v in value]
         return value
 
-    return [substitute(r) for r in requests]
+    return [substitute(r) for r in requests], uploads

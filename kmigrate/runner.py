@@ -355,7 +355,7 @@ class Runner:
         return requests
 
     def _with_uploads(
-        self, batch: Batch, requests: list[dict[str, Any]], where: Location
+        self, cs: ChangesetPlan, batch: Batch, requests: list[dict[str, Any]], where: Location
     ) -> list[dict[str, Any]]:
         """Upload the batch's attachments now, right before its bulk (uploads cannot be in one):
         each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``)."""
@@ -363,12 +363,17 @@ class Runner:
             return requests
         if self._root is None:
             raise JournalError("a plan with attachments needs its project root", location=where)
-        return upload_files(
+        sent, uploads = upload_files(
             requests,
             self._root,
             lambda name, content: self.client.upload_file(name, content, batch.guest_space_id),
             where,
         )
+        # Journaled for the record (`kmigrate history`): the keys are not reused, a key is good once.
+        self.journal.log_event(
+            "uploaded", run_id=self.run_id, changeset=cs.version, batch=batch.index, detail={"files": uploads}
+        )
+        return sent
 
     def _recover_by_marker(self, names: Sequence[str], refs: dict[str, list[Any]]) -> bool:
         """Read back the ids ``names`` lost, batch by batch, with the probe each batch's marker
@@ -404,7 +409,7 @@ class Runner:
         """Send the batch until Kintone applied it; True if its answer was lost and reading
         Kintone showed it applied."""
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
-        requests = self._with_uploads(batch, self._resolved(cs, batch, refs), where)
+        requests = self._with_uploads(cs, batch, self._resolved(cs, batch, refs), where)
         reconciled = False
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
         for attempt in range(1, MAX_SENDS + 1):

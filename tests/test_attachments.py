@@ -115,6 +115,15 @@ def test_inline_paths_are_uploaded_before_their_bulk_and_a_rerun_uploads_nothing
         assert files_of(sandbox, "C-001") == [PDF]
         assert files_of(sandbox, "C-002") == [PDF, NOTES]
         assert CountingClient.uploads == 3  # one per file of each record: a key is good for one record
+        with Journal.open(api.Context.load(root).env.journal_path) as journal:
+            [event] = journal.events(kinds=["uploaded"])
+        assert (event.changeset, event.batch) == ("0001", 0)
+        assert [(f["path"], f["sha256"][:8]) for f in event.detail["files"]] == [
+            ("data/files/C-001.pdf", "6648d5f7"),
+            ("data/files/C-001.pdf", "6648d5f7"),
+            ("data/files/notes.txt", "444e0fff"),
+        ]
+        assert all(f["fileKey"] for f in event.detail["files"])
         before = sandbox.request_count
         again = apply(root, sandbox)
         assert again.nothing_to_do and sandbox.request_count == before and CountingClient.uploads == 3
