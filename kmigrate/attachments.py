@@ -105,6 +105,7 @@ class AttachmentPaths:
         self.root = root
         self.fields = fields
         self._digests: dict[str, str] = {}
+        self.used = False  # a marker was made: the plan has attachments to upload
 
     def codes(self, app_id: int) -> frozenset[str]:
         return self.fields.get(app_id, frozenset())
@@ -149,6 +150,7 @@ class AttachmentPaths:
                 self.root, written, what=WHAT, max_bytes=MAX_ATTACHMENT_BYTES, location=where()
             )
             digest = self._digests[written] = _digest(data)
+        self.used = True
         return {FILE_MARKER: written, "sha256": digest}
 
 

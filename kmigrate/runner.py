@@ -286,7 +286,7 @@ class Runner:
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
         self._planned: dict[str, ChangesetPlan] = {}
-        self._root: Path | None = None  # the project's: attachments are read from it
+        self._root: Path | None = None  # the project's, when the plan has attachments to read from it
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
@@ -294,7 +294,7 @@ class Runner:
         self._lost = self.journal.lost_ids()
         self._ids = {c.version: c.id for c in plan.changesets}
         self._planned = {c.version: c for c in plan.changesets}
-        self._root = plan.root
+        self._root = plan.root if plan.attachments else None
         for name in self._lost:
             refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
@@ -359,10 +359,9 @@ class Runner:
     ) -> list[dict[str, Any]]:
         """Upload the batch's attachments now, right before its bulk (uploads cannot be in one):
         each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``)."""
-        if next(file_markers(requests), None) is None:
+        # Walking a big batch costs: only a plan that made file markers is searched.
+        if self._root is None or next(file_markers(requests), None) is None:
             return requests
-        if self._root is None:
-            raise JournalError("a plan with attachments needs its project root", location=where)
         sent, uploads = upload_files(
             requests,
             self._root,

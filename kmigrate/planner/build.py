@@ -62,7 +62,7 @@ def build_plan(
     plans = tuple(
         _plan_changeset(cs, env, refs, (journal or {}).get(cs.version), limits, paths) for cs in ordered
     )
-    return Plan(environment=env.name, changesets=plans, root=env.root)
+    return Plan(environment=env.name, changesets=plans, root=env.root, attachments=paths.used)
 
 
 def _plan_changeset(
