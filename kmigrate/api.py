@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import loader
+from . import loader, sumfile
 from .changeset import LoadedChangeset, _RecordsOp, json_schema
 from .changeset_files import next_changeset_path, version_of
 from .client import Client, RetryPolicy
@@ -38,6 +38,7 @@ from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ def init_project(directory: Path | str) -> list[Path]:
         with open(target, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
             handle.write(_template_text(template))
         written.append(target)
+    sum_file, _count = sumfile.write(root / "changesets")
+    written.append(sum_file)
     return written
 
 
@@ -112,14 +115,30 @@ def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
+    ``changesets/kmigrate.sum`` is checked first (as Atlas's ``migrate new`` does: a changed
+    changeset is not blessed by accident) and rewritten with the new file.
     """
+    sumfile.check(ctx.project.changesets_dir)
     path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
     with open(path, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
+    sumfile.write(ctx.project.changesets_dir)
     return path
+
+
+def hash_changesets(ctx: Context) -> tuple[Path, int]:
+    """Rewrite ``changesets/kmigrate.sum`` from the changeset files (``kmigrate hash``): its path
+    and how many changesets it lists."""
+    return sumfile.write(ctx.project.changesets_dir)
+
+
+def check_sum(ctx: Context) -> None:
+    """Raise a ``SumFileError`` (exit 2) when kmigrate.sum disagrees with the files; nothing
+    to check in a project without one."""
+    sumfile.check(ctx.project.changesets_dir)
 
 
 def load_changesets(
@@ -183,17 +202,30 @@ class Validation:
 
 
 def validate(ctx: Context) -> Validation:
-    """Check every changeset against the environment: all errors at once, nothing sent anywhere."""
+    """Check every changeset against the environment, and kmigrate.sum against the files: all
+    errors at once, nothing sent anywhere."""
     changesets, errors = loader.load_all(ctx.project, ctx.env, known_fields=ctx.known_fields)
-    return Validation(changesets, errors)
+    return Validation(changesets, [*sumfile.problems_of(ctx.project.changesets_dir), *errors])
 
 
 def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
     states from ``state``, read from the journal when not given)."""
+    check_sum(ctx)
     if state is None:
         state = journal_state(ctx)
     return build_plan(load_changesets(ctx, state), ctx.env, state)
+
+
+def save_plan(ctx: Context, path: Path) -> Plan:
+    """``kmigrate plan --out FILE``: the plan, written to ``path`` with what it was made from
+    (the journal's state, every changeset's checksums, the environment, the variables' hash)."""
+    check_sum(ctx)
+    state = journal_state(ctx)
+    changesets = load_changesets(ctx, state)
+    the_plan = build_plan(changesets, ctx.env, state)
+    write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
+    return the_plan
 
 
 def schema() -> dict[str, Any]:
@@ -259,15 +291,24 @@ def apply(
     on_event: Callable[[RunEvent], None] = lambda event: None,
     client: Client | None = None,
     lock_wait: float = 0.0,
+    saved: SavedPlan | None = None,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
-    is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run)."""
+    is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
+    With ``saved`` (``kmigrate apply FILE``), the run is held to that plan: if anything it was
+    made from changed, an ``InputError`` before anything is sent or journaled."""
     env = ctx.env
+    if saved is not None:
+        refuse_other_environment(saved, env)
+    check_sum(ctx)
     if dry_run:
         state = journal_state(ctx)
         changesets = load_changesets(ctx, state)
         check_preconditions(changesets, state, out_of_order=out_of_order)
-        return ApplyResult(build_plan(changesets, env, state))
+        dry_plan = build_plan(changesets, env, state)
+        if saved is not None:
+            refuse_if_stale(saved, made_from(env, state, changesets, dry_plan, with_plan=False))
+        return ApplyResult(dry_plan)
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
@@ -277,6 +318,8 @@ def apply(
                 changesets = load_changesets(ctx, state)
                 check_preconditions(changesets, state, out_of_order=out_of_order)
                 plan = build_plan(changesets, env, state)
+                if saved is not None:
+                    refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
                 if not plan.pending:
                     outcome = "nothing to do"
                     return ApplyResult(

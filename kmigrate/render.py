@@ -134,17 +134,19 @@ def _totals(plan: Plan) -> tuple[int, int, int]:
     return len(pending), sum(len(c.pending_batches) for c in pending), records
 
 
-def iter_text(plan: Plan) -> Iterator[str]:
+def iter_text(plan: Plan, *, pending_only: bool = False) -> Iterator[str]:
+    """The plan for a person; ``pending_only``: only what will be sent (apply's confirmation),
+    no applied changeset and no applied batch."""
     n_cs, n_batches, n_records = _totals(plan)
     yield (
         f"Plan for environment {plan.environment}: {_plural(n_cs, 'changeset')} to apply, "
         f"{_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}\n"
     )
-    for cs in plan.changesets:
-        yield "\n" + _changeset_text(cs, plan.root)
+    for cs in plan.pending if pending_only else plan.changesets:
+        yield "\n" + _changeset_text(cs, plan.root, pending_only=pending_only)
 
 
-def _changeset_text(cs: ChangesetPlan, root: Path | None) -> str:
+def _changeset_text(cs: ChangesetPlan, root: Path | None, *, pending_only: bool = False) -> str:
     lines = [f"{cs.id}  [{cs.state}]  {display_path(cs.path, root)}"]
     if cs.description:
         lines.append(f"  {cs.description}")
@@ -178,7 +180,7 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None) -> str:
         f"  bulk requests: {len(cs.batches)}"
         + (f" ({pending} to send)" if pending != len(cs.batches) else "")
     )
-    for batch in cs.batches:
+    for batch in cs.pending_batches if pending_only else cs.batches:
         guest = f" guest space {batch.guest_space_id}," if batch.guest_space_id is not None else ""
         lines.append(
             f"    #{batch.index} [{batch.state}]{guest} {_plural(len(batch.calls), 'call')}, "
@@ -187,8 +189,8 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_text(plan: Plan) -> str:
-    return "".join(iter_text(plan))
+def render_text(plan: Plan, *, pending_only: bool = False) -> str:
+    return "".join(iter_text(plan, pending_only=pending_only))
 
 
 # ---- Markdown -------------------------------------------------------------------------------

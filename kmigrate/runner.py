@@ -47,7 +47,9 @@ Locator = Callable[[str, int, int | None], Location]
 @dataclass(frozen=True)
 class RunEvent:
     """What the runner reports as it goes: ``kind`` is one of ``changeset_skipped``,
-    ``changeset_started``, ``batch_applied``, ``batch_failed``, ``changeset_applied``."""
+    ``changeset_started``, ``batch_skipped`` (applied by an earlier run), ``batch_sent`` (journaled
+    as sent, the request about to leave), ``batch_applied``, ``batch_failed``, ``batch_in_doubt``
+    (the answer was lost), ``changeset_applied``. ``kmigrate apply --format json`` prints each."""
 
     kind: str
     changeset: ChangesetPlan
@@ -227,6 +229,7 @@ class Runner:
         self.on_event(RunEvent("changeset_started", cs))
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
+                self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                 continue
             self._send(cs, batch, refs)  # a failure raises: the CLI reports what this run did
             summary.applied_batches += 1
@@ -243,6 +246,7 @@ class Runner:
         if lost and any(_holds_lost_id(r) for r in requests):
             raise self._lost_ref_error(cs, batch, lost)
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
+        self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
         try:
@@ -260,6 +264,7 @@ class Runner:
             raise self._explain(cs, batch, exc) from exc
         except (TransportError, InputError) as exc:
             if isinstance(exc, TransportError) and exc.sent_maybe:
+                self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                 raise InDoubtError(
                     f"changeset {cs.id} batch {batch.index}: {exc.message}",
                     hint=f"the batch stays in doubt: check what Kintone holds, then {settle} --applied` or `--not-applied`",
@@ -277,6 +282,7 @@ class Runner:
             raise InputError(exc.message, location=where, hint=exc.hint) from exc
         except (KeyboardInterrupt, Exception) as exc:
             # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt.
+            self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
             raise InDoubtError(
                 f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being sent: "
                 "Kintone may or may not have applied it",

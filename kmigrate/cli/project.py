@@ -78,12 +78,25 @@ def validate(cli: CliContext) -> None:
     help="text for a person, json for tools, markdown for a pull-request comment.",
 )
 @click.option("--check", is_flag=True, help="Exit 3 when there is work to do (for CI).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also save the plan with what it was made from: `kmigrate apply FILE` applies exactly it.",
+)
 @pass_cli
-def plan(cli: CliContext, fmt: str, check: bool) -> None:
+def plan(cli: CliContext, fmt: str, check: bool, out: Path | None) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
     from .. import render
 
-    the_plan = api.plan(cli.context())
+    ctx = cli.context()
+    the_plan = api.save_plan(ctx, out) if out is not None else api.plan(ctx)
+    if out is not None:
+        click.echo(
+            f"saved the plan to {_shown(out)}: `kmigrate -e {ctx.env.name} apply {_shown(out)}`", err=True
+        )
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
@@ -94,6 +107,18 @@ def plan(cli: CliContext, fmt: str, check: bool) -> None:
         raise PendingWork(
             f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending"
         )
+
+
+@main.command(name="hash")
+@pass_cli
+def hash_command(cli: CliContext) -> None:
+    """Rewrite changesets/kmigrate.sum from the changeset files (commit it with them).
+
+    `validate`, `plan` and `apply` refuse (exit 2) when the sum file and the files disagree: an
+    edited, added or deleted changeset, or a version two branches both added.
+    """
+    path, count = api.hash_changesets(cli.context())
+    click.echo(f"wrote {_shown(path)}: {count} changeset{'s' if count != 1 else ''}")
 
 
 @main.command()
