@@ -34,6 +34,8 @@ from .errors import (
     LockedError,
 )
 from .journal import Event, Journal, LockHolder
+from .lint import LintReport
+from .lint import lint as run_lint
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import build_plan
 from .records import KnownFields
@@ -226,6 +228,16 @@ def save_plan(ctx: Context, path: Path) -> Plan:
     the_plan = build_plan(changesets, ctx.env, state)
     write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
     return the_plan
+
+
+def lint(ctx: Context) -> LintReport:
+    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py), offline; the journal
+    read is the environment's local one, when there is one."""
+    if not ctx.env.journal_path.exists():
+        return run_lint(ctx.project, ctx.env, {}, [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        state, records = journal.state(), journal.changesets()
+    return run_lint(ctx.project, ctx.env, state, records)
 
 
 def schema() -> dict[str, Any]:

@@ -109,6 +109,26 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None) -> None:
         )
 
 
+@main.command()
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (errors always exit 2).")
+@pass_cli
+def lint(cli: CliContext, strict: bool) -> None:
+    """Offline checks for what is valid but risky: deletes by raw ids, unguarded updates, order,
+    app aliases, random templates, renames, data files git ignores. Each finding: file:line rule.
+    """
+    report = api.lint(cli.context())
+    for finding in report.findings:
+        click.echo(str(finding))
+    errors, warnings = len(report.errors), len(report.warnings)
+    if report.findings:
+        click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
+    else:
+        click.echo("lint: no findings", err=True)
+    code = report.exit_code(strict)
+    if code:
+        click.get_current_context().exit(code)
+
+
 @main.command(name="hash")
 @pass_cli
 def hash_command(cli: CliContext) -> None:
