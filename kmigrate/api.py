@@ -37,6 +37,7 @@ from .journal import Event, Journal, LockHolder
 from .lint import LintReport
 from .lint import lint as run_lint
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
+from .plandiff import OperationDiff, diff_plan
 from .planner import build_plan
 from .records import KnownFields
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
@@ -217,6 +218,22 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) ->
     if state is None:
         state = journal_state(ctx)
     return build_plan(load_changesets(ctx, state), ctx.env, state)
+
+
+def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
+    """``plan --diff``: the records the plan's updates, upserts, deletes and status changes touch,
+    read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""
+    refs: dict[str, list[int]] = {}
+    if ctx.env.journal_path.exists():
+        with Journal.open(ctx.env.journal_path) as journal:
+            refs = journal.refs()
+    own = client is None
+    active = client if client is not None else connect(ctx)
+    try:
+        return diff_plan(active, the_plan, refs)
+    finally:
+        if own:
+            active.close()
 
 
 def save_plan(ctx: Context, path: Path) -> Plan:

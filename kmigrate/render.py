@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,34 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def iter_markdown(plan: Plan) -> Iterator[str]:
+MANY_RECORDS = 100  # a status change on more records than this is called out
+FIRST_RECORDS = 3  # records shown per operation in the reviewer's view
+
+
+def _callouts(cs: ChangesetPlan, samples: dict[int, Any]) -> list[str]:
+    """What a reviewer must not miss: deletes, updates by id without revision, mass status changes."""
+    out = []
+    for op in cs.operations:
+        sample = samples.get(op.index)
+        if op.destructive:
+            out.append(f"operation {op.index + 1}: **deletes {op.records:,} record(s)** of {_md(op.app)}")
+        if op.kind == "update" and sample is not None and sample.unguarded:
+            out.append(
+                f"operation {op.index + 1}: updates {sample.unguarded:,} record(s) of {_md(op.app)} by id "
+                "**without key or revision** (overwrites edits made meanwhile)"
+            )
+        if op.kind == "status" and op.records > MANY_RECORDS:
+            out.append(
+                f"operation {op.index + 1}: **status change on {op.records:,} records** of {_md(op.app)}"
+            )
+    return out
+
+
+def iter_markdown(plan: Plan, diff: Iterable[str] = ()) -> Iterator[str]:
+    """The reviewer's view, for a pull-request comment; ``diff``: the before -> after section
+    (``plandiff.iter_diff_markdown``) when it was read."""
+    from .plandiff import operation_samples
+
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
     totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
@@ -218,6 +245,24 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
             else "no"
         )
         yield f"| `{cs.id}` | {cs.state} | {len(cs.operations)} | {records:,} | {len(cs.batches)} | {flag} |\n"
+    for cs in plan.pending:
+        samples = operation_samples(cs)
+        callouts = _callouts(cs, samples)
+        yield f"\n#### `{cs.id}`\n\n"
+        if callouts:
+            yield "".join(f"- :warning: {line}\n" for line in callouts) + "\n"
+        for op in cs.operations:
+            sample = samples.get(op.index)
+            if sample is None or not sample.items:
+                continue
+            first = sample.items[:FIRST_RECORDS]
+            yield (
+                f"<details><summary>operation {op.index + 1} ({op.kind} {_md(op.app)}): first "
+                f"{len(first)} of {op.records:,}</summary>\n\n```json\n"
+            )
+            yield "".join(_dump(item) + "\n" for item in first)
+            yield "```\n\n</details>\n"
+    yield from diff
     for cs in plan.changesets:
         yield f"\n<details><summary><code>{cs.id}</code> ({cs.state})</summary>\n\n"
         if cs.description:
@@ -244,8 +289,8 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
         yield "\n</details>\n"
 
 
-def render_markdown(plan: Plan) -> str:
-    return "".join(iter_markdown(plan))
+def render_markdown(plan: Plan, diff: Iterable[str] = ()) -> str:
+    return "".join(iter_markdown(plan, diff))
 
 
 __all__ = [

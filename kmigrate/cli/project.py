@@ -86,13 +86,20 @@ def validate(cli: CliContext) -> None:
     metavar="FILE",
     help="Also save the plan with what it was made from: `kmigrate apply FILE` applies exactly it.",
 )
+@click.option(
+    "--diff",
+    is_flag=True,
+    help="Read the records updates, upserts, deletes and status changes touch; show before -> after "
+    "(needs read access to Kintone; sends no write).",
+)
 @pass_cli
-def plan(cli: CliContext, fmt: str, check: bool, out: Path | None) -> None:
+def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
-    from .. import render
+    from .. import plandiff, render
 
     ctx = cli.context()
     the_plan = api.save_plan(ctx, out) if out is not None else api.plan(ctx)
+    diffs = api.plan_diff(ctx, the_plan) if diff else None
     if out is not None:
         click.echo(
             f"saved the plan to {_shown(out)}: `kmigrate -e {ctx.env.name} apply {_shown(out)}`", err=True
@@ -100,9 +107,13 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None) -> None:
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
-        click.echo(render.render_markdown(the_plan))
+        click.echo(
+            render.render_markdown(the_plan, plandiff.iter_diff_markdown(diffs) if diffs is not None else ())
+        )
     else:
         click.echo(render.render_text(the_plan))
+        if diffs is not None:
+            click.echo("".join(plandiff.iter_diff_text(diffs)), nl=False)
     if check and the_plan.batch_count:
         raise PendingWork(
             f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending"
