@@ -186,45 +186,63 @@ class Report:
     parallel_note: str = ""
 
 
-def runner_row(
-    workload: wl.Workload,
-    runner: str,
-    folder: Path,
-    size: wl.Size,
-    latency: int = 0,
-    cap: int | None = None,
-    repeat: int = 1,
-) -> Row:
-    """The run with the median apply time of ``repeat`` runs (each in a fresh process)."""
-    args = ["--runner", runner, "--workload", workload.name, "--size", size.name, "--dir", str(folder)]
-    args += ["--latency", str(latency)]
-    if cap is not None:
-        args += ["--cap", str(cap)]
-    runs = sorted((child(args) for _ in range(repeat)), key=lambda run: run[0]["seconds"])
-    got, proc = runs[len(runs) // 2]
-    row = Row(
-        workload.name,
-        runner,
-        workload.records,
-        got["requests"],
-        workload.floor,
-        got["seconds"],
-        got["sandbox_s"],
-        got["latency_s"],
-        proc.rss_mb,
-    )
-    if runner == "naive" and got["sent"] < workload.records:
-        scale = workload.records / got["sent"]
-        row.seconds, row.sandbox_s, row.latency_s = (
-            row.seconds * scale,
-            row.sandbox_s * scale,
-            row.latency_s * scale,
+RUNNERS = ("kmigrate", "raw", "per-kind", "naive")
+
+
+def runner_rows(
+    workload: wl.Workload, folder: Path, size: wl.Size, cap: int, latency: int = 0, repeat: int = 1
+) -> list[Row]:
+    """Every runner ``repeat`` times, taking turns (a change in the machine's load falls on all
+    of them alike), each run in a fresh process; per runner, the run with the median apply time.
+    The naive runner stops after ``cap`` records and is extrapolated."""
+    runs: dict[str, list[tuple[dict[str, Any], Process]]] = {runner: [] for runner in RUNNERS}
+    for _ in range(repeat):
+        for runner in RUNNERS:
+            args = [
+                "--runner",
+                runner,
+                "--workload",
+                workload.name,
+                "--size",
+                size.name,
+                "--dir",
+                str(folder),
+            ]
+            args += ["--latency", str(latency)]
+            if runner == "naive" and cap < workload.records:
+                args += ["--cap", str(cap)]
+            runs[runner].append(child(args))
+            print(
+                f"  {workload.name} {runner} ({latency} ms): {runs[runner][-1][0]['seconds']:.2f} s",
+                file=sys.stderr,
+            )
+    rows = []
+    for runner, measured in runs.items():
+        got, proc = sorted(measured, key=lambda run: run[0]["seconds"])[len(measured) // 2]
+        row = Row(
+            workload.name,
+            runner,
+            workload.records,
+            got["requests"],
+            workload.floor,
+            got["seconds"],
+            got["sandbox_s"],
+            got["latency_s"],
+            proc.rss_mb,
         )
-        row.requests = got["requests"] * scale
-        row.note = f"extrapolated from {got['sent']:,} records"
-    elif got["sent"] != workload.records:
-        raise SystemExit(f"{runner} sent {got['sent']} of {workload.records} records in {workload.name}")
-    return row
+        if runner == "naive" and got["sent"] < workload.records:
+            scale = workload.records / got["sent"]
+            row.seconds, row.sandbox_s, row.latency_s = (
+                s * scale for s in (row.seconds, row.sandbox_s, row.latency_s)
+            )
+            row.requests = got["requests"] * scale
+            row.note = f"extrapolated from {got['sent']:,} records"
+        elif got["sent"] != workload.records:
+            raise SystemExit(f"{runner} sent {got['sent']} of {workload.records} records in {workload.name}")
+        if got.get("reads"):
+            row.note = f"+{got['reads']:,} read(s) for reconciliation"
+        rows.append(row)
+    return rows
 
 
 def prepare(workload: wl.Workload, folder: Path) -> None:
@@ -242,10 +260,9 @@ def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Rep
     for proc in (commands.plan, commands.plan_json):
         if proc.returncode != 0:
             raise SystemExit(f"kmigrate plan failed in {workload.name}:\n{proc.stderr[-3000:]}")
-    for runner in ("kmigrate", "raw", "per-kind", "naive"):
-        cap = size.naive_cap if runner == "naive" and size.naive_cap < workload.records else None
-        report.rows.append(runner_row(workload, runner, folder, size, cap=cap, repeat=repeat))
-        print(f"  {workload.name} {runner}: {report.rows[-1].seconds:.2f} s", file=sys.stderr)
+    report.rows += runner_rows(
+        workload, folder, size, size.naive_cap, repeat=1 if workload.name == "W4" else repeat
+    )
     commands.noop = run_process([*KMIGRATE, "apply"], folder)
     if commands.noop.returncode != 0 or "Nothing to do" not in commands.noop.stdout:
         raise SystemExit(f"the no-op re-run did something:\n{commands.noop.stdout}\n{commands.noop.stderr}")
@@ -255,15 +272,10 @@ def bench_workload(workload: wl.Workload, size: wl.Size, base: Path, report: Rep
 
 def bench_latency(size: wl.Size, base: Path, report: Report, repeat: int) -> None:
     workload = wl.build("W1", size)
-    for runner in ("kmigrate", "raw", "per-kind", "naive"):
-        folder = base / f"W1-latency-{runner}"
-        prepare(workload, folder)
-        cap = size.naive_cap_latency if runner == "naive" else None
-        report.latency_rows.append(
-            runner_row(workload, runner, folder, size, latency=LATENCY_MS, cap=cap, repeat=repeat)
-        )
-        print(f"  W1 at {LATENCY_MS} ms {runner}: {report.latency_rows[-1].seconds:.2f} s", file=sys.stderr)
-        shutil.rmtree(folder)
+    folder = base / "W1-latency"
+    prepare(workload, folder)
+    report.latency_rows += runner_rows(workload, folder, size, size.naive_cap_latency, LATENCY_MS, repeat)
+    shutil.rmtree(folder)
 
 
 # ---- a served sandbox ----------------------------------------------------------------------
@@ -378,35 +390,31 @@ def median_run(runs: list[Served]) -> Served:
 
 
 def bench_served(size: wl.Size, base: Path, report: Report, repeat: int) -> None:
-    """W1 through a served sandbox with 50 ms per request: kmigrate apply against cli-kintone."""
+    """W1 through a served sandbox with 50 ms per request: kmigrate apply against cli-kintone,
+    taking turns."""
     workload = wl.build("W1", size)
     folder = base / "W1-served"
     prepare(workload, folder)
-    kmigrate_cmd: list[str | Path] = [*KMIGRATE, "-e", "served", "apply", "--yes"]
-    report.served.append(
-        median_run(
-            [served_run(folder, LATENCY_MS, "kmigrate apply", kmigrate_cmd, True) for _ in range(repeat)]
-        )
-    )
-    tool = "cli-kintone record import"
-    if not CLI_KINTONE.exists():
+    tools: dict[str, tuple[list[str | Path], bool]] = {
+        "kmigrate apply": ([*KMIGRATE, "-e", "served", "apply", "--yes"], True)
+    }
+    cli = "cli-kintone record import"
+    if CLI_KINTONE.exists():
+        login = SERVED_LOGIN["KINTONE_USERNAME"], SERVED_LOGIN["KINTONE_PASSWORD"]
+        cmd: list[str | Path] = [CLI_KINTONE, "record", "import", "--base-url", "{url}", "--app", "1"]
+        cmd += ["--file-path", folder / "changesets" / "data" / "items.csv"]
+        cmd += ["--username", login[0], "--password", login[1]]
+        tools[cli] = (cmd, False)
+    runs: dict[str, list[Served]] = {tool: [] for tool in tools}
+    for _ in range(repeat):
+        for tool, (cmd, is_kmigrate) in tools.items():
+            runs[tool].append(served_run(folder, LATENCY_MS, tool, cmd, is_kmigrate))
+            print(f"  W1 served {tool}: {runs[tool][-1].seconds} s", file=sys.stderr)
+    report.served += [median_run(r) for r in runs.values()]
+    if cli not in tools:
         report.served.append(
-            Served(tool, None, None, None, "not installed: npm install --prefix bench/.node @kintone/cli")
+            Served(cli, None, None, None, "not installed: npm install --prefix bench/.node @kintone/cli")
         )
-        return
-    login = SERVED_LOGIN["KINTONE_USERNAME"], SERVED_LOGIN["KINTONE_PASSWORD"]
-    cmd: list[str | Path] = [CLI_KINTONE, "record", "import", "--base-url", "{url}", "--app", "1"]
-    cmd += [
-        "--file-path",
-        folder / "changesets" / "data" / "items.csv",
-        "--username",
-        login[0],
-        "--password",
-        login[1],
-    ]
-    report.served.append(
-        median_run([served_run(folder, LATENCY_MS, tool, cmd, False) for _ in range(repeat)])
-    )
 
 
 def has_parallel() -> bool:
@@ -507,7 +515,8 @@ def render(report: Report) -> str:
         f"Size `{report.size}`, measured on {machine()}.",
         ""
         if report.repeat == 1
-        else f"In-process figures: the median of {report.repeat} runs (each in a fresh process).",
+        else f"In-process figures and served runs: the median of {report.repeat} runs, the runners taking turns "
+        "(W4, the memory workload: one run).",
         "",
         "The machine is shared with other work running at the same time: absolute figures move from run",
         "to run; the ratios between runners of the same run are what counts.",

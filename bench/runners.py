@@ -282,7 +282,8 @@ def measure(
     return {
         "seconds": seconds,
         "sent": sent,
-        "requests": timed.requests,
+        "requests": timed.requests - timed.reads,  # the writes: bulk requests, or one per record
+        "reads": timed.reads,
         "sandbox_s": timed.seconds,
         "latency_s": timed.requests * latency_ms / 1000,
     }

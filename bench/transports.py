@@ -23,12 +23,14 @@ from kmigrate.sandbox.faults import FaultProfile, FaultyTransport
 
 
 class TimedApp:
-    """A WSGI app around the sandbox's: counts requests and adds up the time spent in it."""
+    """A WSGI app around the sandbox's: counts requests (and the reads among them: kmigrate's
+    reconciliation reads a little before its bulks) and adds up the time spent in it."""
 
     def __init__(self, app: Any):
         self.app = app
         self.seconds = 0.0
         self.requests = 0
+        self.reads = 0
 
     @property
     def request_count(self) -> int:  # what ``Sandbox.request_count`` reads
@@ -41,6 +43,7 @@ class TimedApp:
         finally:
             self.seconds += time.perf_counter() - began
             self.requests += 1
+            self.reads += environ.get("REQUEST_METHOD") == "GET"
 
 
 def time_sandbox(sandbox: Sandbox) -> TimedApp:

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import loader, sumfile
-from .changeset import LoadedChangeset, _RecordsOp, json_schema
-from .changeset_files import next_changeset_path, version_of
-from .client import Client, RetryPolicy
-from .config import CONFIG_FILE, Credentials, Environment, Project, load_project
-from .drift import accepted_hashes, drifted
+from . import loader, sent_content, sumfile
+from .appcheck import Schemas, check_changesets, known_fields
+from .appschema import AppSchema, SchemaProblem
+from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
+from .changeset_files import display_path, next_changeset_path, version_key, version_of
+from .client import Client, RetryPolicy, check_base_url
+from .config import CONFIG_FILE, App, Credentials, Environment, Project, load_project
+from .drift import BatchChange, accepted_hashes, drift_report, drifted, find_drift, preflight
 from .errors import (
     ChangesetError,
     ConfigError,
@@ -40,7 +42,7 @@ from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .plandiff import OperationDiff, diff_plan
 from .planner import build_plan
 from .records import KnownFields
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, lost_ids
+from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
 from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
 
@@ -109,9 +111,15 @@ class Context:
         return cls(project, project.environment(env, dict(vars or {})))
 
     @cached_property
+    def schemas(self) -> dict[int, AppSchema]:
+        """The apps' definitions known offline (``app_schemas``): the sandbox file, or the
+        environment's ``schema`` file."""
+        return app_schemas(self.env)
+
+    @cached_property
     def known_fields(self) -> KnownFields:
-        """The apps' field codes when the environment is the sandbox (see ``sandbox_fields``)."""
-        return sandbox_fields(self.env)
+        """The apps' field codes, where their definitions are known."""
+        return known_fields(self.schemas)
 
 
 def new_changeset(ctx: Context, name: str) -> Path:
@@ -145,37 +153,98 @@ def check_sum(ctx: Context) -> None:
 
 
 def load_changesets(
-    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *, schemas: Schemas | None = None
 ) -> list[LoadedChangeset]:
-    """Every changeset of the project, rendered for the environment and validated, in version order.
+    """Every changeset of the project, rendered for the environment and validated, in version
+    order, checked against the apps' definitions when they are known (``app_schemas``).
 
     Raises one ``ChangesetError`` naming every problem of every file. With the journal's state,
     applied changesets that did not change skip the record-by-record checks.
     """
-    return loader.load_project_changesets(ctx.project, ctx.env, state, known_fields=ctx.known_fields)
+    changesets, errors = _load_checked(ctx, state, schemas)
+    if errors:
+        raise loader.combine(errors)
+    return changesets
+
+
+def _load_checked(
+    ctx: Context, state: Mapping[str, JournaledChangeset] | None, schemas: Schemas | None
+) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
+    """The loader's changesets and problems, then what the apps' definitions refuse."""
+    schemas = ctx.schemas if schemas is None else schemas
+    partial: list[LoadedChangeset] = []  # files with errors whose operations can still be checked
+    changesets, errors = loader.load_all(
+        ctx.project, ctx.env, state, known_fields=known_fields(schemas), partial=partial
+    )
+    if schemas:
+        every = sorted([*changesets, *partial], key=lambda c: version_key(c.version))
+        errors.extend(check_changesets(every, ctx.env, schemas, state))
+    return changesets, errors
+
+
+def app_schemas(env: Environment) -> dict[int, AppSchema]:
+    """App id -> its definition, offline: from the environment's ``schema`` file (what
+    ``sandbox pull --out`` saved), else the sandbox file; empty for a real Kintone without one
+    (``validate --online`` reads them from Kintone). A sandbox file that does not load gives
+    nothing here (``apply`` reports that file's problems itself); a schema file that does not
+    load is an error."""
+    if env.schema_file is not None:
+        return _schemas_from_file(env, env.schema_file, strict=True)
+    if env.sandbox_file is not None:
+        return _schemas_from_file(env, env.sandbox_file, strict=False)
+    return {}
+
+
+def _schemas_from_file(env: Environment, path: Path, *, strict: bool) -> dict[int, AppSchema]:
+    from .sandbox.service import read_definition
+
+    root = env.root
+    try:  # the path rule and the size and YAML bounds of any file a pull request may change
+        definition = read_definition(path, project_root=root, max_bytes=env.limits.file_bytes)
+    except KmigrateError:
+        if not strict:
+            return {}
+        raise
+    source = path.relative_to(root).as_posix() if path.is_relative_to(root) else display_path(path)
+    return {
+        app.id: AppSchema(fields=app.fields, system=app.system, process=app.process, source=source)
+        for app in definition.apps.values()
+    }
+
+
+def online_schemas(env: Environment, apps: Sequence[App], client: Client) -> dict[int, AppSchema]:
+    """The definitions of ``apps`` as Kintone has them: ``GET app/form/fields.json`` and ``GET
+    app/status.json`` of each (reads only: nothing is written)."""
+    out: dict[int, AppSchema] = {}
+    where = env.base_url or "the sandbox"
+    for app in sorted(set(apps), key=lambda a: (a.id, a.guest_space_id or 0)):
+        properties = client.app_form_fields(app.id, app.guest_space_id)
+        status = client.request(
+            "GET", "app/status", params={"app": app.id}, guest_space_id=app.guest_space_id
+        )
+        try:
+            out[app.id] = AppSchema.from_kintone(properties, status, source=f"{where} app {app.id}")
+        except SchemaProblem as exc:
+            raise InputError(f"app {app.id} on {where}: cannot read its definition: {exc}") from exc
+    return out
+
+
+def apps_used(env: Environment, changesets: Sequence[LoadedChangeset] = ()) -> list[App]:
+    """Every app the environment names, and any other app a changeset names by id."""
+    apps = dict.fromkeys(env.apps.values())
+    for cs in changesets:
+        for op in cs.operations:
+            try:
+                apps.setdefault(env.app(app_written(op.body)))
+            except ConfigError:
+                continue
+    return list(apps)
 
 
 def sandbox_fields(env: Environment) -> KnownFields:
     """App id -> field code -> its subtable's column codes (empty for other fields), for the
-    sandbox environment, from its file: the loader then reports a misspelt field code. Empty for
-    a real Kintone (its fields are not known offline) and when the file does not load (``apply``
-    reports that file's problems itself)."""
-    if env.sandbox_file is None:
-        return {}
-    from .sandbox.definition import parse_definition
-
-    try:
-        definition = parse_definition(
-            yaml.safe_load(env.sandbox_file.read_text(encoding="utf-8")), env.sandbox_file
-        )
-    except (OSError, yaml.YAMLError, KmigrateError):
-        return {}
-    out: dict[int, dict[str, frozenset[str]]] = {}
-    for app in definition.apps.values():
-        codes = {code: frozenset(f.fields) for code, f in app.fields.items()}
-        codes.update({f.code: frozenset() for f in app.system.values()})
-        out[app.id] = codes
-    return out
+    sandbox environment, from its file: the loader then reports a misspelt field code."""
+    return known_fields(app_schemas(env)) if env.sandbox_file is not None else {}
 
 
 @dataclass(frozen=True)
@@ -183,7 +252,8 @@ class Validation:
     """The outcome of ``validate``: the changesets that loaded and every problem found."""
 
     changesets: list[LoadedChangeset] = field(default_factory=list)
-    errors: list[ChangesetError] = field(default_factory=list)
+    errors: list[KmigrateError] = field(default_factory=list)
+    schemas_from: str = ""  # where the apps' definitions came from ("": none were known)
 
     @property
     def ok(self) -> bool:
@@ -204,20 +274,113 @@ class Validation:
         )
 
 
-def validate(ctx: Context) -> Validation:
+def validate(ctx: Context, *, online: bool = False, client: Client | None = None) -> Validation:
     """Check every changeset against the environment, and kmigrate.sum against the files: all
-    errors at once, nothing sent anywhere."""
-    changesets, errors = loader.load_all(ctx.project, ctx.env, known_fields=ctx.known_fields)
-    return Validation(changesets, [*sumfile.problems_of(ctx.project.changesets_dir), *errors])
+    errors at once, nothing sent anywhere.
+
+    The apps' definitions come from ``app_schemas`` or, with ``online``, from Kintone itself
+    (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
+    """
+    env = ctx.env
+    state = journal_state(ctx)
+    schemas: Schemas = {}
+    if online:
+        own = client is None
+        active = client if client is not None else connect(ctx)
+        try:
+            schemas = online_schemas(env, apps_used(env), active)
+            changesets, errors = _load_checked(ctx, state, schemas)
+            extra = [a for a in apps_used(env, changesets) if a.id not in schemas]
+            if extra:  # apps named only by id in a changeset: read them too, check again
+                schemas = {**schemas, **online_schemas(env, extra, active)}
+                changesets, errors = _load_checked(ctx, state, schemas)
+        finally:
+            if own:
+                active.close()
+    else:
+        schemas = ctx.schemas
+        changesets, errors = _load_checked(ctx, state, schemas)
+    found: list[KmigrateError] = [*sumfile.problems_of(ctx.project.changesets_dir), *errors]
+    if not errors:
+        found.extend(preflight_problems(env, changesets, state))
+    sources = sorted({s.source for s in schemas.values() if s.source})
+    return Validation(changesets, found, ", ".join(sources))
 
 
-def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None) -> Plan:
+def preflight_problems(
+    env: Environment,
+    changesets: Sequence[LoadedChangeset],
+    state: Mapping[str, JournaledChangeset],
+    *,
+    out_of_order: bool = False,
+) -> list[KmigrateError]:
+    """What ``apply`` would refuse after loading: the planner's problems (refs past the end
+    of a data file's rows, ...), then drift, in-doubt batches and order (``drift.preflight``)."""
+    try:
+        the_plan = build_plan(changesets, env, state)
+    except ChangesetError as exc:
+        return [exc, *preflight(changesets, state, None, out_of_order=out_of_order)]
+    return preflight(changesets, state, the_plan, out_of_order=out_of_order)
+
+
+def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *, check: bool = False) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
-    states from ``state``, read from the journal when not given)."""
+    states from ``state``, read from the journal when not given). With ``check``, refuses as
+    ``apply`` would (drift, in-doubt batches, order)."""
     check_sum(ctx)
     if state is None:
         state = journal_state(ctx)
-    return build_plan(load_changesets(ctx, state), ctx.env, state)
+    changesets = load_changesets(ctx, state)
+    the_plan = build_plan(changesets, ctx.env, state)
+    if check:
+        check_preconditions(changesets, state, plan=the_plan)
+    return the_plan
+
+
+@dataclass(frozen=True)
+class RenderedLine:
+    number: int  # in the rendered text
+    text: str
+    source_line: int | None  # the source line it stands on, when it has one
+    block_line: int | None  # else the first source line of the template block that made it
+
+
+@dataclass(frozen=True)
+class Rendered:
+    path: Path
+    changeset: str
+    lines: list[RenderedLine]
+
+
+def render_changeset(ctx: Context, changeset: str) -> Rendered:
+    """The changeset named ``changeset`` (a version, ``V0003``, or its file name) rendered by Jinja
+    for ``env``, each line with the source line it came from (``kmigrate render``)."""
+    from .changeset_files import discover
+    from .templating import LineMap, Templates, template_error
+
+    items, _problems = discover(ctx.project.changesets_dir)
+    wanted = changeset.removesuffix(".yaml").removesuffix(".yml")
+    item = next(
+        (i for i in items if wanted in (i.id, i.path.name, i.path.stem) or version_of(wanted) == i.version),
+        None,
+    )
+    if item is None:
+        known = ", ".join(i.id for i in items) or "none"
+        raise InputError(f"no changeset {changeset!r} (known: {known})", hint="give its version, e.g. 0003")
+    text = item.path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    try:
+        rendered = Templates(ctx.project, ctx.env).render(item, text)
+    except Exception as exc:  # noqa: BLE001 - every template failure becomes a located error
+        raise template_error(exc, item, text.splitlines()) from exc
+    lines = LineMap(text, rendered)
+    return Rendered(
+        item.path,
+        item.id,
+        [
+            RenderedLine(n, line, lines.source_line(n), None if lines.source_line(n) else lines.block_line(n))
+            for n, line in enumerate(rendered.splitlines(), 1)
+        ],
+    )
 
 
 def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
@@ -236,13 +399,15 @@ def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> lis
             active.close()
 
 
-def save_plan(ctx: Context, path: Path) -> Plan:
+def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     """``kmigrate plan --out FILE``: the plan, written to ``path`` with what it was made from
     (the journal's state, every changeset's checksums, the environment, the variables' hash)."""
     check_sum(ctx)
     state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
     the_plan = build_plan(changesets, ctx.env, state)
+    if check:
+        check_preconditions(changesets, state, plan=the_plan)
     write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
     return the_plan
 
@@ -277,12 +442,34 @@ def connect(ctx: Context) -> Client:
     if env.sandbox_file is not None:
         from .sandbox import SANDBOX_BASE_URL, Sandbox
 
-        sandbox = Sandbox.open(env.sandbox_file, env.sandbox_store)
+        sandbox = Sandbox.open(
+            env.sandbox_file, env.sandbox_store, project_root=env.root, max_bytes=env.limits.file_bytes
+        )
         return Client(
             SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
         )
     assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
-    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
+    return Client(
+        env.base_url,
+        Credentials.from_environ(),
+        insecure_http=env.insecure_http,
+        ca_bundle=env.ca_bundle,
+        client_cert=env.client_cert,
+        **settings,
+    )
+
+
+def check_target(env: Environment) -> None:
+    """What ``connect`` would refuse, checked before anything is written: the base URL (plain
+    http only to an address that resolves to this machine) and the credentials' pairs, or the
+    sandbox file."""
+    if env.base_url is not None:
+        check_base_url(env.base_url, insecure_http=env.insecure_http)
+        Credentials.from_environ()
+    if env.sandbox_file is not None:
+        from .sandbox.service import read_definition
+
+        read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
 
 
 def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
@@ -294,6 +481,11 @@ def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
         if app.tokens
     ]
     return Credentials(api_tokens=tuple(tokens[:9]))
+
+
+def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
+    """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
+    return sent_content.load(ctx.env.journal_path)
 
 
 def journal_state(ctx: Context) -> dict[str, JournaledChangeset]:
@@ -333,20 +525,31 @@ def apply(
     if dry_run:
         state = journal_state(ctx)
         changesets = load_changesets(ctx, state)
-        check_preconditions(changesets, state, out_of_order=out_of_order)
-        dry_plan = build_plan(changesets, env, state)
+        the_plan = build_plan(changesets, env, state)
+        check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
         if saved is not None:
-            refuse_if_stale(saved, made_from(env, state, changesets, dry_plan, with_plan=False))
-        return ApplyResult(dry_plan)
+            refuse_if_stale(saved, made_from(env, state, changesets, the_plan, with_plan=False))
+        return ApplyResult(the_plan)
+    # Every input error before anything is written (exit 2: nothing journaled): the target,
+    # then the changesets against the journal as it stands (read without creating it).
+    if client is None:
+        check_target(env)
+    seen = journal_state(ctx)
+    changesets = load_changesets(ctx, seen)
+    seen_plan = build_plan(changesets, env, seen)
+    check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
+    if saved is not None:  # before the journal is opened: a stale plan leaves no trace
+        refuse_if_stale(saved, made_from(env, seen, changesets, seen_plan, with_plan=False))
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
         try:
             with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
                 state = journal.state()  # read under the lock: no other run can change it now
-                changesets = load_changesets(ctx, state)
-                check_preconditions(changesets, state, out_of_order=out_of_order)
-                plan = build_plan(changesets, env, state)
+                if state != seen:  # another run moved on meanwhile: judge again
+                    changesets = load_changesets(ctx, state)
+                plan = build_plan(changesets, env, state)  # first: drift is judged per batch
+                check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
                 if saved is not None:
                     refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
                 if not plan.pending:
@@ -361,7 +564,11 @@ def apply(
                 active = client if client is not None else connect(ctx)
                 try:
                     runner = Runner(
-                        active, journal, run_id=run_id, locate=_locator(changesets), on_event=on_event
+                        active,
+                        journal,
+                        run_id=run_id,
+                        locate=_locator(changesets),
+                        on_event=_keeping_sent(env, on_event),
                     )
                     summary = runner.run(plan)
                 finally:
@@ -387,6 +594,19 @@ def apply(
                 journal.finish_run(run_id, outcome)
 
 
+def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
+    """``on_event``, after keeping each applied batch's requests for ``repair``'s diff."""
+
+    def handle(event: RunEvent) -> None:
+        if event.kind == "batch_applied" and event.batch is not None:
+            sent_content.save(
+                env.journal_path, event.changeset.version, event.batch.index, event.batch.requests()
+            )
+        on_event(event)
+
+    return handle
+
+
 def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int | None], Location]:
     by_version = {c.version: c for c in changesets}
 
@@ -404,7 +624,12 @@ def status(ctx: Context) -> list[ChangesetStatus]:
     with Journal.open(ctx.env.journal_path) as journal:
         journaled = journal.state()
         records, batches = journal.changesets(), journal.batches()
-    return changeset_statuses(load_changesets(ctx, journaled), journaled, records, batches)
+    changesets = load_changesets(ctx, journaled)
+    try:
+        the_plan: Plan | None = build_plan(changesets, ctx.env, journaled)
+    except ChangesetError:  # no plan can be made: any change to an applied changeset counts
+        the_plan = None
+    return changeset_statuses(changesets, journaled, records, batches, the_plan)
 
 
 def history(ctx: Context, changeset: str | None = None) -> list[Event]:
@@ -415,40 +640,116 @@ def history(ctx: Context, changeset: str | None = None) -> list[Event]:
         return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
-def resolve(ctx: Context, version: str, batch: int, *, applied: bool, note: str | None = None) -> list[str]:
-    """Settle an in-doubt batch after checking Kintone (``applied`` or not).
-
-    Returns the refs the batch created records for when it is resolved as applied: their ids
-    were in the lost answer, so the journal keeps a lost-id placeholder for each of those
-    records (later ids keep their positions) and a later operation that needs them stops.
-    """
+def resolve(
+    ctx: Context,
+    version: str,
+    batch: int,
+    *,
+    applied: bool,
+    note: str | None = None,
+    ids_key: str | None = None,
+    ids_query: str | None = None,
+    client: Client | None = None,
+) -> list[str]:
+    """Settle an in-doubt batch after checking Kintone (``applied`` or not); see
+    ``runner.resolve_batch``. ``ids_key``/``ids_query`` read the ids of the records it created
+    back from Kintone (also for a batch resolved earlier without them). Returns the refs left
+    without ids: the journal keeps a lost-id placeholder for each of their records."""
     version = version_of(version)
+    reading = ids_key is not None or ids_query is not None
     with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
-            lost: dict[str, list[int]] = {}
-            if applied and version in state and state[version].batch_states.get(batch) == SENT:
+            planned = None
+            if reading or (applied and version in state and state[version].batch_states.get(batch) == SENT):
                 planned = _planned(ctx, state).get(version)
-                if planned is not None and 0 <= batch < len(planned.batches):
-                    lost = lost_ids(planned.batches[batch])
-            journal.resolve(version, batch, applied, refs=lost, note=note)
-    return sorted(lost)
+            if planned is None or not 0 <= batch < len(planned.batches):
+                if reading:
+                    raise InputError(
+                        f"V{version} has no batch {batch} in the plan", hint="see `kmigrate status`"
+                    )
+                journal.resolve(version, batch, applied, note=note)
+                return []
+            own_client = reading and client is None
+            active = connect(ctx) if own_client else client
+            try:
+                return resolve_batch(
+                    journal,
+                    planned,
+                    planned.batches[batch],
+                    applied,
+                    client=active,
+                    ids_key=ids_key,
+                    ids_query=ids_query,
+                    note=note,
+                )
+            finally:
+                if own_client and active is not None:
+                    active.close()
 
 
-def repair(ctx: Context, *, note: str | None = None) -> list[str]:
-    """Accept the current content of drifted changesets (logged as ``repaired`` events)."""
+@dataclass(frozen=True)
+class RepairItem:
+    """One drifted changeset ``repair`` would accept, and what changed in its applied batches."""
+
+    changeset: str  # V0003__name
+    version: str
+    reason: str  # what find_drift says
+    batches: list[BatchChange]  # the applied batches whose content changed, with their diffs
+
+
+def repair_preview(ctx: Context, changeset: str | None = None) -> list[RepairItem]:
+    """What ``repair`` would accept (only ``changeset``'s, if given), with a diff of each changed
+    applied batch. Reads only."""
+    state = journal_state(ctx)
+    changesets = load_changesets(ctx, state)
+    return _repair_items(ctx, changesets, state, changeset)
+
+
+def _repair_items(
+    ctx: Context,
+    changesets: Sequence[LoadedChangeset],
+    state: Mapping[str, JournaledChangeset],
+    changeset: str | None,
+) -> list[RepairItem]:
+    the_plan = build_plan(changesets, ctx.env, state)
+    drift = find_drift(changesets, state, the_plan)
+    wanted = version_of(changeset) if changeset else None
+    if wanted is not None and wanted not in drift:
+        known = ", ".join("V" + v for v in drift) or "none"
+        raise InputError(f"V{wanted} has not drifted: nothing to repair there (drifted: {known})")
+    planned = {c.version: c for c in the_plan.changesets}
+    contents = applied_contents(ctx)
+    return [
+        RepairItem(
+            changeset=cs.id,
+            version=cs.version,
+            reason=drift[cs.version],
+            batches=drift_report(state[cs.version], planned[cs.version], contents.get(cs.version)),
+        )
+        for cs in drifted(changesets, state, the_plan)
+        if wanted is None or cs.version == wanted
+    ]
+
+
+def repair(ctx: Context, changeset: str | None = None, *, note: str | None = None) -> list[str]:
+    """Accept the current content of drifted changesets (only ``changeset``, if given), logged as
+    ``repaired`` events. Kintone keeps what the applied batches wrote: repair changes only the
+    journal's record of what was applied."""
     with Journal.open(ctx.env.journal_path) as journal:
         with journal.locked(take_over_stale=True):
             state = journal.state()
             changesets = load_changesets(ctx, state)
-            changed = drifted(changesets, state)
-            if not changed:
+            items = _repair_items(ctx, changesets, state, changeset)
+            if not items:
                 return []
             planned = {c.version: c for c in build_plan(changesets, ctx.env, state).changesets}
-            for cs in changed:
+            by_version = {c.version: c for c in changesets}
+            for item in items:
+                cs = by_version[item.version]
                 hashes = accepted_hashes(planned[cs.version], state[cs.version])
                 journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [c.id for c in changed]
+            return [item.changeset for item in items]
 
 
 def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
@@ -462,3 +763,82 @@ def unlock(ctx: Context, *, reason: str | None = None) -> LockHolder | None:
         return None
     with Journal.open(ctx.env.journal_path) as journal:
         return journal.force_unlock(reason)
+
+
+# ---- sandbox pull: a replica of real apps ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullResult:
+    written: Path
+    apps: list[tuple[str, int, int]]  # (alias or id, source id, id in the file)
+    records: int  # sample records added to the sandbox's store
+
+
+def sandbox_pull(
+    ctx: Context,
+    *,
+    into: Environment | None = None,
+    out: Path | None = None,
+    apps: Sequence[str] | None = None,
+    records: int = 0,
+    client: Client | None = None,
+) -> PullResult:
+    """Read the apps of ``ctx``'s environment (all its aliases, or ``apps``) and write their definitions into
+    ``out`` (with their own ids: a schema file for ``schema = FILE``) or into the sandbox file of
+    ``into`` (with the ids ``into`` gives the same aliases). With ``records``, that many records
+    of each app are added to ``into``'s sandbox too. Reads only from ``source``."""
+    from . import pull
+
+    source = ctx.env
+    if out is None and (into is None or into.sandbox_file is None):
+        raise ConfigError(
+            "sandbox pull needs a sandbox environment to write into, or --out FILE",
+            hint="pass --into NAME (an environment with `sandbox = FILE`) or --out FILE",
+        )
+    if records and out is not None:
+        raise InputError("--records fills a sandbox's store: use it with --into, not --out")
+    names = list(apps) if apps else list(source.apps)
+    if not names:
+        raise ConfigError(f"environment {source.name!r} names no apps; pass --apps or add aliases")
+    own = client is None
+    active = client if client is not None else connect(ctx)
+    try:
+        pulled = []
+        for name in names:
+            app = source.app(name)
+            target = app.id
+            if out is None and into is not None and name in into.apps:
+                target = into.apps[name].id
+            pulled.append(pull.pull_app(active, app, target, records))
+    finally:
+        if own:
+            active.close()
+    target_file = out if out is not None else into.sandbox_file  # type: ignore[union-attr]
+    assert target_file is not None
+    existing = yaml.safe_load(target_file.read_text(encoding="utf-8")) if target_file.exists() else None
+    content = pull.merged(existing if isinstance(existing, dict) else None, pulled)
+    from .sandbox.definition import parse_definition
+
+    parse_definition(content, target_file)  # what is written must load: refuse before writing
+    target_file.parent.mkdir(parents=True, exist_ok=True)
+    target_file.write_text(
+        "# Written by `kmigrate sandbox pull` from environment "
+        f"{source.name!r}: Kintone's own shapes (properties, process).\n"
+        + yaml.safe_dump(content, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    added = 0
+    if records and into is not None:
+        with connect(Context(ctx.project, into)) as sandbox_client:
+            for one in pulled:
+                for start in range(0, len(one.records), 100):
+                    chunk = one.records[start : start + 100]
+                    if chunk:
+                        sandbox_client.request(
+                            "POST", "records", body={"app": one.target_id, "records": chunk}
+                        )
+                        added += len(chunk)
+    return PullResult(
+        target_file, [(n, p.source.id, p.target_id) for n, p in zip(names, pulled, strict=True)], added
+    )

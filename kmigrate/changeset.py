@@ -56,10 +56,18 @@ class RecordSource(Protocol):
         ...
 
 
+class DataFileRef(_Strict):
+    """``records_from: {path: data/x.csv, encoding: cp932}``: a data file in another encoding."""
+
+    path: str = Field(min_length=1)
+    encoding: str | None = None  # a Python codec name; shift_jis/sjis read as cp932 (Excel's)
+
+
 class _RecordsOp(_Strict):
     app: AppName
     records: list[FieldValues] | None = None
-    records_from: str | None = None  # CSV, JSON or JSON-lines, relative to the changeset file
+    # CSV, JSON or JSON-lines, relative to the changeset file; UTF-8 unless an encoding is given
+    records_from: str | DataFileRef | None = None
     # Set by the loader when records_from is given (with model_copy, which skips validation);
     # never written by a user, hence the validator below.
     source: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
@@ -76,6 +84,15 @@ class _RecordsOp(_Strict):
         if (self.records is None) == (self.records_from is None):
             raise ValueError("give exactly one of `records:` (inline) or `records_from:` (a data file)")
         return self
+
+    @property
+    def data_path(self) -> str | None:
+        """The data file ``records_from`` names (either form)."""
+        return self.records_from.path if isinstance(self.records_from, DataFileRef) else self.records_from
+
+    @property
+    def data_encoding(self) -> str | None:
+        return self.records_from.encoding if isinstance(self.records_from, DataFileRef) else None
 
     @property
     def record_count(self) -> int | None:

@@ -27,9 +27,12 @@ import ipaddress
 import json
 import logging
 import random
+import socket
+import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,18 +49,45 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({429, 503})
 
 
-def is_loopback_host(host: str) -> bool:
+Resolver = Callable[[str], Sequence[str]]  # a host name -> the addresses it resolves to
+
+
+def resolve_addresses(host: str) -> list[str]:
+    """Every address ``host`` resolves to (an ``OSError`` when it resolves to none)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+
+
+def is_loopback_host(host: str, resolve: Resolver | None = resolve_addresses) -> bool:
+    """Whether a connection to ``host`` stays on this machine: an address literal is judged as
+    written; a name by every address it resolves to (all loopback), so a ``*.localhost`` name
+    that a resolver sends elsewhere does not count. ``resolve=None`` (an in-process transport,
+    which opens no connection) judges names as written: ``localhost`` and ``*.localhost``."""
     host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        pass
+    if resolve is None:
+        return host == "localhost" or host.endswith(".localhost")
+    try:
+        addresses = resolve(host)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(addresses) and all(
+            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses
+        )
     except ValueError:
         return False
 
 
-def check_base_url(base_url: str, *, insecure_http: bool = False) -> str:
-    """The base URL without a trailing slash, or a ``ConfigError`` saying what is wrong with it."""
+def check_base_url(
+    base_url: str, *, insecure_http: bool = False, resolve: Resolver | None = resolve_addresses
+) -> str:
+    """The base URL without a trailing slash, or a ``ConfigError`` saying what is wrong with it.
+
+    Plain http is allowed only to this machine (``is_loopback_host``, on the resolved address)
+    or with ``insecure_http``."""
     url = base_url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -73,13 +103,40 @@ def check_base_url(base_url: str, *, insecure_http: bool = False) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"base URL {url!r} must not have a query string or fragment")
-    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname, resolve):
         raise ConfigError(
-            f"base URL {url!r} uses plain http to a host that is not this machine: "
-            "the credentials would cross the network unencrypted",
+            f"base URL {url!r} uses plain http to a host that is not this machine (or does not resolve "
+            "to loopback only): the credentials would cross the network unencrypted",
             hint="use https://, or pass --insecure-http (insecure_http = true in kmigrate.toml) if you really mean it",
         )
     return url.rstrip("/")
+
+
+def tls_context(
+    ca_bundle: Path | None = None, client_cert: tuple[Path, Path | None] | None = None
+) -> ssl.SSLContext | bool:
+    """What httpx verifies with: ``True`` (the system's CAs; httpx honours SSL_CERT_FILE) unless
+    the environment names a CA bundle or a client certificate (``ca_bundle``, ``client_cert``
+    in kmigrate.toml); a file that is missing or not a certificate is a ``ConfigError``."""
+    if ca_bundle is None and client_cert is None:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_bundle {ca_bundle}: cannot load it as PEM certificates ({exc})",
+            hint="point ca_bundle at the PEM file of the CA (your proxy's or company's), relative to kmigrate.toml",
+        ) from None
+    if client_cert is not None:
+        cert, key = client_cert
+        try:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"client_cert {cert}{' / ' + str(key) if key else ''}: cannot load it ({exc})",
+                hint='client_cert = { cert = "PEM certificate", key = "PEM private key (unencrypted)" }',
+            ) from None
+    return context
 
 
 def auth_headers(credentials: Credentials) -> dict[str, str]:
@@ -172,8 +229,12 @@ class Client:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        ca_bundle: Path | None = None,
+        client_cert: tuple[Path, Path | None] | None = None,
     ):
-        self.base_url = check_base_url(base_url, insecure_http=insecure_http)
+        # An injected transport opens no connection of its own: names are judged as written.
+        resolve = resolve_addresses if transport is None else None
+        self.base_url = check_base_url(base_url, insecure_http=insecure_http, resolve=resolve)
         auth = auth_headers(credentials)
         self._auth_kind = ", ".join(auth) or "none"  # header names only, for the repr
         self.retry = retry
@@ -187,8 +248,11 @@ class Client:
             headers=headers,
             transport=transport,
             timeout=timeout_of(timeout) if isinstance(timeout, (int, float)) else timeout,
-            verify=True,
+            verify=tls_context(ca_bundle, client_cert),
             follow_redirects=False,
+            # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and SSL_CERT_FILE) from the
+            # environment, as a company network sets them; an injected transport uses none.
+            trust_env=True,
         )
 
     def __repr__(self) -> str:
@@ -289,6 +353,12 @@ class Client:
             if len(records) < page_size:
                 return
 
+    def max_record_id(self, app: int, guest_space_id: int | None = None) -> int:
+        """The app's highest record id now; 0 when it has no record. One GET."""
+        params = {"app": app, "fields": ["$id"], "query": "order by $id desc limit 1"}
+        records = self.request("GET", "records", params=params, guest_space_id=guest_space_id)["records"]
+        return int(records[0]["$id"]["value"]) if records else 0
+
     def records_exist(self, app: int, ids: Iterable[int], guest_space_id: int | None = None) -> set[int]:
         """Which of ``ids`` exist in ``app``."""
         wanted = sorted({int(i) for i in ids})
@@ -345,13 +415,7 @@ class Client:
             if response.status_code in RETRYABLE_STATUSES:
                 wait = self.retry.delay(attempt, response.headers.get("Retry-After"))
                 if self._may_retry(attempt, started, wait):
-                    log.info(
-                        "%s -> HTTP %s, retrying in %.1f s (attempt %d)",
-                        what,
-                        response.status_code,
-                        wait,
-                        attempt,
-                    )
+                    log.info("%s -> HTTP %s, sent again after %.1f s", what, response.status_code, wait)
                     continue
             return _decode(what, response, bulk, attempt)
 

@@ -13,46 +13,90 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, Location
 from .kintone import MAX_API_TOKENS
+from .paths import MB, inside_project, project_folder
 
 CONFIG_FILE = "kmigrate.toml"
 STATE_DIR = ".kmigrate"
 
 
+# Every model is strict: a TOML value of the wrong type is an error naming the key, never
+# coerced (`insecure_http = "yes"` is not true, `timeout = "60"` is not 60).
+_STRICT = ConfigDict(extra="forbid", strict=True)
+AppId = Annotated[int, Field(gt=0)]
+
+
 class AppRef(BaseModel):
     """An app alias's full form: ``orders = {id = 5, guest_space_id = 12}``."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: int = Field(gt=0)
-    guest_space_id: int | None = Field(default=None, gt=0)
+    model_config = _STRICT
+    id: AppId
+    guest_space_id: AppId | None = None
+
+
+class InputLimits(BaseModel):
+    """``[limits]``: how much work a changeset may cause, so hostile input is refused in seconds.
+
+    Sizes in MB (1 MB = 2**20 bytes; for the YAML and render budgets, characters)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    file_mb: float = Field(default=16, gt=0, allow_inf_nan=False)  # a changeset, template, sandbox file
+    data_file_mb: float = Field(default=1024, gt=0, allow_inf_nan=False)  # a data file (streamed)
+    yaml_mb: float = Field(default=64, gt=0, allow_inf_nan=False)  # a YAML document expanded, aliases counted
+    render_seconds: float = Field(default=10, gt=0, allow_inf_nan=False)  # rendering one changeset file
+    render_output_mb: float = Field(default=64, gt=0, allow_inf_nan=False)  # its rendered text
+
+    @property
+    def file_bytes(self) -> int:
+        return int(self.file_mb * MB)
+
+    @property
+    def data_file_bytes(self) -> int:
+        return int(self.data_file_mb * MB)
+
+    @property
+    def yaml_chars(self) -> int:
+        return int(self.yaml_mb * MB)
+
+    @property
+    def render_output_chars(self) -> int:
+        return int(self.render_output_mb * MB)
+
+
+class ClientCertConfig(BaseModel):
+    """``client_cert = { cert = "certs/me.pem", key = "certs/me.key" }``: the certificate Kintone's
+    secure access asks for (``key`` may be left out when the cert file holds it too)."""
+
+    model_config = _STRICT
+    cert: str = Field(min_length=1)
+    key: str | None = None
 
 
 class EnvConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     sandbox: str | None = None  # the sandbox file: the embedded Kintone
     sandbox_store: str | None = None  # where the sandbox keeps its records
     base_url: str | None = None
-    guest_space_id: int | None = Field(default=None, gt=0)
-    insecure_http: bool = False
+    guest_space_id: AppId | None = None
+    insecure_http: bool = False  # a security switch: only the TOML booleans true/false
     journal: str | None = None
-    apps: dict[str, int | AppRef] = Field(default_factory=dict)
+    # The apps' definitions to validate against, in the sandbox file's shape (`sandbox pull --out`).
+    schema_file: str | None = Field(default=None, alias="schema")
+    apps: dict[str, AppId | AppRef] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
-    # Talking to Kintone (strict: `timeout = "60"` or `retries = true` is an error naming the key).
-    timeout: float | None = Field(
-        default=None, gt=0, strict=True, allow_inf_nan=False
-    )  # seconds to wait for an answer
-    retries: int | None = Field(
-        default=None, ge=0, strict=True
-    )  # sends again of a request Kintone did not run
-    retry_seconds: float | None = Field(
-        default=None, ge=0, strict=True, allow_inf_nan=False
-    )  # the retries' total time budget
+    # Talking to Kintone
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # seconds to wait for an answer
+    retries: int | None = Field(default=None, ge=0)  # sends again of a request Kintone did not run
+    retry_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # the retries' total time
+    # TLS from where companies are: a CA bundle (a proxy that re-signs TLS) and a client certificate.
+    ca_bundle: str | None = None
+    client_cert: ClientCertConfig | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> EnvConfig:
@@ -64,13 +108,14 @@ class EnvConfig(BaseModel):
 
 
 class ProjectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     changesets: str = "changesets"
     templates: str = "templates"
     default_env: str | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, EnvConfig] = Field(default_factory=dict)
+    limits: InputLimits = Field(default_factory=InputLimits)
 
     @model_validator(mode="after")
     def _default_env_exists(self) -> ProjectConfig:
@@ -102,6 +147,7 @@ class Environment:
     apps: Mapping[str, App]
     vars: Mapping[str, Any]
     journal_path: Path
+    limits: InputLimits = field(default_factory=InputLimits)
     sandbox_file: Path | None = None
     sandbox_store: Path | None = None
     base_url: str | None = None
@@ -110,6 +156,9 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    ca_bundle: Path | None = None  # None: the system's CAs (or SSL_CERT_FILE, as httpx reads it)
+    client_cert: tuple[Path, Path | None] | None = None  # (cert file, key file or None)
+    schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
 
     @property
     def is_sandbox(self) -> bool:
@@ -208,6 +257,7 @@ class Project:
             apps=apps,
             vars=variables,
             journal_path=journal,
+            limits=self.config.limits,
             sandbox_file=sandbox_file,
             sandbox_store=sandbox_store,
             base_url=cfg.base_url.rstrip("/") if cfg.base_url else None,
@@ -216,6 +266,16 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            ca_bundle=self.root / cfg.ca_bundle if cfg.ca_bundle else None,
+            client_cert=(
+                (
+                    self.root / cfg.client_cert.cert,
+                    self.root / cfg.client_cert.key if cfg.client_cert.key else None,
+                )
+                if cfg.client_cert
+                else None
+            ),
+            schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
 
 
@@ -272,7 +332,31 @@ def load_project(root: Path | str = ".") -> Project:
         loc = tuple(first["loc"]) or (("default_env",) if "default_env" in first["msg"] else ())
         line = toml_key_line(text, loc) if loc else None
         raise ConfigError(_describe_validation(exc, text), location=Location(file=path, line=line)) from None
+    _check_folders(root, config, path, text=path.read_text(encoding="utf-8"))
     return Project(root=root, config=config, config_file=path)
+
+
+def _check_folders(root: Path, config: ProjectConfig, path: Path, text: str) -> None:
+    """The folders and files kmigrate.toml names lie inside the project (``paths``' rule): a
+    changeset from a pull request may change kmigrate.toml too."""
+    for key in ("changesets", "templates"):
+        where = Location(file=path, line=toml_key_line(text, (key,)))
+        project_folder(
+            root, getattr(config, key), what=f"the {key} folder", error=ConfigError, location=where
+        )
+    for name, env in config.env.items():
+        if env.sandbox is not None:
+            where = Location(file=path, line=toml_key_line(text, ("env", name, "sandbox")))
+            resolved = inside_project(
+                root, env.sandbox, what="the sandbox file", error=ConfigError, location=where
+            )
+            if resolved.is_dir():
+                raise ConfigError(f"the sandbox file {env.sandbox} is a folder", location=where)
+        if env.sandbox_store is not None:  # read back as records: the project's own state only
+            where = Location(file=path, line=toml_key_line(text, ("env", name, "sandbox_store")))
+            inside_project(
+                root, env.sandbox_store, what="the sandbox store", error=ConfigError, location=where
+            )
 
 
 _TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
@@ -306,7 +390,7 @@ def toml_key_line(text: str, loc: tuple[Any, ...]) -> int | None:
     return best
 
 
-_UNION_BRANCH = re.compile(r"^(int|str|float|bool|AppRef|EnvConfig|function-.*|.*\[.*)$")
+_UNION_BRANCH = re.compile(r"^(int|str|float|bool|AppRef|EnvConfig|constrained-.*|function-.*|.*\[.*)$")
 _TYPE_ERRORS = {"int_type", "int_parsing", "model_type", "dict_type", "string_type", "model_attributes_type"}
 
 
@@ -336,6 +420,8 @@ def _describe_validation(exc: ValidationError, text: str = "") -> str:
         at = f" (line {line})" if line else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key `{where}`{at}: remove it or check its spelling")
+        elif err["type"] == "bool_type":
+            lines.append(f"`{where}`{at}: must be true or false (a TOML boolean, not quoted)")
         elif err["type"] in _TYPE_ERRORS and len(err["loc"]) == 4 and err["loc"][2] == "apps":
             lines.append(f"`{where}`{at}: an app is its numeric id or {{id = N, guest_space_id = M}}")
         else:

@@ -6,7 +6,9 @@ A bad row raises ``ChangesetError`` naming the data file and its line.
 
 The formats, by extension:
 
-- ``.csv``: UTF-8 (a BOM is allowed), the header row gives the field codes; every value is a
+- ``.csv``: UTF-8 (a BOM is allowed) unless ``records_from: {path: ..., encoding: cp932}`` or
+  ``load_csv(path, encoding="cp932")`` names another encoding (``shift_jis``/``sjis`` are read as
+  cp932, the Shift_JIS Excel writes); the header row gives the field codes; every value is a
   string; an empty cell omits the field (Kintone's default applies on add, the value is kept on
   update). The columns ``id`` and ``revision`` are whole numbers. A cell of a column whose header
   ends in ``[]`` (``tags[]``) is a list split on ``|``; a column written ``TABLE.FIELD`` is not
@@ -17,6 +19,7 @@ The formats, by extension:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -32,18 +35,63 @@ LIST_SUFFIX = "[]"
 LIST_SEPARATOR = "|"
 
 _WS = re.compile(r"[ \t\n\r]*")
+TOO_DEEP = (
+    "the JSON is nested too deeply to be a record (arrays or objects inside each other by the thousand)"
+)
 
 
 def data_format(path: Path) -> str | None:
     return FORMATS.get(path.suffix.lower())
 
 
+# Shift_JIS as Japanese Windows and Excel write it is Microsoft's cp932 (a superset: NEC and IBM
+# characters, ～ and － as Windows maps them); strict shift_jis refuses some of what Excel saves.
+_ENCODING_ALIASES = {
+    "shift_jis": "cp932",
+    "sjis": "cp932",
+    "shift-jis": "cp932",
+    "s_jis": "cp932",
+    "windows-31j": "cp932",
+}
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, a BOM allowed
+
+
+def encoding_name(name: str | None) -> str:
+    """A data file's encoding as Python reads it; ValueError naming the problem when unknown."""
+    if name is None:
+        return DEFAULT_ENCODING
+    wanted = _ENCODING_ALIASES.get(name.strip().lower(), name.strip())
+    try:
+        codec = codecs.lookup(wanted)
+    except LookupError:
+        raise ValueError(f"unknown encoding {name!r}; e.g. utf-8, cp932 (Shift_JIS), euc_jp") from None
+    return "utf-8-sig" if codec.name == "utf-8" else codec.name
+
+
+def guess_encoding(raw: bytes) -> str | None:
+    """What a file that is not UTF-8 looks like: cp932 (Shift_JIS), EUC-JP, or None."""
+    for candidate in ("cp932", "euc_jp"):
+        try:
+            raw.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        return candidate
+    return None
+
+
 class DataFile:
     """Records of one data file, re-read on every iteration (a ``RecordSource``)."""
 
     def __init__(
-        self, path: Path, display: str, *, changeset: str | None = None, operation: int | None = None
+        self,
+        path: Path,
+        display: str,
+        *,
+        changeset: str | None = None,
+        operation: int | None = None,
+        encoding: str = DEFAULT_ENCODING,
     ):
+        self.encoding = encoding
         self.path = display  # as the user wrote it / sees it; the RecordSource protocol's `path`
         self.file = path
         self.format = data_format(path) or "csv"
@@ -73,6 +121,8 @@ class DataFile:
             raise self.error("data file not found") from None
         except UnicodeDecodeError:
             raise self._not_utf8() from None
+        except RecursionError:
+            raise self.error(TOO_DEEP) from None
         except OSError as exc:
             raise self.error(f"cannot read the data file: {exc.strerror or exc}") from None
 
@@ -80,7 +130,7 @@ class DataFile:
         """How many records the file holds, without building them (CSV rows are only split)."""
         if self.format != "csv":
             return sum(1 for _ in self)
-        with open(self.file, newline="", encoding="utf-8-sig") as handle:
+        with open(self.file, newline="", encoding=self.encoding) as handle:
             rows = csv.reader(handle)
             next(rows, None)  # the header
             return sum(1 for row in rows if row and row != [""])
@@ -89,16 +139,27 @@ class DataFile:
         # The decoder's position is within a buffered chunk: find the line from the bytes.
         raw = self.file.read_bytes()
         try:
-            raw.decode("utf-8")
+            raw.decode(self.encoding)
             line = None
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
+        if self.encoding != DEFAULT_ENCODING:
+            return self.error(f"not {self.encoding} text: check the file's encoding", line=line)
+        guess = guess_encoding(raw)
+        looks = {"cp932": "Shift_JIS (cp932, Excel's default in Japan)", "euc_jp": "EUC-JP"}.get(guess or "")
+        if looks:
+            return self.error(
+                f"not UTF-8 text; it looks like {looks}: name it, "
+                f'`records_from: {{path: ..., encoding: {guess}}}` (or load_csv(..., encoding="{guess}")), '
+                "or save the file as UTF-8",
+                line=line,
+            )
         return self.error('not UTF-8 text; save the file as UTF-8 (Excel: "CSV UTF-8")', line=line)
 
     # -- CSV ---------------------------------------------------------------------------------
 
     def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with open(self.file, newline="", encoding="utf-8-sig") as handle:
+        with open(self.file, newline="", encoding=self.encoding) as handle:
             reader = csv.reader(handle, strict=True)
             try:
                 header = next(reader, None)
@@ -106,6 +167,7 @@ class DataFile:
                 raise self.error(f"bad CSV: {exc}", line=reader.line_num) from None
             if not header:
                 raise self.error("the CSV file is empty; its first row must name the field codes", line=1)
+            self.check_nul(header, 1)
             columns = [h.strip() for h in header]
             self._check_header(columns)
             width = len(columns)
@@ -148,7 +210,20 @@ class DataFile:
                 raise self.error(f"column {name!r} appears twice in the header", line=1)
             seen.add(name)
 
+    def check_nul(self, row: list[str], line: int, columns: list[str] | None = None) -> None:
+        """A NUL character is never text a person meant (a binary file, a broken export): refused
+        rather than sent to Kintone."""
+        for position, cell in enumerate(row, 1):
+            if "\x00" in cell:
+                name = f" ({columns[position - 1]!r})" if columns and position <= len(columns) else ""
+                raise self.error(
+                    f"column {position}{name} holds a NUL character; a CSV file is text: "
+                    "export it again, or remove the NULs",
+                    line=line,
+                )
+
     def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
+        self.check_nul(row, line, columns)
         record: dict[str, Any] = {}
         for name, cell in zip(columns, row, strict=False):
             if cell == "":
@@ -171,7 +246,7 @@ class DataFile:
     # -- JSON --------------------------------------------------------------------------------
 
     def _json(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        text = self.file.read_text(encoding="utf-8-sig")
+        text = self.file.read_text(encoding=self.encoding)
         decoder = json.JSONDecoder(parse_float=str)  # 1.50 stays "1.50": see yamlio
         pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
         line, counted = 1, 0
@@ -216,7 +291,7 @@ class DataFile:
             )
 
     def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with open(self.file, encoding="utf-8-sig") as handle:
+        with open(self.file, encoding=self.encoding) as handle:
             number = 0
             for line, text in enumerate(handle, 1):
                 if not text.strip():
@@ -235,16 +310,21 @@ class DataFile:
                 yield line, value
 
 
-def read_table(path: Path, display: str) -> list[dict[str, Any]]:
+def read_table(path: Path, display: str, encoding: str = DEFAULT_ENCODING) -> list[dict[str, Any]]:
     """A whole CSV file for templates: every column kept, values as strings (empty cells too)."""
-    source = DataFile(path, display)
+    source = DataFile(path, display, encoding=encoding)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with open(path, newline="", encoding=encoding) as handle:
             reader = csv.reader(handle, strict=True)
-            header = [h.strip() for h in next(reader, [])]
+            raw_header = next(reader, [])
+            source.check_nul(raw_header, 1)
+            header = [h.strip() for h in raw_header]
             source._check_header(header)
             rows = []
+            start = reader.line_num + 1
             for row in reader:
+                source.check_nul(row, start, header)
+                start = reader.line_num + 1
                 if not row:
                     continue
                 if len(row) != len(header):
@@ -274,6 +354,8 @@ def read_json(path: Path, display: str) -> Any:
         raise source.error("data file not found") from None
     except json.JSONDecodeError as exc:
         raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise source.error(TOO_DEEP) from None
     except UnicodeDecodeError:
         raise source._not_utf8() from None
     except OSError as exc:

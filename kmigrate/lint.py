@@ -33,7 +33,7 @@ from pathlib import Path
 from jinja2 import nodes
 
 from . import loader
-from .changeset import DeleteOp, LoadedChangeset, RefIds, UpdateOp, _RecordsOp, app_written
+from .changeset import DataFileRef, DeleteOp, LoadedChangeset, RefIds, UpdateOp, _RecordsOp, app_written
 from .changeset_files import ChangesetFileName, discover, display_path, version_key
 from .config import CONFIG_FILE, Environment, Project
 from .drift import started
@@ -124,7 +124,7 @@ def lint(
     findings.extend(_journal_findings(items, state, list(journaled)))
     templates = Templates(project, env)
     data_files: list[tuple[Path, str, int | None]] = [
-        (cs.path.parent / op.body.records_from, display_path(cs.path), cs.location(i).line)
+        (cs.path.parent / _data_path(op.body.records_from), display_path(cs.path), cs.location(i).line)
         for cs in changesets
         for i, op in enumerate(cs.operations)
         if isinstance(op.body, _RecordsOp) and op.body.records_from
@@ -135,6 +135,10 @@ def lint(
         data_files.extend(loaded)
     findings.extend(_ignored_data_files(project.root, data_files, git))
     return LintReport([f for f in findings if not _suppressed(f)])
+
+
+def _data_path(records_from: str | DataFileRef) -> str:
+    return records_from if isinstance(records_from, str) else records_from.path
 
 
 # ---- per operation ---------------------------------------------------------------------------

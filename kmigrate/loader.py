@@ -49,8 +49,9 @@ from .changeset import (
 )
 from .changeset_files import ChangesetFileName, discover, display_path, source_checksum
 from .config import App, Environment, Project
-from .datafiles import DataFile, data_format
+from .datafiles import DEFAULT_ENCODING, DataFile, data_format, encoding_name
 from .errors import ChangesetError, ConfigError, Location
+from .paths import project_file, read_project_file
 from .plan import JournaledChangeset, canonical_json
 from .records import (
     UNKNOWN_FIELD_HINT,
@@ -62,7 +63,7 @@ from .records import (
     unknown_field_message,
     unknown_fields,
 )
-from .templating import LineMap, Templates, template_error
+from .templating import LineMap, Templates, template_error, trim_hint
 from .validation_messages import kind_of, operation_problems
 
 MAX_ERRORS_PER_DATA_FILE = 200
@@ -130,6 +131,9 @@ class _FileLoader:
         self.lines: LineMap | None = None
         self.root: yaml.Node | None = None
         self.reached_operations = False
+        self.source_text = ""
+        self.parsed: dict[int, Operation] = {}  # operations that passed the format's models
+        self.partial: LoadedChangeset | None = None  # well formed, with errors: see load()
 
     # -- reporting ----
 
@@ -181,16 +185,17 @@ class _FileLoader:
         )
         failed_before = len(self.errors)
         models = [self._operation(i, raw) for i, raw in enumerate(operations) if i not in not_json]
-        if len(self.errors) > failed_before or not_json or any(op is None for op in models):
+        failed = len(self.errors) > failed_before or not_json or any(op is None for op in models)
+        if failed and (not_json or len(self.parsed) != len(operations)):
             return None
         lines = self._lines(operations, not_json)
         assert self.lines is not None
-        return LoadedChangeset(
+        changeset = LoadedChangeset(
             version=self.item.version,
             name=self.item.name,
             path=self.item.path,
             description=description,
-            operations=tuple(op for op in models if op is not None),
+            operations=tuple(self.parsed[i] for i in range(len(operations))),
             source_checksum=checksum,
             rendered_checksum=rendered_checksum,
             operation_lines=lines.operations,
@@ -199,15 +204,25 @@ class _FileLoader:
             rendered_record_lines=lines.rendered_records,
             rendered_text_differs=not self.lines.identity,
         )
+        if failed:
+            # Every operation is well formed but some broke a project rule (a ref, a record):
+            # kept aside, so the checks against the apps still report the rest of the file.
+            self.partial = changeset
+            return None
+        return changeset
 
     def _read_source(self) -> str | None:
         """The file as UTF-8 text with ``\\n`` line endings."""
         try:
-            raw = self.item.path.read_bytes()
-        except OSError as exc:
-            self.errors.append(
-                ChangesetError(f"cannot read: {exc.strerror or exc}", location=Location(file=self.file))
+            raw = read_project_file(
+                self.env.root,
+                self.item.path,
+                what="changeset",
+                max_bytes=self.env.limits.file_bytes,
+                location=Location(file=self.file),
             )
+        except ChangesetError as exc:
+            self.errors.append(exc)
             return None
         try:
             text = raw.decode("utf-8-sig")
@@ -223,6 +238,7 @@ class _FileLoader:
 
     def _render_and_parse(self, text: str) -> Any:
         """The rendered text's YAML (None when it failed, or when there is nothing)."""
+        self.source_text = text
         try:
             rendered = self.templates.render(self.item, text)
         except Exception as exc:  # noqa: BLE001 - every template failure becomes a located error
@@ -230,7 +246,7 @@ class _FileLoader:
             return None
         self.lines = LineMap(text, rendered)
         try:
-            self.root, data = yamlio.compose_and_construct(rendered)
+            self.root, data = yamlio.compose_and_construct(rendered, self.env.limits.yaml_chars)
         except yaml.YAMLError as exc:
             self._yaml_error(exc)
             return None
@@ -330,15 +346,17 @@ class _FileLoader:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
-        message = f"YAML syntax error: {problem}"
+        message = problem if isinstance(exc, yamlio.ExpansionError) else f"YAML syntax error: {problem}"
         if context and "duplicate key" not in problem:
             message += f" ({context})"
         rendered_line = mark.line + 1 if mark is not None else None
         location, shown = self.lines.locate(rendered_line, file=self.file)
         if not shown and rendered_line is not None:
             shown = f"\n    {location.line} | {self.lines.text(rendered_line)}"
-        hint = None
-        if rendered_line is not None and "\t" in self.lines.text(rendered_line) and "token" in problem:
+        hint = trim_hint(self.source_text)  # the dbt/Ansible `{%-` idiom joins lines here
+        if hint is not None:
+            pass  # the most likely cause, said first
+        elif rendered_line is not None and "\t" in self.lines.text(rendered_line) and "token" in problem:
             hint = "YAML indents with spaces, not tabs"
         elif "mapping values are not allowed" in problem:
             hint = "quote a value that contains ': '"
@@ -373,6 +391,7 @@ class _FileLoader:
                 self._forget_ref(raw)
                 return None
             op = with_records
+        self.parsed[index] = op  # well formed, whatever the project rules below say
         self._check_refs(op, index, app, detail)
         if isinstance(body, (AddOp, UpsertOp)) and body.ref:
             self._define_ref(op, index, app)
@@ -453,24 +472,34 @@ class _FileLoader:
         self, body: _RecordsOp, base: tuple[Any, ...], number: int, detail: str
     ) -> _NormalisedSource | None:
         """The data file ``records_from`` names, if it is one the loader can read."""
-        relative = body.records_from
+        relative = body.data_path
         assert relative is not None
-        path = (self.item.path.parent / relative).resolve()
-        root = self.templates.project.root.resolve()
         problem = None
-        if root not in path.parents:
-            problem = f"records_from {relative!r} is outside the project folder"
-        elif data_format(path) is None:
-            problem = f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson"
-        elif not path.is_file():
-            problem = (
-                f"records_from: data file {display_path(path)} not found "
-                "(paths are relative to the changeset file)"
+        try:
+            path = project_file(
+                self.env.root,
+                self.item.path.parent / relative,
+                what=f"records_from {relative!r}: data file",
+                max_bytes=self.env.limits.data_file_bytes,
             )
+        except ChangesetError as exc:
+            problem = exc.message
+            if "not found" in problem:
+                problem += " (paths are relative to the changeset file)"
+        else:
+            if data_format(path) is None:
+                problem = f"records_from {relative!r}: unknown format; use .csv, .json, .jsonl or .ndjson"
+        encoding = DEFAULT_ENCODING
+        if problem is None:
+            try:
+                encoding = encoding_name(body.data_encoding)
+            except ValueError as exc:
+                problem = f"records_from {relative!r}: {exc}"
         if problem is not None:
-            self.fail(problem, base + ("records_from",), operation=number, detail=detail)
+            self.fail(problem, base + ("records_from",), operation=number, detail=detail, hint=None)
             return None
-        return _NormalisedSource(DataFile(path, display_path(path), changeset=self.item.id, operation=number))
+        data = DataFile(path, display_path(path), changeset=self.item.id, operation=number, encoding=encoding)
+        return _NormalisedSource(data)
 
     def _check_data_file(
         self,
@@ -594,10 +623,19 @@ class _FileLoader:
             return None
         body = next(iter(raw_op.values()))
         relative = body.get("records_from") if isinstance(body, dict) else None
+        if isinstance(relative, dict):
+            relative = relative.get("path")
         if not isinstance(relative, str):
             return None
-        path = (self.item.path.parent / relative).resolve()
-        return path if path.is_file() else None
+        try:  # one that the project may not read is reported by _data_source
+            return project_file(
+                self.env.root,
+                self.item.path.parent / relative,
+                what="data file",
+                max_bytes=self.env.limits.data_file_bytes,
+            )
+        except ChangesetError:
+            return None
 
 
 def _file_digest(path: Path) -> bytes:
@@ -700,8 +738,12 @@ def load_all(
     journal: Mapping[str, JournaledChangeset] | None = None,
     *,
     known_fields: KnownFields | None = None,
+    partial: list[LoadedChangeset] | None = None,
 ) -> tuple[list[LoadedChangeset], list[ChangesetError]]:
     """Every changeset of the project, and every problem found (empty when all is well).
+
+    ``partial``, when given, receives the files whose operations are all well formed but that
+    broke a project rule (a ref, a record): not for planning, only for further checks.
 
     ``journal`` (version -> what the journal knows) lets an applied changeset whose checksums
     did not change skip the record-by-record checks of its data files: a no-op re-run of a
@@ -719,6 +761,8 @@ def load_all(
         errors.extend(file_loader.errors)
         if result is not None and not file_loader.errors:
             loaded.append(result)
+        elif file_loader.partial is not None and partial is not None:
+            partial.append(file_loader.partial)
         elif file_loader.root is None or not file_loader.reached_operations:
             state.opaque_failure = True
     return loaded, errors

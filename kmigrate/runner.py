@@ -2,54 +2,63 @@
 
 For each pending changeset, in version order, and each of its batches not yet applied:
 
-    resolve refs (from the journal) -> journal `sent` -> one bulk request -> journal `applied`
-                                                                        or `failed` (and stop)
+    resolve refs (from the journal) -> read the probe -> journal `sent` (with the probe)
+      -> one bulk request -> journal `applied`, or `failed` (and stop)
 
-A bulk request is all-or-nothing in Kintone, so a failed batch left nothing behind and is sent
-again by the next run once its cause is fixed. A batch whose answer was lost (the connection
-broke after sending, or the process died) stays ``sent``: it is *in doubt*, and no run sends it
-again until ``kmigrate resolve`` has settled it.
+A batch whose answer was lost (the connection broke after sending, the process died, Ctrl-C)
+stays ``sent``: it is *in doubt*. It is never sent again blindly: the runner reads Kintone
+(``kmigrate.reconcile``) to find out whether it took effect, right away when the answer is
+lost, or at the start of the next run; it journals the answer (with the ids the batch created)
+and goes on: skipped if it applied, sent again if it certainly did not. Only when Kintone
+cannot tell does it stop, naming the app, the record and why, for ``kmigrate resolve``.
+
+A refused bulk rolled back whole in Kintone's reference; under the other reading (the requests
+before the failing one stay committed) the runner checks those requests before anything is
+sent again, and journals the ones that took effect so only the rest is sent.
 
 ``check_preconditions`` is the pure gate run before anything is sent: drift (an applied
-changeset changed), order (a new changeset older than an applied one) and in-doubt batches.
-The runner never prints; it reports through ``on_event``.
+changeset changed) and order (a new changeset older than an applied one). The runner never
+prints; it reports through ``on_event``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import reconcile
 from .changeset import LoadedChangeset
-from .changeset_files import version_key
 from .client import Client
-from .drift import find_drift
-from .drift import started as _started
+from .drift import find_drift, preflight
 from .errors import (
-    DriftError,
     InDoubtError,
     InputError,
     JournalError,
     KintoneError,
     Location,
-    OrderError,
     TransportError,
 )
-from .journal import UNKNOWN_ID, Journal
-from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan
+from .journal import UNKNOWN_ID, BatchRecord, Journal
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
 Locator = Callable[[str, int, int | None], Location]
+
+# Sends of one batch in one run: a lost answer is settled by reading Kintone, and a batch that
+# certainly did not apply is sent again, this many times in all before the run gives up.
+MAX_SENDS = 3
 
 
 @dataclass(frozen=True)
 class RunEvent:
     """What the runner reports as it goes: ``kind`` is one of ``changeset_skipped``,
     ``changeset_started``, ``batch_skipped`` (applied by an earlier run), ``batch_sent`` (journaled
-    as sent, the request about to leave), ``batch_applied``, ``batch_failed``, ``batch_in_doubt``
-    (the answer was lost), ``changeset_applied``. ``kmigrate apply --format json`` prints each."""
+    as sent, the request about to leave), ``batch_applied``, ``batch_in_doubt`` (its answer was
+    lost), ``batch_reconciled`` (an in-doubt batch found applied in Kintone), ``batch_failed``,
+    ``changeset_applied``. ``kmigrate apply --format json`` prints each."""
 
     kind: str
     changeset: ChangesetPlan
@@ -65,7 +74,8 @@ class RunSummary:
     applied_records: int = 0
     skipped_changesets: int = 0
     applied_changesets: list[str] = field(default_factory=list)
-    requests_sent: int = 0
+    requests_sent: int = 0  # every HTTP request: the bulks and the reads for reconciliation
+    reconciled_batches: int = 0  # in-doubt batches settled by reading Kintone
 
 
 # ---- before anything is sent: pure checks ----------------------------------------------------
@@ -76,41 +86,15 @@ def check_preconditions(
     state: Mapping[str, JournaledChangeset],
     *,
     out_of_order: bool = False,
+    plan: Plan | None = None,
 ) -> None:
-    """Raise before anything is sent if the journal and the files disagree."""
-    drift = find_drift(changesets, state)
-    if drift:
-        loaded = {c.version for c in changesets}
-        gone = [v for v, j in state.items() if _started(j) and v not in loaded]
-        hint = (
-            "an applied changeset is history: put the old content back and write a new changeset for the change, "
-            "or accept the new content with `kmigrate repair` (logged)"
-        )
-        if gone:  # repair accepts new content; it cannot accept a file that is not there
-            hint += f"; a deleted changeset must be restored ({', '.join('V' + v for v in sorted(gone))}): to undo its records, write a new changeset"
-        raise DriftError("applied changesets changed:\n  " + "\n  ".join(drift.values()), hint=hint)
-    in_doubt = [
-        (v, i) for v, j in sorted(state.items()) for i, s in sorted(j.batch_states.items()) if s == SENT
-    ]
-    if in_doubt:
-        version, index = in_doubt[0]
-        raise InDoubtError(
-            f"changeset V{version} batch {index} was sent but its answer was never journaled: it may or may not have been applied"
-            + (f" ({len(in_doubt) - 1} more in doubt)" if len(in_doubt) > 1 else ""),
-            hint=f"check what Kintone holds, then `kmigrate resolve {version} {index} --applied` or `--not-applied`",
-        )
-    applied = [v for v, j in state.items() if _started(j)]
-    if applied and not out_of_order:
-        newest = max(applied, key=version_key)
-        older = [
-            c for c in changesets if c.version not in applied and version_key(c.version) < version_key(newest)
-        ]
-        if older:
-            names = ", ".join(c.id for c in older)
-            raise OrderError(
-                f"{names} {'is' if len(older) == 1 else 'are'} older than V{newest}, which is already applied",
-                hint="give it a version after the newest applied one (`kmigrate new`), or pass --out-of-order if applying it late is right",
-            )
+    """Raise before anything is sent if the journal and the files disagree (``drift.preflight``:
+    the one verdict ``validate`` and ``plan --check`` give too). With the ``plan``, drift is
+    judged per batch. A batch in doubt is no reason to stop here: the runner settles it by
+    reading Kintone."""
+    problems = preflight(changesets, state, plan, out_of_order=out_of_order)
+    if problems:
+        raise problems[0]
 
 
 # ---- sending ---------------------------------------------------------------------------------
@@ -144,6 +128,24 @@ def ids_created(call: Call, result: Mapping[str, Any]) -> dict[str, list[int]]:
             out.setdefault(seg.ref, []).extend(ids[position : position + seg.count])
         position += seg.count
     return out
+
+
+def _created(calls: Sequence[Call], results: Sequence[Any]) -> dict[str, list[int]]:
+    created: dict[str, list[int]] = {}
+    for call, result in zip(calls, results, strict=True):
+        for name, ids in ids_created(call, result or {}).items():
+            created.setdefault(name, []).extend(ids)
+    return created
+
+
+def _keeps_ids(call: Call) -> bool:
+    """The call creates (or names) records a ref keeps: its ids must be journaled."""
+    return call.method in ("POST", "PUT") and any(s.ref for s in call.segments)
+
+
+def calls_hash(calls: Sequence[Call]) -> str:
+    """Identifies the first calls of a batch that took effect (refs unresolved, as Batch.hash)."""
+    return hashlib.sha256(canonical_json([c.request() for c in calls]).encode()).hexdigest()
 
 
 class _LostId:
@@ -185,8 +187,78 @@ def lost_ids(batch: Batch) -> dict[str, list[int]]:
     return out
 
 
+def resolve_batch(
+    journal: Journal,
+    cs: ChangesetPlan,
+    batch: Batch,
+    applied: bool,
+    *,
+    client: Client | None = None,
+    ids_key: str | None = None,
+    ids_query: str | None = None,
+    note: str | None = None,
+) -> list[str]:
+    """``kmigrate resolve``: settle an in-doubt batch as a person found it in Kintone.
+
+    As applied, the ids of the records it created for refs were in the lost answer: with
+    ``ids_key`` (a unique field) or ``ids_query`` they are read back from Kintone through
+    ``client`` (also for a batch resolved earlier without them); without, the journal keeps a
+    lost-id placeholder for each (later ids keep their positions) and the refs are returned."""
+    reading = ids_key is not None or ids_query is not None
+    if reading and not applied:
+        raise InputError("--ids-key and --ids-query go with --applied: they read back the records it created")
+    if not reading:
+        lost = lost_ids(batch) if applied else {}
+        journal.resolve(cs.version, batch.index, applied, refs=lost, note=note)
+        return sorted(lost)
+    if not any(_keeps_ids(c) for c in batch.calls):
+        raise InputError(
+            f"changeset {cs.id} batch {batch.index} creates no records a ref keeps: there are no ids to read",
+            hint=f"`kmigrate resolve {cs.version} {batch.index} --applied` is enough",
+        )
+    assert client is not None, "reading ids needs a client"
+    refs = journal.refs()
+    requests = [call.resolved(refs) for call in batch.calls]
+    try:
+        results = reconcile.read_ids(
+            client,
+            requests,
+            batch.guest_space_id,
+            [_keeps_ids(c) for c in batch.calls],
+            key=ids_key,
+            query=ids_query,
+        )
+    except ValueError as exc:
+        raise InputError(
+            f"changeset {cs.id} batch {batch.index}: {exc}; nothing was journaled",
+            hint="name a field that is unique among those records (--ids-key) or a query that selects exactly them",
+        ) from None
+    created = _created(batch.calls, results)
+    record = journal.batch(cs.version, batch.index)
+    how = {"ids_read_by": f"key {ids_key}" if ids_key is not None else f"query {ids_query}"}
+    if record is not None and record.state == APPLIED:
+        journal.recover_ids(cs.version, batch.index, created, note=note)
+    else:
+        journal.resolve(cs.version, batch.index, True, results=results, refs=created, note=note, detail=how)
+    return []
+
+
+class _CannotTell(Exception):
+    """Kintone cannot tell what of a batch took effect (``reasons`` say why), or, ``unreadable``,
+    could not be read now (the next run tries again)."""
+
+    def __init__(self, reasons: Sequence[str], unreadable: bool = False):
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+        self.unreadable = unreadable
+
+
 class Runner:
-    """Applies plans through one ``Client``, journaling in one ``Journal``."""
+    """Applies plans through one ``Client``, journaling in one ``Journal``.
+
+    ``reconcile=False`` turns off the reads before each send (and so the automatic settling of
+    in-doubt batches): for a Kintone where another mechanism settles them (issue #8's markers).
+    """
 
     def __init__(
         self,
@@ -196,18 +268,21 @@ class Runner:
         run_id: int | None = None,
         locate: Locator | None = None,
         on_event: Callable[[RunEvent], None] = lambda event: None,
+        reconcile: bool = True,
     ):
         self.client = client
         self.journal = journal
         self.run_id = run_id
         self.locate = locate
         self.on_event = on_event
+        self.reconcile = reconcile
         self._lost: dict[str, list[tuple[str, int]]] = {}
         self._ids: dict[str, str] = {}
+        self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
-        refs = self.journal.refs()  # read once, extended as batches land: no per-batch re-read
+        refs: dict[str, list[Any]] = dict(self.journal.refs())  # read once, extended as batches land
         self._lost = self.journal.lost_ids()
         self._ids = {c.version: c.id for c in plan.changesets}
         for name in self._lost:
@@ -224,14 +299,22 @@ class Runner:
             summary.requests_sent = self.client.request_count - requests_before
         return summary
 
-    def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[int]], summary: RunSummary) -> None:
+    def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[Any]], summary: RunSummary) -> None:
         self.journal.record_changeset(cs)
         self.on_event(RunEvent("changeset_started", cs))
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
                 self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                 continue
-            self._send(cs, batch, refs)  # a failure raises: the CLI reports what this run did
+            record = self._journaled(cs, batch)
+            if record.state == SENT:  # in doubt since an earlier run: read Kintone first
+                if self._settle_in_doubt(cs, batch, record, refs):
+                    summary.reconciled_batches += 1
+                    self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+                    continue
+                summary.reconciled_batches += 1
+            if self._send(cs, batch, refs):  # a failure raises: the CLI reports what this run did
+                summary.reconciled_batches += 1
             summary.applied_batches += 1
             summary.applied_records += batch.record_count
             self.on_event(RunEvent("batch_applied", cs, batch, batch.record_count))
@@ -240,68 +323,304 @@ class Runner:
         summary.applied_changesets.append(cs.id)
         self.on_event(RunEvent("changeset_applied", cs))
 
-    def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[int]]) -> None:
+    def _journaled(self, cs: ChangesetPlan, batch: Batch) -> BatchRecord:
+        record = self.journal.batch(cs.version, batch.index)
+        if record is None:  # record_changeset journaled every planned batch
+            raise JournalError(f"changeset {cs.id} batch {batch.index} is not journaled")
+        return record
+
+    def _resolved(
+        self, cs: ChangesetPlan, batch: Batch, refs: Mapping[str, Sequence[Any]]
+    ) -> list[dict[str, Any]]:
         requests = [call.resolved(refs) for call in batch.calls]
         lost = sorted(name for name in batch.consumes if name in self._lost)
         if lost and any(_holds_lost_id(r) for r in requests):
             raise self._lost_ref_error(cs, batch, lost)
-        self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id)
-        self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
+        return requests
+
+    # ---- one batch: probe, sent, bulk, answer ----------------------------------------------
+
+    def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]]) -> bool:
+        """Send the batch until Kintone applied it; True if its answer was lost and reading
+        Kintone showed it applied."""
+        requests = self._resolved(cs, batch, refs)
+        reconciled = False
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
-        try:
-            results = self.client.bulk(requests, batch.guest_space_id)
-        except KintoneError as exc:
-            # Kintone refused it: nothing of it was applied (a bulk is all-or-nothing).
-            self._journal_answer(
-                cs,
-                batch,
-                "Kintone refused it, so nothing of it was applied",
-                f"{settle} --not-applied`",
-                lambda refused=exc: self.journal.mark_failed(cs.version, batch.index, refused, self.run_id),
-            )
-            self.on_event(RunEvent("batch_failed", cs, batch))
-            raise self._explain(cs, batch, exc) from exc
-        except (TransportError, InputError) as exc:
-            if isinstance(exc, TransportError) and exc.sent_maybe:
+        for attempt in range(1, MAX_SENDS + 1):
+            record = self._journaled(cs, batch)
+            done = record.done_calls
+            if done and record.done_hash != calls_hash(batch.calls[:done]):
+                raise JournalError(
+                    f"changeset {cs.id} batch {batch.index}: its first {done} request(s) took effect in Kintone "
+                    "(they were kept when the rest of the bulk was refused), and the changeset changed there since",
+                    location=where,
+                    hint="put those operations back as they were; change only what comes after them",
+                )
+            probe = self._probe(cs, batch, requests, done)
+            self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
+            self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
+            try:
+                answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
+            except KintoneError as exc:
+                self._refused(cs, batch, requests, probe, record, exc)
+                raise self._explain(cs, batch, exc, sent_from=done) from exc
+            except (TransportError, InputError) as exc:
+                if isinstance(exc, TransportError) and exc.sent_maybe:
+                    self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
+                    reconciled = True
+                    try:  # the answer was lost: read Kintone now rather than leave it for a person
+                        if self._settle(cs, batch, requests, probe, record, refs):
+                            return True
+                    except _CannotTell as cannot:
+                        raise self._ask(cs, batch, f"lost its answer ({exc.message})", cannot) from exc
+                    if attempt < MAX_SENDS:
+                        continue  # certainly not applied: send it again
+                    raise TransportError(
+                        f"changeset {cs.id} batch {batch.index}: {exc.message}; Kintone was read and it did not "
+                        f"apply; gave up after {MAX_SENDS} sends",
+                        sent_maybe=False,
+                        location=where,
+                        hint="check the network, then run `kmigrate apply` again: it resumes at this batch",
+                    ) from exc
+                # Certainly never sent (no connection, or refused by the client before sending).
+                self._journal_answer(
+                    cs,
+                    batch,
+                    "it was never sent",
+                    f"{settle} --not-applied`",
+                    lambda: self.journal.mark_unsent(cs.version, batch.index),
+                )
+                if isinstance(exc, TransportError):
+                    raise TransportError(
+                        exc.message, sent_maybe=False, location=where, hint=exc.hint
+                    ) from exc
+                raise InputError(exc.message, location=where, hint=exc.hint) from exc
+            except (KeyboardInterrupt, Exception) as exc:
+                # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt;
+                # the next `kmigrate apply` reads Kintone to settle it.
                 self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                 raise InDoubtError(
-                    f"changeset {cs.id} batch {batch.index}: {exc.message}",
-                    hint=f"the batch stays in doubt: check what Kintone holds, then {settle} --applied` or `--not-applied`",
+                    f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being "
+                    "sent: Kintone may or may not have applied it",
+                    location=where,
+                    hint="the batch is in doubt and will not be sent again blindly: the next `kmigrate apply` "
+                    f"reads Kintone to settle it (or check Kintone, then {settle} --applied` or `--not-applied`)",
                 ) from exc
-            # Certainly never sent (no connection, or refused by the client before sending).
-            self._journal_answer(
-                cs,
-                batch,
-                "it was never sent",
-                f"{settle} --not-applied`",
-                lambda: self.journal.mark_unsent(cs.version, batch.index),
-            )
-            if isinstance(exc, TransportError):
-                raise TransportError(exc.message, sent_maybe=False, location=where, hint=exc.hint) from exc
-            raise InputError(exc.message, location=where, hint=exc.hint) from exc
-        except (KeyboardInterrupt, Exception) as exc:
-            # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt.
-            self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
-            raise InDoubtError(
-                f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being sent: "
-                "Kintone may or may not have applied it",
-                location=where,
-                hint=f"the batch is in doubt and will not be sent again blindly: check what Kintone holds, then {settle} --applied` or `--not-applied`",
-            ) from exc
-        created: dict[str, list[int]] = {}
-        for call, result in zip(batch.calls, results, strict=False):
-            for name, ids in ids_created(call, result).items():
-                created.setdefault(name, []).extend(ids)
+            results = list(record.done_results or []) + list(answer)
+            self._applied(cs, batch, results, refs, "Kintone applied it")
+            return reconciled
+        raise AssertionError("unreachable: the last send returns or raises")
+
+    def _probe(
+        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], done: int
+    ) -> dict[str, Any] | None:
+        """What to read before sending (journaled with `sent`). Kintone refusing the read (a
+        token without view permission) is noted and the batch sent all the same; a read that
+        fails otherwise stops here, before anything of the batch is sent."""
+        if not self.reconcile:
+            return None
+        try:
+            return reconcile.probe(self.client, requests, batch.guest_space_id, self._highest, done)
+        except KintoneError as exc:
+            if exc.status == 403:
+                return {"version": reconcile.PROBE_VERSION, "unreadable": exc.message}
+            failure = exc.message
+        except TransportError as exc:
+            failure = exc.message
+        raise TransportError(
+            f"changeset {cs.id} batch {batch.index}: reading Kintone before sending failed ({failure}); "
+            "nothing of the batch was sent",
+            sent_maybe=False,
+            location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+            hint="check the network, then run `kmigrate apply` again: it resumes at this batch",
+        )
+
+    def _applied(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        results: Sequence[Any],
+        refs: dict[str, list[Any]],
+        outcome: str,
+    ) -> None:
+        created = _created(batch.calls, results)
         self._journal_answer(
             cs,
             batch,
-            "Kintone applied it",
-            f"{settle} --applied` (never send it again)",
+            outcome,
+            f"`kmigrate resolve {cs.version} {batch.index} --applied` (never send it again)",
             lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
         )
+        self._note_ids(batch.calls, results)
         for name, ids in created.items():
             refs.setdefault(name, []).extend(ids)
+
+    def _note_ids(self, calls: Sequence[Call], results: Sequence[Any]) -> None:
+        """Keep each app's highest id known, from the ids the batch created: the next batch that
+        adds to it needs no read."""
+        for call, result in zip(calls, results, strict=True):
+            if call.method == "POST" and isinstance(result, Mapping) and result.get("ids"):
+                app = int(call.payload.get("app", 0))
+                self._highest[app] = max(self._highest.get(app, 0), *(int(i) for i in result["ids"]))
+
+    # ---- what took effect: reading Kintone -------------------------------------------------
+
+    def _verdicts(
+        self,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        probe: Any,
+        start: int,
+        stop: int | None = None,
+    ) -> tuple[int, list[reconcile.Verdict]]:
+        """How many calls from ``start`` (up to ``stop``) took effect, by reading Kintone, and
+        the verdicts; ``_CannotTell`` when Kintone cannot be read or cannot tell."""
+        if not self.reconcile:
+            raise _CannotTell(["reconciliation is off for this run"])
+        if isinstance(probe, Mapping) and probe.get("unreadable"):
+            raise _CannotTell(
+                [f"nothing could be read from Kintone before it was sent ({probe['unreadable']})"]
+            )
+        stop = len(requests) if stop is None else stop
+        try:
+            verdicts = reconcile.judge(
+                self.client,
+                requests[:stop],
+                batch.guest_space_id,
+                _cut(probe, stop),
+                start,
+                want_ids=[_keeps_ids(c) for c in batch.calls[:stop]],
+            )
+        except (KintoneError, TransportError) as exc:
+            raise _CannotTell(
+                [f"Kintone could not be read to find out: {exc.message}"], unreadable=True
+            ) from exc
+        kept = reconcile.decide(verdicts)
+        if kept is None:
+            raise _CannotTell(reconcile.unknowns(verdicts, start) or ["the verdicts contradict each other"])
+        missing = [
+            f"call {start + i + 1}: it applied, but the ids of the records it created could not be read back "
+            f"({verdicts[i].reason})"
+            for i in range(kept)
+            if _keeps_ids(batch.calls[start + i]) and not _has_ids(verdicts[i].result)
+        ]
+        if missing:
+            raise _CannotTell(missing)
+        return kept, verdicts
+
+    def _settle(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        probe: Any,
+        record: BatchRecord,
+        refs: dict[str, list[Any]],
+    ) -> bool:
+        """Settle a `sent` batch by reading Kintone: True if it applied (journaled, refs extended),
+        False if not (back to `pending`, its applied first calls journaled)."""
+        done = record.done_calls
+        kept, verdicts = self._verdicts(batch, requests, probe, done)
+        found = [v.result for v in verdicts[:kept]]
+        results = list(record.done_results or []) + found
+        detail = {
+            "by": "reading Kintone",
+            "calls": [f"call {done + i + 1}: {v.state}: {v.reason}" for i, v in enumerate(verdicts)],
+        }
+        if done + kept == len(batch.calls):
+            created = _created(batch.calls, results)
+            self.journal.resolve(
+                cs.version,
+                batch.index,
+                True,
+                results=results,
+                refs=created,
+                run_id=self.run_id,
+                detail=detail,
+                kind="reconciled",
+            )
+            self._note_ids(batch.calls, results)
+            for name, ids in created.items():
+                refs.setdefault(name, []).extend(ids)
+            return True
+        prefix = (done + kept, calls_hash(batch.calls[: done + kept]), results) if kept else None
+        self.journal.resolve(
+            cs.version, batch.index, False, run_id=self.run_id, detail=detail, kind="reconciled", done=prefix
+        )
+        self._note_ids(batch.calls[: done + kept], results)
+        return False
+
+    def _settle_in_doubt(
+        self, cs: ChangesetPlan, batch: Batch, record: BatchRecord, refs: dict[str, list[Any]]
+    ) -> bool:
+        """A batch left `sent` by an earlier run."""
+        requests = self._resolved(cs, batch, refs)
+        try:
+            return self._settle(cs, batch, requests, record.probe, record, refs)
+        except _CannotTell as exc:
+            raise self._ask(
+                cs, batch, "was sent by an earlier run and its answer never journaled", exc
+            ) from None
+
+    def _refused(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        probe: Any,
+        record: BatchRecord,
+        exc: KintoneError,
+    ) -> None:
+        """Journal Kintone's refusal. The requests before the failing one may have stayed
+        committed (one reading of a failed bulk): check them before anything is sent again."""
+        done = record.done_calls
+        prefix = None
+        failing = exc.bulk_index
+        if failing:  # 0 or None: nothing came before the failure
+            try:
+                kept, verdicts = self._verdicts(batch, requests, probe, done, done + failing)
+            except _CannotTell as cannot:
+                raise self._ask(cs, batch, f"was refused by Kintone ({exc.message})", cannot) from exc
+            if kept:
+                results = list(record.done_results or []) + [v.result for v in verdicts[:kept]]
+                prefix = (done + kept, calls_hash(batch.calls[: done + kept]), results)
+                self._note_ids(batch.calls[: done + kept], results)
+        self._journal_answer(
+            cs,
+            batch,
+            "Kintone refused it" + (f"; its first {prefix[0]} request(s) took effect" if prefix else ""),
+            f"`kmigrate resolve {cs.version} {batch.index} --not-applied`",
+            lambda: self.journal.mark_failed(cs.version, batch.index, exc, self.run_id, done=prefix),
+        )
+        self.on_event(RunEvent("batch_failed", cs, batch))
+
+    def _ask(self, cs: ChangesetPlan, batch: Batch, what: str, cannot: _CannotTell) -> InDoubtError:
+        command = f"kmigrate resolve {cs.version} {batch.index}"
+        where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        reasons = "\n  ".join(cannot.reasons)
+        if cannot.unreadable:
+            return InDoubtError(
+                f"changeset {cs.id} batch {batch.index} {what}, and Kintone could not be read now to find out "
+                f"whether it took effect:\n  {reasons}",
+                location=where,
+                hint="run `kmigrate apply` again once Kintone answers: it reads Kintone and settles the batch",
+            )
+        keys = sorted({k for c in batch.calls if _keeps_ids(c) for k in _key_fields(c)})
+        ids_hint = ""
+        if any(_keeps_ids(c) for c in batch.calls):
+            example = (
+                f"--ids-key {keys[0]}" if keys else "--ids-key FIELD (a unique field) or --ids-query QUERY"
+            )
+            ids_hint = f" (it created records a ref keeps: add {example} so their ids are read back)"
+        return InDoubtError(
+            f"changeset {cs.id} batch {batch.index} {what}, and Kintone cannot tell whether it took effect:\n  "
+            + reasons,
+            location=where,
+            hint=f"check those records in Kintone, then `{command} --applied`{ids_hint} or `{command} --not-applied`",
+        )
+
+    # ---- journaling and messages ------------------------------------------------------------
 
     def _journal_answer(
         self, cs: ChangesetPlan, batch: Batch, outcome: str, command: str, write: Callable[[], None]
@@ -324,19 +643,26 @@ class Runner:
             for name in names
             for v, i in self._lost[name]
         )
+        first = self._lost[names[0]][0]
         return JournalError(
             f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers} "
-            "was resolved as applied by hand, and the answer holding the ids of the records it created was lost); nothing was sent",
+            "was resolved as applied by hand without them); nothing was sent",
             location=Location(file=cs.path, changeset=cs.id),
-            hint=f"make the operations of {cs.id} that use {', '.join(repr(n) for n in names)} find those records another way "
-            "(e.g. `update` by a unique key), then `kmigrate apply` again",
+            hint=f"read them back from Kintone: `kmigrate resolve {first[0]} {first[1]} --applied --ids-key FIELD` "
+            "(a unique field of those records) or `--ids-query QUERY`, then `kmigrate apply` again",
         )
 
-    def _explain(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> KintoneError:
-        """The same error, located in the user's files, saying what stays committed."""
+    def _explain(
+        self, cs: ChangesetPlan, batch: Batch, exc: KintoneError, *, sent_from: int = 0
+    ) -> KintoneError:
+        """The same error, located in the user's files, saying what stays committed. The bulk
+        held the batch's calls from ``sent_from``; the journal now says how many took effect."""
         location = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index} of {len(cs.batches)}")
-        if exc.bulk_index is not None and 0 <= exc.bulk_index < len(batch.calls):
-            call = batch.calls[exc.bulk_index]
+        record = self.journal.batch(cs.version, batch.index)
+        done = record.done_calls if record is not None else 0
+        failing = None if exc.bulk_index is None else exc.bulk_index + sent_from
+        if failing is not None and 0 <= failing < len(batch.calls):
+            call = batch.calls[failing]
             position = _failing_position(exc)
             spot = call.locate(position) if position is not None else None
             operations = sorted({s.operation for s in call.segments})
@@ -345,7 +671,14 @@ class Runner:
             elif len(operations) == 1:
                 location = self._where(cs, operations[0], None, location)
         # Batches run in order and a run stops at the first failure: every earlier one is applied.
-        kept = f"this batch was rolled back whole; {batch.index} earlier batch(es) of {cs.id} and every earlier changeset stay applied"
+        earlier = f"{batch.index} earlier batch(es) of {cs.id} and every earlier changeset stay applied"
+        if done:
+            kept = (
+                f"the first {done} request(s) of this batch took effect all the same (journaled: they are not "
+                f"sent again), the rest was not applied; {earlier}"
+            )
+        else:
+            kept = f"this batch was rolled back whole; {earlier}"
         return KintoneError(
             f"{exc.message}; {kept}",
             code=exc.code,
@@ -372,13 +705,36 @@ class Runner:
         )
 
 
+def _cut(probe: Any, stop: int) -> Any:
+    """The probe of the first ``stop`` calls."""
+    if not isinstance(probe, Mapping) or not isinstance(probe.get("calls"), list):
+        return probe
+    return {**probe, "calls": probe["calls"][:stop]}
+
+
+def _has_ids(result: Any) -> bool:
+    return isinstance(result, Mapping) and ("ids" in result or "records" in result)
+
+
+def _key_fields(call: Call) -> list[str]:
+    """The updateKey fields a call names (a unique field the user may read ids back by)."""
+    records = call.payload.get("records")
+    entries = records if isinstance(records, list) else [call.payload]
+    return sorted(
+        {str(e["updateKey"]["field"]) for e in entries if isinstance(e, Mapping) and "updateKey" in e}
+    )
+
+
 __all__ = [
+    "MAX_SENDS",
     "RunEvent",
     "RunSummary",
     "Runner",
+    "calls_hash",
     "check_preconditions",
     "find_drift",
     "ids_created",
     "lost_ids",
+    "resolve_batch",
     "FAILED",
 ]

@@ -10,7 +10,7 @@ from .changeset import LoadedChangeset
 from .changeset_files import version_key
 from .drift import find_drift
 from .journal import BatchRecord, ChangesetRecord
-from .plan import APPLIED, FAILED, PENDING, SENT, JournaledChangeset
+from .plan import APPLIED, FAILED, PENDING, SENT, JournaledChangeset, Plan
 
 IN_DOUBT, DRIFTED, MISSING = "in doubt", "drifted", "missing"
 
@@ -32,14 +32,16 @@ def changeset_statuses(
     journaled: Mapping[str, JournaledChangeset],
     records: Sequence[ChangesetRecord],
     batches: Sequence[BatchRecord],
+    plan: Plan | None = None,
 ) -> list[ChangesetStatus]:
-    """Per changeset, files and journal together, in version order: its state and what to do."""
+    """Per changeset, files and journal together, in version order: its state and what to do.
+    With the ``plan``, drift is judged per batch (``drift.find_drift``)."""
     loaded = {c.version: c for c in changesets}
     by_version = {r.version: r for r in records}
     batches_of: dict[str, list[BatchRecord]] = {}
     for b in batches:
         batches_of.setdefault(b.changeset, []).append(b)
-    drift = find_drift(changesets, journaled)
+    drift = find_drift(changesets, journaled, plan)
     out = []
     for version in sorted(set(loaded) | set(by_version), key=version_key):
         cs, rec, bs = loaded.get(version), by_version.get(version), batches_of.get(version, [])
@@ -51,7 +53,8 @@ def changeset_statuses(
         if cs is None:
             shown, note = MISSING, "journaled, but its file is gone"
         elif any(b.state == SENT for b in bs):
-            shown, note = IN_DOUBT, "a batch was sent and its answer never journaled: `kmigrate resolve`"
+            shown = IN_DOUBT
+            note = "a batch was sent and its answer never journaled: `kmigrate apply` settles it by reading Kintone"
         elif version in drift:
             shown, note = DRIFTED, "changed since it was applied: `kmigrate repair` or restore the file"
         else:

@@ -9,6 +9,11 @@ leading zero; everything else is a string. A decimal float (``1.50``, ``1e3``) i
 text written: a Python float would turn ``12345678901234567.89`` into ``1.2345678901234568e+16``
 and ``1.50`` into ``1.5``, while Kintone takes every value as text anyway. Explicit tags that
 build non-JSON values (``!!binary``, ``!!set``, ``!!timestamp``, ...) are refused.
+
+Aliases are counted as what they stand for: a kilobyte of nested aliases (the "billion laughs")
+names a document of gigabytes, which every later step (JSON, checksums, validation) would walk.
+``check_expansion`` measures the composed node graph, each shared node once, before anything is
+built, and refuses a document whose expansion is larger than the budget (``[limits] yaml_mb``).
 """
 
 from __future__ import annotations
@@ -69,11 +74,78 @@ Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: str(loade
 _resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
 
 
-def compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
-    """Parse once: the node tree (for line numbers) and the Python value built from it."""
-    loader = Loader(text)
+DEFAULT_MAX_CHARS = 64 << 20  # [limits] yaml_mb's default, in characters
+
+
+class ExpansionError(yaml.YAMLError):
+    """The document is larger, aliases expanded, than the budget (or an alias holds itself)."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+def check_expansion(root: yaml.Node | None, max_chars: int) -> None:
+    """Refuse a node graph whose expansion exceeds ``max_chars``: a scalar weighs its length
+    plus one, a collection two plus its children, an alias the whole of what it names. Each
+    node is weighed once (memoised, iteratively: deep nesting cannot exhaust the stack)."""
+    if root is None:
+        return
+    weight: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the current path: meeting one again is an alias to itself
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            if isinstance(node, yaml.ScalarNode):
+                total = len(node.value) + 1
+            elif isinstance(node, yaml.SequenceNode):
+                total = 2 + sum(weight[id(child)] for child in node.value)
+            else:
+                total = 2 + sum(weight[id(k)] + weight[id(v)] for k, v in node.value)
+            if total > max_chars:
+                raise ExpansionError(
+                    f"with its aliases expanded this part of the document is larger than the limit of "
+                    f"{max_chars / (1 << 20):g} MB (`yaml_mb` under [limits] in kmigrate.toml)",
+                    node.start_mark,
+                )
+            weight[key] = total
+            continue
+        if key in weight:
+            continue
+        if key in open_nodes:
+            raise ExpansionError("an alias refers to a node that contains it", node.start_mark)
+        open_nodes.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, False) for child in node.value if id(child) not in weight)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend((n, False) for n in (k, v) if id(n) not in weight)
+
+
+def compose_and_construct(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[yaml.Node | None, Any]:
+    """Parse once: the node tree (for line numbers) and the Python value built from it, its
+    expansion checked first."""
+    return _load(Loader, text, max_chars)
+
+
+_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> Any:
+    """``yaml.safe_load`` (YAML 1.1, for the sandbox file) with the same expansion budget."""
+    return _load(_SafeLoader, text, max_chars)[1]
+
+
+def _load(loader_class: type, text: str, max_chars: int) -> tuple[yaml.Node | None, Any]:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
+        check_expansion(node, max_chars)
         data = loader.construct_document(node) if node is not None else None
         return node, data
     finally:

@@ -101,3 +101,17 @@ def served(sandbox) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def seed_records(root: Path, app: int, records: list[dict]) -> None:
+    """Records put straight into the project's sandbox, outside any changeset: what Kintone
+    already holds, which no validation can know offline."""
+    from kmigrate import api
+    from kmigrate.changeset import to_kintone_record
+    from kmigrate.config import load_project
+
+    env = load_project(root).environment()
+    with api.connect(api.Context(load_project(root), env)) as client:
+        client.request(
+            "POST", "records", body={"app": app, "records": [to_kintone_record(r) for r in records]}
+        )

@@ -93,12 +93,37 @@ def ok_bulk(n: int) -> httpx.Response:
         "http://127.0.0.1",
         "http://127.9.9.9:1/",
         "http://[::1]:5000",
-        "http://sandbox.localhost",
         "https://x.cybozu.com/",
     ],
 )
 def test_base_url_loopback_http_or_https_is_accepted(url: str) -> None:
     assert check_base_url(url) == url.rstrip("/")
+
+
+def test_plain_http_is_judged_on_the_resolved_addresses() -> None:
+    def resolver(table: dict[str, list[str]]):
+        def resolve(host: str) -> list[str]:
+            if host not in table:
+                raise OSError("no such host")
+            return table[host]
+
+        return resolve
+
+    resolve = resolver(
+        {
+            "sandbox.localhost": ["127.0.0.1", "::1"],
+            "evil.localhost": ["203.0.113.7"],
+            "mixed.example": ["127.0.0.1", "198.51.100.1"],
+            "loop.example": ["127.0.0.2"],
+        }
+    )
+    assert check_base_url("http://sandbox.localhost", resolve=resolve) == "http://sandbox.localhost"
+    assert check_base_url("http://loop.example:8080", resolve=resolve) == "http://loop.example:8080"
+    for url in ("http://evil.localhost", "http://mixed.example", "http://unknown.localhost"):
+        with pytest.raises(ConfigError, match="plain http"):
+            check_base_url(url, resolve=resolve)
+    # An in-process transport opens no connection: names are judged as written.
+    assert check_base_url("http://sandbox.localhost", resolve=None) == "http://sandbox.localhost"
 
 
 def test_plain_http_to_a_remote_host_needs_the_flag() -> None:
@@ -564,6 +589,37 @@ def test_records_exist_checks_ids_in_chunks() -> None:
     client, _ = make_client(Recorder(fake_records_api(150, calls)))
     assert client.records_exist(1, [*range(1, 202, 2)]) == set(range(1, 151, 2))
     assert len(calls) == 2
+
+
+def test_max_record_id_asks_for_the_highest_id_only() -> None:
+    rec = Recorder(
+        httpx.Response(
+            200, json={"records": [{"$id": {"type": "__ID__", "value": "4711"}}], "totalCount": None}
+        ),
+        httpx.Response(200, json={"records": [], "totalCount": None}),
+    )
+    client, _ = make_client(rec)
+    assert client.max_record_id(3, guest_space_id=5) == 4711
+    assert client.max_record_id(3) == 0  # an empty app
+    first = rec.requests[0]
+    assert first.method == "GET" and first.url.path == "/k/guest/5/v1/records.json"
+    params = dict(parse_qsl(first.url.query.decode()))
+    assert params == {"app": "3", "fields[0]": "$id", "query": "order by $id desc limit 1"}
+
+
+def test_max_record_id_against_the_sandbox() -> None:
+    from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
+
+    sandbox = Sandbox.from_definition(
+        {"apps": [{"id": 1, "name": "A", "fields": {"t": {"type": "SINGLE_LINE_TEXT"}}}]}
+    )
+    client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+    assert client.max_record_id(1) == 0
+    client.bulk(
+        [{"method": "POST", "api": "/k/v1/records.json", "payload": {"app": 1, "records": [{}, {}, {}]}}]
+    )
+    assert client.max_record_id(1) == 3
+    assert [r["$id"]["value"] for r in client.get_records(1, "$id > 1", ["$id"])] == ["2", "3"]
 
 
 def test_get_record_and_count() -> None:

@@ -43,7 +43,7 @@ def test_apply_prints_the_format_then_every_event_then_the_summary(tmp_path):
         "changeset_started", "batch_sent", "batch_applied", "batch_sent", "batch_applied", "changeset_applied",
         "changeset_started", "batch_sent", "batch_applied", "changeset_applied",
     ]  # fmt: skip
-    assert lines[-1]["summary"]["applied_batches"] == 4 and lines[-1]["summary"]["requests_sent"] == 4
+    assert lines[-1]["summary"]["applied_batches"] == 4 and lines[-1]["summary"]["applied_records"] == 100
     assert "applied 4 batch(es)" in result.stderr  # the person's lines go to stderr
 
     again = run(root, "apply", "--format", "json")

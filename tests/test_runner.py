@@ -8,13 +8,13 @@ from click.testing import CliRunner
 
 from kmigrate import api
 from kmigrate.cli import main
-from kmigrate.client import Client
+from kmigrate.client import NO_RETRY, Client
 from kmigrate.config import Credentials, load_project
 from kmigrate.errors import DriftError, InDoubtError, JournalError, KintoneError, OrderError
 from kmigrate.journal import Journal
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 
-from .projects import TOKEN, copy_example, items_project, write_changeset, write_items_csv
+from .projects import TOKEN, copy_example, items_project, seed_records, write_changeset, write_items_csv
 
 AUTH = {"X-Cybozu-API-Token": TOKEN}
 ITEMS_CREDENTIALS = Credentials(api_tokens=(TOKEN,))
@@ -92,9 +92,11 @@ def test_rerun_sends_zero_requests(tmp_path):
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
         first = api.apply(api.Context(project, env), client=client)
-        assert first.summary.requests_sent == 4 and sandbox.request_count == 4
+        # 4 bulk requests and 6 reads for reconciliation: the highest id of the 2 apps records
+        # are added to (once a run), and the first/last update-like call of 3 batches (4 apps).
+        assert first.summary.requests_sent == 10 == sandbox.request_count
         second = api.apply(api.Context(project, env), client=client)
-        assert sandbox.request_count == 4
+        assert sandbox.request_count == 10
         assert second.summary.skipped_changesets == 3 and second.summary.applied_batches == 0
 
 
@@ -137,7 +139,8 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         result = api.apply(api.Context(project, env), client=client)
-        assert sandbox.request_count == 2  # batches 1 and 2 only
+        # Batches 1 and 2 only, and one read: the app's highest id before the first add.
+        assert sandbox.request_count == 3
         assert result.summary.applied_batches == 2
         codes = [r["code"]["value"] for r in sandbox.records(1)]
     assert sorted(codes) == [f"I{i:06d}" for i in range(6000)]
@@ -186,12 +189,17 @@ def test_refs_across_bulks_and_changesets(tmp_path):
 
 
 class LoseAnswers(httpx.BaseTransport):
-    """Forwards to the sandbox, then loses the answer of the n-th bulk request."""
+    """Forwards to the sandbox, then loses the answer of the n-th bulk request (it committed);
+    with ``then_down``, every request after it finds no network (nothing can be read)."""
 
-    def __init__(self, inner: httpx.BaseTransport, lose: int):
-        self.inner, self.lose, self.bulks = inner, lose, 0
+    def __init__(self, inner: httpx.BaseTransport, lose: int, then_down: bool = False):
+        self.inner, self.lose, self.bulks, self.then_down = inner, lose, 0, then_down
+        self.paths: list[str] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.then_down and self.bulks >= self.lose:
+            raise httpx.ConnectError("network is unreachable", request=request)
+        self.paths.append(f"{request.method} {request.url.path}")
         response = self.inner.handle_request(request)
         if request.url.path.endswith("bulkRequest.json"):
             self.bulks += 1
@@ -200,7 +208,11 @@ class LoseAnswers(httpx.BaseTransport):
         return response
 
 
-def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
+def no_retry_client(transport: httpx.BaseTransport) -> Client:
+    return Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=transport, retry=NO_RETRY)
+
+
+def test_a_lost_answer_is_settled_in_the_same_run_by_reading_kintone(tmp_path):
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(4500))
     write_changeset(
@@ -214,28 +226,88 @@ def test_lost_answer_leaves_batch_in_doubt_until_resolved(tmp_path):
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(
-            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=2)
-        )
-        with pytest.raises(InDoubtError, match="batch 1"):
-            api.apply(api.Context(project, env), client=lossy)
-        assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
+        lossy = LoseAnswers(sandbox.transport(), lose=2)
+        result = api.apply(api.Context(project, env), client=no_retry_client(lossy))
+        assert result.summary.applied_batches == 3 and result.summary.reconciled_batches == 1
+        codes = [r["code"]["value"] for r in sandbox.records(1)]
+        assert sorted(codes) == [f"I{i:06d}" for i in range(4500)]  # batch 1 not sent twice
+        assert lossy.paths.count("POST /k/v1/bulkRequest.json") == 3
+    with Journal.open(env.journal_path) as journal:
+        assert [b.state for b in journal.batches("0001")] == ["applied"] * 3
+        (event,) = journal.events(kinds=["reconciled"])
+        assert (event.batch, event.detail["applied"], event.detail["by"]) == (1, True, "reading Kintone")
+        calls = event.detail["calls"]  # one verdict per call of the bulk, all from its records
+        assert len(calls) == 20 and "all were found above id 2000 (ids 2001..2100)" in calls[0]
+        assert "(ids 3901..4000)" in calls[19]
 
-        client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
-        with pytest.raises(InDoubtError, match="resolve 0001 1"):
-            api.apply(api.Context(project, env), client=client)  # never re-sent blindly
-        assert len(sandbox.records(1)) == 4000
 
-        status = {r.version: r for r in api.status(api.Context(project, env))}
-        assert status["0001"].state == "in doubt"
+def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_apply(tmp_path):
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(4500))
+    write_changeset(
+        root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        down = no_retry_client(LoseAnswers(sandbox.transport(), lose=2, then_down=True))
+        with pytest.raises(InDoubtError) as err:
+            api.apply(api.Context(project, env), client=down)
+        text = str(err.value)
+        assert "batch 1 lost its answer" in text and "Kintone could not be read to find out" in text
+        assert "cannot tell" not in text  # not a question for a person: the next run reads again
         assert (
-            api.resolve(api.Context(project, env), "V0001", 1, applied=True, note="4000 records found") == []
+            "Kintone could not be read now" in text
+            and "run `kmigrate apply` again once Kintone answers" in text
         )
-        result = api.apply(api.Context(project, env), client=client)
-        assert result.summary.applied_batches == 1
-        assert len(sandbox.records(1)) == 4500
-    events = [e.kind for e in api.history(api.Context(project, env))]
-    assert "resolved" in events
+        assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
+        assert api.status(api.Context(project, env))[0].state == "in doubt"
+
+        result = api.apply(
+            api.Context(project, env), client=no_retry_client(sandbox.transport())
+        )  # no person involved
+        assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == 1
+        assert sorted(r["code"]["value"] for r in sandbox.records(1)) == [f"I{i:06d}" for i in range(4500)]
+    assert [e.kind for e in api.history(api.Context(project, env))].count("reconciled") == 1
+
+
+def forget_probes(env) -> None:
+    """Make the in-doubt batches look journaled by a kmigrate before reconciliation (no probe)."""
+    with Journal.open(env.journal_path) as journal:
+        journal.db.execute("UPDATE batches SET probe = NULL WHERE state = 'sent'")
+        journal.db.conn.commit()
+
+
+def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(tmp_path):
+    root = items_project(tmp_path)
+    write_changeset(
+        root,
+        "V0001__items.yaml",
+        """\
+        operations:
+          - add: {app: items, ref: first, records: [{code: A}]}
+          - status: {app: items, records: {ref: first}, action: Check}
+        """,
+    )
+    project = load_project(root)
+    env = project.environment()
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        with pytest.raises(InDoubtError):
+            api.apply(
+                api.Context(project, env),
+                client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True)),
+            )
+    forget_probes(env)
+    with pytest.raises(InDoubtError, match="nothing was read from Kintone before it was sent"):
+        api.apply(
+            api.Context(project, env)
+        )  # a journal of an older kmigrate: Kintone cannot tell, so it asks
+    assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["first"]
+    with pytest.raises(
+        JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"
+    ) as err:
+        api.apply(api.Context(project, env))
+    assert "kmigrate resolve 0001 0 --applied --ids-key FIELD" in str(err.value)
 
 
 # ---- drift, order, repair ----------------------------------------------------------------------
@@ -252,7 +324,7 @@ def test_drift_stops_the_run_until_repaired(tmp_path):
     drifted = run(root, "apply")
     assert drifted.exit_code == 2 and "kmigrate repair" in drifted.output
     assert "drifted" in run(root, "status").output
-    assert run(root, "repair", "--note", "typo fixed in review").exit_code == 0
+    assert run(root, "repair", "--yes", "--note", "typo fixed in review").exit_code == 0
     assert run(root, "apply").exit_code == 0
     assert any(e.kind == "repaired" for e in api.history(api.Context(project, project.environment())))
 
@@ -282,6 +354,7 @@ def test_new_changeset_older_than_applied_needs_out_of_order(tmp_path):
 
 def test_kintone_error_is_located_at_operation_and_record(tmp_path):
     root = items_project(tmp_path)
+    seed_records(root, 1, [{"code": "B"}])  # Kintone holds B already: only Kintone can refuse it
     write_changeset(
         root,
         "V0001__a.yaml",
@@ -291,40 +364,14 @@ def test_kintone_error_is_located_at_operation_and_record(tmp_path):
               app: items
               records:
                 - {code: A}
-                - {code: B, qty: "not a number"}
+                - {code: B, qty: 2}
         """,
     )
     project = load_project(root)
     with pytest.raises(KintoneError) as info:
         api.apply(api.Context(project, project.environment()))
     text = str(info.value)
-    assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "qty" in text
-
-
-def test_resolving_a_batch_that_made_ref_records_names_the_ref_left_without_ids(tmp_path):
-    root = items_project(tmp_path)
-    write_changeset(
-        root,
-        "V0001__items.yaml",
-        """\
-        operations:
-          - add: {app: items, ref: first, records: [{code: A}]}
-          - status: {app: items, records: {ref: first}, action: Check}
-        """,
-    )
-    project = load_project(root)
-    env = project.environment()
-    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(
-            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
-        )
-        with pytest.raises(InDoubtError):
-            api.apply(api.Context(project, env), client=lossy)
-    assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["first"]
-    with pytest.raises(
-        JournalError, match="ref 'first': V0001__items batch 0 was resolved as applied by hand"
-    ):
-        api.apply(api.Context(project, env))
+    assert "V0001__a.yaml:6" in text and "operation 1" in text and "record 2" in text and "code" in text
 
 
 def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
@@ -338,7 +385,8 @@ def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         result = api.apply(api.Context(project, env), client=client)
-        assert sandbox.request_count == 5 == result.summary.requests_sent
+        # 5 bulks and 1 read (the app's highest id, once a run: later batches know it from the answers).
+        assert sandbox.request_count == 6 == result.summary.requests_sent
         assert len(sandbox.records(1)) == 10_000
 
 
@@ -367,11 +415,12 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
     project = load_project(root)
     env = project.environment()
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
-        lossy = Client(
-            SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=LoseAnswers(sandbox.transport(), lose=1)
-        )
         with pytest.raises(InDoubtError):
-            api.apply(api.Context(project, env), client=lossy)
+            api.apply(
+                api.Context(project, env),
+                client=no_retry_client(LoseAnswers(sandbox.transport(), 1, then_down=True)),
+            )
+        forget_probes(env)  # so only a person can settle it, without the ids
         assert api.resolve(api.Context(project, env), "0001", 0, applied=True) == ["items"]
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         with pytest.raises(JournalError, match="ref 'items'.*V0001__items batch 0"):
@@ -418,10 +467,9 @@ def test_a_deleted_applied_changeset_stops_apply_and_says_to_restore_it(tmp_path
 
 def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path):
     root = items_project(tmp_path)
-    write_changeset(
-        root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}, {code: A}]}\n"
-    )
+    seed_records(root, 1, [{"code": "A"}])
+    write_changeset(root, "V0001__dup.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
     assert run(root, "apply").exit_code == 1
-    (row,) = api.status(api.Context.load(root))
+    (row,) = api.status(api.Context(load_project(root), load_project(root).environment()))
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1
     assert row.note.startswith("batch #0 failed: [CB_VA01]") and "kmigrate apply" in row.note

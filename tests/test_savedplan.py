@@ -52,9 +52,12 @@ def test_a_fresh_saved_plan_is_applied_exactly(tmp_path):
         assert [c["id"] for c in data["changesets"]] == ["V0001__csv", "V0002__inline"]
         assert data["plan"]["format"] == 1 and len(data["plan"]["changesets"]) == 2
         assert TOKEN not in saved.read_text()
-        applied = run(root, "apply", "--yes", str(saved))  # the environment comes from the file
+        applied = run(root, "apply", "--yes", "--format", "json", str(saved))  # the environment: the file's
         assert applied.exit_code == 0, applied.output
-        assert sandbox.request_count == 2  # one bulk request per changeset, nothing else
+        events = [json.loads(line) for line in applied.stdout.splitlines()]
+        sent = [(e["changeset"], e["hash"]) for e in events if e.get("event") == "batch_sent"]
+        planned = [(c["id"], b["hash"]) for c in data["plan"]["changesets"] for b in c["batches"]]
+        assert sent == planned  # exactly the saved plan's bulk requests, nothing else
         assert [r["code"]["value"] for r in sandbox.records(1)] == ["I000000", "I000001", "I000002", "X"]
 
 

@@ -50,7 +50,9 @@ def test_each_state_says_what_to_do():
         ("10", PENDING, 0, None),  # version order: 10 after 9
     ]
     notes = {r.version: r.note for r in rows}
-    assert "`kmigrate resolve`" in notes["2"] and "`kmigrate repair`" in notes["3"]
+    assert (
+        "`kmigrate apply` settles it by reading Kintone" in notes["2"] and "`kmigrate repair`" in notes["3"]
+    )
     assert notes["4"] == "batch #0 failed: [GAIA_XX] no; fix it and run `kmigrate apply`"
     assert notes["9"] == "journaled, but its file is gone" and notes["1"] == notes["10"] == ""
     assert rows[4].path == Path("V9__n9.yaml") and rows[4].name == "n9"  # from the journal

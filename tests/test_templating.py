@@ -138,3 +138,62 @@ def test_the_data_helpers_refuse_a_file_outside_the_project(tmp_path):
         project_dir, {"changesets/V1__a.yaml": "{{ load_csv('../../outside.csv') }}\noperations: []\n"}
     )
     assert len(found) == 1 and "is outside the project folder" in found[0] and "V1__a.yaml:1" in found[0]
+
+
+# ---- the render budget (issue #9) ------------------------------------------------------------
+
+
+def _budgeted(seconds: float = 10, output_mb: float = 1, clock=None):
+    from jinja2 import StrictUndefined
+
+    from kmigrate.config import InputLimits
+    from kmigrate.templating import BudgetedSandbox, RenderBudget
+
+    env = BudgetedSandbox(undefined=StrictUndefined)
+    limits = InputLimits(render_seconds=seconds, render_output_mb=output_mb)
+    env.budget = RenderBudget("V1__a.yaml", limits, clock or (lambda: 0.0))
+    return env
+
+
+def test_the_deadline_is_checked_on_loop_iterations_with_an_injected_clock():
+    ticks = iter(range(10**9))
+    env = _budgeted(seconds=100, clock=lambda: float(next(ticks)))  # one second per reading
+    with pytest.raises(ChangesetError, match="longer than the limit of 100 s") as info:
+        "".join(
+            env.from_string(
+                "{% for a in [1] * 1000 %}{% for b in [1] * 1000 %}{% endfor %}{% endfor %}"
+            ).generate()
+        )
+    assert "render_seconds" in (info.value.hint or "")
+    # The same loops within the deadline run to the end, whatever the clock reads meanwhile.
+    env = _budgeted(seconds=100)
+    assert "".join(env.from_string("{% for a in range(300) %}{% endfor %}{{ 'done' }}").generate()) == "done"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'a' * 2000000 }}",
+        "{{ [0] * 2000000 }}",
+        "{{ 'x' | center(2000000) }}",
+        "{{ '%02000000d' % 1 }}",
+        "{{ '{:>2000000}'.format(1) }}",
+        "{{ lipsum(n=2000000) }}",
+        "{% set ns = namespace(v='x') %}{% for i in range(30) %}{% set ns.v = ns.v ~ ns.v %}{% endfor %}",
+        "{% set ns = namespace(v=[0]) %}{% for i in range(30) %}{% set ns.v = ns.v + ns.v %}{% endfor %}",
+    ],
+)
+def test_values_larger_than_the_output_budget_are_refused_before_they_are_built(template):
+    with pytest.raises(ChangesetError, match="render_output_mb"):
+        "".join(_budgeted(output_mb=1).from_string(template).generate())
+
+
+def test_small_values_of_the_same_shapes_render():
+    env = _budgeted(output_mb=1)
+    text = "{{ 'a' * 3 }}|{{ 'x' | center(5) }}|{{ '%03d' % 7 }}|{{ '{:>3}'.format(1) }}|{{ 'a' ~ 'b' }}|{{ 2 ** 10 }}"
+    assert "".join(env.from_string(text).generate()) == "aaa|  x  |007|  1|ab|1024"
+
+
+def test_a_huge_power_is_refused():
+    with pytest.raises(ChangesetError, match="too large"):
+        "".join(_budgeted().from_string("{{ 2 ** 100000000 }}").generate())

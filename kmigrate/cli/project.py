@@ -45,14 +45,21 @@ def new(cli: CliContext, name: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Read the apps' fields and process from Kintone (GET only) and check the records against them.",
+)
 @pass_cli
-def validate(cli: CliContext) -> None:
-    """Check every changeset (Jinja, YAML, schema, apps, refs, data files); all errors at once.
+def validate(cli: CliContext, online: bool) -> None:
+    """Check every changeset (Jinja, YAML, schema, apps, refs, data files, and the values against
+    the apps' fields and process when they are known); what `apply` would refuse (drift, order,
+    batches in doubt) too; all errors at once.
 
-    Exits 2 when anything is wrong. Nothing is sent to Kintone.
+    Exits 2 when anything is wrong. Nothing is sent to Kintone (--online only reads).
     """
     ctx = cli.context()
-    result = api.validate(ctx)
+    result = api.validate(ctx, online=online)
     if not result.ok:
         for error in result.errors:
             click.echo(f"Error: {error}", err=True)
@@ -64,7 +71,8 @@ def validate(cli: CliContext) -> None:
     click.echo(
         f"OK: {n} changeset{'s' if n != 1 else ''}, {result.operation_count} operation"
         f"{'s' if result.operation_count != 1 else ''}, {records} record{'s' if records != 1 else ''} "
-        f"valid for environment {ctx.env.name!r}."
+        f"valid for environment {ctx.env.name!r}"
+        + (f" (apps checked against {result.schemas_from})." if result.schemas_from else ".")
     )
 
 
@@ -77,7 +85,11 @@ def validate(cli: CliContext) -> None:
     show_default=True,
     help="text for a person, json for tools, markdown for a pull-request comment.",
 )
-@click.option("--check", is_flag=True, help="Exit 3 when there is work to do (for CI).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="For CI: exit 2 where `apply` would refuse (drift, order, in doubt), 3 when there is work to do.",
+)
 @click.option(
     "--out",
     "out",
@@ -98,7 +110,7 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -
     from .. import plandiff, render
 
     ctx = cli.context()
-    the_plan = api.save_plan(ctx, out) if out is not None else api.plan(ctx)
+    the_plan = api.save_plan(ctx, out, check=check) if out is not None else api.plan(ctx, check=check)
     diffs = api.plan_diff(ctx, the_plan) if diff else None
     if out is not None:
         click.echo(
@@ -156,3 +168,23 @@ def hash_command(cli: CliContext) -> None:
 def schema() -> None:
     """Print the JSON Schema of the changeset format (for editors: yaml-language-server)."""
     click.echo(json.dumps(api.schema(), indent=2, ensure_ascii=False))
+
+
+@main.command("render")
+@click.argument("changeset")
+@pass_cli
+def render_command(cli: CliContext, changeset: str) -> None:
+    """Print CHANGESET (a version such as 0003, or its file name) as Jinja renders it for the
+    environment, each line with its source line (`~N`: made by the template block at line N)."""
+    ctx = cli.context()
+    result = api.render_changeset(ctx, changeset)
+    click.echo(f"# {_shown(result.path)} rendered for environment {ctx.env.name!r}")
+    click.echo("# source | rendered | text")
+    for line in result.lines:
+        if line.source_line is not None:
+            where = f"{line.source_line:>6}"
+        elif line.block_line is not None:
+            where = f"{'~' + str(line.block_line):>6}"
+        else:
+            where = " " * 6
+        click.echo(f"{where} | {line.number:>8} | {line.text}")

@@ -84,6 +84,8 @@ def _summary_line(summary: RunSummary) -> str:
         f"in {len(summary.applied_changesets)} changeset(s)",
         f"skipped {summary.skipped_changesets} already applied",
     ]
+    if summary.reconciled_batches:
+        parts.append(f"{summary.reconciled_batches} in doubt settled by reading Kintone")
     parts.append(f"{summary.requests_sent} request(s) sent")
     return "; ".join(parts)
 
@@ -334,29 +336,80 @@ def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
 @click.option(
     "--not-applied", "applied", flag_value=False, help="Kintone does not hold them: send the batch again."
 )
+@click.option(
+    "--ids-key",
+    default=None,
+    metavar="FIELD",
+    help="With --applied: read the ids of the records it created back from Kintone by this unique field.",
+)
+@click.option(
+    "--ids-query",
+    default=None,
+    metavar="QUERY",
+    help="With --applied: read them back among the records this Kintone query selects (matched by content).",
+)
 @click.option("--note", default=None, help="Why: kept in the event log.")
 @pass_cli
-def resolve(cli: CliContext, changeset: str, batch: int, applied: bool | None, note: str | None) -> None:
-    """Settle an in-doubt batch after checking Kintone (see `kmigrate status`)."""
+def resolve(
+    cli: CliContext,
+    changeset: str,
+    batch: int,
+    applied: bool | None,
+    ids_key: str | None,
+    ids_query: str | None,
+    note: str | None,
+) -> None:
+    """Settle an in-doubt batch after checking Kintone (see `kmigrate status`).
+
+    `kmigrate apply` settles most by reading Kintone itself; this is for what it cannot tell."""
     if applied is None:
         raise InputError("say what you found: --applied or --not-applied")
-    orphaned = api.resolve(cli.context(), changeset, batch, applied=applied, note=note)
+    orphaned = api.resolve(
+        cli.context(), changeset, batch, applied=applied, note=note, ids_key=ids_key, ids_query=ids_query
+    )
     click.echo(f"Resolved {changeset} batch {batch} as {'applied' if applied else 'not applied'}.")
     if orphaned:
         click.echo(
             f"Warning: this batch created records for ref {', '.join(orphaned)}; their ids were in the lost "
-            "answer. A later operation that needs those ids stops before sending anything: make it find the "
-            "records another way (e.g. `update` by a unique key).",
+            "answer. A later operation that needs those ids stops before sending anything: read them back with "
+            "`--ids-key FIELD` (a unique field) or `--ids-query QUERY` on this same command.",
             err=True,
         )
 
 
 @main.command()
+@click.argument("changeset", required=False)
 @click.option("--note", default=None, help="Why: kept in the event log.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed without a terminal).")
 @pass_cli
-def repair(cli: CliContext, note: str | None) -> None:
-    """Accept the current content of changed (drifted) applied changesets; logged."""
-    repaired = api.repair(cli.context(), note=note)
+def repair(cli: CliContext, changeset: str | None, note: str | None, yes: bool) -> None:
+    """Accept the current content of changed (drifted) applied changesets (only CHANGESET, if
+    given), after showing what changed; logged. Kintone keeps the old values."""
+    ctx = cli.context()
+    items = api.repair_preview(ctx, changeset)
+    if not items:
+        click.echo("Nothing to repair.")
+        return
+    for item in items:
+        click.echo(f"{item.reason}")
+        for change in item.batches:
+            click.echo(f"--- batch {change.index} ---")
+            click.echo(change.diff or "(what it sent was not kept: only its hash is journaled)")
+    click.echo(
+        "Kintone still holds the values the applied batches wrote: repair changes only the journal's record "
+        "of what was applied, not the records. To change the records, write a new changeset."
+    )
+    if not yes:
+        if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
+            raise InputError(
+                "repair accepts changed history and there is no terminal to confirm on: nothing was changed",
+                hint="review the changes above, then pass --yes",
+            )
+        names = ", ".join(item.changeset for item in items)
+        if not click.confirm(f"Accept the new content of {names} as applied?", default=False):
+            click.echo("Nothing repaired.")
+            return
+    repaired = api.repair(ctx, changeset, note=note)
     click.echo("Repaired: " + ", ".join(repaired) if repaired else "Nothing to repair.")
 
 

@@ -43,7 +43,15 @@ def _open(cli: CliContext, bulk_semantics: str = "atomic", max_in_flight: int = 
                 f'environment {env.name!r} is not a sandbox (it has base_url, not sandbox = "FILE")',
                 hint="pass -e with a sandbox environment, or --file FILE",
             )
-        sandbox_file, store = env.sandbox_file, store or env.sandbox_store
+        assert env.sandbox_file is not None  # is_sandbox
+        return Sandbox.open(
+            env.sandbox_file,
+            store or env.sandbox_store,
+            bulk_semantics=bulk_semantics,
+            max_in_flight=max_in_flight,
+            project_root=env.root,
+            max_bytes=env.limits.file_bytes,
+        )
     return Sandbox.open(sandbox_file, store, bulk_semantics=bulk_semantics, max_in_flight=max_in_flight)
 
 
@@ -243,3 +251,66 @@ def _cell(value: object) -> str:
             str(v.get("code") or v.get("name", "")) if isinstance(v, dict) else str(v) for v in value
         )
     return str(value).replace("\n", " ")
+
+
+@sandbox_group.command("pull")
+@click.option("-e", "--env", "source_env", default=None, help="The environment to read (e.g. production).")
+@click.option(
+    "--apps", default=None, help="Comma-separated aliases or ids (default: every alias of the environment)."
+)
+@click.option(
+    "--records", type=int, default=0, show_default=True, help="Also copy this many records per app."
+)
+@click.option(
+    "--into",
+    "into_env",
+    default=None,
+    help="The sandbox environment whose file to update (default: the only one).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a schema file (the apps with their own ids, for `schema = FILE`) instead.",
+)
+@pass_cli
+def pull_command(
+    cli: CliContext,
+    source_env: str | None,
+    apps: str | None,
+    records: int,
+    into_env: str | None,
+    out: Path | None,
+) -> None:
+    """Read the real apps' fields and process settings (reads only) and write them into the
+    sandbox file in Kintone's own shapes, so changesets rehearse against a replica."""
+    from .. import api
+    from ..api import Context
+
+    project = cli.project
+    source = project.environment(source_env or cli.env_name, cli.var_overrides)
+    into = None
+    if out is None:
+        if into_env is None:
+            sandboxes = [
+                name for name, cfg in project.config.env.items() if cfg.sandbox and name != source.name
+            ]
+            if len(sandboxes) != 1:
+                raise ConfigError(
+                    f"which sandbox environment to write into? ({', '.join(sandboxes) or 'none'})",
+                    hint="pass --into NAME, or --out FILE",
+                )
+            into_env = sandboxes[0]
+        into = project.environment(into_env, cli.var_overrides)
+    result = api.sandbox_pull(
+        Context(project, source),
+        into=into,
+        out=out,
+        apps=[a.strip() for a in apps.split(",") if a.strip()] if apps else None,
+        records=records,
+    )
+    for name, source_id, target_id in result.apps:
+        click.echo(f"pulled {name}: app {source_id} of {source.name} -> app {target_id}")
+    click.echo(
+        f"wrote {result.written}" + (f"; {result.records} record(s) added to the sandbox" if records else "")
+    )

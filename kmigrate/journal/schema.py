@@ -71,7 +71,6 @@ def _v2(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: Sequence[Migration] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = ("meta", "runs", "changesets", "batches", "refs", "events", "lock")
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

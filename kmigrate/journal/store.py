@@ -32,11 +32,12 @@ import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
 from .. import __version__
-from ..errors import InDoubtError, JournalError, LockedError
+from ..errors import InDoubtError, JournalError
+from ..paths import create_private
 from ..plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, ChangesetPlan, JournaledChangeset, canonical_json
-from .lock import Lock, LockHolder, pid_alive
+from .lock import Lock, LockHolder
 from .records import Actor, BatchRecord, ChangesetRecord, Event, RunRecord, error_detail, utc_now
-from .schema import MIGRATIONS, TABLES, Migration, schema_version, upgrade
+from .schema import MIGRATIONS, Migration, schema_version, upgrade
 
 BUSY_TIMEOUT_MS = 30_000  # a second writer waits for the first one's short transaction
 
@@ -101,7 +102,7 @@ class Journal:
         """The journal at ``path``, created (with its folders) if missing."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)  # 0600 in a 0700 folder: it holds error bodies and host names
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
             # WAL: `status` can read while `apply` writes; FULL: a commit survives a power cut.
             conn.execute("PRAGMA journal_mode = WAL")
@@ -467,6 +468,36 @@ class Journal:
                 logged["note"] = note
             self._event(db, kind, run_id=run_id, changeset=version, batch=index, detail=logged)
 
+    def recover_ids(
+        self, version: str, index: int, refs: Mapping[str, Sequence[int]], *, note: str | None = None
+    ) -> int:
+        """Put the ids read back from Kintone in the place of an applied batch's lost ones
+        (``UNKNOWN_ID``), each at its position, so the ref keeps its order. Returns how many."""
+        with self._tx() as db:
+            row = self._require_batch(db, version, index)
+            slots = list(db.table("refs").rows_where("changeset = ? AND batch = ?", [version, index]))
+            lost = [r for r in slots if r["id"] == UNKNOWN_ID]
+            if row["state"] != APPLIED or not lost:
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} has no lost ids to recover "
+                    f"(it is {row['state']})"
+                )
+            sizes = {name: len(ids) for name, ids in refs.items()}
+            expected: dict[str, int] = {}
+            for r in slots:
+                expected[r["name"]] = expected.get(r["name"], 0) + 1
+            if sizes != expected:
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} keeps {expected} ids per ref, not {sizes}"
+                )
+            for r in lost:
+                db.table("refs").update(r["seq"], {"id": int(refs[r["name"]][r["position"]])})
+            detail: dict[str, Any] = {"ids_recovered": len(lost)}
+            if note:
+                detail["note"] = note
+            self._event(db, "resolved", changeset=version, batch=index, detail=detail)
+            return len(lost)
+
     def lost_ids(self) -> dict[str, list[tuple[str, int]]]:
         """Per ref, the (changeset, batch) whose ids were lost (resolved as applied by hand)."""
         out: dict[str, list[tuple[str, int]]] = {}
@@ -673,4 +704,4 @@ class Journal:
         ]
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "EVENT_KINDS", "TABLES", "UNKNOWN_ID", "Journal", "LockedError", "pid_alive"]
+__all__ = ["BUSY_TIMEOUT_MS", "EVENT_KINDS", "UNKNOWN_ID", "Journal"]

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import SandboxDefinitionError
-from .api import Api, ApiError, Call, _bool, _int, _list, _revision, _str, invalid_param
+from .api import Api
 from .apps import Apps
+from .calls import ApiError, Call, bool_param, int_param, invalid_param, list_param, revision_param, str_param
 from .definition import lookup_problem, parse_app
 from .fields import field_properties
 from .store import CreatedApp
@@ -109,12 +110,12 @@ class AppAdmin:
 
     def create_app(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        name = _str(call.params.get("name"), "name")
+        name = str_param(call.params.get("name"), "name")
         if len(name) > MAX_APP_NAME:
             raise invalid_param("name", f"Enter {MAX_APP_NAME} characters or fewer.")
         for key in ("space", "thread"):
             if call.params.get(key) not in (None, ""):
-                _int(call.params.get(key), key)
+                int_param(call.params.get(key), key)
         app_id = self.apps.next_id()
         preview: dict[str, Any] = {"id": app_id, "name": name, "properties": {}}
         if call.guest is not None:
@@ -128,7 +129,7 @@ class AppAdmin:
 
     def get_preview_fields(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        app = self._created(call, _int(call.params.get("app"), "app"))
+        app = self._created(call, int_param(call.params.get("app"), "app"))
         return {
             "properties": field_properties(parse_app(app.preview, "<created app>")),
             "revision": str(app.preview_revision),
@@ -136,8 +137,8 @@ class AppAdmin:
 
     def add_fields(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        app = self._created(call, _int(call.params.get("app"), "app"))
-        self._check_revision(app, _revision(call.params.get("revision"), "revision"), "revision")
+        app = self._created(call, int_param(call.params.get("app"), "app"))
+        self._check_revision(app, revision_param(call.params.get("revision"), "revision"), "revision")
         properties = call.params.get("properties")
         if not isinstance(properties, Mapping) or not properties:
             raise invalid_param("properties", "Required field.")
@@ -168,20 +169,20 @@ class AppAdmin:
 
     def deploy(self, call: Call) -> dict[str, Any]:
         require_password(call)
-        items = _list(call.params.get("apps"), "apps")
+        items = list_param(call.params.get("apps"), "apps")
         if not 1 <= len(items) <= MAX_DEPLOY_APPS:
             raise invalid_param("apps", f"Give between 1 and {MAX_DEPLOY_APPS} apps.")
-        revert = _bool(call.params.get("revert"), "revert")
+        revert = bool_param(call.params.get("revert"), "revert")
         changes: list[CreatedApp] = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise invalid_param(f"apps[{i}]", "Enter an object with app and revision.")
-            app_id = _int(item.get("app"), f"apps[{i}].app")
+            app_id = int_param(item.get("app"), f"apps[{i}].app")
             if self.apps.is_from_file(app_id) and self.apps.created(app_id) is None:
                 self.api.app(Call(call.method, call.name, call.guest, {"app": app_id}, call.auth))
                 continue  # a file app has nothing pre-live: deploying it changes nothing
             app = self._created(call, app_id)
-            self._check_revision(app, _revision(item.get("revision"), f"apps[{i}].revision"), "revision")
+            self._check_revision(app, revision_param(item.get("revision"), f"apps[{i}].revision"), "revision")
             if revert:  # pre-live goes back to the live settings (or to none before a first deploy)
                 preview = app.live if app.live is not None else {**app.preview, "properties": {}}
                 changes.append(replace(app, preview=preview, preview_revision=app.preview_revision + 1))
@@ -196,12 +197,12 @@ class AppAdmin:
     def deploy_status(self, call: Call) -> dict[str, Any]:
         require_password(call)
         raw = call.params.get("apps")
-        ids = _list([raw] if isinstance(raw, (str, int)) else raw, "apps")
+        ids = list_param([raw] if isinstance(raw, (str, int)) else raw, "apps")
         if not 1 <= len(ids) <= MAX_DEPLOY_APPS:
             raise invalid_param("apps", f"Give between 1 and {MAX_DEPLOY_APPS} apps.")
         statuses = []
         for i, raw_id in enumerate(ids):
-            app_id = _int(raw_id, f"apps[{i}]")
+            app_id = int_param(raw_id, f"apps[{i}]")
             if self.apps.created(app_id) is None:
                 self.api.app(Call(call.method, call.name, call.guest, {"app": app_id}, call.auth))
             left = self.processing.get(app_id, 0)

@@ -9,18 +9,33 @@ is all-or-nothing. Behaviour follows docs/kintone-api.md; where that text marks 
 
 from __future__ import annotations
 
-import copy
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..fieldrules import actions_from, assignee_problem, assignees_problem, update_key_problem
+from .calls import (
+    ApiError,
+    Auth,
+    Call,
+    bool_param,
+    int_param,
+    invalid,
+    invalid_param,
+    list_param,
+    not_found,
+    optional_int_param,
+    optional_str_param,
+    revision_param,
+    str_param,
+)
 from .definition import AppDef, Directory, FieldDef, ProcessDef
 from .fields import (
+    ENTITY_TYPES,
     Problems,
     check_required,
     default_value,
@@ -30,11 +45,12 @@ from .fields import (
     now_utc,
     render_record,
 )
+from .files import Files
 from .forms import form_layout, views
+from .lookups import LookupNotFound, fill_lookups, fill_table_lookups
 from .query import Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
-ENTITY_TYPES = frozenset({"USER_SELECT", "ORGANIZATION_SELECT", "GROUP_SELECT"})
 ENTITY_NOUNS = {"USER_SELECT": "a user", "ORGANIZATION_SELECT": "an organization", "GROUP_SELECT": "a group"}
 MAX_WRITE = 100
 MAX_BULK = 20
@@ -61,25 +77,6 @@ BULK_APIS = frozenset(
 )
 
 
-def new_error_id() -> str:
-    return secrets.token_urlsafe(15)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, errors: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = dict(errors) if errors else None
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "id": new_error_id(), "message": self.message}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return body
-
-
 class BulkFailure(ApiError):
     """A bulk request whose inner request ``index`` failed: everything was rolled back (under
     ``bulk_semantics="prefix"``, only the failing request and the ones after it)."""
@@ -96,36 +93,6 @@ class BulkFailure(ApiError):
         return {"results": results}
 
 
-def invalid(problems: Mapping[str, Any]) -> ApiError:
-    return ApiError(400, "CB_VA01", "Missing or invalid input.", problems)
-
-
-def invalid_param(key: str, message: str) -> ApiError:
-    return invalid({key: {"messages": [message]}})
-
-
-def not_found(record_id: int) -> ApiError:
-    return ApiError(404, "GAIA_RE01", f"The specified record (ID: {record_id}) is not found.")
-
-
-@dataclass(frozen=True)
-class Auth:
-    """Who calls: a login name (``Administrator`` for API tokens and for anonymous calls)."""
-
-    user: str = "Administrator"
-    tokens: tuple[str, ...] = ()
-    password: bool = False
-
-
-@dataclass
-class Call:
-    method: str
-    name: str  # the path between v1/ and .json, e.g. "records/status"
-    guest: int | None
-    params: dict[str, Any]
-    auth: Auth = field(default_factory=Auth)
-
-
 @dataclass
 class _Cursor:
     app: int
@@ -133,69 +100,6 @@ class _Cursor:
     size: int
     position: int = 0
     expires: float = 0.0
-
-
-# -- parameter helpers ---------------------------------------------------------------------
-
-
-def _optional_int(value: Any, key: str, *, minimum: int | None = 1) -> int | None:
-    if value is None or value == "":
-        return None
-    return _int(value, key, minimum=minimum)
-
-
-def _int(value: Any, key: str, *, minimum: int | None = 1) -> int:
-    if value is None or value == "":
-        raise invalid_param(key, "Required field.")
-    if isinstance(value, bool):
-        raise invalid_param(key, "Enter an integer value.")
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value)
-    if not isinstance(value, int):
-        raise invalid_param(key, "Enter an integer value.")
-    if minimum is not None and value < minimum:
-        raise invalid_param(key, f"Enter {minimum} or more.")
-    return value
-
-
-def _revision(value: Any, key: str) -> int | None:
-    """An expected revision; absent or -1 means "do not check"."""
-    rev = _optional_int(value, key, minimum=-1)
-    return None if rev in (None, -1) else rev
-
-
-def _bool(value: Any, key: str) -> bool:
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise invalid_param(key, "Enter true or false.")
-
-
-def _list(value: Any, key: str, *, required: bool = True) -> list[Any]:
-    if value is None:
-        if required:
-            raise invalid_param(key, "Required field.")
-        return []
-    if not isinstance(value, list):
-        raise invalid_param(key, "Enter an array.")
-    return value
-
-
-def _optional_str(value: Any, key: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return _str(value, key)
-
-
-def _str(value: Any, key: str) -> str:
-    if value is None or value == "":
-        raise invalid_param(key, "Required field.")
-    if not isinstance(value, str):
-        raise invalid_param(key, "Enter a string.")
-    return value
 
 
 def _check_revision(record: StoredRecord, expected: int | None) -> None:
@@ -241,8 +145,6 @@ class Api:
         self.bulk_semantics = bulk_semantics
         self.directory = directory
         self.apps = apps  # id -> live app: the sandbox file's and those created through the admin API
-        from .files import Files  # files.py builds on this module's errors
-
         self.files = Files(store)
         self.store = store
         self.clock = clock
@@ -330,7 +232,7 @@ class Api:
     # -- apps and permissions ------------------------------------------------------------------
 
     def app(self, call: Call, *permissions: str, key: str = "app") -> AppDef:
-        app_id = _int(call.params.get(key), key)
+        app_id = int_param(call.params.get(key), key)
         app = self.apps.get(app_id)
         if app is None:
             raise ApiError(
@@ -385,7 +287,7 @@ class Api:
 
     def get_record(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
-        record_id = _int(call.params.get("id"), "id")
+        record_id = int_param(call.params.get("id"), "id")
         rec = self.store.get(app.id, record_id)
         if rec is None:
             raise not_found(record_id)
@@ -412,7 +314,7 @@ class Api:
     def _only_fields(records: list[dict[str, Any]], codes: Any) -> list[dict[str, Any]]:
         if isinstance(codes, str):  # `fields=title` in a query string: one code
             codes = [codes]
-        codes = _list(codes, "fields", required=False)
+        codes = list_param(codes, "fields", required=False)
         if not codes:
             return records
         wanted = [str(c) for c in codes]
@@ -421,7 +323,7 @@ class Api:
     def get_records(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
         query, selected = self._select(app, call, call.params.get("query"))
-        total = _bool(call.params.get("totalCount"), "totalCount")
+        total = bool_param(call.params.get("totalCount"), "totalCount")
         start = query.offset or 0
         size = query.limit if query.limit is not None else 100
         page = self._only_fields(selected[start : start + size], call.params.get("fields"))
@@ -437,7 +339,7 @@ class Api:
 
     def create_cursor(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
-        size = _optional_int(call.params.get("size"), "size") or DEFAULT_CURSOR_SIZE
+        size = optional_int_param(call.params.get("size"), "size") or DEFAULT_CURSOR_SIZE
         if not 1 <= size <= MAX_CURSOR_SIZE:
             raise invalid_param("size", f"Enter a value between 1 and {MAX_CURSOR_SIZE}.")
         query, selected = self._select(app, call, call.params.get("query"))
@@ -458,7 +360,7 @@ class Api:
         return {"id": cursor_id, "totalCount": str(len(records))}
 
     def _cursor(self, call: Call) -> tuple[str, _Cursor]:
-        cursor_id = _str(call.params.get("id"), "id")
+        cursor_id = str_param(call.params.get("id"), "id")
         cursor = self._live_cursors().get(cursor_id)
         if cursor is None:
             # Code and status UNCERTAIN (not captured); the sandbox answers GAIA_CN01 / 404.
@@ -574,7 +476,7 @@ class Api:
                 value = self.files.attach(value, (old or {}).get(code))
             if f.type == "SUBTABLE" and value is not None:
                 value = merge_table(f, value, (old or {}).get(code), self._new_row_ids(app))
-                self._attach_in_table(f, value, (old or {}).get(code))
+                self._check_table_cells(f, value, (old or {}).get(code), f"{prefix}.{code}", problems)
             values[code] = value
             sent.add(code)
         if old is None:
@@ -587,63 +489,64 @@ class Api:
                         problems.add(f"{prefix}.{code}.value", f"Enter at least {f.min_length} characters.")
         return values, sent
 
-    def _attach_in_table(
-        self, table: FieldDef, rows: list[dict[str, Any]], old: list[dict[str, Any]] | None
+    def _check_table_cells(
+        self,
+        table: FieldDef,
+        rows: list[dict[str, Any]],
+        old: list[dict[str, Any]] | None,
+        key: str,
+        problems: Problems,
     ) -> None:
-        """FILE columns: each row's fileKeys checked against that row's files before the update."""
-        columns = [code for code, sub in table.fields.items() if sub.type == "FILE"]
+        """The cells this call sent in FILE and entity columns: fileKeys checked against the
+        row's files, entity codes against the directory (a kept cell is the stored one)."""
+        columns = [
+            code for code, sub in table.fields.items() if sub.type == "FILE" or sub.type in ENTITY_TYPES
+        ]
         if not columns:
             return
         old_rows = {row["id"]: row["value"] for row in old or []}
-        for row in rows:
+        for i, row in enumerate(rows):
             before = old_rows.get(row["id"], {})
             for code in columns:
                 cell = row["value"][code]
                 held = before.get(code, {}).get("value")
-                if cell["value"] is not held:  # sent in this call (a kept cell is the stored one)
+                if cell["value"] is held:
+                    continue
+                if cell["type"] == "FILE":
                     cell["value"] = self.files.attach(cell["value"], held)
+                else:
+                    cell_key = f"{key}.value[{i}].value.{code}.values.value"
+                    checked = self._known_entities(cell["type"], cell["value"], cell_key, problems)
+                    cell["value"] = checked if checked is not None else cell["value"]
 
-    def _lookups(self, app: AppDef, values: dict[str, Any], sent: set[str], auth: Auth) -> None:
-        """Each lookup field sent: copy the mapped fields from the one related record its value
-        names (an empty value clears them); GAIA_LO04 when there is none, as in Kintone."""
-        for code, f in app.fields.items():
-            lookup = f.lookup
-            if lookup is None or code not in sent:
-                continue
-            value = values.get(code)
-            if value in (None, ""):
-                for mine, _ in lookup.mappings:
-                    values[mine] = default_value(app.fields[mine]) if mine in app.fields else ""
-                continue
-            related = self.apps.get(lookup.related_app)
-            found: list[StoredRecord] = []
-            if related is not None and self._may_view(related, auth):
-                found = self._lookup_match(related, lookup.key_field, value)
-            if related is None or len(found) != 1:
-                # GAIA_LO04 (OBSERVED-3P): the key is not in the related app, or the caller may not
-                # view it. UNCERTAIN: several matches (Kintone's UI offers a choice); refused alike.
-                raise ApiError(
-                    400,
-                    "GAIA_LO04",
-                    f'The value "{value}" of the field "{code}" is not found in the related app '
-                    f"(ID: {lookup.related_app}), or you have no permission to view it."
-                    + (f" ({len(found)} records match.)" if len(found) > 1 else ""),
-                )
-            source = render_record(related, found[0].id, found[0].revision, found[0].data)
-            for mine, theirs in lookup.mappings:
-                values[mine] = copy.deepcopy(source[theirs]["value"])
+    def _lookups(
+        self,
+        app: AppDef,
+        values: dict[str, Any],
+        sent: set[str],
+        auth: Auth,
+        old: dict[str, Any] | None = None,
+    ) -> None:
+        def may_view(related: AppDef) -> bool:
+            return self._may_view(related, auth)
 
-    def _lookup_match(self, related: AppDef, key: str, value: Any) -> list[StoredRecord]:
-        if key == related.system_code("RECORD_NUMBER"):
-            digits = re.search(r"(\d+)$", str(value))
-            rec = self.store.get(related.id, int(digits.group(1))) if digits else None
-            return [rec] if rec is not None else []
-        key_field = related.fields.get(key)
-        if key_field is not None and key_field.unique:
-            owner = self.store.unique_owner(related.id, key, str(value))
-            rec = self.store.get(related.id, owner) if owner is not None else None
-            return [rec] if rec is not None else []
-        return [r for r in self.store.all(related.id) if r.data["values"].get(key) == value]
+        try:
+            fill_lookups(app.fields, values, sent, self.apps, self.store, may_view)
+            for code in sent:
+                table = app.fields[code]
+                if table.type == "SUBTABLE" and values.get(code) is not None:
+                    old_rows = (old or {}).get(code)
+                    fill_table_lookups(table, values[code], old_rows, self.apps, self.store, may_view)
+        except LookupNotFound as exc:
+            # GAIA_LO04 (OBSERVED-3P): the key is not in the related app, or the caller may not
+            # view it. UNCERTAIN: several matches (Kintone's UI offers a choice); refused alike.
+            raise ApiError(
+                400,
+                "GAIA_LO04",
+                f'The value "{exc.value}" of the field "{exc.field}" is not found in the related app '
+                f"(ID: {exc.related_app}), or you have no permission to view it."
+                + (f" ({exc.matches} records match.)" if exc.matches > 1 else ""),
+            ) from None
 
     def _may_view(self, related: AppDef, auth: Auth) -> bool:
         # With API tokens a lookup needs a token of the related app with view, too (Kintone):
@@ -799,7 +702,7 @@ class Api:
 
     def add_records(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "add")
-        records = _list(call.params.get("records"), "records")
+        records = list_param(call.params.get("records"), "records")
         if not records or len(records) > MAX_WRITE:
             raise invalid_param(
                 "records",
@@ -826,12 +729,12 @@ class Api:
                 raise invalid_param(f"{head}id", "Specify either id or updateKey, not both.")
             if not has_id and not has_key:
                 raise invalid_param(f"{head}id", "Required field.")
-            expected = _revision(item.get("revision"), f"{head}revision")
+            expected = revision_param(item.get("revision"), f"{head}revision")
             record = item.get("record")
             target: StoredRecord | None
             key_value: tuple[str, Any] | None = None
             if has_id:
-                record_id = _int(item["id"], f"{head}id")
+                record_id = int_param(item["id"], f"{head}id")
                 _check_repeated(record_id, seen)
                 target = self.store.get(app.id, record_id)
                 if target is None and not upsert:
@@ -854,7 +757,7 @@ class Api:
             if target is not None:
                 _check_revision(target, expected)
                 values, sent = self._values_from(app, record, record_prefix, problems, target.data["values"])
-                self._lookups(app, values, sent, call.auth)
+                self._lookups(app, values, sent, call.auth, target.data["values"])
                 check_required(app, values, record_prefix, problems, only=sent)
                 plan.append(("UPDATE", record_prefix, target, values, sent, {}))
             else:
@@ -904,12 +807,9 @@ class Api:
             raise invalid_param(f"{key}.field", "Required field.")
         code = raw["field"]
         f = app.fields.get(code)
-        if f is None or not f.unique or f.type not in ("SINGLE_LINE_TEXT", "NUMBER"):
-            raise invalid_param(
-                f"{key}.field",
-                f"The field {code!r} cannot be used as updateKey: it must be a text or "
-                'number field with "Prohibit duplicate values" on.',
-            )
+        key_problem = update_key_problem(code, f)
+        if key_problem is not None or f is None:
+            raise invalid_param(f"{key}.field", key_problem or "")
         value = raw.get("value")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
             raise invalid_param(f"{key}.value", "Required field.")
@@ -930,9 +830,9 @@ class Api:
         return {"revision": str(rec.revision)}
 
     def update_records(self, call: Call) -> dict[str, Any]:
-        upsert = _bool(call.params.get("upsert"), "upsert")
+        upsert = bool_param(call.params.get("upsert"), "upsert")
         app = self.app(call, "edit", *(("add",) if upsert else ()))
-        items = _list(call.params.get("records"), "records")
+        items = list_param(call.params.get("records"), "records")
         if not items or len(items) > MAX_WRITE:
             raise invalid_param(
                 "records",
@@ -951,21 +851,21 @@ class Api:
 
     def delete_records(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "delete")
-        ids = _list(call.params.get("ids"), "ids")
+        ids = list_param(call.params.get("ids"), "ids")
         if not 1 <= len(ids) <= MAX_WRITE:
             raise invalid_param("ids", f"Between 1 and {MAX_WRITE} records can be deleted at one time.")
-        revisions = _list(call.params.get("revisions"), "revisions", required=False)
+        revisions = list_param(call.params.get("revisions"), "revisions", required=False)
         if revisions and len(revisions) != len(ids):
             raise invalid_param("revisions", "Give one revision per id, in the same order.")
         seen: set[int] = set()
         for i, raw_id in enumerate(ids):
-            record_id = _int(raw_id, f"ids[{i}]")
+            record_id = int_param(raw_id, f"ids[{i}]")
             _check_repeated(record_id, seen)
             rec = self.store.get(app.id, record_id)
             if rec is None:
                 raise not_found(record_id)
             if revisions:
-                _check_revision(rec, _revision(revisions[i], f"revisions[{i}]"))
+                _check_revision(rec, revision_param(revisions[i], f"revisions[{i}]"))
         self.store.delete_many(app.id, seen)
         return {}
 
@@ -984,19 +884,19 @@ class Api:
     ) -> StoredRecord:
         if not isinstance(item, dict):
             raise invalid_param(head.rstrip(".") or "record", "Enter an object with id and action.")
-        record_id = _int(item.get("id"), f"{head}id")
-        action_name = _str(item.get("action"), f"{head}action")
-        assignee = _optional_str(item.get("assignee"), f"{head}assignee")
+        record_id = int_param(item.get("id"), f"{head}id")
+        action_name = str_param(item.get("action"), f"{head}action")
+        assignee = optional_str_param(item.get("assignee"), f"{head}assignee")
         if assignee is not None:
             self.known_user(assignee, f"{head}assignee")
-        expected = _revision(item.get("revision"), f"{head}revision")
+        expected = revision_param(item.get("revision"), f"{head}revision")
         _check_repeated(record_id, seen)
         rec = self.store.get(app.id, record_id)
         if rec is None:
             raise not_found(record_id)
         _check_revision(rec, expected)
         current = rec.data.get("status") or process.initial.name
-        actions = [a for a in process.actions if a.name == action_name and a.from_ == current]
+        actions = actions_from(process, current, action_name)
         if len(actions) != 1:
             # GAIA_IL03 / 400 (kintone-api.md §3.4); also for an action name given twice on a state.
             raise ApiError(
@@ -1016,24 +916,14 @@ class Api:
             )
         nxt = process.target(actions[0])
         candidates = list(nxt.assignees)
-        if nxt.assignee_type == "ONE" and candidates:
-            # Kintone requires `assignee` whenever the next status picks one user from candidates,
-            # even a single one (official update-status page; GAIA_SA01 observed on real tenants).
+        problem = assignee_problem(nxt, assignee)
+        if problem is not None:
             if assignee is None:
-                raise ApiError(
-                    400,
-                    "GAIA_SA01",
-                    f"Specify the assignee: the status {nxt.name!r} takes one of {', '.join(candidates)}.",
-                )
-            if assignee not in candidates:
-                raise invalid_param(
-                    f"{head}assignee",
-                    f"{assignee!r} is not an assignee candidate of the status "
-                    f"{nxt.name!r} (candidates: {', '.join(candidates)}).",
-                )
-            new_assignees = [assignee]
-        else:
-            new_assignees = candidates
+                raise ApiError(400, "GAIA_SA01", problem)
+            raise invalid_param(f"{head}assignee", problem)
+        new_assignees = (
+            [assignee] if assignee is not None and nxt.assignee_type == "ONE" and candidates else candidates
+        )
         data = {
             **rec.data,
             "status": nxt.name,
@@ -1061,7 +951,7 @@ class Api:
 
     def update_statuses(self, call: Call) -> dict[str, Any]:
         app, process = self._process_app(call, "view")
-        items = _list(call.params.get("records"), "records")
+        items = list_param(call.params.get("records"), "records")
         if not items or len(items) > MAX_WRITE:
             raise invalid_param(
                 "records",
@@ -1075,13 +965,13 @@ class Api:
 
     def update_assignees(self, call: Call) -> dict[str, Any]:
         app, process = self._process_app(call, "manage")
-        record_id = _int(call.params.get("id"), "id")
-        assignees = _list(call.params.get("assignees"), "assignees")
+        record_id = int_param(call.params.get("id"), "id")
+        assignees = list_param(call.params.get("assignees"), "assignees")
         if len(assignees) > MAX_WRITE:
             raise invalid_param("assignees", f"A maximum of {MAX_WRITE} assignees can be specified.")
         if not all(isinstance(a, str) and a for a in assignees):
             raise invalid_param("assignees", "Enter an array of login names.")
-        expected = _revision(call.params.get("revision"), "revision")
+        expected = revision_param(call.params.get("revision"), "revision")
         rec = self.store.get(app.id, record_id)
         if rec is None:
             raise not_found(record_id)
@@ -1090,14 +980,10 @@ class Api:
         for i, login in enumerate(assignees):
             self.known_user(login, f"assignees[{i}]")
         state = process.state(rec.data.get("status") or process.initial.name)
-        if state is not None and state.assignee_type == "ONE" and state.assignees and len(assignees) > 1:
-            # Kintone: more than one assignee for a status that takes one is an error (official
-            # update-assignees page); its code is not documented, the sandbox answers CB_VA01.
-            # Checked only where the file names candidates: a ONE status without them may stand
-            # for field or group entities the sandbox does not model.
-            raise invalid_param(
-                "assignees", f"The status {state.name!r} takes one assignee; {len(assignees)} were given."
-            )
+        problem = assignees_problem(state, assignees) if state is not None else None
+        if problem is not None:
+            # Its code is not documented, the sandbox answers CB_VA01.
+            raise invalid_param("assignees", problem)
         data = {**rec.data, "assignees": assignees, "modifier": call.auth.user, "updated": now_utc()}
         new = StoredRecord(rec.id, rec.revision + 1, data)
         self.store.update_many(app.id, [new])
@@ -1106,7 +992,7 @@ class Api:
     # -- bulk ----------------------------------------------------------------------------------
 
     def bulk_request(self, call: Call) -> dict[str, Any]:
-        requests = _list(call.params.get("requests"), "requests")
+        requests = list_param(call.params.get("requests"), "requests")
         # Envelope errors are a plain top-level CB_VA01 (kintone-api.md §1.5: UNCERTAIN, "most likely").
         if not requests:
             raise invalid_param("requests", "Required field.")

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
-from .api import ApiError, invalid_param
+from .calls import ApiError, invalid_param
 from .store import Store, StoredFile
 
 UPLOAD_LIFETIME = 3 * 24 * 3600.0  # seconds: Kintone keeps an unattached upload three days

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..paths import create_private
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     app INTEGER NOT NULL,
@@ -104,16 +107,22 @@ class CreatedApp:
 
 class Store:
     def __init__(self, path: Path | None = None):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by the server's threads; the Sandbox serialises requests.
-        self.conn = sqlite3.connect(
-            str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10
-        )
-        self.conn.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        try:
+            if path is not None:
+                create_private(path)  # 0600 in a 0700 folder: records, user names
+            # One connection shared by the server's threads; the Sandbox serialises requests.
+            self.conn = sqlite3.connect(
+                str(path) if path else ":memory:", isolation_level=None, check_same_thread=False, timeout=10
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"the sandbox store {path} cannot be opened: {exc}",
+                hint="point `sandbox_store` (or --store) at a new file, or delete this one",
+            ) from None
         self._depth = 0
 
     def close(self) -> None:

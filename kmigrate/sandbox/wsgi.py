@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from .api import API_PATH, MAX_TOKENS, Api, ApiError, Auth, Call, invalid_param
+from .api import API_PATH, MAX_TOKENS, Api
+from .calls import ApiError, Auth, Call, invalid_param
 from .files import Download
 
 MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant

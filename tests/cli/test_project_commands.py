@@ -43,7 +43,10 @@ def test_init_makes_a_project_that_validates_and_plans(tmp_path):
         assert (target / rel).is_file(), rel
     validated = run("-C", str(target), "validate")
     assert validated.exit_code == 0, validated.output
-    assert validated.output == "OK: 1 changeset, 2 operations, 4 records valid for environment 'sandbox'.\n"
+    assert validated.output == (
+        "OK: 1 changeset, 2 operations, 4 records valid for environment 'sandbox' "
+        "(apps checked against sandbox.yaml).\n"
+    )
     planned = run("-C", str(target), "plan", "--format", "json")
     assert planned.exit_code == 0, planned.output
     data = json.loads(planned.stdout)

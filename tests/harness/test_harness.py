@@ -16,10 +16,6 @@ from .faults import PROFILES, run_suite
 pytestmark = pytest.mark.slow
 
 SEMANTICS = ["atomic", "prefix"]
-WAITING_FOR_RECONCILIATION = (
-    "issue #7 item 1 (automatic reconciliation, effects lane) is not on main yet: an in-doubt batch "
-    "still asks for `kmigrate resolve`; strict, so this fails as soon as it lands and the mark must go"
-)
 
 
 # At CI size a bulk failing part-way is left to its own test below, where it happens for sure.
@@ -48,7 +44,6 @@ def test_fault_suite_injects_every_kind_and_never_duplicates_loses_or_corrupts(f
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@pytest.mark.xfail(reason=WAITING_FOR_RECONCILIATION, strict=True)
 def test_fault_suite_needs_no_person(fault_suite: Figures):
     assert fault_suite.needed_a_person == []
 
@@ -59,7 +54,6 @@ def test_crash_matrix_kills_every_point_and_never_duplicates_loses_or_corrupts(c
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
 
 
-@pytest.mark.xfail(reason=WAITING_FOR_RECONCILIATION, strict=True)
 def test_crash_matrix_needs_no_person(crash_matrix: Figures):
     assert crash_matrix.needed_a_person == []
 
@@ -72,13 +66,7 @@ def test_kill_points_spread_over_requests_and_phases():
     assert len({p.split(":")[0] for p in kill_points(40, 100)}) == 40  # every request is hit
 
 
-@pytest.mark.parametrize(
-    "semantics",
-    [
-        "atomic",
-        pytest.param("prefix", marks=pytest.mark.xfail(reason=WAITING_FOR_RECONCILIATION, strict=True)),
-    ],
-)
+@pytest.mark.parametrize("semantics", SEMANTICS)
 def test_a_bulk_failing_part_way_is_settled_exactly(semantics: str, tmp_path: Path):
     # The first bulk (V0001: an upsert, then an add) fails at its second request, once. Under
     # prefix semantics the upsert stayed: sending the whole batch again upserts twice.

@@ -29,7 +29,15 @@ def definition(**directory: Any) -> dict[str, Any]:
             {
                 "id": 1,
                 "name": "Tasks",
-                "fields": {"owner": "USER_SELECT", "team": "GROUP_SELECT", "dept": "ORGANIZATION_SELECT"},
+                "fields": {
+                    "owner": "USER_SELECT",
+                    "team": "GROUP_SELECT",
+                    "dept": "ORGANIZATION_SELECT",
+                    "steps": {
+                        "type": "SUBTABLE",
+                        "fields": {"who": "USER_SELECT", "note": "SINGLE_LINE_TEXT"},
+                    },
+                },
                 "process": {
                     "states": [
                         "Open",
@@ -107,3 +115,21 @@ def test_a_bad_directory_or_an_assignee_outside_it_is_refused():
         Sandbox.from_definition(definition(people=["a"]))
     with pytest.raises(SandboxDefinitionError, match="assignee\\(s\\) bob are not users of the directory"):
         Sandbox.from_definition(definition(users=["alice"]))
+
+
+def test_entity_columns_in_tables_are_checked_too(dk: Kintone):
+    row = {"value": {"who": {"value": [{"code": "bob"}]}}}
+    dk.ok("POST", "record", {"app": 1, "record": rec(steps=[row])})
+    (stored,) = dk.ok("GET", "record", {"app": 1, "id": 1})["record"]["steps"]["value"]
+    assert stored["value"]["who"]["value"] == [{"code": "bob", "name": "Bob Smith"}]
+    bad = [row, {"value": {"who": {"value": [{"code": "zoe"}]}}}]
+    err = dk.error("POST", "record", {"app": 1, "record": rec(steps=bad)}, status=400, code="CB_VA01")
+    assert list(err["errors"]) == ["record.steps.value[1].value.who.values.value"]
+    # A row sent back by id without the column keeps its users.
+    dk.ok(
+        "PUT",
+        "record",
+        {"app": 1, "id": 1, "record": rec(steps=[{"id": stored["id"], "value": {"note": {"value": "n"}}}])},
+    )
+    (kept,) = dk.ok("GET", "record", {"app": 1, "id": 1})["record"]["steps"]["value"]
+    assert kept["value"]["who"]["value"] == [{"code": "bob", "name": "Bob Smith"}]

@@ -186,3 +186,70 @@ def test_a_changeset_applied_by_kmigrate_fills_the_lookup(tmp_path):
     with Sandbox.open(tmp_path / "sandbox.yaml", store) as sandbox:
         (order,) = sandbox.records(2)
     assert (order["customer_name"]["value"], order["customer_tier"]["value"]) == ("Acme", "Gold")
+
+
+def test_a_lookup_column_fills_its_own_table_row():
+    shop = {
+        "apps": [
+            {
+                "id": 1,
+                "name": "Products",
+                "fields": {"sku": {"type": "SINGLE_LINE_TEXT", "unique": True}, "price": "NUMBER"},
+            },
+            {
+                "id": 2,
+                "name": "Orders",
+                "fields": {
+                    "lines": {
+                        "type": "SUBTABLE",
+                        "fields": {
+                            "sku": {"type": "SINGLE_LINE_TEXT", "lookup": lookup("sku", unit_price="price")},
+                            "unit_price": "NUMBER",
+                            "qty": "NUMBER",
+                        },
+                    }
+                },
+            },
+        ]
+    }
+    with Sandbox.from_definition(shop) as sandbox, sandbox.client() as client:
+        k = Kintone(client)
+        k.ok("POST", "records", {"app": 1, "records": [rec(sku="A", price="120"), rec(sku="B", price="80")]})
+        rows = [{"value": {"sku": {"value": "A"}, "qty": {"value": "2"}}}, {"value": {"sku": {"value": "B"}}}]
+        k.ok("POST", "record", {"app": 2, "record": rec(lines=rows)})
+        stored = k.ok("GET", "record", {"app": 2, "id": 1})["record"]["lines"]["value"]
+        assert [r["value"]["unit_price"]["value"] for r in stored] == ["120", "80"]
+        # The first row switches product; the second is sent back by id with its qty only and keeps its price.
+        again = [
+            {"id": stored[0]["id"], "value": {"sku": {"value": "B"}}},
+            {"id": stored[1]["id"], "value": {"qty": {"value": "5"}}},
+        ]
+        k.ok("PUT", "record", {"app": 2, "id": 1, "record": rec(lines=again)})
+        now = k.ok("GET", "record", {"app": 2, "id": 1})["record"]["lines"]["value"]
+        assert [(r["value"]["sku"]["value"], r["value"]["unit_price"]["value"]) for r in now] == [
+            ("B", "80"),
+            ("B", "80"),
+        ]
+        bad = [{"value": {"sku": {"value": "Z"}}}]
+        k.error("POST", "record", {"app": 2, "record": rec(lines=bad)}, status=400, code="GAIA_LO04")
+    broken = {
+        **shop,
+        "apps": [
+            shop["apps"][0],
+            {
+                **shop["apps"][1],
+                "fields": {
+                    "lines": {
+                        "type": "SUBTABLE",
+                        "fields": {
+                            "sku": {"type": "SINGLE_LINE_TEXT", "lookup": lookup("sku", nowhere="price")}
+                        },
+                    }
+                },
+            },
+        ],
+    }
+    with pytest.raises(
+        SandboxDefinitionError, match="copies into 'nowhere', which is not a field of its table"
+    ):
+        Sandbox.from_definition(broken)

@@ -1,8 +1,9 @@
 """Kintone's official CLI (cli-kintone, npm @kintone/cli) against a served sandbox.
 
 cli-kintone speaks only https, so the sandbox is served here behind TLS with a throw-away
-certificate that node is told to trust. The CLI is installed with npm into `.node/` at the
-repository's root (gitignored) on first use; node and npm must be on PATH.
+certificate that node is told to trust. The CLI is installed with npm into the
+repository's bench/.node (gitignored, shared with bench/run.py) on first use; node, npm and
+openssl must be on PATH.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_VERSION = "1.19.2"
-CLI = ROOT / ".node" / "node_modules" / ".bin" / "cli-kintone"
+# The same install bench/run.py uses (npm install --prefix bench/.node @kintone/cli).
+CLI = ROOT / "bench" / ".node" / "node_modules" / ".bin" / "cli-kintone"
 
 
 @pytest.fixture(scope="session")
