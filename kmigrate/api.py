@@ -383,6 +383,14 @@ def render_changeset(ctx: Context, changeset: str) -> Rendered:
     )
 
 
+def state_source(ctx: Context) -> str:
+    """Where a plan's applied state comes from, for the reviewer's view."""
+    path = display_path(ctx.env.journal_path, ctx.project.root)
+    if ctx.env.journal_path.exists():
+        return f"Applied state: this machine's journal ({path})."
+    return f"Applied state: no journal here ({path} does not exist): every changeset is shown as pending."
+
+
 def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
     """``plan --diff``: the records the plan's updates, upserts, deletes and status changes touch,
     read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""

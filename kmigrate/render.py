@@ -223,13 +223,16 @@ def _callouts(cs: ChangesetPlan, samples: dict[int, Any]) -> list[str]:
     return out
 
 
-def iter_markdown(plan: Plan, diff: Iterable[str] = ()) -> Iterator[str]:
+def iter_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") -> Iterator[str]:
     """The reviewer's view, for a pull-request comment; ``diff``: the before -> after section
-    (``plandiff.iter_diff_markdown``) when it was read."""
+    (``plandiff.iter_diff_markdown``) when it was read; ``state_note``: where the applied state
+    came from (a pull request's runner often has no journal)."""
     from .plandiff import operation_samples
 
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
+    if state_note:
+        yield f"_{_md(state_note)}_\n\n"
     totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
     yield f"{totals}, {_plural(n_records, 'record')}.\n\n"
     if not plan.changesets:
@@ -289,8 +292,8 @@ def iter_markdown(plan: Plan, diff: Iterable[str] = ()) -> Iterator[str]:
         yield "\n</details>\n"
 
 
-def render_markdown(plan: Plan, diff: Iterable[str] = ()) -> str:
-    return "".join(iter_markdown(plan, diff))
+def render_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") -> str:
+    return "".join(iter_markdown(plan, diff, state_note))
 
 
 __all__ = [

@@ -108,6 +108,7 @@ def test_the_markdown_calls_out_what_is_destructive_and_shows_first_records(tmp_
     markdown = run(root, "plan", "--format", "markdown", "--diff")
     assert markdown.exit_code == 0, markdown.output
     text = markdown.stdout
+    assert "_Applied state: this machine's journal (.kmigrate/sandbox.db)._" in text
     assert "#### `V0003__spring_cleanup`" in text and "#### `V0001" not in text  # only what is pending
     assert "operation 5: **deletes 1 record(s)** of orders" in text
     assert "operation 2: updates 1 record(s) of orders by id **without key or revision**" in text
@@ -128,3 +129,6 @@ def test_a_status_change_on_many_records_is_called_out(tmp_path):
     )
     text = run(root, "plan", "--format", "markdown").stdout
     assert "operation 1: **status change on 150 records** of orders" in text
+    assert (
+        "no journal here (.kmigrate/sandbox.db does not exist): every changeset is shown as pending" in text
+    )

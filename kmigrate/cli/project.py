@@ -120,7 +120,11 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
         click.echo(
-            render.render_markdown(the_plan, plandiff.iter_diff_markdown(diffs) if diffs is not None else ())
+            render.render_markdown(
+                the_plan,
+                plandiff.iter_diff_markdown(diffs) if diffs is not None else (),
+                api.state_source(ctx),
+            )
         )
     else:
         click.echo(render.render_text(the_plan))
