@@ -9,7 +9,11 @@ history, resolve, repair, unlock) after them; each is a thin function over the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -35,13 +39,18 @@ from .errors import (
     Location,
     LockedError,
 )
-from .journal import Event, Journal, LockHolder
+from .journal import UNKNOWN_ID, Event, Journal, LockHolder
 from .lint import LintReport
 from .lint import lint as run_lint
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .plandiff import OperationDiff, diff_plan
 from .planner import build_plan
 from .records import KnownFields
+from .remote import session as remote
+from .remote.app import JournalApp
+from .remote.lease import LEASE_SECONDS
+from .remote.records import Markers
+from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
 from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
@@ -86,12 +95,21 @@ def init_project(directory: Path | str) -> list[Path]:
     for template, rel in _PROJECT_FILES.items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        text = _template_text(template)
+        if rel == CONFIG_FILE:
+            text = text.replace("__PROJECT__", _project_name(root))
         with open(target, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
-            handle.write(_template_text(template))
+            handle.write(text)
         written.append(target)
     sum_file, _count = sumfile.write(root / "changesets")
     written.append(sum_file)
     return written
+
+
+def _project_name(root: Path) -> str:
+    """A ``project`` name from the folder's (written into kmigrate.toml once, so it stays put)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.resolve().name).strip("-.")[:40]
+    return name if name and name[0].isalnum() else "project"
 
 
 @dataclass(frozen=True)
@@ -317,7 +335,7 @@ def preflight_problems(
     """What ``apply`` would refuse after loading: the planner's problems (refs past the end
     of a data file's rows, ...), then drift, in-doubt batches and order (``drift.preflight``)."""
     try:
-        the_plan = build_plan(changesets, env, state)
+        the_plan = _build_plan(changesets, env, state)
     except ChangesetError as exc:
         return [exc, *preflight(changesets, state, None, out_of_order=out_of_order)]
     return preflight(changesets, state, the_plan, out_of_order=out_of_order)
@@ -331,10 +349,20 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
     if state is None:
         state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
-    the_plan = build_plan(changesets, ctx.env, state)
+    the_plan = _build_plan(changesets, ctx.env, state)
     if check:
         check_preconditions(changesets, state, plan=the_plan)
     return the_plan
+
+
+def _build_plan(
+    changesets: Sequence[LoadedChangeset], env: Environment, state: Mapping[str, JournaledChangeset] | None
+) -> Plan:
+    """The one way a plan is built for ``env``: with a journal app, one call of every bulk is
+    its marker (19 calls left), and the plan shows the marker as request [0]."""
+    built = build_plan(changesets, env, state, limits=remote.limits_for(env))
+    markers = Markers.for_env(env)
+    return built if markers is None else dataclasses.replace(built, markers=markers)
 
 
 @dataclass(frozen=True)
@@ -413,7 +441,7 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     check_sum(ctx)
     state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
-    the_plan = build_plan(changesets, ctx.env, state)
+    the_plan = _build_plan(changesets, ctx.env, state)
     if check:
         check_preconditions(changesets, state, plan=the_plan)
     write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
@@ -496,11 +524,22 @@ def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
     return sent_content.load(ctx.env.journal_path)
 
 
-def journal_state(ctx: Context) -> dict[str, JournaledChangeset]:
-    """What the journal knows, without creating a journal where there is none yet."""
+def _local_state(ctx: Context) -> dict[str, JournaledChangeset]:
+    """What the local journal knows as it stands, without creating it."""
     if not ctx.env.journal_path.exists():
         return {}
     with Journal.open(ctx.env.journal_path) as journal:
+        return journal.state()
+
+
+def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
+    """What the journal knows (brought up to date from the journal app first, if the
+    environment has one), without creating a local journal where there is none yet and no
+    journal app."""
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
+        return {}
+    with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
         return journal.state()
 
 
@@ -509,6 +548,16 @@ class ApplyResult:
     plan: Plan
     summary: RunSummary | None = None  # None: nothing was run (dry run, declined)
     nothing_to_do: bool = False  # every changeset already applied: nothing was sent
+    warnings: list[str] = field(default_factory=list)  # for the CLI to show once, on stderr
+    synced: SyncReport | None = None  # what the journal app told this run's journal
+
+
+# Said once per `apply` to an environment that keeps its journal on this machine only.
+LOCAL_ONLY_WARNING = (
+    "environment {env!r} has no journal_app: what was applied is known only to this machine's "
+    "{path}; a fresh machine (a new CI runner) would apply everything again. "
+    "Name a journal app in kmigrate.toml (`kmigrate -e {env} journal init`; docs/journal.md)"
+)
 
 
 def apply(
@@ -521,69 +570,91 @@ def apply(
     client: Client | None = None,
     lock_wait: float = 0.0,
     saved: SavedPlan | None = None,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
     is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
     With ``saved`` (``kmigrate apply FILE``), the run is held to that plan: if anything it was
-    made from changed, an ``InputError`` before anything is sent or journaled."""
+    made from changed, an ``InputError`` before anything is sent or journaled.
+
+    With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
+    the local journal up to date from the markers, and sends a marker at the head of every bulk."""
     env = ctx.env
     if saved is not None:
         refuse_other_environment(saved, env)
     check_sum(ctx)
     if dry_run:
-        state = journal_state(ctx)
+        state = journal_state(ctx, client)
         changesets = load_changesets(ctx, state)
-        the_plan = build_plan(changesets, env, state)
+        the_plan = _build_plan(changesets, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
         if saved is not None:
             refuse_if_stale(saved, made_from(env, state, changesets, the_plan, with_plan=False))
         return ApplyResult(the_plan)
+    markers = Markers.for_env(env)
+    warnings = (
+        [] if markers or env.is_sandbox else [LOCAL_ONLY_WARNING.format(env=env.name, path=env.journal_path)]
+    )
     # Every input error before anything is written (exit 2: nothing journaled): the target,
-    # then the changesets against the journal as it stands (read without creating it).
+    # then the changesets against the journal as it stands (read without creating it, and
+    # without asking the journal app: that is done under its lease).
     if client is None:
         check_target(env)
-    seen = journal_state(ctx)
+    seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
-    seen_plan = build_plan(changesets, env, seen)
+    seen_plan = _build_plan(changesets, env, seen)
     check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
-    if saved is not None:  # before the journal is opened: a stale plan leaves no trace
+    # Before the journal is opened, a stale plan leaves no trace; with a journal app the local
+    # journal may not be synced yet (a fresh runner), so the check under its lease decides.
+    if saved is not None and markers is None:
         refuse_if_stale(saved, made_from(env, seen, changesets, seen_plan, with_plan=False))
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
         try:
-            with journal.locked(run_id, wait=lock_wait, take_over_stale=True):
-                state = journal.state()  # read under the lock: no other run can change it now
-                if state != seen:  # another run moved on meanwhile: judge again
+            with (
+                journal.locked(run_id, wait=lock_wait, take_over_stale=True),
+                contextlib.ExitStack() as stack,
+            ):
+                # Without a journal app nothing is asked of Kintone before the plan is accepted.
+                session, active = None, client
+                if markers is not None:
+                    active = stack.enter_context(_connected(ctx, client))
+                    session = _open_remote(journal, active, markers, run_id, lock_wait, lease_seconds)
+                    stack.callback(session.release)
+                synced = pull(journal, session.app, run_id=run_id) if session else None
+                state = journal.state()  # read under the lock(s): no other run can change it now
+                if state != seen:  # another run moved on meanwhile (or the journal app said so)
                     changesets = load_changesets(ctx, state)
-                plan = build_plan(changesets, env, state)  # first: drift is judged per batch
+                plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
                 check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
                 if saved is not None:
                     refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
+                if session is not None and markers is not None:
+                    markers.check_spaces(plan)
+                    present = synced.present if synced else None
+                    publish(journal, session.app, markers, plan, session.run, present)
                 if not plan.pending:
                     outcome = "nothing to do"
-                    return ApplyResult(
-                        plan, RunSummary(skipped_changesets=len(plan.changesets)), nothing_to_do=True
-                    )
+                    summary = RunSummary(skipped_changesets=len(plan.changesets))
+                    return ApplyResult(plan, summary, nothing_to_do=True, warnings=warnings, synced=synced)
                 if confirm is not None and not confirm(plan):
                     outcome = "declined"
-                    return ApplyResult(plan)
-                own_client = client is None
-                active = client if client is not None else connect(ctx)
-                try:
-                    runner = Runner(
-                        active,
-                        journal,
-                        run_id=run_id,
-                        locate=_locator(changesets),
-                        on_event=_keeping_sent(env, on_event),
-                    )
-                    summary = runner.run(plan)
-                finally:
-                    if own_client:
-                        active.close()
+                    return ApplyResult(plan, warnings=warnings, synced=synced)
+                if active is None:
+                    active = stack.enter_context(_connected(ctx, None))
+                runner = Runner(
+                    active,
+                    journal,
+                    run_id=run_id,
+                    locate=_locator(changesets),
+                    on_event=_keeping_sent(env, on_event),
+                    remote=session,
+                )
+                summary = runner.run(plan)
                 outcome = "applied"
-                return ApplyResult(plan, summary)
+                warnings.extend(session.warnings if session else [])
+                return ApplyResult(plan, summary, warnings=warnings, synced=synced)
         except BaseException as exc:
             if isinstance(exc, LockedError):
                 outcome = "locked out"
@@ -600,6 +671,24 @@ def apply(
         finally:
             if not raised:
                 journal.finish_run(run_id, outcome)
+
+
+def _open_remote(
+    journal: Journal, client: Client, markers: Markers, run_id: int, wait: float, lease_seconds: float
+) -> remote.RemoteRun:
+    """Take the journal app's lease for this run (an expired one taken over is logged)."""
+    token = remote.run_token(journal.actor, run_id)
+    JournalApp(client, markers).check_fields()  # before its first write: the lease
+
+    def taken_over(lease: Any, reason: str) -> None:
+        journal.log_event(
+            "unlocked", run_id=run_id, detail={"lease": dataclasses.asdict(lease), "reason": reason}
+        )
+
+    lease = remote.open_lease(
+        client, markers, token, journal.actor, wait=wait, seconds=lease_seconds, on_takeover=taken_over
+    )
+    return remote.RemoteRun(client, markers, token, lease)
 
 
 def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
@@ -625,26 +714,29 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
     return locate
 
 
-def status(ctx: Context) -> list[ChangesetStatus]:
+def status(ctx: Context, client: Client | None = None) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
-    if not ctx.env.journal_path.exists():  # status never creates a journal
+    # Status creates no journal, unless there is a journal app to learn from.
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return changeset_statuses(load_changesets(ctx), {}, [], [])
     with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
         journaled = journal.state()
         records, batches = journal.changesets(), journal.batches()
     changesets = load_changesets(ctx, journaled)
     try:
-        the_plan: Plan | None = build_plan(changesets, ctx.env, journaled)
+        the_plan: Plan | None = _build_plan(changesets, ctx.env, journaled)
     except ChangesetError:  # no plan can be made: any change to an applied changeset counts
         the_plan = None
     return changeset_statuses(changesets, journaled, records, batches, the_plan)
 
 
-def history(ctx: Context, changeset: str | None = None) -> list[Event]:
+def history(ctx: Context, changeset: str | None = None, client: Client | None = None) -> list[Event]:
     """The journal's event log, oldest first; only ``changeset``'s (``V0003``, ``0003``...) if given."""
-    if not ctx.env.journal_path.exists():
+    if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return []
     with Journal.open(ctx.env.journal_path) as journal:
+        sync(ctx, journal, client)
         return journal.events(changeset=version_of(changeset) if changeset else None)
 
 
@@ -720,7 +812,7 @@ def _repair_items(
     state: Mapping[str, JournaledChangeset],
     changeset: str | None,
 ) -> list[RepairItem]:
-    the_plan = build_plan(changesets, ctx.env, state)
+    the_plan = _build_plan(changesets, ctx.env, state)
     drift = find_drift(changesets, state, the_plan)
     wanted = version_of(changeset) if changeset else None
     if wanted is not None and wanted not in drift:
@@ -751,7 +843,7 @@ def repair(ctx: Context, changeset: str | None = None, *, note: str | None = Non
             items = _repair_items(ctx, changesets, state, changeset)
             if not items:
                 return []
-            planned = {c.version: c for c in build_plan(changesets, ctx.env, state).changesets}
+            planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
             by_version = {c.version: c for c in changesets}
             for item in items:
                 cs = by_version[item.version]
@@ -761,7 +853,7 @@ def repair(ctx: Context, changeset: str | None = None, *, note: str | None = Non
 
 
 def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:
-    plan = build_plan(load_changesets(ctx, state), ctx.env, state)
+    plan = _build_plan(load_changesets(ctx, state), ctx.env, state)
     return {c.version: c for c in plan.changesets}
 
 
@@ -850,3 +942,128 @@ def sandbox_pull(
     return PullResult(
         target_file, [(n, p.source.id, p.target_id) for n, p in zip(names, pulled, strict=True)], added
     )
+
+
+# ---- the journal app: syncing, journal init, journal baseline (kmigrate.remote) -------------
+
+
+@contextmanager
+def _connected(ctx: Context, client: Client | None) -> Iterator[Client]:
+    own = client is None
+    active = connect(ctx) if client is None else client
+    try:
+        yield active
+    finally:
+        if own:
+            active.close()
+
+
+def sync(ctx: Context, journal: Journal, client: Client | None = None) -> SyncReport | None:
+    """Bring the local journal up to date from ``env``'s journal app (None: it has none).
+
+    Skipped while a run on this machine holds the local lock: that run syncs for itself, and
+    settling its batch in flight from here would cross its answer."""
+    markers = Markers.for_env(ctx.env)
+    if markers is None or journal.lock_holder() is not None:
+        return None
+    with _connected(ctx, client) as active:
+        return pull(journal, JournalApp(active, markers))
+
+
+def journal_init(
+    ctx: Context,
+    *,
+    name: str = "kmigrate journal",
+    space: int | None = None,
+    guest_space_id: int | None = None,
+    client: Client | None = None,
+    credentials: Credentials | None = None,
+) -> int:
+    """Create ``env``'s journal app with Kintone's app admin APIs (password auth); its id."""
+    from .remote.create import create_journal_app, require_password
+
+    env = ctx.env
+    if env.is_sandbox and client is None:
+        raise ConfigError(
+            f"environment {env.name!r} is the embedded sandbox: declare its journal app in the sandbox file",
+            hint="`kmigrate journal init` creates the app in a real Kintone (or a served sandbox)",
+        )
+    if client is None:
+        creds = credentials if credentials is not None else Credentials.from_environ()
+        require_password(bool(creds.username and creds.password))
+    with _connected(ctx, client) as active:
+        return create_journal_app(active, name=name, space=space, guest_space_id=guest_space_id)
+
+
+def _same_version(a: str, b: str) -> bool:
+    return [(k[0], k[1]) for k in version_key(a)] == [(k[0], k[1]) for k in version_key(b)]
+
+
+def baseline(
+    ctx: Context, version: str, *, client: Client | None = None, note: str | None = None
+) -> list[str]:
+    """Record every changeset up to ``version`` as applied without sending anything (logged
+    ``baseline`` events), in the local journal and, with one, the journal app: for a project
+    whose changes reached Kintone before kmigrate (or before this environment's journal)."""
+    from .remote.records import created_counts
+
+    env = ctx.env
+    version = version_of(version)
+    markers = Markers.for_env(env)
+    with Journal.open(env.journal_path) as journal:
+        run_id = journal.start_run(env.name)
+        outcome = "failed"
+        try:
+            with journal.locked(run_id, take_over_stale=True), contextlib.ExitStack() as stack:
+                session = None
+                if markers is not None:
+                    active = stack.enter_context(_connected(ctx, client))
+                    session = _open_remote(journal, active, markers, run_id, 0.0, LEASE_SECONDS)
+                    stack.callback(session.release)
+                    pull(journal, session.app, run_id=run_id)
+                state = journal.state()
+                plan = _build_plan(load_changesets(ctx, state), env, state)
+                # "9" names V0009: versions compare as numbers, as they are ordered.
+                same = [i for i, cs in enumerate(plan.changesets) if _same_version(cs.version, version)]
+                if not same:
+                    raise InputError(
+                        f"no changeset V{version} in {ctx.project.changesets_dir}",
+                        hint="`kmigrate status` lists the changesets; baseline takes one of their versions",
+                    )
+                upto = plan.changesets[: same[0] + 1]
+                done = []
+                for cs in upto:
+                    if cs.state == "applied":
+                        continue
+                    detail = {"baseline": f"V{version}", **({"note": note} if note else {})}
+                    if not cs.batches:
+                        journal.record_changeset(cs)
+                        journal.set_changeset_state(cs.version, "applied", run_id)
+                    for batch in cs.batches:
+                        if batch.state == "applied":
+                            continue
+                        journal.import_applied(
+                            version=cs.version,
+                            name=cs.name,
+                            path=str(cs.path),
+                            source_checksum=cs.source_checksum,
+                            rendered_checksum=cs.rendered_checksum,
+                            batch_count=len(cs.batches),
+                            index=batch.index,
+                            batch_hash=batch.hash,
+                            # The records exist, their ids are not known here: placeholders.
+                            refs={n: [UNKNOWN_ID] * c for n, c in created_counts(batch).items()},
+                            kind="baseline",
+                            detail=detail,
+                            run_id=run_id,
+                        )
+                    done.append(cs.id)
+                if session is not None and markers is not None:
+                    publish(journal, session.app, markers, plan, f"baseline {session.run}")
+                outcome = "baseline"
+                return done
+        finally:
+            try:
+                journal.finish_run(run_id, outcome)
+            except JournalError:
+                pass

@@ -14,7 +14,8 @@ What the runner can rely on, for crash safety:
 
 Retries are only automatic where they cannot apply anything twice: 429 (Kintone's concurrency
 limit, ``GAIA_TO04``) and 503 (unavailable or under maintenance) mean Kintone did not run the
-request; a connection that was never made means nothing was sent; reads are idempotent.
+request; a connection that was never made means nothing was sent; reads are idempotent (a
+read is also sent again after a 500, 502 or 504, and after an answer lost on the way).
 
 Secrets (API tokens, passwords) live only in the ``httpx.Client``'s default headers: no
 message, repr or log line built here contains them.
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Answers that say Kintone did not run the request, so sending it again is safe.
 RETRYABLE_STATUSES = frozenset({429, 503})
+# A read cannot apply anything, so it is also sent again after a server error (a write is not:
+# a 500 may have run it).
+RETRYABLE_READ_STATUSES = RETRYABLE_STATUSES | {500, 502, 504}
 
 
 Resolver = Callable[[str], Sequence[str]]  # a host name -> the addresses it resolves to
@@ -412,7 +416,7 @@ class Client:
                 ):
                     continue
                 raise _transport_error(what, self.base_url, exc, sent_maybe, attempt) from exc
-            if response.status_code in RETRYABLE_STATUSES:
+            if response.status_code in (RETRYABLE_READ_STATUSES if idempotent else RETRYABLE_STATUSES):
                 wait = self.retry.delay(attempt, response.headers.get("Retry-After"))
                 if self._may_retry(attempt, started, wait):
                     log.info("%s -> HTTP %s, sent again after %.1f s", what, response.status_code, wait)

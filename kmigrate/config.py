@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError, Location
 from .kintone import MAX_API_TOKENS
-from .paths import MB, inside_project, project_folder
+from .paths import MB, inside_project, project_folder, read_project_file
 
 CONFIG_FILE = "kmigrate.toml"
+MAX_CONFIG_BYTES = 1 << 20  # kmigrate.toml: read before [limits] is known
 STATE_DIR = ".kmigrate"
 
 
@@ -86,6 +87,9 @@ class EnvConfig(BaseModel):
     guest_space_id: AppId | None = None
     insecure_http: bool = False  # a security switch: only the TOML booleans true/false
     journal: str | None = None
+    # The journal kept in the target Kintone (docs/journal.md): an app id or alias, or one per
+    # guest space, e.g. {default = 50, "3" = 61} (a bulk request cannot leave its space).
+    journal_app: AppId | str | dict[str, AppId | str] | None = None
     # The apps' definitions to validate against, in the sandbox file's shape (`sandbox pull --out`).
     schema_file: str | None = Field(default=None, alias="schema")
     apps: dict[str, AppId | AppRef] = Field(default_factory=dict)
@@ -110,6 +114,9 @@ class EnvConfig(BaseModel):
 class ProjectConfig(BaseModel):
     model_config = _STRICT
 
+    # Names the project in the journal app's markers; must stay the same on every machine and
+    # clone, so it is written down rather than taken from the folder's name.
+    project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=40)
     changesets: str = "changesets"
     templates: str = "templates"
     default_env: str | None = None
@@ -153,6 +160,9 @@ class Environment:
     base_url: str | None = None
     guest_space_id: int | None = None
     insecure_http: bool = False
+    # The journal app per guest space (None: apps outside guest spaces); empty: local journal only.
+    journal_apps: Mapping[int | None, App] = field(default_factory=dict)
+    project: str | None = None  # the project's name in the journal app's markers
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
@@ -251,6 +261,14 @@ class Project:
                 if cfg.sandbox_store
                 else self.state_dir / f"sandbox-{name}.sqlite3"
             )
+        journal_apps = resolve_journal_apps(self, name, cfg.journal_app, apps, cfg.guest_space_id)
+        if journal_apps and self.config.project is None:
+            raise ConfigError(
+                f'[env.{name}] has journal_app, but {CONFIG_FILE} has no `project = "NAME"`',
+                location=Location(file=self.config_file, line=1),
+                hint='add e.g. `project = "shop"` at the top: the journal app\'s markers are keyed by it, '
+                "and it must be the same on every machine and clone (a folder name is not)",
+            )
         return Environment(
             name=name,
             root=self.root,
@@ -263,6 +281,8 @@ class Project:
             base_url=cfg.base_url.rstrip("/") if cfg.base_url else None,
             guest_space_id=cfg.guest_space_id,
             insecure_http=cfg.insecure_http,
+            journal_apps=journal_apps,
+            project=self.config.project,
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
@@ -277,6 +297,74 @@ class Project:
             ),
             schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
+
+
+def resolve_journal_apps(
+    project: Project,
+    env_name: str,
+    setting: int | str | Mapping[str, int | str] | None,
+    apps: Mapping[str, App],
+    env_guest_space: int | None,
+) -> dict[int | None, App]:
+    """``journal_app`` -> guest space (None: none) -> the journal app there.
+
+    ``journal_app = 50`` or ``"alias"`` names one app; ``{default = 50, "3" = 61}`` one per
+    guest space, ``default`` being the environment's own space (none unless
+    ``guest_space_id`` is set at the environment's level)."""
+    if setting is None:
+        return {}
+    where = Location(file=project.config_file, line=_line_of(project, ("env", env_name, "journal_app")))
+
+    def one(value: int | str, space: int | None, label: str) -> App:
+        if isinstance(value, int) or value.isdigit():
+            if int(value) <= 0:
+                raise ConfigError(f"[env.{env_name}] {label}: an app id is a positive number", location=where)
+            return App(int(value), space)
+        if value not in apps:
+            known = ", ".join(sorted(apps)) or "none"
+            raise ConfigError(
+                f"[env.{env_name}] {label} = {value!r} is neither an app id nor an alias in `apps` (known: {known})",
+                location=where,
+            )
+        app = apps[value]
+        if app.guest_space_id != space:
+            raise ConfigError(
+                f"[env.{env_name}] {label} = {value!r} is app {app.id} in "
+                + (f"guest space {app.guest_space_id}" if app.guest_space_id else "no guest space")
+                + ", but it is named for "
+                + (f"guest space {space}" if space else "apps outside guest spaces"),
+                location=where,
+                hint="a bulk request cannot leave its space: each space needs its own journal app",
+            )
+        return app
+
+    if not isinstance(setting, Mapping):
+        alias = apps.get(setting) if isinstance(setting, str) else None
+        resolved = one(setting, alias.guest_space_id if alias else env_guest_space, "journal_app")
+        return {resolved.guest_space_id: resolved}
+    out: dict[int | None, App] = {}
+    for key, value in setting.items():
+        if key == "default":
+            space = env_guest_space
+        elif key.isdigit() and int(key) > 0:
+            space = int(key)
+        else:
+            raise ConfigError(
+                f"[env.{env_name}] journal_app key {key!r}: use `default` or a guest space id, "
+                'e.g. journal_app = {default = 50, "3" = 61}',
+                location=where,
+            )
+        if space in out:
+            raise ConfigError(f"[env.{env_name}] journal_app names two apps for one space", location=where)
+        out[space] = one(value, space, f"journal_app.{key}")
+    return out
+
+
+def _line_of(project: Project, loc: tuple[str, ...]) -> int | None:
+    try:
+        return toml_key_line(project.config_file.read_text(encoding="utf-8"), loc)
+    except OSError:
+        return None
 
 
 TIMEOUT_VARIABLE = "KMIGRATE_TIMEOUT"
@@ -307,13 +395,22 @@ def load_project(root: Path | str = ".") -> Project:
     """Read ``kmigrate.toml`` from ``root``; every problem is a ``ConfigError`` naming the file."""
     root = Path(root).resolve()
     path = root / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConfigError(
             f"no {CONFIG_FILE} in {root}",
             hint="run `kmigrate init` to make a project, or pass -C DIR pointing at one",
         )
+    raw = read_project_file(
+        root,
+        path,
+        what=CONFIG_FILE,
+        max_bytes=MAX_CONFIG_BYTES,
+        error=ConfigError,
+        location=Location(file=path),
+    )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         if line is None:  # Python < 3.14 has the line only in the message: "... (at line 3, column 7)"
@@ -322,17 +419,16 @@ def load_project(root: Path | str = ".") -> Project:
         raise ConfigError(
             f"not valid TOML: {exc.args[0] if exc.args else exc}", location=Location(file=path, line=line)
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read: {exc}", location=Location(file=path)) from None
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
-        text = path.read_text(encoding="utf-8")
         first = exc.errors()[0]
         loc = tuple(first["loc"]) or (("default_env",) if "default_env" in first["msg"] else ())
         line = toml_key_line(text, loc) if loc else None
         raise ConfigError(_describe_validation(exc, text), location=Location(file=path, line=line)) from None
-    _check_folders(root, config, path, text=path.read_text(encoding="utf-8"))
+    _check_folders(root, config, path, text=text)
     return Project(root=root, config=config, config_file=path)
 
 

@@ -257,6 +257,9 @@ class Plan:
     environment: str
     changesets: tuple[ChangesetPlan, ...] = field(default_factory=tuple)
     root: Path | None = None  # the project root: changeset paths are shown relative to it
+    # With a journal app (kmigrate.remote.records.Markers): builds request [0] of every bulk,
+    # the marker, so the plan shows what apply sends. Batch.hash covers the batch's own calls.
+    markers: Any = None
 
     @property
     def pending(self) -> list[ChangesetPlan]:

@@ -67,14 +67,15 @@ def iter_json(plan: Plan) -> Iterator[str]:
         yield '      "batches": ['
         count = 0
         for count, batch in enumerate(cs.batches, 1):
-            yield from _batch_json(batch, first=count == 1)
+            marker = plan.markers.request(cs, batch) if plan.markers is not None else None
+            yield from _batch_json(batch, first=count == 1, marker=marker)
         yield "\n      ]\n" if count else "]\n"
         yield "    }"
     yield "\n  ]\n" if plan.changesets else "]\n"
     yield "}\n"
 
 
-def _batch_json(batch: Batch, first: bool) -> Iterator[str]:
+def _batch_json(batch: Batch, first: bool, marker: dict[str, Any] | None = None) -> Iterator[str]:
     yield ("" if first else ",") + "\n        {\n"
     head = {
         "index": batch.index,
@@ -86,8 +87,9 @@ def _batch_json(batch: Batch, first: bool) -> Iterator[str]:
     for key, value in head.items():
         yield f"          {_dump(key)}: {_dump(value)},\n"
     yield '          "requests": ['
-    for i, call in enumerate(batch.calls):
-        yield ("," if i else "") + "\n            " + _dump(call.request())
+    requests = ([marker] if marker is not None else []) + [call.request() for call in batch.calls]
+    for i, request in enumerate(requests):
+        yield ("," if i else "") + "\n            " + _dump(request)
     yield "\n          ]\n        }"
 
 
@@ -117,9 +119,10 @@ def _flag(op: OperationSummary) -> str:
     return ""
 
 
-def _call_summary(batch: Batch) -> str:
+def _call_summary(batch: Batch, marker: bool = False) -> str:
     kinds = Counter(f"{c.method} {c.api.rsplit('/v1/', 1)[-1]}" for c in batch.calls)
-    return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in kinds.items())
+    lead = ["POST record.json (journal marker)"] if marker else []
+    return ", ".join(lead + [f"{k} x{n}" if n > 1 else k for k, n in kinds.items()])
 
 
 def _totals(plan: Plan) -> tuple[int, int, int]:
@@ -143,10 +146,12 @@ def iter_text(plan: Plan, *, pending_only: bool = False) -> Iterator[str]:
         f"{_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}\n"
     )
     for cs in plan.pending if pending_only else plan.changesets:
-        yield "\n" + _changeset_text(cs, plan.root, pending_only=pending_only)
+        yield "\n" + _changeset_text(cs, plan.root, plan.markers is not None, pending_only=pending_only)
 
 
-def _changeset_text(cs: ChangesetPlan, root: Path | None, *, pending_only: bool = False) -> str:
+def _changeset_text(
+    cs: ChangesetPlan, root: Path | None, markers: bool = False, *, pending_only: bool = False
+) -> str:
     lines = [f"{cs.id}  [{cs.state}]  {display_path(cs.path, root)}"]
     if cs.description:
         lines.append(f"  {cs.description}")
@@ -183,8 +188,8 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None, *, pending_only: bool 
     for batch in cs.pending_batches if pending_only else cs.batches:
         guest = f" guest space {batch.guest_space_id}," if batch.guest_space_id is not None else ""
         lines.append(
-            f"    #{batch.index} [{batch.state}]{guest} {_plural(len(batch.calls), 'call')}, "
-            f"{_plural(batch.record_count, 'record')}: {_call_summary(batch)}"
+            f"    #{batch.index} [{batch.state}]{guest} {_plural(len(batch.calls) + markers, 'call')}, "
+            f"{_plural(batch.record_count, 'record')}: {_call_summary(batch, markers)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -281,12 +286,13 @@ def iter_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") ->
             )
         yield "\n| Bulk | State | Calls | Records | Requests |\n| ---: | --- | ---: | ---: | --- |\n"
         for batch in cs.batches:
+            marked = plan.markers is not None
             cells = (
                 batch.index,
                 batch.state,
-                len(batch.calls),
+                len(batch.calls) + marked,
                 f"{batch.record_count:,}",
-                _md(_call_summary(batch)),
+                _md(_call_summary(batch, marked)),
             )
             yield "| " + " | ".join(str(c) for c in cells) + " |\n"
         yield "\n</details>\n"

@@ -27,7 +27,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import reconcile
 from .changeset import LoadedChangeset
@@ -43,6 +43,10 @@ from .errors import (
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
+from .remote.sync import marker_refs
+
+if TYPE_CHECKING:
+    from .remote.session import RemoteRun
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
 Locator = Callable[[str, int, int | None], Location]
@@ -269,7 +273,9 @@ class Runner:
         locate: Locator | None = None,
         on_event: Callable[[RunEvent], None] = lambda event: None,
         reconcile: bool = True,
+        remote: RemoteRun | None = None,
     ):
+        self.remote = remote  # the journal app: a marker leads every bulk (kmigrate.remote)
         self.client = client
         self.journal = journal
         self.run_id = run_id
@@ -279,12 +285,14 @@ class Runner:
         self._lost: dict[str, list[tuple[str, int]]] = {}
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
+        self._planned: dict[str, ChangesetPlan] = {}
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
         refs: dict[str, list[Any]] = dict(self.journal.refs())  # read once, extended as batches land
         self._lost = self.journal.lost_ids()
         self._ids = {c.version: c.id for c in plan.changesets}
+        self._planned = {c.version: c for c in plan.changesets}
         for name in self._lost:
             refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
@@ -307,7 +315,14 @@ class Runner:
                 self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                 continue
             record = self._journaled(cs, batch)
-            if record.state == SENT:  # in doubt since an earlier run: read Kintone first
+            if self.remote is not None:
+                self.remote.before_batch()  # renews the lease; stops if another runner took it
+            if record.state == SENT and self.remote is not None:  # its marker says what happened
+                if self._settle_by_marker(cs, batch, record, refs):
+                    summary.reconciled_batches += 1
+                    self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+                    continue
+            elif record.state == SENT:  # in doubt since an earlier run: read Kintone first
                 if self._settle_in_doubt(cs, batch, record, refs):
                     summary.reconciled_batches += 1
                     self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
@@ -329,14 +344,42 @@ class Runner:
             raise JournalError(f"changeset {cs.id} batch {batch.index} is not journaled")
         return record
 
-    def _resolved(
-        self, cs: ChangesetPlan, batch: Batch, refs: Mapping[str, Sequence[Any]]
-    ) -> list[dict[str, Any]]:
+    def _resolved(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]]) -> list[dict[str, Any]]:
         requests = [call.resolved(refs) for call in batch.calls]
         lost = sorted(name for name in batch.consumes if name in self._lost)
         if lost and any(_holds_lost_id(r) for r in requests):
+            if self.remote is not None and self._recover_by_marker(lost, refs):
+                return self._resolved(cs, batch, refs)
             raise self._lost_ref_error(cs, batch, lost)
         return requests
+
+    def _recover_by_marker(self, names: Sequence[str], refs: dict[str, list[Any]]) -> bool:
+        """Read back the ids ``names`` lost, batch by batch, with the probe each batch's marker
+        keeps (any runner's, a fresh machine's too); True if every one of them was found."""
+        assert self.remote is not None
+        for version, index in sorted({p for name in names for p in self._lost.get(name, [])}):
+            cs = self._planned.get(version)
+            batch = next((b for b in cs.batches if b.index == index), None) if cs is not None else None
+            marker = self.remote.marker(cs, batch) if cs is not None and batch is not None else None
+            if cs is None or batch is None or marker is None or not marker.probe:
+                return False
+            requests = [call.resolved(refs) for call in batch.calls]
+            if any(_holds_lost_id(r) for r in requests):
+                return False  # it needs lost ids itself: earlier batches first
+            try:
+                kept, verdicts = self._verdicts(batch, requests, marker.probe, 0)
+            except _CannotTell:
+                return False
+            if kept != len(batch.calls):
+                return False
+            created = _created(batch.calls, [v.result for v in verdicts])
+            self.journal.recover_ids(version, index, created, note="read back with its marker's probe")
+            self.remote.write_found_ids(marker, batch, created)
+        fresh = self.journal.refs()
+        self._lost = self.journal.lost_ids()
+        refs.clear()
+        refs.update({n: [_LOST if i == UNKNOWN_ID else i for i in ids] for n, ids in fresh.items()})
+        return not any(name in self._lost for name in names)
 
     # ---- one batch: probe, sent, bulk, answer ----------------------------------------------
 
@@ -360,8 +403,16 @@ class Runner:
             probe = self._probe(cs, batch, requests, done)
             self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
             self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
+            outcome = None
             try:
-                answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
+                if self.remote is None:
+                    answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
+                else:
+                    outcome = self.remote.bulk(cs, batch, list(requests[done:]), probe)
+                    if outcome.marker is not None:  # applied already: its marker says so
+                        self._applied_by_marker(cs, batch, requests, probe, outcome.marker, refs)
+                        return True
+                    answer = outcome.results or []
             except KintoneError as exc:
                 self._refused(cs, batch, requests, probe, record, exc)
                 raise self._explain(cs, batch, exc, sent_from=done) from exc
@@ -409,8 +460,70 @@ class Runner:
                 ) from exc
             results = list(record.done_results or []) + list(answer)
             self._applied(cs, batch, results, refs, "Kintone applied it")
+            if self.remote is not None and outcome is not None:
+                self.remote.after_applied(batch, outcome, _created(batch.calls, results))
             return reconciled
         raise AssertionError("unreachable: the last send returns or raises")
+
+    # ---- with a journal app: its marker says whether a batch applied (kmigrate.remote) ------
+
+    def _settle_by_marker(
+        self, cs: ChangesetPlan, batch: Batch, record: BatchRecord, refs: dict[str, list[Any]]
+    ) -> bool:
+        """A batch left `sent` by an earlier run: applied if its marker is in the journal app
+        (True), else not (back to `pending`, False). A late first copy and a resend cannot both
+        apply: the marker's key is unique."""
+        assert self.remote is not None
+        marker = self.remote.marker(cs, batch)
+        if marker is None:
+            self.journal.resolve(
+                cs.version,
+                batch.index,
+                False,
+                run_id=self.run_id,
+                detail={"by": "the journal app: no marker"},
+                kind="reconciled",
+            )
+            return False
+        self._applied_by_marker(cs, batch, self._resolved(cs, batch, refs), record.probe, marker, refs)
+        return True
+
+    def _applied_by_marker(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        probe: Any,
+        marker: Any,
+        refs: dict[str, list[Any]],
+    ) -> None:
+        """Journal a batch its marker shows applied (this run's lost answer, another runner, an
+        earlier run). The ids: the marker's, else read back from Kintone as the reconciliation
+        does (then written to the marker), else a lost-id placeholder per record."""
+        assert self.remote is not None
+        results: list[Any] | None = None
+        if marker.ids is None and probe is not None:
+            try:
+                kept, verdicts = self._verdicts(batch, requests, probe, 0)
+                if kept == len(batch.calls):
+                    results = [v.result for v in verdicts]
+            except _CannotTell:
+                pass  # the marker decides that it applied; only its ids stay unknown
+        created = _created(batch.calls, results) if results is not None else marker_refs(marker)
+        self._journal_answer(
+            cs,
+            batch,
+            "Kintone applied it (its marker is in the journal app)",
+            f"`kmigrate resolve {cs.version} {batch.index} --applied`",
+            lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
+        )
+        if results is not None:
+            self._note_ids(batch.calls, results)
+            self.remote.write_found_ids(marker, batch, created)
+        for name, ids in created.items():
+            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
+            if UNKNOWN_ID in ids:
+                self._lost.setdefault(name, []).append((cs.version, batch.index))
 
     def _probe(
         self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], done: int

@@ -163,9 +163,16 @@ class ProjectLoader(BaseLoader):
                     "not UTF-8 text; save the template as UTF-8",
                     location=Location(file=display_path(candidate)),
                 ) from None
-            # Never up to date: each use reads the file again, through the rule again.
-            return text, str(candidate), lambda: False
+            mtime = os.path.getmtime(candidate)  # as FileSystemLoader: compiled once while unchanged
+            return text, str(candidate), functools.partial(_unchanged, candidate, mtime)
         raise TemplateNotFound(template)
+
+
+def _unchanged(path: Path, mtime: float) -> bool:
+    try:
+        return os.path.getmtime(path) == mtime
+    except OSError:
+        return False
 
 
 # ---- the render budget ------------------------------------------------------------------------
@@ -174,7 +181,11 @@ _LOOP = "_kmigrate_loop"  # every {% for %} iterates through this (see BudgetedS
 _CONCAT = "_kmigrate_concat"  # every `~` joins through this
 _MAX_INT_BITS = 1 << 20  # an integer a template computes: at most ~315,000 digits
 # Filters and str methods whose integer arguments size their result ("x"|center(10**10)).
-_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "format", "truncate"})
+_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "format", "truncate", "slice", "batch"})
+_MAX_ITEMS = 100_000  # arguments of one call or `%`, slices of `| slice`: Jinja's own range bound
+# A filter or method works on at most 1/16 of the output budget (4 MB by default): one call of
+# wordwrap, indent, sort or a key macro over more would run long with no loop to check the clock.
+_INPUT_SHARE = 16
 _SIZING_STR_METHODS = frozenset({"format", "format_map", "center", "ljust", "rjust", "zfill", "expandtabs"})
 _DIGITS = re.compile(r"\d+")
 
@@ -187,6 +198,7 @@ class RenderBudget:
         self.file = file
         self.seconds = limits.render_seconds
         self.max_chars = limits.render_output_chars
+        self.max_input = max(self.max_chars // _INPUT_SHARE, 1)
         self.clock = clock
         self.deadline = clock() + self.seconds
         self.steps = 0
@@ -211,6 +223,19 @@ class RenderBudget:
             f"more than the limit of {self.max_chars} (render_output_mb)",
             hint="raise `render_output_mb` under [limits] in kmigrate.toml if it is meant",
         )
+
+    def check_input(self, value: Any, what: str) -> None:
+        """A value a filter or a method works on, and the count of a call's arguments."""
+        if isinstance(value, (str, list, tuple, dict)) and len(value) > self.max_input:
+            raise ChangesetError(
+                f"{what} is given a value of {len(value)} characters or items, more than the limit of "
+                f"{self.max_input} (1/{_INPUT_SHARE} of render_output_mb)",
+                hint="raise `render_output_mb` under [limits] in kmigrate.toml if it is meant",
+            )
+
+    def check_count(self, count: int, what: str) -> None:
+        if count > _MAX_ITEMS:
+            raise ChangesetError(f"{what}: {count} is more than {_MAX_ITEMS}, the most a template may use")
 
     def check_ints(self, args: Iterable[Any]) -> None:
         for arg in args:
@@ -267,6 +292,9 @@ class BudgetedSandbox(SandboxedEnvironment):
         budget.step()
         target = getattr(__obj, "__wrapped__", __obj)
         owner = getattr(target, "__self__", None)
+        budget.check_count(len(args) + len(kwargs), "arguments of one call")
+        if owner is not None and not isinstance(owner, type):
+            budget.check_input(owner, f"the method {getattr(target, '__name__', '?')}")
         if (isinstance(owner, str) and getattr(target, "__name__", "") in _SIZING_STR_METHODS) or getattr(
             __obj, "__name__", ""
         ) == "generate_lorem_ipsum":
@@ -296,21 +324,30 @@ class BudgetedSandbox(SandboxedEnvironment):
             if len(left) + len(right) > budget.max_chars:
                 raise budget.too_big(len(left) + len(right))
         elif operator == "%" and isinstance(left, str):
+            if isinstance(right, (tuple, dict)):
+                budget.check_count(len(right), "values formatted by `%`")
             budget.check_format(left)
             budget.check_ints(right if isinstance(right, tuple) else (right,))
         return budget.size(super().call_binop(context, operator, left, right))
 
     def _checked_filter(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         sizing = name in _SIZING_FILTERS
+        # @pass_context / @pass_environment filters get that first: the value comes after it.
+        first = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
 
         @functools.wraps(function)
         def checked(*args: Any, **kwargs: Any) -> Any:
             budget = self._active()
             budget.step()
+            value, rest = args[first : first + 1], args[first + 1 :]
+            if value:
+                budget.check_input(value[0], f"the filter {name}")
+            if name == "slice" and rest and _is_int(rest[0]):
+                budget.check_count(rest[0], "slices")
             if sizing:
-                budget.check_ints((*args[1:], *kwargs.values()))
+                budget.check_ints((*rest, *kwargs.values()))
                 if name == "format":
-                    budget.check_ints(args[:1])
+                    budget.check_ints(value)
             return budget.size(function(*args, **kwargs))
 
         return checked

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .projects import EXAMPLE, copy_example
+from .projects import EXAMPLE
 
 pytestmark = pytest.mark.slow
 
@@ -48,51 +47,52 @@ def test_the_workflow_names_the_steps_this_test_runs():
     ]
 
 
-def test_the_recipe_runs_end_to_end_against_a_served_sandbox(tmp_path):
-    root = copy_example(tmp_path, with_sum=True)
-    store = tmp_path / "served.sqlite3"
-    env = shell_environ(tmp_path)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kmigrate", "sandbox", "--file", str(root / "sandbox.yaml"), "--store", str(store),
-         "serve", "--host", "127.0.0.1", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        first = (
-            server.stdout.readline()
-        )  # "Kintone sandbox on http://127.0.0.1:PORT ..." (blocks until listening)
-        url = re.search(r"http://127\.0\.0\.1:\d+", first)
-        assert url, first
-        toml = root / "kmigrate.toml"
-        toml.write_text(toml.read_text().replace("https://example.cybozu.com", url.group(0)))
-        toml.write_text(toml.read_text().replace("apps = { orders = 101, customers = 102, products = 103 }",
-                                                 "apps = { orders = 1, customers = 2, products = 3 }"))  # fmt: skip
+def test_the_recipe_runs_on_fresh_runners_against_a_served_sandbox(tmp_path):
+    """Each job on a fresh runner (its own clone, no .kmigrate/): the journal is the served
+    Kintone's journal app, the credentials the CI's secrets, the environment `production`."""
+    from .remote.projects import JOURNAL_APP, item_codes, write_project
+    from .remote.test_processes import EXPECTED, USER, Served
 
-        def step(command: str) -> subprocess.CompletedProcess[str]:
+    served = Served(tmp_path)
+    env = {**shell_environ(tmp_path), **USER}
+    outputs: list[str] = []
+
+    def runner(name: str) -> Path:
+        root = write_project(tmp_path / name, base_url=served.url)
+        toml = (root / "kmigrate.toml").read_text().replace("[env.target]", "[env.production]")
+        (root / "kmigrate.toml").write_text(toml.replace('default_env = "target"\n', ""))
+        return root
+
+    def job(name: str, root: Path) -> None:
+        for command in kmigrate_steps(name):
             done = subprocess.run(
                 ["bash", "-c", command], cwd=root, env=env, capture_output=True, text=True, timeout=120
             )
             assert done.returncode == 0, (command, done.stdout, done.stderr)
-            return done
+            outputs.append(done.stdout + done.stderr)
 
-        for command in kmigrate_steps("review"):
-            step(command)
-        comment = (root / "plan.md").read_text()
+    try:
+        pull_request = runner("pr-1")
+        job("review", pull_request)
+        comment = (pull_request / "plan.md").read_text()
         assert comment.startswith("### kmigrate plan: `production`")
-        assert "3 changesets to apply" in comment and "#### Before -> after (read from Kintone)" in comment
-        assert "operation 5: **deletes 1 record(s)** of orders" in comment
+        assert "2 changesets to apply" in comment and "#### Before -> after (read from Kintone)" in comment
 
-        for command in kmigrate_steps("deploy"):
-            step(command)
-        lines = [json.loads(line) for line in (root / "apply.jsonl").read_text().splitlines()]
+        deploy = runner("deploy-1")
+        job("deploy", deploy)
+        lines = [json.loads(line) for line in (deploy / "apply.jsonl").read_text().splitlines()]
         assert lines[0]["format"] == 1 and lines[0]["environment"] == "production"
-        assert lines[-1]["outcome"] == "applied" and lines[-1]["summary"]["applied_batches"] == 4
+        assert lines[-1]["outcome"] == "applied" and lines[-1]["summary"]["applied_changesets"] == [
+            "V0001__items",
+            "V0002__late",
+        ]
 
-        # the next pull request's plan sees the deployment: nothing left to apply
-        for command in kmigrate_steps("review"):
-            step(command)
-        assert "0 changesets to apply" in (root / "plan.md").read_text()
+        # the next pull request, on another fresh runner, sees the deployment through the journal app
+        again = runner("pr-2")
+        job("review", again)
+        assert "0 changesets to apply" in (again / "plan.md").read_text()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        served.stop()
+    assert item_codes(served.records(1)) == EXPECTED
+    assert len([r for r in served.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]) == 3
+    assert not any(USER["KINTONE_PASSWORD"] in out for out in outputs)

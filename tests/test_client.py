@@ -925,3 +925,16 @@ def test_a_bulk_whose_answer_the_fault_lost_is_in_doubt_and_not_resent(kind: str
     with pytest.raises(TransportError) as err:
         client.bulk([{"method": "POST", "api": "/k/v1/record.json", "payload": {"app": 1, "record": {}}}])
     assert err.value.sent_maybe and client.request_count == 1 and len(sandbox.records(1)) == 1
+
+
+def test_a_read_is_retried_after_a_server_error_and_a_write_is_not() -> None:
+    error = httpx.Response(500, json={"code": "CB_UN01", "id": "x", "message": "oops"})
+    rec = Recorder(error, httpx.Response(502, text="bad gateway"), httpx.Response(200, json={"records": []}))
+    client, slept = make_client(rec, retry=RetryPolicy(attempts=5, base_delay=0.1))
+    assert client.request("GET", "records", params={"app": 1}) == {"records": []}
+    assert len(rec.requests) == 3 and len(slept) == 2 and client.retry_count == 2
+    rec = Recorder(error, ok_bulk(1))
+    client, slept = make_client(rec, retry=RetryPolicy(attempts=5, base_delay=0.1))
+    with pytest.raises(KintoneError) as err:
+        client.bulk([ADD])  # a 500 may have run it: never sent again by the client
+    assert err.value.status == 500 and len(rec.requests) == 1 and slept == []

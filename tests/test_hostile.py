@@ -243,6 +243,22 @@ CASES = [
         },
         words="render_output_mb",
     ),
+    Case("slice-huge", {BAD: rendered("{{ [1] | slice(100000000) | list }}")}, words="slices"),
+    Case(
+        "wordwrap-huge-input",
+        {BAD: rendered("{{ ('x ' * 30000000) | wordwrap(5) }}")},
+        words="the filter wordwrap",
+    ),
+    Case(
+        "percent-many-values",
+        {BAD: rendered("{{ ('%s' * 3000000) % ((1,) * 3000000) }}")},
+        words="values formatted",
+    ),
+    Case(
+        "sort-by-macro-huge",
+        {BAD: "{% macro k(x) %}{% endmacro %}" + rendered("{{ ([1] * 30000000).sort(key=k) }}")},
+        words="the method sort",
+    ),
     Case("recursive-macro", {BAD: "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}" + rendered("{{ f(1) }}")}),
     Case("self-include", {BAD: rendered("{% include 'V0002__bad.yaml' %}")}),
     # ---- Jinja: the sandbox ------------------------------------------------------------------------
@@ -429,6 +445,17 @@ CASES = [
     # ---- kmigrate.toml ----------------------------------------------------------------------------------------
     Case("toml-random-bytes", {"kmigrate.toml": rng_bytes(2048, 4)}),
     Case("toml-invalid-utf8", {"kmigrate.toml": b'default_env = "\xff"\n'}),
+    Case(
+        "toml-symlink-to-secret",
+        setup=symlink("kmigrate.toml", to_secret),
+        words="outside the project folder",
+    ),
+    Case("toml-fifo", setup=fifo("kmigrate.toml"), words="FIFO"),
+    Case(
+        "toml-symlink-dev-zero",
+        setup=symlink("kmigrate.toml", "/dev/zero"),
+        words="outside the project folder",
+    ),
     Case("toml-syntax", {"kmigrate.toml": CONFIG + "[env.sandbox\n"}, words="TOML"),
     Case(
         "toml-unknown-key",

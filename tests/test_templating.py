@@ -181,6 +181,8 @@ def test_the_deadline_is_checked_on_loop_iterations_with_an_injected_clock():
         "{{ lipsum(n=2000000) }}",
         "{% set ns = namespace(v='x') %}{% for i in range(30) %}{% set ns.v = ns.v ~ ns.v %}{% endfor %}",
         "{% set ns = namespace(v=[0]) %}{% for i in range(30) %}{% set ns.v = ns.v + ns.v %}{% endfor %}",
+        "{{ ('x ' * 200000) | wordwrap(5) }}",  # a filter's input: at most 1/16 of the budget
+        "{{ ([1] * 200000).sort() }}",  # a method's object too
     ],
 )
 def test_values_larger_than_the_output_budget_are_refused_before_they_are_built(template):
@@ -192,6 +194,13 @@ def test_small_values_of_the_same_shapes_render():
     env = _budgeted(output_mb=1)
     text = "{{ 'a' * 3 }}|{{ 'x' | center(5) }}|{{ '%03d' % 7 }}|{{ '{:>3}'.format(1) }}|{{ 'a' ~ 'b' }}|{{ 2 ** 10 }}"
     assert "".join(env.from_string(text).generate()) == "aaa|  x  |007|  1|ab|1024"
+
+
+def test_counts_a_template_may_use_are_bounded():
+    with pytest.raises(ChangesetError, match="slices"):
+        "".join(_budgeted().from_string("{{ [1] | slice(200000) | list }}").generate())
+    with pytest.raises(ChangesetError, match="values formatted"):
+        "".join(_budgeted().from_string("{{ ('%s' * 200000) % ((1,) * 200000) }}").generate())
 
 
 def test_a_huge_power_is_refused():

@@ -94,6 +94,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 # Commands register themselves on ``main`` when their module is imported.
+from . import journal as _journal_commands  # noqa: E402,F401
 from . import project as _project_commands  # noqa: E402,F401
 from . import run as _run_commands  # noqa: E402,F401
 from . import sandbox as _sandbox_commands  # noqa: E402,F401

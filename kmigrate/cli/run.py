@@ -114,7 +114,16 @@ _FORMAT = click.option(
     default=0.0,
     show_default=True,
     metavar="SECONDS",
-    help="Wait this long for another run's lock instead of stopping at once.",
+    help="Wait this long for another run's lock (or the journal app's lease) instead of stopping at once.",
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="How long the journal app's lease lasts unrenewed (default 300): a runner that dies "
+    "holds it that long.",
 )
 @click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
 @click.option(
@@ -134,6 +143,7 @@ def apply(
     yes: bool,
     out_of_order: bool,
     lock_wait: float,
+    lease_seconds: float | None,
     insecure_http: bool,
     timeout: str | None,
     fmt: str,
@@ -214,6 +224,7 @@ def apply(
             on_event=on_event,
             lock_wait=lock_wait,
             saved=saved,
+            lease_seconds=lease_seconds if lease_seconds is not None else api.LEASE_SECONDS,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:
@@ -234,6 +245,8 @@ def apply(
     finally:
         for p in progress:
             p.close()
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if result.summary is None:
         declined = PendingWork(
             f"declined: nothing was sent; {result.plan.batch_count} bulk request(s) still pending for {env.name}"

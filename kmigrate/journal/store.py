@@ -47,7 +47,18 @@ BUSY_TIMEOUT_MS = 30_000  # a second writer waits for the first one's short tran
 UNKNOWN_ID = 0
 
 # Event kinds (the append-only log).
-EVENT_KINDS = ("applied", "skipped", "failed", "repaired", "unlocked", "resolved", "reconciled", "drift")
+EVENT_KINDS = (
+    "applied",
+    "skipped",
+    "failed",
+    "repaired",
+    "unlocked",
+    "resolved",
+    "reconciled",
+    "drift",
+    "synced",  # learnt from the journal app's markers (kmigrate.remote.sync)
+    "baseline",  # recorded as applied without sending (`kmigrate journal baseline`)
+)
 
 
 def _json(value: Any) -> str | None:
@@ -529,6 +540,59 @@ class Journal:
             raise JournalError(f"{self._where}: read failed: {exc}") from exc
         for name, record_id in rows:
             out.setdefault(name, []).append(record_id)
+        return out
+
+    # ---- the journal app's markers (kmigrate.remote.sync) ------------------------------------
+
+    def import_applied(
+        self,
+        *,
+        version: str,
+        name: str,
+        path: str,
+        source_checksum: str,
+        rendered_checksum: str,
+        batch_count: int,
+        index: int,
+        batch_hash: str,
+        refs: Mapping[str, Sequence[int]],
+        kind: str = "synced",
+        detail: Mapping[str, Any] | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        """Journal a batch as applied on another word than this journal's own answer: a marker
+        in the journal app (another runner applied it) or a baseline. The changeset takes the
+        given checksums unless it has other batches applied already (drift stays visible)."""
+        with self._tx() as db:
+            known = next(db.table("changesets").rows_where("version = ?", [version]), None)
+            started = db.table("batches").count_where(
+                "changeset = ? AND state IN (?, ?) AND idx != ?", [version, APPLIED, SENT, index]
+            )
+            checksums = {
+                "source_checksum": source_checksum,
+                "rendered_checksum": rendered_checksum,
+                "batch_count": batch_count,
+            }
+            if known is None:
+                db.table("changesets").insert(
+                    {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
+                )
+            elif not started:
+                db.table("changesets").update(version, checksums)
+            db.execute(
+                "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(changeset, idx) DO UPDATE SET hash = excluded.hash",
+                [version, index, batch_hash, PENDING],
+            )
+            self._apply(db, version, index, None, refs, run_id)
+            logged = {**(detail or {}), "refs": {k: len(v) for k, v in refs.items()}}
+            self._event(db, kind, run_id=run_id, changeset=version, batch=index, detail=logged)
+
+    def batch_refs(self, version: str, index: int) -> dict[str, list[int]]:
+        """The ids one batch gave each ref, in order."""
+        out: dict[str, list[int]] = {}
+        for r in self._rows("refs", "changeset = ? AND batch = ?", [version, index], order_by="seq"):
+            out.setdefault(r["name"], []).append(r["id"])
         return out
 
     # ---- events ----------------------------------------------------------------------------

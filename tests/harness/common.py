@@ -227,7 +227,17 @@ class Attempt:
 
 
 def run_apply(root: Path, *, timeout: float, pid_file: Path | None = None, limit: float = 600) -> Attempt:
-    """One `kmigrate apply -e served` as a real process (its pid in ``pid_file`` first)."""
+    """One `kmigrate apply -e served` as a real process (its pid in ``pid_file`` first); its
+    output is also kept beside the project (``apply-N.log``, for a look with ``--work``)."""
+    attempt = _run_apply(root, timeout=timeout, pid_file=pid_file, limit=limit)
+    logs = sorted(root.parent.glob("apply-*.log"))
+    (root.parent / f"apply-{len(logs) + 1}.log").write_text(
+        f"exit {attempt.returncode}\n{attempt.output}", encoding="utf-8"
+    )
+    return attempt
+
+
+def _run_apply(root: Path, *, timeout: float, pid_file: Path | None, limit: float) -> Attempt:
     process = subprocess.Popen(
         kmigrate_command("-C", str(root), "-e", "served", "apply", "--yes"),
         stdout=subprocess.PIPE,
