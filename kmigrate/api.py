@@ -414,6 +414,10 @@ def render_changeset(ctx: Context, changeset: str) -> Rendered:
 def state_source(ctx: Context) -> str:
     """Where a plan's applied state comes from, for the reviewer's view."""
     path = display_path(ctx.env.journal_path, ctx.project.root)
+    markers = Markers.for_env(ctx.env)
+    if markers is not None:
+        apps = ", ".join(str(app.id) for app in markers.apps.values())
+        return f"Applied state: the journal app in Kintone (app {apps}), read now."
     if ctx.env.journal_path.exists():
         return f"Applied state: this machine's journal ({path})."
     return f"Applied state: no journal here ({path} does not exist): every changeset is shown as pending."

@@ -76,6 +76,7 @@ def test_the_recipe_runs_on_fresh_runners_against_a_served_sandbox(tmp_path):
         job("review", pull_request)
         comment = (pull_request / "plan.md").read_text()
         assert comment.startswith("### kmigrate plan: `production`")
+        assert "_Applied state: the journal app in Kintone (app 90), read now._" in comment
         assert "2 changesets to apply" in comment and "#### Before -> after (read from Kintone)" in comment
 
         deploy = runner("deploy-1")
