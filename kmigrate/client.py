@@ -29,9 +29,11 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -112,6 +114,33 @@ def check_base_url(
             hint="use https://, or pass --insecure-http (insecure_http = true in kmigrate.toml) if you really mean it",
         )
     return url.rstrip("/")
+
+
+def tls_context(
+    ca_bundle: Path | None = None, client_cert: tuple[Path, Path | None] | None = None
+) -> ssl.SSLContext | bool:
+    """What httpx verifies with: ``True`` (the system's CAs; httpx honours SSL_CERT_FILE) unless
+    the environment names a CA bundle or a client certificate (``ca_bundle``, ``client_cert``
+    in kmigrate.toml); a file that is missing or not a certificate is a ``ConfigError``."""
+    if ca_bundle is None and client_cert is None:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_bundle {ca_bundle}: cannot load it as PEM certificates ({exc})",
+            hint="point ca_bundle at the PEM file of the CA (your proxy's or company's), relative to kmigrate.toml",
+        ) from None
+    if client_cert is not None:
+        cert, key = client_cert
+        try:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"client_cert {cert}{' / ' + str(key) if key else ''}: cannot load it ({exc})",
+                hint='client_cert = { cert = "PEM certificate", key = "PEM private key (unencrypted)" }',
+            ) from None
+    return context
 
 
 def auth_headers(credentials: Credentials) -> dict[str, str]:
@@ -204,6 +233,8 @@ class Client:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        ca_bundle: Path | None = None,
+        client_cert: tuple[Path, Path | None] | None = None,
     ):
         # An injected transport opens no connection of its own: names are judged as written.
         resolve = resolve_addresses if transport is None else None
@@ -221,8 +252,11 @@ class Client:
             headers=headers,
             transport=transport,
             timeout=timeout_of(timeout) if isinstance(timeout, (int, float)) else timeout,
-            verify=True,
+            verify=tls_context(ca_bundle, client_cert),
             follow_redirects=False,
+            # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and SSL_CERT_FILE) from the
+            # environment, as a company network sets them; an injected transport uses none.
+            trust_env=True,
         )
 
     def __repr__(self) -> str:

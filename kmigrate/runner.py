@@ -61,8 +61,10 @@ MAX_SENDS = 3
 @dataclass(frozen=True)
 class RunEvent:
     """What the runner reports as it goes: ``kind`` is one of ``changeset_skipped``,
-    ``changeset_started``, ``batch_applied``, ``batch_reconciled`` (an in-doubt batch found
-    applied in Kintone), ``batch_failed``, ``changeset_applied``."""
+    ``changeset_started``, ``batch_skipped`` (applied by an earlier run), ``batch_sent`` (journaled
+    as sent, the request about to leave), ``batch_applied``, ``batch_in_doubt`` (its answer was
+    lost), ``batch_reconciled`` (an in-doubt batch found applied in Kintone), ``batch_failed``,
+    ``changeset_applied``. ``kmigrate apply --format json`` prints each."""
 
     kind: str
     changeset: ChangesetPlan
@@ -314,6 +316,7 @@ class Runner:
         self.on_event(RunEvent("changeset_started", cs))
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
+                self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                 continue
             record = self._journaled(cs, batch)
             if self.remote is not None:
@@ -423,6 +426,7 @@ class Runner:
                 )
             probe = self._probe(cs, batch, requests, done)
             self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
+            self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
             outcome = None
             try:
                 if self.remote is None:
@@ -438,6 +442,7 @@ class Runner:
                 raise self._explain(cs, batch, exc, sent_from=done) from exc
             except (TransportError, InputError) as exc:
                 if isinstance(exc, TransportError) and exc.sent_maybe:
+                    self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                     reconciled = True
                     try:  # the answer was lost: read Kintone now rather than leave it for a person
                         if self._settle(cs, batch, requests, probe, record, refs):
@@ -469,6 +474,7 @@ class Runner:
             except (KeyboardInterrupt, Exception) as exc:
                 # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt;
                 # the next `kmigrate apply` reads Kintone to settle it.
+                self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                 raise InDoubtError(
                     f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being "
                     "sent: Kintone may or may not have applied it",
