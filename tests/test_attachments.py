@@ -280,3 +280,15 @@ def test_a_bulk_never_sent_after_its_uploads_uploads_again_on_the_next_run(tmp_p
         apply(root, sandbox)
         assert CountingClient.uploads == 6  # fresh keys: the first three stay unused (Kintone drops them)
         assert files_of(sandbox, "C-001") == [PDF] and files_of(sandbox, "C-002") == [PDF, NOTES]
+
+
+def test_a_saved_plan_is_stale_when_an_attachment_changed_since(tmp_path):
+    root = project(tmp_path)
+    saved = tmp_path / "plan.json"
+    made = CliRunner().invoke(main, ["-C", str(root), "plan", "--out", str(saved)])
+    assert made.exit_code == 0, made.output
+    (root / "data" / "files" / "notes.txt").write_bytes(b"edited after review\n")
+    refused = CliRunner().invoke(main, ["-C", str(root), "apply", str(saved)])
+    assert refused.exit_code == 2 and "compiles to other bulk requests" in refused.output, refused.output
+    with open_sandbox(root) as sandbox:
+        assert sandbox.records(1) == []
