@@ -16,6 +16,8 @@ from .faults import PROFILES, run_suite
 pytestmark = pytest.mark.slow
 
 SEMANTICS = ["atomic", "prefix"]
+# Runs at once: a run mostly waits (backoffs, slow answers, process start-up), not computes.
+JOBS = 3
 
 
 # At CI size a bulk failing part-way is left to its own test below, where it happens for sure.
@@ -25,13 +27,17 @@ CI_PROFILES = tuple(",".join(p for p in spec.split(",") if not p.startswith("par
 @pytest.fixture(scope="module", params=SEMANTICS)
 def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"faults-{request.param}")
-    return run_suite(runs=10, records=120, bulk_semantics=request.param, work=work, profiles=CI_PROFILES)
+    return run_suite(
+        runs=10, records=120, bulk_semantics=request.param, work=work, profiles=CI_PROFILES, jobs=JOBS
+    )
 
 
 @pytest.fixture(scope="module", params=SEMANTICS)
 def crash_matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"crash-{request.param}")
-    figures, _ = run_matrix(points=10, records=60, chunks=2, bulk_semantics=request.param, work=work)
+    figures, _ = run_matrix(
+        points=10, records=60, chunks=2, bulk_semantics=request.param, work=work, jobs=JOBS
+    )
     return figures
 
 
