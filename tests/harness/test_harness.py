@@ -24,7 +24,13 @@ JOBS = 3
 CI_PROFILES = tuple(",".join(p for p in spec.split(",") if not p.startswith("partial=")) for spec in PROFILES)
 
 
-@pytest.fixture(scope="module", params=SEMANTICS)
+def grouped(name: str) -> list:
+    """One param per semantics, each in its own xdist group: the tests reading one suite's
+    figures run on one worker, so the suite runs once."""
+    return [pytest.param(s, marks=pytest.mark.xdist_group(f"{name}-{s}")) for s in SEMANTICS]
+
+
+@pytest.fixture(scope="module", params=grouped("faults"))
 def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"faults-{request.param}")
     return run_suite(
@@ -32,7 +38,7 @@ def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     )
 
 
-@pytest.fixture(scope="module", params=SEMANTICS)
+@pytest.fixture(scope="module", params=grouped("crash"))
 def crash_matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"crash-{request.param}")
     figures, _ = run_matrix(

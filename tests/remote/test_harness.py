@@ -147,7 +147,13 @@ def only_for_lost_ids(figures: Figures) -> list[str]:
     return [p for p in figures.needed_a_person if LOST_IDS not in p]
 
 
-@pytest.fixture(scope="module", params=["atomic", "prefix"])
+# Each suite's tests on one worker under xdist, so the suite runs once.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(s, marks=pytest.mark.xdist_group(f"journal-faults-{s}")) for s in ("atomic", "prefix")
+    ],
+)
 def faults(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     return fault_suite(tmp_path_factory.mktemp(f"journal-faults-{request.param}"), request.param)
 
@@ -171,6 +177,7 @@ def test_the_fault_suite_with_a_journal_app_asks_a_person_about_nothing_but_lost
     assert only_for_lost_ids(faults) == [], faults.lines()
 
 
+@pytest.mark.xdist_group("journal-crashes")
 def test_the_crash_matrix_with_a_journal_app_and_fresh_runners_never_duplicates_or_loses(
     crashes: Figures,
 ) -> None:
@@ -179,6 +186,7 @@ def test_the_crash_matrix_with_a_journal_app_and_fresh_runners_never_duplicates_
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), crashes.lines()
 
 
+@pytest.mark.xdist_group("journal-crashes")
 def test_the_crash_matrix_with_a_journal_app_asks_a_person_about_nothing_but_lost_ids(
     crashes: Figures,
 ) -> None:
