@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import loader, sent_content
+from . import loader, sent_content, sumfile
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
+from .attachments import file_fields
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
 from .changeset_files import display_path, next_changeset_path, version_key, version_of
 from .client import Client, RetryPolicy, check_base_url
@@ -40,7 +41,10 @@ from .errors import (
     LockedError,
 )
 from .journal import UNKNOWN_ID, Event, Journal, LockHolder
+from .lint import LintReport
+from .lint import lint as run_lint
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
+from .plandiff import OperationDiff, diff_plan
 from .planner import build_plan
 from .records import KnownFields
 from .remote import session as remote
@@ -49,6 +53,7 @@ from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
+from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
 
 if TYPE_CHECKING:
@@ -97,6 +102,8 @@ def init_project(directory: Path | str) -> list[Path]:
         with open(target, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
             handle.write(text)
         written.append(target)
+    sum_file, _count = sumfile.write(root / "changesets")
+    written.append(sum_file)
     return written
 
 
@@ -138,14 +145,30 @@ def new_changeset(ctx: Context, name: str) -> Path:
     """Create the next changeset, ``V<next>__<name>.yaml``, from the template; its path.
 
     The version is the highest existing one plus one (``changeset_files.next_changeset_path``).
+    ``changesets/kmigrate.sum`` is checked first (as Atlas's ``migrate new`` does: a changed
+    changeset is not blessed by accident) and rewritten with the new file.
     """
+    sumfile.check(ctx.project.changesets_dir)
     path = next_changeset_path(ctx.project.changesets_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = path.stem.split("__", 1)[1].replace("_", " ")
     text = _template_text("changeset.yaml").replace("__NAME__", title)
     with open(path, "x", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
+    sumfile.write(ctx.project.changesets_dir)
     return path
+
+
+def hash_changesets(ctx: Context) -> tuple[Path, int]:
+    """Rewrite ``changesets/kmigrate.sum`` from the changeset files (``kmigrate hash``): its path
+    and how many changesets it lists."""
+    return sumfile.write(ctx.project.changesets_dir)
+
+
+def check_sum(ctx: Context) -> None:
+    """Raise a ``SumFileError`` (exit 2) when kmigrate.sum disagrees with the files; nothing
+    to check in a project without one."""
+    sumfile.check(ctx.project.changesets_dir)
 
 
 def load_changesets(
@@ -271,7 +294,8 @@ class Validation:
 
 
 def validate(ctx: Context, *, online: bool = False, client: Client | None = None) -> Validation:
-    """Check every changeset against the environment: all errors at once, nothing sent anywhere.
+    """Check every changeset against the environment, and kmigrate.sum against the files: all
+    errors at once, nothing sent anywhere.
 
     The apps' definitions come from ``app_schemas`` or, with ``online``, from Kintone itself
     (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
@@ -295,7 +319,7 @@ def validate(ctx: Context, *, online: bool = False, client: Client | None = None
     else:
         schemas = ctx.schemas
         changesets, errors = _load_checked(ctx, state, schemas)
-    found: list[KmigrateError] = list(errors)
+    found: list[KmigrateError] = [*sumfile.problems_of(ctx.project.changesets_dir), *errors]
     if not errors:
         found.extend(preflight_problems(env, changesets, state))
     sources = sorted({s.source for s in schemas.values() if s.source})
@@ -322,6 +346,7 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
     """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
     states from ``state``, read from the journal when not given). With ``check``, refuses as
     ``apply`` would (drift, in-doubt batches, order)."""
+    check_sum(ctx)
     if state is None:
         state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
@@ -336,7 +361,8 @@ def _build_plan(
 ) -> Plan:
     """The one way a plan is built for ``env``: with a journal app, one call of every bulk is
     its marker (19 calls left), and the plan shows the marker as request [0]."""
-    built = build_plan(changesets, env, state, limits=remote.limits_for(env))
+    files = file_fields(app_schemas(env))  # which values are attachments written as paths
+    built = build_plan(changesets, env, state, limits=remote.limits_for(env), files=files)
     markers = Markers.for_env(env)
     return built if markers is None else dataclasses.replace(built, markers=markers)
 
@@ -387,6 +413,57 @@ def render_changeset(ctx: Context, changeset: str) -> Rendered:
     )
 
 
+def state_source(ctx: Context) -> str:
+    """Where a plan's applied state comes from, for the reviewer's view."""
+    path = display_path(ctx.env.journal_path, ctx.project.root)
+    markers = Markers.for_env(ctx.env)
+    if markers is not None:
+        apps = ", ".join(str(app.id) for app in markers.apps.values())
+        return f"Applied state: the journal app in Kintone (app {apps}), read now."
+    if ctx.env.journal_path.exists():
+        return f"Applied state: this machine's journal ({path})."
+    return f"Applied state: no journal here ({path} does not exist): every changeset is shown as pending."
+
+
+def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
+    """``plan --diff``: the records the plan's updates, upserts, deletes and status changes touch,
+    read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""
+    refs: dict[str, list[int]] = {}
+    if ctx.env.journal_path.exists():
+        with Journal.open(ctx.env.journal_path) as journal:
+            refs = journal.refs()
+    own = client is None
+    active = client if client is not None else connect(ctx)
+    try:
+        return diff_plan(active, the_plan, refs)
+    finally:
+        if own:
+            active.close()
+
+
+def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
+    """``kmigrate plan --out FILE``: the plan, written to ``path`` with what it was made from
+    (the journal's state, every changeset's checksums, the environment, the variables' hash)."""
+    check_sum(ctx)
+    state = journal_state(ctx)
+    changesets = load_changesets(ctx, state)
+    the_plan = _build_plan(changesets, ctx.env, state)
+    if check:
+        check_preconditions(changesets, state, plan=the_plan)
+    write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
+    return the_plan
+
+
+def lint(ctx: Context) -> LintReport:
+    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py), offline; the journal
+    read is the environment's local one, when there is one."""
+    if not ctx.env.journal_path.exists():
+        return run_lint(ctx.project, ctx.env, {}, [])
+    with Journal.open(ctx.env.journal_path) as journal:
+        state, records = journal.state(), journal.changesets()
+    return run_lint(ctx.project, ctx.env, state, records)
+
+
 def schema() -> dict[str, Any]:
     """The JSON Schema of the changeset format (``kmigrate schema``), for editors."""
     return json_schema()
@@ -414,7 +491,14 @@ def connect(ctx: Context) -> Client:
             SANDBOX_BASE_URL, _sandbox_credentials(sandbox), transport=sandbox.transport(), **settings
         )
     assert env.base_url is not None  # config: an environment has a sandbox file or a base URL
-    return Client(env.base_url, Credentials.from_environ(), insecure_http=env.insecure_http, **settings)
+    return Client(
+        env.base_url,
+        Credentials.from_environ(),
+        insecure_http=env.insecure_http,
+        ca_bundle=env.ca_bundle,
+        client_cert=env.client_cert,
+        **settings,
+    )
 
 
 def check_target(env: Environment) -> None:
@@ -491,19 +575,27 @@ def apply(
     on_event: Callable[[RunEvent], None] = lambda event: None,
     client: Client | None = None,
     lock_wait: float = 0.0,
+    saved: SavedPlan | None = None,
     lease_seconds: float = LEASE_SECONDS,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
     is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
+    With ``saved`` (``kmigrate apply FILE``), the run is held to that plan: if anything it was
+    made from changed, an ``InputError`` before anything is sent or journaled.
 
     With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
     the local journal up to date from the markers, and sends a marker at the head of every bulk."""
     env = ctx.env
+    if saved is not None:
+        refuse_other_environment(saved, env)
+    check_sum(ctx)
     if dry_run:
         state = journal_state(ctx, client)
         changesets = load_changesets(ctx, state)
         the_plan = _build_plan(changesets, env, state)
         check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
+        if saved is not None:
+            refuse_if_stale(saved, made_from(env, state, changesets, the_plan, with_plan=False))
         return ApplyResult(the_plan)
     markers = Markers.for_env(env)
     warnings = (
@@ -516,7 +608,12 @@ def apply(
         check_target(env)
     seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
-    check_preconditions(changesets, seen, out_of_order=out_of_order, plan=_build_plan(changesets, env, seen))
+    seen_plan = _build_plan(changesets, env, seen)
+    check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
+    # Before the journal is opened, a stale plan leaves no trace; with a journal app the local
+    # journal may not be synced yet (a fresh runner), so the check under its lease decides.
+    if saved is not None and markers is None:
+        refuse_if_stale(saved, made_from(env, seen, changesets, seen_plan, with_plan=False))
     with Journal.open(env.journal_path) as journal:
         run_id = journal.start_run(env.name)
         outcome, raised = "failed", False
@@ -537,6 +634,8 @@ def apply(
                     changesets = load_changesets(ctx, state)
                 plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
                 check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
+                if saved is not None:
+                    refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
                 if session is not None and markers is not None:
                     markers.check_spaces(plan)
                     present = synced.present if synced else None

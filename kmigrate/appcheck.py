@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .appschema import AppSchema, FieldDef, ProcessDef
+from .attachments import as_uploaded
 from .changeset import (
     AddOp,
     AssigneesOp,
@@ -300,7 +301,11 @@ def record_problems(
     kind: str, key: str | None, record: Mapping[str, Any], schema: AppSchema
 ) -> list[tuple[str, str | None]]:
     """(message, what to do) for each value of one record that Kintone would refuse."""
-    values = {code: v for code, v in record.items() if code not in RESERVED_RECORD_KEYS}
+    values = {
+        code: as_uploaded(v) if (f := schema.fields.get(code)) is not None and f.type == "FILE" else v
+        for code, v in record.items()
+        if code not in RESERVED_RECORD_KEYS
+    }
     written = to_kintone_record(values)
     problems = Problems()
     stored: dict[str, Any] = {}

@@ -3,6 +3,7 @@ the version sort key, the next version for ``kmigrate new``, and paths as the us
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -12,6 +13,13 @@ from .errors import ChangesetError, InputError, Location
 FILE_PATTERN = re.compile(r"^V(?P<version>\d+)__(?P<name>[\w.-]+)\.ya?ml$")
 FILE_HINT = "changeset files are named V<digits>__<name>.yaml, e.g. V0003__import_orders.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][\w-]*$")  # what `kmigrate new NAME` accepts
+SUM_FILE = "kmigrate.sum"  # the integrity file in the changesets folder (kmigrate/sumfile.py)
+
+
+def source_checksum(text: str) -> str:
+    """A changeset's source checksum: sha256 of its text with ``\\r\\n`` made ``\\n`` (the
+    journal's drift check and ``kmigrate.sum`` both compare it)."""
+    return hashlib.sha256(text.replace("\r\n", "\n").encode("utf-8")).hexdigest()
 
 
 def display_path(path: Path | str, root: Path | None = None) -> str:
@@ -73,7 +81,7 @@ def discover(directory: Path) -> tuple[list[ChangesetFileName], list[ChangesetEr
         return [], errors
     found: list[ChangesetFileName] = []
     for path in sorted(directory.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith(".") or path.is_dir() or path.name == SUM_FILE:
             continue
         match = FILE_PATTERN.match(path.name)
         if not match:

@@ -29,9 +29,11 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -112,6 +114,33 @@ def check_base_url(
             hint="use https://, or pass --insecure-http (insecure_http = true in kmigrate.toml) if you really mean it",
         )
     return url.rstrip("/")
+
+
+def tls_context(
+    ca_bundle: Path | None = None, client_cert: tuple[Path, Path | None] | None = None
+) -> ssl.SSLContext | bool:
+    """What httpx verifies with: ``True`` (the system's CAs; httpx honours SSL_CERT_FILE) unless
+    the environment names a CA bundle or a client certificate (``ca_bundle``, ``client_cert``
+    in kmigrate.toml); a file that is missing or not a certificate is a ``ConfigError``."""
+    if ca_bundle is None and client_cert is None:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_bundle {ca_bundle}: cannot load it as PEM certificates ({exc})",
+            hint="point ca_bundle at the PEM file of the CA (your proxy's or company's), relative to kmigrate.toml",
+        ) from None
+    if client_cert is not None:
+        cert, key = client_cert
+        try:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"client_cert {cert}{' / ' + str(key) if key else ''}: cannot load it ({exc})",
+                hint='client_cert = { cert = "PEM certificate", key = "PEM private key (unencrypted)" }',
+            ) from None
+    return context
 
 
 def auth_headers(credentials: Credentials) -> dict[str, str]:
@@ -204,6 +233,8 @@ class Client:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        ca_bundle: Path | None = None,
+        client_cert: tuple[Path, Path | None] | None = None,
     ):
         # An injected transport opens no connection of its own: names are judged as written.
         resolve = resolve_addresses if transport is None else None
@@ -221,8 +252,11 @@ class Client:
             headers=headers,
             transport=transport,
             timeout=timeout_of(timeout) if isinstance(timeout, (int, float)) else timeout,
-            verify=True,
+            verify=tls_context(ca_bundle, client_cert),
             follow_redirects=False,
+            # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and SSL_CERT_FILE) from the
+            # environment, as a company network sets them; an injected transport uses none.
+            trust_env=True,
         )
 
     def __repr__(self) -> str:
@@ -265,6 +299,25 @@ class Client:
                 sent_maybe=True,
             )
         return results
+
+    def upload_file(self, name: str, content: bytes, guest_space_id: int | None = None) -> str:
+        """``POST /k/v1/file.json`` (multipart, one part ``file``) -> the upload's fileKey.
+
+        Sent again on an ambiguous failure like a read: a second upload only leaves a temporary
+        fileKey nobody uses, which Kintone drops after three days."""
+        data = self._send(
+            "POST",
+            api_path("file", guest_space_id),
+            files={"file": (name, content, "application/octet-stream")},
+            idempotent=True,
+        )
+        key = data.get("fileKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise TransportError(
+                f"unexpected answer to POST {api_path('file', guest_space_id)}: {_preview(data)}",
+                sent_maybe=False,
+            )
+        return key
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -367,6 +420,7 @@ class Client:
         json_body: Any = None,
         idempotent: bool,
         bulk: list[dict[str, Any]] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> Any:
         what = f"{method} {path}"
         attempt = 0
@@ -374,7 +428,7 @@ class Client:
         while True:
             attempt += 1
             try:
-                response = self._exchange(method, path, params, json_body)
+                response = self._exchange(method, path, params, json_body, files)
             except httpx.TransportError as exc:
                 sent_maybe = not isinstance(exc, _NOT_SENT)
                 if (idempotent or not sent_maybe) and self._may_retry(
@@ -398,10 +452,17 @@ class Client:
         return True
 
     def _exchange(
-        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         self.request_count += 1
-        if method == "GET" and params:
+        if files is not None:  # multipart/form-data: httpx writes the boundary and the header
+            response = self._http.request(method, path, files=dict(files))
+        elif method == "GET" and params:
             # Kintone reads arrays as fields[0]=a&fields[1]=b; a JSON body with
             # X-HTTP-Method-Override would also do, but a query string keeps GETs plain.
             response = self._http.get(path, params=_query_params(params))

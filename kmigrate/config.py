@@ -69,6 +69,15 @@ class InputLimits(BaseModel):
         return int(self.render_output_mb * MB)
 
 
+class ClientCertConfig(BaseModel):
+    """``client_cert = { cert = "certs/me.pem", key = "certs/me.key" }``: the certificate Kintone's
+    secure access asks for (``key`` may be left out when the cert file holds it too)."""
+
+    model_config = _STRICT
+    cert: str = Field(min_length=1)
+    key: str | None = None
+
+
 class EnvConfig(BaseModel):
     model_config = _STRICT
 
@@ -89,6 +98,9 @@ class EnvConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # seconds to wait for an answer
     retries: int | None = Field(default=None, ge=0)  # sends again of a request Kintone did not run
     retry_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # the retries' total time
+    # TLS from where companies are: a CA bundle (a proxy that re-signs TLS) and a client certificate.
+    ca_bundle: str | None = None
+    client_cert: ClientCertConfig | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> EnvConfig:
@@ -154,6 +166,8 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    ca_bundle: Path | None = None  # None: the system's CAs (or SSL_CERT_FILE, as httpx reads it)
+    client_cert: tuple[Path, Path | None] | None = None  # (cert file, key file or None)
     schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
 
     @property
@@ -272,6 +286,15 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            ca_bundle=self.root / cfg.ca_bundle if cfg.ca_bundle else None,
+            client_cert=(
+                (
+                    self.root / cfg.client_cert.cert,
+                    self.root / cfg.client_cert.key if cfg.client_cert.key else None,
+                )
+                if cfg.client_cert
+                else None
+            ),
             schema_file=self.root / cfg.schema_file if cfg.schema_file else None,
         )
 

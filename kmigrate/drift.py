@@ -41,6 +41,12 @@ def changed_batches(journaled: JournaledChangeset, planned: ChangesetPlan) -> li
     ]
 
 
+def _compiled(planned: ChangesetPlan) -> bool:
+    """Were the changeset's batches compiled for this plan (an applied changeset is not, unless
+    it may send attachments: ``kmigrate.planner``)? Reading an uncompiled one's hashes would."""
+    return isinstance(planned.batches, (tuple, list)) or getattr(planned.batches, "hashes", None) is not None
+
+
 def find_drift(
     changesets: Sequence[LoadedChangeset],
     state: Mapping[str, JournaledChangeset],
@@ -68,7 +74,12 @@ def find_drift(
         if cs.rendered_checksum != journaled.rendered_checksum:
             changed.append("what it renders to (variables, templates or data files)")
         if not changed:
-            continue
+            if version not in planned or not _compiled(planned[version]):
+                continue
+            # Same files, yet a batch differs: what only the batch hashes cover, its attachments.
+            if not changed_batches(journaled, planned[version]):
+                continue
+            changed.append("an attachment it sends")
         batches: list[int] | None = None
         if version in planned:
             batches = changed_batches(journaled, planned[version])

@@ -8,6 +8,7 @@ are translated once, at the seam where they happen, with ``raise ... from``.
     ├── InputError                exit 2: the input is wrong; nothing was sent or journaled
     │   ├── ConfigError           kmigrate.toml, --env, --var, credentials in the environment
     │   ├── ChangesetError        a changeset file: YAML, Jinja, schema, refs, data files
+    │   │   └── SumFileError      changesets/kmigrate.sum disagrees with the changeset files
     │   ├── SandboxDefinitionError  the sandbox file (apps, fields, process)
     │   ├── DriftError            an applied changeset changed since it was applied
     │   └── OrderError            a pending changeset is older than the newest applied one
@@ -87,6 +88,11 @@ class ConfigError(InputError):
 
 class ChangesetError(InputError):
     """A changeset file (or a template or data file it uses) is wrong."""
+
+
+class SumFileError(ChangesetError):
+    """``changesets/kmigrate.sum`` and the changeset files disagree (an edit, a file added or
+    gone, two branches with the same version); ``kmigrate hash`` rewrites it."""
 
 
 class SandboxDefinitionError(InputError):

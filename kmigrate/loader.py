@@ -47,7 +47,7 @@ from .changeset import (
     _RecordsOp,
     app_written,
 )
-from .changeset_files import ChangesetFileName, discover, display_path
+from .changeset_files import ChangesetFileName, discover, display_path, source_checksum
 from .config import App, Environment, Project
 from .datafiles import DEFAULT_ENCODING, DataFile, data_format, encoding_name
 from .errors import ChangesetError, ConfigError, Location
@@ -167,7 +167,7 @@ class _FileLoader:
         text = self._read_source()
         if text is None:
             return None
-        source_checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        checksum = source_checksum(text)
         data = self._render_and_parse(text)
         if data is None:
             return None
@@ -181,7 +181,7 @@ class _FileLoader:
         self.trusted = (
             j is not None
             and j.fully_applied
-            and (j.source_checksum, j.rendered_checksum) == (source_checksum, rendered_checksum)
+            and (j.source_checksum, j.rendered_checksum) == (checksum, rendered_checksum)
         )
         failed_before = len(self.errors)
         models = [self._operation(i, raw) for i, raw in enumerate(operations) if i not in not_json]
@@ -196,7 +196,7 @@ class _FileLoader:
             path=self.item.path,
             description=description,
             operations=tuple(self.parsed[i] for i in range(len(operations))),
-            source_checksum=source_checksum,
+            source_checksum=checksum,
             rendered_checksum=rendered_checksum,
             operation_lines=lines.operations,
             record_lines=lines.records,

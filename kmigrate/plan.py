@@ -260,6 +260,8 @@ class Plan:
     # With a journal app (kmigrate.remote.records.Markers): builds request [0] of every bulk,
     # the marker, so the plan shows what apply sends. Batch.hash covers the batch's own calls.
     markers: Any = None
+    # Some batch holds file markers (``kmigrate.attachments``): the runner looks for them only then.
+    attachments: bool = False
 
     @property
     def pending(self) -> list[ChangesetPlan]:

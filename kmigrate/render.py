@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,17 +137,21 @@ def _totals(plan: Plan) -> tuple[int, int, int]:
     return len(pending), sum(len(c.pending_batches) for c in pending), records
 
 
-def iter_text(plan: Plan) -> Iterator[str]:
+def iter_text(plan: Plan, *, pending_only: bool = False) -> Iterator[str]:
+    """The plan for a person; ``pending_only``: only what will be sent (apply's confirmation),
+    no applied changeset and no applied batch."""
     n_cs, n_batches, n_records = _totals(plan)
     yield (
         f"Plan for environment {plan.environment}: {_plural(n_cs, 'changeset')} to apply, "
         f"{_plural(n_batches, 'bulk request')}, {_plural(n_records, 'record')}\n"
     )
-    for cs in plan.changesets:
-        yield "\n" + _changeset_text(cs, plan.root, plan.markers is not None)
+    for cs in plan.pending if pending_only else plan.changesets:
+        yield "\n" + _changeset_text(cs, plan.root, plan.markers is not None, pending_only=pending_only)
 
 
-def _changeset_text(cs: ChangesetPlan, root: Path | None, markers: bool = False) -> str:
+def _changeset_text(
+    cs: ChangesetPlan, root: Path | None, markers: bool = False, *, pending_only: bool = False
+) -> str:
     lines = [f"{cs.id}  [{cs.state}]  {display_path(cs.path, root)}"]
     if cs.description:
         lines.append(f"  {cs.description}")
@@ -181,7 +185,7 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None, markers: bool = False)
         f"  bulk requests: {len(cs.batches)}"
         + (f" ({pending} to send)" if pending != len(cs.batches) else "")
     )
-    for batch in cs.batches:
+    for batch in cs.pending_batches if pending_only else cs.batches:
         guest = f" guest space {batch.guest_space_id}," if batch.guest_space_id is not None else ""
         lines.append(
             f"    #{batch.index} [{batch.state}]{guest} {_plural(len(batch.calls) + markers, 'call')}, "
@@ -190,8 +194,8 @@ def _changeset_text(cs: ChangesetPlan, root: Path | None, markers: bool = False)
     return "\n".join(lines) + "\n"
 
 
-def render_text(plan: Plan) -> str:
-    return "".join(iter_text(plan))
+def render_text(plan: Plan, *, pending_only: bool = False) -> str:
+    return "".join(iter_text(plan, pending_only=pending_only))
 
 
 # ---- Markdown -------------------------------------------------------------------------------
@@ -201,9 +205,39 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def iter_markdown(plan: Plan) -> Iterator[str]:
+MANY_RECORDS = 100  # a status change on more records than this is called out
+FIRST_RECORDS = 3  # records shown per operation in the reviewer's view
+
+
+def _callouts(cs: ChangesetPlan, samples: dict[int, Any]) -> list[str]:
+    """What a reviewer must not miss: deletes, updates by id without revision, mass status changes."""
+    out = []
+    for op in cs.operations:
+        sample = samples.get(op.index)
+        if op.destructive:
+            out.append(f"operation {op.index + 1}: **deletes {op.records:,} record(s)** of {_md(op.app)}")
+        if op.kind == "update" and sample is not None and sample.unguarded:
+            out.append(
+                f"operation {op.index + 1}: updates {sample.unguarded:,} record(s) of {_md(op.app)} by id "
+                "**without key or revision** (overwrites edits made meanwhile)"
+            )
+        if op.kind == "status" and op.records > MANY_RECORDS:
+            out.append(
+                f"operation {op.index + 1}: **status change on {op.records:,} records** of {_md(op.app)}"
+            )
+    return out
+
+
+def iter_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") -> Iterator[str]:
+    """The reviewer's view, for a pull-request comment; ``diff``: the before -> after section
+    (``plandiff.iter_diff_markdown``) when it was read; ``state_note``: where the applied state
+    came from (a pull request's runner often has no journal)."""
+    from .plandiff import operation_samples
+
     n_cs, n_batches, n_records = _totals(plan)
     yield f"### kmigrate plan: `{_md(plan.environment)}`\n\n"
+    if state_note:
+        yield f"_{_md(state_note)}_\n\n"
     totals = f"{_plural(n_cs, 'changeset')} to apply, {_plural(n_batches, 'bulk request')}"
     yield f"{totals}, {_plural(n_records, 'record')}.\n\n"
     if not plan.changesets:
@@ -219,6 +253,24 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
             else "no"
         )
         yield f"| `{cs.id}` | {cs.state} | {len(cs.operations)} | {records:,} | {len(cs.batches)} | {flag} |\n"
+    for cs in plan.pending:
+        samples = operation_samples(cs)
+        callouts = _callouts(cs, samples)
+        yield f"\n#### `{cs.id}`\n\n"
+        if callouts:
+            yield "".join(f"- :warning: {line}\n" for line in callouts) + "\n"
+        for op in cs.operations:
+            sample = samples.get(op.index)
+            if sample is None or not sample.items:
+                continue
+            first = sample.items[:FIRST_RECORDS]
+            yield (
+                f"<details><summary>operation {op.index + 1} ({op.kind} {_md(op.app)}): first "
+                f"{len(first)} of {op.records:,}</summary>\n\n```json\n"
+            )
+            yield "".join(_dump(item) + "\n" for item in first)
+            yield "```\n\n</details>\n"
+    yield from diff
     for cs in plan.changesets:
         yield f"\n<details><summary><code>{cs.id}</code> ({cs.state})</summary>\n\n"
         if cs.description:
@@ -246,8 +298,8 @@ def iter_markdown(plan: Plan) -> Iterator[str]:
         yield "\n</details>\n"
 
 
-def render_markdown(plan: Plan) -> str:
-    return "".join(iter_markdown(plan))
+def render_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") -> str:
+    return "".join(iter_markdown(plan, diff, state_note))
 
 
 __all__ = [

@@ -27,9 +27,11 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
+from .attachments import file_markers, upload_files
 from .changeset import LoadedChangeset
 from .client import Client
 from .drift import find_drift, preflight
@@ -59,8 +61,10 @@ MAX_SENDS = 3
 @dataclass(frozen=True)
 class RunEvent:
     """What the runner reports as it goes: ``kind`` is one of ``changeset_skipped``,
-    ``changeset_started``, ``batch_applied``, ``batch_reconciled`` (an in-doubt batch found
-    applied in Kintone), ``batch_failed``, ``changeset_applied``."""
+    ``changeset_started``, ``batch_skipped`` (applied by an earlier run), ``batch_sent`` (journaled
+    as sent, the request about to leave), ``batch_applied``, ``batch_in_doubt`` (its answer was
+    lost), ``batch_reconciled`` (an in-doubt batch found applied in Kintone), ``batch_failed``,
+    ``changeset_applied``. ``kmigrate apply --format json`` prints each."""
 
     kind: str
     changeset: ChangesetPlan
@@ -284,6 +288,7 @@ class Runner:
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
         self._planned: dict[str, ChangesetPlan] = {}
+        self._root: Path | None = None  # the project's, when the plan has attachments to read from it
 
     def run(self, plan: Plan) -> RunSummary:
         summary = RunSummary()
@@ -291,6 +296,7 @@ class Runner:
         self._lost = self.journal.lost_ids()
         self._ids = {c.version: c.id for c in plan.changesets}
         self._planned = {c.version: c for c in plan.changesets}
+        self._root = plan.root if plan.attachments else None
         for name in self._lost:
             refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
@@ -310,6 +316,7 @@ class Runner:
         self.on_event(RunEvent("changeset_started", cs))
         for batch in cs.batches:  # may be compiled lazily: never held all at once
             if batch.state == APPLIED:
+                self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                 continue
             record = self._journaled(cs, batch)
             if self.remote is not None:
@@ -350,6 +357,26 @@ class Runner:
             raise self._lost_ref_error(cs, batch, lost)
         return requests
 
+    def _with_uploads(
+        self, cs: ChangesetPlan, batch: Batch, requests: list[dict[str, Any]], where: Location
+    ) -> list[dict[str, Any]]:
+        """Upload the batch's attachments now, right before its bulk (uploads cannot be in one):
+        each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``)."""
+        # Walking a big batch costs: only a plan that made file markers is searched.
+        if self._root is None or next(file_markers(requests), None) is None:
+            return requests
+        sent, uploads = upload_files(
+            requests,
+            self._root,
+            lambda name, content: self.client.upload_file(name, content, batch.guest_space_id),
+            where,
+        )
+        # Journaled for the record (`kmigrate history`): the keys are not reused, a key is good once.
+        self.journal.log_event(
+            "uploaded", run_id=self.run_id, changeset=cs.version, batch=batch.index, detail={"files": uploads}
+        )
+        return sent
+
     def _recover_by_marker(self, names: Sequence[str], refs: dict[str, list[Any]]) -> bool:
         """Read back the ids ``names`` lost, batch by batch, with the probe each batch's marker
         keeps (any runner's, a fresh machine's too); True if every one of them was found."""
@@ -383,9 +410,9 @@ class Runner:
     def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]]) -> bool:
         """Send the batch until Kintone applied it; True if its answer was lost and reading
         Kintone showed it applied."""
-        requests = self._resolved(cs, batch, refs)
-        reconciled = False
         where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        requests = self._with_uploads(cs, batch, self._resolved(cs, batch, refs), where)
+        reconciled = False
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
         for attempt in range(1, MAX_SENDS + 1):
             record = self._journaled(cs, batch)
@@ -399,6 +426,7 @@ class Runner:
                 )
             probe = self._probe(cs, batch, requests, done)
             self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
+            self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
             outcome = None
             try:
                 if self.remote is None:
@@ -414,6 +442,7 @@ class Runner:
                 raise self._explain(cs, batch, exc, sent_from=done) from exc
             except (TransportError, InputError) as exc:
                 if isinstance(exc, TransportError) and exc.sent_maybe:
+                    self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                     reconciled = True
                     try:  # the answer was lost: read Kintone now rather than leave it for a person
                         if self._settle(cs, batch, requests, probe, record, refs):
@@ -445,6 +474,7 @@ class Runner:
             except (KeyboardInterrupt, Exception) as exc:
                 # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt;
                 # the next `kmigrate apply` reads Kintone to settle it.
+                self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
                 raise InDoubtError(
                     f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being "
                     "sent: Kintone may or may not have applied it",

@@ -158,6 +158,8 @@ def test_markdown_has_a_summary_table_and_details():
     assert "| Changeset | State | Operations | Records | Bulk requests | Destructive |" in md
     assert "| `V0001__import_orders` | pending | 2 | 240 | 2 | no |" in md
     assert "| `V0002__cleanup` | pending | 2 | 3 | 2 | **yes**: delete 2 in orders |" in md
-    assert md.count("<details>") == 2 and md.count("</details>") == 2
+    # per changeset one <details> of tables, and one per operation with its first records
+    assert md.count("<details>") == md.count("</details>") == 2 + 4
+    assert md.count("<details><summary><code>") == 2
     assert "Import spring orders \\| and submit them" in md  # a pipe does not break the table
     assert "| 1 | delete | orders (app 1) | 2 | deletes records **DESTRUCTIVE** | 3 |" in md

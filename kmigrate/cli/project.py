@@ -90,22 +90,82 @@ def validate(cli: CliContext, online: bool) -> None:
     is_flag=True,
     help="For CI: exit 2 where `apply` would refuse (drift, order, in doubt), 3 when there is work to do.",
 )
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Also save the plan with what it was made from: `kmigrate apply FILE` applies exactly it.",
+)
+@click.option(
+    "--diff",
+    is_flag=True,
+    help="Read the records updates, upserts, deletes and status changes touch; show before -> after "
+    "(needs read access to Kintone; sends no write).",
+)
 @pass_cli
-def plan(cli: CliContext, fmt: str, check: bool) -> None:
+def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
-    from .. import render
+    from .. import plandiff, render
 
-    the_plan = api.plan(cli.context(), check=check)
+    ctx = cli.context()
+    the_plan = api.save_plan(ctx, out, check=check) if out is not None else api.plan(ctx, check=check)
+    diffs = api.plan_diff(ctx, the_plan) if diff else None
+    if out is not None:
+        click.echo(
+            f"saved the plan to {_shown(out)}: `kmigrate -e {ctx.env.name} apply {_shown(out)}`", err=True
+        )
     if fmt == "json":
         click.echo(render.render_json(the_plan))
     elif fmt == "markdown":
-        click.echo(render.render_markdown(the_plan))
+        click.echo(
+            render.render_markdown(
+                the_plan,
+                plandiff.iter_diff_markdown(diffs) if diffs is not None else (),
+                api.state_source(ctx),
+            )
+        )
     else:
         click.echo(render.render_text(the_plan))
+        if diffs is not None:
+            click.echo("".join(plandiff.iter_diff_text(diffs)), nl=False)
     if check and the_plan.batch_count:
         raise PendingWork(
             f"{the_plan.batch_count} bulk request{'s' if the_plan.batch_count != 1 else ''} pending"
         )
+
+
+@main.command()
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (errors always exit 2).")
+@pass_cli
+def lint(cli: CliContext, strict: bool) -> None:
+    """Offline checks for what is valid but risky: deletes by raw ids, unguarded updates, order,
+    app aliases, random templates, renames, data files git ignores. Each finding: file:line rule.
+    """
+    report = api.lint(cli.context())
+    for finding in report.findings:
+        click.echo(str(finding))
+    errors, warnings = len(report.errors), len(report.warnings)
+    if report.findings:
+        click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
+    else:
+        click.echo("lint: no findings", err=True)
+    code = report.exit_code(strict)
+    if code:
+        click.get_current_context().exit(code)
+
+
+@main.command(name="hash")
+@pass_cli
+def hash_command(cli: CliContext) -> None:
+    """Rewrite changesets/kmigrate.sum from the changeset files (commit it with them).
+
+    `validate`, `plan` and `apply` refuse (exit 2) when the sum file and the files disagree: an
+    edited, added or deleted changeset, or a version two branches both added.
+    """
+    path, count = api.hash_changesets(cli.context())
+    click.echo(f"wrote {_shown(path)}: {count} changeset{'s' if count != 1 else ''}")
 
 
 @main.command()

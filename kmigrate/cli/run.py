@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import api
+from .. import api, events
 from ..errors import InputError, KmigrateError, PendingWork
+from ..events import JsonLines
 from ..plan import PENDING, Plan
 from ..runner import RunEvent, RunSummary
 from . import CliContext, main, pass_cli
@@ -88,7 +90,18 @@ def _summary_line(summary: RunSummary) -> str:
     return "; ".join(parts)
 
 
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: JSON lines on stdout (format first, events, summary last); messages go to stderr.",
+)
+
+
 @main.command()
+@click.argument("saved_plan", required=False, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the plan that would be applied; send nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before writing to a non-sandbox environment.")
 @click.option(
@@ -121,9 +134,11 @@ def _summary_line(summary: RunSummary) -> str:
     help="How long to wait for each answer from Kintone (wins over KMIGRATE_TIMEOUT and "
     "`timeout` in kmigrate.toml; default 120).",
 )
+@_FORMAT
 @pass_cli
 def apply(
     cli: CliContext,
+    saved_plan: Path | None,
     dry_run: bool,
     yes: bool,
     out_of_order: bool,
@@ -131,11 +146,23 @@ def apply(
     lease_seconds: float | None,
     insecure_http: bool,
     timeout: str | None,
+    fmt: str,
 ) -> None:
-    """Apply pending changesets, batch by batch, journaling every step."""
+    """Apply pending changesets, batch by batch, journaling every step.
+
+    With SAVED_PLAN (written by `kmigrate plan --out FILE`), apply exactly that plan, or refuse
+    (exit 2, nothing sent) if a changeset, data file, variable or the journal changed since.
+    """
     from ..config import parse_timeout
     from ..render import render_text
 
+    saved = None
+    if saved_plan is not None:
+        from ..savedplan import read_saved_plan
+
+        saved = read_saved_plan(saved_plan)
+        if cli.env_name is None:  # the saved plan names its environment
+            cli.env_name = saved.environment
     ctx = cli.context()
     if insecure_http:
         ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
@@ -144,9 +171,23 @@ def apply(
             ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))
         )
     env = ctx.env
+    machine = fmt == "json"
+    lines = JsonLines(sys.stdout) if machine else None
+    if lines is not None:
+        lines.write(events.header("apply", env.name))
     if dry_run:
-        result = api.apply(ctx, dry_run=True, out_of_order=out_of_order)
-        click.echo(render_text(result.plan), nl=False)
+        try:
+            result = api.apply(ctx, dry_run=True, out_of_order=out_of_order, saved=saved)
+        except KmigrateError as exc:
+            if lines is not None:
+                lines.write(events.failure(events.run_summary(None, "dry run"), exc))
+            raise
+        if lines is None:
+            click.echo(render_text(result.plan), nl=False)
+        else:
+            for cs in result.plan.changesets:
+                lines.write(events.planned(cs))
+            lines.write(events.run_summary(None, "dry run"))
         return
 
     progress: list[_Progress] = []  # made once the plan is known and accepted
@@ -159,32 +200,47 @@ def apply(
                     "nothing was sent",
                     hint="review `kmigrate plan`, then pass --yes",
                 )
-            click.echo(render_text(plan), nl=False)
+            # Only what this run will send: no applied changeset, no applied batch.
+            click.echo(render_text(plan, pending_only=True), nl=False, err=machine)
             if not click.confirm(
-                f"Apply {plan.batch_count} bulk request(s) to {env.name} ({env.base_url})?", default=False
+                f"Apply {plan.batch_count} bulk request(s) to {env.name} ({env.base_url})?",
+                default=False,
+                err=machine,
             ):
                 return False
         progress.append(_Progress(plan))
         return True
+
+    def on_event(event: RunEvent) -> None:
+        progress[0](event)
+        if lines is not None:
+            lines.write(events.run_event(event))
 
     try:
         result = api.apply(
             ctx,
             out_of_order=out_of_order,
             confirm=confirm,
-            on_event=lambda e: progress[0](e),
+            on_event=on_event,
             lock_wait=lock_wait,
+            saved=saved,
             lease_seconds=lease_seconds if lease_seconds is not None else api.LEASE_SECONDS,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:
             p.close()
             click.echo(p.stopped(), err=True)
+        error = exc
         if isinstance(exc, KeyboardInterrupt):  # outside a send: every journaled step is whole
-            raise KmigrateError(
+            error = KmigrateError(
                 "interrupted (Ctrl-C): each batch the journal holds as applied stays applied; the rest was not sent",
                 hint="`kmigrate apply` resumes where this run stopped",
-            ) from exc
+            )
+        if lines is not None:
+            assert isinstance(error, KmigrateError)
+            lines.write(events.failure(events.run_summary(None, "failed"), error))
+        if error is not exc:
+            raise error from exc
         raise
     finally:
         for p in progress:
@@ -192,28 +248,51 @@ def apply(
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if result.summary is None:
-        click.echo("Declined: nothing was sent.")
-        return
-    if result.nothing_to_do:
-        click.echo(
-            f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}."
+        declined = PendingWork(
+            f"declined: nothing was sent; {result.plan.batch_count} bulk request(s) still pending for {env.name}"
         )
+        if lines is not None:
+            lines.write(events.failure(events.run_summary(None, "declined"), declined, "declined"))
+        raise declined
+    if result.nothing_to_do:
+        message = f"Nothing to do: {len(result.plan.changesets)} changeset(s) already applied to {env.name}."
+        if lines is None:
+            click.echo(message)
+        else:
+            click.echo(message, err=True)
+            lines.write(events.run_summary(result.summary, "nothing to do"))
         return
-    click.echo(_summary_line(result.summary))
+    if lines is None:
+        click.echo(_summary_line(result.summary))
+    else:
+        click.echo(_summary_line(result.summary), err=True)
+        lines.write(events.run_summary(result.summary, "applied"))
 
 
 @main.command()
 @click.option("--check", is_flag=True, help="Exit 3 when any changeset is not applied.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_FORMAT
 @pass_cli
 def status(cli: CliContext, check: bool, fmt: str) -> None:
     """Show each changeset's state: applied, partial, pending, in doubt, drifted."""
     ctx = cli.context()
-    rows = api.status(ctx)
-    if fmt == "json":
-        click.echo(
-            json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in rows], indent=2)
-        )
+    lines = JsonLines(sys.stdout) if fmt == "json" else None
+    if lines is not None:
+        lines.write(events.header("status", ctx.env.name))
+    try:
+        rows = api.status(ctx)
+    except KmigrateError as exc:
+        if lines is not None:
+            lines.write(events.failure(events.status_summary([]), exc))
+        raise
+    pending = sum(r.state != "applied" for r in rows)
+    if lines is not None:
+        for r in rows:
+            lines.write(events.status_event(r))
+        summary = events.status_summary(rows)
+        if check and pending:
+            summary["exit_code"] = PendingWork.exit_code
+        lines.write(summary)
     else:
         if not rows:
             click.echo("No changesets.")
@@ -225,25 +304,33 @@ def status(cli: CliContext, check: bool, fmt: str) -> None:
             if r.note:
                 line += f"  ({r.note})"
             click.echo(line)
-    if check and any(r.state != "applied" for r in rows):
-        raise PendingWork(
-            f"{sum(r.state != 'applied' for r in rows)} changeset(s) not applied to {ctx.env.name}"
-        )
+    if check and pending:
+        raise PendingWork(f"{pending} changeset(s) not applied to {ctx.env.name}")
 
 
 @main.command()
 @click.option("--changeset", default=None, help="Only this changeset's events (e.g. 0003 or V0003).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_FORMAT
 @pass_cli
 def history(cli: CliContext, changeset: str | None, fmt: str) -> None:
     """Show the journal's event log (applied, failed, resolved, repaired, unlocked...)."""
-    events = api.history(cli.context(), changeset)
+    ctx = cli.context()
     if fmt == "json":
-        click.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
+        lines = JsonLines(sys.stdout)
+        lines.write(events.header("history", ctx.env.name))
+        try:
+            logged = api.history(ctx, changeset)
+        except KmigrateError as exc:
+            lines.write(events.failure(events.history_summary(0), exc))
+            raise
+        for e in logged:
+            lines.write(events.history_event(e))
+        lines.write(events.history_summary(len(logged)))
         return
-    if not events:
+    logged = api.history(ctx, changeset)
+    if not logged:
         click.echo("No events yet.")
-    for e in events:
+    for e in logged:
         where = (
             f"V{e.changeset}" + (f" batch {e.batch}" if e.batch is not None else "") if e.changeset else ""
         )

@@ -58,6 +58,7 @@ EVENT_KINDS = (
     "drift",
     "synced",  # learnt from the journal app's markers (kmigrate.remote.sync)
     "baseline",  # recorded as applied without sending (`kmigrate journal baseline`)
+    "uploaded",  # a batch's attachments uploaded before its bulk: path, sha256, fileKey (kmigrate.attachments)
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..attachments import AttachmentPaths, FileFields
 from ..changeset import AddOp, LoadedChangeset, UpsertOp
 from ..changeset_files import version_key
 from ..config import Environment
@@ -25,7 +26,7 @@ from ..plan import (
     OperationSummary,
     Plan,
 )
-from .compile import compile_changeset
+from .compile import compile_changeset, uses_attachments
 from .packing import Bulk, Limits
 from .refs import RefRegistry
 
@@ -36,13 +37,15 @@ def build_plan(
     journal: Mapping[str, JournaledChangeset] | None = None,
     *,
     limits: Limits = Limits(),
+    files: FileFields | None = None,
 ) -> Plan:
     """Compile ``changesets`` for ``env``; ``journal`` (version -> what it knows) sets states.
 
     Pass every changeset, applied ones included: a later changeset may use their refs, whose
     sizes come from their operations. Raises ``ChangesetError`` for what only planning can
     see (unknown aliases, refs to nothing or used before they exist, repeated ref names,
-    malformed record ids or keys).
+    malformed record ids or keys). ``files`` (app id -> FILE field codes, from the apps'
+    definitions) says which values are attachments written as paths (``kmigrate.attachments``).
     """
     ordered = sorted(changesets, key=lambda c: version_key(c.version))
     seen: dict[str, LoadedChangeset] = {}
@@ -55,8 +58,11 @@ def build_plan(
             )
         seen[cs.version] = cs
     refs = RefRegistry()
-    plans = tuple(_plan_changeset(cs, env, refs, (journal or {}).get(cs.version), limits) for cs in ordered)
-    return Plan(environment=env.name, changesets=plans, root=env.root)
+    paths = AttachmentPaths(env.root, files or {})
+    plans = tuple(
+        _plan_changeset(cs, env, refs, (journal or {}).get(cs.version), limits, paths) for cs in ordered
+    )
+    return Plan(environment=env.name, changesets=plans, root=env.root, attachments=paths.used)
 
 
 def _plan_changeset(
@@ -65,6 +71,7 @@ def _plan_changeset(
     refs: RefRegistry,
     journaled: JournaledChangeset | None,
     limits: Limits,
+    paths: AttachmentPaths,
 ) -> ChangesetPlan:
     states = dict(journaled.batch_states) if journaled is not None else {}
     if (
@@ -72,13 +79,14 @@ def _plan_changeset(
         and journaled.fully_applied
         and (journaled.source_checksum, journaled.rendered_checksum)
         == (cs.source_checksum, cs.rendered_checksum)
+        and not uses_attachments(cs, env, paths)  # their files are not in the checksums: compile
     ):
-        return _applied_changeset(cs, env, refs, states, limits)
+        return _applied_changeset(cs, env, refs, states, limits, paths)
     summaries: list[OperationSummary] = []
     kept: list[Batch] | None = []
     hashes: list[str] = []  # per batch, from this first pass: what a later pass must reproduce
     records = 0
-    for index, bulk in enumerate(compile_changeset(cs, env, refs, limits, summaries)):
+    for index, bulk in enumerate(compile_changeset(cs, env, refs, limits, summaries, paths)):
         batch = _batch(index, bulk, states)
         hashes.append(batch.hash)
         if kept is not None:
@@ -97,7 +105,9 @@ def _plan_changeset(
             # send a batch that differs from the plan that was reviewed.
             again: list[OperationSummary] = []
             n = 0
-            for n, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, again), 1):
+            for n, bulk in enumerate(
+                compile_changeset(cs, env, final_refs.replay(), limits, again, paths), 1
+            ):
                 batch = _batch(n - 1, bulk, states)
                 if n > count or batch.hash != hashes[n - 1]:
                     raise _changed(cs)
@@ -116,6 +126,7 @@ def _applied_changeset(
     refs: RefRegistry,
     states: Mapping[int, str],
     limits: Limits,
+    paths: AttachmentPaths,
 ) -> ChangesetPlan:
     """A changeset the journal holds as applied, unchanged: nothing to compile, nothing to send.
 
@@ -132,7 +143,7 @@ def _applied_changeset(
     final_refs = refs.snapshot()
 
     def recompile() -> Iterator[Batch]:
-        for index, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, [])):
+        for index, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, [], paths)):
             yield _batch(index, bulk, states)
 
     return _changeset_plan(cs, APPLIED, (), BatchSequence(recompile, len(states), states))

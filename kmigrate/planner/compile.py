@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..attachments import AttachmentPaths, file_markers
 from ..changeset import (
     AddOp,
     AssigneesOp,
@@ -46,11 +47,13 @@ def compile_changeset(
     refs: RefRegistry,
     limits: Limits,
     summaries: list[OperationSummary],
+    paths: AttachmentPaths | None = None,
 ) -> Iterator[Bulk]:
     """The changeset's bulks in order, streamed; appends one summary per operation."""
     packer = Packer(limits, refs)
+    paths = paths if paths is not None else AttachmentPaths(env.root, {})
     for index, operation in enumerate(cs.operations):
-        compiler = OpCompiler(cs, index, operation.kind, operation.body, env, refs, packer)
+        compiler = OpCompiler(cs, index, operation.kind, operation.body, env, refs, packer, paths)
         summaries.append((yield from compiler.run()))
         refs.open = None
     yield from packer.finish()
@@ -68,15 +71,17 @@ class OpCompiler:
         env: Environment,
         refs: RefRegistry,
         packer: Packer,
+        paths: AttachmentPaths,
     ):
         self.cs, self.index, self.kind, self.body = cs, index, kind, body
-        self.refs, self.packer = refs, packer
+        self.refs, self.packer, self.paths = refs, packer, paths
         self.line = cs.operation_lines[index] if index < len(cs.operation_lines) else None
         self.app_written = app_written(body)
         try:
             self.app = env.app(self.app_written)
         except ConfigError as exc:
             raise ChangesetError(exc.message, location=self.loc(), hint=exc.hint) from None
+        self.file_codes = paths.codes(self.app.id)
 
     # -- errors
     def loc(
@@ -176,6 +181,18 @@ class OpCompiler:
             if problems:
                 raise self.error(problems[0], i, **self.where(data_line))
 
+    def _kintone_record(self, rec: dict[str, Any], i: int, data_line: int | None) -> dict[str, Any]:
+        """``_record``, FILE values written as paths first made file markers (``kmigrate.attachments``)."""
+        if not self.file_codes:  # as ``_record``, one pass: only a non-scalar may be a marker list
+            for value in rec.values():
+                if type(value) not in _SCALARS:
+                    return to_kintone_record(self._marked(rec, i, data_line))
+            return {code: {"value": value} for code, value in rec.items()}
+        return _record(self._marked(rec, i, data_line))
+
+    def _marked(self, rec: dict[str, Any], i: int, data_line: int | None) -> dict[str, Any]:
+        return self.paths.mark(rec, self.file_codes, lambda: self.loc(i, **self.where(data_line)))
+
     # -- the kinds
     def run(self) -> Generator[Bulk, None, OperationSummary]:
         """Feeds the packer, yielding the bulks that fill up; returns the operation's summary."""
@@ -230,7 +247,7 @@ class OpCompiler:
             if segment is None:
                 segment = [op, n, 0, ref]
                 call.segments.append(segment)
-            call.items.append(_record(rec))
+            call.items.append(self._kintone_record(rec, n, data_line))
             segment[2] += 1
             if ref is not None:
                 if span is None:
@@ -267,7 +284,7 @@ class OpCompiler:
             revision = fields.pop("revision", None)
             if revision is not None:  # null: no check, as if not written
                 out["revision"] = revision
-            out["record"] = _record(fields)
+            out["record"] = self._kintone_record(fields, n, data_line)
             item(spec, out, dedupe, uses, n)
             if ref is not None:
                 self.refs.count[ref] = n + 1
@@ -409,6 +426,23 @@ def _record(fields: dict[str, Any]) -> dict[str, Any]:
         if type(value) not in _SCALARS:
             return to_kintone_record(fields)
     return {code: {"value": value} for code, value in fields.items()}
+
+
+def uses_attachments(cs: LoadedChangeset, env: Environment, paths: AttachmentPaths) -> bool:
+    """Might the changeset send attachments? Their files are not in its checksums, so a
+    changeset that might is compiled even when applied (its batch hashes cover the files)."""
+    for operation in cs.operations:
+        body = operation.body
+        if not isinstance(body, _RecordsOp):
+            continue
+        try:
+            if paths.codes(env.app(app_written(body)).id):
+                return True
+        except ConfigError:
+            return True  # planning reports it
+        if any(next(file_markers(r), None) is not None for r in body.records or ()):
+            return True
+    return False
 
 
 def _id_key(value: Any) -> Any:

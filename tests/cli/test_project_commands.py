@@ -77,6 +77,7 @@ def test_init_refuses_to_overwrite_any_file_it_would_write(tmp_path):
 def test_new_takes_the_next_version_after_the_highest(tmp_path):
     initialised(tmp_path)
     (tmp_path / "changesets" / "V0007__later.yaml").write_text("operations: []\n")
+    assert run("-C", str(tmp_path), "hash").exit_code == 0  # a file written by hand: hashed before `new`
     result = run("-C", str(tmp_path), "new", "import spring orders")
     assert result.exit_code == 0, result.output
     created = tmp_path / "changesets" / "V0008__import_spring_orders.yaml"
@@ -92,9 +93,11 @@ def test_new_keeps_a_wider_version_and_starts_at_one(tmp_path):
     initialised(tmp_path)
     for path in (tmp_path / "changesets").glob("V*.yaml"):
         path.unlink()
+    assert run("-C", str(tmp_path), "hash").exit_code == 0
     first = run("-C", str(tmp_path), "new", "first")
     assert first.exit_code == 0 and first.output.endswith("changesets/V0001__first.yaml\n"), first.output
     (tmp_path / "changesets" / "V20240501__dated.yaml").write_text("operations: []\n")
+    assert run("-C", str(tmp_path), "hash").exit_code == 0
     after = run("-C", str(tmp_path), "new", "next")
     assert after.exit_code == 0 and after.output.endswith("changesets/V20240502__next.yaml\n"), after.output
     assert sorted(p.name for p in (tmp_path / "changesets").glob("*.yaml")) == [
