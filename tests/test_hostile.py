@@ -2,28 +2,26 @@
 
 Changesets come from pull requests, and CI runs ``validate`` and ``plan`` on every one, so each
 case below is a small project (a good changeset, plus the case's own files) run through
-``validate``, ``plan`` and ``apply --yes`` in a child process under a timeout
-(``tests/hostile_driver.py``). Each command must exit 2 (or what the case says) with no
-traceback; the secret marker, the content of a file outside the project, must appear in no
+``validate``, ``plan`` and ``apply --yes`` in a child process (forked with kmigrate imported)
+under a timeout and a memory cap (``tests/hostile_driver.py``). Each command must exit 2 (or
+what the case says) with no traceback; the secret marker, the content of a file outside the project, must appear in no
 output and in no sandbox record; no request may be sent; no journal may be written.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .hostile_driver import run_case
+
 SECRET = "KMIGRATE-SECRET-MARKER-5d1e"  # the content of files outside the project
 TIMEOUT = 120  # seconds for all three commands together: generous, a hang still fails
 
@@ -585,18 +583,7 @@ def _build(tmp_path: Path, case: Case) -> tuple[Path, Path]:
 
 
 def _run(root: Path, args: tuple[str, ...]) -> list[dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KINTONE_", "KMIGRATE_"))}
-    env["KINTONE_API_TOKEN"] = "hostile-suite-token"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.hostile_driver", str(root), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return run_case(str(root), list(args), timeout=TIMEOUT)
 
 
 def _no_secret_in_store(root: Path) -> None:

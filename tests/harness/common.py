@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -445,3 +446,15 @@ def write_json(path: Path | None, data: Mapping[str, Any]) -> None:
 
 def clock() -> float:
     return time.monotonic()
+
+
+T = TypeVar("T")
+
+
+def in_parallel(work: Callable[[int], T], count: int, jobs: int) -> list[T]:
+    """``work(0)`` .. ``work(count - 1)``, at most ``jobs`` at once, the results in that order.
+    Threads: a run mostly waits on its processes (backoffs, slow answers), so runs overlap well."""
+    if jobs <= 1:
+        return [work(i) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(work, range(count)))

@@ -24,13 +24,17 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .common import (
     Figures,
+    Mismatches,
     clock,
     compare,
     final_records,
+    in_parallel,
     last_line,
     make_copy,
     make_project,
@@ -55,6 +59,68 @@ def kill_points(requests: int, points: int) -> list[str]:
     return [grid[int(i * step)] for i in range(points)]
 
 
+@dataclass
+class Point:
+    """One kill point's outcome, summed into the figures in point order."""
+
+    point: str
+    first_exit: int
+    attempts: int
+    counters: dict[str, Any]
+    reconciliations: int
+    mismatches: Mismatches
+    finished: bool
+    person: str | None
+
+
+def one_point(
+    number: int,
+    point: str,
+    template: Path,
+    expected: dict[int, list[dict[str, Any]]],
+    *,
+    bulk_semantics: str,
+    attempts: int,
+    work: Path,
+) -> Point:
+    run_dir = work / f"point-{number}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    project = make_copy(template, run_dir / "project")
+    pid_file = run_dir / "apply.pid"
+    finished, person, made = False, None, 0
+    with serve(project, run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
+        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
+        first = run_apply(project, timeout=TIMEOUT, pid_file=pid_file)
+        made += 1
+        attempt = first
+        if attempt.done:
+            finished = True
+        for _ in range(attempts):
+            if finished or attempt.asks_for_a_person:
+                break
+            attempt = run_apply(project, timeout=TIMEOUT)
+            made += 1
+            finished = attempt.done
+        if not finished:
+            reason = (
+                last_line(attempt.output)
+                if attempt.asks_for_a_person
+                else f"not done after {attempts} applies"
+            )
+            person = f"kill point {point}: {reason}"
+        counters = served.counters()
+    return Point(
+        point,
+        first.returncode,
+        made,
+        counters,
+        reconciliations(project / ".kmigrate" / "served.db"),
+        compare(expected, final_records(served), finished=finished),
+        finished,
+        person,
+    )
+
+
 def run_matrix(
     *,
     points: int,
@@ -65,7 +131,9 @@ def run_matrix(
     attempts: int = 6,
     work: Path,
     progress: bool = False,
+    jobs: int = 1,
 ) -> tuple[Figures, int]:
+    """``jobs`` kill points at once (each has its own served sandbox, project and journal)."""
     started = clock()
     template = make_project(work / "template", records=records, chunks=chunks, seed=seed)
     expected, requests = reference(template, work, bulk_semantics=bulk_semantics, timeout=TIMEOUT)
@@ -73,45 +141,33 @@ def run_matrix(
         f"crash matrix (bulk semantics {bulk_semantics}, shop + {chunks} changesets of {records} visits; "
         f"{requests} requests fault-free)"
     )
-    for number, point in enumerate(kill_points(requests, points)):
-        run_dir = work / f"point-{number}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        project = make_copy(template, run_dir / "project")
-        pid_file = run_dir / "apply.pid"
-        finished, person = False, None
-        with serve(project, run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
-            set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-            first = run_apply(project, timeout=TIMEOUT, pid_file=pid_file)
-            figures.attempts += 1
-            if first.returncode == -9:
-                figures.killed += 1
-            attempt = first
-            if attempt.done:
-                finished = True
-            for _ in range(attempts):
-                if finished or attempt.asks_for_a_person:
-                    break
-                attempt = run_apply(project, timeout=TIMEOUT)
-                figures.attempts += 1
-                finished = attempt.done
-            if not finished:
-                reason = (
-                    last_line(attempt.output)
-                    if attempt.asks_for_a_person
-                    else f"not done after {attempts} applies"
-                )
-                person = f"kill point {point}: {reason}"
-            counters = served.counters()
+    grid = kill_points(requests, points)
+
+    def run_one(number: int) -> Point:
+        return one_point(
+            number,
+            grid[number],
+            template,
+            expected,
+            bulk_semantics=bulk_semantics,
+            attempts=attempts,
+            work=work,
+        )
+
+    for outcome in in_parallel(run_one, len(grid), jobs):
         figures.runs += 1
-        figures.requests += counters["requests"]
-        figures.reconciliations += reconciliations(project / ".kmigrate" / "served.db")
-        figures.mismatches.add(compare(expected, final_records(served), finished=finished))
-        if person:
-            figures.needed_a_person.append(person)
+        figures.attempts += outcome.attempts
+        if outcome.first_exit == -9:
+            figures.killed += 1
+        figures.requests += outcome.counters["requests"]
+        figures.reconciliations += outcome.reconciliations
+        figures.mismatches.add(outcome.mismatches)
+        if outcome.person:
+            figures.needed_a_person.append(outcome.person)
         if progress:
-            state = "done" if finished else "NEEDED A PERSON"
-            killed = "killed" if first.returncode == -9 else f"not killed (exit {first.returncode})"
-            print(f"kill point {point}: {killed}, {state}", file=sys.stderr)
+            state = "done" if outcome.finished else "NEEDED A PERSON"
+            killed = "killed" if outcome.first_exit == -9 else f"not killed (exit {outcome.first_exit})"
+            print(f"kill point {outcome.point}: {killed}, {state}", file=sys.stderr)
     figures.seconds = clock() - started
     return figures, requests
 
@@ -129,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--work", type=Path, default=None, help="keep the points' folders here")
     parser.add_argument("--quiet", action="store_true", help="no line per kill point")
+    parser.add_argument("--jobs", type=int, default=1, help="kill points at once (lines come in order)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
         figures, _ = run_matrix(
@@ -140,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             attempts=args.attempts,
             work=args.work or Path(tmp),
             progress=not args.quiet,
+            jobs=args.jobs,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())

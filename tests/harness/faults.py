@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .common import (
     Figures,
+    Mismatches,
     clock,
     compare,
     final_records,
+    in_parallel,
     last_line,
     make_copy,
     make_project,
@@ -50,6 +54,60 @@ def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES) -> st
     return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={SLOW_DELAY}"
 
 
+@dataclass
+class Run:
+    """One run's outcome, summed into the figures in run order."""
+
+    spec: str
+    attempts: int
+    counters: dict[str, Any]
+    reconciliations: int
+    mismatches: Mismatches
+    finished: bool
+    person: str | None
+
+
+def one_run(
+    run: int,
+    template: Path,
+    expected: dict[int, list[dict[str, Any]]],
+    *,
+    bulk_semantics: str,
+    seed: int,
+    attempts: int,
+    work: Path,
+    profiles: tuple[str, ...],
+) -> Run:
+    run_dir = work / f"run-{run}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    project = make_copy(template, run_dir / "project")
+    spec = profile_for(run, seed, profiles)
+    finished, person, made = False, None, 0
+    with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
+        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
+        for _ in range(attempts):
+            attempt = run_apply(project, timeout=TIMEOUT)
+            made += 1
+            counters = served.counters()
+            if attempt.done:
+                finished = True
+                break
+            if attempt.asks_for_a_person:
+                person = f"run {run} ({spec}): {last_line(attempt.output)}"
+                break
+        else:
+            person = f"run {run} ({spec}): not done after {attempts} applies: {last_line(attempt.output)}"
+    return Run(
+        spec,
+        made,
+        counters,
+        reconciliations(project / ".kmigrate" / "served.db"),
+        compare(expected, final_records(served), finished=finished),
+        finished,
+        person,
+    )
+
+
 def run_suite(
     *,
     runs: int,
@@ -60,47 +118,45 @@ def run_suite(
     work: Path,
     progress: bool = False,
     profiles: tuple[str, ...] = PROFILES,
+    jobs: int = 1,
 ) -> Figures:
+    """``jobs`` runs at once (each has its own served sandbox, project and journal)."""
     started = clock()
     template = make_project(work / "template", records=records, seed=seed)
     expected, _ = reference(template, work, bulk_semantics=bulk_semantics, timeout=60)
     figures = Figures(
         f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field)"
     )
-    for run in range(runs):
-        run_dir = work / f"run-{run}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        project = make_copy(template, run_dir / "project")
-        spec = profile_for(run, seed, profiles)
-        finished, person = False, None
-        with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
-            set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-            for _ in range(attempts):
-                attempt = run_apply(project, timeout=TIMEOUT)
-                figures.attempts += 1
-                counters = served.counters()
-                if attempt.done:
-                    finished = True
-                    break
-                if attempt.asks_for_a_person:
-                    person = f"run {run} ({spec}): {last_line(attempt.output)}"
-                    break
-            else:
-                person = f"run {run} ({spec}): not done after {attempts} applies: {last_line(attempt.output)}"
+
+    def run_one(run: int) -> Run:
+        return one_run(
+            run,
+            template,
+            expected,
+            bulk_semantics=bulk_semantics,
+            seed=seed,
+            attempts=attempts,
+            work=work,
+            profiles=profiles,
+        )
+
+    for run, outcome in enumerate(in_parallel(run_one, runs, jobs)):
+        counters = outcome.counters
         figures.runs += 1
+        figures.attempts += outcome.attempts
         figures.requests += counters["requests"]
         figures.faults.update(counters["faults"])
         figures.retries += counters["retries"]
-        figures.reconciliations += reconciliations(project / ".kmigrate" / "served.db")
-        figures.mismatches.add(compare(expected, final_records(served), finished=finished))
-        if person:
-            figures.needed_a_person.append(person)
+        figures.reconciliations += outcome.reconciliations
+        figures.mismatches.add(outcome.mismatches)
+        if outcome.person:
+            figures.needed_a_person.append(outcome.person)
         if progress:
-            state = "done" if finished else "NEEDED A PERSON"
+            state = "done" if outcome.finished else "NEEDED A PERSON"
             met = (
                 ", ".join(f"{k} {v}" for k, v in counters["faults"].items() if v and k != "latency") or "none"
             )
-            print(f"run {run}: {state} ({spec}; faults: {met})", file=sys.stderr)
+            print(f"run {run}: {state} ({outcome.spec}; faults: {met})", file=sys.stderr)
     figures.seconds = clock() - started
     return figures
 
@@ -117,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--work", type=Path, default=None, help="keep the runs' folders here")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (their lines come in run order)")
     parser.add_argument(
         "--profile",
         action="append",
@@ -135,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             work=args.work or Path(tmp),
             progress=not args.quiet,
             profiles=tuple(args.profile) if args.profile else PROFILES,
+            jobs=args.jobs,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())

@@ -16,22 +16,34 @@ from .faults import PROFILES, run_suite
 pytestmark = pytest.mark.slow
 
 SEMANTICS = ["atomic", "prefix"]
+# Runs at once: a run mostly waits (backoffs, slow answers, process start-up), not computes.
+JOBS = 3
 
 
 # At CI size a bulk failing part-way is left to its own test below, where it happens for sure.
 CI_PROFILES = tuple(",".join(p for p in spec.split(",") if not p.startswith("partial=")) for spec in PROFILES)
 
 
-@pytest.fixture(scope="module", params=SEMANTICS)
+def grouped(name: str) -> list:
+    """One param per semantics, each in its own xdist group: the tests reading one suite's
+    figures run on one worker, so the suite runs once."""
+    return [pytest.param(s, marks=pytest.mark.xdist_group(f"{name}-{s}")) for s in SEMANTICS]
+
+
+@pytest.fixture(scope="module", params=grouped("faults"))
 def fault_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"faults-{request.param}")
-    return run_suite(runs=10, records=120, bulk_semantics=request.param, work=work, profiles=CI_PROFILES)
+    return run_suite(
+        runs=10, records=120, bulk_semantics=request.param, work=work, profiles=CI_PROFILES, jobs=JOBS
+    )
 
 
-@pytest.fixture(scope="module", params=SEMANTICS)
+@pytest.fixture(scope="module", params=grouped("crash"))
 def crash_matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     work: Path = tmp_path_factory.mktemp(f"crash-{request.param}")
-    figures, _ = run_matrix(points=10, records=60, chunks=2, bulk_semantics=request.param, work=work)
+    figures, _ = run_matrix(
+        points=10, records=60, chunks=2, bulk_semantics=request.param, work=work, jobs=JOBS
+    )
     return figures
 
 

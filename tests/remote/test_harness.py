@@ -137,7 +137,13 @@ def crash_matrix(work: Path, semantics: str, *, points: int = 8, records: int = 
     return figures
 
 
-@pytest.fixture(scope="module", params=["atomic", "prefix"])
+# Each suite's tests on one worker under xdist, so the suite runs once.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(s, marks=pytest.mark.xdist_group(f"journal-faults-{s}")) for s in ("atomic", "prefix")
+    ],
+)
 def faults(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
     return fault_suite(tmp_path_factory.mktemp(f"journal-faults-{request.param}"), request.param)
 
@@ -161,6 +167,7 @@ def test_the_fault_suite_with_a_journal_app_needs_no_person(faults: Figures) -> 
     assert faults.needed_a_person == [], faults.lines()
 
 
+@pytest.mark.xdist_group("journal-crashes")
 def test_the_crash_matrix_with_a_journal_app_and_fresh_runners_never_duplicates_or_loses(
     crashes: Figures,
 ) -> None:
@@ -169,5 +176,6 @@ def test_the_crash_matrix_with_a_journal_app_and_fresh_runners_never_duplicates_
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), crashes.lines()
 
 
+@pytest.mark.xdist_group("journal-crashes")
 def test_the_crash_matrix_with_a_journal_app_needs_no_person(crashes: Figures) -> None:
     assert crashes.needed_a_person == [], crashes.lines()

@@ -26,7 +26,8 @@ from kmigrate.sandbox.server import make_server
 
 from .conftest import DEFINITION, rec
 
-pytestmark = pytest.mark.slow
+# One worker under xdist: the npm install into bench/.node happens once, by one process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli-kintone")]
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_VERSION = "1.19.2"
