@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import Client
+from ..client import Client, EncodedBulk, bulk_with_head
 from ..config import Environment
 from ..errors import DriftError, JournalError, KintoneError, KmigrateError, TransportError
 from ..journal import Actor
@@ -71,14 +71,18 @@ class RemoteRun:
             self.lease.renew()
 
     def bulk(
-        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], probe: Any = None
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]] | EncodedBulk,
+        probe: Any = None,
     ) -> Outcome:
         """Send the batch behind its marker (holding ``probe``, what was read before the send);
         see the module's docstring."""
         marker_request = self.markers.request(cs, batch, self.run, probe=probe)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                results = self.client.bulk([marker_request, *requests], batch.guest_space_id)
+                results = self.client.bulk(bulk_with_head([marker_request], requests), batch.guest_space_id)
             except KintoneError as exc:
                 if exc.bulk_index != 0:
                     self._check_rolled_back(cs, batch, exc)
