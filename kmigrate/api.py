@@ -52,7 +52,7 @@ from .remote.app import JournalApp
 from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
 from .remote.sync import SyncReport, publish, pull
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
+from .runner import RunEvent, Runner, RunSummary, check_parallel, check_preconditions, resolve_batch
 from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
 
@@ -228,6 +228,14 @@ def _schemas_from_file(env: Environment, path: Path, *, strict: bool) -> dict[in
     return {
         app.id: AppSchema(fields=app.fields, system=app.system, process=app.process, source=source)
         for app in definition.apps.values()
+    }
+
+
+def unique_fields(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[str]]:
+    """App id -> the codes of its unique fields, for the apps whose definitions are known."""
+    return {
+        app: frozenset(code for code, f in schema.fields.items() if f.unique)
+        for app, schema in schemas.items()
     }
 
 
@@ -577,6 +585,7 @@ def apply(
     lock_wait: float = 0.0,
     saved: SavedPlan | None = None,
     lease_seconds: float = LEASE_SECONDS,
+    parallel: int | None = None,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
     is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
@@ -584,8 +593,12 @@ def apply(
     made from changed, an ``InputError`` before anything is sent or journaled.
 
     With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
-    the local journal up to date from the markers, and sends a marker at the head of every bulk."""
+    the local journal up to date from the markers, and sends a marker at the head of every bulk.
+
+    ``parallel`` (else the environment's ``parallel``, else 1): bulks in flight at once where
+    ``planner.independence`` proves them independent (docs/journal.md, "Bulks in flight together")."""
     env = ctx.env
+    in_flight = check_parallel(parallel if parallel is not None else env.parallel or 1)
     if saved is not None:
         refuse_other_environment(saved, env)
     check_sum(ctx)
@@ -656,6 +669,8 @@ def apply(
                     locate=_locator(changesets),
                     on_event=_keeping_sent(env, on_event),
                     remote=session,
+                    parallel=in_flight,
+                    unique=unique_fields(ctx.schemas) if in_flight > 1 else None,
                 )
                 summary = runner.run(plan)
                 outcome = "applied"

@@ -44,11 +44,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..kintone import split_api
-
-# Bulks in flight at once, at most: Kintone allows 100 concurrent requests per domain, shared
-# with every other client of it; this keeps well under.
-MAX_PARALLEL = 10
+from ..kintone import MAX_PARALLEL, split_api
 
 _BY_ID = ("update", "delete", "status", "assignees")
 
