@@ -463,7 +463,7 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
         _refuse(preflight(changesets, state, the_plan))
     from .savedplan import made_from, write_saved_plan
 
-    write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
+    write_saved_plan(made_from(ctx.env, state, changesets, the_plan, with_plan=False), path, the_plan)
     return the_plan
 
 
