@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import reconcile
 from .attachments import file_markers, upload_files
 from .changeset import LoadedChangeset
-from .client import Client, EncodedBulk, encode_bulk
 from .drift import find_drift, preflight
 from .errors import (
     InDoubtError,
@@ -47,13 +46,13 @@ from .errors import (
     TransportError,
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
-from .kintone import MAX_PARALLEL
 from .pipeline import Ahead, Senders
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
-from .planner.independence import Footprint, conflict, footprint
+from .planner.independence import Footprint, check_parallel, conflict, footprint
 from .remote.sync import marker_refs
 
 if TYPE_CHECKING:
+    from .client import Client, EncodedBulk
     from .remote.session import RemoteRun
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
@@ -302,17 +301,6 @@ def _snapshot(refs: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
     return {name: list(ids) for name, ids in refs.items()}
 
 
-def check_parallel(parallel: int) -> int:
-    """``--parallel N`` (or ``parallel`` in kmigrate.toml): 1 to ``MAX_PARALLEL``."""
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
-        raise InputError(
-            f"--parallel {parallel!r}: bulks in flight at once are 1 to {MAX_PARALLEL}",
-            hint=f"Kintone allows 100 concurrent requests per domain, shared with every other client of it; "
-            f"kmigrate stays well under, at {MAX_PARALLEL} at most",
-        )
-    return parallel
-
-
 class _Flights:
     """``apply --parallel N``: up to N bulks of one changeset in flight at once, each proved
     independent of every other in flight (``planner.independence``) before it leaves. Bulks
@@ -528,6 +516,8 @@ class Runner:
         files = self._root is not None and next(file_markers(requests), None) is not None
         encoded = None
         if not files:
+            from .client import encode_bulk  # a run that sends has the client loaded
+
             try:
                 encoded = encode_bulk(requests, batch.guest_space_id)
             except InputError:
@@ -1140,7 +1130,6 @@ __all__ = [
     "RunSummary",
     "Runner",
     "calls_hash",
-    "check_parallel",
     "check_preconditions",
     "find_drift",
     "ids_created",

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from kmigrate import api
+from kmigrate import client as client_module
 from kmigrate import runner as runner_module
 from kmigrate.cli import main
 from kmigrate.client import Client, RetryPolicy
@@ -95,7 +96,7 @@ def test_the_next_bulk_is_prepared_while_one_is_in_flight_and_the_order_is_uncha
     root, project, env = items(tmp_path)
     encoded: list[str] = []
     second_ready = threading.Event()
-    real = runner_module.encode_bulk
+    real = client_module.encode_bulk
 
     def encoding(requests: Any, guest: Any) -> Any:
         encoded.append(threading.current_thread().name)
@@ -103,7 +104,7 @@ def test_the_next_bulk_is_prepared_while_one_is_in_flight_and_the_order_is_uncha
             second_ready.set()
         return real(requests, guest)
 
-    monkeypatch.setattr(runner_module, "encode_bulk", encoding)
+    monkeypatch.setattr(client_module, "encode_bulk", encoding)
     waited: list[bool] = []
 
     class Waiting(Client):

@@ -44,6 +44,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..errors import InputError
 from ..kintone import MAX_PARALLEL, split_api
 
 _BY_ID = ("update", "delete", "status", "assignees")
@@ -297,4 +298,23 @@ def _told_apart(x: _App, y: _App, unique: frozenset[str]) -> bool:
     return False
 
 
-__all__ = ["MAX_PARALLEL", "Footprint", "conflict", "footprint", "independent", "value_keys"]
+def check_parallel(parallel: int) -> int:
+    """``--parallel N`` (or ``parallel`` in kmigrate.toml): 1 to ``MAX_PARALLEL``."""
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
+        raise InputError(
+            f"--parallel {parallel!r}: bulks in flight at once are 1 to {MAX_PARALLEL}",
+            hint=f"Kintone allows 100 concurrent requests per domain, shared with every other client of it; "
+            f"kmigrate stays well under, at {MAX_PARALLEL} at most",
+        )
+    return parallel
+
+
+__all__ = [
+    "MAX_PARALLEL",
+    "check_parallel",
+    "Footprint",
+    "conflict",
+    "footprint",
+    "independent",
+    "value_keys",
+]
