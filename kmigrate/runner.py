@@ -412,6 +412,7 @@ class Runner:
         self._lost: dict[str, list[tuple[str, int]]] = {}
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
+        self._applied_in: dict[str, set[int]] = {}  # changeset -> batches applied, whose ids are in the refs
         self._planned: dict[str, ChangesetPlan] = {}
         self._root: Path | None = None  # the project's, when the plan has attachments to read from it
 
@@ -438,6 +439,9 @@ class Runner:
 
     def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[Any]], summary: RunSummary) -> None:
         self.journal.record_changeset(cs)
+        self._applied_in[cs.version] = {
+            b.index for b in self.journal.batches(cs.version) if b.state == APPLIED
+        }
         self.on_event(RunEvent("changeset_started", cs))
         # The next bulks are prepared on a thread of their own while this one is in flight
         # (kmigrate.pipeline); the journal, the probe and the wire stay on this thread.
@@ -804,8 +808,8 @@ class Runner:
         if results is not None:
             self._note_ids(batch.calls, results)
             self.remote.write_found_ids(marker, batch, created)
+        self._gained(cs, batch, created, refs)
         for name, ids in created.items():
-            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
             if UNKNOWN_ID in ids:
                 self._lost.setdefault(name, []).append((cs.version, batch.index))
 
@@ -850,8 +854,29 @@ class Runner:
             lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
         )
         self._note_ids(batch.calls, results)
+        self._gained(cs, batch, created, refs)
+
+    def _gained(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        created: Mapping[str, Sequence[int]],
+        refs: dict[str, list[Any]],
+    ) -> None:
+        """Add the ids ``batch`` created to the refs, in the order written. A batch that lands
+        after a later one of its changeset (``--parallel``, or resuming a run that died with an
+        earlier batch in doubt) puts its ids before theirs: the ref is read again from the
+        journal, which orders them by batch."""
+        later = self._applied_in.setdefault(cs.version, set())
+        behind = any(i > batch.index for i in later)
+        later.add(batch.index)
+        if behind and created:
+            fresh = self.journal.refs()
+            for name in created:
+                refs[name] = [_LOST if i == UNKNOWN_ID else i for i in fresh.get(name, [])]
+            return
         for name, ids in created.items():
-            refs.setdefault(name, []).extend(ids)
+            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
 
     def _note_ids(self, calls: Sequence[Call], results: Sequence[Any]) -> None:
         """Keep each app's highest id known, from the ids the batch created: the next batch that
@@ -938,8 +963,7 @@ class Runner:
                 kind="reconciled",
             )
             self._note_ids(batch.calls, results)
-            for name, ids in created.items():
-                refs.setdefault(name, []).extend(ids)
+            self._gained(cs, batch, created, refs)
             return True
         prefix = (done + kept, calls_hash(batch.calls[: done + kept]), results) if kept else None
         self.journal.resolve(

@@ -81,6 +81,15 @@ def assert_results_journaled(env: Any) -> None:
             assert [by_id[i] for i in ids] == [f"I{n:06d}" for n in range(start, start + len(ids))]
 
 
+def assert_ref_in_order(env: Any, count: int) -> None:
+    """The ref ``new`` names the records in the order written, however the batches landed."""
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        by_id = {int(r["$id"]["value"]): r["code"]["value"] for r in sandbox.records(1)}
+    with Journal.open(env.journal_path) as journal:
+        ids = journal.refs()["new"]
+    assert [by_id[i] for i in ids] == [f"I{n:06d}" for n in range(count)]
+
+
 def sent_and_landed(events: list[RunEvent]) -> list[tuple[str, int]]:
     return [
         (e.kind, e.batch.index)
@@ -174,7 +183,7 @@ class Gate(Client):
 
 
 def test_independent_bulks_are_in_flight_together_and_land_exactly(tmp_path):
-    root, project, env = items(tmp_path, 6000)  # 3 full batches
+    root, project, env = items(tmp_path, 6000, ref="new")  # 3 full batches
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Gate(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport())
         client.barrier = threading.Barrier(3)
@@ -184,9 +193,10 @@ def test_independent_bulks_are_in_flight_together_and_land_exactly(tmp_path):
     assert states(env) == ["applied"] * 3
     assert codes(env) == [f"I{i:06d}" for i in range(6000)]
     assert_results_journaled(env)
+    assert_ref_in_order(env, 6000)
 
 
-def test_bulks_tied_by_a_ref_are_never_in_flight_together(tmp_path):
+def test_a_bulk_that_consumes_a_ref_waits_for_every_batch_producing_it(tmp_path):
     extra = "  - status: {app: items, records: {ref: new}, action: Check}\n"
     root, project, env = items(tmp_path, 4500, extra, ref="new")
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
@@ -195,11 +205,18 @@ def test_bulks_tied_by_a_ref_are_never_in_flight_together(tmp_path):
         )
         status = sandbox.definition.apps[1].system_code("STATUS")
         checked = {r[status]["value"] for r in sandbox.records(1)}
+        plan = result.plan.changesets[0]
+        producing = {b.index for b in plan.batches if "new" in b.produces}
+        consuming = {b.index for b in plan.batches if "new" in b.consumes}
     count = len(states(env))
-    assert count >= 5 and states(env) == ["applied"] * count
-    # Every batch adds records under `new` or acts on them: each waits for the one before.
-    assert sent_and_landed(events) == [(k, i) for i in range(count) for k in ("batch_sent", "batch_applied")]
+    assert states(env) == ["applied"] * count and producing and consuming
+    order = sent_and_landed(events)
+    for c in consuming:
+        for p in producing - {c}:
+            if p < c:
+                assert order.index(("batch_applied", p)) < order.index(("batch_sent", c))
     assert checked == {"Checked"}
+    assert_ref_in_order(env, 4500)
 
 
 class FirstLast(Client):
@@ -227,7 +244,7 @@ class FirstLast(Client):
 
 
 def test_after_a_failure_those_in_flight_land_and_resume_sends_only_what_is_left(tmp_path):
-    root, project, env = items(tmp_path, 6000)
+    root, project, env = items(tmp_path, 6000, ref="new")
 
     class FirstRefusedLast(FirstLast):
         @staticmethod
@@ -254,11 +271,12 @@ def test_after_a_failure_those_in_flight_land_and_resume_sends_only_what_is_left
     assert states(env) == ["applied"] * 3
     assert codes(env) == [f"I{i:06d}" for i in range(6000)]
     assert_results_journaled(env)
+    assert_ref_in_order(env, 6000)  # batch 0's ids came last, and come first
 
 
 @pytest.mark.parametrize("delivered", [True, False])
 def test_an_earlier_batch_in_doubt_after_later_ones_applied_is_settled_by_the_next_run(tmp_path, delivered):
-    root, project, env = items(tmp_path, 6000)
+    root, project, env = items(tmp_path, 6000, ref="new")
 
     class Crashing(FirstLast):
         @staticmethod
@@ -278,6 +296,7 @@ def test_an_earlier_batch_in_doubt_after_later_ones_applied_is_settled_by_the_ne
     assert codes(env) == [f"I{i:06d}" for i in range(6000)]  # each record exactly once
     assert result.summary is not None and result.summary.reconciled_batches == 1
     assert_results_journaled(env)
+    assert_ref_in_order(env, 6000)
 
 
 def test_429_answers_are_waited_out_and_sent_again_in_parallel(tmp_path):

@@ -10,8 +10,8 @@ They are not independent (``conflict`` names the first reason) when:
 - they belong to different changesets (a changeset's batches are the unit of order);
 - either holds a call this module does not understand (a ``request`` operation, an id that is
   not a number: a ref not resolved yet);
-- one consumes a ref the other produces, or both produce the same ref (a ref's ids are kept in
-  the order its batches applied);
+- one consumes a ref the other produces (two that produce the same ref may go together: a
+  ref's ids are kept by batch, in the order written, whatever order the batches land in);
 - in one app: both write the same record id; one writes records by id and the other by
   ``updateKey`` (they may be the same record); both address the same key value; one addresses
   a key value that the other writes into that field (an add or an update creating or moving
@@ -240,9 +240,6 @@ def conflict(a: Footprint, b: Footprint) -> str | None:
     refs = (a.produces & b.consumes) | (b.produces & a.consumes)
     if refs:
         return f"ref {sorted(refs)[0]!r} is produced by one and consumed by the other"
-    shared = a.produces & b.produces
-    if shared:
-        return f"both produce ref {sorted(shared)[0]!r}"
     for app_id in sorted(a.apps.keys() & b.apps.keys()):
         why = _app_conflict(a.apps[app_id], b.apps[app_id], _unique_of(a, b, app_id))
         if why is not None:
