@@ -337,3 +337,17 @@ def test_parallel_is_bounded_and_configurable(tmp_path):
     done = CliRunner().invoke(main, ["-C", str(root), "apply", "--parallel", "2"])
     assert done.exit_code == 0, done.output
     assert codes(load_project(root).environment()) == [f"I{i:06d}" for i in range(10)]
+
+
+@pytest.mark.slow
+def test_the_crash_matrix_with_parallel_bulks_never_duplicates_loses_or_needs_a_person(tmp_path):
+    """SIGKILLed at points spread over a run whose changesets take several bulks in flight at
+    once (each 4,500 visits: three bulks of adds together, then their status changes), then
+    resumed until done: every record exactly once, as the same run sent one bulk at a time."""
+    from .harness.crash import run_matrix
+
+    figures, requests = run_matrix(points=6, records=9000, chunks=2, work=tmp_path, jobs=3, parallel=4)
+    assert figures.runs == 6 and figures.killed >= 5
+    m = figures.mismatches
+    assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
+    assert figures.needed_a_person == []

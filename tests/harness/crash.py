@@ -82,6 +82,7 @@ def one_point(
     bulk_semantics: str,
     attempts: int,
     work: Path,
+    parallel: int = 1,
 ) -> Point:
     run_dir = work / f"point-{number}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +91,9 @@ def one_point(
     finished, person, made = False, None, 0
     with serve(project, run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
         set_served_port(project, int(served.url.rsplit(":", 1)[1]))
+        if parallel > 1:  # every apply of the point, the resumes too: `parallel` of [env.served]
+            with (project / "kmigrate.toml").open("a", encoding="utf-8") as toml:
+                toml.write(f"parallel = {parallel}\n")
         first = run_apply(project, timeout=TIMEOUT, pid_file=pid_file)
         made += 1
         attempt = first
@@ -132,6 +136,7 @@ def run_matrix(
     work: Path,
     progress: bool = False,
     jobs: int = 1,
+    parallel: int = 1,
 ) -> tuple[Figures, int]:
     """``jobs`` kill points at once (each has its own served sandbox, project and journal)."""
     started = clock()
@@ -152,6 +157,7 @@ def run_matrix(
             bulk_semantics=bulk_semantics,
             attempts=attempts,
             work=work,
+            parallel=parallel,
         )
 
     for outcome in in_parallel(run_one, len(grid), jobs):
@@ -186,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the points' folders here")
     parser.add_argument("--quiet", action="store_true", help="no line per kill point")
     parser.add_argument("--jobs", type=int, default=1, help="kill points at once (lines come in order)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="apply --parallel N (bulks in flight at once)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
         figures, _ = run_matrix(
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             work=args.work or Path(tmp),
             progress=not args.quiet,
             jobs=args.jobs,
+            parallel=args.parallel,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())
