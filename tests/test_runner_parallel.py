@@ -173,12 +173,22 @@ def test_an_error_preparing_a_batch_is_raised_at_its_turn(tmp_path, monkeypatch)
 
 
 class Gate(Client):
-    """Holds each bulk at a barrier of ``parties``: they pass only all in flight at once."""
+    """Holds its first bulks at a barrier: they pass only all in flight at once; later bulks
+    go straight through."""
 
     barrier: threading.Barrier
 
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.held = 0
+        self.lock = threading.Lock()
+
     def bulk(self, requests: Any, guest_space_id: Any = None) -> Any:
-        self.barrier.wait(timeout=WAIT)
+        with self.lock:
+            self.held += 1
+            wait = self.held <= self.barrier.parties
+        if wait:
+            self.barrier.wait(timeout=WAIT)
         return super().bulk(requests, guest_space_id)
 
 
@@ -351,3 +361,36 @@ def test_the_crash_matrix_with_parallel_bulks_never_duplicates_loses_or_needs_a_
     m = figures.mismatches
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples
     assert figures.needed_a_person == []
+
+
+def test_with_a_journal_app_bulks_in_flight_together_each_carry_their_marker(tmp_path):
+    """Three bulks of adds (each behind its marker) in flight at once against a journal app;
+    a fresh runner then knows every batch, ids in the order written, and sends no data write."""
+    from .remote.projects import JOURNAL_APP, item_codes, write_project
+
+    store = tmp_path / "kintone.sqlite3"
+    write_project(tmp_path / "definition", store=store)
+    runs = []
+    with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
+        for name in ("a", "b"):
+            project = load_project(write_project(tmp_path / name, store=store, records=5700, changesets=1))
+            env = project.environment()
+            client = Gate(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+            client.barrier = threading.Barrier(3 if name == "a" else 1)
+            result, events = apply(env, project, client, parallel=4)
+            runs.append((env, result, events))
+        markers = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]
+        codes_now = item_codes(sandbox.records(1))
+    (a_env, a, a_events), (b_env, b, _) = runs
+    kinds = [k for k, _ in sent_and_landed(a_events)]
+    assert kinds[:3] == ["batch_sent"] * 3  # the three adds of 1,900 left together
+    assert a.summary is not None and a.summary.applied_records == 5700 * 2  # the adds, then their status
+    assert b.nothing_to_do
+    assert len(markers) == a.summary.applied_batches
+    assert len(codes_now) == 5700
+    with Journal.open(a_env.journal_path) as ja, Journal.open(b_env.journal_path) as jb:
+        assert jb.refs() == ja.refs() and len(ja.refs()["first"]) == 5700
+        with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
+            by_id = {int(r["$id"]["value"]): r["code"]["value"] for r in sandbox.records(1)}
+        named = [by_id[i] for i in ja.refs()["first"]]
+    assert named == sorted(named)  # the CSV's order
