@@ -20,7 +20,7 @@ from kmigrate import runner as runner_module
 from kmigrate.cli import main
 from kmigrate.client import Client, RetryPolicy
 from kmigrate.config import Credentials, load_project
-from kmigrate.errors import InDoubtError, InputError, KintoneError
+from kmigrate.errors import InDoubtError, InputError, KintoneError, TransportError
 from kmigrate.journal import Journal
 from kmigrate.runner import RunEvent
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
@@ -394,3 +394,34 @@ def test_with_a_journal_app_bulks_in_flight_together_each_carry_their_marker(tmp
             by_id = {int(r["$id"]["value"]): r["code"]["value"] for r in sandbox.records(1)}
         named = [by_id[i] for i in ja.refs()["first"]]
     assert named == sorted(named)  # the CSV's order
+
+
+def test_drops_resets_and_429s_in_parallel_lose_nothing_and_apply_nothing_twice(tmp_path):
+    """The sandbox's fault layer in front of bulks in flight together: resets (never sent: sent
+    again), 429s (waited out), drops (applied, the answer lost: settled by reading Kintone).
+    Applied again until done, every record is there once and the ref names them in order."""
+    extra = "  - status: {app: items, records: {ref: new}, action: Check}\n"
+    root, project, env = items(tmp_path, 10000, extra, ref="new")
+    faults = FaultProfile.parse("seed=5,429=0.1,reset=0.1,drop=0.15")
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        for _ in range(6):
+            client = Client(
+                SANDBOX_BASE_URL,
+                CREDS,
+                transport=sandbox.transport(faults=faults),
+                retry=RetryPolicy(attempts=10, max_seconds=600),
+                sleep=lambda seconds: None,
+            )
+            try:
+                result, _ = apply(env, project, client, parallel=4)
+            except (InDoubtError, KintoneError, TransportError):
+                continue
+            if result.summary is not None or result.nothing_to_do:
+                break
+        status = sandbox.definition.apps[1].system_code("STATUS")
+        checked = {r[status]["value"] for r in sandbox.records(1)}
+    assert faults.counts["drop"] > 0 and faults.counts["reset"] > 0 and faults.counts["429"] > 0
+    assert set(states(env)) == {"applied"}
+    assert codes(env) == [f"I{i:06d}" for i in range(10000)]
+    assert checked == {"Checked"}
+    assert_ref_in_order(env, 10000)
