@@ -398,7 +398,11 @@ def bench_served(size: wl.Size, base: Path, report: Report, repeat: int) -> None
     folder = base / "W1-served"
     prepare(workload, folder)
     tools: dict[str, tuple[list[str | Path], bool]] = {
-        "kmigrate apply": ([*KMIGRATE, "-e", "served", "apply", "--yes"], True)
+        "kmigrate apply": ([*KMIGRATE, "-e", "served", "apply", "--yes"], True),
+        "kmigrate apply --parallel 4": (
+            [*KMIGRATE, "-e", "served", "apply", "--yes", "--parallel", "4"],
+            True,
+        ),
     }
     cli = "cli-kintone record import"
     if CLI_KINTONE.exists():
@@ -661,6 +665,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="runs per in-process figure; the median is shown"
     )
     parser.add_argument("--skip-latency", action="store_true", help="no 50 ms run, no served runs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="W1's runs with latency only, some of: latency,served,parallel (no workload table)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile W1 apply and W4 plan --format json")
     # The child processes.
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -689,13 +698,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile(size, base)
             return 0
         report = Report(size.name, ns.repeat)
-        for name in names:
+        only = {part.strip() for part in ns.only.split(",") if part.strip()}
+        for name in names if not only else []:
             print(f"{name}...", file=sys.stderr)
             bench_workload(wl.build(name, size), size, base, report, ns.repeat)
         if "W1" in names and not ns.skip_latency:
-            bench_latency(size, base, report, ns.repeat)
-            bench_served(size, base, report, ns.repeat)
-            bench_parallel(size, base, report, ns.repeat)
+            for section, run in (
+                ("latency", bench_latency),
+                ("served", bench_served),
+                ("parallel", bench_parallel),
+            ):
+                if not only or section in only:
+                    run(size, base, report, ns.repeat)
     text = render(report)
     print(text)
     if not ns.no_write:
