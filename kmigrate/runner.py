@@ -439,8 +439,9 @@ class Runner:
 
     def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[Any]], summary: RunSummary) -> None:
         self.journal.record_changeset(cs)
+        journaled = self.journal.state().get(cs.version)
         self._applied_in[cs.version] = {
-            b.index for b in self.journal.batches(cs.version) if b.state == APPLIED
+            i for i, state in (journaled.batch_states.items() if journaled else ()) if state == APPLIED
         }
         self.on_event(RunEvent("changeset_started", cs))
         # The next bulks are prepared on a thread of their own while this one is in flight
