@@ -8,9 +8,9 @@ For each file found by ``changeset_files.discover``, in version order:
 4. each operation is validated by the pydantic models of ``changeset`` (messages shaped by
    ``validation_messages``), its records by the rules of ``records``, then checked against the
    environment (app aliases, and the apps' field codes when the caller hands them in) and the
-   project (refs: defined once, used after their producer, on the producer's app); records from
-   data files are streamed once here, to be checked and hashed into the rendered checksum, and
-   again later by the planner.
+   project (refs: defined once, used after their producer, on the producer's app); a data file
+   is hashed as bytes into the rendered checksum and parsed once, here: its records are checked
+   and kept compressed (``_NormalisedSource``) for the apps' checks and the planner.
 
 Every problem becomes a ``ChangesetError`` whose location names the file and the line: in the
 source when the line can be traced back through the render, otherwise "rendered line N" with
