@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import hashlib
-from array import array
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,41 +103,35 @@ def check_changesets(
 
 class _Values:
     """The values one unique field was given so far, 16 bytes each: a 96-bit digest of the
-    value (two values alike by chance: odds of 1e-17 in a million) and the ordinal of the first
-    record that wrote it (a dict of every value and its Location took ~400 bytes a record:
-    580 MB for a million rows). Digests are kept in buckets by their low bits; a bucket's ``in``
-    is a scan of an array, in C."""
+    value (the text's own hash and a CRC-32 of it: two values alike by chance, odds of 1e-17 in
+    a million) and the ordinal of the first record that wrote it (a dict of every value and its
+    Location took ~400 bytes a record: 580 MB for a million rows). Digests are kept in buckets
+    by 12 bits of the hash; a bucket is searched with ``bytearray.find``, in C."""
 
     BUCKETS = 4096
 
     def __init__(self) -> None:
-        self.keys: list[array[int] | None] = [None] * self.BUCKETS  # per bucket: 64 bits of each digest
-        self.rest: list[array[int]] = []  # per bucket in use: the other 32 bits and the ordinal, in turn
-        self.slot: dict[int, int] = {}  # bucket -> its place in ``rest``
+        self.keys: list[bytearray | None] = [None] * self.BUCKETS  # 8 bytes of each digest
+        self.rest: dict[int, bytearray] = {}  # per bucket: the digest's other 4 bytes, the ordinal's 4
 
     def first(self, value: str, ordinal: int) -> int | None:
         """The ordinal of the record that wrote ``value`` first; None (and kept) if none did."""
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-        key, other = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
-        bucket = key % self.BUCKETS
+        hashed = hash(value)  # 64 bits (SipHash, cached by the text), and 32 bits more of CRC
+        key = hashed.to_bytes(8, "little", signed=True)
+        other = zlib.crc32(value.encode("utf-8", "surrogatepass")).to_bytes(4, "little")
+        bucket = hashed & (self.BUCKETS - 1)
         keys = self.keys[bucket]
         if keys is None:
-            keys = self.keys[bucket] = array("Q")
-            self.slot[bucket] = len(self.rest)
-            self.rest.append(array("I"))  # 32 bits: at most 4 billion records checked
-        rest = self.rest[self.slot[bucket]]
-        if key in keys:
-            at = keys.index(key)
-            while True:
-                if rest[2 * at] == other:
-                    return rest[2 * at + 1]
-                try:
-                    at = keys.index(key, at + 1)
-                except ValueError:
-                    break
-        keys.append(key)
-        rest.append(other)
-        rest.append(ordinal)
+            keys = self.keys[bucket] = bytearray()
+            self.rest[bucket] = bytearray()
+        rest = self.rest[bucket]
+        at = keys.find(key)
+        while at != -1:
+            if at % 8 == 0 and rest[at : at + 4] == other:
+                return int.from_bytes(rest[at + 4 : at + 8], "little")
+            at = keys.find(key, at + 1)
+        keys += key
+        rest += other + ordinal.to_bytes(4, "little")  # at most 4 billion records checked
         return None
 
 

@@ -133,8 +133,10 @@ def test_a_duplicate_in_a_big_data_file_names_the_first_record_that_wrote_the_va
     rows = "code\n" + "".join(f"C{i}\n" for i in range(3000)) + "C0007\nC7\n"
     csv_add = "operations:\n  - add: {app: orders, records_from: data/rows.csv}\n"
     (found,) = problems(project(tmp_path, csv_add, data={"rows.csv": rows}))
-    assert "'C7' is already written by data/rows.csv:9 (record 8)" in found  # header, then C0..C7
-    assert "data/rows.csv:3003" in found and "record 3002" in found  # where the second write is
+    assert "'C7' is already written by " in found and "rows.csv:9 (record 8): Kintone refuses" in found
+    assert (
+        "rows.csv:3003" in found and "record 3002" in found
+    )  # where the second write is (C0..C7: lines 2-9)
 
 
 def test_the_unique_values_index_tells_values_apart_and_keeps_the_first_writer():
