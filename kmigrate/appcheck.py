@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,13 +195,19 @@ class _Checker:
                 )
         shape = _Shape.of(schema)  # what does not change from record to record
         self.places.append((self.records, cs, index))
-        for _position, record, where in _records_of(cs, index, kind, body):
+        for position, record, line in _records_of(body):
             self.records += 1
             if not isinstance(record, dict):
                 continue  # the loader reported it
+
+            def where(position: int = position, line: int | None = line) -> Location:
+                return _location(cs, index, kind, body, position, line)  # for a message only
+
             problems, stored = _record_problems(kind, record, schema, shape)
-            for message, hint in problems:
-                errors.add(message, hint=hint, at=where)
+            if problems:
+                at = where()
+                for message, hint in problems:
+                    errors.add(message, hint=hint, at=at)
             if kind == "add":
                 self._unique(app_id, record, schema, where, errors, stored)
 
@@ -216,7 +222,7 @@ class _Checker:
         app_id: int,
         record: dict[str, Any],
         schema: AppSchema,
-        where: Location,
+        where: Callable[[], Location],
         errors: _OperationErrors,
         stored: Mapping[str, Any] | None = None,
     ) -> None:
@@ -242,7 +248,7 @@ class _Checker:
                     f"{_place(self._where(first)) if shown else 'an earlier record'}: "
                     "Kintone refuses the second write (duplicate value)",
                     hint="give each record its own value, or make the second write an update",
-                    at=where,
+                    at=where(),
                 )
 
     # -- process management ----
@@ -562,30 +568,33 @@ class _OperationErrors:
             )
 
 
-def _records_of(
-    cs: LoadedChangeset, index: int, kind: str, body: _RecordsOp
-) -> Iterator[tuple[int, Any, Location]]:
-    """(position, record, where it was written) for each record of a records operation."""
+def _records_of(body: _RecordsOp) -> Iterator[tuple[int, Any, int | None]]:
+    """(position, record, its line in the data file or None) for each record of a records operation."""
     if body.records is not None:
         for position, record in enumerate(body.records):
-            yield position, record, cs.location(index, position)
+            yield position, record, None
         return
     source = body.source
     if source is None:
         return
     for position, (line, record) in enumerate(source):
-        yield (
-            position,
-            record,
-            Location(
-                file=source.path,
-                line=line,
-                changeset=cs.id,
-                operation=index + 1,
-                record=position + 1,
-                detail=kind,
-            ),
-        )
+        yield position, record, line
+
+
+def _location(
+    cs: LoadedChangeset, index: int, kind: str, body: _RecordsOp, position: int, line: int | None
+) -> Location:
+    """Where a record of ``_records_of`` was written."""
+    if body.records is not None:
+        return cs.location(index, position)
+    return Location(
+        file=body.source.path,
+        line=line,
+        changeset=cs.id,
+        operation=index + 1,
+        record=position + 1,
+        detail=kind,
+    )
 
 
 def _status_targets(body: StatusOp) -> Iterator[tuple[Any, str, str | None]]:
