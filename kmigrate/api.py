@@ -675,9 +675,10 @@ def apply(
                     stack.callback(session.release)
                 synced = pull(journal, session.app, run_id=run_id) if session else None
                 state = journal.state()  # read under the lock(s): no other run can change it now
+                plan = seen_plan  # the same changesets on the same state: the same plan, compiled once
                 if state != seen:  # another run moved on meanwhile (or the journal app said so)
                     changesets = load_changesets(ctx, state)
-                plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
+                    plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
                 _refuse(preflight(changesets, state, plan, out_of_order=out_of_order))
                 if saved is not None:
                     refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
