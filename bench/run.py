@@ -566,10 +566,11 @@ def render(report: Report) -> str:
             *served_table(report.served, "cli-kintone"),
             "",
         ]
-    lines += [
-        f"### `apply --parallel 4` against `--parallel 1`, {PARALLEL_LATENCY_MS} ms per request (served)",
-        "",
-    ]
+    if report.parallel or report.parallel_note or report.rows:  # not in an --only run without it
+        lines += [
+            f"### `apply --parallel 4` against `--parallel 1`, {PARALLEL_LATENCY_MS} ms per request (served)",
+            "",
+        ]
     if report.parallel:
         lines += [
             "Each run as a process against a fresh sandbox served over https in a process of its own, with",
@@ -579,7 +580,7 @@ def render(report: Report) -> str:
             *served_table(report.parallel, "kmigrate apply --parallel 1"),
             "",
         ]
-    else:
+    elif report.parallel_note or report.rows:
         lines += [report.parallel_note or "not measured in this run", ""]
     return "\n".join(lines)
 
