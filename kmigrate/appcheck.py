@@ -208,7 +208,10 @@ class _Checker:
             ordinal += 1
             if not isinstance(record, dict):
                 continue  # the loader reported it
-            problems, stored = _record_problems(kind, record, schema, shape)
+            accepted = _accepted(kind, record, shape)  # most records: no problem, found fast
+            problems, stored = (
+                ([], accepted) if accepted is not None else _generic_problems(kind, record, schema, shape)
+            )
             if problems:
                 at = _location(cs, index, kind, body, position, line)
                 for message, hint in problems:
@@ -410,7 +413,7 @@ def _accepted(kind: str, record: Mapping[str, Any], shape: _Shape) -> dict[str, 
     values); None when the generic path must look at it (it finds and explains the problems)."""
     if not shape.fast:
         return None
-    checkers = shape.checkers
+    checkers, refused = shape.checkers, REFUSED
     stored: dict[str, Any] = {}
     for code, value in record.items():
         check = checkers.get(code)
@@ -419,13 +422,14 @@ def _accepted(kind: str, record: Mapping[str, Any], shape: _Shape) -> dict[str, 
                 return None
             continue  # a reserved key, an unknown code (the loader's to report), a CALC field
         kept = check(value if type(value) is str else to_kintone_value(value)["value"])
-        if kept is REFUSED:
+        if kept is refused:
             return None
         stored[code] = kept
     if kind == "add":
         defaults = shape.defaults
         for code in shape.required:
-            if is_empty(stored[code] if code in stored else defaults[code]):
+            value = stored[code] if code in stored else defaults[code]
+            if value is None or value == "" or value == []:  # fieldrules.is_empty, inlined
                 return None
         for code in shape.short_when_unsent:
             if code not in stored:
