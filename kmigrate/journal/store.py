@@ -428,6 +428,29 @@ class Journal:
                 db, "failed", run_id=run_id or row["run_id"], changeset=version, batch=index, detail=detail
             )
 
+    def keep_done(
+        self,
+        version: str,
+        index: int,
+        done: tuple[int, str, Any],
+        *,
+        run_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Journal that the first calls of a batch not applied (``pending`` or ``failed``) took
+        effect, ``done`` = (calls, hash, results), as learnt after the fact (the journal app's
+        marker kept with them); logged as ``reconciled``."""
+        with self._tx() as db:
+            row = self._require_batch(db, version, index)
+            if row["state"] not in (PENDING, FAILED):
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}: "
+                    "only a batch not applied can have applied calls journaled"
+                )
+            db.table("batches").update((version, index), self._done_columns(row, done))
+            logged = {"applied": False, "done_calls": done[0], **(detail or {})}
+            self._event(db, "reconciled", run_id=run_id, changeset=version, batch=index, detail=logged)
+
     def mark_unsent(self, version: str, index: int) -> None:
         """The request certainly never reached Kintone (no connection): back to ``pending``."""
         with self._tx() as db:
@@ -588,6 +611,51 @@ class Journal:
             self._apply(db, version, index, None, refs, run_id)
             logged = {**(detail or {}), "refs": {k: len(v) for k, v in refs.items()}}
             self._event(db, kind, run_id=run_id, changeset=version, batch=index, detail=logged)
+
+    def import_partial(
+        self,
+        *,
+        version: str,
+        name: str,
+        path: str,
+        source_checksum: str,
+        rendered_checksum: str,
+        batch_count: int,
+        index: int,
+        done: tuple[int, str, Any],
+        detail: Mapping[str, Any] | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        """Journal that the first calls of a batch not applied here took effect, ``done`` =
+        (calls, hash, results), on a ``partial:K`` marker's word; logged as ``synced``. The
+        batch is ``pending`` (its own hash comes with the plan, ``record_changeset``)."""
+        with self._tx() as db:
+            if next(db.table("changesets").rows_where("version = ?", [version]), None) is None:
+                db.table("changesets").insert(
+                    {
+                        "version": version,
+                        "name": name,
+                        "path": path,
+                        "state": PENDING,
+                        "source_checksum": source_checksum,
+                        "rendered_checksum": rendered_checksum,
+                        "batch_count": batch_count,
+                    }
+                )
+            db.execute(
+                "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(changeset, idx) DO NOTHING",
+                [version, index, done[1], PENDING],
+            )
+            row = self._require_batch(db, version, index)
+            if row["state"] not in (PENDING, FAILED):
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}: "
+                    "a marker applied in part cannot say otherwise"
+                )
+            db.table("batches").update((version, index), self._done_columns(row, done))
+            logged = {**(detail or {}), "done_calls": done[0]}
+            self._event(db, "synced", run_id=run_id, changeset=version, batch=index, detail=logged)
 
     def batch_refs(self, version: str, index: int) -> dict[str, list[int]]:
         """The ids one batch gave each ref, in order."""

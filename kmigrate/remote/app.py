@@ -16,7 +16,18 @@ from ..config import App
 from ..errors import ConfigError, KintoneError
 from ..kintone import MAX_RECORDS_PER_CALL
 from ..plan import canonical_json
-from .records import FIELDS, KIND_BATCH, LeaseRecord, Marker, Markers, lease_key, marker_key, query_text
+from .records import (
+    FIELDS,
+    KIND_BATCH,
+    KIND_PARTIAL,
+    LeaseRecord,
+    Marker,
+    Markers,
+    lease_key,
+    marker_key,
+    partial_kind,
+    query_text,
+)
 
 # Kintone's answer to a write whose `revision` is not the record's latest (kintone-api.md §2.5).
 REVISION_CONFLICT = "GAIA_CO02"
@@ -64,8 +75,12 @@ class JournalApp:
     # ---- markers -------------------------------------------------------------------------
 
     def read_markers(self) -> list[Marker]:
-        """Every marker of this project, in every journal app, by version and batch."""
-        query = f"project = {query_text(self.project)} and kind = {query_text(KIND_BATCH)}"
+        """Every marker of this project (whole, or ``partial:K``), in every journal app, by
+        version and batch."""
+        query = (
+            f"project = {query_text(self.project)} and "
+            f"(kind = {query_text(KIND_BATCH)} or kind like {query_text(KIND_PARTIAL + ':')})"
+        )
         found: list[Marker] = []
         for app in self._apps():
             found.extend(
@@ -96,14 +111,29 @@ class JournalApp:
             guest_space_id=app.guest_space_id,
         )
 
-    def set_kind(self, record_id: int, guest_space_id: int | None, kind: str) -> None:
-        app = self.markers.app_for(guest_space_id)
-        self.client.request(
-            "PUT",
-            "record",
-            body={"app": app.id, "id": record_id, "record": {"kind": {"value": kind}}},
-            guest_space_id=app.guest_space_id,
-        )
+    def set_partial(self, marker: Marker, calls: int, calls_hash: str, results: Sequence[Any]) -> int | None:
+        """Say in ``marker`` (if it is still at the revision it was read at) that only the
+        first ``calls`` calls of its batch applied: kind ``partial:K``, their hash, and what is
+        known of their results. Its new revision, or None when another write came first."""
+        app = self.markers.app_for(marker.guest_space_id)
+        fields = {"kind": partial_kind(calls), "hash": calls_hash, "ids": canonical_json(list(results))}
+        try:
+            answer = self.client.request(
+                "PUT",
+                "record",
+                body={
+                    "app": app.id,
+                    "id": marker.record_id,
+                    "revision": marker.revision,
+                    "record": {k: {"value": v} for k, v in fields.items()},
+                },
+                guest_space_id=app.guest_space_id,
+            )
+        except KintoneError as exc:
+            if exc.code == REVISION_CONFLICT:
+                return None
+            raise
+        return int(answer["revision"])
 
     def publish(self, records: Iterable[tuple[int | None, Mapping[str, Any]]]) -> int:
         """Add marker records (space, record) outside a bulk, 100 per call; the number added.

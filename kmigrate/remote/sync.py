@@ -20,12 +20,13 @@ from ..errors import ConfigError
 from ..journal import UNKNOWN_ID, Journal
 from ..plan import APPLIED, SENT, ChangesetPlan, Plan, canonical_json
 from .app import JournalApp
-from .records import KIND_BATCH, Marker, Markers, marker_key
+from .records import KIND_BATCH, Marker, Markers, kept_by_refusal, marker_key
 
 
 @dataclass
 class SyncReport:
     imported: list[tuple[str, int]] = field(default_factory=list)  # applied by another runner
+    partial: list[tuple[str, int]] = field(default_factory=list)  # applied in part (partial:K markers)
     lost_ids: list[tuple[str, int]] = field(default_factory=list)  # imported without their ids
     ids_written: int = 0  # markers given the ids this journal had
     published: int = 0  # markers added for batches applied without one
@@ -33,7 +34,7 @@ class SyncReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.imported or self.ids_written or self.published)
+        return bool(self.imported or self.partial or self.ids_written or self.published)
 
 
 def marker_refs(marker: Marker) -> dict[str, list[int]]:
@@ -59,6 +60,24 @@ def pull(
         batch = local.get(key)
         if batch is not None and batch.state == SENT:
             continue  # in doubt here: `apply` settles it by this marker, reading back its ids
+        if batch is not None and kept_by_refusal(batch, marker) is not None:
+            continue  # this journal's own send, refused part-way: the marker claims too much (runner)
+        if marker.applied_calls is not None:  # partial:K: its first K calls applied
+            if batch is None or (batch.state != APPLIED and batch.done_calls < marker.applied_calls):
+                journal.import_partial(
+                    version=marker.version,
+                    name=marker.name,
+                    path=(paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
+                    source_checksum=marker.source_checksum,
+                    rendered_checksum=marker.rendered_checksum,
+                    batch_count=marker.batches,
+                    index=marker.index,
+                    done=(marker.applied_calls, marker.hash, marker.prefix_results),
+                    detail={"run": marker.run, "marker": marker.kind},
+                    run_id=run_id,
+                )
+                report.partial.append(key)
+            continue
         if batch is not None and batch.state == APPLIED:
             if marker.ids is None and marker.refs:
                 ids = journal.batch_refs(*key)
