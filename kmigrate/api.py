@@ -51,7 +51,7 @@ from .remote import session as remote
 from .remote.app import JournalApp
 from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
-from .remote.sync import SyncReport, publish, pull
+from .remote.sync import SyncReport, publish, pull, push_repairs
 from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
 from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
 from .status import ChangesetStatus, changeset_statuses
@@ -609,7 +609,8 @@ def apply(
     seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
     seen_plan = _build_plan(changesets, env, seen)
-    check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
+    if markers is None:  # with a journal app its word decides (a repair elsewhere): under the lease
+        check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
     # Before the journal is opened, a stale plan leaves no trace; with a journal app the local
     # journal may not be synced yet (a fresh runner), so the check under its lease decides.
     if saved is not None and markers is None:
@@ -838,24 +839,47 @@ def _repair_items(
     ]
 
 
-def repair(ctx: Context, changeset: str | None = None, *, note: str | None = None) -> list[str]:
+def repair(
+    ctx: Context, changeset: str | None = None, *, note: str | None = None, client: Client | None = None
+) -> list[str]:
     """Accept the current content of drifted changesets (only ``changeset``, if given), logged as
     ``repaired`` events. Kintone keeps what the applied batches wrote: repair changes only the
-    journal's record of what was applied."""
+    journal's record of what was applied. With a journal app, under its lease: the local journal
+    is synced first, and the markers of the repaired changesets take the new checksums and
+    hashes (revision-checked), so every runner judges drift alike."""
+    markers = Markers.for_env(ctx.env)
     with Journal.open(ctx.env.journal_path) as journal:
-        with journal.locked(take_over_stale=True):
-            state = journal.state()
-            changesets = load_changesets(ctx, state)
-            items = _repair_items(ctx, changesets, state, changeset)
-            if not items:
-                return []
-            planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
-            by_version = {c.version: c for c in changesets}
-            for item in items:
-                cs = by_version[item.version]
-                hashes = accepted_hashes(planned[cs.version], state[cs.version])
-                journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [item.changeset for item in items]
+        run_id = journal.start_run(ctx.env.name) if markers is not None else None
+        outcome = "failed"
+        try:
+            with journal.locked(run_id, take_over_stale=True), contextlib.ExitStack() as stack:
+                session = None
+                if markers is not None and run_id is not None:
+                    active = stack.enter_context(_connected(ctx, client))
+                    session = _open_remote(journal, active, markers, run_id, 0.0, LEASE_SECONDS)
+                    stack.callback(session.release)
+                    pull(journal, session.app, run_id=run_id)
+                state = journal.state()
+                changesets = load_changesets(ctx, state)
+                items = _repair_items(ctx, changesets, state, changeset)
+                planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
+                by_version = {c.version: c for c in changesets}
+                for item in items:
+                    cs = by_version[item.version]
+                    hashes = accepted_hashes(planned[cs.version], state[cs.version])
+                    journal.repair(
+                        cs.version, cs.source_checksum, cs.rendered_checksum, hashes, run_id=run_id, note=note
+                    )
+                if session is not None and items:
+                    push_repairs(journal, session.app, [item.version for item in items])
+                outcome = "repaired" if items else "nothing to do"
+                return [item.changeset for item in items]
+        finally:
+            if run_id is not None:
+                try:
+                    journal.finish_run(run_id, outcome)
+                except JournalError:
+                    pass
 
 
 def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:

@@ -324,9 +324,11 @@ class Journal:
         batch_hashes: Mapping[int, str] | None = None,
         run_id: int | None = None,
         note: str | None = None,
+        kind: str = "repaired",
     ) -> None:
         """Accept a changed changeset: store its new checksums (and the hashes of its journaled
-        batches, if given), logging the old and new values as a ``repaired`` event."""
+        batches, if given), logging the old and new values as a ``repaired`` event (``synced``:
+        a repair made elsewhere, taken from the journal app)."""
         with self._tx() as db:
             old = self._require_changeset(db, version)
             detail: dict[str, Any] = {
@@ -347,7 +349,7 @@ class Journal:
                 detail["batch_hashes"] = changed
             if note:
                 detail["note"] = note
-            self._event(db, "repaired", run_id=run_id, changeset=version, detail=detail)
+            self._event(db, kind, run_id=run_id, changeset=version, detail=detail)
 
     # ---- batches: the sent / applied / failed protocol ------------------------------------------
 

@@ -135,6 +135,37 @@ class JournalApp:
             raise
         return int(answer["revision"])
 
+    def update_markers(self, updates: Sequence[tuple[Marker, Mapping[str, str]]]) -> bool:
+        """Write ``fields`` into each marker, if it is still at the revision it was read at
+        (``PUT records.json``, 100 a call, one space at a time); False when another write came
+        first (Kintone's revision conflict: that call wrote nothing)."""
+        by_space: dict[int | None, list[tuple[Marker, Mapping[str, str]]]] = {}
+        for marker, fields in updates:
+            by_space.setdefault(marker.guest_space_id, []).append((marker, fields))
+        for space, rows in by_space.items():
+            app = self.markers.app_for(space)
+            for start in range(0, len(rows), MAX_RECORDS_PER_CALL):
+                chunk = [
+                    {
+                        "id": marker.record_id,
+                        "revision": marker.revision,
+                        "record": {k: {"value": v} for k, v in fields.items()},
+                    }
+                    for marker, fields in rows[start : start + MAX_RECORDS_PER_CALL]
+                ]
+                try:
+                    self.client.request(
+                        "PUT",
+                        "records",
+                        body={"app": app.id, "records": chunk},
+                        guest_space_id=app.guest_space_id,
+                    )
+                except KintoneError as exc:
+                    if exc.code == REVISION_CONFLICT:
+                        return False
+                    raise
+        return True
+
     def publish(self, records: Iterable[tuple[int | None, Mapping[str, Any]]]) -> int:
         """Add marker records (space, record) outside a bulk, 100 per call; the number added.
 
