@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import loader, sent_content, sumfile
+from . import loader, sumfile
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
 from .attachments import file_fields
@@ -526,8 +526,11 @@ def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
 
 
 def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
-    """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
-    return sent_content.load(ctx.env.journal_path)
+    """What each applied batch sent, as the journal keeps it (for ``repair``'s diff)."""
+    if not ctx.env.journal_path.exists():
+        return {}
+    with Journal.open(ctx.env.journal_path) as journal:
+        return journal.sent()
 
 
 def _local_state(ctx: Context) -> dict[str, JournaledChangeset]:
@@ -655,7 +658,7 @@ def apply(
                     journal,
                     run_id=run_id,
                     locate=_locator(changesets),
-                    on_event=_keeping_sent(env, on_event),
+                    on_event=_keeping_sent(journal, on_event),
                     remote=session,
                 )
                 summary = runner.run(plan)
@@ -698,14 +701,12 @@ def _open_remote(
     return remote.RemoteRun(client, markers, token, lease)
 
 
-def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
+def _keeping_sent(journal: Journal, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
     """``on_event``, after keeping each applied batch's requests for ``repair``'s diff."""
 
     def handle(event: RunEvent) -> None:
         if event.kind == "batch_applied" and event.batch is not None:
-            sent_content.save(
-                env.journal_path, event.changeset.version, event.batch.index, event.batch.requests()
-            )
+            journal.keep_sent(event.changeset.version, event.batch.index, event.batch.requests())
         on_event(event)
 
     return handle

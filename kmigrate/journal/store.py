@@ -70,6 +70,9 @@ def _unjson(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
+SENT_REQUESTS = "sent_requests"  # what applied batches sent (schema 3); "sent" in the old side file
+
+
 class Journal:
     """The journal over an injected ``sqlite_utils.Database`` (in memory in tests).
 
@@ -123,7 +126,13 @@ class Journal:
             raise JournalError(
                 f"journal {path}: cannot be opened: {exc}", hint="check the path and its permissions"
             ) from exc
-        return cls(sqlite_utils.Database(conn), path=path, **kwargs)
+        journal = cls(sqlite_utils.Database(conn), path=path, **kwargs)
+        try:
+            journal._take_in_sent_file()
+        except BaseException:
+            journal.close()
+            raise
+        return journal
 
     def close(self) -> None:
         self.db.conn.close()
@@ -665,6 +674,61 @@ class Journal:
         for r in self._rows("refs", "changeset = ? AND batch = ?", [version, index], order_by="seq"):
             out.setdefault(r["name"], []).append(r["id"])
         return out
+
+    # ---- what applied batches sent (for `repair`'s diff) -----------------------------------
+
+    def keep_sent(self, version: str, index: int, requests: Sequence[Any]) -> None:
+        """Keep what batch ``index`` of ``version`` sent (its requests as planned, refs
+        unresolved), replacing what an earlier content of it sent. A convenience for the eyes:
+        the state never rests on it."""
+        if SENT_REQUESTS not in self.db.table_names():
+            return  # a journal at an older schema (a test's): nothing to keep it in
+        with self._tx() as db:
+            db.table(SENT_REQUESTS).upsert(
+                {
+                    "changeset": version,
+                    "idx": index,
+                    "requests": json.dumps(list(requests), ensure_ascii=False),
+                },
+                pk=("changeset", "idx"),
+            )
+
+    def sent(self) -> dict[str, dict[int, Any]]:
+        """Changeset version -> batch index -> the requests it sent (where kept)."""
+        if SENT_REQUESTS not in self.db.table_names():
+            return {}
+        out: dict[str, dict[int, Any]] = {}
+        for row in self._rows(SENT_REQUESTS):
+            out.setdefault(row["changeset"], {})[row["idx"]] = json.loads(row["requests"])
+        return out
+
+    def _take_in_sent_file(self) -> None:
+        """Before schema 3 the sent requests lived in a second file beside the journal,
+        ``<env>.sent.db``: its rows move in (what the journal has already wins) and the file goes,
+        so each environment has one file again."""
+        if self.path is None or SENT_REQUESTS not in self.db.table_names():
+            return
+        side = self.path.with_name(self.path.stem + ".sent.db")
+        if not side.is_file():
+            return
+        try:
+            other = sqlite_utils.Database(side)
+            try:
+                rows = list(other.table("sent").rows) if "sent" in other.table_names() else []
+            finally:
+                other.close()
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"{self._where}: the file beside it, {side.name}, cannot be read ({exc})",
+                hint=f"it only held what applied batches sent, for `repair`'s diff: move {side} away",
+            ) from exc
+        with self._tx() as db:
+            db.table(SENT_REQUESTS).insert_all(
+                ({"changeset": r["changeset"], "idx": r["idx"], "requests": r["requests"]} for r in rows),
+                pk=("changeset", "idx"),
+                ignore=True,
+            )
+        side.unlink()
 
     # ---- events ----------------------------------------------------------------------------
 
