@@ -393,7 +393,15 @@ class Runner:
                 return False  # it needs lost ids itself: earlier batches first
             try:
                 kept, verdicts = self._verdicts(batch, requests, marker.probe, 0)
-            except _CannotTell:
+            except _CannotTell as cannot:
+                if cannot.unreadable:  # Kintone could not be read just now: no person needed
+                    raise TransportError(
+                        f"changeset {cs.id} batch {batch.index}: the ids it created could not be read back from "
+                        f"Kintone now ({'; '.join(cannot.reasons)}); nothing more was sent",
+                        sent_maybe=False,
+                        location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+                        hint="run `kmigrate apply` again once Kintone answers: it reads them back first",
+                    ) from None
                 return False
             if kept != len(batch.calls):
                 return False

@@ -51,8 +51,10 @@ SLOW_DELAY = 1.5  # seconds a slow answer takes; the client waits TIMEOUT
 TIMEOUT = 1.0
 
 
-def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES) -> str:
-    return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={SLOW_DELAY}"
+def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES, timeout: float = TIMEOUT) -> str:
+    # A slow answer comes later than the client waits, whatever it waits.
+    slow = max(SLOW_DELAY, timeout + 0.5)
+    return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={slow}"
 
 
 @dataclass
@@ -80,17 +82,18 @@ def one_run(
     profiles: tuple[str, ...],
     journal_app: bool = False,
     runners: int = 1,
+    timeout: float = TIMEOUT,
 ) -> Run:
     run_dir = work / f"run-{run}"
     run_dir.mkdir(parents=True, exist_ok=True)
     folders = runner_folders(template, run_dir, runners)
-    spec = profile_for(run, seed, profiles)
+    spec = profile_for(run, seed, profiles, timeout)
     finished, person, made = False, None, 0
     with serve(folders[0], run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
         for folder in folders:
             point(folder, served.url, journal_app=journal_app)
         for number in range(attempts):
-            attempt = run_apply(folders[number % len(folders)], timeout=TIMEOUT)
+            attempt = run_apply(folders[number % len(folders)], timeout=timeout)
             made += 1
             counters = served.counters()
             if attempt.done:
@@ -125,6 +128,7 @@ def run_suite(
     jobs: int = 1,
     journal_app: bool = False,
     runners: int = 1,
+    timeout: float = TIMEOUT,
 ) -> Figures:
     """``jobs`` runs at once (each has its own served sandbox, project and journal). With
     ``journal_app``, the applies of a run take turns over ``runners`` fresh runner folders."""
@@ -151,6 +155,7 @@ def run_suite(
             profiles=profiles,
             journal_app=journal_app,
             runners=runners,
+            timeout=timeout,
         )
 
     for run, outcome in enumerate(in_parallel(run_one, runs, jobs)):
@@ -198,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=TIMEOUT, help="the client's timeout, s (a loaded machine needs more)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
         figures = run_suite(
@@ -212,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             journal_app=args.journal_app,
             runners=args.runners if args.journal_app else 1,
+            timeout=args.timeout,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())
