@@ -301,7 +301,7 @@ def validate(ctx: Context, *, online: bool = False, client: Client | None = None
     (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
     """
     env = ctx.env
-    state = journal_state(ctx)
+    state = journal_state(ctx, client)
     schemas: Schemas = {}
     if online:
         own = client is None
@@ -428,13 +428,11 @@ def state_source(ctx: Context) -> str:
 def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
     """``plan --diff``: the records the plan's updates, upserts, deletes and status changes touch,
     read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""
-    refs: dict[str, list[int]] = {}
-    if ctx.env.journal_path.exists():
-        with Journal.open(ctx.env.journal_path) as journal:
-            refs = journal.refs()
     own = client is None
     active = client if client is not None else connect(ctx)
     try:
+        with synced_journal(ctx, active) as journal:  # a fresh runner's refs too
+            refs = journal.refs() if journal is not None else {}
         return diff_plan(active, the_plan, refs)
     finally:
         if own:
@@ -454,13 +452,13 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     return the_plan
 
 
-def lint(ctx: Context) -> LintReport:
-    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py), offline; the journal
-    read is the environment's local one, when there is one."""
-    if not ctx.env.journal_path.exists():
-        return run_lint(ctx.project, ctx.env, {}, [])
-    with Journal.open(ctx.env.journal_path) as journal:
-        state, records = journal.state(), journal.changesets()
+def lint(ctx: Context, client: Client | None = None) -> LintReport:
+    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py). Nothing is sent; the
+    journal read is the environment's as every state-reading command reads it: with a journal
+    app, synced from it first (reads only), else the local one, when there is one."""
+    with synced_journal(ctx, client) as journal:
+        state = journal.state() if journal is not None else {}
+        records = journal.changesets() if journal is not None else []
     return run_lint(ctx.project, ctx.env, state, records)
 
 
@@ -541,15 +539,23 @@ def _local_state(ctx: Context) -> dict[str, JournaledChangeset]:
         return journal.state()
 
 
-def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
-    """What the journal knows (brought up to date from the journal app first, if the
-    environment has one), without creating a local journal where there is none yet and no
-    journal app."""
+@contextmanager
+def synced_journal(ctx: Context, client: Client | None = None) -> Iterator[Journal | None]:
+    """The journal every state-reading command reads: brought up to date from the journal app
+    first, if the environment has one; None where there is no local journal and no journal app
+    (nothing is created then)."""
     if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
-        return {}
+        yield None
+        return
     with Journal.open(ctx.env.journal_path) as journal:
         sync(ctx, journal, client)
-        return journal.state()
+        yield journal
+
+
+def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
+    """What the journal knows (``synced_journal``)."""
+    with synced_journal(ctx, client) as journal:
+        return journal.state() if journal is not None else {}
 
 
 @dataclass
