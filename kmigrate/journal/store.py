@@ -642,16 +642,13 @@ class Journal:
         batch is ``pending`` (its own hash comes with the plan, ``record_changeset``)."""
         with self._tx() as db:
             if next(db.table("changesets").rows_where("version = ?", [version]), None) is None:
+                checksums = {
+                    "source_checksum": source_checksum,
+                    "rendered_checksum": rendered_checksum,
+                    "batch_count": batch_count,
+                }
                 db.table("changesets").insert(
-                    {
-                        "version": version,
-                        "name": name,
-                        "path": path,
-                        "state": PENDING,
-                        "source_checksum": source_checksum,
-                        "rendered_checksum": rendered_checksum,
-                        "batch_count": batch_count,
-                    }
+                    {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
                 )
             db.execute(
                 "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..changeset_files import version_key
 from ..errors import ConfigError, JournalError
@@ -67,13 +68,7 @@ def pull(
         if marker.applied_calls is not None:  # partial:K: its first K calls applied
             if batch is None or (batch.state != APPLIED and batch.done_calls < marker.applied_calls):
                 journal.import_partial(
-                    version=marker.version,
-                    name=marker.name,
-                    path=(paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
-                    source_checksum=marker.source_checksum,
-                    rendered_checksum=marker.rendered_checksum,
-                    batch_count=marker.batches,
-                    index=marker.index,
+                    **_where_from(marker, paths),
                     done=(marker.applied_calls, marker.hash, marker.prefix_results),
                     detail={"run": marker.run, "marker": marker.kind},
                     run_id=run_id,
@@ -91,13 +86,7 @@ def pull(
             continue
         refs = marker_refs(marker)
         journal.import_applied(
-            version=marker.version,
-            name=marker.name,
-            path=(paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
-            source_checksum=marker.source_checksum,
-            rendered_checksum=marker.rendered_checksum,
-            batch_count=marker.batches,
-            index=marker.index,
+            **_where_from(marker, paths),
             batch_hash=marker.hash,
             refs=refs,
             kind="synced",
@@ -109,6 +98,19 @@ def pull(
             report.lost_ids.append(key)
     _take_repairs(journal, markers, repaired, run_id, report)
     return report
+
+
+def _where_from(marker: Marker, paths: Mapping[str, str] | None) -> dict[str, Any]:
+    """The changeset and batch a marker names, as the journal's imports take them."""
+    return {
+        "version": marker.version,
+        "name": marker.name,
+        "path": (paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
+        "source_checksum": marker.source_checksum,
+        "rendered_checksum": marker.rendered_checksum,
+        "batch_count": marker.batches,
+        "index": marker.index,
+    }
 
 
 def _take_repairs(
