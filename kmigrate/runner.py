@@ -510,7 +510,14 @@ class Runner:
             if self.remote is not None and outcome is not None:
                 self.remote.after_applied(batch, outcome, _created(batch.calls, results))
             return reconciled
-        raise AssertionError("unreachable: the last send returns or raises")
+        # Only a marker found applied in part on the last send gets here: what applied is journaled.
+        raise TransportError(
+            f"changeset {cs.id} batch {batch.index}: its marker says it applied in part; "
+            f"gave up after {MAX_SENDS} sends",
+            sent_maybe=False,
+            location=where,
+            hint="run `kmigrate apply` again: it sends the rest",
+        )
 
     # ---- with a journal app: its marker says whether a batch applied (kmigrate.remote) ------
 
