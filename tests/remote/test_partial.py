@@ -77,6 +77,13 @@ def test_the_marker_says_what_applied_and_a_fresh_runner_sends_only_the_rest(
         assert record is not None and (record.state, record.done_calls) == ("failed", 1)
 
     b_project, b_env = fixed(tmp_path, "b", store)  # a fresh machine: no local journal
+    api.status(
+        api.Context(b_project, b_env), client_over(Recorder(box))
+    )  # its sync learns the partial marker
+    with Journal.open(b_env.journal_path) as journal:
+        record = journal.batch("0001", 0)
+        assert record is not None and (record.state, record.done_calls) == ("pending", 1)
+        assert [e.kind for e in journal.events("0001")] == ["synced"]
     recorder = Recorder(box)
     result = apply(b_project, b_env, recorder)
     assert result.summary is not None and result.summary.applied_batches == 2
