@@ -423,10 +423,13 @@ class Runner:
         requests = self._with_uploads(cs, batch, self._resolved(cs, batch, refs), where)
         reconciled = False
         settle = f"`kmigrate resolve {cs.version} {batch.index}"
+        marker_first = False  # a marker applied in part was met: read it before the next send
         for attempt in range(1, MAX_SENDS + 1):
             record = self._journaled(cs, batch)
             partial = None
-            if self.remote is not None and (record.done_calls or record.state == FAILED):
+            # done_hash set: some of it applied, or its marker was kept alone (partial:0).
+            known_part = record.done_hash is not None or record.state == FAILED or marker_first
+            if self.remote is not None and known_part:
                 # The marker first: it may say (or have to be made to say) that part applied.
                 settled = self._settle_partial(cs, batch, requests, record)
                 if settled is None:  # applied whole
@@ -458,6 +461,7 @@ class Runner:
                         self._resolve_partial(
                             cs, batch, outcome.partial, "the journal app's marker, after the send"
                         )
+                        marker_first = True
                         continue
                     answer = outcome.results or []
             except KintoneError as exc:

@@ -187,3 +187,30 @@ def test_under_kintones_reading_a_refused_bulk_leaves_no_marker_and_no_partial_s
         first = next(body for _, path, body in recorder.sent if path.endswith("bulkRequest.json"))
         assert first["requests"][0]["method"] == "POST"  # a new marker: nothing applied before
         assert len(atomic.records(1)) == 151
+
+
+def test_a_bulk_refused_at_its_first_call_keeps_only_its_marker_and_a_fresh_runner_completes_it(
+    tmp_path: Path, store: Path
+) -> None:
+    root = write_project(tmp_path / "definition", store=store)
+    with Sandbox.open(root / "sandbox.yaml", store, bulk_semantics="prefix") as box:
+        with box.client() as http:  # clashes with call 0 (records 0-99): only the marker stays
+            assert http.post(
+                "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I00005"}}}
+            ).is_success
+        project, env = runner(tmp_path, "a", store, records=150, changesets=1)
+        with pytest.raises(KintoneError, match="rolled back whole"):
+            apply(project, env, Recorder(box))
+        (marker,) = markers(box)
+        assert marker["kind"]["value"] == "partial:0" and len(box.records(1)) == 1
+        b_project, b_env = runner(tmp_path, "b", store, records=150, changesets=1)  # fresh, the row fixed
+        data = b_project.changesets_dir / "data" / "items.csv"
+        data.write_text(data.read_text().replace("I00005", "J00005"))
+        recorder = Recorder(box)
+        result = apply(b_project, b_env, recorder)
+        assert result.summary is not None and result.summary.applied_batches == 2
+        heads = [b["requests"][0]["method"] for _, p, b in recorder.sent if p.endswith("bulkRequest.json")]
+        assert heads[0] == "PUT"  # its sync knew the marker: the batch went behind it, whole
+        codes = item_codes(box.records(1))
+        assert len(codes) == 151 and len(set(codes)) == 151
+        assert {r["kind"]["value"] for r in markers(box)} == {"batch"}
