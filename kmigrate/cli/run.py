@@ -14,7 +14,7 @@ from .. import events
 from ..errors import InputError, KmigrateError, PendingWork
 from ..events import JsonLines
 from ..plan import PENDING, Plan
-from . import CliContext, api, main, pass_cli
+from . import CliContext, api, insecure_http_option, main, pass_cli
 
 if TYPE_CHECKING:
     from ..runner import RunEvent, RunSummary
@@ -127,7 +127,7 @@ _FORMAT = click.option(
     help="How long the journal app's lease lasts unrenewed (default 300): a runner that dies "
     "holds it that long.",
 )
-@click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
+@insecure_http_option
 @click.option(
     "--timeout",
     "timeout",
@@ -135,6 +135,15 @@ _FORMAT = click.option(
     metavar="SECONDS",
     help="How long to wait for each answer from Kintone (wins over KMIGRATE_TIMEOUT and "
     "`timeout` in kmigrate.toml; default 120).",
+)
+@click.option(
+    "--parallel",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Send up to N bulk requests at once (1-10) where they are proved independent: same changeset, "
+    "no ref between them, no record or unique value touched by two (wins over `parallel` in kmigrate.toml; "
+    "default 1).",
 )
 @_FORMAT
 @pass_cli
@@ -148,6 +157,7 @@ def apply(
     lease_seconds: float | None,
     insecure_http: bool,
     timeout: str | None,
+    parallel: int | None,
     fmt: str,
 ) -> None:
     """Apply pending changesets, batch by batch, journaling every step.
@@ -165,9 +175,7 @@ def apply(
         saved = read_saved_plan(saved_plan)
         if cli.env_name is None:  # the saved plan names its environment
             cli.env_name = saved.environment
-    ctx = cli.context()
-    if insecure_http:
-        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
+    ctx = cli.context(insecure_http=insecure_http)
     if timeout is not None:
         ctx = api.Context(
             ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))
@@ -227,6 +235,7 @@ def apply(
             lock_wait=lock_wait,
             saved=saved,
             lease_seconds=lease_seconds,
+            parallel=parallel,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:

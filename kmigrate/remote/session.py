@@ -26,7 +26,7 @@ from .lease import LEASE_SECONDS, Lease
 from .records import KIND_BATCH, LeaseRecord, Marker, Markers, partial_kind
 
 if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
-    from ..client import Client
+    from ..client import Client, EncodedBulk
 
 # A lost answer is settled by reading the marker; absent, the batch is sent again (safe: a
 # late first copy and the resend cannot both apply, the marker's key is unique). This many
@@ -83,7 +83,7 @@ class RemoteRun:
         self,
         cs: ChangesetPlan,
         batch: Batch,
-        requests: Sequence[Mapping[str, Any]],
+        requests: Sequence[Mapping[str, Any]] | EncodedBulk,
         probe: Any = None,
         partial: Marker | None = None,
     ) -> Outcome:
@@ -93,13 +93,15 @@ class RemoteRun:
         by reading the marker; a refusal past it is raised with ``bulk_index`` among
         ``requests`` (the runner then reads the marker: under the "prefix" reading of a failed
         bulk it stayed, with the calls before the refused one)."""
+        from ..client import bulk_with_head  # sending: the client is loaded already
+
         if partial is None:
             head = self.markers.request(cs, batch, self.run, probe=probe)
         else:
             head = self.markers.continuation(cs, batch, partial, self.run, probe=probe)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                results = self.client.bulk([head, *requests], batch.guest_space_id)
+                results = self.client.bulk(bulk_with_head([head], requests), batch.guest_space_id)
             except KintoneError as exc:
                 if exc.bulk_index != 0:
                     raise _without_marker(exc) from exc

@@ -86,6 +86,7 @@ def one_point(
     work: Path,
     journal_app: bool = False,
     runners: int = 1,
+    parallel: int = 1,
 ) -> Point:
     run_dir = work / f"point-{number}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,9 @@ def one_point(
     with serve(folders[0], run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
         for folder in folders:
             set_point(folder, served.url, journal_app=journal_app)
+            if parallel > 1:  # every apply of the point, the resumes too: `parallel` of [env.served]
+                with (folder / "kmigrate.toml").open("a", encoding="utf-8") as toml:
+                    toml.write(f"parallel = {parallel}\n")
         first = run_apply(folders[0], timeout=TIMEOUT, pid_file=pid_file)
         made += 1
         attempt = first
@@ -140,6 +144,7 @@ def run_matrix(
     jobs: int = 1,
     journal_app: bool = False,
     runners: int = 1,
+    parallel: int = 1,
 ) -> tuple[Figures, int]:
     """``jobs`` kill points at once (each has its own served sandbox, project and journal). With
     ``journal_app``, the applies after the kill take turns over ``runners`` fresh runner folders."""
@@ -169,6 +174,7 @@ def run_matrix(
             work=work,
             journal_app=journal_app,
             runners=runners,
+            parallel=parallel,
         )
 
     for outcome in in_parallel(run_one, len(grid), jobs):
@@ -207,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
     )
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="apply --parallel N (bulks in flight at once)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
         figures, _ = run_matrix(
@@ -221,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             journal_app=args.journal_app,
             runners=args.runners if args.journal_app else 1,
+            parallel=args.parallel,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())
