@@ -597,8 +597,11 @@ class Runner:
             requests = [call.resolved(refs) for call in batch.calls]
             if any(_holds_lost_id(r) for r in requests):
                 return False  # it needs lost ids itself: earlier batches first
+            # Sent in two parts (partial:K, then the rest): the first K calls' ids are in the
+            # marker, its probe covers the rest.
+            known = list(marker.prefix_results or [])
             try:
-                kept, verdicts = self._verdicts(batch, requests, marker.probe, 0)
+                kept, verdicts = self._verdicts(batch, requests, marker.probe, len(known))
             except _CannotTell as cannot:
                 if cannot.unreadable:  # Kintone could not be read just now: no person needed
                     raise TransportError(
@@ -609,9 +612,9 @@ class Runner:
                         hint="run `kmigrate apply` again once Kintone answers: it reads them back first",
                     ) from None
                 return False
-            if kept != len(batch.calls):
+            if len(known) + kept != len(batch.calls):
                 return False
-            created = _created(batch.calls, [v.result for v in verdicts])
+            created = _created(batch.calls, known + [v.result for v in verdicts])
             self.journal.recover_ids(version, index, created, note="read back with its marker's probe")
             self.remote.write_found_ids(marker, batch, created)
         fresh = self.journal.refs()

@@ -169,6 +169,8 @@ class Markers:
         app = self.app_for(batch.guest_space_id)
         record = self.record(cs, batch, run, probe)
         del record["key"]
+        if created_counts(batch):  # the first calls' ids stay until all are written after the answer
+            record["ids"] = _value(canonical_json(list(partial.prefix_results or [])))
         return {
             "method": "PUT",
             "api": api_path("record", app.guest_space_id),

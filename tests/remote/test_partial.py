@@ -214,3 +214,30 @@ def test_a_bulk_refused_at_its_first_call_keeps_only_its_marker_and_a_fresh_runn
         codes = item_codes(box.records(1))
         assert len(codes) == 151 and len(set(codes)) == 151
         assert {r["kind"]["value"] for r in markers(box)} == {"batch"}
+
+
+def test_the_ids_of_a_batch_sent_in_two_parts_are_read_back_by_a_fresh_runner(
+    tmp_path: Path, store: Path, box: Sandbox
+) -> None:
+    refused_part_way(tmp_path, store, box)
+    b_project, b_env = fixed(tmp_path, "b", store)
+    recorder = Recorder(box)
+
+    def ids_never_written(method: str, path: str, body: dict) -> None:
+        ids = body.get("record", {}).get("ids", {}).get("value", "")
+        if method == "PUT" and path.endswith("/record.json") and ids.startswith("{"):
+            raise httpx.ConnectError("down")
+
+    recorder.before = ids_never_written
+    apply(b_project, b_env, recorder)  # applied; its ids never reach the marker
+    whole = next(r for r in markers(box) if r["key"]["value"] == "items:0001:0")
+    assert whole["kind"]["value"] == "batch" and whole["ids"]["value"].startswith("[")  # call 0's only
+    c_project, c_env = fixed(tmp_path, "c", store)  # fresh, with a changeset using both parts' ids
+    (c_project.changesets_dir / "V0003__touch.yaml").write_text(
+        "operations:\n  - update:\n      app: items\n      records:\n"
+        "        - {id: {ref: first, index: 0}, qty: 7}\n        - {id: {ref: first, index: 120}, qty: 8}\n"
+    )
+    result = apply(c_project, c_env, Recorder(box))
+    assert result.summary is not None and result.summary.applied_batches == 1
+    qty = {r["code"]["value"]: r["qty"]["value"] for r in box.records(1)}
+    assert (qty["I00000"], qty["J00120"]) == ("7", "8")
