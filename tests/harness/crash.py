@@ -2,6 +2,7 @@
 compared with a fault-free run.
 
     python -m tests.harness.crash --points 100 [--chunks 8 --records 800] [--bulk-semantics prefix] [--json FILE]
+    python -m tests.harness.crash --points 100 --journal-app [--runners 3]   # issue #8: fresh runners after the kill
 
 The project: the example shop plus ``--chunks`` changesets of CSV visits (refs within and
 across changesets, an app with no unique field). A fault-free run counts its requests, R. A
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.remote.projects import journal_app_requests, runner_folders, with_journal_app
+from tests.remote.projects import point as set_point
+
 from .common import (
     Figures,
     Mismatches,
@@ -36,13 +40,11 @@ from .common import (
     final_records,
     in_parallel,
     last_line,
-    make_copy,
     make_project,
     reconciliations,
     reference,
     run_apply,
     serve,
-    set_served_port,
     write_json,
 )
 
@@ -82,15 +84,18 @@ def one_point(
     bulk_semantics: str,
     attempts: int,
     work: Path,
+    journal_app: bool = False,
+    runners: int = 1,
 ) -> Point:
     run_dir = work / f"point-{number}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    project = make_copy(template, run_dir / "project")
+    folders = runner_folders(template, run_dir, runners)
     pid_file = run_dir / "apply.pid"
     finished, person, made = False, None, 0
-    with serve(project, run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
-        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-        first = run_apply(project, timeout=TIMEOUT, pid_file=pid_file)
+    with serve(folders[0], run_dir, bulk_semantics=bulk_semantics, kill=point, pid_file=pid_file) as served:
+        for folder in folders:
+            set_point(folder, served.url, journal_app=journal_app)
+        first = run_apply(folders[0], timeout=TIMEOUT, pid_file=pid_file)
         made += 1
         attempt = first
         if attempt.done:
@@ -98,7 +103,8 @@ def one_point(
         for _ in range(attempts):
             if finished or attempt.asks_for_a_person:
                 break
-            attempt = run_apply(project, timeout=TIMEOUT)
+            # With several runners the next one after the kill is a fresh machine.
+            attempt = run_apply(folders[made % len(folders)], timeout=TIMEOUT)
             made += 1
             finished = attempt.done
         if not finished:
@@ -114,7 +120,7 @@ def one_point(
         first.returncode,
         made,
         counters,
-        reconciliations(project / ".kmigrate" / "served.db"),
+        sum(reconciliations(folder / ".kmigrate" / "served.db") for folder in folders),
         compare(expected, final_records(served), finished=finished),
         finished,
         person,
@@ -132,14 +138,23 @@ def run_matrix(
     work: Path,
     progress: bool = False,
     jobs: int = 1,
+    journal_app: bool = False,
+    runners: int = 1,
 ) -> tuple[Figures, int]:
-    """``jobs`` kill points at once (each has its own served sandbox, project and journal)."""
+    """``jobs`` kill points at once (each has its own served sandbox, project and journal). With
+    ``journal_app``, the applies after the kill take turns over ``runners`` fresh runner folders."""
     started = clock()
     template = make_project(work / "template", records=records, chunks=chunks, seed=seed)
+    if journal_app:
+        with_journal_app(template)
     expected, requests = reference(template, work, bulk_semantics=bulk_semantics, timeout=TIMEOUT)
+    if journal_app:  # the grid: the requests of a fault-free apply with the journal app
+        requests = journal_app_requests(template, work, bulk_semantics, timeout=TIMEOUT)
     figures = Figures(
         f"crash matrix (bulk semantics {bulk_semantics}, shop + {chunks} changesets of {records} visits; "
-        f"{requests} requests fault-free)"
+        f"{requests} requests fault-free"
+        + (f"; a journal app, {runners} runners" if journal_app else "")
+        + ")"
     )
     grid = kill_points(requests, points)
 
@@ -152,6 +167,8 @@ def run_matrix(
             bulk_semantics=bulk_semantics,
             attempts=attempts,
             work=work,
+            journal_app=journal_app,
+            runners=runners,
         )
 
     for outcome in in_parallel(run_one, len(grid), jobs):
@@ -186,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the points' folders here")
     parser.add_argument("--quiet", action="store_true", help="no line per kill point")
     parser.add_argument("--jobs", type=int, default=1, help="kill points at once (lines come in order)")
+    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
+    parser.add_argument(
+        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
         figures, _ = run_matrix(
@@ -198,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             work=args.work or Path(tmp),
             progress=not args.quiet,
             jobs=args.jobs,
+            journal_app=args.journal_app,
+            runners=args.runners if args.journal_app else 1,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())

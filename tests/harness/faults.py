@@ -2,6 +2,7 @@
 re-run alone (never `resolve`) until done, compared with a fault-free run.
 
     python -m tests.harness.faults --runs 200 [--records 5000] [--bulk-semantics prefix] [--json FILE]
+    python -m tests.harness.faults --runs 200 --journal-app [--runners 3]   # issue #8: fresh runners take turns
 
 Each run gets a fresh store, journal and project copy, and one of the profiles below with its
 own seed (``--seed`` + run number), so a run is replayed by its number. A run that exits asking
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.remote.projects import point, runner_folders, with_journal_app
+
 from .common import (
     Figures,
     Mismatches,
@@ -27,13 +30,11 @@ from .common import (
     final_records,
     in_parallel,
     last_line,
-    make_copy,
     make_project,
     reconciliations,
     reference,
     run_apply,
     serve,
-    set_served_port,
     write_json,
 )
 
@@ -77,16 +78,19 @@ def one_run(
     attempts: int,
     work: Path,
     profiles: tuple[str, ...],
+    journal_app: bool = False,
+    runners: int = 1,
 ) -> Run:
     run_dir = work / f"run-{run}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    project = make_copy(template, run_dir / "project")
+    folders = runner_folders(template, run_dir, runners)
     spec = profile_for(run, seed, profiles)
     finished, person, made = False, None, 0
-    with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
-        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-        for _ in range(attempts):
-            attempt = run_apply(project, timeout=TIMEOUT)
+    with serve(folders[0], run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
+        for folder in folders:
+            point(folder, served.url, journal_app=journal_app)
+        for number in range(attempts):
+            attempt = run_apply(folders[number % len(folders)], timeout=TIMEOUT)
             made += 1
             counters = served.counters()
             if attempt.done:
@@ -101,7 +105,7 @@ def one_run(
         spec,
         made,
         counters,
-        reconciliations(project / ".kmigrate" / "served.db"),
+        sum(reconciliations(folder / ".kmigrate" / "served.db") for folder in folders),
         compare(expected, final_records(served), finished=finished),
         finished,
         person,
@@ -119,13 +123,20 @@ def run_suite(
     progress: bool = False,
     profiles: tuple[str, ...] = PROFILES,
     jobs: int = 1,
+    journal_app: bool = False,
+    runners: int = 1,
 ) -> Figures:
-    """``jobs`` runs at once (each has its own served sandbox, project and journal)."""
+    """``jobs`` runs at once (each has its own served sandbox, project and journal). With
+    ``journal_app``, the applies of a run take turns over ``runners`` fresh runner folders."""
     started = clock()
     template = make_project(work / "template", records=records, seed=seed)
+    if journal_app:
+        with_journal_app(template)
     expected, _ = reference(template, work, bulk_semantics=bulk_semantics, timeout=60)
     figures = Figures(
-        f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field)"
+        f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field"
+        + (f"; a journal app, {runners} runners" if journal_app else "")
+        + ")"
     )
 
     def run_one(run: int) -> Run:
@@ -138,6 +149,8 @@ def run_suite(
             attempts=attempts,
             work=work,
             profiles=profiles,
+            journal_app=journal_app,
+            runners=runners,
         )
 
     for run, outcome in enumerate(in_parallel(run_one, runs, jobs)):
@@ -181,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SPEC",
         help="fault profiles to cycle (default: the five)",
     )
+    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
+    parser.add_argument(
+        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
         figures = run_suite(
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             profiles=tuple(args.profile) if args.profile else PROFILES,
             jobs=args.jobs,
+            journal_app=args.journal_app,
+            runners=args.runners if args.journal_app else 1,
         )
     print("\n".join(figures.lines()))
     write_json(args.json, figures.as_json())
