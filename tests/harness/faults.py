@@ -16,27 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tests.remote.projects import point, runner_folders, with_journal_app
-
-from .common import (
-    Figures,
-    Mismatches,
-    clock,
-    compare,
-    final_records,
-    in_parallel,
-    last_line,
-    make_project,
-    reconciliations,
-    reference,
-    run_apply,
-    serve,
-    write_json,
-)
+from .common import Figures, Run, clock, in_parallel, one_run, prepare, write_json
+from .zygote import Zygote
 
 # Mixed profiles: everything, a busy Kintone, a lossy network, answers lost after commit,
 # refusals (a bulk failing part-way among them: under prefix semantics its start stays).
@@ -55,63 +38,6 @@ def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES) -> st
     return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={SLOW_DELAY}"
 
 
-@dataclass
-class Run:
-    """One run's outcome, summed into the figures in run order."""
-
-    spec: str
-    attempts: int
-    counters: dict[str, Any]
-    reconciliations: int
-    mismatches: Mismatches
-    finished: bool
-    person: str | None
-
-
-def one_run(
-    run: int,
-    template: Path,
-    expected: dict[int, list[dict[str, Any]]],
-    *,
-    bulk_semantics: str,
-    seed: int,
-    attempts: int,
-    work: Path,
-    profiles: tuple[str, ...],
-    journal_app: bool = False,
-    runners: int = 1,
-) -> Run:
-    run_dir = work / f"run-{run}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    folders = runner_folders(template, run_dir, runners)
-    spec = profile_for(run, seed, profiles)
-    finished, person, made = False, None, 0
-    with serve(folders[0], run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
-        for folder in folders:
-            point(folder, served.url, journal_app=journal_app)
-        for number in range(attempts):
-            attempt = run_apply(folders[number % len(folders)], timeout=TIMEOUT)
-            made += 1
-            counters = served.counters()
-            if attempt.done:
-                finished = True
-                break
-            if attempt.asks_for_a_person:
-                person = f"run {run} ({spec}): {last_line(attempt.output)}"
-                break
-        else:
-            person = f"run {run} ({spec}): not done after {attempts} applies: {last_line(attempt.output)}"
-    return Run(
-        spec,
-        made,
-        counters,
-        sum(reconciliations(folder / ".kmigrate" / "served.db") for folder in folders),
-        compare(expected, final_records(served), finished=finished),
-        finished,
-        person,
-    )
-
-
 def run_suite(
     *,
     runs: int,
@@ -127,49 +53,44 @@ def run_suite(
     runners: int = 1,
 ) -> Figures:
     """``jobs`` runs at once (each has its own served sandbox, project and journal). With
-    ``journal_app``, the applies of a run take turns over ``runners`` fresh runner folders."""
+    ``runners`` > 1 the applies of a run take turns over that many fresh runner folders."""
     started = clock()
-    template = make_project(work / "template", records=records, seed=seed)
-    if journal_app:
-        with_journal_app(template)
-    expected, _ = reference(template, work, bulk_semantics=bulk_semantics, timeout=60)
-    figures = Figures(
-        f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field"
-        + (f"; a journal app, {runners} runners" if journal_app else "")
-        + ")"
-    )
-
-    def run_one(run: int) -> Run:
-        return one_run(
-            run,
-            template,
-            expected,
-            bulk_semantics=bulk_semantics,
+    with Zygote() as zygote:
+        setup, _ = prepare(
+            work,
+            records=records,
             seed=seed,
-            attempts=attempts,
-            work=work,
-            profiles=profiles,
+            bulk_semantics=bulk_semantics,
+            launch=zygote.start,
+            timeout=60,
             journal_app=journal_app,
             runners=runners,
         )
+        figures = Figures(
+            f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field"
+            + (f"; a journal app, {runners} runners" if journal_app else "")
+            + ")"
+        )
 
-    for run, outcome in enumerate(in_parallel(run_one, runs, jobs)):
-        counters = outcome.counters
-        figures.runs += 1
-        figures.attempts += outcome.attempts
-        figures.requests += counters["requests"]
-        figures.faults.update(counters["faults"])
-        figures.retries += counters["retries"]
-        figures.reconciliations += outcome.reconciliations
-        figures.mismatches.add(outcome.mismatches)
-        if outcome.person:
-            figures.needed_a_person.append(outcome.person)
-        if progress:
-            state = "done" if outcome.finished else "NEEDED A PERSON"
-            met = (
-                ", ".join(f"{k} {v}" for k, v in counters["faults"].items() if v and k != "latency") or "none"
+        def run_one(run: int) -> Run:
+            spec = profile_for(run, seed, profiles)
+            return one_run(
+                setup,
+                work / f"run-{run}",
+                name=f"run {run} ({spec})",
+                applies=attempts,
+                timeout=TIMEOUT,
+                faults=spec,
             )
-            print(f"run {run}: {state} ({outcome.spec}; faults: {met})", file=sys.stderr)
+
+        for outcome in in_parallel(run_one, runs, jobs):
+            figures.add(outcome)
+            if progress:
+                state = "done" if outcome.finished else "NEEDED A PERSON"
+                met = ", ".join(
+                    f"{k} {v}" for k, v in outcome.counters["faults"].items() if v and k != "latency"
+                )
+                print(f"{outcome.name}: {state} (faults: {met or 'none'})", file=sys.stderr)
     figures.seconds = clock() - started
     return figures
 
