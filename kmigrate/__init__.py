@@ -1,9 +1,5 @@
 """kmigrate: declarative, journaled, crash-safe migrations of Kintone record data."""
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
-try:
-    __version__ = _version("kmigrate")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+# The one home of the version (pyproject.toml reads it from here): a literal, because asking
+# importlib.metadata costs every command ~30 ms at start-up.
+__version__ = "0.1.0"

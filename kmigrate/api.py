@@ -20,15 +20,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from . import loader, sent_content, sumfile
+from . import loader, sumfile
 from .appcheck import Schemas, check_changesets, known_fields
 from .appschema import AppSchema, SchemaProblem
 from .attachments import file_fields
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
 from .changeset_files import display_path, next_changeset_path, version_key, version_of
-from .client import Client, RetryPolicy, check_base_url
 from .config import CONFIG_FILE, App, Credentials, Environment, Project, load_project
 from .drift import BatchChange, accepted_hashes, drift_report, drifted, find_drift, preflight
 from .errors import (
@@ -41,23 +38,23 @@ from .errors import (
     LockedError,
 )
 from .journal import UNKNOWN_ID, Event, Journal, LockHolder
-from .lint import LintReport
-from .lint import lint as run_lint
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
-from .plandiff import OperationDiff, diff_plan
-from .planner import build_plan
+from .planner import Limits, build_plan
 from .records import KnownFields
-from .remote import session as remote
-from .remote.app import JournalApp
-from .remote.lease import LEASE_SECONDS
 from .remote.records import Markers
-from .remote.sync import SyncReport, publish, pull
-from .runner import RunEvent, Runner, RunSummary, check_preconditions, resolve_batch
-from .savedplan import SavedPlan, made_from, refuse_if_stale, refuse_other_environment, write_saved_plan
-from .status import ChangesetStatus, changeset_statuses
 
+# Imported where used, so that a command loads only what it needs (`kmigrate plan` needs no
+# HTTP client, a no-op `apply` no runner): see docs/benchmarks.md, "A cheap start".
 if TYPE_CHECKING:
+    from .client import Client
+    from .lint import LintReport
+    from .plandiff import OperationDiff
+    from .remote import session as remote
+    from .remote.sync import SyncReport
+    from .runner import RunEvent, RunSummary
     from .sandbox import Sandbox
+    from .savedplan import SavedPlan
+    from .status import ChangesetStatus
 
 # What `kmigrate init` writes: template file in the package -> path in the new project.
 _PROJECT_FILES = {
@@ -215,7 +212,7 @@ def app_schemas(env: Environment) -> dict[int, AppSchema]:
 
 
 def _schemas_from_file(env: Environment, path: Path, *, strict: bool) -> dict[int, AppSchema]:
-    from .sandbox.service import read_definition
+    from .sandbox.definition import read_definition
 
     root = env.root
     try:  # the path rule and the size and YAML bounds of any file a pull request may change
@@ -352,8 +349,15 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
     changesets = load_changesets(ctx, state)
     the_plan = _build_plan(changesets, ctx.env, state)
     if check:
-        check_preconditions(changesets, state, plan=the_plan)
+        _refuse(preflight(changesets, state, the_plan))
     return the_plan
+
+
+def _refuse(problems: Sequence[KmigrateError]) -> None:
+    """What ``apply`` refuses before sending (``drift.preflight``'s verdict), raised: the
+    runner's ``check_preconditions``, without importing the runner where nothing is sent."""
+    if problems:
+        raise problems[0]
 
 
 def _build_plan(
@@ -362,8 +366,13 @@ def _build_plan(
     """The one way a plan is built for ``env``: with a journal app, one call of every bulk is
     its marker (19 calls left), and the plan shows the marker as request [0]."""
     files = file_fields(app_schemas(env))  # which values are attachments written as paths
-    built = build_plan(changesets, env, state, limits=remote.limits_for(env), files=files)
     markers = Markers.for_env(env)
+    limits = Limits()
+    if markers is not None:
+        from .remote.session import limits_for
+
+        limits = limits_for(env)
+    built = build_plan(changesets, env, state, limits=limits, files=files)
     return built if markers is None else dataclasses.replace(built, markers=markers)
 
 
@@ -428,6 +437,8 @@ def state_source(ctx: Context) -> str:
 def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> list[OperationDiff]:
     """``plan --diff``: the records the plan's updates, upserts, deletes and status changes touch,
     read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""
+    from .plandiff import diff_plan
+
     refs: dict[str, list[int]] = {}
     if ctx.env.journal_path.exists():
         with Journal.open(ctx.env.journal_path) as journal:
@@ -449,14 +460,18 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     changesets = load_changesets(ctx, state)
     the_plan = _build_plan(changesets, ctx.env, state)
     if check:
-        check_preconditions(changesets, state, plan=the_plan)
-    write_saved_plan(made_from(ctx.env, state, changesets, the_plan), path)
+        _refuse(preflight(changesets, state, the_plan))
+    from .savedplan import made_from, write_saved_plan
+
+    write_saved_plan(made_from(ctx.env, state, changesets, the_plan, with_plan=False), path, the_plan)
     return the_plan
 
 
 def lint(ctx: Context) -> LintReport:
     """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py), offline; the journal
     read is the environment's local one, when there is one."""
+    from .lint import lint as run_lint
+
     if not ctx.env.journal_path.exists():
         return run_lint(ctx.project, ctx.env, {}, [])
     with Journal.open(ctx.env.journal_path) as journal:
@@ -477,6 +492,8 @@ def schema() -> dict[str, Any]:
 def connect(ctx: Context) -> Client:
     """The client for the environment: the embedded sandbox through an in-process transport, or
     Kintone; with the environment's timeout and retry settings."""
+    from .client import Client, RetryPolicy
+
     env = ctx.env
     settings: dict[str, Any] = {"retry": RetryPolicy.of(env.retries, env.retry_seconds)}
     if env.timeout is not None:
@@ -506,10 +523,12 @@ def check_target(env: Environment) -> None:
     http only to an address that resolves to this machine) and the credentials' pairs, or the
     sandbox file."""
     if env.base_url is not None:
+        from .client import check_base_url
+
         check_base_url(env.base_url, insecure_http=env.insecure_http)
         Credentials.from_environ()
     if env.sandbox_file is not None:
-        from .sandbox.service import read_definition
+        from .sandbox.definition import read_definition
 
         read_definition(env.sandbox_file, project_root=env.root, max_bytes=env.limits.file_bytes)
 
@@ -527,6 +546,8 @@ def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
 
 def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
     """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
+    from . import sent_content
+
     return sent_content.load(ctx.env.journal_path)
 
 
@@ -576,7 +597,7 @@ def apply(
     client: Client | None = None,
     lock_wait: float = 0.0,
     saved: SavedPlan | None = None,
-    lease_seconds: float = LEASE_SECONDS,
+    lease_seconds: float | None = None,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
     is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
@@ -585,6 +606,8 @@ def apply(
 
     With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
     the local journal up to date from the markers, and sends a marker at the head of every bulk."""
+    from .savedplan import made_from, refuse_if_stale, refuse_other_environment
+
     env = ctx.env
     if saved is not None:
         refuse_other_environment(saved, env)
@@ -593,7 +616,7 @@ def apply(
         state = journal_state(ctx, client)
         changesets = load_changesets(ctx, state)
         the_plan = _build_plan(changesets, env, state)
-        check_preconditions(changesets, state, out_of_order=out_of_order, plan=the_plan)
+        _refuse(preflight(changesets, state, the_plan, out_of_order=out_of_order))
         if saved is not None:
             refuse_if_stale(saved, made_from(env, state, changesets, the_plan, with_plan=False))
         return ApplyResult(the_plan)
@@ -609,7 +632,7 @@ def apply(
     seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
     seen_plan = _build_plan(changesets, env, seen)
-    check_preconditions(changesets, seen, out_of_order=out_of_order, plan=seen_plan)
+    _refuse(preflight(changesets, seen, seen_plan, out_of_order=out_of_order))
     # Before the journal is opened, a stale plan leaves no trace; with a journal app the local
     # journal may not be synced yet (a fresh runner), so the check under its lease decides.
     if saved is not None and markers is None:
@@ -625,7 +648,13 @@ def apply(
                 # Without a journal app nothing is asked of Kintone before the plan is accepted.
                 session, active = None, client
                 if markers is not None:
+                    from .remote.sync import publish, pull
+
                     active = stack.enter_context(_connected(ctx, client))
+                    if lease_seconds is None:
+                        from .remote.lease import LEASE_SECONDS
+
+                        lease_seconds = LEASE_SECONDS
                     session = _open_remote(journal, active, markers, run_id, lock_wait, lease_seconds)
                     stack.callback(session.release)
                 synced = pull(journal, session.app, run_id=run_id) if session else None
@@ -633,13 +662,15 @@ def apply(
                 if state != seen:  # another run moved on meanwhile (or the journal app said so)
                     changesets = load_changesets(ctx, state)
                 plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
-                check_preconditions(changesets, state, out_of_order=out_of_order, plan=plan)
+                _refuse(preflight(changesets, state, plan, out_of_order=out_of_order))
                 if saved is not None:
                     refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))
                 if session is not None and markers is not None:
                     markers.check_spaces(plan)
                     present = synced.present if synced else None
                     publish(journal, session.app, markers, plan, session.run, present)
+                from .runner import Runner, RunSummary
+
                 if not plan.pending:
                     outcome = "nothing to do"
                     summary = RunSummary(skipped_changesets=len(plan.changesets))
@@ -683,6 +714,9 @@ def _open_remote(
     journal: Journal, client: Client, markers: Markers, run_id: int, wait: float, lease_seconds: float
 ) -> remote.RemoteRun:
     """Take the journal app's lease for this run (an expired one taken over is logged)."""
+    from .remote import session as remote
+    from .remote.app import JournalApp
+
     token = remote.run_token(journal.actor, run_id)
     JournalApp(client, markers).check_fields()  # before its first write: the lease
 
@@ -699,6 +733,7 @@ def _open_remote(
 
 def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
     """``on_event``, after keeping each applied batch's requests for ``repair``'s diff."""
+    from . import sent_content
 
     def handle(event: RunEvent) -> None:
         if event.kind == "batch_applied" and event.batch is not None:
@@ -722,6 +757,8 @@ def _locator(changesets: Sequence[LoadedChangeset]) -> Callable[[str, int, int |
 
 def status(ctx: Context, client: Client | None = None) -> list[ChangesetStatus]:
     """Per changeset (files and journal together), what state it is in."""
+    from .status import changeset_statuses
+
     # Status creates no journal, unless there is a journal app to learn from.
     if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
         return changeset_statuses(load_changesets(ctx), {}, [], [])
@@ -779,6 +816,8 @@ def resolve(
             own_client = reading and client is None
             active = connect(ctx) if own_client else client
             try:
+                from .runner import resolve_batch
+
                 return resolve_batch(
                     journal,
                     planned,
@@ -922,6 +961,8 @@ def sandbox_pull(
             active.close()
     target_file = out if out is not None else into.sandbox_file  # type: ignore[union-attr]
     assert target_file is not None
+    import yaml
+
     existing = yaml.safe_load(target_file.read_text(encoding="utf-8")) if target_file.exists() else None
     content = pull.merged(existing if isinstance(existing, dict) else None, pulled)
     from .sandbox.definition import parse_definition
@@ -972,6 +1013,9 @@ def sync(ctx: Context, journal: Journal, client: Client | None = None) -> SyncRe
     markers = Markers.for_env(ctx.env)
     if markers is None or journal.lock_holder() is not None:
         return None
+    from .remote.app import JournalApp
+    from .remote.sync import pull
+
     with _connected(ctx, client) as active:
         return pull(journal, JournalApp(active, markers))
 
@@ -1011,7 +1055,9 @@ def baseline(
     """Record every changeset up to ``version`` as applied without sending anything (logged
     ``baseline`` events), in the local journal and, with one, the journal app: for a project
     whose changes reached Kintone before kmigrate (or before this environment's journal)."""
+    from .remote.lease import LEASE_SECONDS
     from .remote.records import created_counts
+    from .remote.sync import publish, pull
 
     env = ctx.env
     version = version_of(version)

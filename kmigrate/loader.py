@@ -463,7 +463,7 @@ class _FileLoader:
         if source is None:
             return None
         if self.trusted:
-            source.count = source.raw.count()
+            pass  # checked when it was applied; counted only if asked (``_NormalisedSource.count``)
         elif not self._check_data_file(source, op.kind, key, app, fields, number, detail):
             return None
         return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
@@ -653,7 +653,20 @@ class _NormalisedSource:
     def __init__(self, raw: DataFile):
         self.raw = raw
         self.path = raw.path
-        self.count: int | None = None
+        self._count: int | None = None
+
+    @property
+    def count(self) -> int:
+        """Records in the file: counted while it was checked, or on first use. An applied
+        changeset that did not change is not checked again, and most never need their count
+        (only a ref's size does): a no-op re-run of a million rows does not split them."""
+        if self._count is None:
+            self._count = self.raw.count()
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._count = value
 
     def __repr__(self) -> str:
         return f"records_from({self.path!r})"

@@ -31,10 +31,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import Client
 from .kintone import split_api
+
+if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
+    from .client import Client
 
 APPLIED = "applied"
 NOT_APPLIED = "not applied"

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from . import reconcile
 from .attachments import file_markers, upload_files
 from .changeset import LoadedChangeset
-from .client import Client
 from .drift import find_drift, preflight
 from .errors import (
     InDoubtError,
@@ -48,6 +47,7 @@ from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledCh
 from .remote.sync import marker_refs
 
 if TYPE_CHECKING:
+    from .client import Client
     from .remote.session import RemoteRun
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.

@@ -38,7 +38,7 @@ from .changeset_files import display_path
 from .config import Environment
 from .errors import InputError, Location
 from .plan import JournaledChangeset, Plan, canonical_json
-from .render import render_json
+from .render import iter_json, render_json
 
 SAVED_PLAN_FORMAT = 1
 
@@ -137,11 +137,22 @@ def made_from(
     )
 
 
-def write_saved_plan(saved: SavedPlan, path: Path) -> None:
+def write_saved_plan(saved: SavedPlan, path: Path, plan: Plan | None = None) -> None:
+    """Write ``saved``; with ``plan``, its ``"plan"`` is that plan written as it is produced
+    (``render.iter_json``, one batch at a time), so memory stays flat at any size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        json.dump(saved.to_json(), handle, ensure_ascii=False, indent=1, sort_keys=False)
-        handle.write("\n")
+        if plan is None:
+            json.dump(saved.to_json(), handle, ensure_ascii=False, indent=1, sort_keys=False)
+            handle.write("\n")
+            return
+        head = saved.to_json()
+        del head["plan"]  # last: written after the rest, piece by piece
+        text = json.dumps(head, ensure_ascii=False, indent=1, sort_keys=False)
+        handle.write(text[: -len("\n}")] + ',\n "plan": ')
+        for piece in iter_json(plan):
+            handle.write(piece)
+        handle.write("}\n")
 
 
 def read_saved_plan(path: Path) -> SavedPlan:

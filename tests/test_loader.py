@@ -225,6 +225,31 @@ def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path
     assert len(built) == 51 and changed.rendered_checksum != first.rendered_checksum
 
 
+def test_an_applied_unchanged_data_file_is_counted_only_when_its_count_is_asked(tmp_path, monkeypatch):
+    """A no-op re-run reads such a file once, as bytes, for its checksum: not split into rows."""
+    from kmigrate.plan import APPLIED, JournaledChangeset
+
+    files = {
+        "changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records_from: data/a.csv}\n",
+        "changesets/data/a.csv": "order_no\n" + "".join(f"N{i}\n" for i in range(30)),
+    }
+    (first,) = load(tmp_path, files)
+    proj = load_project(tmp_path)
+    counted = []
+    real = DataFile.count
+    monkeypatch.setattr(DataFile, "count", lambda self: counted.append(self.path) or real(self))
+    state = {
+        "0001": JournaledChangeset(
+            "0001", first.source_checksum, first.rendered_checksum, batch_states={0: APPLIED}
+        )
+    }
+    (trusted,) = loader.load_project_changesets(proj, proj.environment(), state)
+    plan = api.build_plan([trusted], proj.environment(), state)
+    assert plan.changesets[0].state == APPLIED and counted == []
+    assert trusted.operations[0].body.record_count == 30 and len(counted) == 1  # asked: counted once
+    assert trusted.operations[0].body.record_count == 30 and len(counted) == 1
+
+
 SANDBOX_APPS = """\
 apps:
   - id: 1

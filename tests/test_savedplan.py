@@ -133,3 +133,42 @@ def test_a_saved_plan_for_another_environment_or_not_a_saved_plan_is_refused(tmp
         wrong = run(root, "apply", str(printed))
         assert wrong.exit_code == 2 and "not a saved plan" in wrong.output
         assert sandbox.request_count == 0
+
+
+def test_the_saved_plan_is_written_as_produced_and_holds_the_very_json_plan(tmp_path, monkeypatch):
+    """``plan --out`` streams the plan (render.iter_json, never one joined string) and the file
+    holds the same plan as ``plan --format json``; a plan saved by this code is still refused
+    when a data file changes."""
+    from kmigrate import api, render
+
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(30))
+    write_changeset(
+        root, "V0001__csv.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    ctx = api.Context.load(root)
+    expected = json.loads(render.render_json(api.plan(ctx)))
+
+    def joined(plan):
+        raise AssertionError("the plan was joined into one string")
+
+    monkeypatch.setattr(render, "render_json", joined)
+    monkeypatch.setattr("kmigrate.savedplan.render_json", joined)
+    saved = tmp_path / "plan.json"
+    assert run(root, "plan", "--out", str(saved)).exit_code == 0
+    data = json.loads(saved.read_text())
+    assert data["plan"] == expected and data["kmigrate_saved_plan"] == 1
+    assert list(data) == [
+        "kmigrate_saved_plan",
+        "kmigrate",
+        "environment",
+        "target",
+        "apps",
+        "vars_sha256",
+        "journal",
+        "changesets",
+        "plan",
+    ]
+    write_items_csv(root, "items.csv", range(31))
+    refused = run(root, "apply", str(saved))
+    assert refused.exit_code == 2 and "renders differently" in refused.output

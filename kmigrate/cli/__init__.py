@@ -9,18 +9,35 @@ traceback unless ``KMIGRATE_DEBUG=1``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
-from ..api import Context
-from ..config import Environment, Project, load_project, parse_var_overrides
 from ..errors import KmigrateError
+
+if TYPE_CHECKING:
+    from .. import api as api
+    from ..api import Context
+    from ..config import Environment, Project
+else:
+
+    class _OnFirstUse:
+        """A module imported when one of its names is first used: `kmigrate --help` (and every
+        command until it runs) does not pay for the library's imports."""
+
+        def __init__(self, name: str):
+            self._name = name
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(importlib.import_module(self._name), attr)
+
+    api = _OnFirstUse("kmigrate.api")
 
 
 @dataclass
@@ -35,11 +52,15 @@ class CliContext:
     @property
     def project(self) -> Project:
         if self._project is None:
+            from ..config import load_project
+
             self._project = load_project(self.project_dir)
         return self._project
 
     @property
     def var_overrides(self) -> dict[str, Any]:
+        from ..config import parse_var_overrides
+
         return parse_var_overrides(self.var_args)
 
     def environment(self) -> Environment:
@@ -47,7 +68,7 @@ class CliContext:
 
     def context(self) -> Context:
         """The library's context for this command: the project and the environment chosen."""
-        return Context(self.project, self.environment())
+        return api.Context(self.project, self.environment())
 
 
 pass_cli = click.make_pass_decorator(CliContext)

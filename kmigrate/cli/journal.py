@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from . import CliContext, main, pass_cli
+from . import CliContext, api, main, pass_cli
 
 
 @main.group()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from .. import api
 from ..changeset_files import display_path
 from ..errors import PendingWork
-from . import CliContext, main, pass_cli
+from . import CliContext, api, main, pass_cli
 
 
 def _shown(path: Path) -> str:
@@ -117,7 +116,9 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -
             f"saved the plan to {_shown(out)}: `kmigrate -e {ctx.env.name} apply {_shown(out)}`", err=True
         )
     if fmt == "json":
-        click.echo(render.render_json(the_plan))
+        for piece in render.iter_json(the_plan):  # as produced: memory stays flat at any size
+            click.echo(piece, nl=False)
+        click.echo()
     elif fmt == "markdown":
         click.echo(
             render.render_markdown(

@@ -6,16 +6,18 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import api, events
+from .. import events
 from ..errors import InputError, KmigrateError, PendingWork
 from ..events import JsonLines
 from ..plan import PENDING, Plan
-from ..runner import RunEvent, RunSummary
-from . import CliContext, main, pass_cli
+from . import CliContext, api, main, pass_cli
+
+if TYPE_CHECKING:
+    from ..runner import RunEvent, RunSummary
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -224,7 +226,7 @@ def apply(
             on_event=on_event,
             lock_wait=lock_wait,
             saved=saved,
-            lease_seconds=lease_seconds if lease_seconds is not None else api.LEASE_SECONDS,
+            lease_seconds=lease_seconds,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:

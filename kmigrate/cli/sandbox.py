@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ConfigError
-from ..sandbox import Sandbox
-from ..sandbox.wsgi import MAX_IN_FLIGHT
+from ..sandbox.calls import MAX_IN_FLIGHT
 from . import CliContext, main, pass_cli
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandbox
 
 
 @main.group("sandbox")
@@ -35,6 +38,8 @@ def sandbox_group(ctx: click.Context, sandbox_file: Path | None, store: Path | N
 
 
 def _open(cli: CliContext, bulk_semantics: str = "atomic", max_in_flight: int = MAX_IN_FLIGHT) -> Sandbox:
+    from ..sandbox import Sandbox
+
     sandbox_file, store = click.get_current_context().meta["sandbox_args"]
     if sandbox_file is None:
         env = cli.environment()

@@ -9,14 +9,16 @@ a journal app), and reads and writes the lease record by revision compare-and-sw
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import Client
 from ..config import App
 from ..errors import ConfigError, KintoneError
 from ..kintone import MAX_RECORDS_PER_CALL
 from ..plan import canonical_json
 from .records import FIELDS, KIND_BATCH, LeaseRecord, Marker, Markers, lease_key, marker_key, query_text
+
+if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
+    from ..client import Client
 
 # Kintone's answer to a write whose `revision` is not the record's latest (kintone-api.md §2.5).
 REVISION_CONFLICT = "GAIA_CO02"

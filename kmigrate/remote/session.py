@@ -13,9 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import Client
 from ..config import Environment
 from ..errors import DriftError, JournalError, KintoneError, KmigrateError, TransportError
 from ..journal import Actor
@@ -25,6 +24,9 @@ from ..planner import Limits
 from .app import JournalApp
 from .lease import LEASE_SECONDS, Lease
 from .records import KIND_BATCH, KIND_PARTIAL, LeaseRecord, Marker, Markers
+
+if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
+    from ..client import Client
 
 # A lost answer is settled by reading the marker; absent, the batch is sent again (safe: a
 # late first copy and the resend cannot both apply, the marker's key is unique). This many

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant (the wsgi app's)
+
 
 def new_error_id() -> str:
     return secrets.token_urlsafe(15)

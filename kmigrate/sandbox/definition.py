@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .. import yamlio
 from ..appschema import (  # noqa: F401 - re-exported: the sandbox's modules read them from here
     ASSIGNEE_TYPES,
     DEFAULT_SYSTEM_CODES,
@@ -33,6 +36,7 @@ from ..appschema import (  # noqa: F401 - re-exported: the sandbox's modules rea
     parse_process,
 )
 from ..errors import Location, SandboxDefinitionError
+from ..paths import MB, read_project_file
 
 # view, add, edit and delete records, and "manage" (app management: needed by record/assignees.json).
 TOKEN_PERMISSIONS = ("view", "add", "edit", "delete", "manage")
@@ -363,3 +367,44 @@ def _parse_tokens(raw: Any) -> dict[str, frozenset[str]] | None:
     if len(tokens) > 20:
         raise _Problem("Kintone allows at most 20 API tokens per app")
     return tokens
+
+
+# Here, not in service.py: `validate`, `plan` and a no-op `apply` read the file without
+# importing the sandbox's server side.
+MAX_DEFINITION_BYTES = 16 * MB
+
+
+def read_definition(
+    path: Path,
+    *,
+    project_root: Path | None = None,
+    max_bytes: int = MAX_DEFINITION_BYTES,
+    max_chars: int = yamlio.DEFAULT_MAX_CHARS,
+) -> SandboxDefinition:
+    """The sandbox file parsed; bounded in size and in YAML expansion (a pull request may
+    change it), and confined to the project when ``project_root`` is given."""
+    try:
+        if project_root is not None:
+            raw = read_project_file(
+                project_root, path, what="the sandbox file", max_bytes=max_bytes, error=SandboxDefinitionError
+            )
+        else:
+            raw = path.read_bytes()
+        data = yamlio.safe_load(raw.decode("utf-8-sig"), max_chars)
+    except OSError as exc:
+        raise SandboxDefinitionError(
+            f"cannot read the sandbox file: {exc.strerror or exc}",
+            location=Location(file=path),
+            hint='check the path (`sandbox = "FILE"` in kmigrate.toml, or --file)',
+        ) from None
+    except UnicodeDecodeError:
+        raise SandboxDefinitionError(
+            "not UTF-8 text; save it as UTF-8", location=Location(file=path)
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SandboxDefinitionError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            location=Location(file=path, line=mark.line + 1 if mark else None),
+        ) from None
+    return parse_definition(data, path)

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from .. import yamlio
 from ..errors import Location, SandboxDefinitionError
-from ..paths import MB, read_project_file
 from .admin import AppAdmin
 from .api import Api
 from .apps import Apps
-from .definition import SandboxDefinition, parse_definition
+from .definition import (  # noqa: F401 - read_definition and its bound are imported from here too
+    MAX_DEFINITION_BYTES,
+    SandboxDefinition,
+    parse_definition,
+    read_definition,
+)
 from .faults import FaultProfile, FaultyTransport
 from .fields import render_record
 from .store import Store
@@ -39,45 +41,6 @@ class _Transport(httpx.WSGITransport):
         if len(tokens) > 1:
             request.headers["X-Cybozu-API-Token"] = ",".join(tokens)
         return super().handle_request(request)
-
-
-MAX_DEFINITION_BYTES = 16 * MB
-
-
-def read_definition(
-    path: Path,
-    *,
-    project_root: Path | None = None,
-    max_bytes: int = MAX_DEFINITION_BYTES,
-    max_chars: int = yamlio.DEFAULT_MAX_CHARS,
-) -> SandboxDefinition:
-    """The sandbox file parsed; bounded in size and in YAML expansion (a pull request may
-    change it), and confined to the project when ``project_root`` is given."""
-    try:
-        if project_root is not None:
-            raw = read_project_file(
-                project_root, path, what="the sandbox file", max_bytes=max_bytes, error=SandboxDefinitionError
-            )
-        else:
-            raw = path.read_bytes()
-        data = yamlio.safe_load(raw.decode("utf-8-sig"), max_chars)
-    except OSError as exc:
-        raise SandboxDefinitionError(
-            f"cannot read the sandbox file: {exc.strerror or exc}",
-            location=Location(file=path),
-            hint='check the path (`sandbox = "FILE"` in kmigrate.toml, or --file)',
-        ) from None
-    except UnicodeDecodeError:
-        raise SandboxDefinitionError(
-            "not UTF-8 text; save it as UTF-8", location=Location(file=path)
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SandboxDefinitionError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            location=Location(file=path, line=mark.line + 1 if mark else None),
-        ) from None
-    return parse_definition(data, path)
 
 
 class Sandbox:

@@ -17,10 +17,9 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from .api import API_PATH, MAX_TOKENS, Api
-from .calls import ApiError, Auth, Call, invalid_param
+from .calls import MAX_IN_FLIGHT, ApiError, Auth, Call, invalid_param
 from .files import Download
 
-MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
 _REASONS = {
     200: "OK",

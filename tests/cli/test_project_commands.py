@@ -180,3 +180,29 @@ def test_schema_describes_the_format_and_rejects_what_the_loader_rejects():
     )
     assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": [], "colour": "red"}}]})
     assert "source" not in json.dumps(schema["$defs"]["AddOp"])
+
+
+def test_plan_json_is_written_as_produced_byte_for_byte_the_document(tmp_path, monkeypatch):
+    """``plan --format json`` writes ``render.iter_json``'s pieces as they come (memory flat at
+    any size): the same bytes as the whole document, never joined into one string."""
+    from kmigrate import api, render
+
+    root = initialised(tmp_path / "proj")
+    document = render.render_json(api.plan(api.Context.load(root)))
+
+    def joined(plan):
+        raise AssertionError("the plan was joined into one string")
+
+    monkeypatch.setattr(render, "render_json", joined)
+    pieces = []
+    real = render.iter_json
+
+    def counted(plan):
+        for piece in real(plan):
+            pieces.append(piece)
+            yield piece
+
+    monkeypatch.setattr(render, "iter_json", counted)
+    shown = run("-C", str(root), "plan", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == document + "\n" and len(pieces) > 10
