@@ -30,10 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-# What `apply` and `sandbox serve` use, imported before any fork (the CLI may import lazily).
-import kmigrate.api  # noqa: F401
-import kmigrate.runner  # noqa: F401
-import kmigrate.sandbox.server  # noqa: F401
+import tests.preload  # noqa: F401  (what the commands import, before any fork)
 from kmigrate.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[2]
