@@ -9,6 +9,7 @@ stopped, and the journal's event log (for reconciliations).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -596,9 +597,42 @@ def make_copy(template: Path, dest: Path) -> Path:
     return dest
 
 
-def write_json(path: Path | None, data: Mapping[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+# ---- the command lines --------------------------------------------------------------------------
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """The options both harnesses take; ``what`` is one run of theirs ("run", "kill point")."""
+    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--work", type=Path, default=None, help=f"keep each {what}'s folder here")
+    parser.add_argument("--quiet", action="store_true", help=f"no line per {what}")
+    parser.add_argument("--jobs", type=int, default=1, help=f"{what}s at once (their lines come in order)")
+    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
+    parser.add_argument(
+        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
+    )
+
+
+def suite_options(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Those options as the keyword arguments of ``run_suite`` and ``run_matrix``."""
+    return {
+        "bulk_semantics": args.bulk_semantics,
+        "seed": args.seed,
+        "work": args.work or work,
+        "progress": not args.quiet,
+        "jobs": args.jobs,
+        "journal_app": args.journal_app,
+        "runners": args.runners if args.journal_app else 1,
+    }
+
+
+def report(figures: Figures, json_path: Path | None) -> int:
+    """The figures printed (and written as JSON); the exit status: 1 when anything was wrong."""
+    print("\n".join(figures.lines()))
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures.as_json(), indent=2) + "\n", encoding="utf-8")
+    return 1 if figures.mismatches.total or figures.needed_a_person else 0
 
 
 def clock() -> float:

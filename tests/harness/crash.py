@@ -27,7 +27,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import Figures, Run, clock, in_parallel, one_run, prepare, write_json
+from .common import (
+    Figures,
+    Run,
+    add_suite_arguments,
+    clock,
+    in_parallel,
+    one_run,
+    prepare,
+    report,
+    suite_options,
+)
 from .zygote import Zygote
 
 PHASES = ("before", "commit", "answer+0", "answer+2", "answer+10")
@@ -109,35 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=100)
     parser.add_argument("--records", type=int, default=800, help="CSV visits in all")
     parser.add_argument("--chunks", type=int, default=8, help="changesets the visits are split over")
-    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--attempts", type=int, default=6, help="applies after the kill before giving up")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--work", type=Path, default=None, help="keep the points' folders here")
-    parser.add_argument("--quiet", action="store_true", help="no line per kill point")
-    parser.add_argument("--jobs", type=int, default=1, help="kill points at once (lines come in order)")
-    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
-    parser.add_argument(
-        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
-    )
+    add_suite_arguments(parser, what="kill point")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
         figures, _ = run_matrix(
             points=args.points,
             records=args.records,
             chunks=args.chunks,
-            bulk_semantics=args.bulk_semantics,
-            seed=args.seed,
             attempts=args.attempts,
-            work=args.work or Path(tmp),
-            progress=not args.quiet,
-            jobs=args.jobs,
-            journal_app=args.journal_app,
-            runners=args.runners if args.journal_app else 1,
+            **suite_options(args, Path(tmp)),
         )
-    print("\n".join(figures.lines()))
-    write_json(args.json, figures.as_json())
-    return 1 if figures.mismatches.total or figures.needed_a_person else 0
+    return report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import Figures, Run, clock, in_parallel, one_run, prepare, write_json
+from .common import (
+    Figures,
+    Run,
+    add_suite_arguments,
+    clock,
+    in_parallel,
+    one_run,
+    prepare,
+    report,
+    suite_options,
+)
 from .zygote import Zygote
 
 # Mixed profiles: everything, a busy Kintone, a lossy network, answers lost after commit,
@@ -101,13 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--records", type=int, default=5000, help="CSV visits in the no-unique-field app")
-    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--attempts", type=int, default=12, help="applies per run before giving up")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--work", type=Path, default=None, help="keep the runs' folders here")
-    parser.add_argument("--quiet", action="store_true", help="no line per run")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (their lines come in run order)")
     parser.add_argument(
         "--profile",
         action="append",
@@ -115,28 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SPEC",
         help="fault profiles to cycle (default: the five)",
     )
-    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
-    parser.add_argument(
-        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
-    )
+    add_suite_arguments(parser, what="run")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
         figures = run_suite(
             runs=args.runs,
             records=args.records,
-            bulk_semantics=args.bulk_semantics,
-            seed=args.seed,
             attempts=args.attempts,
-            work=args.work or Path(tmp),
-            progress=not args.quiet,
             profiles=tuple(args.profile) if args.profile else PROFILES,
-            jobs=args.jobs,
-            journal_app=args.journal_app,
-            runners=args.runners if args.journal_app else 1,
+            **suite_options(args, Path(tmp)),
         )
-    print("\n".join(figures.lines()))
-    write_json(args.json, figures.as_json())
-    return 1 if figures.mismatches.total or figures.needed_a_person else 0
+    return report(figures, args.json)
 
 
 if __name__ == "__main__":
