@@ -26,7 +26,7 @@ from .appschema import AppSchema, SchemaProblem
 from .attachments import file_fields
 from .changeset import LoadedChangeset, _RecordsOp, app_written, json_schema
 from .changeset_files import display_path, next_changeset_path, version_key, version_of
-from .config import CONFIG_FILE, App, Credentials, Environment, Project, load_project
+from .config import CONFIG_FILE, App, Credentials, Environment, Project, env_key_location, load_project
 from .drift import BatchChange, accepted_hashes, drift_report, drifted, find_drift, preflight
 from .errors import (
     ChangesetError,
@@ -202,7 +202,7 @@ def app_schemas(env: Environment) -> dict[int, AppSchema]:
     """App id -> its definition, offline: from the environment's ``schema`` file (what
     ``sandbox pull --out`` saved), else the sandbox file; empty for a real Kintone without one
     (``validate --online`` reads them from Kintone). A sandbox file that does not load gives
-    nothing here (``apply`` reports that file's problems itself); a schema file that does not
+    nothing here (``check_target`` reports that file's problems); a schema file that does not
     load is an error."""
     if env.schema_file is not None:
         return _schemas_from_file(env, env.schema_file, strict=True)
@@ -298,9 +298,16 @@ def validate(ctx: Context, *, online: bool = False, client: Client | None = None
     (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.
     """
     env = ctx.env
-    state = journal_state(ctx)
+    target: list[KmigrateError] = []
+    if client is None:  # else the client given is the target
+        try:
+            check_target(env, credentials=False)
+        except InputError as exc:
+            target.append(exc)
+    # A bad target is not asked for the journal app's state (and no journal is made for it).
+    state = _local_state(ctx) if target else journal_state(ctx)
     schemas: Schemas = {}
-    if online:
+    if online and not target:
         own = client is None
         active = client if client is not None else connect(ctx)
         try:
@@ -316,7 +323,7 @@ def validate(ctx: Context, *, online: bool = False, client: Client | None = None
     else:
         schemas = ctx.schemas
         changesets, errors = _load_checked(ctx, state, schemas)
-    found: list[KmigrateError] = [*sumfile.problems_of(ctx.project.changesets_dir), *errors]
+    found: list[KmigrateError] = [*sumfile.problems_of(ctx.project.changesets_dir), *target, *errors]
     if not errors:
         found.extend(preflight_problems(env, changesets, state))
     sources = sorted({s.source for s in schemas.values() if s.source})
@@ -344,6 +351,7 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
     states from ``state``, read from the journal when not given). With ``check``, refuses as
     ``apply`` would (drift, in-doubt batches, order)."""
     check_sum(ctx)
+    check_target(ctx.env, credentials=False)
     if state is None:
         state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
@@ -456,6 +464,7 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     """``kmigrate plan --out FILE``: the plan, written to ``path`` with what it was made from
     (the journal's state, every changeset's checksums, the environment, the variables' hash)."""
     check_sum(ctx)
+    check_target(ctx.env, credentials=False)
     state = journal_state(ctx)
     changesets = load_changesets(ctx, state)
     the_plan = _build_plan(changesets, ctx.env, state)
@@ -518,15 +527,22 @@ def connect(ctx: Context) -> Client:
     )
 
 
-def check_target(env: Environment) -> None:
-    """What ``connect`` would refuse, checked before anything is written: the base URL (plain
-    http only to an address that resolves to this machine) and the credentials' pairs, or the
-    sandbox file."""
+def check_target(env: Environment, *, credentials: bool = True) -> None:
+    """What ``connect`` would refuse, checked offline before anything is read or written (by
+    ``validate`` and ``plan`` too: CI runs them on pull requests): the base URL (no user name or
+    password; plain http only to an address that resolves to this machine) and, with
+    ``credentials``, the credentials' pairs; or the sandbox file (the project-path rule, its size
+    and YAML bounds, its apps)."""
     if env.base_url is not None:
         from .client import check_base_url
 
-        check_base_url(env.base_url, insecure_http=env.insecure_http)
-        Credentials.from_environ()
+        try:
+            check_base_url(env.base_url, insecure_http=env.insecure_http)
+        except ConfigError as exc:
+            exc.location = exc.location or env_key_location(env, "base_url")
+            raise
+        if credentials:
+            Credentials.from_environ()
     if env.sandbox_file is not None:
         from .sandbox.definition import read_definition
 
@@ -612,6 +628,8 @@ def apply(
     if saved is not None:
         refuse_other_environment(saved, env)
     check_sum(ctx)
+    if client is None:  # the target first: exit 2 before anything is read from or written to it
+        check_target(env, credentials=not dry_run)
     if dry_run:
         state = journal_state(ctx, client)
         changesets = load_changesets(ctx, state)
@@ -624,11 +642,9 @@ def apply(
     warnings = (
         [] if markers or env.is_sandbox else [LOCAL_ONLY_WARNING.format(env=env.name, path=env.journal_path)]
     )
-    # Every input error before anything is written (exit 2: nothing journaled): the target,
-    # then the changesets against the journal as it stands (read without creating it, and
-    # without asking the journal app: that is done under its lease).
-    if client is None:
-        check_target(env)
+    # Every input error before anything is written (exit 2: nothing journaled): the target
+    # (above), then the changesets against the journal as it stands (read without creating it,
+    # and without asking the journal app: that is done under its lease).
     seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
     seen_plan = _build_plan(changesets, env, seen)
@@ -659,9 +675,10 @@ def apply(
                     stack.callback(session.release)
                 synced = pull(journal, session.app, run_id=run_id) if session else None
                 state = journal.state()  # read under the lock(s): no other run can change it now
+                plan = seen_plan  # the same changesets on the same state: the same plan, compiled once
                 if state != seen:  # another run moved on meanwhile (or the journal app said so)
                     changesets = load_changesets(ctx, state)
-                plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
+                    plan = _build_plan(changesets, env, state)  # first: drift is judged per batch
                 _refuse(preflight(changesets, state, plan, out_of_order=out_of_order))
                 if saved is not None:
                     refuse_if_stale(saved, made_from(env, state, changesets, plan, with_plan=False))

@@ -15,8 +15,10 @@ never reads anything.
 
 from __future__ import annotations
 
+import bisect
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ from .changeset import (
     _RecordsOp,
     app_written,
     to_kintone_record,
+    to_kintone_value,
 )
 from .config import Environment
 from .errors import ChangesetError, ConfigError, Location
@@ -98,11 +101,38 @@ def check_changesets(
 # ---- what the project has written so far ----------------------------------------------------
 
 
-@dataclass
-class _Written:
-    """A unique value written by an add, and where."""
+class _Values:
+    """The values one unique field was given so far, 16 bytes each: a 96-bit digest of the
+    value (the text's own hash and a CRC-32 of it: two values alike by chance, odds of 1e-17 in
+    a million) and the ordinal of the first record that wrote it (a dict of every value and its
+    Location took ~400 bytes a record: 580 MB for a million rows). Digests are kept in buckets
+    by 12 bits of the hash; a bucket is searched with ``bytearray.find``, in C."""
 
-    where: Location
+    BUCKETS = 4096
+
+    def __init__(self) -> None:
+        self.keys: list[bytearray | None] = [None] * self.BUCKETS  # 8 bytes of each digest
+        self.rest: dict[int, bytearray] = {}  # per bucket: the digest's other 4 bytes, the ordinal's 4
+
+    def first(self, value: str, ordinal: int) -> int | None:
+        """The ordinal of the record that wrote ``value`` first; None (and kept) if none did."""
+        hashed = hash(value)  # 64 bits (SipHash, cached by the text), and 32 bits more of CRC
+        key = hashed.to_bytes(8, "little", signed=True)
+        other = zlib.crc32(value.encode("utf-8", "surrogatepass")).to_bytes(4, "little")
+        bucket = hashed & (self.BUCKETS - 1)
+        keys = self.keys[bucket]
+        if keys is None:
+            keys = self.keys[bucket] = bytearray()
+            self.rest[bucket] = bytearray()
+        rest = self.rest[bucket]
+        at = keys.find(key)
+        while at != -1:
+            if at % 8 == 0 and rest[at : at + 4] == other:
+                return int.from_bytes(rest[at + 4 : at + 8], "little")
+            at = keys.find(key, at + 1)
+        keys += key
+        rest += other + ordinal.to_bytes(4, "little")  # at most 4 billion records checked
+        return None
 
 
 @dataclass
@@ -110,8 +140,11 @@ class _Checker:
     env: Environment
     schemas: Schemas
     errors: list[ChangesetError] = field(default_factory=list)
-    # (app id, field code, stored value) -> the first add that wrote it
-    uniques: dict[tuple[int, str, str], _Written] = field(default_factory=dict)
+    # (app id, field code) -> the stored values its adds wrote, each with the first record that did
+    uniques: dict[tuple[int, str], _Values] = field(default_factory=dict)
+    records: int = 0  # the records checked so far: each one's ordinal
+    # (first ordinal, changeset, operation index) of each records operation checked, in order
+    places: list[tuple[int, LoadedChangeset, int]] = field(default_factory=list)
     # ref -> the process state of each of its records, where known (None: not known)
     states: dict[str, list[str | None]] = field(default_factory=dict)
 
@@ -160,35 +193,62 @@ class _Checker:
                     f"`key: {key}`: {problem}",
                     hint='turn on "Prohibit duplicate values" for the field in the app, or find the records by `id`',
                 )
-        for _position, record, where in _records_of(cs, index, kind, body):
+        shape = _Shape.of(schema)  # what does not change from record to record
+        self.places.append((self.records, cs, index))
+        for position, record, line in _records_of(body):
+            self.records += 1
             if not isinstance(record, dict):
                 continue  # the loader reported it
-            for message, hint in record_problems(kind, key, record, schema):
-                errors.add(message, hint=hint, at=where)
+
+            def where(position: int = position, line: int | None = line) -> Location:
+                return _location(cs, index, kind, body, position, line)  # for a message only
+
+            problems, stored = _record_problems(kind, record, schema, shape)
+            if problems:
+                at = where()
+                for message, hint in problems:
+                    errors.add(message, hint=hint, at=at)
             if kind == "add":
-                self._unique(app_id, record, schema, where, errors)
+                self._unique(app_id, record, schema, where, errors, stored)
+
+    def _where(self, ordinal: int) -> Location:
+        """Where the record of ``ordinal`` was written (a data file's is streamed up to it: only
+        a duplicate's message needs it)."""
+        start, cs, index = self.places[bisect.bisect_right(self.places, ordinal, key=lambda p: p[0]) - 1]
+        return cs.location(index, ordinal - start)
 
     def _unique(
         self,
         app_id: int,
         record: dict[str, Any],
         schema: AppSchema,
-        where: Location,
+        where: Callable[[], Location],
         errors: _OperationErrors,
+        stored: Mapping[str, Any] | None = None,
     ) -> None:
         for code, f in schema.fields.items():
             if not f.unique or code not in record:
                 continue
-            value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
+            if stored is not None and code in stored:  # normalised once, by record_problems
+                value = stored[code]
+            else:
+                value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
             if value is None or is_empty(value):
                 continue
-            first = self.uniques.setdefault((app_id, code, str(value)), _Written(where))
-            if first.where is not where:
+            ordinal = self.records - 1
+            values = self.uniques.get((app_id, code))
+            if values is None:
+                values = self.uniques[(app_id, code)] = _Values()
+            first = values.first(str(value), ordinal)
+            if first is not None and first != ordinal:
+                # Past what is shown, the message is only counted: the first place is not looked up.
+                shown = errors.report and errors.count < MAX_ERRORS_PER_OPERATION
                 errors.add(
-                    f"field `{code}` is unique in the app, and {value!r} is already written by {_place(first.where)}: "
+                    f"field `{code}` is unique in the app, and {value!r} is already written by "
+                    f"{_place(self._where(first)) if shown else 'an earlier record'}: "
                     "Kintone refuses the second write (duplicate value)",
                     hint="give each record its own value, or make the second write an update",
-                    at=where,
+                    at=where(),
                 )
 
     # -- process management ----
@@ -301,16 +361,46 @@ def record_problems(
     kind: str, key: str | None, record: Mapping[str, Any], schema: AppSchema
 ) -> list[tuple[str, str | None]]:
     """(message, what to do) for each value of one record that Kintone would refuse."""
-    values = {
-        code: as_uploaded(v) if (f := schema.fields.get(code)) is not None and f.type == "FILE" else v
+    return _record_problems(kind, record, schema, _Shape.of(schema))[0]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Of one app's fields, what every record is checked with: worked out once per operation."""
+
+    files: frozenset[str]  # FILE fields: their paths are checked as the fileKeys they become
+    defaults: dict[str, Any]  # what an add leaves in each field it does not send
+    min_lengths: tuple[tuple[str, int], ...]  # (code, minimum) of the fields that have one
+
+    @classmethod
+    def of(cls, schema: AppSchema) -> _Shape:
+        fields = schema.fields
+        return cls(
+            frozenset(code for code, f in fields.items() if f.type == "FILE"),
+            {code: _default(f) for code, f in fields.items()},
+            tuple((code, f.min_length) for code, f in fields.items() if f.min_length is not None),
+        )
+
+
+def _record_problems(
+    kind: str, record: Mapping[str, Any], schema: AppSchema, shape: _Shape
+) -> tuple[list[tuple[str, str | None]], dict[str, Any]]:
+    """``record_problems``, and each written field's stored value (``_unique`` reads them)."""
+    fields = schema.fields
+    written = {
+        # a text value (every CSV cell) is its own {"value": ...}: to_kintone_record's result
+        code: (
+            {"value": v}
+            if type(v) is str and code not in shape.files
+            else to_kintone_value(as_uploaded(v) if code in shape.files else v)
+        )
         for code, v in record.items()
         if code not in RESERVED_RECORD_KEYS
     }
-    written = to_kintone_record(values)
     problems = Problems()
     stored: dict[str, Any] = {}
     for code, raw in written.items():
-        f = schema.fields.get(code)
+        f = fields.get(code)
         if f is None or f.type == "CALC":
             continue  # an unknown code is the loader's to report; CALC is never written
         stored[code] = normalize(f, raw, f"{_PREFIX}.{code}", problems)
@@ -318,28 +408,25 @@ def record_problems(
             _silently_blank(f, raw, stored[code], problems)
     if kind == "add":
         complete = {
-            code: _completed(f, stored[code]) if code in stored else _default(f)
-            for code, f in schema.fields.items()
+            code: _completed(f, stored[code]) if code in stored else shape.defaults[code]
+            for code, f in fields.items()
         }
         check_required(schema, complete, _PREFIX, problems)
-        for code, f in schema.fields.items():  # Kintone checks a minimum length on add even unsent
+        for code, minimum in shape.min_lengths:  # Kintone checks a minimum length on add even unsent
             value = complete[code]
-            if (
-                code not in stored
-                and f.min_length is not None
-                and isinstance(value, str)
-                and len(value) < f.min_length
-            ):
-                problems.add(f"{_PREFIX}.{code}.value", f"Enter at least {f.min_length} characters.")
+            if code not in stored and isinstance(value, str) and len(value) < minimum:
+                problems.add(f"{_PREFIX}.{code}.value", f"Enter at least {minimum} characters.")
     else:
         check_required(
             schema,
-            {code: _completed(schema.fields[code], v) for code, v in stored.items()},
+            {code: _completed(fields[code], v) for code, v in stored.items()},
             _PREFIX,
             problems,
             only=set(stored),
         )
-    return [_explain(k, messages["messages"], written, schema) for k, messages in problems.items()]
+    if not problems:
+        return [], stored
+    return [_explain(k, messages["messages"], written, schema) for k, messages in problems.items()], stored
 
 
 def _silently_blank(f: FieldDef, raw: Any, stored: Any, problems: Problems) -> None:
@@ -481,30 +568,33 @@ class _OperationErrors:
             )
 
 
-def _records_of(
-    cs: LoadedChangeset, index: int, kind: str, body: _RecordsOp
-) -> Iterator[tuple[int, Any, Location]]:
-    """(position, record, where it was written) for each record of a records operation."""
+def _records_of(body: _RecordsOp) -> Iterator[tuple[int, Any, int | None]]:
+    """(position, record, its line in the data file or None) for each record of a records operation."""
     if body.records is not None:
         for position, record in enumerate(body.records):
-            yield position, record, cs.location(index, position)
+            yield position, record, None
         return
     source = body.source
     if source is None:
         return
     for position, (line, record) in enumerate(source):
-        yield (
-            position,
-            record,
-            Location(
-                file=source.path,
-                line=line,
-                changeset=cs.id,
-                operation=index + 1,
-                record=position + 1,
-                detail=kind,
-            ),
-        )
+        yield position, record, line
+
+
+def _location(
+    cs: LoadedChangeset, index: int, kind: str, body: _RecordsOp, position: int, line: int | None
+) -> Location:
+    """Where a record of ``_records_of`` was written."""
+    if body.records is not None:
+        return cs.location(index, position)
+    return Location(
+        file=body.source.path,
+        line=line,
+        changeset=cs.id,
+        operation=index + 1,
+        record=position + 1,
+        detail=kind,
+    )
 
 
 def _status_targets(body: StatusOp) -> Iterator[tuple[Any, str, str | None]]:

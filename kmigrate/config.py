@@ -367,6 +367,16 @@ def _line_of(project: Project, loc: tuple[str, ...]) -> int | None:
         return None
 
 
+def env_key_location(env: Environment, key: str) -> Location:
+    """Where ``key`` of ``[env.NAME]`` is written in kmigrate.toml, for a message about its value."""
+    path = env.root / CONFIG_FILE
+    try:
+        line = toml_key_line(path.read_text(encoding="utf-8"), ("env", env.name, key))
+    except OSError:
+        line = None
+    return Location(file=path, line=line)
+
+
 TIMEOUT_VARIABLE = "KMIGRATE_TIMEOUT"
 
 

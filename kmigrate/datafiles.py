@@ -171,6 +171,7 @@ class DataFile:
             columns = [h.strip() for h in header]
             self._check_header(columns)
             width = len(columns)
+            convert = _conversions(columns)
             last_line = reader.line_num
             number = 0
             while True:
@@ -191,7 +192,7 @@ class DataFile:
                         line=start,
                         record=number,
                     )
-                yield start, self._csv_record(columns, row, start, number)
+                yield start, self._csv_record(columns, convert, row, start, number)
 
     def _check_header(self, columns: list[str]) -> None:
         if len(columns) == 1:
@@ -222,25 +223,28 @@ class DataFile:
                     line=line,
                 )
 
-    def _csv_record(self, columns: list[str], row: list[str], line: int, number: int) -> dict[str, Any]:
-        self.check_nul(row, line, columns)
+    def _csv_record(
+        self, columns: list[str], convert: _Conversions, row: list[str], line: int, number: int
+    ) -> dict[str, Any]:
+        if "\x00" in "".join(row):  # one test per row; the column is found only when it fails
+            self.check_nul(row, line, columns)
+        if convert is None:  # every column is text: an empty cell omits the field
+            return {name: cell for name, cell in zip(columns, row, strict=False) if cell}
         record: dict[str, Any] = {}
-        for name, cell in zip(columns, row, strict=False):
+        for (name, kind), cell in zip(convert, row, strict=False):
             if cell == "":
                 continue
-            if name.endswith(LIST_SUFFIX):
-                record[name[: -len(LIST_SUFFIX)]] = [
-                    part for part in cell.split(LIST_SEPARATOR) if part != ""
-                ]
-            elif name in RECORD_KEYS:  # a record id and revision are numbers
+            if kind is _TEXT:
+                record[name] = cell
+            elif kind is _LIST:
+                record[name] = [part for part in cell.split(LIST_SEPARATOR) if part != ""]
+            else:  # a record id and revision are numbers
                 text = cell.strip()
                 if not text.lstrip("-").isdigit():
                     raise self.error(
                         f"column {name!r} must be a whole number, not {cell!r}", line=line, record=number
                     )
                 record[name] = int(text)
-            else:
-                record[name] = cell
         return record
 
     # -- JSON --------------------------------------------------------------------------------
@@ -308,6 +312,25 @@ class DataFile:
                         f"line holds {type(value).__name__}, not an object", line=line, record=number
                     )
                 yield line, value
+
+
+_TEXT, _LIST, _NUMBER = "text", "list", "number"
+# Per column, the field it fills and how a cell becomes its value; None: every column is text.
+_Conversions = list[tuple[str, str]] | None
+
+
+def _conversions(columns: list[str]) -> _Conversions:
+    """Decided once from the header, not per cell: ``tags[]`` is a list split on ``|`` (field
+    ``tags``), ``id`` and ``revision`` are whole numbers, any other column is text."""
+    convert = []
+    for name in columns:
+        if name.endswith(LIST_SUFFIX):
+            convert.append((name[: -len(LIST_SUFFIX)], _LIST))
+        elif name in RECORD_KEYS:
+            convert.append((name, _NUMBER))
+        else:
+            convert.append((name, _TEXT))
+    return None if all(kind is _TEXT for _name, kind in convert) else convert
 
 
 def read_table(path: Path, display: str, encoding: str = DEFAULT_ENCODING) -> list[dict[str, Any]]:

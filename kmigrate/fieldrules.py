@@ -79,18 +79,17 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         return None
     value = raw.get("value")
     t = f.type
-    vkey = f"{key}.value"
     if t in _TEXT_TYPES:
         if value is None:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            problems.add(vkey, "Enter a string.")
+            problems.add(f"{key}.value", "Enter a string.")
             return None
         text = value if isinstance(value, str) else number_text(value)
         if f.max_length is not None and len(text) > f.max_length:
-            problems.add(vkey, f"Enter no more than {f.max_length} characters.")
+            problems.add(f"{key}.value", f"Enter no more than {f.max_length} characters.")
         elif f.min_length is not None and len(text) < f.min_length:  # empty too (OBSERVED-3P)
-            problems.add(vkey, f"Enter at least {f.min_length} characters.")
+            problems.add(f"{key}.value", f"Enter at least {f.min_length} characters.")
         return text
     if t == "NUMBER":
         if value is None or value == "":
@@ -106,23 +105,23 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
                 return ""  # Kintone silently stores "" for non-numeric text inside a table
             # Kintone keys this one error in bracket form: record[amount].value (OBSERVED-3P).
             head, dot, code = key.rpartition(".")
-            problems.add(f"{head}[{code}].value" if dot else vkey, "Only numbers are allowed.")
+            problems.add(f"{head}[{code}].value" if dot else f"{key}.value", "Only numbers are allowed.")
             return None
         number = Decimal(text)
         # Bounds are checked before rounding, the digit count after (OBSERVED-3P).
         if f.min_value is not None and number < f.min_value:
-            problems.add(vkey, f"The value must be {number_text(f.min_value)} or more.")
+            problems.add(f"{key}.value", f"The value must be {number_text(f.min_value)} or more.")
         elif f.max_value is not None and number > f.max_value:
-            problems.add(vkey, f"The value must be {number_text(f.max_value)} or less.")
+            problems.add(f"{key}.value", f"The value must be {number_text(f.max_value)} or less.")
         stored = _stored_number(number)
         if stored is None:
-            problems.add(vkey, "The number of digits exceeds the maximum allowed.")
+            problems.add(f"{key}.value", "The number of digits exceeds the maximum allowed.")
         return stored
     if t in ("DROP_DOWN", "RADIO_BUTTON"):
         if value is None or value == "":
             return None if t == "DROP_DOWN" else ""
         if not isinstance(value, str) or value not in f.options:
-            problems.add(vkey, f"The value must be one of the options: {', '.join(f.options)}.")
+            problems.add(f"{key}.value", f"The value must be one of the options: {', '.join(f.options)}.")
             return None
         return value
     if t in ("CHECK_BOX", "MULTI_SELECT"):
@@ -146,14 +145,14 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
             # Kintone pads partial dates: 2015-7 -> 2015-07-01
             return date(int(m[1]), int(m[2]), int(m[3] or 1)).isoformat()
         except ValueError:
-            problems.add(vkey, "Enter a date in the format YYYY-MM-DD.")
+            problems.add(f"{key}.value", "Enter a date in the format YYYY-MM-DD.")
             return None
     if t == "TIME":
         if value is None or value == "":
             return None
         m = _TIME.match(value) if isinstance(value, str) else None
         if m is None or int(m[1]) > 23 or int(m[2]) > 59 or (m[3] and int(m[3]) > 59):
-            problems.add(vkey, "Enter a time in the format HH:MM.")
+            problems.add(f"{key}.value", "Enter a time in the format HH:MM.")
             return None
         return f"{int(m[1]):02d}:{int(m[2]):02d}"
     if t == "DATETIME":
@@ -164,7 +163,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
                 raise ValueError
             moment = datetime.fromisoformat(value.replace("z", "Z"))
         except ValueError:
-            problems.add(vkey, "Enter a date and time in the format YYYY-MM-DDTHH:MM:SSZ.")
+            problems.add(f"{key}.value", "Enter a date and time in the format YYYY-MM-DDTHH:MM:SSZ.")
             return None
         if moment.tzinfo is None:  # the sandbox's users all live in UTC
             moment = moment.replace(tzinfo=UTC)
@@ -182,7 +181,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, dict) and v.get("fileKey") for v in value):
-            problems.add(vkey, 'Enter an array of {"fileKey": ...} objects.')
+            problems.add(f"{key}.value", 'Enter an array of {"fileKey": ...} objects.')
             return None
         # The sandbox keeps no files: it remembers the key and echoes it as the file's name.
         return [
@@ -198,7 +197,7 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
         if value is None:
             return []
         if not isinstance(value, list):
-            problems.add(vkey, "Enter an array of rows.")
+            problems.add(f"{key}.value", "Enter an array of rows.")
             return None
         rows = []
         for i, row in enumerate(value):

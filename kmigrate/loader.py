@@ -8,9 +8,9 @@ For each file found by ``changeset_files.discover``, in version order:
 4. each operation is validated by the pydantic models of ``changeset`` (messages shaped by
    ``validation_messages``), its records by the rules of ``records``, then checked against the
    environment (app aliases, and the apps' field codes when the caller hands them in) and the
-   project (refs: defined once, used after their producer, on the producer's app); records from
-   data files are streamed once here, to be checked and hashed into the rendered checksum, and
-   again later by the planner.
+   project (refs: defined once, used after their producer, on the producer's app); a data file
+   is hashed as bytes into the rendered checksum and parsed once, here: its records are checked
+   and kept compressed (``_NormalisedSource``) for the apps' checks and the planner.
 
 Every problem becomes a ``ChangesetError`` whose location names the file and the line: in the
 source when the line can be traced back through the render, otherwise "rendered line N" with
@@ -20,6 +20,8 @@ that line shown. ``load_project_changesets`` collects every error of every file 
 from __future__ import annotations
 
 import hashlib
+import marshal
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _field
@@ -54,6 +56,7 @@ from .errors import ChangesetError, ConfigError, Location
 from .paths import project_file, read_project_file
 from .plan import JournaledChangeset, canonical_json
 from .records import (
+    RESERVED_RECORD_KEYS,
     UNKNOWN_FIELD_HINT,
     KnownFields,
     id_problems,
@@ -514,9 +517,26 @@ class _FileLoader:
         """Every record of the data file checked (and counted); False when reading it failed."""
         count = 0
         reported: set[str] = set()  # an unknown column is reported once, not on every row
+        # The codes a record may hold with nothing more to check (known, no subtable's columns):
+        # most rows are only these, tested at once.
+        plain = (
+            None
+            if fields is None
+            else {c for c, cols in fields.items() if not cols} | set(RESERVED_RECORD_KEYS)
+        )
         try:
-            for line, record in source.raw:
+            for line, record in source.checked():
                 count += 1
+                problems = record_problems(kind, key, record)
+                unknown = (
+                    []
+                    if app is None or fields is None or (plain is not None and record.keys() <= plain)
+                    else list(self._unknown_fields(app, fields, record, reported))
+                )
+                rid = record.get("id")
+                ref = isinstance(rid, dict) and "ref" in rid and not id_problems(rid)
+                if not (problems or unknown or ref):
+                    continue
                 where = Location(
                     file=source.raw.path,
                     line=line,
@@ -525,12 +545,12 @@ class _FileLoader:
                     record=count,
                     detail=detail,
                 )
-                for problem in record_problems(kind, key, record):
+                for problem in problems:
                     self.errors.append(ChangesetError(problem, location=where))
-                for _code_path, message in self._unknown_fields(app, fields, record, reported):
+                for _code_path, message in unknown:
                     self.errors.append(ChangesetError(message, location=where, hint=UNKNOWN_FIELD_HINT))
-                rid = record.get("id")
-                if isinstance(rid, dict) and "ref" in rid and not id_problems(rid):
+                if ref:
+                    assert isinstance(rid, dict)
                     self._check_ref(RefIds.model_validate(rid), app, number, detail, location=where)
                 if len(self.errors) > MAX_ERRORS_PER_DATA_FILE:
                     raise ChangesetError(
@@ -648,12 +668,24 @@ def _file_digest(path: Path) -> bytes:
 
 
 class _NormalisedSource:
-    """A data file's records as the planner reads them: ``{ref: ...}`` ids made ``RefIds``."""
+    """A data file's records as the planner reads them: ``{ref: ...}`` ids made ``RefIds``.
+
+    The file is parsed once per command: the loader's pass (``checked``) keeps each chunk of
+    records as zlib-compressed ``marshal`` bytes (a few bytes a record), and every later pass
+    (the apps' checks, the planner) reads them back instead of the file. A pass the loader
+    did not finish (it stopped at an error) keeps nothing: the file is read again then.
+    """
+
+    CHUNK = 1000  # records per compressed chunk
 
     def __init__(self, raw: DataFile):
         self.raw = raw
         self.path = raw.path
         self._count: int | None = None
+        self._chunks: list[bytes] | None = None  # the records as parsed, once complete
+
+    def __repr__(self) -> str:
+        return f"records_from({self.path!r})"
 
     @property
     def count(self) -> int:
@@ -668,13 +700,39 @@ class _NormalisedSource:
     def count(self, value: int) -> None:
         self._count = value
 
-    def __repr__(self) -> str:
-        return f"records_from({self.path!r})"
+    def checked(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The loader's pass: the file's records as parsed (not normalised), kept as they go."""
+        chunks: list[bytes] | None = []
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for line, record in self.raw:
+            chunk.append((line, record))
+            if len(chunk) == self.CHUNK:
+                chunks = _kept(chunks, chunk)
+                chunk = []
+            yield line, record
+        self._chunks = _kept(chunks, chunk) if chunk else chunks
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for line, record in self.raw:
-            normalise_record(record)
-            yield line, record
+        if self._chunks is None:
+            for line, record in self.raw:
+                normalise_record(record)
+                yield line, record
+            return
+        for blob in self._chunks:
+            for line, record in marshal.loads(zlib.decompress(blob)):
+                normalise_record(record)
+                yield line, record
+
+
+def _kept(chunks: list[bytes] | None, chunk: list[tuple[int, dict[str, Any]]]) -> list[bytes] | None:
+    """``chunks`` with ``chunk`` packed; None once a record holds what marshal cannot."""
+    if chunks is None:
+        return None
+    try:
+        chunks.append(zlib.compress(marshal.dumps(chunk), 1))
+    except ValueError:
+        return None
+    return chunks
 
 
 def _refs_of(op: Operation) -> Iterator[tuple[RefIds, tuple[Any, ...]]]:

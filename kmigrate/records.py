@@ -42,7 +42,7 @@ def record_problems(kind: str, key: str | None, record: Any) -> list[str]:
     for code, value in record.items():
         if not isinstance(code, str) or not code:
             problems.append(f"field code {code!r} must be text")
-        elif code not in RECORD_KEYS and _has_bool(value):
+        elif type(value) is not str and code not in RECORD_KEYS and _has_bool(value):  # CSV cells: text
             problems.append(f"field `{code}` holds true/false; Kintone values are text or numbers: quote it")
     return problems
 

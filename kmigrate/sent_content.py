@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .paths import create_private
+
 
 def content_path(journal_path: Path) -> Path:
     return journal_path.with_name(journal_path.stem + ".sent.db")
@@ -21,7 +23,9 @@ def content_path(journal_path: Path) -> Path:
 
 def save(journal_path: Path, version: str, index: int, requests: list[dict[str, Any]]) -> None:
     """Keep what batch ``index`` of ``version`` sent (replacing what an earlier content sent)."""
-    db = sqlite_utils.Database(content_path(journal_path))
+    path = content_path(journal_path)
+    create_private(path)  # 0600 as the journal: it holds the records sent
+    db = sqlite_utils.Database(path)
     try:
         db.table("sent").upsert(
             {"changeset": version, "idx": index, "requests": json.dumps(requests, ensure_ascii=False)},

@@ -6,6 +6,8 @@ The child is forked from a server process that has kmigrate imported already
 (multiprocessing's forkserver), so a case costs its own work, not an interpreter's start-up.
 It runs under a timeout: a command that hangs fails the case instead of the suite. Its address
 space is capped, so runaway memory is a ``MemoryError`` there, not a machine out of memory.
+Host names resolve from the case's own table only (``hosts``; any other name does not resolve),
+so the plain-http rule meets the same addresses on every machine and no lookup leaves it.
 
 ``python -m tests.hostile_driver ROOT [ARGS...]`` runs one project the same way and prints the
 results as JSON (for a look at one case by hand).
@@ -17,8 +19,10 @@ import json
 import multiprocessing
 import os
 import resource
+import socket
 import sys
 import traceback
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -39,16 +43,29 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["tests.hostile_driver"])
 
 
-def run_commands(root: str, args: list[str]) -> list[dict[str, Any]]:
-    """The three commands in turn, in this process, counting the requests httpx sends."""
+def run_commands(
+    root: str, args: list[str], hosts: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """The three commands in turn, in this process, counting the requests httpx sends; a host
+    name resolves to its addresses in ``hosts``, any other name to none."""
     sent: list[str] = []
     original = httpx.Client.send
+    original_getaddrinfo = socket.getaddrinfo
+    table = dict(hosts or {})
 
     def counting(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
         sent.append(f"{request.method} {request.url}")
         return original(self, request, **kwargs)  # type: ignore[arg-type]
 
+    def from_table(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            item for address in table[host] for item in original_getaddrinfo(address, port, *args, **kwargs)
+        ]
+
     httpx.Client.send = counting  # type: ignore[method-assign]
+    socket.getaddrinfo = from_table
     results = []
     try:
         for command in (["validate"], ["plan"], ["apply", "--yes"]):
@@ -67,6 +84,7 @@ def run_commands(root: str, args: list[str]) -> list[dict[str, Any]]:
             )
     finally:
         httpx.Client.send = original  # type: ignore[method-assign]
+        socket.getaddrinfo = original_getaddrinfo
     return results
 
 
@@ -80,21 +98,23 @@ def _isolate() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
 
-def _child(conn: Connection, root: str, args: list[str]) -> None:
+def _child(conn: Connection, root: str, args: list[str], hosts: Mapping[str, Sequence[str]]) -> None:
     _isolate()
     try:
-        conn.send(("ok", run_commands(root, args)))
+        conn.send(("ok", run_commands(root, args, hosts)))
     except BaseException:  # noqa: BLE001 - whatever escaped goes back to the test as text
         conn.send(("crashed", traceback.format_exc()))
     finally:
         conn.close()
 
 
-def run_case(root: str, args: list[str], *, timeout: float) -> list[dict[str, Any]]:
+def run_case(
+    root: str, args: list[str], *, timeout: float, hosts: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
     """:func:`run_commands` in a forked child under the memory cap; ``AssertionError`` when the
     child crashes, dies or is still running after ``timeout`` seconds (then it is killed)."""
     receive, send = _CONTEXT.Pipe(duplex=False)
-    child = _CONTEXT.Process(target=_child, args=(send, root, args), daemon=True)
+    child = _CONTEXT.Process(target=_child, args=(send, root, args, dict(hosts or {})), daemon=True)
     child.start()
     send.close()
     try:

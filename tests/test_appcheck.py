@@ -129,6 +129,26 @@ def test_unique_within_what_the_project_writes(tmp_path):
     assert "V0001__c1.yaml:5" in found[0]
 
 
+def test_a_duplicate_in_a_big_data_file_names_the_first_record_that_wrote_the_value(tmp_path):
+    rows = "code\n" + "".join(f"C{i}\n" for i in range(3000)) + "C0007\nC7\n"
+    csv_add = "operations:\n  - add: {app: orders, records_from: data/rows.csv}\n"
+    (found,) = problems(project(tmp_path, csv_add, data={"rows.csv": rows}))
+    assert "'C7' is already written by " in found and "rows.csv:9 (record 8): Kintone refuses" in found
+    assert (
+        "rows.csv:3003" in found and "record 3002" in found
+    )  # where the second write is (C0..C7: lines 2-9)
+
+
+def test_the_unique_values_index_tells_values_apart_and_keeps_the_first_writer():
+    from kmigrate.appcheck import _Values
+
+    values = _Values()
+    assert [values.first(f"v{i}", i) for i in range(20_000)] == [None] * 20_000
+    assert [values.first(f"v{i}", 50_000 + i) for i in (0, 4096, 19_999)] == [0, 4096, 19_999]
+    assert values.first("v20000", 7) is None and values.first("v20000", 8) == 7
+    assert values.first("ü\ud800", 1) is None and values.first("ü\ud800", 2) == 1  # any text
+
+
 def test_update_key_must_be_a_unique_field(tmp_path):
     good = "operations:\n  - update:\n      app: orders\n      key: code\n      records: [{code: A1, title: x}]\n"
     assert problems(project(tmp_path, good)) == []

@@ -31,6 +31,28 @@ base_url = "https://example.cybozu.com"
 apps = { orders = 101, customers = 102 }
 """
 
+# The apps of the sandbox environment, with every field code the cases write (validate reads
+# the sandbox file, as apply does: a project's own file, so each case's exit 2 is its own).
+SANDBOX = """\
+apps:
+  - id: 1
+    name: Orders
+    fields:
+      title: {type: SINGLE_LINE_TEXT}
+      a: {type: SINGLE_LINE_TEXT}
+      b: {type: SINGLE_LINE_TEXT}
+      n: {type: NUMBER}
+      note: {type: SINGLE_LINE_TEXT}
+      blob: {type: SINGLE_LINE_TEXT}
+      ok: {type: SINGLE_LINE_TEXT}
+      region: {type: SINGLE_LINE_TEXT}
+  - id: 2
+    name: Customers
+    fields:
+      customer_code: {type: SINGLE_LINE_TEXT, unique: true}
+      name: {type: SINGLE_LINE_TEXT}
+"""
+
 MACROS = """\
 {% macro row(code) -%}
 {customer_code: {{ code | tojson }}}
@@ -61,7 +83,11 @@ class Case:
     args: tuple[str, ...] = ()
     commands: tuple[str, ...] = ("validate",)
     base: dict[str, str] = field(
-        default_factory=lambda: {"kmigrate.toml": CONFIG, "templates/macros.j2": MACROS}
+        default_factory=lambda: {
+            "kmigrate.toml": CONFIG,
+            "sandbox.yaml": SANDBOX,
+            "templates/macros.j2": MACROS,
+        }
     )
 
 
@@ -811,6 +837,7 @@ def test_the_cases_are_distinct_and_only_their_own_files_break_the_project(tmp_p
 def test_every_error_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
     files = {
         "kmigrate.toml": CONFIG,
+        "sandbox.yaml": SANDBOX,
         "changesets/V0001__a.yaml": (
             "operations:\n  - add: {app: nope, records: [{a: b}]}\n  - delete: {app: orders, ids: x}\n"
         ),

@@ -3,9 +3,10 @@
 Changesets come from pull requests, and CI runs ``validate`` and ``plan`` on every one, so each
 case below is a small project (a good changeset, plus the case's own files) run through
 ``validate``, ``plan`` and ``apply --yes`` in a child process (forked with kmigrate imported)
-under a timeout and a memory cap (``tests/hostile_driver.py``). Each command must exit 2 (or
-what the case says) with no traceback; the secret marker, the content of a file outside the project, must appear in no
-output and in no sandbox record; no request may be sent; no journal may be written.
+under a timeout and a memory cap (``tests/hostile_driver.py``). Each command must exit 2 with
+no traceback; the secret marker (the content of a file outside the project, or a password)
+must appear in no output and in no sandbox record; no request may be sent; no journal may be
+written.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import os
 import random
 import shutil
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from .hostile_driver import run_case
+from .hostile_driver import run_case, run_commands
 
 SECRET = "KMIGRATE-SECRET-MARKER-5d1e"  # the content of files outside the project
 TIMEOUT = 120  # seconds for all three commands together: generous, a hang still fails
@@ -93,7 +95,7 @@ class Case:
     setup: Setup | None = None
     words: str = ""  # words the output must hold (case-insensitive)
     args: tuple[str, ...] = ()
-    exits: tuple[int, int, int] = (2, 2, 2)  # validate, plan, apply
+    hosts: dict[str, list[str]] = field(default_factory=dict)  # name -> addresses; others resolve to none
 
 
 def symlink(link: str, target: str | Callable[[Path, Path], Path]) -> Setup:
@@ -417,8 +419,7 @@ CASES = [
         setup=symlink("sandbox.yaml", to_secret),
         words="outside the project folder",
     ),
-    # validate and plan leave the sandbox file to apply (its fields only sharpen the checks)
-    Case("sandbox-fifo", setup=fifo("sandbox.yaml"), exits=(0, 0, 2), words="FIFO"),
+    Case("sandbox-fifo", setup=fifo("sandbox.yaml"), words="FIFO"),
     Case(
         "sandbox-store-outside",
         {
@@ -436,10 +437,9 @@ CASES = [
     Case(
         "sandbox-alias-bomb",
         {"sandbox.yaml": alias_bomb() + SANDBOX},
-        exits=(0, 0, 2),
         words="aliases expanded",
     ),
-    Case("sandbox-random-bytes", {"sandbox.yaml": rng_bytes(2048, 3)}, exits=(0, 0, 2)),
+    Case("sandbox-random-bytes", {"sandbox.yaml": rng_bytes(2048, 3)}),
     # ---- kmigrate.toml ----------------------------------------------------------------------------------------
     Case("toml-random-bytes", {"kmigrate.toml": rng_bytes(2048, 4)}),
     Case("toml-invalid-utf8", {"kmigrate.toml": b'default_env = "\xff"\n'}),
@@ -523,35 +523,50 @@ CASES = [
         "http-remote-host",
         {"kmigrate.toml": remote('base_url = "http://kintone.example.com"')},
         args=("-e", "remote"),
-        exits=(0, 0, 2),
         words="plain http",
     ),
     Case(
         "http-unresolvable-localhost",
-        {"kmigrate.toml": remote('base_url = "http://evil.localhost.invalid"')},
+        {"kmigrate.toml": remote('base_url = "http://evil.localhost"')},
         args=("-e", "remote"),
-        exits=(0, 0, 2),
+        words="plain http",
+    ),
+    Case(
+        "http-localhost-resolving-elsewhere",
+        {"kmigrate.toml": remote('base_url = "http://evil.localhost:8080"')},
+        args=("-e", "remote"),
+        hosts={"evil.localhost": ["203.0.113.7"]},
+        words="plain http",
+    ),
+    Case(
+        "http-name-resolving-partly-to-loopback",
+        {"kmigrate.toml": remote('base_url = "http://mixed.example"')},
+        args=("-e", "remote"),
+        hosts={"mixed.example": ["127.0.0.1", "198.51.100.1"]},
         words="plain http",
     ),
     Case(
         "http-public-address",
         {"kmigrate.toml": remote('base_url = "http://203.0.113.7:8080"')},
         args=("-e", "remote"),
-        exits=(0, 0, 2),
         words="plain http",
     ),
     Case(
         "http-mapped-address",
         {"kmigrate.toml": remote('base_url = "http://[::ffff:203.0.113.7]"')},
         args=("-e", "remote"),
-        exits=(0, 0, 2),
         words="plain http",
     ),
     Case(
         "url-with-password",
-        {"kmigrate.toml": remote('base_url = "https://alice:hunter2@example.invalid"')},
+        {"kmigrate.toml": remote(f'base_url = "https://alice:{SECRET}@example.invalid"')},
         args=("-e", "remote"),
-        exits=(0, 0, 2),
+        words="user name or password",
+    ),
+    Case(
+        "url-with-user-name",
+        {"kmigrate.toml": remote(f'base_url = "https://{SECRET}@example.invalid"')},
+        args=("-e", "remote"),
         words="user name or password",
     ),
 ]
@@ -582,8 +597,8 @@ def _build(tmp_path: Path, case: Case) -> tuple[Path, Path]:
     return root, outside
 
 
-def _run(root: Path, args: tuple[str, ...]) -> list[dict]:
-    return run_case(str(root), list(args), timeout=TIMEOUT)
+def _run(root: Path, case: Case) -> list[dict]:
+    return run_case(str(root), list(case.args), timeout=TIMEOUT, hosts=case.hosts)
 
 
 def _no_secret_in_store(root: Path) -> None:
@@ -595,9 +610,8 @@ def _no_secret_in_store(root: Path) -> None:
 
 
 def _nothing_journaled(root: Path) -> None:
-    for journal in (root / ".kmigrate").glob("*.db"):
-        with sqlite3.connect(journal) as conn:
-            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0, journal
+    """No journal file at all: every refusal comes before the journal is opened."""
+    assert sorted(p.name for p in (root / ".kmigrate").glob("*.db*")) == []
 
 
 def test_the_suite_is_big_enough() -> None:
@@ -607,32 +621,29 @@ def test_the_suite_is_big_enough() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_is_refused(tmp_path: Path, case: Case) -> None:
     root, _outside = _build(tmp_path, case)
-    results = _run(root, case.args)
-    for result, expected in zip(results, case.exits, strict=True):
+    results = _run(root, case)
+    assert [r["command"] for r in results] == ["validate", "plan", "apply"]
+    for result in results:
         command, out = result["command"], result["output"]
         assert result["exception"] is None, f"{command}: {result['exception']}"
-        assert result["exit"] == expected, (
-            f"{command}: exit {result['exit']}, expected {expected}\n{out[-3000:]}"
-        )
+        assert result["exit"] == 2, f"{command}: exit {result['exit']}, expected 2\n{out[-3000:]}"
         assert "Traceback" not in out, out[-3000:]
-        assert SECRET not in out, f"{command} showed the content of a file outside the project"
-        if expected == 2:
-            assert out.startswith("Error: ") or "\nError: " in out, out[-3000:]
-            if case.words:
-                assert case.words.lower() in out.lower(), (
-                    f"{command}: expected {case.words!r} in\n{out[-3000:]}"
-                )
+        assert SECRET not in out, (
+            f"{command} showed the content of a file outside the project (or a password)"
+        )
+        assert out.startswith("Error: ") or "\nError: " in out, out[-3000:]
+        if case.words:
+            assert case.words.lower() in out.lower(), f"{command}: expected {case.words!r} in\n{out[-3000:]}"
         assert result["sent"] == [], f"{command} sent {result['sent']}"
     _nothing_journaled(root)
     _no_secret_in_store(root)
 
 
 def test_an_in_doubt_batch_does_not_hide_a_plain_http_url(tmp_path: Path) -> None:
-    """The URL is judged before the journal is even opened: exit 2 naming plain http, and the
-    journal (holding a batch in doubt) gets no new run."""
+    """The URL is judged before the journal is even opened: validate, plan and apply each exit 2
+    naming plain http, nothing is sent, and the journal (holding a batch in doubt) gets no new run."""
     from kmigrate import api
     from kmigrate.config import load_project
-    from kmigrate.errors import ConfigError
     from kmigrate.journal import Journal
 
     root, _outside = _build(tmp_path, Case("in-doubt"))
@@ -644,10 +655,30 @@ def test_an_in_doubt_batch_does_not_hide_a_plain_http_url(tmp_path: Path) -> Non
         journal.record_changeset(planned)
         journal.mark_sent(planned.version, 0, planned.batches[0].hash, run)
         runs_before = len(journal.runs())
-    (root / "kmigrate.toml").write_text(remote('base_url = "http://kintone.example.com"'))
-    project = load_project(root)
-    with pytest.raises(ConfigError, match="plain http"):
-        api.apply(api.Context(project, project.environment("remote")))
+    (root / "kmigrate.toml").write_text(remote('base_url = "http://203.0.113.7"'))
+    results = run_commands(str(root), ["-e", "remote"])
+    assert [r["command"] for r in results] == ["validate", "plan", "apply"]
+    for result in results:
+        assert result["exit"] == 2 and result["exception"] is None, result
+        assert "plain http" in result["output"] and "kmigrate.toml:" in result["output"], result["output"]
+        assert result["sent"] == []
     with Journal.open(env.journal_path) as journal:
         assert len(journal.runs()) == runs_before
         assert [b.state for b in journal.in_doubt()] == ["sent"]
+
+
+def test_the_journal_and_the_sandbox_store_are_private(tmp_path: Path) -> None:
+    """What apply keeps (the journal, what each batch sent, the sandbox's records) holds error
+    bodies, user names and host names: files 0600 in a 0700 folder, whatever the umask."""
+    root, _outside = _build(tmp_path, Case("private"))
+    old = os.umask(0o022)
+    try:
+        results = run_commands(str(root), [])
+    finally:
+        os.umask(old)
+    assert [r["exit"] for r in results] == [0, 0, 0], results[-1]["output"]
+    state = root / ".kmigrate"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    kept = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
+    assert {"sandbox.db", "sandbox-sandbox.sqlite3"} <= set(kept), kept
+    assert kept == dict.fromkeys(kept, 0o600)

@@ -198,3 +198,15 @@ def test_any_records_load_and_plan_or_are_an_input_error(
 )
 def test_any_template_soup_loads_or_is_an_input_error(project_root: Path, pieces: list[str]) -> None:
     _check(project_root, "".join(pieces))
+
+
+def test_the_properties_run_the_same_bounded_examples_everywhere() -> None:
+    """CI runs these as they are (no mark keeps them out): derandomized, so a failure
+    reproduces as is on any machine, with a bounded number of examples and no database."""
+    properties = [f for name, f in globals().items() if name.startswith("test_any_")]
+    assert len(properties) == 5
+    for test in properties:
+        chosen = test._hypothesis_internal_use_settings
+        assert chosen.derandomize and chosen.database is None, test.__name__
+        assert chosen.max_examples == SETTINGS.max_examples == 120, test.__name__
+        assert not getattr(test, "pytestmark", []), test.__name__

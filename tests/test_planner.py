@@ -625,33 +625,53 @@ def test_lazy_pending_batches_skip_applied_ones():
     assert p.changesets[0].state == PARTIAL and p.batch_count == 1
 
 
-def test_a_data_file_changed_after_planning_is_caught():
-    source = ListSource(recs(300))
-    cs = LoadedChangeset(
+def _from_source(source: ListSource) -> LoadedChangeset:
+    return LoadedChangeset(
         **{
             **changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
             "operations": (add_from(source),),
         }
     )
-    p = build_plan([cs], env(), limits=Limits(eager_records=0))
-    source.records.append({"title": "late"})
-    with pytest.raises(ChangesetError, match="changed since it was planned"):
-        list(p.changesets[0].batches)
 
 
-def test_an_edit_of_the_same_shape_after_planning_is_caught_and_hashes_need_no_second_pass():
+def test_a_big_changeset_is_compiled_once_and_read_back_as_planned():
+    # Each record is compiled once: sending (or printing) a big changeset reads its batches
+    # back as they were compiled and hashed, never the data file again.
+    source = ListSource(recs(2500))
+    eager = build_plan([_from_source(ListSource(recs(2500)))], env()).changesets[0]
+    [planned] = build_plan([_from_source(source)], env(), limits=Limits(eager_records=1000)).changesets
+    assert isinstance(planned.batches, BatchSequence) and source.passes == 1
+    assert list(planned.batches) == list(eager.batches) and list(planned.batches) == list(eager.batches)
+    assert [b.hash for b in planned.batches] == planned.batch_hashes == eager.batch_hashes
+    assert source.passes == 1
+
+
+def test_an_edit_after_planning_is_never_sent_and_hashes_need_no_second_pass():
     # What was reviewed is what is sent: a value edited in the data file while `apply` waited
-    # for confirmation (same number of records, same layout) must not be sent.
+    # for confirmation (same number of records, same layout) changes nothing that is sent.
     source = ListSource(recs(300))
-    cs = LoadedChangeset(
-        **{
-            **changeset([{"add": {"app": "orders", "records": recs(1)}}]).__dict__,
-            "operations": (add_from(source),),
-        }
+    [planned] = build_plan([_from_source(source)], env(), limits=Limits(eager_records=0)).changesets
+    before = [b.requests() for b in planned.batches]
+    assert len(planned.batch_hashes) == 1 and source.passes == 1  # the journal reads these
+    source.records[150] = {"title": "edited"}
+    source.records.append({"title": "late"})
+    after = list(planned.batches)
+    assert [b.requests() for b in after] == before and after[0].hash == planned.batch_hashes[0]
+    assert (
+        after[0].hash
+        == build_plan([_from_source(ListSource(recs(300)))], env()).changesets[0].batch_hashes[0]
     )
-    [planned] = build_plan([cs], env(), limits=Limits(eager_records=0)).changesets
-    passes = source.passes
-    assert len(planned.batch_hashes) == 1 and source.passes == passes  # the journal reads these
+    assert "edited" not in json.dumps(before) and source.passes == 1
+
+
+class _Text(str):
+    """A str subclass: JSON takes it, marshal does not (the spool's fallback)."""
+
+
+def test_a_payload_the_spool_cannot_hold_is_compiled_again_and_checked():
+    source = ListSource([{"title": _Text(f"t{i}")} for i in range(300)])
+    [planned] = build_plan([_from_source(source)], env(), limits=Limits(eager_records=0)).changesets
+    assert len(list(planned.batches)) == 1 and source.passes == 2  # compiled again, as planned
     source.records[150] = {"title": "edited"}
     with pytest.raises(ChangesetError, match="changed since it was planned"):
         list(planned.batches)

@@ -473,3 +473,48 @@ def test_status_shows_why_a_changeset_whose_batch_failed_is_not_applied(tmp_path
     (row,) = api.status(api.Context(load_project(root), load_project(root).environment()))
     assert row.state == "pending" and row.batches_applied == 0 and row.batches_total == 1
     assert row.note.startswith("batch #0 failed: [CB_VA01]") and "kmigrate apply" in row.note
+
+
+# ---- one pass over the data ---------------------------------------------------------------------
+
+
+def test_apply_reads_a_big_data_file_once_and_compiles_each_record_once(tmp_path, monkeypatch):
+    """A changeset past ``Limits.eager_records`` (its batches not held as objects): `apply` opens
+    its data file once to parse it and once to hash its bytes, compiles each record once, and
+    sends batches whose hashes are those it journaled."""
+    import builtins
+
+    from kmigrate import datafiles, loader
+    from kmigrate.planner import compile as compiled
+
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(10_050))
+    write_changeset(
+        root, "V0001__big.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    opened: list[str] = []
+
+    def counting(opener):
+        def opens(file, *args, **kwargs):
+            if str(file).endswith("items.csv"):
+                opened.append(f"{opener}:{args[0] if args else kwargs.get('mode', 'r')}")
+            return builtins.open(file, *args, **kwargs)
+
+        return opens
+
+    monkeypatch.setattr(datafiles, "open", counting("parse"), raising=False)
+    monkeypatch.setattr(loader, "open", counting("bytes"), raising=False)
+    records = []
+    real = compiled.OpCompiler.records
+    monkeypatch.setattr(
+        compiled.OpCompiler, "records", lambda self: (records.append(1) or r for r in real(self))
+    )
+    sent = []
+    ctx = api.Context.load(root)
+    result = api.apply(ctx, on_event=lambda e: sent.append(e.batch.hash) if e.kind == "batch_sent" else None)
+    assert result.summary is not None and result.summary.applied_records == 10_050
+    assert sorted(opened) == ["bytes:rb", "parse:r"]
+    assert len(records) == 10_050  # each record compiled once: not again to send
+    with Journal.open(ctx.env.journal_path) as journal:
+        journaled = [b.hash for b in journal.batches() if b.changeset == "0001"]
+    assert sent == journaled == result.plan.changesets[0].batch_hashes and len(sent) == 6

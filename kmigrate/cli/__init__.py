@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,12 +66,21 @@ class CliContext:
     def environment(self) -> Environment:
         return self.project.environment(self.env_name, self.var_overrides)
 
-    def context(self) -> Context:
-        """The library's context for this command: the project and the environment chosen."""
-        return api.Context(self.project, self.environment())
+    def context(self, *, insecure_http: bool = False) -> Context:
+        """The library's context for this command: the project and the environment chosen
+        (``--insecure-http`` allowing a plain http base URL that is not this machine)."""
+        env = self.environment()
+        if insecure_http:
+            env = replace(env, insecure_http=True)
+        return api.Context(self.project, env)
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+# On validate and plan as on apply: all three refuse a plain http base URL to another machine.
+insecure_http_option = click.option(
+    "--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost."
+)
 
 
 class KmigrateGroup(click.Group):

@@ -9,7 +9,7 @@ import click
 
 from ..changeset_files import display_path
 from ..errors import PendingWork
-from . import CliContext, api, main, pass_cli
+from . import CliContext, api, insecure_http_option, main, pass_cli
 
 
 def _shown(path: Path) -> str:
@@ -49,15 +49,16 @@ def new(cli: CliContext, name: str) -> None:
     is_flag=True,
     help="Read the apps' fields and process from Kintone (GET only) and check the records against them.",
 )
+@insecure_http_option
 @pass_cli
-def validate(cli: CliContext, online: bool) -> None:
+def validate(cli: CliContext, online: bool, insecure_http: bool) -> None:
     """Check every changeset (Jinja, YAML, schema, apps, refs, data files, and the values against
     the apps' fields and process when they are known); what `apply` would refuse (drift, order,
     batches in doubt) too; all errors at once.
 
     Exits 2 when anything is wrong. Nothing is sent to Kintone (--online only reads).
     """
-    ctx = cli.context()
+    ctx = cli.context(insecure_http=insecure_http)
     result = api.validate(ctx, online=online)
     if not result.ok:
         for error in result.errors:
@@ -103,12 +104,13 @@ def validate(cli: CliContext, online: bool) -> None:
     help="Read the records updates, upserts, deletes and status changes touch; show before -> after "
     "(needs read access to Kintone; sends no write).",
 )
+@insecure_http_option
 @pass_cli
-def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool) -> None:
+def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool, insecure_http: bool) -> None:
     """Show the bulk requests `apply` would send, changeset by changeset. Sends nothing."""
     from .. import plandiff, render
 
-    ctx = cli.context()
+    ctx = cli.context(insecure_http=insecure_http)
     the_plan = api.save_plan(ctx, out, check=check) if out is not None else api.plan(ctx, check=check)
     diffs = api.plan_diff(ctx, the_plan) if diff else None
     if out is not None:

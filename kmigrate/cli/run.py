@@ -14,7 +14,7 @@ from .. import events
 from ..errors import InputError, KmigrateError, PendingWork
 from ..events import JsonLines
 from ..plan import PENDING, Plan
-from . import CliContext, api, main, pass_cli
+from . import CliContext, api, insecure_http_option, main, pass_cli
 
 if TYPE_CHECKING:
     from ..runner import RunEvent, RunSummary
@@ -127,7 +127,7 @@ _FORMAT = click.option(
     help="How long the journal app's lease lasts unrenewed (default 300): a runner that dies "
     "holds it that long.",
 )
-@click.option("--insecure-http", is_flag=True, help="Allow a plain http:// base URL that is not localhost.")
+@insecure_http_option
 @click.option(
     "--timeout",
     "timeout",
@@ -165,9 +165,7 @@ def apply(
         saved = read_saved_plan(saved_plan)
         if cli.env_name is None:  # the saved plan names its environment
             cli.env_name = saved.environment
-    ctx = cli.context()
-    if insecure_http:
-        ctx = api.Context(ctx.project, dataclasses.replace(ctx.env, insecure_http=True))
+    ctx = cli.context(insecure_http=insecure_http)
     if timeout is not None:
         ctx = api.Context(
             ctx.project, dataclasses.replace(ctx.env, timeout=parse_timeout(timeout, "--timeout"))

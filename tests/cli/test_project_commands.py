@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kmigrate.cli import main
 
-from ..projects import EXAMPLE, copy_example
+from ..projects import EXAMPLE, copy_example, items_project, write_changeset
 
 
 def run(*args: str):
@@ -180,6 +180,20 @@ def test_schema_describes_the_format_and_rejects_what_the_loader_rejects():
     )
     assert not validator.is_valid({"operations": [{"add": {"app": 1, "records": [], "colour": "red"}}]})
     assert "source" not in json.dumps(schema["$defs"]["AddOp"])
+
+
+def test_validate_and_plan_refuse_plain_http_to_another_host_unless_insecure_http(tmp_path):
+    """The same rule as apply's, offline: an address literal is judged without any lookup."""
+    root = items_project(tmp_path, base_url="http://203.0.113.7")
+    write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
+    for command in (["validate"], ["plan"], ["plan", "--check"]):
+        refused = run("-C", str(root), "-e", "remote", *command)
+        assert refused.exit_code == 2, refused.output
+        assert "kmigrate.toml:" in refused.output and "--insecure-http" in refused.output, refused.output
+    allowed = run("-C", str(root), "-e", "remote", "validate", "--insecure-http")
+    assert allowed.exit_code == 0 and "OK: 1 changeset" in allowed.output, allowed.output
+    planned = run("-C", str(root), "-e", "remote", "plan", "--insecure-http")
+    assert planned.exit_code == 0 and "1 changeset to apply" in planned.output, planned.output
 
 
 def test_plan_json_is_written_as_produced_byte_for_byte_the_document(tmp_path, monkeypatch):
