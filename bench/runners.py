@@ -226,12 +226,14 @@ def measure(
     latency_ms: int = 0,
     cap: int | None = None,
     profile_to: str | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any]:
     """One run of ``runner`` (``kmigrate`` or a key of ``RUNNERS``) over the project ``folder``
     (made by ``Workload.write_data`` and ``write_project``): a sandbox of its own on a store in
     the folder, seeded, then timed. kmigrate's store is the environment's, so a later
     ``kmigrate apply`` finds the journal and the records as this run left them. Each run
-    starts from an empty store (and kmigrate from no journal)."""
+    starts from an empty store (and kmigrate from no journal). ``parallel``: kmigrate's
+    ``apply --parallel``."""
     import cProfile
     import time
 
@@ -263,7 +265,7 @@ def measure(
             profiler.enable()
         if runner == "kmigrate":
             client = Client(SANDBOX_BASE_URL, Credentials(), transport=transport)
-            result = api.apply(api.Context(project, env), client=client)
+            result = api.apply(api.Context(project, env), client=client, parallel=parallel)
             if result.summary is None:
                 raise RuntimeError("kmigrate applied nothing")
             sent = result.summary.applied_records

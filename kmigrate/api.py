@@ -40,6 +40,7 @@ from .errors import (
 from .journal import UNKNOWN_ID, Event, Journal, LockHolder
 from .plan import SENT, ChangesetPlan, JournaledChangeset, Plan
 from .planner import Limits, build_plan
+from .planner.independence import check_parallel
 from .records import KnownFields
 from .remote.records import Markers
 
@@ -225,6 +226,14 @@ def _schemas_from_file(env: Environment, path: Path, *, strict: bool) -> dict[in
     return {
         app.id: AppSchema(fields=app.fields, system=app.system, process=app.process, source=source)
         for app in definition.apps.values()
+    }
+
+
+def unique_fields(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[str]]:
+    """App id -> the codes of its unique fields, for the apps whose definitions are known."""
+    return {
+        app: frozenset(code for code, f in schema.fields.items() if f.unique)
+        for app, schema in schemas.items()
     }
 
 
@@ -614,6 +623,7 @@ def apply(
     lock_wait: float = 0.0,
     saved: SavedPlan | None = None,
     lease_seconds: float | None = None,
+    parallel: int | None = None,
 ) -> ApplyResult:
     """Apply every pending changeset to the environment. ``confirm`` sees the plan before anything
     is sent and may decline; a dry run only plans (it is the very plan ``apply`` would run).
@@ -621,10 +631,14 @@ def apply(
     made from changed, an ``InputError`` before anything is sent or journaled.
 
     With a journal app, the run takes the app's lease (``lock_wait`` seconds to queue), brings
-    the local journal up to date from the markers, and sends a marker at the head of every bulk."""
+    the local journal up to date from the markers, and sends a marker at the head of every bulk.
+
+    ``parallel`` (else the environment's ``parallel``, else 1): bulks in flight at once where
+    ``planner.independence`` proves them independent (docs/journal.md, "Bulks in flight together")."""
     from .savedplan import made_from, refuse_if_stale, refuse_other_environment
 
     env = ctx.env
+    in_flight = check_parallel(parallel if parallel is not None else env.parallel or 1)
     if saved is not None:
         refuse_other_environment(saved, env)
     check_sum(ctx)
@@ -704,6 +718,8 @@ def apply(
                     locate=_locator(changesets),
                     on_event=_keeping_sent(env, on_event),
                     remote=session,
+                    parallel=in_flight,
+                    unique=unique_fields(ctx.schemas) if in_flight > 1 else None,
                 )
                 summary = runner.run(plan)
                 outcome = "applied"

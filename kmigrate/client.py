@@ -30,6 +30,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -246,6 +247,7 @@ class Client:
         self._clock = clock
         self.request_count = 0
         self.retry_count = 0
+        self._counting = threading.Lock()  # `apply --parallel` sends from several threads
         headers = {"User-Agent": f"kmigrate/{__version__}", **auth}
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -274,28 +276,30 @@ class Client:
     # ---- writes --------------------------------------------------------------------------
 
     def bulk(
-        self, requests: list[Mapping[str, Any]], guest_space_id: int | None = None
+        self, requests: Sequence[Mapping[str, Any]] | EncodedBulk, guest_space_id: int | None = None
     ) -> list[dict[str, Any]]:
         """Send one bulk request (all-or-nothing in Kintone) and return its ``results``.
 
         Every inner ``api`` must be in the bulk's guest space: ``/k/v1/...`` is rewritten to the
         guest prefix when ``guest_space_id`` is given; an inner api of another guest space is an
-        ``InputError`` (Kintone would refuse it), raised before anything is sent.
+        ``InputError`` (Kintone would refuse it), raised before anything is sent. ``requests``
+        may come checked and encoded already (``encode_bulk``, done while another bulk is in
+        flight); its own guest space is then the bulk's.
         """
-        body = {"requests": prepare_bulk(requests, guest_space_id)}
+        encoded = requests if isinstance(requests, EncodedBulk) else encode_bulk(requests, guest_space_id)
         data = self._send(
             "POST",
-            api_path("bulkRequest", guest_space_id),
-            json_body=body,
+            api_path("bulkRequest", encoded.guest_space_id),
+            json_body=encoded,
             idempotent=False,
-            bulk=body["requests"],
+            bulk=list(encoded.requests),
         )
         results = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(results, list) or len(results) != len(body["requests"]):
+        if not isinstance(results, list) or len(results) != len(encoded.requests):
             # Kintone answered 200 but not with what a bulk returns: we cannot tell what ran.
             raise TransportError(
-                f"unexpected answer to POST {api_path('bulkRequest', guest_space_id)}: "
-                f"expected {len(body['requests'])} results, got {_preview(data)}",
+                f"unexpected answer to POST {api_path('bulkRequest', encoded.guest_space_id)}: "
+                f"expected {len(encoded.requests)} results, got {_preview(data)}",
                 sent_maybe=True,
             )
         return results
@@ -448,7 +452,8 @@ class Client:
         if attempt >= self.retry.attempts or self._clock() - started + wait > self.retry.max_seconds:
             return False
         self._sleep(wait)
-        self.retry_count += 1
+        with self._counting:
+            self.retry_count += 1
         return True
 
     def _exchange(
@@ -459,7 +464,8 @@ class Client:
         json_body: Any,
         files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        self.request_count += 1
+        with self._counting:
+            self.request_count += 1
         if files is not None:  # multipart/form-data: httpx writes the boundary and the header
             response = self._http.request(method, path, files=dict(files))
         elif method == "GET" and params:
@@ -467,18 +473,23 @@ class Client:
             # X-HTTP-Method-Override would also do, but a query string keeps GETs plain.
             response = self._http.get(path, params=_query_params(params))
         else:
-            content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+            if isinstance(json_body, EncodedBulk):
+                content: bytes | None = json_body.body()
+            else:
+                content = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
             headers = {"Content-Type": "application/json"} if content is not None else None
             response = self._http.request(method, path, content=content, headers=headers)
         log.debug("%s %s -> HTTP %s", method, path, response.status_code)
         return response
 
 
-def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) -> list[dict[str, Any]]:
+def prepare_bulk(
+    requests: list[Mapping[str, Any]], guest_space_id: int | None, *, limit: bool = True
+) -> list[dict[str, Any]]:
     """The ``requests`` array of a bulk request, checked and with every inner api in the bulk's
     guest space; an ``InputError`` (nothing sent) when Kintone would certainly refuse it."""
-    if not 1 <= len(requests) <= MAX_BULK_REQUESTS:
-        raise InputError(f"a bulk request takes 1 to {MAX_BULK_REQUESTS} requests, not {len(requests)}")
+    if limit:
+        _check_count(len(requests))
     out = []
     for index, request in enumerate(requests):
         method = str(request.get("method", "")).upper()
@@ -502,6 +513,61 @@ def prepare_bulk(requests: list[Mapping[str, Any]], guest_space_id: int | None) 
             {"method": method, "api": api_path(name, guest_space_id), "payload": request.get("payload", {})}
         )
     return out
+
+
+@dataclass(frozen=True)
+class EncodedBulk:
+    """A bulk request checked (``prepare_bulk``) and JSON-encoded, one inner request at a time,
+    so it can be made ahead of its send and a request put in front of it (the journal app's
+    marker) without encoding the rest again. ``body()`` is byte for byte what ``json.dumps``
+    of ``{"requests": requests}`` gives."""
+
+    requests: tuple[dict[str, Any], ...]
+    parts: tuple[bytes, ...]
+    guest_space_id: int | None = None
+
+    def body(self) -> bytes:
+        return b'{"requests": [' + b", ".join(self.parts) + b"]}"
+
+    def since(self, start: int) -> EncodedBulk:
+        """The bulk of the inner requests from ``start`` on (the rest of a bulk whose first
+        requests are known applied)."""
+        if start == 0:
+            return self
+        return EncodedBulk(self.requests[start:], self.parts[start:], self.guest_space_id)
+
+    def after(self, head: Sequence[Mapping[str, Any]]) -> EncodedBulk:
+        """``head``'s requests, then this bulk's (checked as one bulk)."""
+        first = encode_bulk(head, self.guest_space_id, limit=False)
+        joined = EncodedBulk(first.requests + self.requests, first.parts + self.parts, self.guest_space_id)
+        _check_count(len(joined.requests))
+        return joined
+
+
+def encode_bulk(
+    requests: Sequence[Mapping[str, Any]] | EncodedBulk, guest_space_id: int | None, *, limit: bool = True
+) -> EncodedBulk:
+    """``requests`` checked as ``prepare_bulk`` checks them, and encoded; pure, so it can run on
+    another thread than the send. An ``EncodedBulk`` is returned as it is."""
+    if isinstance(requests, EncodedBulk):
+        return requests
+    prepared = prepare_bulk(list(requests), guest_space_id, limit=limit)
+    parts = tuple(json.dumps(r, ensure_ascii=False).encode() for r in prepared)
+    return EncodedBulk(tuple(prepared), parts, guest_space_id)
+
+
+def bulk_with_head(
+    head: Sequence[Mapping[str, Any]], requests: Sequence[Mapping[str, Any]] | EncodedBulk
+) -> list[Mapping[str, Any]] | EncodedBulk:
+    """``head``'s requests in front of a bulk's, encoded or not."""
+    if isinstance(requests, EncodedBulk):
+        return requests.after(head)
+    return [*head, *requests]
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_BULK_REQUESTS:
+        raise InputError(f"a bulk request takes 1 to {MAX_BULK_REQUESTS} requests, not {count}")
 
 
 def _query_params(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | bool | None]]:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, Location
-from .kintone import MAX_API_TOKENS
+from .kintone import MAX_API_TOKENS, MAX_PARALLEL
 from .paths import MB, inside_project, read_project_file
 
 CONFIG_FILE = "kmigrate.toml"
@@ -98,6 +98,8 @@ class EnvConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # seconds to wait for an answer
     retries: int | None = Field(default=None, ge=0)  # sends again of a request Kintone did not run
     retry_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # the retries' total time
+    # Bulks in flight at once where they are independent (`apply --parallel N` wins over it).
+    parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
     # TLS from where companies are: a CA bundle (a proxy that re-signs TLS) and a client certificate.
     ca_bundle: str | None = None
     client_cert: ClientCertConfig | None = None
@@ -166,6 +168,7 @@ class Environment:
     timeout: float | None = None  # seconds; None: the client's default (120 s)
     retries: int | None = None  # None: the client's default (5)
     retry_seconds: float | None = None  # None: the client's default (60 s)
+    parallel: int | None = None  # bulks in flight at once (None: one)
     ca_bundle: Path | None = None  # None: the system's CAs (or SSL_CERT_FILE, as httpx reads it)
     client_cert: tuple[Path, Path | None] | None = None  # (cert file, key file or None)
     schema_file: Path | None = None  # the apps' definitions (sandbox file shape), for validation
@@ -286,6 +289,7 @@ class Project:
             timeout=timeout_from_environ(os.environ if environ is None else environ) or cfg.timeout,
             retries=cfg.retries,
             retry_seconds=cfg.retry_seconds,
+            parallel=cfg.parallel,
             ca_bundle=self.root / cfg.ca_bundle if cfg.ca_bundle else None,
             client_cert=(
                 (

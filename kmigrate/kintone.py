@@ -10,6 +10,8 @@ MAX_BULK_REQUESTS = 20  # inner requests per bulkRequest.json
 MAX_RECORDS_PER_CALL = 100  # records (or ids) per write call
 MAX_READ_LIMIT = 500  # records per GET records.json
 MAX_API_TOKENS = 9  # API tokens in one request
+MAX_CONCURRENT_REQUESTS = 100  # per domain, every client of it together (429 GAIA_TO04 past it)
+MAX_PARALLEL = 10  # bulks kmigrate keeps in flight at once at most (`apply --parallel`): well under
 
 # The eight APIs Kintone runs inside a bulk request (kintone-api.md §1.2), as method -> names.
 BULK_APIS: dict[str, frozenset[str]] = {

@@ -23,12 +23,14 @@ prints; it reports through ``on_event``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import reconcile
 from .attachments import file_markers, upload_files
@@ -39,15 +41,18 @@ from .errors import (
     InputError,
     JournalError,
     KintoneError,
+    KmigrateError,
     Location,
     TransportError,
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
+from .pipeline import Ahead, Senders
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
+from .planner.independence import Footprint, check_parallel, conflict, footprint
 from .remote.sync import marker_refs
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .client import Client, EncodedBulk
     from .remote.session import RemoteRun
 
 # Locates (operation, record), both 0-based, of a changeset in the user's files.
@@ -249,6 +254,122 @@ def resolve_batch(
     return []
 
 
+@dataclass
+class _Prepared:
+    """A batch made ready ahead of its turn (``Runner._prepare``): its requests with refs
+    resolved and encoded, unless it waits for ids (``requests`` None) or holds attachments
+    (``encoded`` None: uploaded and encoded at its turn); with ``--parallel``, its footprint."""
+
+    batch: Batch
+    requests: list[dict[str, Any]] | None = None
+    encoded: EncodedBulk | None = None
+    files: bool = False
+    footprint: Footprint | None = None
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A batch at its turn: the requests it sends."""
+
+    cs: ChangesetPlan
+    batch: Batch
+    requests: list[dict[str, Any]]
+    encoded: EncodedBulk | None
+    where: Location
+
+
+@dataclass
+class _Flight:
+    """A batch journaled `sent`, its bulk leaving or in flight."""
+
+    ready: _Ready
+    record: BatchRecord
+    probe: Any
+    footprint: Footprint | None = None
+
+
+def _exchanged(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``call()``'s value, or what it raised (Ctrl-C included), for ``Runner._land``."""
+    try:
+        return call(), None
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - _land raises it or journals it
+        return None, exc
+
+
+def _snapshot(refs: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """The refs' ids as they stand, for the thread preparing batches (the runner extends its own)."""
+    return {name: list(ids) for name, ids in refs.items()}
+
+
+class _Flights:
+    """``apply --parallel N``: up to N bulks of one changeset in flight at once, each proved
+    independent of every other in flight (``planner.independence``) before it leaves. Bulks
+    leave in plan order; each is journaled as it lands, on the runner's thread. After a
+    failure nothing more leaves: those in flight land and are journaled, then the failure of
+    the earliest batch is raised."""
+
+    def __init__(self, runner: Runner, cs: ChangesetPlan, refs: dict[str, list[Any]], summary: RunSummary):
+        self.runner, self.cs, self.refs, self.summary = runner, cs, refs, summary
+        self.senders = Senders(runner.parallel)
+        self.flying: dict[Future[Any], _Flight] = {}  # in the order they left
+        self.failures: list[tuple[int, Exception]] = []
+
+    def send(self, prepared: _Prepared) -> None:
+        runner, batch = self.runner, prepared.batch
+        try:
+            ready = runner._ready(self.cs, batch, self.refs, prepared)
+            fp = prepared.footprint
+            if fp is None or ready.requests is not prepared.requests:
+                fp = runner._footprint(self.cs, batch, ready.requests)
+        except Exception as exc:  # noqa: BLE001 - _fail raises it, after those in flight landed
+            self._fail(batch, exc)
+        while self.flying and (
+            len(self.flying) >= runner.parallel
+            or any(conflict(fp, f.footprint) is not None for f in self.flying.values() if f.footprint)
+        ):
+            self._land_first()
+        if self.failures:
+            self.land_all()
+        try:
+            flight = runner._take_off(ready)
+        except Exception as exc:  # noqa: BLE001 - _fail raises it, after those in flight landed
+            self._fail(batch, exc)
+        flight.footprint = fp
+        self.flying[self.senders.submit(functools.partial(runner._exchange, flight))] = flight
+
+    def _fail(self, batch: Batch, exc: Exception) -> NoReturn:
+        """Nothing of ``batch`` left: those in flight land first, then the earliest failure."""
+        self.failures.append((batch.index, exc))
+        self.land_all()
+        raise AssertionError("unreachable: land_all raises")
+
+    def land_all(self) -> None:
+        while self.flying:
+            self._land_first()
+        if self.failures:
+            raise min(self.failures, key=lambda failure: failure[0])[1]
+
+    def _land_first(self) -> None:
+        done, _ = wait(list(self.flying), return_when=FIRST_COMPLETED)
+        for future in [f for f in self.flying if f in done]:
+            flight = self.flying.pop(future)
+            failure = future.exception()
+            answer = None if failure is not None else future.result()
+            batch = flight.ready.batch
+            try:
+                landed = self.runner._land(flight, answer, failure, self.refs, 1)
+                if landed is None:  # certainly not applied: sent again at once, alone
+                    landed = self.runner._send(
+                        self.cs, batch, self.refs, ready=flight.ready, attempts=range(2, MAX_SENDS + 1)
+                    )
+                self.runner._count_applied(self.summary, self.cs, batch, landed)
+            except Exception as exc:  # noqa: BLE001 - raised by land_all once all have landed
+                self.failures.append((batch.index, exc))
+
+    def close(self) -> None:
+        self.senders.close()
+
+
 class _CannotTell(Exception):
     """Kintone cannot tell what of a batch took effect (``reasons`` say why), or, ``unreadable``,
     could not be read now (the next run tries again)."""
@@ -276,7 +397,11 @@ class Runner:
         on_event: Callable[[RunEvent], None] = lambda event: None,
         reconcile: bool = True,
         remote: RemoteRun | None = None,
+        parallel: int = 1,
+        unique: Mapping[int, frozenset[str]] | None = None,
     ):
+        self.parallel = check_parallel(parallel)  # bulks in flight at once (``apply --parallel``)
+        self.unique = unique  # app id -> its unique field codes, where known: for the independence proof
         self.remote = remote  # the journal app: a marker leads every bulk (kmigrate.remote)
         self.client = client
         self.journal = journal
@@ -287,6 +412,7 @@ class Runner:
         self._lost: dict[str, list[tuple[str, int]]] = {}
         self._ids: dict[str, str] = {}
         self._highest: dict[int, int] = {}  # app -> its highest record id, as far as this run knows
+        self._applied_in: dict[str, set[int]] = {}  # changeset -> batches applied, whose ids are in the refs
         self._planned: dict[str, ChangesetPlan] = {}
         self._root: Path | None = None  # the project's, when the plan has attachments to read from it
 
@@ -313,34 +439,103 @@ class Runner:
 
     def _run_changeset(self, cs: ChangesetPlan, refs: dict[str, list[Any]], summary: RunSummary) -> None:
         self.journal.record_changeset(cs)
+        journaled = self.journal.state().get(cs.version)
+        self._applied_in[cs.version] = {
+            i for i, state in (journaled.batch_states.items() if journaled else ()) if state == APPLIED
+        }
         self.on_event(RunEvent("changeset_started", cs))
-        for batch in cs.batches:  # may be compiled lazily: never held all at once
-            if batch.state == APPLIED:
-                self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
-                continue
-            record = self._journaled(cs, batch)
-            if self.remote is not None:
-                self.remote.before_batch()  # renews the lease; stops if another runner took it
-            if record.state == SENT and self.remote is not None:  # its marker says what happened
-                if self._settle_by_marker(cs, batch, record, refs):
-                    summary.reconciled_batches += 1
-                    self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+        # The next bulks are prepared on a thread of their own while this one is in flight
+        # (kmigrate.pipeline); the journal, the probe and the wire stay on this thread.
+        ahead = Ahead(self._preparing(cs, _snapshot(refs), frozenset(self._lost)), depth=self.parallel)
+        flights = _Flights(self, cs, refs, summary) if self.parallel > 1 else None
+        try:
+            for prepared in ahead:  # may be compiled lazily: never held all at once
+                batch = prepared.batch
+                if batch.state == APPLIED:
+                    self.on_event(RunEvent("batch_skipped", cs, batch, batch.record_count))
                     continue
-            elif record.state == SENT:  # in doubt since an earlier run: read Kintone first
-                if self._settle_in_doubt(cs, batch, record, refs):
+                record = self._journaled(cs, batch)
+                if flights is not None and (record.state == SENT or prepared.requests is None):
+                    flights.land_all()  # settled, or resolved with the ids of those in flight, alone
+                if self.remote is not None:
+                    self.remote.before_batch()  # renews the lease; stops if another runner took it
+                if record.state == SENT and self.remote is not None:  # its marker says what happened
+                    if self._settle_by_marker(cs, batch, record, refs):
+                        summary.reconciled_batches += 1
+                        self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+                        continue
+                elif record.state == SENT:  # in doubt since an earlier run: read Kintone first
+                    if self._settle_in_doubt(cs, batch, record, refs):
+                        summary.reconciled_batches += 1
+                        self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+                        continue
                     summary.reconciled_batches += 1
-                    self.on_event(RunEvent("batch_reconciled", cs, batch, batch.record_count))
+                if flights is not None:
+                    flights.send(prepared)
                     continue
-                summary.reconciled_batches += 1
-            if self._send(cs, batch, refs):  # a failure raises: the CLI reports what this run did
-                summary.reconciled_batches += 1
-            summary.applied_batches += 1
-            summary.applied_records += batch.record_count
-            self.on_event(RunEvent("batch_applied", cs, batch, batch.record_count))
+                # A failure raises: the CLI reports what this run did.
+                self._count_applied(summary, cs, batch, self._send(cs, batch, refs, prepared))
+            if flights is not None:
+                flights.land_all()
+        finally:
+            ahead.close()
+            if flights is not None:
+                flights.close()
         if not cs.batches:  # nothing to send (e.g. an empty data file): applied by definition
             self.journal.set_changeset_state(cs.version, APPLIED, self.run_id)
         summary.applied_changesets.append(cs.id)
         self.on_event(RunEvent("changeset_applied", cs))
+
+    def _count_applied(self, summary: RunSummary, cs: ChangesetPlan, batch: Batch, reconciled: bool) -> None:
+        if reconciled:
+            summary.reconciled_batches += 1
+        summary.applied_batches += 1
+        summary.applied_records += batch.record_count
+        self.on_event(RunEvent("batch_applied", cs, batch, batch.record_count))
+
+    def _preparing(
+        self, cs: ChangesetPlan, known: Mapping[str, Sequence[Any]], lost: frozenset[str]
+    ) -> Iterator[_Prepared]:
+        """The changeset's batches, each made ready to send as far as can be before its turn
+        (this runs on ``Ahead``'s thread: no journal, no network). ``known``: the refs' ids
+        journaled before the changeset started; a batch that needs ids from a batch of this
+        changeset, or lost ones, is resolved at its turn."""
+        waiting: set[str] = set()  # refs produced by batches of this changeset not applied before
+        for batch in cs.batches:
+            if batch.state == APPLIED:
+                yield _Prepared(batch)
+                continue
+            yield self._prepare(cs, batch, known, waiting | lost)
+            waiting |= batch.produces
+
+    def _prepare(
+        self, cs: ChangesetPlan, batch: Batch, known: Mapping[str, Sequence[Any]], unknown: set[str]
+    ) -> _Prepared:
+        batch.hash  # noqa: B018 - computed here, off the send's path (mark_sent journals it)
+        if batch.consumes & unknown:
+            return _Prepared(batch)
+        try:
+            requests = [call.resolved(known) for call in batch.calls]
+        except KmigrateError:
+            return _Prepared(batch)  # its turn raises it, in order
+        files = self._root is not None and next(file_markers(requests), None) is not None
+        encoded = None
+        if not files:
+            from .client import encode_bulk  # a run that sends has the client loaded
+
+            try:
+                encoded = encode_bulk(requests, batch.guest_space_id)
+            except InputError:
+                pass  # the client refuses it at its turn, before anything is sent
+        prepared = _Prepared(batch, requests, encoded, files)
+        if self.parallel > 1 and not files:
+            prepared.footprint = self._footprint(cs, batch, requests)
+        return prepared
+
+    def _footprint(self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]]) -> Footprint:
+        return footprint(
+            cs.version, requests, produces=batch.produces, consumes=batch.consumes, unique=self.unique
+        )
 
     def _journaled(self, cs: ChangesetPlan, batch: Batch) -> BatchRecord:
         record = self.journal.batch(cs.version, batch.index)
@@ -358,12 +553,19 @@ class Runner:
         return requests
 
     def _with_uploads(
-        self, cs: ChangesetPlan, batch: Batch, requests: list[dict[str, Any]], where: Location
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: list[dict[str, Any]],
+        where: Location,
+        *,
+        search: bool = True,
     ) -> list[dict[str, Any]]:
         """Upload the batch's attachments now, right before its bulk (uploads cannot be in one):
-        each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``)."""
+        each file marker becomes the fileKey Kintone answered (``kmigrate.attachments``).
+        ``search=False``: the requests are known to hold file markers."""
         # Walking a big batch costs: only a plan that made file markers is searched.
-        if self._root is None or next(file_markers(requests), None) is None:
+        if self._root is None or (search and next(file_markers(requests), None) is None):
             return requests
         sent, uploads = upload_files(
             requests,
@@ -407,87 +609,150 @@ class Runner:
 
     # ---- one batch: probe, sent, bulk, answer ----------------------------------------------
 
-    def _send(self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]]) -> bool:
+    def _ready(
+        self, cs: ChangesetPlan, batch: Batch, refs: dict[str, list[Any]], prepared: _Prepared | None
+    ) -> _Ready:
+        """The batch's requests as they will be sent: prepared ahead, or resolved now; its
+        attachments uploaded (requests on the wire, so at its turn)."""
+        where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
+        if prepared is not None and prepared.requests is not None:
+            requests, encoded = prepared.requests, prepared.encoded
+            if prepared.files:
+                requests = self._with_uploads(cs, batch, requests, where, search=False)
+        else:
+            requests, encoded = self._with_uploads(cs, batch, self._resolved(cs, batch, refs), where), None
+        return _Ready(cs, batch, requests, encoded, where)
+
+    def _send(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        refs: dict[str, list[Any]],
+        prepared: _Prepared | None = None,
+        *,
+        ready: _Ready | None = None,
+        attempts: range = range(1, MAX_SENDS + 1),
+    ) -> bool:
         """Send the batch until Kintone applied it; True if its answer was lost and reading
         Kintone showed it applied."""
-        where = Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}")
-        requests = self._with_uploads(cs, batch, self._resolved(cs, batch, refs), where)
-        reconciled = False
-        settle = f"`kmigrate resolve {cs.version} {batch.index}"
-        for attempt in range(1, MAX_SENDS + 1):
-            record = self._journaled(cs, batch)
-            done = record.done_calls
-            if done and record.done_hash != calls_hash(batch.calls[:done]):
-                raise JournalError(
-                    f"changeset {cs.id} batch {batch.index}: its first {done} request(s) took effect in Kintone "
-                    "(they were kept when the rest of the bulk was refused), and the changeset changed there since",
-                    location=where,
-                    hint="put those operations back as they were; change only what comes after them",
-                )
-            probe = self._probe(cs, batch, requests, done)
-            self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
-            self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
-            outcome = None
-            try:
-                if self.remote is None:
-                    answer = self.client.bulk(list(requests[done:]), batch.guest_space_id)
-                else:
-                    outcome = self.remote.bulk(cs, batch, list(requests[done:]), probe)
-                    if outcome.marker is not None:  # applied already: its marker says so
-                        self._applied_by_marker(cs, batch, requests, probe, outcome.marker, refs)
-                        return True
-                    answer = outcome.results or []
-            except KintoneError as exc:
-                self._refused(cs, batch, requests, probe, record, exc)
-                raise self._explain(cs, batch, exc, sent_from=done) from exc
-            except (TransportError, InputError) as exc:
-                if isinstance(exc, TransportError) and exc.sent_maybe:
-                    self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
-                    reconciled = True
-                    try:  # the answer was lost: read Kintone now rather than leave it for a person
-                        if self._settle(cs, batch, requests, probe, record, refs):
-                            return True
-                    except _CannotTell as cannot:
-                        raise self._ask(cs, batch, f"lost its answer ({exc.message})", cannot) from exc
-                    if attempt < MAX_SENDS:
-                        continue  # certainly not applied: send it again
-                    raise TransportError(
-                        f"changeset {cs.id} batch {batch.index}: {exc.message}; Kintone was read and it did not "
-                        f"apply; gave up after {MAX_SENDS} sends",
-                        sent_maybe=False,
-                        location=where,
-                        hint="check the network, then run `kmigrate apply` again: it resumes at this batch",
-                    ) from exc
-                # Certainly never sent (no connection, or refused by the client before sending).
-                self._journal_answer(
-                    cs,
-                    batch,
-                    "it was never sent",
-                    f"{settle} --not-applied`",
-                    lambda: self.journal.mark_unsent(cs.version, batch.index),
-                )
-                if isinstance(exc, TransportError):
-                    raise TransportError(
-                        exc.message, sent_maybe=False, location=where, hint=exc.hint
-                    ) from exc
-                raise InputError(exc.message, location=where, hint=exc.hint) from exc
-            except (KeyboardInterrupt, Exception) as exc:
-                # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt;
-                # the next `kmigrate apply` reads Kintone to settle it.
-                self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
-                raise InDoubtError(
-                    f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being "
-                    "sent: Kintone may or may not have applied it",
-                    location=where,
-                    hint="the batch is in doubt and will not be sent again blindly: the next `kmigrate apply` "
-                    f"reads Kintone to settle it (or check Kintone, then {settle} --applied` or `--not-applied`)",
-                ) from exc
-            results = list(record.done_results or []) + list(answer)
-            self._applied(cs, batch, results, refs, "Kintone applied it")
-            if self.remote is not None and outcome is not None:
-                self.remote.after_applied(batch, outcome, _created(batch.calls, results))
-            return reconciled
+        ready = ready if ready is not None else self._ready(cs, batch, refs, prepared)
+        reconciled = attempts.start > 1
+        for attempt in attempts:
+            flight = self._take_off(ready)
+            answer, failure = _exchanged(functools.partial(self._exchange, flight))
+            landed = self._land(flight, answer, failure, refs, attempt)
+            if landed is None:
+                reconciled = True
+                continue  # certainly not applied: send it again
+            return landed or reconciled
         raise AssertionError("unreachable: the last send returns or raises")
+
+    def _take_off(self, ready: _Ready) -> _Flight:
+        """Read the probe and journal the batch `sent`: the last step before its bulk leaves."""
+        cs, batch = ready.cs, ready.batch
+        record = self._journaled(cs, batch)
+        done = record.done_calls
+        if done and record.done_hash != calls_hash(batch.calls[:done]):
+            raise JournalError(
+                f"changeset {cs.id} batch {batch.index}: its first {done} request(s) took effect in Kintone "
+                "(they were kept when the rest of the bulk was refused), and the changeset changed there since",
+                location=ready.where,
+                hint="put those operations back as they were; change only what comes after them",
+            )
+        probe = self._probe(cs, batch, ready.requests, done)
+        for entry in (probe or {}).get("calls") or ():
+            if entry and entry.get("kind") == "add":  # read once a run: bulks in flight need it too
+                self._highest.setdefault(int(entry["app"]), int(entry["after"]))
+        self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
+        self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
+        return _Flight(ready, record, probe)
+
+    def _exchange(self, flight: _Flight) -> Any:
+        """The bulk request itself, and nothing else: it may run on a sender thread."""
+        ready, done = flight.ready, flight.record.done_calls
+        bulk = ready.encoded.since(done) if ready.encoded is not None else list(ready.requests[done:])
+        if self.remote is None:
+            return self.client.bulk(bulk, ready.batch.guest_space_id)
+        return self.remote.bulk(ready.cs, ready.batch, bulk, flight.probe)
+
+    def _land(
+        self,
+        flight: _Flight,
+        answer: Any,
+        failure: BaseException | None,
+        refs: dict[str, list[Any]],
+        attempt: int,
+    ) -> bool | None:
+        """Journal what became of a bulk (``answer``, or the ``failure`` its exchange raised):
+        False when Kintone applied it, True when reading Kintone (or its marker) showed it
+        applied, None when it certainly did not apply and may be sent again; else raise."""
+        cs, batch, requests, where = (
+            flight.ready.cs,
+            flight.ready.batch,
+            flight.ready.requests,
+            flight.ready.where,
+        )
+        record, probe, done = flight.record, flight.probe, flight.record.done_calls
+        settle = f"`kmigrate resolve {cs.version} {batch.index}"
+        outcome = None
+        try:
+            if failure is not None:
+                raise failure
+            if self.remote is None:
+                answer_results = answer
+            else:
+                outcome = answer
+                if outcome.marker is not None:  # applied already: its marker says so
+                    self._applied_by_marker(cs, batch, requests, probe, outcome.marker, refs)
+                    return True
+                answer_results = outcome.results or []
+        except KintoneError as exc:
+            self._refused(cs, batch, requests, probe, record, exc)
+            raise self._explain(cs, batch, exc, sent_from=done) from exc
+        except (TransportError, InputError) as exc:
+            if isinstance(exc, TransportError) and exc.sent_maybe:
+                self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
+                try:  # the answer was lost: read Kintone now rather than leave it for a person
+                    if self._settle(cs, batch, requests, probe, record, refs):
+                        return True
+                except _CannotTell as cannot:
+                    raise self._ask(cs, batch, f"lost its answer ({exc.message})", cannot) from exc
+                if attempt < MAX_SENDS:
+                    return None
+                raise TransportError(
+                    f"changeset {cs.id} batch {batch.index}: {exc.message}; Kintone was read and it did not "
+                    f"apply; gave up after {MAX_SENDS} sends",
+                    sent_maybe=False,
+                    location=where,
+                    hint="check the network, then run `kmigrate apply` again: it resumes at this batch",
+                ) from exc
+            # Certainly never sent (no connection, or refused by the client before sending).
+            self._journal_answer(
+                cs,
+                batch,
+                "it was never sent",
+                f"{settle} --not-applied`",
+                lambda: self.journal.mark_unsent(cs.version, batch.index),
+            )
+            if isinstance(exc, TransportError):
+                raise TransportError(exc.message, sent_maybe=False, location=where, hint=exc.hint) from exc
+            raise InputError(exc.message, location=where, hint=exc.hint) from exc
+        except (KeyboardInterrupt, Exception) as exc:
+            # Ctrl-C (or a bug) while the request may be on the wire: it stays `sent`, in doubt;
+            # the next `kmigrate apply` reads Kintone to settle it.
+            self.on_event(RunEvent("batch_in_doubt", cs, batch, batch.record_count))
+            raise InDoubtError(
+                f"changeset {cs.id} batch {batch.index}: {_interruption(exc)} while the bulk request was being "
+                "sent: Kintone may or may not have applied it",
+                location=where,
+                hint="the batch is in doubt and will not be sent again blindly: the next `kmigrate apply` "
+                f"reads Kintone to settle it (or check Kintone, then {settle} --applied` or `--not-applied`)",
+            ) from exc
+        results = list(record.done_results or []) + list(answer_results)
+        self._applied(cs, batch, results, refs, "Kintone applied it")
+        if self.remote is not None and outcome is not None:
+            self.remote.after_applied(batch, outcome, _created(batch.calls, results))
+        return False
 
     # ---- with a journal app: its marker says whether a batch applied (kmigrate.remote) ------
 
@@ -544,8 +809,8 @@ class Runner:
         if results is not None:
             self._note_ids(batch.calls, results)
             self.remote.write_found_ids(marker, batch, created)
+        self._gained(cs, batch, created, refs)
         for name, ids in created.items():
-            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
             if UNKNOWN_ID in ids:
                 self._lost.setdefault(name, []).append((cs.version, batch.index))
 
@@ -590,8 +855,29 @@ class Runner:
             lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
         )
         self._note_ids(batch.calls, results)
+        self._gained(cs, batch, created, refs)
+
+    def _gained(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        created: Mapping[str, Sequence[int]],
+        refs: dict[str, list[Any]],
+    ) -> None:
+        """Add the ids ``batch`` created to the refs, in the order written. A batch that lands
+        after a later one of its changeset (``--parallel``, or resuming a run that died with an
+        earlier batch in doubt) puts its ids before theirs: the ref is read again from the
+        journal, which orders them by batch."""
+        later = self._applied_in.setdefault(cs.version, set())
+        behind = any(i > batch.index for i in later)
+        later.add(batch.index)
+        if behind and created:
+            fresh = self.journal.refs()
+            for name in created:
+                refs[name] = [_LOST if i == UNKNOWN_ID else i for i in fresh.get(name, [])]
+            return
         for name, ids in created.items():
-            refs.setdefault(name, []).extend(ids)
+            refs.setdefault(name, []).extend(_LOST if i == UNKNOWN_ID else i for i in ids)
 
     def _note_ids(self, calls: Sequence[Call], results: Sequence[Any]) -> None:
         """Keep each app's highest id known, from the ids the batch created: the next batch that
@@ -678,8 +964,7 @@ class Runner:
                 kind="reconciled",
             )
             self._note_ids(batch.calls, results)
-            for name, ids in created.items():
-                refs.setdefault(name, []).extend(ids)
+            self._gained(cs, batch, created, refs)
             return True
         prefix = (done + kept, calls_hash(batch.calls[: done + kept]), results) if kept else None
         self.journal.resolve(
@@ -809,6 +1094,8 @@ class Runner:
                 location = self._where(cs, operations[0], None, location)
         # Batches run in order and a run stops at the first failure: every earlier one is applied.
         earlier = f"{batch.index} earlier batch(es) of {cs.id} and every earlier changeset stay applied"
+        if self.parallel > 1:
+            earlier += " (later batches in flight with it landed and are journaled: `kmigrate status`)"
         if done:
             kept = (
                 f"the first {done} request(s) of this batch took effect all the same (journaled: they are not "

@@ -938,3 +938,16 @@ def test_a_read_is_retried_after_a_server_error_and_a_write_is_not() -> None:
     with pytest.raises(KintoneError) as err:
         client.bulk([ADD])  # a 500 may have run it: never sent again by the client
     assert err.value.status == 500 and len(rec.requests) == 1 and slept == []
+
+
+def test_an_encoded_bulk_is_byte_for_byte_what_the_client_sends_and_takes_a_head() -> None:
+    from kmigrate.client import encode_bulk
+
+    encoded = encode_bulk([ADD, UPDATE], guest_space_id=None)
+    assert encoded.body() == json.dumps({"requests": [ADD, UPDATE]}, ensure_ascii=False).encode()
+    assert encoded.since(1).body() == json.dumps({"requests": [UPDATE]}, ensure_ascii=False).encode()
+    marked = encoded.after([STATUS])
+    assert [r["api"] for r in marked.requests] == [STATUS["api"], ADD["api"], UPDATE["api"]]
+    with pytest.raises(InputError, match="1 to 20 requests"):
+        encode_bulk([ADD] * 20, None).after([STATUS])
+    assert encode_bulk([ADD], 12).requests[0]["api"] == "/k/guest/12/v1/records.json"

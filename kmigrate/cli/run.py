@@ -136,6 +136,15 @@ _FORMAT = click.option(
     help="How long to wait for each answer from Kintone (wins over KMIGRATE_TIMEOUT and "
     "`timeout` in kmigrate.toml; default 120).",
 )
+@click.option(
+    "--parallel",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Send up to N bulk requests at once (1-10) where they are proved independent: same changeset, "
+    "no ref between them, no record or unique value touched by two (wins over `parallel` in kmigrate.toml; "
+    "default 1).",
+)
 @_FORMAT
 @pass_cli
 def apply(
@@ -148,6 +157,7 @@ def apply(
     lease_seconds: float | None,
     insecure_http: bool,
     timeout: str | None,
+    parallel: int | None,
     fmt: str,
 ) -> None:
     """Apply pending changesets, batch by batch, journaling every step.
@@ -225,6 +235,7 @@ def apply(
             lock_wait=lock_wait,
             saved=saved,
             lease_seconds=lease_seconds,
+            parallel=parallel,
         )
     except (KmigrateError, KeyboardInterrupt) as exc:
         for p in progress:

@@ -533,10 +533,13 @@ class Journal:
         return found[0] if found else None
 
     def refs(self) -> dict[str, list[int]]:
-        """Every ref's ids, in the order Kintone created them (``UNKNOWN_ID`` where lost)."""
+        """Every ref's ids in the order written: by batch, then position (``UNKNOWN_ID`` where
+        lost). Not by ``seq``: batches may apply out of order (``apply --parallel``)."""
         out: dict[str, list[int]] = {}
         try:  # plain tuples, not dicts: a ref can hold 100,000 ids
-            rows = self.db.execute("SELECT name, id FROM refs ORDER BY name, seq").fetchall()
+            rows = self.db.execute(
+                "SELECT name, id FROM refs ORDER BY name, changeset, batch, position"
+            ).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"{self._where}: read failed: {exc}") from exc
         for name, record_id in rows:

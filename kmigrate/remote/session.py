@@ -26,7 +26,7 @@ from .lease import LEASE_SECONDS, Lease
 from .records import KIND_BATCH, KIND_PARTIAL, LeaseRecord, Marker, Markers
 
 if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
-    from ..client import Client
+    from ..client import Client, EncodedBulk
 
 # A lost answer is settled by reading the marker; absent, the batch is sent again (safe: a
 # late first copy and the resend cannot both apply, the marker's key is unique). This many
@@ -73,14 +73,20 @@ class RemoteRun:
             self.lease.renew()
 
     def bulk(
-        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], probe: Any = None
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]] | EncodedBulk,
+        probe: Any = None,
     ) -> Outcome:
         """Send the batch behind its marker (holding ``probe``, what was read before the send);
         see the module's docstring."""
+        from ..client import bulk_with_head  # sending: the client is loaded already
+
         marker_request = self.markers.request(cs, batch, self.run, probe=probe)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                results = self.client.bulk([marker_request, *requests], batch.guest_space_id)
+                results = self.client.bulk(bulk_with_head([marker_request], requests), batch.guest_space_id)
             except KintoneError as exc:
                 if exc.bulk_index != 0:
                     self._check_rolled_back(cs, batch, exc)

@@ -1,5 +1,9 @@
 """Serve a sandbox over HTTP on localhost (stdlib wsgiref, one thread per connection).
 
+Requests are taken concurrently (``apply --parallel`` sends several bulks at once): each
+connection has its thread, an injected latency sleeps in it outside any lock, and only the
+store's work is serialised (``WsgiApp``'s lock), as Kintone's writes to one app are.
+
 server = make_server(sandbox, "localhost", 0)   # port 0: any free port
 threading.Thread(target=server.serve_forever, daemon=True).start()
 ... http://localhost:{server.server_port} ...
@@ -25,9 +29,10 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -56,6 +61,7 @@ class KillSwitch:
     delay_ms: float = 0.0
     seen: int = 0
     fired: bool = False
+    _counting: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def parse(cls, spec: str, pid_file: Path) -> KillSwitch:
@@ -74,9 +80,11 @@ class KillSwitch:
         return switch
 
     def arm(self) -> str | None:
-        """Count a request; the phase to kill it in, when it is the one."""
-        self.seen += 1
-        return self.phase if self.seen == self.request and not self.fired else None
+        """Count a request; the phase to kill it in, when it is the one (requests arrive on
+        several threads at once: exactly one is the Nth)."""
+        with self._counting:
+            self.seen += 1
+            return self.phase if self.seen == self.request and not self.fired else None
 
     def fire(self) -> None:
         self.fired = True

@@ -155,12 +155,14 @@ def make_project(
     return dest
 
 
-def point_at(root: Path, url: str, *, journal_app: bool = False) -> None:
-    """The served environment (the file's last table) at ``url``, naming the journal app."""
+def point_at(root: Path, url: str, *, journal_app: bool = False, parallel: int = 1) -> None:
+    """The served environment (the file's last table) at ``url``, naming the journal app, and
+    with ``parallel`` > 1 every apply's `--parallel` (bulks in flight at once)."""
     toml = (root / "kmigrate.toml").read_text(encoding="utf-8")
     toml = re.sub(r"\n# The harness's served sandbox.*", "", toml, flags=re.S)
     port = int(url.rsplit(":", 1)[1])
     served = SERVED_ENV.format(port=port) + (f"journal_app = {JOURNAL_APP}\n" if journal_app else "")
+    served += f"parallel = {parallel}\n" if parallel > 1 else ""
     (root / "kmigrate.toml").write_text(toml + served, encoding="utf-8")
 
 
@@ -492,6 +494,7 @@ class Setup:
     launch: Launch
     journal_app: bool = False
     runners: int = 1
+    parallel: int = 1  # every apply's --parallel (the fault-free run's is 1)
     expected: dict[int, list[dict[str, Any]]] | None = None  # None: this is the fault-free run
 
 
@@ -532,6 +535,7 @@ def prepare(
     timeout: float,
     journal_app: bool = False,
     runners: int = 1,
+    parallel: int = 1,
 ) -> tuple[Setup, int]:
     """The suite's project in ``work/template`` and its fault-free run (with the journal app
     when there is one): the setup and the requests that run sent."""
@@ -542,7 +546,9 @@ def prepare(
     reference = one_run(setup, work / "reference", name="the fault-free run", applies=1, timeout=timeout)
     if reference.records is None or not reference.finished:
         raise RuntimeError(f"the fault-free run failed:\n{reference.applies[0].output}")
-    return replace(setup, runners=runners, expected=reference.records), int(reference.counters["requests"])
+    return replace(setup, runners=runners, parallel=parallel, expected=reference.records), int(
+        reference.counters["requests"]
+    )
 
 
 def one_run(
@@ -573,7 +579,7 @@ def one_run(
         pid_file=pid_file,
     ) as served:
         for folder in folders:
-            point_at(folder, served.url, journal_app=setup.journal_app)
+            point_at(folder, served.url, journal_app=setup.journal_app, parallel=setup.parallel)
         while len(made) < applies:
             folder = folders[len(made) % len(folders)]
             attempt = run_apply(

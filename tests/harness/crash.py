@@ -66,6 +66,7 @@ def run_matrix(
     jobs: int = 1,
     journal_app: bool = False,
     runners: int = 1,
+    parallel: int = 1,
 ) -> tuple[Figures, int]:
     """``jobs`` kill points at once (each has its own served sandbox, project and journal). With
     ``runners`` > 1 the applies after the kill take turns over that many fresh runner folders."""
@@ -82,6 +83,7 @@ def run_matrix(
             timeout=TIMEOUT,
             journal_app=journal_app,
             runners=runners,
+            parallel=parallel,
         )
         figures = Figures(
             f"crash matrix (bulk semantics {bulk_semantics}, shop + {chunks} changesets of {records} visits; "
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=800, help="CSV visits in all")
     parser.add_argument("--chunks", type=int, default=8, help="changesets the visits are split over")
     parser.add_argument("--attempts", type=int, default=6, help="applies after the kill before giving up")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="apply --parallel N (bulks in flight at once)"
+    )
     add_suite_arguments(parser, what="kill point")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-crash-") as tmp:
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             records=args.records,
             chunks=args.chunks,
             attempts=args.attempts,
+            parallel=args.parallel,
             **suite_options(args, Path(tmp)),
         )
     return report(figures, args.json)

@@ -112,3 +112,40 @@ def test_kmigrate_sandbox_serve_command(tmp_path: Path):
     assert "stopped" in out
     with Sandbox.open(file, store) as sb:  # the served writes reached the store
         assert [r["title"]["value"] for r in sb.records(4)] == ["served"]
+
+
+def test_served_requests_are_taken_concurrently_with_their_latency_outside_any_lock(
+    sandbox: Sandbox, monkeypatch
+):
+    """Three requests each meet an injected latency; the latency waits at a barrier of three,
+    so the requests pass only if the server holds all three in their latency at once."""
+    import kmigrate.sandbox.server as server_module
+    from kmigrate.sandbox.faults import FaultProfile
+
+    barrier = threading.Barrier(3)
+    monkeypatch.setattr(server_module.time, "sleep", lambda seconds: barrier.wait(timeout=30))
+    server = make_server(sandbox, "127.0.0.1", 0, faults=FaultProfile.parse("seed=1,latency=5-5"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    statuses: list[int] = []
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+
+        def add(n: int) -> None:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                statuses.append(
+                    client.post(
+                        "/k/v1/records.json", json={"app": 1, "records": [rec(title=str(n))]}
+                    ).status_code
+                )
+
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [200, 200, 200]
+    assert not barrier.broken
+    assert sorted(r["title"]["value"] for r in sandbox.records(1)) == ["0", "1", "2"]
