@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 
 from kmigrate.remote.records import FIELDS
-from tests.harness.common import make_copy, run_apply, serve, set_served_port
 
 JOURNAL_APP = 90
 
@@ -90,55 +89,3 @@ def item_codes(records: list[dict]) -> list[str]:
 
 def dump(value: object) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-# ---- the harness's project with a journal app (tests/harness --journal-app) -------------------
-
-HARNESS_PROJECT = "shop"
-
-
-def with_journal_app(root: Path) -> Path:
-    """The harness's project (tests/harness/common.make_project) with a journal app in its
-    sandbox file and `project` named; ``point_at`` names the app in the served environment."""
-    sandbox = yaml.safe_load((root / "sandbox.yaml").read_text(encoding="utf-8"))
-    sandbox["apps"].append({"id": JOURNAL_APP, "name": "kmigrate journal", "fields": FIELDS})
-    (root / "sandbox.yaml").write_text(yaml.safe_dump(sandbox, sort_keys=False), encoding="utf-8")
-    text = (root / "kmigrate.toml").read_text(encoding="utf-8")
-    (root / "kmigrate.toml").write_text(f'project = "{HARNESS_PROJECT}"\n' + text, encoding="utf-8")
-    return root
-
-
-def point_at(root: Path, url: str) -> None:
-    """The served environment (the file's last table, tests/harness/common.set_served_port)
-    with the journal app named."""
-    set_served_port(root, int(url.rsplit(":", 1)[1]))
-    with (root / "kmigrate.toml").open("a", encoding="utf-8") as handle:
-        handle.write(f"journal_app = {JOURNAL_APP}\n")
-
-
-def runner_folders(template: Path, run_dir: Path, count: int) -> list[Path]:
-    """``count`` fresh copies of the project (no .kmigrate/), the runners that take turns: one
-    is the harness's usual ``project`` folder."""
-    if count <= 1:
-        return [make_copy(template, run_dir / "project")]
-    return [make_copy(template, run_dir / f"runner-{i}") for i in range(count)]
-
-
-def point(root: Path, url: str, *, journal_app: bool) -> None:
-    if journal_app:
-        point_at(root, url)
-    else:
-        set_served_port(root, int(url.rsplit(":", 1)[1]))
-
-
-def journal_app_requests(template: Path, work: Path, semantics: str, *, timeout: float) -> int:
-    """The requests of a fault-free apply with the journal app (the crash matrix's grid)."""
-    run_dir = work / "reference-journal"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    project = make_copy(template, run_dir / "project")
-    with serve(project, run_dir, bulk_semantics=semantics) as served:
-        point_at(project, served.url)
-        attempt = run_apply(project, timeout=timeout)
-        if not attempt.done:
-            raise RuntimeError(f"the fault-free run with the journal app failed:\n{attempt.output}")
-        return int(served.counters()["requests"])
