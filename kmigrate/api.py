@@ -314,7 +314,7 @@ def validate(ctx: Context, *, online: bool = False, client: Client | None = None
         except InputError as exc:
             target.append(exc)
     # A bad target is not asked for the journal app's state (and no journal is made for it).
-    state = _local_state(ctx) if target else journal_state(ctx)
+    state = _local_state(ctx) if target else journal_state(ctx, client)
     schemas: Schemas = {}
     if online and not target:
         own = client is None
@@ -456,13 +456,11 @@ def plan_diff(ctx: Context, the_plan: Plan, client: Client | None = None) -> lis
     read now (reads only), compared with what will be sent (kmigrate/plandiff.py)."""
     from .plandiff import diff_plan
 
-    refs: dict[str, list[int]] = {}
-    if ctx.env.journal_path.exists():
-        with Journal.open(ctx.env.journal_path) as journal:
-            refs = journal.refs()
     own = client is None
     active = client if client is not None else connect(ctx)
     try:
+        with synced_journal(ctx, active) as journal:  # a fresh runner's refs too
+            refs = journal.refs() if journal is not None else {}
         return diff_plan(active, the_plan, refs)
     finally:
         if own:
@@ -485,15 +483,15 @@ def save_plan(ctx: Context, path: Path, *, check: bool = False) -> Plan:
     return the_plan
 
 
-def lint(ctx: Context) -> LintReport:
-    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py), offline; the journal
-    read is the environment's local one, when there is one."""
+def lint(ctx: Context, client: Client | None = None) -> LintReport:
+    """``kmigrate lint``: the risky-but-valid findings (kmigrate/lint.py). Nothing is sent; the
+    journal read is the environment's as every state-reading command reads it: with a journal
+    app, synced from it first (reads only), else the local one, when there is one."""
     from .lint import lint as run_lint
 
-    if not ctx.env.journal_path.exists():
-        return run_lint(ctx.project, ctx.env, {}, [])
-    with Journal.open(ctx.env.journal_path) as journal:
-        state, records = journal.state(), journal.changesets()
+    with synced_journal(ctx, client) as journal:
+        state = journal.state() if journal is not None else {}
+        records = journal.changesets() if journal is not None else []
     return run_lint(ctx.project, ctx.env, state, records)
 
 
@@ -570,10 +568,11 @@ def _sandbox_credentials(sandbox: Sandbox) -> Credentials:
 
 
 def applied_contents(ctx: Context) -> dict[str, dict[int, Any]]:
-    """What each applied batch sent, as kept beside the journal (for ``repair``'s diff)."""
-    from . import sent_content
-
-    return sent_content.load(ctx.env.journal_path)
+    """What each applied batch sent, as the journal keeps it (for ``repair``'s diff)."""
+    if not ctx.env.journal_path.exists():
+        return {}
+    with Journal.open(ctx.env.journal_path) as journal:
+        return journal.sent()
 
 
 def _local_state(ctx: Context) -> dict[str, JournaledChangeset]:
@@ -584,15 +583,23 @@ def _local_state(ctx: Context) -> dict[str, JournaledChangeset]:
         return journal.state()
 
 
-def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
-    """What the journal knows (brought up to date from the journal app first, if the
-    environment has one), without creating a local journal where there is none yet and no
-    journal app."""
+@contextmanager
+def synced_journal(ctx: Context, client: Client | None = None) -> Iterator[Journal | None]:
+    """The journal every state-reading command reads: brought up to date from the journal app
+    first, if the environment has one; None where there is no local journal and no journal app
+    (nothing is created then)."""
     if not ctx.env.journal_path.exists() and Markers.for_env(ctx.env) is None:
-        return {}
+        yield None
+        return
     with Journal.open(ctx.env.journal_path) as journal:
         sync(ctx, journal, client)
-        return journal.state()
+        yield journal
+
+
+def journal_state(ctx: Context, client: Client | None = None) -> dict[str, JournaledChangeset]:
+    """What the journal knows (``synced_journal``)."""
+    with synced_journal(ctx, client) as journal:
+        return journal.state() if journal is not None else {}
 
 
 @dataclass
@@ -662,7 +669,8 @@ def apply(
     seen = _local_state(ctx)
     changesets = load_changesets(ctx, seen)
     seen_plan = _build_plan(changesets, env, seen)
-    _refuse(preflight(changesets, seen, seen_plan, out_of_order=out_of_order))
+    if markers is None:  # with a journal app its word decides (a repair elsewhere): under the lease
+        _refuse(preflight(changesets, seen, seen_plan, out_of_order=out_of_order))
     # Before the journal is opened, a stale plan leaves no trace; with a journal app the local
     # journal may not be synced yet (a fresh runner), so the check under its lease decides.
     if saved is not None and markers is None:
@@ -716,7 +724,7 @@ def apply(
                     journal,
                     run_id=run_id,
                     locate=_locator(changesets),
-                    on_event=_keeping_sent(env, on_event),
+                    on_event=_keeping_sent(journal, on_event),
                     remote=session,
                     parallel=in_flight,
                     unique=unique_fields(ctx.schemas) if in_flight > 1 else None,
@@ -764,15 +772,12 @@ def _open_remote(
     return remote.RemoteRun(client, markers, token, lease)
 
 
-def _keeping_sent(env: Environment, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
+def _keeping_sent(journal: Journal, on_event: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
     """``on_event``, after keeping each applied batch's requests for ``repair``'s diff."""
-    from . import sent_content
 
     def handle(event: RunEvent) -> None:
         if event.kind == "batch_applied" and event.batch is not None:
-            sent_content.save(
-                env.journal_path, event.changeset.version, event.batch.index, event.batch.requests()
-            )
+            journal.keep_sent(event.changeset.version, event.batch.index, event.batch.requests())
         on_event(event)
 
     return handle
@@ -910,24 +915,52 @@ def _repair_items(
     ]
 
 
-def repair(ctx: Context, changeset: str | None = None, *, note: str | None = None) -> list[str]:
+def repair(
+    ctx: Context, changeset: str | None = None, *, note: str | None = None, client: Client | None = None
+) -> list[str]:
     """Accept the current content of drifted changesets (only ``changeset``, if given), logged as
     ``repaired`` events. Kintone keeps what the applied batches wrote: repair changes only the
-    journal's record of what was applied."""
+    journal's record of what was applied. With a journal app, under its lease: the local journal
+    is synced first, and the markers of the repaired changesets take the new checksums and
+    hashes (revision-checked), so every runner judges drift alike."""
+    markers = Markers.for_env(ctx.env)
     with Journal.open(ctx.env.journal_path) as journal:
-        with journal.locked(take_over_stale=True):
-            state = journal.state()
-            changesets = load_changesets(ctx, state)
-            items = _repair_items(ctx, changesets, state, changeset)
-            if not items:
-                return []
-            planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
-            by_version = {c.version: c for c in changesets}
-            for item in items:
-                cs = by_version[item.version]
-                hashes = accepted_hashes(planned[cs.version], state[cs.version])
-                journal.repair(cs.version, cs.source_checksum, cs.rendered_checksum, hashes, note=note)
-            return [item.changeset for item in items]
+        run_id = journal.start_run(ctx.env.name) if markers is not None else None
+        outcome = "failed"
+        try:
+            with journal.locked(run_id, take_over_stale=True), contextlib.ExitStack() as stack:
+                session = None
+                if markers is not None and run_id is not None:
+                    from .remote.lease import LEASE_SECONDS
+                    from .remote.sync import pull
+
+                    active = stack.enter_context(_connected(ctx, client))
+                    session = _open_remote(journal, active, markers, run_id, 0.0, LEASE_SECONDS)
+                    stack.callback(session.release)
+                    pull(journal, session.app, run_id=run_id)
+                state = journal.state()
+                changesets = load_changesets(ctx, state)
+                items = _repair_items(ctx, changesets, state, changeset)
+                planned = {c.version: c for c in _build_plan(changesets, ctx.env, state).changesets}
+                by_version = {c.version: c for c in changesets}
+                for item in items:
+                    cs = by_version[item.version]
+                    hashes = accepted_hashes(planned[cs.version], state[cs.version])
+                    journal.repair(
+                        cs.version, cs.source_checksum, cs.rendered_checksum, hashes, run_id=run_id, note=note
+                    )
+                if session is not None and items:
+                    from .remote.sync import push_repairs
+
+                    push_repairs(journal, session.app, [item.version for item in items])
+                outcome = "repaired" if items else "nothing to do"
+                return [item.changeset for item in items]
+        finally:
+            if run_id is not None:
+                try:
+                    journal.finish_run(run_id, outcome)
+                except JournalError:
+                    pass
 
 
 def _planned(ctx: Context, state: Mapping[str, JournaledChangeset]) -> dict[str, ChangesetPlan]:

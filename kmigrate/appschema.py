@@ -10,10 +10,10 @@ shorthand; process management the body of ``app/status.json`` or a shorthand. Pu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 # Types whose value a record carries and a client may write.
 # Types whose value a record carries and a client may write.
@@ -197,38 +197,47 @@ def parse_fields(raw: Any) -> tuple[dict[str, FieldDef], dict[str, FieldDef], di
     return fields, system, layout
 
 
-_FIELD_KEYS = {
-    "type",
-    "code",
-    "label",
-    "noLabel",
-    "required",
-    "unique",
-    "options",
-    "defaultValue",
-    "defaultNowValue",
-    "minValue",
-    "maxValue",
-    "minLength",
-    "maxLength",
-    "fields",
-    "enabled",
-    "digit",
-    "displayScale",
-    "unit",
-    "unitPosition",
-    "expression",
-    "hideExpression",
-    "format",
-    "protocol",
-    "entities",
-    "align",
-    "lookup",
-    "referenceTable",
-    "openGroup",
-    "thumbnailSize",
-    "size",
-}
+# Kintone's keys kmigrate does not read itself, echoed back by fields.json as they were given.
+_ECHOED_KEYS = frozenset(
+    {
+        "noLabel",
+        "digit",
+        "displayScale",
+        "unit",
+        "unitPosition",
+        "expression",
+        "hideExpression",
+        "format",
+        "protocol",
+        "align",
+        "lookup",
+        "referenceTable",
+        "openGroup",
+        "thumbnailSize",
+        "entities",
+        "enabled",
+    }
+)
+_READ_KEYS = frozenset(
+    {
+        "type",
+        "code",
+        "label",
+        "required",
+        "unique",
+        "options",
+        "defaultValue",
+        "defaultNowValue",
+        "minValue",
+        "maxValue",
+        "minLength",
+        "maxLength",
+        "fields",
+        "size",  # accepted (an export has it), not echoed
+    }
+)
+_FIELD_KEYS = _READ_KEYS | _ECHOED_KEYS
+N = TypeVar("N", Decimal, int)
 
 
 def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
@@ -276,35 +285,13 @@ def _parse_field(code: str, spec: Any, *, in_table: bool) -> FieldDef | None:
         options=options,
         default=_parse_default(where, ftype, spec.get("defaultValue"), options),
         default_now=_bool(where, spec, "defaultNowValue"),
-        min_value=_decimal(where, spec, "minValue"),
-        max_value=_decimal(where, spec, "maxValue"),
-        min_length=_int(where, spec, "minLength"),
-        max_length=_int(where, spec, "maxLength"),
+        min_value=_number(where, spec, "minValue", Decimal, "a number"),
+        max_value=_number(where, spec, "maxValue", Decimal, "a number"),
+        min_length=_number(where, spec, "minLength", int, "an integer"),
+        max_length=_number(where, spec, "maxLength", int, "an integer"),
         fields=subfields,
         lookup=_parse_lookup(where, ftype, spec.get("lookup")),
-        extra={
-            k: v
-            for k, v in spec.items()
-            if k
-            in (
-                "noLabel",
-                "digit",
-                "displayScale",
-                "unit",
-                "unitPosition",
-                "expression",
-                "hideExpression",
-                "format",
-                "protocol",
-                "align",
-                "lookup",
-                "referenceTable",
-                "openGroup",
-                "thumbnailSize",
-                "entities",
-                "enabled",
-            )
-        },
+        extra={k: v for k, v in spec.items() if k in _ECHOED_KEYS},
     )
     if ftype == "RADIO_BUTTON" and fdef.default is None:
         # Kintone always selects a radio button: the first option unless told otherwise.
@@ -361,24 +348,16 @@ def _bool(where: str, spec: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-def _decimal(where: str, spec: Mapping[str, Any], key: str) -> Decimal | None:
+def _number(where: str, spec: Mapping[str, Any], key: str, parse: Callable[[str], N], what: str) -> N | None:
+    """``spec[key]`` read by ``parse`` (``Decimal`` or ``int``); None when absent or empty (as
+    Kintone's export writes an unset bound)."""
     value = spec.get(key)
     if value is None or value == "":
         return None
     try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise SchemaProblem(f"{where}: `{key}` must be a number, not {value!r}") from None
-
-
-def _int(where: str, spec: Mapping[str, Any], key: str) -> int | None:
-    value = spec.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        raise SchemaProblem(f"{where}: `{key}` must be an integer, not {value!r}") from None
+        return parse(str(value))
+    except (ValueError, InvalidOperation):
+        raise SchemaProblem(f"{where}: `{key}` must be {what}, not {value!r}") from None
 
 
 def parse_process(raw: Any) -> ProcessDef | None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError, Location
 from .kintone import MAX_API_TOKENS, MAX_PARALLEL
-from .paths import MB, inside_project, project_folder, read_project_file
+from .paths import MB, inside_project, read_project_file
 
 CONFIG_FILE = "kmigrate.toml"
 MAX_CONFIG_BYTES = 1 << 20  # kmigrate.toml: read before [limits] is known
@@ -451,17 +451,20 @@ def _check_folders(root: Path, config: ProjectConfig, path: Path, text: str) -> 
     changeset from a pull request may change kmigrate.toml too."""
     for key in ("changesets", "templates"):
         where = Location(file=path, line=toml_key_line(text, (key,)))
-        project_folder(
-            root, getattr(config, key), what=f"the {key} folder", error=ConfigError, location=where
+        inside_project(
+            root,
+            getattr(config, key),
+            what=f"the {key} folder",
+            error=ConfigError,
+            location=where,
+            kind="folder",
         )
     for name, env in config.env.items():
         if env.sandbox is not None:
             where = Location(file=path, line=toml_key_line(text, ("env", name, "sandbox")))
-            resolved = inside_project(
-                root, env.sandbox, what="the sandbox file", error=ConfigError, location=where
+            inside_project(
+                root, env.sandbox, what="the sandbox file", error=ConfigError, location=where, kind="file"
             )
-            if resolved.is_dir():
-                raise ConfigError(f"the sandbox file {env.sandbox} is a folder", location=where)
         if env.sandbox_store is not None:  # read back as records: the project's own state only
             where = Location(file=path, line=toml_key_line(text, ("env", name, "sandbox_store")))
             inside_project(

@@ -11,7 +11,8 @@ here, and a path passes only when:
 
 A path that fails is an ``InputError`` of the caller's class (``ChangesetError`` for what a
 changeset reads, ``ConfigError``/``SandboxDefinitionError`` for what kmigrate.toml names) naming
-the path as written and what to do. ``project_folder`` is the same rule for a folder.
+the path as written and what to do. ``inside_project`` is the same rule for a folder or a
+file not read here (it need not exist yet).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Literal
 
 from .errors import ChangesetError, InputError, Location
 
@@ -104,31 +106,23 @@ def inside_project(
     what: str,
     error: type[InputError] = ChangesetError,
     location: Location | None = None,
+    kind: Literal["folder", "file"] | None = None,
 ) -> Path:
-    """``path`` resolved, if it lies inside the project folder (it need not exist)."""
+    """``path`` resolved, if it lies inside the project folder. It need not exist (a folder
+    made later, a store written later); when it does and ``kind`` is given, it must be a
+    folder (``"folder"``), or anything but one (``"file"``)."""
     root = Path(root).resolve()
     given = Path(path) if Path(path).is_absolute() else root / path
     resolved = given.resolve()
+    shown = path if isinstance(path, str) else _display(given, root)  # a config value: as written
     if not _inside(resolved, root):
-        shown = path if isinstance(path, str) else _display(given, root)  # a config value: as written
         raise error(f"{what} {shown} is outside the project folder", location=location, hint=KEEP_INSIDE)
-    return resolved
-
-
-def project_folder(
-    root: Path,
-    path: Path | str,
-    *,
-    what: str,
-    error: type[InputError] = ChangesetError,
-    location: Location | None = None,
-) -> Path:
-    """``path`` resolved, if it lies inside the project folder (it need not exist yet; when it
-    does, it must be a folder)."""
-    resolved = inside_project(root, path, what=what, error=error, location=location)
-    if resolved.exists() and not resolved.is_dir():
-        shown = _display(Path(root).resolve() / path, Path(root).resolve())
-        raise error(f"{what} {shown} is not a folder", location=location or Location(file=shown))
+    if kind == "folder" and resolved.exists() and not resolved.is_dir():
+        raise error(
+            f"{what} {shown} is not a folder", location=location or Location(file=_display(given, root))
+        )
+    if kind == "file" and resolved.is_dir():
+        raise error(f"{what} {shown} is a folder", location=location or Location(file=_display(given, root)))
     return resolved
 
 

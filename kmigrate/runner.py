@@ -49,6 +49,7 @@ from .journal import UNKNOWN_ID, BatchRecord, Journal
 from .pipeline import Ahead, Senders
 from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
 from .planner.independence import Footprint, check_parallel, conflict, footprint
+from .remote.records import SENT_MARKER, Marker, kept_by_refusal, sent_marker
 from .remote.sync import marker_refs
 
 if TYPE_CHECKING:
@@ -286,6 +287,7 @@ class _Flight:
     record: BatchRecord
     probe: Any
     footprint: Footprint | None = None
+    partial: Marker | None = None  # the marker applied in part that this bulk makes whole
 
 
 def _exchanged(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -334,6 +336,9 @@ class _Flights:
             flight = runner._take_off(ready)
         except Exception as exc:  # noqa: BLE001 - _fail raises it, after those in flight landed
             self._fail(batch, exc)
+        if flight is None:  # its marker says it applied whole: nothing to send
+            runner._count_applied(self.summary, self.cs, batch, True)
+            return
         flight.footprint = fp
         self.flying[self.senders.submit(functools.partial(runner._exchange, flight))] = flight
 
@@ -592,13 +597,24 @@ class Runner:
             requests = [call.resolved(refs) for call in batch.calls]
             if any(_holds_lost_id(r) for r in requests):
                 return False  # it needs lost ids itself: earlier batches first
+            # Sent in two parts (partial:K, then the rest): the first K calls' ids are in the
+            # marker, its probe covers the rest.
+            known = list(marker.prefix_results or [])
             try:
-                kept, verdicts = self._verdicts(batch, requests, marker.probe, 0)
-            except _CannotTell:
+                kept, verdicts = self._verdicts(batch, requests, marker.probe, len(known))
+            except _CannotTell as cannot:
+                if cannot.unreadable:  # Kintone could not be read just now: no person needed
+                    raise TransportError(
+                        f"changeset {cs.id} batch {batch.index}: the ids it created could not be read back from "
+                        f"Kintone now ({'; '.join(cannot.reasons)}); nothing more was sent",
+                        sent_maybe=False,
+                        location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+                        hint="run `kmigrate apply` again once Kintone answers: it reads them back first",
+                    ) from None
                 return False
-            if kept != len(batch.calls):
+            if len(known) + kept != len(batch.calls):
                 return False
-            created = _created(batch.calls, [v.result for v in verdicts])
+            created = _created(batch.calls, known + [v.result for v in verdicts])
             self.journal.recover_ids(version, index, created, note="read back with its marker's probe")
             self.remote.write_found_ids(marker, batch, created)
         fresh = self.journal.refs()
@@ -639,18 +655,36 @@ class Runner:
         reconciled = attempts.start > 1
         for attempt in attempts:
             flight = self._take_off(ready)
+            if flight is None:  # its marker says it applied whole
+                return True
             answer, failure = _exchanged(functools.partial(self._exchange, flight))
             landed = self._land(flight, answer, failure, refs, attempt)
             if landed is None:
                 reconciled = True
                 continue  # certainly not applied: send it again
             return landed or reconciled
-        raise AssertionError("unreachable: the last send returns or raises")
+        # Only a marker found applied in part on the last send gets here: what applied is journaled.
+        raise TransportError(
+            f"changeset {cs.id} batch {batch.index}: its marker says it applied in part; "
+            f"gave up after {MAX_SENDS} sends",
+            sent_maybe=False,
+            location=ready.where,
+            hint="run `kmigrate apply` again: it sends the rest",
+        )
 
-    def _take_off(self, ready: _Ready) -> _Flight:
-        """Read the probe and journal the batch `sent`: the last step before its bulk leaves."""
+    def _take_off(self, ready: _Ready) -> _Flight | None:
+        """Read the probe and journal the batch `sent`: the last step before its bulk leaves.
+        With a journal app, a batch some of which may have applied reads its marker first
+        (None: the marker says it applied whole)."""
         cs, batch = ready.cs, ready.batch
         record = self._journaled(cs, batch)
+        partial = None
+        # done_hash set: some of it applied, or its marker was kept alone (partial:0).
+        if self.remote is not None and (record.done_hash is not None or record.state == FAILED):
+            settled = self._settle_partial(cs, batch, ready.requests, record)
+            if settled is None:
+                return None
+            partial, record = settled
         done = record.done_calls
         if done and record.done_hash != calls_hash(batch.calls[:done]):
             raise JournalError(
@@ -663,9 +697,11 @@ class Runner:
         for entry in (probe or {}).get("calls") or ():
             if entry and entry.get("kind") == "add":  # read once a run: bulks in flight need it too
                 self._highest.setdefault(int(entry["app"]), int(entry["after"]))
+        if self.remote is not None:  # how the marker stands as this send leaves (kmigrate.remote)
+            probe = {**(probe or {}), SENT_MARKER: sent_marker(self.remote.run, partial, done)}
         self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
         self.on_event(RunEvent("batch_sent", cs, batch, batch.record_count))
-        return _Flight(ready, record, probe)
+        return _Flight(ready, record, probe, partial=partial)
 
     def _exchange(self, flight: _Flight) -> Any:
         """The bulk request itself, and nothing else: it may run on a sender thread."""
@@ -673,7 +709,7 @@ class Runner:
         bulk = ready.encoded.since(done) if ready.encoded is not None else list(ready.requests[done:])
         if self.remote is None:
             return self.client.bulk(bulk, ready.batch.guest_space_id)
-        return self.remote.bulk(ready.cs, ready.batch, bulk, flight.probe)
+        return self.remote.bulk(ready.cs, ready.batch, bulk, flight.probe, flight.partial)
 
     def _land(
         self,
@@ -705,6 +741,11 @@ class Runner:
                 if outcome.marker is not None:  # applied already: its marker says so
                     self._applied_by_marker(cs, batch, requests, probe, outcome.marker, refs)
                     return True
+                if outcome.partial is not None:  # applied in part: take what the marker says
+                    self._resolve_partial(
+                        cs, batch, outcome.partial, "the journal app's marker, after the send"
+                    )
+                    return None  # the next send reads the marker first (done_hash is set)
                 answer_results = outcome.results or []
         except KintoneError as exc:
             self._refused(cs, batch, requests, probe, record, exc)
@@ -764,6 +805,9 @@ class Runner:
         apply: the marker's key is unique."""
         assert self.remote is not None
         marker = self.remote.marker(cs, batch)
+        if marker is not None and marker.applied_calls is not None:
+            self._resolve_partial(cs, batch, marker, "the journal app's marker")
+            return False
         if marker is None:
             self.journal.resolve(
                 cs.version,
@@ -790,15 +834,22 @@ class Runner:
         earlier run). The ids: the marker's, else read back from Kintone as the reconciliation
         does (then written to the marker), else a lost-id placeholder per record."""
         assert self.remote is not None
+        record = self._journaled(cs, batch)
+        done, known = record.done_calls, list(record.done_results or [])
         results: list[Any] | None = None
         if marker.ids is None and probe is not None:
             try:
-                kept, verdicts = self._verdicts(batch, requests, probe, 0)
-                if kept == len(batch.calls):
-                    results = [v.result for v in verdicts]
+                kept, verdicts = self._verdicts(batch, requests, probe, done)
+                if done + kept == len(batch.calls):
+                    results = known + [v.result for v in verdicts]
             except _CannotTell:
                 pass  # the marker decides that it applied; only its ids stay unknown
-        created = _created(batch.calls, results) if results is not None else marker_refs(marker)
+        if results is not None:
+            created = _created(batch.calls, results)
+        elif done and marker.ids is None:  # the first calls' ids are known; the rest's were lost
+            created = _created(batch.calls, known + [_lost_result(c) for c in batch.calls[done:]])
+        else:
+            created = marker_refs(marker)
         self._journal_answer(
             cs,
             batch,
@@ -813,6 +864,138 @@ class Runner:
         for name, ids in created.items():
             if UNKNOWN_ID in ids:
                 self._lost.setdefault(name, []).append((cs.version, batch.index))
+
+    def _refused_past_marker(
+        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], exc: KintoneError
+    ) -> None:
+        """Kintone refused a call after the marker. All-or-nothing, the marker went with it;
+        under the "prefix" reading it stayed with the calls before the refused one, and says the
+        batch applied. The refusal is journaled first (so whoever reads the marker next knows it
+        is this send's, see ``records.kept_by_refusal``), then the marker is read and made
+        ``partial:K`` where it stayed; if that cannot be done now, the next send does it first."""
+        self._journal_answer(
+            cs,
+            batch,
+            "Kintone refused it",
+            f"`kmigrate resolve {cs.version} {batch.index} --not-applied`",
+            lambda: self.journal.mark_failed(cs.version, batch.index, exc, self.run_id),
+        )
+        self.on_event(RunEvent("batch_failed", cs, batch))
+        if exc.bulk_index is None:
+            return  # the bulk was refused as a whole: nothing of it ran
+        try:
+            self._settle_partial(cs, batch, requests, self._journaled(cs, batch))
+        except (TransportError, KintoneError, JournalError):
+            pass  # the refusal is what this run reports; the next send reads the marker first
+
+    def _settle_partial(
+        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], record: BatchRecord
+    ) -> tuple[Marker | None, BatchRecord] | None:
+        """Before a batch not applied is sent (again), or right after a refusal: read its marker.
+        None: send it with a new marker. ``partial:K``: its first K calls applied (journaled
+        here if this journal knew fewer), send the rest with that marker. The marker of this
+        journal's own refused send: make it ``partial:K`` first. True: applied whole."""
+        assert self.remote is not None
+        found = self.remote.read(cs, batch)
+        if found is None:
+            return None, record
+        kept = kept_by_refusal(record, found)
+        if kept is not None:
+            start = int(record.probe[SENT_MARKER].get("from", 0))
+            results = list(record.done_results or [])[:start] + self._prefix_results(
+                cs, batch, requests, record.probe, start, kept
+            )
+            prefix_hash = calls_hash(batch.calls[:kept])
+            self.journal.keep_done(
+                cs.version,
+                batch.index,
+                (kept, prefix_hash, results),
+                run_id=self.run_id,
+                detail={"by": "the journal app: its marker stayed with the calls before the refused one"},
+            )
+            found = self.remote.mark_partial(found, kept, prefix_hash, _compact(batch.calls[:kept], results))
+            return found, self._journaled(cs, batch)
+        if found.applied_calls is None:
+            marker = self.remote.marker(cs, batch)  # checked: same content
+            if record.state == FAILED or record.done_calls:
+                # Another runner completed it after this journal's last word: the journal app's
+                # word is journaled by the next start's sync (this run's is over).
+                raise JournalError(
+                    f"changeset {cs.id} batch {batch.index}: the journal app says it applied (run "
+                    f"{marker.run if marker else found.run}) while this journal holds it as not applied",
+                    hint="run `kmigrate apply` again: it takes the journal app's word first",
+                )
+            return None
+        self._adopt_partial(cs, batch, found, record)
+        return found, self._journaled(cs, batch)
+
+    def _adopt_partial(self, cs: ChangesetPlan, batch: Batch, found: Marker, record: BatchRecord) -> None:
+        """Journal what a ``partial:K`` marker says (K calls applied, their hash and ids), where
+        this journal knew fewer."""
+        kept = found.applied_calls or 0
+        if found.hash != calls_hash(batch.calls[:kept]):
+            raise JournalError(
+                f"changeset {cs.id} batch {batch.index}: its first {kept} request(s) took effect in Kintone "
+                "(the journal app's marker says so), and the changeset changed there since",
+                location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+                hint="put those operations back as they were; change only what comes after them",
+            )
+        if kept > record.done_calls:
+            self.journal.keep_done(
+                cs.version,
+                batch.index,
+                (kept, found.hash, list(found.prefix_results or _lost_results(batch.calls[:kept]))),
+                run_id=self.run_id,
+                detail={"by": "the journal app's marker", "marker": found.kind},
+            )
+
+    def _resolve_partial(self, cs: ChangesetPlan, batch: Batch, found: Marker, by: str) -> None:
+        """A batch in doubt whose marker says ``partial:K``: not applied whole, back to pending
+        with its first K calls journaled as applied."""
+        kept = found.applied_calls or 0
+        record = self._journaled(cs, batch)
+        done = None
+        if kept >= record.done_calls:  # (equal too: done_hash says a partial marker is known)
+            if found.hash != calls_hash(batch.calls[:kept]):
+                self._adopt_partial(cs, batch, found, record)  # raises: the files changed
+            done = (kept, found.hash, list(found.prefix_results or _lost_results(batch.calls[:kept])))
+        self.journal.resolve(
+            cs.version,
+            batch.index,
+            False,
+            run_id=self.run_id,
+            detail={"by": by, "marker": found.kind},
+            kind="reconciled",
+            done=done,
+        )
+
+    def _prefix_results(
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        probe: Any,
+        start: int,
+        kept: int,
+    ) -> list[Any]:
+        """The results of calls ``start`` to ``kept`` of a batch, known applied: only the ids a
+        ref keeps matter, read back from Kintone with the send's probe (nothing is read when no
+        such call is among them)."""
+        calls = batch.calls[start:kept]
+        if not any(_keeps_ids(c) for c in calls):
+            return [{} for _ in calls]
+        try:
+            found, verdicts = self._verdicts(batch, requests, probe, start, kept)
+        except _CannotTell as cannot:
+            raise self._ask(cs, batch, "was refused part-way and kept its first calls", cannot) from None
+        if found != len(calls):
+            raise self._ask(
+                cs,
+                batch,
+                "was refused part-way and kept its first calls",
+                _CannotTell([f"its first {kept} call(s) applied, but reading Kintone finds {start + found}"]),
+            )
+        return [v.result for v in verdicts[: len(calls)]]
 
     def _probe(
         self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], done: int
@@ -999,6 +1182,9 @@ class Runner:
         done = record.done_calls
         prefix = None
         failing = exc.bulk_index
+        if self.remote is not None:
+            self._refused_past_marker(cs, batch, requests, exc)
+            return
         if failing:  # 0 or None: nothing came before the failure
             try:
                 kept, verdicts = self._verdicts(batch, requests, probe, done, done + failing)
@@ -1134,6 +1320,32 @@ def _cut(probe: Any, stop: int) -> Any:
     if not isinstance(probe, Mapping) or not isinstance(probe.get("calls"), list):
         return probe
     return {**probe, "calls": probe["calls"][:stop]}
+
+
+def _positional_ids(result: Any) -> list[int]:
+    if not isinstance(result, Mapping):
+        return []
+    if "ids" in result:
+        return [int(i) for i in result["ids"]]
+    return [int(r["id"]) for r in result.get("records", [])]
+
+
+def _compact(calls: Sequence[Call], results: Sequence[Any]) -> list[dict[str, Any]]:
+    """What a ``partial:K`` marker keeps of its calls' results: the ids of a call whose records a
+    ref keeps, in their positions (``ids_created`` reads them), nothing of the others."""
+    return [
+        {"ids": _positional_ids(result)} if _keeps_ids(call) else {}
+        for call, result in zip(calls, results, strict=True)
+    ]
+
+
+def _lost_result(call: Call) -> dict[str, Any]:
+    """A result holding a lost-id placeholder for each record of the call."""
+    return {"ids": [UNKNOWN_ID] * sum(seg.count for seg in call.segments)} if _keeps_ids(call) else {}
+
+
+def _lost_results(calls: Sequence[Call]) -> list[dict[str, Any]]:
+    return [_lost_result(c) for c in calls]
 
 
 def _has_ids(result: Any) -> bool:

@@ -32,6 +32,8 @@ from click.testing import CliRunner
 
 from kmigrate.cli import main as cli
 
+from . import preload  # noqa: F401  (the commands' modules, loaded once in the fork server)
+
 MEMORY_CAP = 3 << 30  # bytes of address space
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hostile-suite-token"

@@ -125,11 +125,48 @@ def test_a_version_1_journal_gains_the_reconciliation_columns_and_keeps_its_batc
             {"changeset": "0001", "idx": 0, "hash": cs.batches[0].hash, "state": SENT}
         )
     with Journal.open(path) as j:
-        assert j.schema_version == SCHEMA_VERSION == 2
+        assert j.schema_version == SCHEMA_VERSION
         (batch,) = j.in_doubt()
         assert (batch.state, batch.probe, batch.done_calls, batch.done_hash) == (SENT, None, 0, None)
         j.resolve("0001", 0, applied=False)
         assert j.batches("0001")[0].state == PENDING
+
+
+def test_a_version_2_journal_gains_the_sent_requests_and_takes_in_the_old_side_file(tmp_path: Path) -> None:
+    path = tmp_path / "served.db"
+    with Journal.open(path, migrations=MIGRATIONS[:2]) as old:
+        assert old.schema_version == 2 and "sent_requests" not in old.db.table_names()
+        old.keep_sent("0001", 0, [{"api": "/k/v1/records.json"}])  # nowhere to keep it: nothing
+        run = old.start_run("served")
+    # The side file kmigrate up to schema 2 kept beside the journal (kmigrate/sent_content.py).
+    side = sqlite_utils.Database(tmp_path / "served.sent.db")
+    side.table("sent").insert_all(
+        [
+            {"changeset": "0001", "idx": 0, "requests": '[{"api": "/k/v1/records.json"}]'},
+            {"changeset": "0002", "idx": 3, "requests": '[{"api": "/k/v1/record.json"}]'},
+        ],
+        pk=("changeset", "idx"),
+    )
+    side.close()
+    with Journal.open(path) as j:
+        assert j.schema_version == SCHEMA_VERSION == 3
+        assert j.sent() == {
+            "0001": {0: [{"api": "/k/v1/records.json"}]},
+            "0002": {3: [{"api": "/k/v1/record.json"}]},
+        }
+        assert [r.id for r in j.runs()] == [run]  # the old data stays
+        j.keep_sent("0002", 3, [{"api": "/k/v1/records.json", "payload": {"app": 1}}])
+        assert j.sent()["0002"][3] == [{"api": "/k/v1/records.json", "payload": {"app": 1}}]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["served.db"]  # one file again
+
+
+def test_an_unreadable_side_file_is_named_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "served.db"
+    Journal.open(path).close()
+    (tmp_path / "served.sent.db").write_bytes(b"not sqlite" * 200)
+    with pytest.raises(JournalError, match="served.sent.db"):
+        Journal.open(path)
+    assert (tmp_path / "served.sent.db").exists()
 
 
 def test_files_that_are_not_journals_are_refused(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kmigrate.errors import ChangesetError, ConfigError
-from kmigrate.paths import MB, create_private, inside_project, project_file, project_folder, read_project_file
+from kmigrate.paths import MB, create_private, inside_project, project_file, read_project_file
 
 
 @pytest.fixture
@@ -68,11 +68,25 @@ def test_the_callers_error_class_and_location_are_used(root: Path) -> None:
 
 
 def test_folders(root: Path) -> None:
-    assert project_folder(root, "changesets", what="the changesets folder") == (root / "changesets").resolve()
+    def folder(path: str) -> Path:
+        return inside_project(root, path, what="the changesets folder", kind="folder")
+
+    assert folder("changesets") == (root / "changesets").resolve()
+    assert folder("not-yet") == (root / "not-yet").resolve()  # made later
     with pytest.raises(ChangesetError, match="the changesets folder ../../../../etc is outside"):
-        project_folder(root, "../../../../etc", what="the changesets folder")
-    with pytest.raises(ChangesetError, match="is not a folder"):
-        project_folder(root, "templates/ok.j2", what="the templates folder")
+        folder("../../../../etc")
+    with pytest.raises(ChangesetError, match="the changesets folder templates/ok.j2 is not a folder"):
+        folder("templates/ok.j2")
+
+
+def test_a_file_named_by_the_config_must_not_be_a_folder(root: Path) -> None:
+    def sandbox_file(path: str) -> Path:
+        return inside_project(root, path, what="the sandbox file", error=ConfigError, kind="file")
+
+    assert sandbox_file("templates/ok.j2") == (root / "templates" / "ok.j2").resolve()
+    assert sandbox_file("store.db") == (root / "store.db").resolve()  # written later
+    with pytest.raises(ConfigError, match="the sandbox file templates is a folder"):
+        sandbox_file("templates")
 
 
 def test_state_files_are_private(tmp_path: Path) -> None:

@@ -143,8 +143,9 @@ def plan(cli: CliContext, fmt: str, check: bool, out: Path | None, diff: bool, i
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (errors always exit 2).")
 @pass_cli
 def lint(cli: CliContext, strict: bool) -> None:
-    """Offline checks for what is valid but risky: deletes by raw ids, unguarded updates, order,
-    app aliases, random templates, renames, data files git ignores. Each finding: file:line rule.
+    """Checks for what is valid but risky: deletes by raw ids, unguarded updates, order, app
+    aliases, random templates, renames, data files git ignores. Each finding: file:line rule.
+    Nothing is sent; with a journal app its markers are read, as status and plan do.
     """
     report = api.lint(cli.context())
     for finding in report.findings:

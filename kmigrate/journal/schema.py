@@ -69,7 +69,18 @@ def _v2(db: sqlite_utils.Database) -> None:
     batches.add_column("done_results", str)  # JSON
 
 
-MIGRATIONS: Sequence[Migration] = (_v1, _v2)
+def _v3(db: sqlite_utils.Database) -> None:
+    """What each applied batch sent (its requests as planned, refs unresolved), for `repair`'s
+    diff: kept in the journal itself (before, a second file: `<env>.sent.db`, taken in by
+    ``Journal.open``)."""
+    db.table("sent_requests").create(
+        {"changeset": str, "idx": int, "requests": str},
+        pk=("changeset", "idx"),
+        not_null={"changeset", "idx", "requests"},
+    )
+
+
+MIGRATIONS: Sequence[Migration] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

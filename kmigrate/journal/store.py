@@ -70,6 +70,9 @@ def _unjson(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
+SENT_REQUESTS = "sent_requests"  # what applied batches sent (schema 3); "sent" in the old side file
+
+
 class Journal:
     """The journal over an injected ``sqlite_utils.Database`` (in memory in tests).
 
@@ -123,7 +126,13 @@ class Journal:
             raise JournalError(
                 f"journal {path}: cannot be opened: {exc}", hint="check the path and its permissions"
             ) from exc
-        return cls(sqlite_utils.Database(conn), path=path, **kwargs)
+        journal = cls(sqlite_utils.Database(conn), path=path, **kwargs)
+        try:
+            journal._take_in_sent_file()
+        except BaseException:
+            journal.close()
+            raise
+        return journal
 
     def close(self) -> None:
         self.db.conn.close()
@@ -324,9 +333,11 @@ class Journal:
         batch_hashes: Mapping[int, str] | None = None,
         run_id: int | None = None,
         note: str | None = None,
+        kind: str = "repaired",
     ) -> None:
         """Accept a changed changeset: store its new checksums (and the hashes of its journaled
-        batches, if given), logging the old and new values as a ``repaired`` event."""
+        batches, if given), logging the old and new values as a ``repaired`` event (``synced``:
+        a repair made elsewhere, taken from the journal app)."""
         with self._tx() as db:
             old = self._require_changeset(db, version)
             detail: dict[str, Any] = {
@@ -347,7 +358,7 @@ class Journal:
                 detail["batch_hashes"] = changed
             if note:
                 detail["note"] = note
-            self._event(db, "repaired", run_id=run_id, changeset=version, detail=detail)
+            self._event(db, kind, run_id=run_id, changeset=version, detail=detail)
 
     # ---- batches: the sent / applied / failed protocol ------------------------------------------
 
@@ -427,6 +438,29 @@ class Journal:
             self._event(
                 db, "failed", run_id=run_id or row["run_id"], changeset=version, batch=index, detail=detail
             )
+
+    def keep_done(
+        self,
+        version: str,
+        index: int,
+        done: tuple[int, str, Any],
+        *,
+        run_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Journal that the first calls of a batch not applied (``pending`` or ``failed``) took
+        effect, ``done`` = (calls, hash, results), as learnt after the fact (the journal app's
+        marker kept with them); logged as ``reconciled``."""
+        with self._tx() as db:
+            row = self._require_batch(db, version, index)
+            if row["state"] not in (PENDING, FAILED):
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}: "
+                    "only a batch not applied can have applied calls journaled"
+                )
+            db.table("batches").update((version, index), self._done_columns(row, done))
+            logged = {"applied": False, "done_calls": done[0], **(detail or {})}
+            self._event(db, "reconciled", run_id=run_id, changeset=version, batch=index, detail=logged)
 
     def mark_unsent(self, version: str, index: int) -> None:
         """The request certainly never reached Kintone (no connection): back to ``pending``."""
@@ -592,12 +626,109 @@ class Journal:
             logged = {**(detail or {}), "refs": {k: len(v) for k, v in refs.items()}}
             self._event(db, kind, run_id=run_id, changeset=version, batch=index, detail=logged)
 
+    def import_partial(
+        self,
+        *,
+        version: str,
+        name: str,
+        path: str,
+        source_checksum: str,
+        rendered_checksum: str,
+        batch_count: int,
+        index: int,
+        done: tuple[int, str, Any],
+        detail: Mapping[str, Any] | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        """Journal that the first calls of a batch not applied here took effect, ``done`` =
+        (calls, hash, results), on a ``partial:K`` marker's word; logged as ``synced``. The
+        batch is ``pending`` (its own hash comes with the plan, ``record_changeset``)."""
+        with self._tx() as db:
+            if next(db.table("changesets").rows_where("version = ?", [version]), None) is None:
+                checksums = {
+                    "source_checksum": source_checksum,
+                    "rendered_checksum": rendered_checksum,
+                    "batch_count": batch_count,
+                }
+                db.table("changesets").insert(
+                    {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
+                )
+            db.execute(
+                "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(changeset, idx) DO NOTHING",
+                [version, index, done[1], PENDING],
+            )
+            row = self._require_batch(db, version, index)
+            if row["state"] not in (PENDING, FAILED):
+                raise JournalError(
+                    f"{self._where}: changeset {version} batch {index} is {row['state']}: "
+                    "a marker applied in part cannot say otherwise"
+                )
+            db.table("batches").update((version, index), self._done_columns(row, done))
+            logged = {**(detail or {}), "done_calls": done[0]}
+            self._event(db, "synced", run_id=run_id, changeset=version, batch=index, detail=logged)
+
     def batch_refs(self, version: str, index: int) -> dict[str, list[int]]:
         """The ids one batch gave each ref, in order."""
         out: dict[str, list[int]] = {}
         for r in self._rows("refs", "changeset = ? AND batch = ?", [version, index], order_by="seq"):
             out.setdefault(r["name"], []).append(r["id"])
         return out
+
+    # ---- what applied batches sent (for `repair`'s diff) -----------------------------------
+
+    def keep_sent(self, version: str, index: int, requests: Sequence[Any]) -> None:
+        """Keep what batch ``index`` of ``version`` sent (its requests as planned, refs
+        unresolved), replacing what an earlier content of it sent. A convenience for the eyes:
+        the state never rests on it."""
+        if SENT_REQUESTS not in self.db.table_names():
+            return  # a journal at an older schema (a test's): nothing to keep it in
+        with self._tx() as db:
+            db.table(SENT_REQUESTS).upsert(
+                {
+                    "changeset": version,
+                    "idx": index,
+                    "requests": json.dumps(list(requests), ensure_ascii=False),
+                },
+                pk=("changeset", "idx"),
+            )
+
+    def sent(self) -> dict[str, dict[int, Any]]:
+        """Changeset version -> batch index -> the requests it sent (where kept)."""
+        if SENT_REQUESTS not in self.db.table_names():
+            return {}
+        out: dict[str, dict[int, Any]] = {}
+        for row in self._rows(SENT_REQUESTS):
+            out.setdefault(row["changeset"], {})[row["idx"]] = json.loads(row["requests"])
+        return out
+
+    def _take_in_sent_file(self) -> None:
+        """Before schema 3 the sent requests lived in a second file beside the journal,
+        ``<env>.sent.db``: its rows move in (what the journal has already wins) and the file goes,
+        so each environment has one file again."""
+        if self.path is None or SENT_REQUESTS not in self.db.table_names():
+            return
+        side = self.path.with_name(self.path.stem + ".sent.db")
+        if not side.is_file():
+            return
+        try:
+            other = sqlite_utils.Database(side)
+            try:
+                rows = list(other.table("sent").rows) if "sent" in other.table_names() else []
+            finally:
+                other.close()
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"{self._where}: the file beside it, {side.name}, cannot be read ({exc})",
+                hint=f"it only held what applied batches sent, for `repair`'s diff: move {side} away",
+            ) from exc
+        with self._tx() as db:
+            db.table(SENT_REQUESTS).insert_all(
+                ({"changeset": r["changeset"], "idx": r["idx"], "requests": r["requests"]} for r in rows),
+                pk=("changeset", "idx"),
+                ignore=True,
+            )
+        side.unlink()
 
     # ---- events ----------------------------------------------------------------------------
 

@@ -15,7 +15,18 @@ from ..config import App
 from ..errors import ConfigError, KintoneError
 from ..kintone import MAX_RECORDS_PER_CALL
 from ..plan import canonical_json
-from .records import FIELDS, KIND_BATCH, LeaseRecord, Marker, Markers, lease_key, marker_key, query_text
+from .records import (
+    FIELDS,
+    KIND_BATCH,
+    KIND_PARTIAL,
+    LeaseRecord,
+    Marker,
+    Markers,
+    lease_key,
+    marker_key,
+    partial_kind,
+    query_text,
+)
 
 if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
     from ..client import Client
@@ -66,8 +77,12 @@ class JournalApp:
     # ---- markers -------------------------------------------------------------------------
 
     def read_markers(self) -> list[Marker]:
-        """Every marker of this project, in every journal app, by version and batch."""
-        query = f"project = {query_text(self.project)} and kind = {query_text(KIND_BATCH)}"
+        """Every marker of this project (whole, or ``partial:K``), in every journal app, by
+        version and batch."""
+        query = (
+            f"project = {query_text(self.project)} and "
+            f"(kind = {query_text(KIND_BATCH)} or kind like {query_text(KIND_PARTIAL + ':')})"
+        )
         found: list[Marker] = []
         for app in self._apps():
             found.extend(
@@ -98,14 +113,60 @@ class JournalApp:
             guest_space_id=app.guest_space_id,
         )
 
-    def set_kind(self, record_id: int, guest_space_id: int | None, kind: str) -> None:
-        app = self.markers.app_for(guest_space_id)
-        self.client.request(
-            "PUT",
-            "record",
-            body={"app": app.id, "id": record_id, "record": {"kind": {"value": kind}}},
-            guest_space_id=app.guest_space_id,
-        )
+    def set_partial(self, marker: Marker, calls: int, calls_hash: str, results: Sequence[Any]) -> int | None:
+        """Say in ``marker`` (if it is still at the revision it was read at) that only the
+        first ``calls`` calls of its batch applied: kind ``partial:K``, their hash, and what is
+        known of their results. Its new revision, or None when another write came first."""
+        app = self.markers.app_for(marker.guest_space_id)
+        fields = {"kind": partial_kind(calls), "hash": calls_hash, "ids": canonical_json(list(results))}
+        try:
+            answer = self.client.request(
+                "PUT",
+                "record",
+                body={
+                    "app": app.id,
+                    "id": marker.record_id,
+                    "revision": marker.revision,
+                    "record": {k: {"value": v} for k, v in fields.items()},
+                },
+                guest_space_id=app.guest_space_id,
+            )
+        except KintoneError as exc:
+            if exc.code == REVISION_CONFLICT:
+                return None
+            raise
+        return int(answer["revision"])
+
+    def update_markers(self, updates: Sequence[tuple[Marker, Mapping[str, str]]]) -> bool:
+        """Write ``fields`` into each marker, if it is still at the revision it was read at
+        (``PUT records.json``, 100 a call, one space at a time); False when another write came
+        first (Kintone's revision conflict: that call wrote nothing)."""
+        by_space: dict[int | None, list[tuple[Marker, Mapping[str, str]]]] = {}
+        for marker, fields in updates:
+            by_space.setdefault(marker.guest_space_id, []).append((marker, fields))
+        for space, rows in by_space.items():
+            app = self.markers.app_for(space)
+            for start in range(0, len(rows), MAX_RECORDS_PER_CALL):
+                chunk = [
+                    {
+                        "id": marker.record_id,
+                        "revision": marker.revision,
+                        "record": {k: {"value": v} for k, v in fields.items()},
+                    }
+                    for marker, fields in rows[start : start + MAX_RECORDS_PER_CALL]
+                ]
+                try:
+                    self.client.request(
+                        "PUT",
+                        "records",
+                        body={"app": app.id, "records": chunk},
+                        guest_space_id=app.guest_space_id,
+                    )
+                except KintoneError as exc:
+                    if exc.code == REVISION_CONFLICT:
+                        return False
+                    raise
+        return True
 
     def publish(self, records: Iterable[tuple[int | None, Mapping[str, Any]]]) -> int:
         """Add marker records (space, record) outside a bulk, 100 per call; the number added.

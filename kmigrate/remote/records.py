@@ -17,12 +17,13 @@ from typing import Any
 
 from ..config import App, Environment
 from ..errors import ConfigError
+from ..journal import BatchRecord
 from ..kintone import api_path
-from ..plan import Batch, ChangesetPlan, Plan, canonical_json
+from ..plan import FAILED, Batch, ChangesetPlan, Plan, canonical_json
 
 KIND_BATCH = "batch"  # one applied (or baselined) batch
 KIND_LEASE = "lease"
-KIND_PARTIAL = "partial"  # a marker kept with only part of its bulk ("partial:K"): not applied
+KIND_PARTIAL = "partial"  # "partial:K": the batch's first K calls applied, the rest not (yet)
 
 # What `kmigrate plan` shows where the run's token and the probe go: known only when `apply` runs.
 RUN_PLACEHOLDER = "{run}"
@@ -57,6 +58,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "pid": {"type": "SINGLE_LINE_TEXT", "label": "Lease process id"},
     "expires": {"type": "SINGLE_LINE_TEXT", "label": "Lease expires (UTC)"},
 }
+
+
+def partial_kind(calls: int) -> str:
+    return f"{KIND_PARTIAL}:{calls}"
 
 
 def marker_key(project: str, version: str, index: int) -> str:
@@ -154,6 +159,55 @@ class Markers:
             "payload": {"app": app.id, "record": self.record(cs, batch, run, probe)},
         }
 
+    def continuation(
+        self, cs: ChangesetPlan, batch: Batch, partial: Marker, run: str, probe: Any = None
+    ) -> dict[str, Any]:
+        """Request [0] of the bulk that sends the rest of a batch applied in part: its marker
+        made whole (kind ``batch``, the batch's hash), **if it is still at the revision read**.
+        A second copy of this bulk fails there (Kintone's revision conflict) and applies nothing,
+        as a resent first bulk fails on the marker's unique key."""
+        app = self.app_for(batch.guest_space_id)
+        record = self.record(cs, batch, run, probe)
+        del record["key"]
+        if created_counts(batch):  # the first calls' ids stay until all are written after the answer
+            record["ids"] = _value(canonical_json(list(partial.prefix_results or [])))
+        return {
+            "method": "PUT",
+            "api": api_path("record", app.guest_space_id),
+            "payload": {
+                "app": app.id,
+                "id": partial.record_id,
+                "revision": partial.revision,
+                "record": record,
+            },
+        }
+
+
+# ---- a send's marker, journaled in the local probe (kmigrate.runner) ---------------------------
+
+# The probe's key for the marker as the send left: {"run": token, "revision": R, "from": K}
+# (R 0: a new marker; else the partial one made whole at revision R; K: the calls sent before).
+SENT_MARKER = "marker"
+
+
+def sent_marker(run: str, partial: Marker | None, done: int) -> dict[str, Any]:
+    return {"run": run, "revision": partial.revision if partial is not None else 0, "from": done}
+
+
+def kept_by_refusal(record: BatchRecord, found: Marker) -> int | None:
+    """How many calls of the batch applied, where its last send was refused past its marker
+    and ``found`` is that send's own marker write (same run, the very next revision): under the
+    "prefix" reading of a failed bulk the marker stayed with the calls before the refused one,
+    and it claims the batch until it is made ``partial:K``. None in any other case."""
+    probe = record.probe
+    sent = probe.get(SENT_MARKER) if isinstance(probe, Mapping) else None
+    failing = (record.error or {}).get("bulk_index")
+    if record.state != FAILED or not isinstance(sent, Mapping) or failing is None or found.kind != KIND_BATCH:
+        return None
+    if found.run != sent.get("run") or found.revision != int(sent.get("revision", 0)) + 1:
+        return None
+    return int(sent.get("from", 0)) + int(failing)
+
 
 def _text(record: Mapping[str, Any], code: str) -> str:
     field = record.get(code)
@@ -190,11 +244,21 @@ class Marker:
     record_id: int
     revision: int
     guest_space_id: int | None = None  # the space of the journal app it was read from
+    # partial:K: what is known of the results of those K calls (per call: {"ids": [...]} for a
+    # call whose records a ref keeps, else {}), kept in ``ids``; ``hash`` is then theirs.
+    prefix_results: list[Any] | None = None
+
+    @property
+    def applied_calls(self) -> int | None:
+        """K for a marker of kind ``partial:K``; None for any other kind."""
+        head, _, count = self.kind.partition(":")
+        return int(count) if head == KIND_PARTIAL and count.isdigit() else None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], guest_space_id: int | None = None) -> Marker:
         ids = _json(_text(record, "ids"), None)
         return cls(
+            prefix_results=ids if isinstance(ids, list) else None,
             guest_space_id=guest_space_id,
             key=_text(record, "key"),
             kind=_text(record, "kind"),

@@ -19,11 +19,11 @@ from ..config import Environment
 from ..errors import DriftError, JournalError, KintoneError, KmigrateError, TransportError
 from ..journal import Actor
 from ..kintone import MAX_BULK_REQUESTS
-from ..plan import Batch, ChangesetPlan
+from ..plan import Batch, ChangesetPlan, canonical_json
 from ..planner import Limits
 from .app import JournalApp
 from .lease import LEASE_SECONDS, Lease
-from .records import KIND_BATCH, KIND_PARTIAL, LeaseRecord, Marker, Markers
+from .records import KIND_BATCH, LeaseRecord, Marker, Markers, partial_kind
 
 if TYPE_CHECKING:  # only handed in: nothing imports the HTTP client where nothing is sent
     from ..client import Client, EncodedBulk
@@ -49,11 +49,18 @@ def run_token(actor: Actor, run_id: int | None) -> str:
 @dataclass(frozen=True)
 class Outcome:
     """What a bulk came to: ``results`` of the batch's own calls (the marker's left out) and
-    the marker's record id; or, settled by reading it, the ``marker`` of an applied batch."""
+    the marker's record id; or, settled by reading it, the ``marker`` of an applied batch, or
+    the ``partial`` marker of a batch whose first calls applied (the runner sends the rest)."""
 
     results: list[dict[str, Any]] | None = None
     marker_id: int | None = None
     marker: Marker | None = None
+    partial: Marker | None = None
+
+
+# Writing a marker's `partial:K`: tries before the run stops (the runner's journal keeps what
+# it learnt, and its next start writes it).
+PARTIAL_WRITES = 5
 
 
 @dataclass
@@ -78,21 +85,28 @@ class RemoteRun:
         batch: Batch,
         requests: Sequence[Mapping[str, Any]] | EncodedBulk,
         probe: Any = None,
+        partial: Marker | None = None,
     ) -> Outcome:
-        """Send the batch behind its marker (holding ``probe``, what was read before the send);
-        see the module's docstring."""
+        """Send the batch behind its marker (holding ``probe``, what was read before the send):
+        a new marker, or with ``partial`` (its first calls applied already; ``requests`` are the
+        rest) that marker made whole by revision. A refusal at [0] or a lost answer is settled
+        by reading the marker; a refusal past it is raised with ``bulk_index`` among
+        ``requests`` (the runner then reads the marker: under the "prefix" reading of a failed
+        bulk it stayed, with the calls before the refused one)."""
         from ..client import bulk_with_head  # sending: the client is loaded already
 
-        marker_request = self.markers.request(cs, batch, self.run, probe=probe)
+        if partial is None:
+            head = self.markers.request(cs, batch, self.run, probe=probe)
+        else:
+            head = self.markers.continuation(cs, batch, partial, self.run, probe=probe)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                results = self.client.bulk(bulk_with_head([marker_request], requests), batch.guest_space_id)
+                results = self.client.bulk(bulk_with_head([head], requests), batch.guest_space_id)
             except KintoneError as exc:
                 if exc.bulk_index != 0:
-                    self._check_rolled_back(cs, batch, exc)
                     raise _without_marker(exc) from exc
-                found = self._marker(cs, batch)
-                if found is None:  # the journal app itself refused the marker (fields, rights)
+                outcome = self._settled(cs, batch, self.read(cs, batch), partial)
+                if outcome is None:  # the journal app itself refused the marker (fields, rights)
                     raise KintoneError(
                         f"the journal app refused this batch's marker (request 0): {exc.message}",
                         code=exc.code,
@@ -102,60 +116,99 @@ class RemoteRun:
                         hint="check the journal app's fields (docs/journal.md) and that the credentials "
                         "may add and edit its records",
                     ) from exc
-                return Outcome(marker=found)
+                return outcome
             except TransportError as exc:
                 if not exc.sent_maybe:
                     raise
                 try:
-                    found = self._marker(cs, batch)
+                    found = self.read(cs, batch)
                 except TransportError:
                     raise exc from None  # cannot tell: in doubt, settled at the next start
-                if found is not None:
-                    return Outcome(marker=found)
+                outcome = self._settled(cs, batch, found, partial)
+                if outcome is not None:
+                    return outcome
                 if attempt == SEND_ATTEMPTS:
                     raise
                 continue  # not applied: send it again
-            return Outcome(results=results[1:], marker_id=int(results[0]["id"]))
+            marker_id = int(results[0]["id"]) if partial is None else partial.record_id
+            return Outcome(results=results[1:], marker_id=marker_id)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _check_rolled_back(self, cs: ChangesetPlan, batch: Batch, exc: KintoneError) -> None:
-        """A bulk refused after its marker: Kintone rolls it back whole, the marker too. Where it
-        kept the requests before the refused one instead (a "prefix" reading of a failed bulk),
-        the marker would say the batch applied while its later calls never ran: mark it partial
-        (markers of another kind are not read as applied) and stop for a person."""
-        try:
-            found = self.app.read_marker(cs.version, batch.index, batch.guest_space_id)
-        except KmigrateError:
-            return  # cannot tell now; the refusal is reported as it is
-        if found is None or found.kind != KIND_BATCH:
-            return
-        self.app.set_kind(found.record_id, batch.guest_space_id, f"{KIND_PARTIAL}:{exc.bulk_index}")
+    def _settled(
+        self, cs: ChangesetPlan, batch: Batch, found: Marker | None, before: Marker | None
+    ) -> Outcome | None:
+        """What the marker read after a send says: applied whole, applied in part, or None
+        (this send did not apply: no marker, or the partial one still at the revision read)."""
+        if found is None or (before is not None and found.revision == before.revision):
+            return None
+        if found.applied_calls is not None:
+            return Outcome(partial=found)
+        return Outcome(marker=self._checked(cs, batch, found))
+
+    def read(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
+        """The batch's marker as it is now, of any kind."""
+        return self.app.read_marker(cs.version, batch.index, batch.guest_space_id)
+
+    def mark_partial(self, marker: Marker, calls: int, calls_hash: str, results: Sequence[Any]) -> Marker:
+        """Make ``marker`` say ``partial:calls`` (revision-checked; a lost answer or a conflict
+        is read again): the marker as written. Raises when Kintone cannot be written now."""
+        current = marker
+        for attempt in range(1, PARTIAL_WRITES + 1):
+            try:
+                revision = self.app.set_partial(current, calls, calls_hash, results)
+                if revision is not None:
+                    return Marker.from_record(
+                        _as_record(current, calls, calls_hash, results, revision), current.guest_space_id
+                    )
+            except (TransportError, KintoneError) as exc:
+                if isinstance(exc, KintoneError) and exc.status is not None and exc.status < 500:
+                    raise
+                if attempt == PARTIAL_WRITES:
+                    raise
+            found = self._reread(current, attempt)
+            if found is None:
+                continue
+            if found.applied_calls == calls and found.hash == calls_hash:
+                return found  # the write landed (its answer was lost)
+            if found.revision != current.revision:
+                raise JournalError(
+                    f"V{found.version} batch {found.index}: its marker changed in the journal app while this "
+                    f"run settled it (now {found.kind})",
+                    hint="run `kmigrate apply` again: it reads the marker first",
+                )
         raise JournalError(
-            f"{cs.id} batch {batch.index}: Kintone refused request {exc.bulk_index} of its bulk "
-            f"({exc.message}) but kept the requests before it, the journal app's marker among them: "
-            "the batch applied in part",
-            hint=f"its marker is now kind {KIND_PARTIAL!r}; check what Kintone holds, undo or complete the part "
-            "that applied, delete the marker, then `kmigrate apply` again",
+            f"V{marker.version} batch {marker.index}: its marker could not be written",
+            hint="run `kmigrate apply` again on this machine: its journal knows what applied",
         )
 
+    def _reread(self, marker: Marker, attempt: int) -> Marker | None:
+        try:
+            return self.app.read_marker(marker.version, marker.index, marker.guest_space_id)
+        except (TransportError, KintoneError):
+            if attempt == PARTIAL_WRITES:
+                raise
+            return None
+
     def marker(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
-        """The batch's marker, read now (a batch left in doubt by an earlier run)."""
-        return self._marker(cs, batch)
+        """The batch's marker, read now (a batch left in doubt by an earlier run), checked
+        against the planned batch when it says the batch applied whole."""
+        found = self.read(cs, batch)
+        if found is None or found.applied_calls is not None:
+            return found
+        return self._checked(cs, batch, found)
 
     def write_found_ids(self, marker: Marker, batch: Batch, created: Mapping[str, Sequence[int]]) -> None:
         """Ids read back from Kintone for a marker that had none (best effort)."""
         if marker.ids is None and created:
             self.after_applied(batch, Outcome(marker_id=marker.record_id), created)
 
-    def _marker(self, cs: ChangesetPlan, batch: Batch) -> Marker | None:
-        found = self.app.read_marker(cs.version, batch.index, batch.guest_space_id)
-        if found is not None and found.kind != KIND_BATCH:
+    def _checked(self, cs: ChangesetPlan, batch: Batch, found: Marker) -> Marker:
+        if found.kind != KIND_BATCH:
             raise JournalError(
-                f"{cs.id} batch {batch.index}: its marker in the journal app says it applied in part ({found.kind})",
-                hint="check what Kintone holds, undo or complete the part that applied, delete the marker, "
-                "then `kmigrate apply` again",
+                f"{cs.id} batch {batch.index}: its marker in the journal app is of an unknown kind ({found.kind})",
+                hint="a newer kmigrate wrote it? upgrade kmigrate; see docs/journal.md for the kinds",
             )
-        if found is not None and found.hash != batch.hash:
+        if found.hash != batch.hash:
             raise DriftError(
                 f"{cs.id} batch {batch.index} was applied by run {found.run} with other content "
                 f"(hash {found.hash[:12]}..., planned here {batch.hash[:12]}...)",
@@ -181,6 +234,30 @@ class RemoteRun:
                 self.lease.release()
             except KmigrateError:
                 pass  # the lease expires on its own
+
+
+def _as_record(
+    marker: Marker, calls: int, calls_hash: str, results: Sequence[Any], revision: int
+) -> dict[str, Any]:
+    """``marker`` as a record once ``JournalApp.set_partial`` wrote it."""
+    fields = {
+        "key": marker.key,
+        "kind": partial_kind(calls),
+        "version": marker.version,
+        "name": marker.name,
+        "batch": str(marker.index),
+        "batches": str(marker.batches),
+        "hash": calls_hash,
+        "source_checksum": marker.source_checksum,
+        "rendered_checksum": marker.rendered_checksum,
+        "run": marker.run,
+        "refs": canonical_json(marker.refs),
+        "ids": canonical_json(list(results)),
+        "probe": canonical_json(marker.probe) if marker.probe else "",
+        "$id": str(marker.record_id),
+        "$revision": str(revision),
+    }
+    return {k: {"value": v} for k, v in fields.items()}
 
 
 def _without_marker(exc: KintoneError) -> KintoneError:

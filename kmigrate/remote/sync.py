@@ -12,28 +12,31 @@ batches applied before the environment had a journal app), so a fresh runner kno
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..changeset_files import version_key
-from ..errors import ConfigError
+from ..errors import ConfigError, JournalError
 from ..journal import UNKNOWN_ID, Journal
 from ..plan import APPLIED, SENT, ChangesetPlan, Plan, canonical_json
 from .app import JournalApp
-from .records import KIND_BATCH, Marker, Markers, marker_key
+from .records import KIND_BATCH, Marker, Markers, kept_by_refusal, marker_key
 
 
 @dataclass
 class SyncReport:
     imported: list[tuple[str, int]] = field(default_factory=list)  # applied by another runner
+    partial: list[tuple[str, int]] = field(default_factory=list)  # applied in part (partial:K markers)
     lost_ids: list[tuple[str, int]] = field(default_factory=list)  # imported without their ids
     ids_written: int = 0  # markers given the ids this journal had
     published: int = 0  # markers added for batches applied without one
     present: frozenset[tuple[str, int]] = frozenset()  # (version, batch) of every marker read
+    repairs: list[str] = field(default_factory=list)  # changesets repaired elsewhere (markers' word)
 
     @property
     def changed(self) -> bool:
-        return bool(self.imported or self.ids_written or self.published)
+        return bool(self.imported or self.partial or self.ids_written or self.published)
 
 
 def marker_refs(marker: Marker) -> dict[str, list[int]]:
@@ -52,6 +55,7 @@ def pull(
 ) -> SyncReport:
     """Bring ``journal`` up to date with the journal app (see the module's docstring)."""
     report = SyncReport()
+    repaired: dict[str, dict[int, str]] = {}  # batch hashes a `repair` elsewhere put in the markers
     markers = {(m.version, m.index): m for m in app.read_markers()}
     report.present = frozenset(markers)
     local = {(b.changeset, b.index): b for b in journal.batches()}
@@ -59,7 +63,21 @@ def pull(
         batch = local.get(key)
         if batch is not None and batch.state == SENT:
             continue  # in doubt here: `apply` settles it by this marker, reading back its ids
+        if batch is not None and kept_by_refusal(batch, marker) is not None:
+            continue  # this journal's own send, refused part-way: the marker claims too much (runner)
+        if marker.applied_calls is not None:  # partial:K: its first K calls applied
+            if batch is None or (batch.state != APPLIED and batch.done_calls < marker.applied_calls):
+                journal.import_partial(
+                    **_where_from(marker, paths),
+                    done=(marker.applied_calls, marker.hash, marker.prefix_results),
+                    detail={"run": marker.run, "marker": marker.kind},
+                    run_id=run_id,
+                )
+                report.partial.append(key)
+            continue
         if batch is not None and batch.state == APPLIED:
+            if marker.applied_calls is None and marker.hash != batch.hash:
+                repaired.setdefault(marker.version, {})[marker.index] = marker.hash
             if marker.ids is None and marker.refs:
                 ids = journal.batch_refs(*key)
                 if ids and not any(UNKNOWN_ID in v for v in ids.values()):
@@ -68,13 +86,7 @@ def pull(
             continue
         refs = marker_refs(marker)
         journal.import_applied(
-            version=marker.version,
-            name=marker.name,
-            path=(paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
-            source_checksum=marker.source_checksum,
-            rendered_checksum=marker.rendered_checksum,
-            batch_count=marker.batches,
-            index=marker.index,
+            **_where_from(marker, paths),
             batch_hash=marker.hash,
             refs=refs,
             kind="synced",
@@ -84,7 +96,83 @@ def pull(
         report.imported.append(key)
         if marker.ids is None and marker.refs:
             report.lost_ids.append(key)
+    _take_repairs(journal, markers, repaired, run_id, report)
     return report
+
+
+def _where_from(marker: Marker, paths: Mapping[str, str] | None) -> dict[str, Any]:
+    """The changeset and batch a marker names, as the journal's imports take them."""
+    return {
+        "version": marker.version,
+        "name": marker.name,
+        "path": (paths or {}).get(marker.version, f"V{marker.version}__{marker.name}.yaml"),
+        "source_checksum": marker.source_checksum,
+        "rendered_checksum": marker.rendered_checksum,
+        "batch_count": marker.batches,
+        "index": marker.index,
+    }
+
+
+def _take_repairs(
+    journal: Journal,
+    markers: Mapping[tuple[str, int], Marker],
+    repaired: Mapping[str, Mapping[int, str]],
+    run_id: int | None,
+    report: SyncReport,
+) -> None:
+    """The journal app is the shared word: where `kmigrate repair` (on any machine) accepted new
+    content, the markers of the applied batches say so, and the local journal takes it
+    (checksums and hashes, logged as ``synced``), so drift is judged alike everywhere."""
+    local = {c.version: c for c in journal.changesets()}
+    for version, row in local.items():
+        mine = [m for (v, _), m in markers.items() if v == version and m.applied_calls is None]
+        sums = {(m.source_checksum, m.rendered_checksum) for m in mine}
+        hashes = repaired.get(version, {})
+        # A changeset's own checksums only once it is applied whole: while it runs, later batches
+        # are sent with the files' newer checksums (a refused record fixed), the earlier markers not.
+        differs = (
+            row.state == APPLIED
+            and len(sums) == 1
+            and next(iter(sums)) != (row.source_checksum, row.rendered_checksum)
+        )
+        if not hashes and not differs:
+            continue
+        source, rendered = (
+            next(iter(sums)) if len(sums) == 1 else (row.source_checksum, row.rendered_checksum)
+        )
+        journal.repair(version, source, rendered, dict(hashes), run_id=run_id, kind="synced")
+        report.repairs.append(version)
+
+
+def push_repairs(journal: Journal, app: JournalApp, versions: Sequence[str]) -> int:
+    """After `kmigrate repair`: the markers of those changesets' applied batches take the local
+    journal's checksums and hashes (revision-checked; a marker written meanwhile is read again,
+    once), so a fresh runner sees no drift. The number of markers written."""
+    wanted = set(versions)
+    changesets = {c.version: c for c in journal.changesets() if c.version in wanted}
+    applied = {
+        (b.changeset, b.index): b for b in journal.batches() if b.state == APPLIED and b.changeset in wanted
+    }
+    for _attempt in (1, 2):
+        updates = []
+        for marker in app.read_markers():
+            batch = applied.get((marker.version, marker.index))
+            if batch is None or marker.applied_calls is not None:
+                continue
+            row = changesets[marker.version]
+            fields = {
+                "hash": batch.hash,
+                "source_checksum": row.source_checksum,
+                "rendered_checksum": row.rendered_checksum,
+            }
+            if (marker.hash, marker.source_checksum, marker.rendered_checksum) != tuple(fields.values()):
+                updates.append((marker, fields))
+        if not updates or app.update_markers(updates):
+            return len(updates)
+    raise JournalError(
+        "the journal app's markers were written by another runner while `repair` updated them",
+        hint="run `kmigrate repair` again: the local journal is repaired, it brings the markers in line",
+    )
 
 
 def publish(

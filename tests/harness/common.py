@@ -9,6 +9,7 @@ stopped, and the journal's event log (for reconciliations).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -18,21 +19,23 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import yaml
 
+from kmigrate.remote.records import FIELDS
 from kmigrate.sandbox import Sandbox
 
 from ..projects import copy_example_to
+from .zygote import fresh
 
 REPO = Path(__file__).resolve().parents[2]
 VISITS_APP = 4
@@ -60,6 +63,10 @@ VISITS_APP_YAML = """
         - {name: Check, from: New, to: Checked}
 """
 
+# The journal app (issue #8's shared journal in Kintone), for suites run with a journal app.
+JOURNAL_APP = 90
+PROJECT = "shop"
+
 SERVED_ENV = """
 # The harness's served sandbox (`kmigrate sandbox serve`); the port is set per run.
 [env.served]
@@ -71,22 +78,31 @@ apps = {{ orders = 1, customers = 2, products = 3, visits = 4 }}
 # ---- the project -----------------------------------------------------------------------------
 
 
-def make_project(dest: Path, *, records: int, chunks: int = 1, seed: int = 1) -> Path:
+def make_project(
+    dest: Path, *, records: int, chunks: int = 1, seed: int = 1, journal_app: bool = False
+) -> Path:
     """The example shop plus ``records`` seeded CSV visits into an app with no unique field,
     split over ``chunks`` changesets (each adds its share under a ref, then moves it to
     `Checked`; each after the first also updates two records of the chunk before, by ref
-    index), and a last changeset that updates and deletes by ref across changesets."""
+    index), and a last changeset that updates and deletes by ref across changesets. With
+    ``journal_app``, the sandbox has a journal app too and the project is named (issue #8)."""
     if dest.exists():
         shutil.rmtree(dest)
     copy_example_to(dest)
     with (dest / "sandbox.yaml").open("a", encoding="utf-8") as handle:
         handle.write(VISITS_APP_YAML)
+    if journal_app:
+        sandbox = yaml.safe_load((dest / "sandbox.yaml").read_text(encoding="utf-8"))
+        sandbox["apps"].append({"id": JOURNAL_APP, "name": "kmigrate journal", "fields": FIELDS})
+        (dest / "sandbox.yaml").write_text(yaml.safe_dump(sandbox, sort_keys=False), encoding="utf-8")
     toml = (dest / "kmigrate.toml").read_text(encoding="utf-8")
     toml = toml.replace(
         "apps = { orders = 1, customers = 2, products = 3 }",
         "apps = { orders = 1, customers = 2, products = 3, visits = 4 }",
         1,
     )
+    if journal_app:
+        toml = f'project = "{PROJECT}"\n' + toml
     (dest / "kmigrate.toml").write_text(toml, encoding="utf-8")
     rng = random.Random(seed)
     names = ["Aiko", "Ben", "Chiara", "Dmitri", "Emeka", "Fatima", "Goro", "Hana", "Ines", "Jun"]
@@ -139,17 +155,26 @@ def make_project(dest: Path, *, records: int, chunks: int = 1, seed: int = 1) ->
     return dest
 
 
-def set_served_port(root: Path, port: int) -> None:
+def point_at(root: Path, url: str, *, journal_app: bool = False, parallel: int = 1) -> None:
+    """The served environment (the file's last table) at ``url``, naming the journal app, and
+    with ``parallel`` > 1 every apply's `--parallel` (bulks in flight at once)."""
     toml = (root / "kmigrate.toml").read_text(encoding="utf-8")
     toml = re.sub(r"\n# The harness's served sandbox.*", "", toml, flags=re.S)
-    (root / "kmigrate.toml").write_text(toml + SERVED_ENV.format(port=port), encoding="utf-8")
+    port = int(url.rsplit(":", 1)[1])
+    served = SERVED_ENV.format(port=port) + (f"journal_app = {JOURNAL_APP}\n" if journal_app else "")
+    served += f"parallel = {parallel}\n" if parallel > 1 else ""
+    (root / "kmigrate.toml").write_text(toml + served, encoding="utf-8")
+
+
+def runner_folders(template: Path, run_dir: Path, count: int) -> list[Path]:
+    """``count`` fresh copies of the project (no .kmigrate/): the runners that take turns (one
+    is the usual ``project`` folder)."""
+    if count <= 1:
+        return [make_copy(template, run_dir / "project")]
+    return [make_copy(template, run_dir / f"runner-{i}") for i in range(count)]
 
 
 # ---- processes -------------------------------------------------------------------------------
-
-
-def kmigrate_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kmigrate", *args]
 
 
 def child_environ(**extra: str) -> dict[str, str]:
@@ -159,11 +184,31 @@ def child_environ(**extra: str) -> dict[str, str]:
     return env
 
 
+class Process(Protocol):
+    """What the harness uses of a started `kmigrate` (``subprocess.Popen``, or a fork of the
+    zygote: tests/harness/zygote.py)."""
+
+    pid: int
+    returncode: int | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Launch(Protocol):
+    """Starts ``kmigrate ARGV`` with ``env``, its stdout and stderr written to ``output``."""
+
+    def __call__(self, argv: list[str], *, env: dict[str, str], output: Path) -> Process: ...
+
+
 @dataclass
 class Served:
     """A `kmigrate sandbox serve` process and what it was started with."""
 
-    process: subprocess.Popen[str]
+    process: Process
     url: str
     store: Path
     sandbox_file: Path
@@ -178,32 +223,25 @@ def serve(
     root: Path,
     run_dir: Path,
     *,
+    launch: Launch = fresh,
     faults: str = "seed=0",
     bulk_semantics: str = "atomic",
     kill: str | None = None,
     pid_file: Path | None = None,
 ) -> Iterator[Served]:
-    """`kmigrate sandbox serve` on a free port over a fresh store in ``run_dir``."""
+    """`kmigrate sandbox serve` on a free port over a fresh store in ``run_dir`` (its output in
+    ``serve.log`` there)."""
     store = run_dir / "sandbox.sqlite3"
     args = ["sandbox", "--file", str(root / "sandbox.yaml"), "--store", str(store), "serve"]
     args += ["--host", "127.0.0.1", "--port", "0", "--quiet", "--faults", faults]
     args += ["--bulk-semantics", bulk_semantics]
     if kill is not None and pid_file is not None:
         args += ["--kill-client", kill, "--client-pid-file", str(pid_file)]
-    process = subprocess.Popen(
-        kmigrate_command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=child_environ(),
-    )
+    log = run_dir / "serve.log"
+    process = launch(args, env=child_environ(), output=log)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        if found is None:
-            raise RuntimeError(f"sandbox serve did not start: {line}{process.stdout.read()}")
-        yield Served(process, f"http://127.0.0.1:{found.group(1)}", store, root / "sandbox.yaml")
+        url = _served_url(process, log, timeout=60)
+        yield Served(process, url, store, root / "sandbox.yaml")
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -211,6 +249,25 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+def _served_url(process: Process, log: Path, *, timeout: float) -> str:
+    """The URL `sandbox serve` prints first, once it is in ``log`` (the process may still be
+    starting: the log is read again every 20 ms while it runs, for ``timeout`` s at most)."""
+    deadline = clock() + timeout
+    while True:
+        found = re.search(r"http://127\.0\.0\.1:\d+", log.read_text(encoding="utf-8", errors="replace"))
+        if found is not None:
+            return found.group(0)
+        try:
+            process.wait(timeout=0.02)
+        except subprocess.TimeoutExpired:
+            if clock() < deadline:
+                continue
+            raise RuntimeError(
+                f"sandbox serve printed no URL within {timeout} s: {log.read_text()}"
+            ) from None
+        raise RuntimeError(f"sandbox serve did not start (exit {process.returncode}): {log.read_text()}")
 
 
 @dataclass
@@ -227,34 +284,30 @@ class Attempt:
         return "kmigrate resolve" in self.output
 
 
-def run_apply(root: Path, *, timeout: float, pid_file: Path | None = None, limit: float = 600) -> Attempt:
-    """One `kmigrate apply -e served` as a real process (its pid in ``pid_file`` first); its
-    output is also kept beside the project (``apply-N.log``, for a look with ``--work``)."""
-    attempt = _run_apply(root, timeout=timeout, pid_file=pid_file, limit=limit)
-    logs = sorted(root.parent.glob("apply-*.log"))
-    (root.parent / f"apply-{len(logs) + 1}.log").write_text(
-        f"exit {attempt.returncode}\n{attempt.output}", encoding="utf-8"
-    )
-    return attempt
-
-
-def _run_apply(root: Path, *, timeout: float, pid_file: Path | None, limit: float) -> Attempt:
-    process = subprocess.Popen(
-        kmigrate_command("-C", str(root), "-e", "served", "apply", "--yes"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def run_apply(
+    root: Path, *, timeout: float, launch: Launch = fresh, pid_file: Path | None = None, limit: float = 600
+) -> Attempt:
+    """One `kmigrate apply -e served` as a process of its own (its pid in ``pid_file`` first);
+    its exit status and output are kept beside the project (``apply-N.log``, for a look with
+    ``--work``)."""
+    log = root.parent / f"apply-{len(list(root.parent.glob('apply-*.log'))) + 1}.log"
+    process = launch(
+        ["-C", str(root), "-e", "served", "apply", "--yes"],
         env=child_environ(KMIGRATE_TIMEOUT=str(timeout)),
+        output=log,
     )
     if pid_file is not None:
         pid_file.write_text(str(process.pid))
     try:
-        output, _ = process.communicate(timeout=limit)
+        code = process.wait(timeout=limit)
+        note = ""
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-        return Attempt(-1, (output or "") + f"\n[harness: apply did not finish within {limit} s]")
-    return Attempt(process.returncode, output or "")
+        process.wait(timeout=30)
+        code, note = -1, f"\n[harness: apply did not finish within {limit} s]"
+    output = log.read_text(encoding="utf-8", errors="replace") + note
+    log.write_text(f"exit {code}\n{output}", encoding="utf-8")
+    return Attempt(code, output)
 
 
 # ---- outcomes --------------------------------------------------------------------------------
@@ -368,6 +421,18 @@ class Figures:
     needed_a_person: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, run: Run) -> None:
+        self.runs += 1
+        self.attempts += len(run.applies)
+        self.killed += run.applies[0].returncode == -signal.SIGKILL
+        self.requests += run.counters["requests"]
+        self.faults.update(run.counters["faults"])
+        self.retries += run.counters["retries"]
+        self.reconciliations += run.reconciliations
+        self.mismatches.add(run.mismatches)
+        if run.person is not None:
+            self.needed_a_person.append(run.person)
+
     def lines(self) -> list[str]:
         kinds = ", ".join(
             f"{k} {self.faults.get(k, 0)}"
@@ -416,20 +481,119 @@ def last_line(output: str) -> str:
     return (errors[-1] if errors else lines[-1] if lines else "")[:300]
 
 
-def reference(
-    root: Path, work: Path, *, bulk_semantics: str, timeout: float
-) -> tuple[dict[int, list[dict[str, Any]]], int]:
-    """The fault-free run's records and its request count."""
-    run_dir = work / "reference"
+# ---- a suite's runs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every run of a suite shares: the project, the fault-free run's records, how
+    kmigrate is started, and the runners' folders each run has (taking turns at `apply`)."""
+
+    template: Path
+    bulk_semantics: str
+    launch: Launch
+    journal_app: bool = False
+    runners: int = 1
+    parallel: int = 1  # every apply's --parallel (the fault-free run's is 1)
+    expected: dict[int, list[dict[str, Any]]] | None = None  # None: this is the fault-free run
+
+
+@dataclass
+class Run:
+    """One run (a fault profile, or a kill point): its applies in order and what came of it."""
+
+    name: str
+    applies: list[Attempt]
+    counters: dict[str, Any]
+    reconciliations: int
+    mismatches: Mismatches
+    records: dict[int, list[dict[str, Any]]] | None = None  # kept for the fault-free run only
+
+    @property
+    def finished(self) -> bool:
+        return self.applies[-1].done
+
+    @property
+    def person(self) -> str | None:
+        """Why the run needed a person (None: it did not)."""
+        last = self.applies[-1]
+        if last.done:
+            return None
+        if last.asks_for_a_person:
+            return f"{self.name}: {last_line(last.output)}"
+        return f"{self.name}: not done after {len(self.applies)} applies: {last_line(last.output)}"
+
+
+def prepare(
+    work: Path,
+    *,
+    records: int,
+    chunks: int = 1,
+    seed: int = 1,
+    bulk_semantics: str,
+    launch: Launch,
+    timeout: float,
+    journal_app: bool = False,
+    runners: int = 1,
+    parallel: int = 1,
+) -> tuple[Setup, int]:
+    """The suite's project in ``work/template`` and its fault-free run (with the journal app
+    when there is one): the setup and the requests that run sent."""
+    template = make_project(
+        work / "template", records=records, chunks=chunks, seed=seed, journal_app=journal_app
+    )
+    setup = Setup(template, bulk_semantics, launch, journal_app)
+    reference = one_run(setup, work / "reference", name="the fault-free run", applies=1, timeout=timeout)
+    if reference.records is None or not reference.finished:
+        raise RuntimeError(f"the fault-free run failed:\n{reference.applies[0].output}")
+    return replace(setup, runners=runners, parallel=parallel, expected=reference.records), int(
+        reference.counters["requests"]
+    )
+
+
+def one_run(
+    setup: Setup,
+    run_dir: Path,
+    *,
+    name: str,
+    applies: int,
+    timeout: float,
+    faults: str = "seed=0",
+    kill: str | None = None,
+) -> Run:
+    """A fresh store, journal and project copies; `sandbox serve` with ``faults`` (and the
+    first apply SIGKILLed at ``kill``); then `kmigrate apply` until it is done, asks for a
+    person, or has run ``applies`` times. With several runners the applies take turns, so the
+    one after a fault or the kill is a fresh machine's."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    project = make_copy(root, run_dir / "project")
-    with serve(project, run_dir, bulk_semantics=bulk_semantics) as served:
-        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-        attempt = run_apply(project, timeout=timeout)
-        if not attempt.done:
-            raise RuntimeError(f"the fault-free run failed:\n{attempt.output}")
-        requests = served.counters()["requests"]
-    return final_records(served), requests
+    folders = runner_folders(setup.template, run_dir, setup.runners)
+    pid_file = run_dir / "apply.pid" if kill is not None else None
+    made: list[Attempt] = []
+    with serve(
+        folders[0],
+        run_dir,
+        launch=setup.launch,
+        faults=faults,
+        bulk_semantics=setup.bulk_semantics,
+        kill=kill,
+        pid_file=pid_file,
+    ) as served:
+        for folder in folders:
+            point_at(folder, served.url, journal_app=setup.journal_app, parallel=setup.parallel)
+        while len(made) < applies:
+            folder = folders[len(made) % len(folders)]
+            attempt = run_apply(
+                folder, timeout=timeout, launch=setup.launch, pid_file=pid_file if not made else None
+            )
+            made.append(attempt)
+            counters = served.counters()  # between two applies: the boundary retries are counted by
+            if attempt.done or attempt.asks_for_a_person:
+                break
+    records = final_records(served)
+    settled = sum(reconciliations(folder / ".kmigrate" / "served.db") for folder in folders)
+    if setup.expected is None:
+        return Run(name, made, counters, settled, Mismatches(), records)
+    return Run(name, made, counters, settled, compare(setup.expected, records, finished=made[-1].done))
 
 
 def make_copy(template: Path, dest: Path) -> Path:
@@ -439,9 +603,42 @@ def make_copy(template: Path, dest: Path) -> Path:
     return dest
 
 
-def write_json(path: Path | None, data: Mapping[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+# ---- the command lines --------------------------------------------------------------------------
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """The options both harnesses take; ``what`` is one run of theirs ("run", "kill point")."""
+    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--work", type=Path, default=None, help=f"keep each {what}'s folder here")
+    parser.add_argument("--quiet", action="store_true", help=f"no line per {what}")
+    parser.add_argument("--jobs", type=int, default=1, help=f"{what}s at once (their lines come in order)")
+    parser.add_argument("--journal-app", action="store_true", help="the project has a journal app (issue #8)")
+    parser.add_argument(
+        "--runners", type=int, default=3, help="with --journal-app: fresh runner folders taking turns"
+    )
+
+
+def suite_options(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Those options as the keyword arguments of ``run_suite`` and ``run_matrix``."""
+    return {
+        "bulk_semantics": args.bulk_semantics,
+        "seed": args.seed,
+        "work": args.work or work,
+        "progress": not args.quiet,
+        "jobs": args.jobs,
+        "journal_app": args.journal_app,
+        "runners": args.runners if args.journal_app else 1,
+    }
+
+
+def report(figures: Figures, json_path: Path | None) -> int:
+    """The figures printed (and written as JSON); the exit status: 1 when anything was wrong."""
+    print("\n".join(figures.lines()))
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures.as_json(), indent=2) + "\n", encoding="utf-8")
+    return 1 if figures.mismatches.total or figures.needed_a_person else 0
 
 
 def clock() -> float:

@@ -2,6 +2,7 @@
 re-run alone (never `resolve`) until done, compared with a fault-free run.
 
     python -m tests.harness.faults --runs 200 [--records 5000] [--bulk-semantics prefix] [--json FILE]
+    python -m tests.harness.faults --runs 200 --journal-app [--runners 3]   # issue #8: fresh runners take turns
 
 Each run gets a fresh store, journal and project copy, and one of the profiles below with its
 own seed (``--seed`` + run number), so a run is replayed by its number. A run that exits asking
@@ -15,27 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .common import (
     Figures,
-    Mismatches,
+    Run,
+    add_suite_arguments,
     clock,
-    compare,
-    final_records,
     in_parallel,
-    last_line,
-    make_copy,
-    make_project,
-    reconciliations,
-    reference,
-    run_apply,
-    serve,
-    set_served_port,
-    write_json,
+    one_run,
+    prepare,
+    report,
+    suite_options,
 )
+from .zygote import Zygote
 
 # Mixed profiles: everything, a busy Kintone, a lossy network, answers lost after commit,
 # refusals (a bulk failing part-way among them: under prefix semantics its start stays).
@@ -50,62 +44,10 @@ SLOW_DELAY = 1.5  # seconds a slow answer takes; the client waits TIMEOUT
 TIMEOUT = 1.0
 
 
-def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES) -> str:
-    return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={SLOW_DELAY}"
-
-
-@dataclass
-class Run:
-    """One run's outcome, summed into the figures in run order."""
-
-    spec: str
-    attempts: int
-    counters: dict[str, Any]
-    reconciliations: int
-    mismatches: Mismatches
-    finished: bool
-    person: str | None
-
-
-def one_run(
-    run: int,
-    template: Path,
-    expected: dict[int, list[dict[str, Any]]],
-    *,
-    bulk_semantics: str,
-    seed: int,
-    attempts: int,
-    work: Path,
-    profiles: tuple[str, ...],
-) -> Run:
-    run_dir = work / f"run-{run}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    project = make_copy(template, run_dir / "project")
-    spec = profile_for(run, seed, profiles)
-    finished, person, made = False, None, 0
-    with serve(project, run_dir, faults=spec, bulk_semantics=bulk_semantics) as served:
-        set_served_port(project, int(served.url.rsplit(":", 1)[1]))
-        for _ in range(attempts):
-            attempt = run_apply(project, timeout=TIMEOUT)
-            made += 1
-            counters = served.counters()
-            if attempt.done:
-                finished = True
-                break
-            if attempt.asks_for_a_person:
-                person = f"run {run} ({spec}): {last_line(attempt.output)}"
-                break
-        else:
-            person = f"run {run} ({spec}): not done after {attempts} applies: {last_line(attempt.output)}"
-    return Run(
-        spec,
-        made,
-        counters,
-        reconciliations(project / ".kmigrate" / "served.db"),
-        compare(expected, final_records(served), finished=finished),
-        finished,
-        person,
-    )
+def profile_for(run: int, seed: int, profiles: tuple[str, ...] = PROFILES, timeout: float = TIMEOUT) -> str:
+    # A slow answer comes later than the client waits, whatever it waits.
+    slow = max(SLOW_DELAY, timeout + 0.5)
+    return f"seed={seed + run},{profiles[run % len(profiles)]},slow_delay={slow}"
 
 
 def run_suite(
@@ -119,44 +61,49 @@ def run_suite(
     progress: bool = False,
     profiles: tuple[str, ...] = PROFILES,
     jobs: int = 1,
+    journal_app: bool = False,
+    runners: int = 1,
+    timeout: float = TIMEOUT,
 ) -> Figures:
-    """``jobs`` runs at once (each has its own served sandbox, project and journal)."""
+    """``jobs`` runs at once (each has its own served sandbox, project and journal). With
+    ``runners`` > 1 the applies of a run take turns over that many fresh runner folders."""
     started = clock()
-    template = make_project(work / "template", records=records, seed=seed)
-    expected, _ = reference(template, work, bulk_semantics=bulk_semantics, timeout=60)
-    figures = Figures(
-        f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field)"
-    )
-
-    def run_one(run: int) -> Run:
-        return one_run(
-            run,
-            template,
-            expected,
-            bulk_semantics=bulk_semantics,
+    with Zygote() as zygote:
+        setup, _ = prepare(
+            work,
+            records=records,
             seed=seed,
-            attempts=attempts,
-            work=work,
-            profiles=profiles,
+            bulk_semantics=bulk_semantics,
+            launch=zygote.start,
+            timeout=60,
+            journal_app=journal_app,
+            runners=runners,
+        )
+        figures = Figures(
+            f"fault suite (bulk semantics {bulk_semantics}, shop + {records} CSV visits, no unique field"
+            + (f"; a journal app, {runners} runners" if journal_app else "")
+            + ")"
         )
 
-    for run, outcome in enumerate(in_parallel(run_one, runs, jobs)):
-        counters = outcome.counters
-        figures.runs += 1
-        figures.attempts += outcome.attempts
-        figures.requests += counters["requests"]
-        figures.faults.update(counters["faults"])
-        figures.retries += counters["retries"]
-        figures.reconciliations += outcome.reconciliations
-        figures.mismatches.add(outcome.mismatches)
-        if outcome.person:
-            figures.needed_a_person.append(outcome.person)
-        if progress:
-            state = "done" if outcome.finished else "NEEDED A PERSON"
-            met = (
-                ", ".join(f"{k} {v}" for k, v in counters["faults"].items() if v and k != "latency") or "none"
+        def run_one(run: int) -> Run:
+            spec = profile_for(run, seed, profiles, timeout)
+            return one_run(
+                setup,
+                work / f"run-{run}",
+                name=f"run {run} ({spec})",
+                applies=attempts,
+                timeout=timeout,
+                faults=spec,
             )
-            print(f"run {run}: {state} ({outcome.spec}; faults: {met})", file=sys.stderr)
+
+        for outcome in in_parallel(run_one, runs, jobs):
+            figures.add(outcome)
+            if progress:
+                state = "done" if outcome.finished else "NEEDED A PERSON"
+                met = ", ".join(
+                    f"{k} {v}" for k, v in outcome.counters["faults"].items() if v and k != "latency"
+                )
+                print(f"{outcome.name}: {state} (faults: {met or 'none'})", file=sys.stderr)
     figures.seconds = clock() - started
     return figures
 
@@ -167,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--records", type=int, default=5000, help="CSV visits in the no-unique-field app")
-    parser.add_argument("--bulk-semantics", choices=["atomic", "prefix"], default="atomic")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--attempts", type=int, default=12, help="applies per run before giving up")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--work", type=Path, default=None, help="keep the runs' folders here")
-    parser.add_argument("--quiet", action="store_true", help="no line per run")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (their lines come in run order)")
     parser.add_argument(
         "--profile",
         action="append",
@@ -181,22 +122,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SPEC",
         help="fault profiles to cycle (default: the five)",
     )
+    parser.add_argument(
+        "--timeout", type=float, default=TIMEOUT, help="the client's timeout, s (a loaded machine needs more)"
+    )
+    add_suite_arguments(parser, what="run")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kmigrate-faults-") as tmp:
         figures = run_suite(
             runs=args.runs,
             records=args.records,
-            bulk_semantics=args.bulk_semantics,
-            seed=args.seed,
             attempts=args.attempts,
-            work=args.work or Path(tmp),
-            progress=not args.quiet,
             profiles=tuple(args.profile) if args.profile else PROFILES,
-            jobs=args.jobs,
+            timeout=args.timeout,
+            **suite_options(args, Path(tmp)),
         )
-    print("\n".join(figures.lines()))
-    write_json(args.json, figures.as_json())
-    return 1 if figures.mismatches.total or figures.needed_a_person else 0
+    return report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -349,38 +349,3 @@ def test_a_journal_app_that_refuses_the_marker_stops_the_run_with_nothing_applie
         assert box.records(1) == []
         with Journal.open(env.journal_path) as journal:
             assert journal.state()["0001"].batch_states == {0: "failed", 1: "pending"}
-
-
-@pytest.mark.parametrize("semantics", ["atomic", "prefix"])
-def test_a_bulk_refused_after_its_marker_never_passes_for_applied(
-    tmp_path: Path, store: Path, semantics: str
-) -> None:
-    root = write_project(tmp_path / "definition", store=store)
-    with Sandbox.open(root / "sandbox.yaml", store, bulk_semantics=semantics) as box:
-        project, env = runner(tmp_path, "a", store, records=150, changesets=1)
-        data = project.changesets_dir / "data" / "items.csv"
-        with box.client() as http:  # a record of call 2's already in Kintone: call 2 is refused
-            seeded = {"app": 1, "record": {"code": {"value": "I00120"}}}
-            assert http.post("/k/v1/record.json", json=seeded).status_code == 200
-        (project.changesets_dir / "V0001__items.yaml").write_text(
-            "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
-        )
-        if semantics == "atomic":  # Kintone: rolled back whole, the marker too
-            with pytest.raises(KintoneError) as refused:
-                apply(project, env, Recorder(box))
-            assert refused.value.bulk_index == 1 and item_codes(box.records(1)) == ["I00120"]
-            assert [r for r in box.records(JOURNAL_APP) if r["kind"]["value"] != "lease"] == []
-            return
-        with pytest.raises(JournalError, match="applied in part"):
-            apply(project, env, Recorder(box))
-        assert len(box.records(1)) == 1 + 100  # the first call was kept, with the marker
-        (marker,) = [r for r in box.records(JOURNAL_APP) if r["kind"]["value"] != "lease"]
-        assert marker["kind"]["value"] == "partial:2"
-        fresh_project, fresh_env = runner(tmp_path, "fresh", store, records=150, changesets=1)
-        (fresh_project.changesets_dir / "data" / "items.csv").write_text(data.read_text())
-        (fresh_project.changesets_dir / "V0001__items.yaml").write_text(
-            (project.changesets_dir / "V0001__items.yaml").read_text()
-        )
-        with pytest.raises(JournalError, match="applied in part"):
-            apply(fresh_project, fresh_env, Recorder(box))
-        assert len(box.records(1)) == 1 + 100  # the resend failed on the marker: nothing twice

@@ -48,6 +48,14 @@ def test_shorthand_and_defaults():
         (app(fields={"t": {"type": "SUBTABLE"}}), ["field 't'", "fields"]),
         (app(fields={"t": {"type": "CHECK_BOX", "options": ["a"], "unique": True}}), ["field 't'", "unique"]),
         (app(fields={"title": {"type": "SINGLE_LINE_TEXT", "requird": True}}), ["field 'title'", "requird"]),
+        (
+            app(fields={"n": {"type": "NUMBER", "minValue": "ten"}}),
+            ["field 'n'", "`minValue` must be a number, not 'ten'"],
+        ),
+        (
+            app(fields={"t": {"type": "SINGLE_LINE_TEXT", "maxLength": "1.5"}}),
+            ["field 't'", "`maxLength` must be an integer, not '1.5'"],
+        ),
         (app(process={"states": ["A"], "actions": [{"name": "Go", "from": "A", "to": "B"}]}), ["Go", "B"]),
         (app(process={"states": [{"name": "A", "assignee": {"type": "SOME"}}]}), ["state 'A'", "ONE"]),
         (app(api_tokens=[{"token": "t", "permissions": ["fly"]}]), ["permissions"]),
