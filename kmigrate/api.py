@@ -237,6 +237,20 @@ def unique_fields(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[str]]
     }
 
 
+def lookup_sources(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[int]]:
+    """App id -> the apps its lookup fields read (a table's columns' too), for the apps whose
+    definitions are known."""
+    return {
+        app: frozenset(
+            f.lookup.related_app
+            for top in schema.fields.values()
+            for f in (top, *top.fields.values())
+            if f.lookup is not None
+        )
+        for app, schema in schemas.items()
+    }
+
+
 def online_schemas(env: Environment, apps: Sequence[App], client: Client) -> dict[int, AppSchema]:
     """The definitions of ``apps`` as Kintone has them: ``GET app/form/fields.json`` and ``GET
     app/status.json`` of each (reads only: nothing is written)."""
@@ -728,6 +742,7 @@ def apply(
                     remote=session,
                     parallel=in_flight,
                     unique=unique_fields(ctx.schemas) if in_flight > 1 else None,
+                    lookups=lookup_sources(ctx.schemas) if in_flight > 1 else None,
                 )
                 summary = runner.run(plan)
                 outcome = "applied"

@@ -404,9 +404,13 @@ class Runner:
         remote: RemoteRun | None = None,
         parallel: int = 1,
         unique: Mapping[int, frozenset[str]] | None = None,
+        lookups: Mapping[int, frozenset[int]] | None = None,
     ):
         self.parallel = check_parallel(parallel)  # bulks in flight at once (``apply --parallel``)
-        self.unique = unique  # app id -> its unique field codes, where known: for the independence proof
+        # For the independence proof, where known: app id -> its unique field codes, and the apps
+        # its lookups read.
+        self.unique = unique
+        self.lookups = lookups
         self.remote = remote  # the journal app: a marker leads every bulk (kmigrate.remote)
         self.client = client
         self.journal = journal
@@ -539,7 +543,12 @@ class Runner:
 
     def _footprint(self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]]) -> Footprint:
         return footprint(
-            cs.version, requests, produces=batch.produces, consumes=batch.consumes, unique=self.unique
+            cs.version,
+            requests,
+            produces=batch.produces,
+            consumes=batch.consumes,
+            unique=self.unique,
+            lookups=self.lookups,
         )
 
     def _journaled(self, cs: ChangesetPlan, batch: Batch) -> BatchRecord:
