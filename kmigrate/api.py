@@ -361,7 +361,7 @@ def preflight_problems(
     out_of_order: bool = False,
 ) -> list[KmigrateError]:
     """What ``apply`` would refuse after loading: the planner's problems (refs past the end
-    of a data file's rows, ...), then drift, in-doubt batches and order (``drift.preflight``)."""
+    of a data file's rows, ...), then drift and order (``drift.preflight``)."""
     try:
         the_plan = _build_plan(changesets, env, state)
     except ChangesetError as exc:
@@ -385,8 +385,8 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
 
 
 def _refuse(problems: Sequence[KmigrateError]) -> None:
-    """What ``apply`` refuses before sending (``drift.preflight``'s verdict), raised: the
-    runner's ``check_preconditions``, without importing the runner where nothing is sent."""
+    """What ``apply`` refuses before sending (``drift.preflight``'s verdict), raised: the first
+    problem found."""
     if problems:
         raise problems[0]
 

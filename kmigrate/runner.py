@@ -16,9 +16,9 @@ A refused bulk rolled back whole in Kintone's reference; under the other reading
 before the failing one stay committed) the runner checks those requests before anything is
 sent again, and journals the ones that took effect so only the rest is sent.
 
-``check_preconditions`` is the pure gate run before anything is sent: drift (an applied
-changeset changed) and order (a new changeset older than an applied one). The runner never
-prints; it reports through ``on_event``.
+What is refused before anything is sent (drift: an applied changeset changed; order: a new
+changeset older than an applied one) is judged by ``drift.preflight``, which ``kmigrate.api``
+runs before it starts the runner. The runner never prints; it reports through ``on_event``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import reconcile
 from .attachments import file_markers, upload_files
-from .changeset import LoadedChangeset
-from .drift import find_drift, preflight
 from .errors import (
     InDoubtError,
     InputError,
@@ -47,7 +45,7 @@ from .errors import (
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
 from .pipeline import Ahead, Senders
-from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, Plan, canonical_json
 from .planner.independence import Footprint, check_parallel, conflict, footprint
 from .remote.records import SENT_MARKER, Marker, kept_by_refusal, sent_marker
 from .remote.sync import marker_refs
@@ -88,25 +86,6 @@ class RunSummary:
     applied_changesets: list[str] = field(default_factory=list)
     requests_sent: int = 0  # every HTTP request: the bulks and the reads for reconciliation
     reconciled_batches: int = 0  # in-doubt batches settled by reading Kintone
-
-
-# ---- before anything is sent: pure checks ----------------------------------------------------
-
-
-def check_preconditions(
-    changesets: Sequence[LoadedChangeset],
-    state: Mapping[str, JournaledChangeset],
-    *,
-    out_of_order: bool = False,
-    plan: Plan | None = None,
-) -> None:
-    """Raise before anything is sent if the journal and the files disagree (``drift.preflight``:
-    the one verdict ``validate`` and ``plan --check`` give too). With the ``plan``, drift is
-    judged per batch. A batch in doubt is no reason to stop here: the runner settles it by
-    reading Kintone."""
-    problems = preflight(changesets, state, plan, out_of_order=out_of_order)
-    if problems:
-        raise problems[0]
 
 
 # ---- sending ---------------------------------------------------------------------------------
@@ -1388,8 +1367,6 @@ __all__ = [
     "RunSummary",
     "Runner",
     "calls_hash",
-    "check_preconditions",
-    "find_drift",
     "ids_created",
     "lost_ids",
     "resolve_batch",
