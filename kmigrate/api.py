@@ -315,7 +315,8 @@ class Validation:
 
 def validate(ctx: Context, *, online: bool = False, client: Client | None = None) -> Validation:
     """Check every changeset against the environment, and kmigrate.sum against the files: all
-    errors at once, nothing sent anywhere.
+    errors at once, no data written anywhere (with a journal app its markers are read, and the
+    sync may fill in ids a marker lacks, as every state-reading command does).
 
     The apps' definitions come from ``app_schemas`` or, with ``online``, from Kintone itself
     (reads only). What ``apply`` would refuse is reported too: drift, order, in-doubt batches.

@@ -42,6 +42,7 @@ from .changeset import (
 from .config import Environment
 from .errors import ChangesetError, ConfigError, Location
 from .fieldrules import (
+    REFUSED,
     Problems,
     actions_from,
     assignee_problem,
@@ -51,6 +52,7 @@ from .fieldrules import (
     is_empty,
     normalize,
     update_key_problem,
+    value_checker,
 )
 from .plan import JournaledChangeset
 from .records import RESERVED_RECORD_KEYS
@@ -194,22 +196,41 @@ class _Checker:
                     hint='turn on "Prohibit duplicate values" for the field in the app, or find the records by `id`',
                 )
         shape = _Shape.of(schema)  # what does not change from record to record
+        # The unique fields' indexes, looked up once: each add's values go into them.
+        indexes = (
+            [(code, f, self.uniques.setdefault((app_id, code), _Values())) for code, f in shape.unique]
+            if kind == "add"
+            else []
+        )
         self.places.append((self.records, cs, index))
+        ordinal = self.records - 1
         for position, record, line in _records_of(body):
-            self.records += 1
+            ordinal += 1
             if not isinstance(record, dict):
                 continue  # the loader reported it
-
-            def where(position: int = position, line: int | None = line) -> Location:
-                return _location(cs, index, kind, body, position, line)  # for a message only
-
-            problems, stored = _record_problems(kind, record, schema, shape)
+            accepted = _accepted(kind, record, shape)  # most records: no problem, found fast
+            problems, stored = (
+                ([], accepted) if accepted is not None else _generic_problems(kind, record, schema, shape)
+            )
             if problems:
-                at = where()
+                at = _location(cs, index, kind, body, position, line)
                 for message, hint in problems:
                     errors.add(message, hint=hint, at=at)
-            if kind == "add":
-                self._unique(app_id, record, schema, where, errors, stored)
+            for code, f, values in indexes:
+                if code not in record:
+                    continue
+                if code in stored:  # normalised once, by record_problems
+                    value = stored[code]
+                else:
+                    value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
+                if value is None or is_empty(value):
+                    continue
+                first = values.first(str(value), ordinal)
+                if first is not None and first != ordinal:
+                    self._duplicate(
+                        code, value, first, errors, _location(cs, index, kind, body, position, line)
+                    )
+        self.records = ordinal + 1
 
     def _where(self, ordinal: int) -> Location:
         """Where the record of ``ordinal`` was written (a data file's is streamed up to it: only
@@ -217,39 +238,16 @@ class _Checker:
         start, cs, index = self.places[bisect.bisect_right(self.places, ordinal, key=lambda p: p[0]) - 1]
         return cs.location(index, ordinal - start)
 
-    def _unique(
-        self,
-        app_id: int,
-        record: dict[str, Any],
-        schema: AppSchema,
-        where: Callable[[], Location],
-        errors: _OperationErrors,
-        stored: Mapping[str, Any] | None = None,
-    ) -> None:
-        for code, f in schema.fields.items():
-            if not f.unique or code not in record:
-                continue
-            if stored is not None and code in stored:  # normalised once, by record_problems
-                value = stored[code]
-            else:
-                value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
-            if value is None or is_empty(value):
-                continue
-            ordinal = self.records - 1
-            values = self.uniques.get((app_id, code))
-            if values is None:
-                values = self.uniques[(app_id, code)] = _Values()
-            first = values.first(str(value), ordinal)
-            if first is not None and first != ordinal:
-                # Past what is shown, the message is only counted: the first place is not looked up.
-                shown = errors.report and errors.count < MAX_ERRORS_PER_OPERATION
-                errors.add(
-                    f"field `{code}` is unique in the app, and {value!r} is already written by "
-                    f"{_place(self._where(first)) if shown else 'an earlier record'}: "
-                    "Kintone refuses the second write (duplicate value)",
-                    hint="give each record its own value, or make the second write an update",
-                    at=where(),
-                )
+    def _duplicate(self, code: str, value: Any, first: int, errors: _OperationErrors, at: Location) -> None:
+        # Past what is shown, the message is only counted: the first place is not looked up.
+        shown = errors.report and errors.count < MAX_ERRORS_PER_OPERATION
+        errors.add(
+            f"field `{code}` is unique in the app, and {value!r} is already written by "
+            f"{_place(self._where(first)) if shown else 'an earlier record'}: "
+            "Kintone refuses the second write (duplicate value)",
+            hint="give each record its own value, or make the second write an update",
+            at=at,
+        )
 
     # -- process management ----
 
@@ -371,21 +369,93 @@ class _Shape:
     files: frozenset[str]  # FILE fields: their paths are checked as the fileKeys they become
     defaults: dict[str, Any]  # what an add leaves in each field it does not send
     min_lengths: tuple[tuple[str, int], ...]  # (code, minimum) of the fields that have one
+    # The fast path (``_accepted``): each written field's rules compiled once, the fields whose
+    # values only the generic path checks (tables, files), the required fields, and the fields
+    # an add that leaves them out leaves too short. ``fast``: False when the defaults alone need
+    # the generic path (a table given default rows).
+    checkers: dict[str, Callable[[Any], Any]]
+    generic_only: frozenset[str]
+    required: tuple[str, ...]
+    short_when_unsent: tuple[str, ...]
+    unique: tuple[tuple[str, FieldDef], ...]
+    fast: bool
 
     @classmethod
     def of(cls, schema: AppSchema) -> _Shape:
         fields = schema.fields
+        defaults = {code: _default(f) for code, f in fields.items()}
+        min_lengths = tuple((code, f.min_length) for code, f in fields.items() if f.min_length is not None)
+        generic_only = frozenset(code for code, f in fields.items() if f.type in ("SUBTABLE", "FILE"))
         return cls(
             frozenset(code for code, f in fields.items() if f.type == "FILE"),
-            {code: _default(f) for code, f in fields.items()},
-            tuple((code, f.min_length) for code, f in fields.items() if f.min_length is not None),
+            defaults,
+            min_lengths,
+            {
+                code: value_checker(f)
+                for code, f in fields.items()
+                if f.type != "CALC" and code not in generic_only and code not in RESERVED_RECORD_KEYS
+            },
+            generic_only,
+            tuple(code for code, f in fields.items() if f.required),
+            tuple(
+                code
+                for code, minimum in min_lengths
+                if isinstance(defaults[code], str) and len(defaults[code]) < minimum
+            ),
+            tuple((code, f) for code, f in fields.items() if f.unique),
+            not any(f.type == "SUBTABLE" and not is_empty(defaults[code]) for code, f in fields.items()),
         )
+
+
+def _accepted(kind: str, record: Mapping[str, Any], shape: _Shape) -> dict[str, Any] | None:
+    """Each written field's stored value when the compiled rules take the whole record as it
+    is (what ``_record_problems``'s generic path would find no problem in, with the same stored
+    values); None when the generic path must look at it (it finds and explains the problems)."""
+    if not shape.fast:
+        return None
+    checkers, refused = shape.checkers, REFUSED
+    stored: dict[str, Any] = {}
+    for code, value in record.items():
+        check = checkers.get(code)
+        if check is None:
+            if code in shape.generic_only:
+                return None
+            continue  # a reserved key, an unknown code (the loader's to report), a CALC field
+        kept = check(value if type(value) is str else to_kintone_value(value)["value"])
+        if kept is refused:
+            return None
+        stored[code] = kept
+    if kind == "add":
+        defaults = shape.defaults
+        for code in shape.required:
+            value = stored[code] if code in stored else defaults[code]
+            if value is None or value == "" or value == []:  # fieldrules.is_empty, inlined
+                return None
+        for code in shape.short_when_unsent:
+            if code not in stored:
+                return None
+    else:
+        for code in shape.required:
+            if code in stored and is_empty(stored[code]):
+                return None
+    return stored
 
 
 def _record_problems(
     kind: str, record: Mapping[str, Any], schema: AppSchema, shape: _Shape
 ) -> tuple[list[tuple[str, str | None]], dict[str, Any]]:
-    """``record_problems``, and each written field's stored value (``_unique`` reads them)."""
+    """``record_problems``, and each written field's stored value (the unique indexes read them)."""
+    accepted = _accepted(kind, record, shape)
+    if accepted is not None:
+        return [], accepted
+    return _generic_problems(kind, record, schema, shape)
+
+
+def _generic_problems(
+    kind: str, record: Mapping[str, Any], schema: AppSchema, shape: _Shape
+) -> tuple[list[tuple[str, str | None]], dict[str, Any]]:
+    """``_record_problems`` by ``normalize`` itself, value by value: every problem found and
+    explained."""
     fields = schema.fields
     written = {
         # a text value (every CSV cell) is its own {"value": ...}: to_kintone_record's result

@@ -94,21 +94,23 @@ def check_base_url(
     Plain http is allowed only to this machine (``is_loopback_host``, on the resolved address)
     or with ``insecure_http``."""
     url = base_url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    write_it = "write it as https://SUBDOMAIN.cybozu.com (optionally with :PORT and a /path prefix)"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket; the URL may hold a secret: not echoed
+        raise ConfigError("base URL cannot be read as a URL", hint=write_it) from None
+    # User info is checked first, before any message echoes the URL: it holds a secret.
+    if "@" in parts.netloc:
         raise ConfigError(
-            f"base URL {url!r} is not an http(s) URL with a host",
-            hint="write it as https://SUBDOMAIN.cybozu.com (optionally with :PORT and a /path prefix)",
-        )
-    if parts.username or parts.password:
-        # Never echo the URL itself here: it holds a secret.
-        raise ConfigError(
-            f"base URL for host {parts.hostname!r} contains a user name or password",
+            f"base URL for host {host!r} contains a user name or password",
             hint="remove them from the URL; set KINTONE_USERNAME/KINTONE_PASSWORD or KINTONE_API_TOKEN instead",
         )
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"base URL {url!r} is not an http(s) URL with a host", hint=write_it)
     if parts.query or parts.fragment:
         raise ConfigError(f"base URL {url!r} must not have a query string or fragment")
-    if parts.scheme == "http" and not insecure_http and not is_loopback_host(parts.hostname, resolve):
+    if parts.scheme == "http" and not insecure_http and not is_loopback_host(host, resolve):
         raise ConfigError(
             f"base URL {url!r} uses plain http to a host that is not this machine (or does not resolve "
             "to loopback only): the credentials would cross the network unencrypted",

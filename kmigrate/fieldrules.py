@@ -13,10 +13,10 @@ assignee) live here too. Pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .appschema import ActionDef, FieldDef, ProcessDef, StateDef
 
@@ -214,6 +214,106 @@ def normalize(f: FieldDef, raw: Any, key: str, problems: Problems, *, in_table: 
             rows.append({"id": str(row_id) if row_id not in (None, "") else None, "value": cells})
         return rows
     return None  # read-only types never reach here
+
+
+# ---- one field's rules compiled once (the validator's hot path) -----------------------------
+
+REFUSED: Final = object()  # what a ``value_checker`` returns where ``normalize`` reports a problem
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PLAIN_TIME = re.compile(r"[0-9]{2}:[0-9]{2}")
+_PLAIN_NUMBER_BOUND = 10**_INTEGER_DIGITS  # an integer below it in magnitude is stored as written
+
+
+def value_checker(f: FieldDef) -> Callable[[Any], Any]:
+    """``normalize``'s verdict on one top-level value of ``f``, for a validator that checks many.
+
+    The returned function takes the bare value (what ``{"value": ...}`` holds) and gives what
+    ``normalize`` stores, or ``REFUSED`` where it reports a problem. The common values (a text,
+    plain ASCII digits, a listed option, an ISO date, HH:MM) are accepted in a test or two,
+    decided once from the field's definition; anything else goes through ``normalize`` itself,
+    so the rules keep one home and every verdict is ``normalize``'s.
+    """
+
+    def generic(value: Any) -> Any:
+        problems = Problems()
+        stored = normalize(f, {"value": value}, "value", problems)
+        return REFUSED if problems else stored
+
+    t = f.type
+    if t in _TEXT_TYPES:
+        low, high = f.min_length, f.max_length
+        if low is None and high is None:
+
+            def text(value: Any) -> Any:
+                return value if type(value) is str else generic(value)
+
+            return text
+
+        def bounded_text(value: Any) -> Any:
+            if (
+                type(value) is str
+                and (high is None or len(value) <= high)
+                and (low is None or len(value) >= low)
+            ):
+                return value
+            return generic(value)
+
+        return bounded_text
+    if t == "NUMBER":
+        least, most = f.min_value, f.max_value
+        bounded = least is not None or most is not None
+
+        def number(value: Any) -> Any:
+            # An integer of at most 12 digits, written plainly: Kintone keeps it as it is
+            # (without leading zeros); anything else (a sign, a point, an exponent) is normalize's.
+            kind = type(value)
+            if kind is str and value.isascii() and value.isdigit() and len(value) <= _INTEGER_DIGITS:
+                whole = int(value) if bounded or value[0] == "0" else None
+            elif kind is int and -_PLAIN_NUMBER_BOUND < value < _PLAIN_NUMBER_BOUND:
+                whole = value
+            else:
+                return generic(value)
+            if whole is None:
+                return value
+            if (least is not None and whole < least) or (most is not None and whole > most):
+                return generic(value)
+            return str(whole)
+
+        return number
+    if t in ("DROP_DOWN", "RADIO_BUTTON"):
+        options = frozenset(f.options)
+
+        def option(value: Any) -> Any:
+            return value if type(value) is str and value and value in options else generic(value)
+
+        return option
+    if t == "DATE":
+
+        def iso_date(value: Any) -> Any:
+            if type(value) is str and len(value) == 10 and _ISO_DATE.fullmatch(value):
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    return generic(value)
+                return value
+            return generic(value)
+
+        return iso_date
+    if t == "TIME":
+
+        def plain_time(value: Any) -> Any:
+            if (
+                type(value) is str
+                and len(value) == 5
+                and _PLAIN_TIME.fullmatch(value)
+                and value[:2] <= "23"
+                and value[3:] <= "59"
+            ):
+                return value
+            return generic(value)
+
+        return plain_time
+    return generic
 
 
 # Kintone keys an empty required field by its value's shape (OBSERVED-3P, kintone-api.md §6).

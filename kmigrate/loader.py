@@ -683,6 +683,7 @@ class _NormalisedSource:
         self.path = raw.path
         self._count: int | None = None
         self._chunks: list[bytes] | None = None  # the records as parsed, once complete
+        self._ids = True  # whether a record of the chunks has an `id` (to normalise when read back)
 
     def __repr__(self) -> str:
         return f"records_from({self.path!r})"
@@ -704,12 +705,16 @@ class _NormalisedSource:
         """The loader's pass: the file's records as parsed (not normalised), kept as they go."""
         chunks: list[bytes] | None = []
         chunk: list[tuple[int, dict[str, Any]]] = []
+        ids = False
         for line, record in self.raw:
             chunk.append((line, record))
             if len(chunk) == self.CHUNK:
                 chunks = _kept(chunks, chunk)
                 chunk = []
+            if not ids and isinstance(record, dict) and "id" in record:
+                ids = True
             yield line, record
+        self._ids = ids
         self._chunks = _kept(chunks, chunk) if chunk else chunks
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -719,7 +724,11 @@ class _NormalisedSource:
                 yield line, record
             return
         for blob in self._chunks:
-            for line, record in marshal.loads(zlib.decompress(blob)):
+            kept = marshal.loads(zlib.decompress(blob))
+            if not self._ids:  # no record has an `id`: nothing to normalise
+                yield from kept
+                continue
+            for line, record in kept:
                 normalise_record(record)
                 yield line, record
 

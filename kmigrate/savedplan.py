@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,20 +140,28 @@ def made_from(
 
 def write_saved_plan(saved: SavedPlan, path: Path, plan: Plan | None = None) -> None:
     """Write ``saved``; with ``plan``, its ``"plan"`` is that plan written as it is produced
-    (``render.iter_json``, one batch at a time), so memory stays flat at any size."""
+    (``render.iter_json``, one batch at a time), so memory stays flat at any size.
+
+    Written beside ``path`` and renamed over it once whole: an error part-way (a data file
+    unreadable while the plan is produced) leaves the old file, never a truncated one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        if plan is None:
-            json.dump(saved.to_json(), handle, ensure_ascii=False, indent=1, sort_keys=False)
-            handle.write("\n")
-            return
-        head = saved.to_json()
-        del head["plan"]  # last: written after the rest, piece by piece
-        text = json.dumps(head, ensure_ascii=False, indent=1, sort_keys=False)
-        handle.write(text[: -len("\n}")] + ',\n "plan": ')
-        for piece in iter_json(plan):
-            handle.write(piece)
-        handle.write("}\n")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="\n") as handle:
+            if plan is None:
+                json.dump(saved.to_json(), handle, ensure_ascii=False, indent=1, sort_keys=False)
+                handle.write("\n")
+            else:
+                head = saved.to_json()
+                del head["plan"]  # last: written after the rest, piece by piece
+                text = json.dumps(head, ensure_ascii=False, indent=1, sort_keys=False)
+                handle.write(text[: -len("\n}")] + ',\n "plan": ')
+                for piece in iter_json(plan):
+                    handle.write(piece)
+                handle.write("}\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_saved_plan(path: Path) -> SavedPlan:

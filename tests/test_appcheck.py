@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kmigrate import api
 from kmigrate.cli import main
@@ -313,3 +315,94 @@ def test_a_ref_index_past_the_end_of_a_csv_producer_is_caught_by_validate(tmp_pa
         data={"n.csv": "text\na\nb\nc\n"},
     )
     assert CliRunner().invoke(main, ["-C", str(ok), "validate"]).exit_code == 0
+
+
+# ---- the fast path: a record's values by the rules compiled per field ----------------------
+
+FAST_FIELDS = """\
+code: {type: SINGLE_LINE_TEXT, required: true, unique: true, maxLength: 8}
+amount: {type: NUMBER, minValue: 0, maxValue: 1000000}
+qty: NUMBER
+day: DATE
+at: TIME
+kind: {type: DROP_DOWN, options: [Retail, Wholesale], required: true, defaultValue: Retail}
+size: {type: DROP_DOWN, options: [S, M], required: true}
+channel: {type: RADIO_BUTTON, options: [Web, Shop]}
+tags: {type: CHECK_BOX, options: [gift, urgent]}
+title: {type: SINGLE_LINE_TEXT, minLength: 2}
+memo: {type: MULTI_LINE_TEXT, minLength: 1, defaultValue: "x"}
+moment: DATETIME
+total: {type: CALC, expression: qty}
+revision: NUMBER  # a field named as a reserved key: never written as a field
+lines:
+  type: SUBTABLE
+  fields:
+    sku: {type: SINGLE_LINE_TEXT, required: true}
+"""
+_FAST_CODES = ["code", "amount", "qty", "day", "at", "kind", "size", "channel", "tags", "title", "memo"]
+_FAST_CODES += ["moment", "total", "lines", "id", "revision", "unknown"]
+_fast_values = st.one_of(
+    st.sampled_from(
+        ["A1", "ABCDEFGHI", "", "42", "007", "-3", "1.5", "12,000", "2000000", "Retail", "S", "M"]
+    ),
+    st.sampled_from(["Web", "Phone", "2024-07-01", "2024-7-1", "2024-02-30", "09:30", "24:00", "ok", "x"]),
+    st.sampled_from(["2024-07-01T09:30:00Z", "gift"]),
+    st.text(max_size=4),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2_000_000),
+    st.lists(st.sampled_from(["gift", "rush", "urgent"]), max_size=2),
+    st.just([{"sku": "S1"}]),
+    st.just([{"qty": 2}]),
+)
+
+
+def _fast_schema():
+    import yaml
+
+    from kmigrate.appschema import AppSchema, parse_fields
+
+    fields, system, _layout = parse_fields(yaml.safe_load(FAST_FIELDS))
+    return AppSchema(fields=fields, system=system)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["add", "update", "upsert"]),
+    record=st.one_of(
+        st.dictionaries(st.sampled_from(_FAST_CODES), _fast_values, max_size=7),
+        # mostly good records with a few values of any kind: near misses of the fast path
+        st.builds(
+            lambda good, other: {**good, **other},
+            st.fixed_dictionaries(
+                {"code": st.sampled_from(["A1", "B2"]), "size": st.just("S")},
+                optional={"amount": st.just("12"), "qty": st.just("007"), "day": st.just("2024-07-01")},
+            ),
+            st.dictionaries(st.sampled_from(_FAST_CODES), _fast_values, max_size=2),
+        ),
+    ),
+)
+def test_a_record_the_fast_path_accepts_is_one_the_generic_path_finds_nothing_in(kind, record):
+    from kmigrate.appcheck import _accepted, _generic_problems, _Shape
+
+    schema = _fast_schema()
+    shape = _Shape.of(schema)
+    accepted = _accepted(kind, record, shape)
+    if accepted is not None:
+        assert _generic_problems(kind, record, schema, shape) == ([], accepted), (kind, record)
+
+
+def test_the_fast_path_takes_the_common_records_and_leaves_the_rest_to_the_generic_path():
+    from kmigrate.appcheck import _accepted, _Shape
+
+    shape = _Shape.of(_fast_schema())
+    plain = {"code": "A1", "amount": "12", "qty": "007", "size": "S", "day": "2024-07-01", "title": "ok"}
+    assert _accepted("add", plain, shape) == {**plain, "qty": "7"}
+    assert _accepted("update", {"id": 3, "amount": 5}, shape) == {"amount": "5"}
+    for refused in ({"amount": "12,000"}, {"size": ""}, {"code": ""}, {"lines": [{"sku": "S1"}]}):
+        assert _accepted("add", {**plain, **refused}, shape) is None, refused
+    assert _accepted("add", {k: v for k, v in plain.items() if k != "size"}, shape) is None  # required
+    assert (
+        _accepted("add", {k: v for k, v in plain.items() if k != "title"}, shape) is None
+    )  # too short unsent
+    assert _accepted("update", {"id": 3, "title": "x"}, shape) is None  # too short

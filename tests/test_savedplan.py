@@ -172,3 +172,29 @@ def test_the_saved_plan_is_written_as_produced_and_holds_the_very_json_plan(tmp_
     write_items_csv(root, "items.csv", range(31))
     refused = run(root, "apply", str(saved))
     assert refused.exit_code == 2 and "renders differently" in refused.output
+
+
+def test_a_plan_failing_part_way_leaves_the_old_saved_plan_whole(tmp_path, monkeypatch):
+    """The saved plan is renamed into place once whole: an error while the plan is written
+    (here, a batch that cannot be produced) leaves the previous file as it was, and no
+    half-written file beside it."""
+    from kmigrate import savedplan
+
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(30))
+    write_changeset(
+        root, "V0001__csv.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    saved = tmp_path / "plans" / "plan.json"
+    assert run(root, "plan", "--out", str(saved)).exit_code == 0
+    before = saved.read_bytes()
+
+    def broken(plan):
+        yield '{"format": 1, '
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(savedplan, "iter_json", broken)
+    result = run(root, "plan", "--out", str(saved))
+    assert result.exit_code != 0
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["plan.json"]
