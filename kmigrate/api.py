@@ -237,6 +237,20 @@ def unique_fields(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[str]]
     }
 
 
+def lookup_sources(schemas: Mapping[int, AppSchema]) -> dict[int, frozenset[int]]:
+    """App id -> the apps its lookup fields read (a table's columns' too), for the apps whose
+    definitions are known."""
+    return {
+        app: frozenset(
+            f.lookup.related_app
+            for top in schema.fields.values()
+            for f in (top, *top.fields.values())
+            if f.lookup is not None
+        )
+        for app, schema in schemas.items()
+    }
+
+
 def online_schemas(env: Environment, apps: Sequence[App], client: Client) -> dict[int, AppSchema]:
     """The definitions of ``apps`` as Kintone has them: ``GET app/form/fields.json`` and ``GET
     app/status.json`` of each (reads only: nothing is written)."""
@@ -348,7 +362,7 @@ def preflight_problems(
     out_of_order: bool = False,
 ) -> list[KmigrateError]:
     """What ``apply`` would refuse after loading: the planner's problems (refs past the end
-    of a data file's rows, ...), then drift, in-doubt batches and order (``drift.preflight``)."""
+    of a data file's rows, ...), then drift and order (``drift.preflight``)."""
     try:
         the_plan = _build_plan(changesets, env, state)
     except ChangesetError as exc:
@@ -372,8 +386,8 @@ def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *,
 
 
 def _refuse(problems: Sequence[KmigrateError]) -> None:
-    """What ``apply`` refuses before sending (``drift.preflight``'s verdict), raised: the
-    runner's ``check_preconditions``, without importing the runner where nothing is sent."""
+    """What ``apply`` refuses before sending (``drift.preflight``'s verdict), raised: the first
+    problem found."""
     if problems:
         raise problems[0]
 
@@ -729,6 +743,7 @@ def apply(
                     remote=session,
                     parallel=in_flight,
                     unique=unique_fields(ctx.schemas) if in_flight > 1 else None,
+                    lookups=lookup_sources(ctx.schemas) if in_flight > 1 else None,
                 )
                 summary = runner.run(plan)
                 outcome = "applied"

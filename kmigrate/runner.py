@@ -16,9 +16,9 @@ A refused bulk rolled back whole in Kintone's reference; under the other reading
 before the failing one stay committed) the runner checks those requests before anything is
 sent again, and journals the ones that took effect so only the rest is sent.
 
-``check_preconditions`` is the pure gate run before anything is sent: drift (an applied
-changeset changed) and order (a new changeset older than an applied one). The runner never
-prints; it reports through ``on_event``.
+What is refused before anything is sent (drift: an applied changeset changed; order: a new
+changeset older than an applied one) is judged by ``drift.preflight``, which ``kmigrate.api``
+runs before it starts the runner. The runner never prints; it reports through ``on_event``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import reconcile
 from .attachments import file_markers, upload_files
-from .changeset import LoadedChangeset
-from .drift import find_drift, preflight
 from .errors import (
     InDoubtError,
     InputError,
@@ -47,7 +45,7 @@ from .errors import (
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
 from .pipeline import Ahead, Senders
-from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, JournaledChangeset, Plan, canonical_json
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, Plan, canonical_json
 from .planner.independence import Footprint, check_parallel, conflict, footprint
 from .remote.records import SENT_MARKER, Marker, kept_by_refusal, sent_marker
 from .remote.sync import marker_refs
@@ -88,25 +86,6 @@ class RunSummary:
     applied_changesets: list[str] = field(default_factory=list)
     requests_sent: int = 0  # every HTTP request: the bulks and the reads for reconciliation
     reconciled_batches: int = 0  # in-doubt batches settled by reading Kintone
-
-
-# ---- before anything is sent: pure checks ----------------------------------------------------
-
-
-def check_preconditions(
-    changesets: Sequence[LoadedChangeset],
-    state: Mapping[str, JournaledChangeset],
-    *,
-    out_of_order: bool = False,
-    plan: Plan | None = None,
-) -> None:
-    """Raise before anything is sent if the journal and the files disagree (``drift.preflight``:
-    the one verdict ``validate`` and ``plan --check`` give too). With the ``plan``, drift is
-    judged per batch. A batch in doubt is no reason to stop here: the runner settles it by
-    reading Kintone."""
-    problems = preflight(changesets, state, plan, out_of_order=out_of_order)
-    if problems:
-        raise problems[0]
 
 
 # ---- sending ---------------------------------------------------------------------------------
@@ -333,10 +312,10 @@ class _Flights:
         if self.failures:
             self.land_all()
         try:
-            flight = runner._take_off(ready)
+            flight = runner._take_off(ready, self.refs)
         except Exception as exc:  # noqa: BLE001 - _fail raises it, after those in flight landed
             self._fail(batch, exc)
-        if flight is None:  # its marker says it applied whole: nothing to send
+        if flight is None:  # its marker says it applied whole (journaled): nothing to send
             runner._count_applied(self.summary, self.cs, batch, True)
             return
         flight.footprint = fp
@@ -404,9 +383,13 @@ class Runner:
         remote: RemoteRun | None = None,
         parallel: int = 1,
         unique: Mapping[int, frozenset[str]] | None = None,
+        lookups: Mapping[int, frozenset[int]] | None = None,
     ):
         self.parallel = check_parallel(parallel)  # bulks in flight at once (``apply --parallel``)
-        self.unique = unique  # app id -> its unique field codes, where known: for the independence proof
+        # For the independence proof, where known: app id -> its unique field codes, and the apps
+        # its lookups read.
+        self.unique = unique
+        self.lookups = lookups
         self.remote = remote  # the journal app: a marker leads every bulk (kmigrate.remote)
         self.client = client
         self.journal = journal
@@ -539,7 +522,12 @@ class Runner:
 
     def _footprint(self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]]) -> Footprint:
         return footprint(
-            cs.version, requests, produces=batch.produces, consumes=batch.consumes, unique=self.unique
+            cs.version,
+            requests,
+            produces=batch.produces,
+            consumes=batch.consumes,
+            unique=self.unique,
+            lookups=self.lookups,
         )
 
     def _journaled(self, cs: ChangesetPlan, batch: Batch) -> BatchRecord:
@@ -654,8 +642,8 @@ class Runner:
         ready = ready if ready is not None else self._ready(cs, batch, refs, prepared)
         reconciled = attempts.start > 1
         for attempt in attempts:
-            flight = self._take_off(ready)
-            if flight is None:  # its marker says it applied whole
+            flight = self._take_off(ready, refs)
+            if flight is None:  # its marker says it applied whole (journaled)
                 return True
             answer, failure = _exchanged(functools.partial(self._exchange, flight))
             landed = self._land(flight, answer, failure, refs, attempt)
@@ -672,16 +660,16 @@ class Runner:
             hint="run `kmigrate apply` again: it sends the rest",
         )
 
-    def _take_off(self, ready: _Ready) -> _Flight | None:
+    def _take_off(self, ready: _Ready, refs: dict[str, list[Any]]) -> _Flight | None:
         """Read the probe and journal the batch `sent`: the last step before its bulk leaves.
         With a journal app, a batch some of which may have applied reads its marker first
-        (None: the marker says it applied whole)."""
+        (None: the marker says it applied whole, journaled so, its ids added to ``refs``)."""
         cs, batch = ready.cs, ready.batch
         record = self._journaled(cs, batch)
         partial = None
         # done_hash set: some of it applied, or its marker was kept alone (partial:0).
         if self.remote is not None and (record.done_hash is not None or record.state == FAILED):
-            settled = self._settle_partial(cs, batch, ready.requests, record)
+            settled = self._settle_partial(cs, batch, ready.requests, record, refs)
             if settled is None:
                 return None
             partial, record = settled
@@ -889,12 +877,18 @@ class Runner:
             pass  # the refusal is what this run reports; the next send reads the marker first
 
     def _settle_partial(
-        self, cs: ChangesetPlan, batch: Batch, requests: Sequence[Mapping[str, Any]], record: BatchRecord
+        self,
+        cs: ChangesetPlan,
+        batch: Batch,
+        requests: Sequence[Mapping[str, Any]],
+        record: BatchRecord,
+        refs: dict[str, list[Any]] | None = None,
     ) -> tuple[Marker | None, BatchRecord] | None:
-        """Before a batch not applied is sent (again), or right after a refusal: read its marker.
-        None: send it with a new marker. ``partial:K``: its first K calls applied (journaled
-        here if this journal knew fewer), send the rest with that marker. The marker of this
-        journal's own refused send: make it ``partial:K`` first. True: applied whole."""
+        """Before a batch not applied is sent (again), or right after a refusal (no ``refs``):
+        read its marker. (None, record): send it with a new marker. ``partial:K``: its first K
+        calls applied (journaled here if this journal knew fewer), send the rest with that
+        marker. The marker of this journal's own refused send: make it ``partial:K`` first.
+        None: applied whole, journaled so and its ids added to ``refs``."""
         assert self.remote is not None
         found = self.remote.read(cs, batch)
         if found is None:
@@ -917,14 +911,20 @@ class Runner:
             return found, self._journaled(cs, batch)
         if found.applied_calls is None:
             marker = self.remote.marker(cs, batch)  # checked: same content
-            if record.state == FAILED or record.done_calls:
-                # Another runner completed it after this journal's last word: the journal app's
+            if record.state == FAILED or refs is None or marker is None:
+                # Another runner completed it after this journal's refusal: the journal app's
                 # word is journaled by the next start's sync (this run's is over).
                 raise JournalError(
                     f"changeset {cs.id} batch {batch.index}: the journal app says it applied (run "
                     f"{marker.run if marker else found.run}) while this journal holds it as not applied",
                     hint="run `kmigrate apply` again: it takes the journal app's word first",
                 )
+            # Pending with a partial marker known (done_hash set): a copy of its last send, given
+            # up as not applied, landed late (or a runner after a takeover completed it). Taken
+            # as a batch left `sent` takes its marker's word: journaled with its ids, refs extended.
+            probe = record.probe if record.probe is not None else marker.probe
+            self.journal.mark_sent(cs.version, batch.index, batch.hash, self.run_id, probe)
+            self._applied_by_marker(cs, batch, requests, probe, marker, refs)
             return None
         self._adopt_partial(cs, batch, found, record)
         return found, self._journaled(cs, batch)
@@ -1367,8 +1367,6 @@ __all__ = [
     "RunSummary",
     "Runner",
     "calls_hash",
-    "check_preconditions",
-    "find_drift",
     "ids_created",
     "lost_ids",
     "resolve_batch",

@@ -425,3 +425,23 @@ def test_drops_resets_and_429s_in_parallel_lose_nothing_and_apply_nothing_twice(
     assert codes(env) == [f"I{i:06d}" for i in range(10000)]
     assert checked == {"Checked"}
     assert_ref_in_order(env, 10000)
+
+
+def test_the_proof_is_given_the_apps_each_app_looks_up_from_their_definitions():
+    from kmigrate.appschema import AppSchema, FieldDef, LookupDef
+
+    def text(code: str, lookup: LookupDef | None = None) -> FieldDef:
+        return FieldDef(code, "SINGLE_LINE_TEXT", code, lookup=lookup)
+
+    schemas = {
+        1: AppSchema(fields={"code": text("code")}),
+        2: AppSchema(fields={"ref": text("ref", LookupDef(1, "code", (("copied", "n"),)))}),
+        3: AppSchema(  # a lookup in a table's column, of the app itself
+            fields={
+                "rows": FieldDef(
+                    "rows", "SUBTABLE", "rows", fields={"p": text("p", LookupDef(3, "code", ()))}
+                )
+            }
+        ),
+    }
+    assert api.lookup_sources(schemas) == {1: frozenset(), 2: frozenset({1}), 3: frozenset({3})}

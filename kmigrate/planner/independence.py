@@ -12,6 +12,10 @@ They are not independent (``conflict`` names the first reason) when:
   not a number: a ref not resolved yet);
 - one consumes a ref the other produces (two that produce the same ref may go together: a
   ref's ids are kept by batch, in the order written, whatever order the batches land in);
+- one writes an app that the other's app looks up (a lookup copies fields from the related
+  app's record as it is when the write lands), an app looking itself up included; an app whose
+  lookups are not known may look up any other app, so it goes alone against a batch writing
+  another app;
 - in one app: both write the same record id; one writes records by id and the other by
   ``updateKey`` (they may be the same record); both address the same key value; one addresses
   a key value that the other writes into that field (an add or an update creating or moving
@@ -34,6 +38,13 @@ Unique fields come from the apps' definitions when known (``unique``: app id -> 
 they are not, two adds that write the same value into a field Kintone holds unique are still
 let go together: one of them fails in either order, and the run stops at it as it would one
 after the other (only which of the two is refused may differ).
+
+Lookups come from the definitions too (``lookups``: app id -> the apps its lookup fields read).
+Within one app whose definition is not known, a lookup of the app itself is not ruled out. The
+unique rules (unknown there too) already keep an update or a delete from going with an add or
+an update of that app; what may go together is adds with adds (a lookup key is unique in
+Kintone: an add whose lookup names a record the other adds is refused in one order, and the run
+stops at it, rather than copying other values) and status actions with anything.
 """
 
 from __future__ import annotations
@@ -147,6 +158,7 @@ class Footprint:
     apps: dict[int, _App] = field(default_factory=dict)
     opaque: str | None = None  # why the batch cannot be proved independent of anything
     unique: Mapping[int, frozenset[str]] | None = None
+    lookups: Mapping[int, frozenset[int]] | None = None
 
 
 def footprint(
@@ -156,10 +168,12 @@ def footprint(
     produces: Iterable[str] = (),
     consumes: Iterable[str] = (),
     unique: Mapping[int, frozenset[str]] | None = None,
+    lookups: Mapping[int, frozenset[int]] | None = None,
 ) -> Footprint:
     """The footprint of a batch of ``changeset`` whose inner requests (refs resolved) are
-    ``requests``; ``unique`` gives the apps' unique field codes where they are known."""
-    out = Footprint(changeset, frozenset(produces), frozenset(consumes), unique=unique)
+    ``requests``; ``unique`` gives the apps' unique field codes where they are known, ``lookups``
+    the apps each app's lookups read (an app missing: not known)."""
+    out = Footprint(changeset, frozenset(produces), frozenset(consumes), unique=unique, lookups=lookups)
     for index, request in enumerate(requests):
         why = _note(out, request)
         if why is not None:
@@ -240,6 +254,9 @@ def conflict(a: Footprint, b: Footprint) -> str | None:
     refs = (a.produces & b.consumes) | (b.produces & a.consumes)
     if refs:
         return f"ref {sorted(refs)[0]!r} is produced by one and consumed by the other"
+    why = _lookup_conflict(a, b)
+    if why is not None:
+        return why
     for app_id in sorted(a.apps.keys() & b.apps.keys()):
         why = _app_conflict(a.apps[app_id], b.apps[app_id], _unique_of(a, b, app_id))
         if why is not None:
@@ -249,6 +266,33 @@ def conflict(a: Footprint, b: Footprint) -> str | None:
 
 def independent(a: Footprint, b: Footprint) -> bool:
     return conflict(a, b) is None
+
+
+def _lookup_conflict(a: Footprint, b: Footprint) -> str | None:
+    """One writes an app whose lookups read an app the other writes (unknown lookups: any
+    other app): the copied values would depend on which lands first."""
+    for one, other in ((a, b), (b, a)):
+        for app_id in sorted(one.apps):
+            sources = _lookups_of(a, b, app_id)
+            if sources is None:
+                elsewhere = sorted(other.apps.keys() - {app_id})
+                if elsewhere:
+                    return (
+                        f"app {app_id}: its lookups are not known, and it may look up app {elsewhere[0]}, "
+                        "which the other writes"
+                    )
+                continue
+            read = sorted(sources & other.apps.keys())
+            if read:
+                return f"app {app_id} looks up app {read[0]}, which the other writes"
+    return None
+
+
+def _lookups_of(a: Footprint, b: Footprint, app_id: int) -> frozenset[int] | None:
+    for one in (a, b):
+        if one.lookups is not None and app_id in one.lookups:
+            return one.lookups[app_id]
+    return None
 
 
 def _unique_of(a: Footprint, b: Footprint, app_id: int) -> frozenset[str] | None:

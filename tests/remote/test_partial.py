@@ -189,31 +189,44 @@ def test_under_kintones_reading_a_refused_bulk_leaves_no_marker_and_no_partial_s
         assert len(atomic.records(1)) == 151
 
 
-def test_a_bulk_refused_at_its_first_call_keeps_only_its_marker_and_a_fresh_runner_completes_it(
-    tmp_path: Path, store: Path
-) -> None:
+@pytest.fixture
+def bare_box(tmp_path: Path, store: Path):
+    """Under the "prefix" reading, with nothing in Kintone yet."""
     root = write_project(tmp_path / "definition", store=store)
-    with Sandbox.open(root / "sandbox.yaml", store, bulk_semantics="prefix") as box:
-        with box.client() as http:  # clashes with call 0 (records 0-99): only the marker stays
-            assert http.post(
-                "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I00005"}}}
-            ).is_success
-        project, env = runner(tmp_path, "a", store, records=150, changesets=1)
-        with pytest.raises(KintoneError, match="rolled back whole"):
-            apply(project, env, Recorder(box))
-        (marker,) = markers(box)
-        assert marker["kind"]["value"] == "partial:0" and len(box.records(1)) == 1
-        b_project, b_env = runner(tmp_path, "b", store, records=150, changesets=1)  # fresh, the row fixed
-        data = b_project.changesets_dir / "data" / "items.csv"
-        data.write_text(data.read_text().replace("I00005", "J00005"))
-        recorder = Recorder(box)
-        result = apply(b_project, b_env, recorder)
-        assert result.summary is not None and result.summary.applied_batches == 2
-        heads = [b["requests"][0]["method"] for _, p, b in recorder.sent if p.endswith("bulkRequest.json")]
-        assert heads[0] == "PUT"  # its sync knew the marker: the batch went behind it, whole
-        codes = item_codes(box.records(1))
-        assert len(codes) == 151 and len(set(codes)) == 151
-        assert {r["kind"]["value"] for r in markers(box)} == {"batch"}
+    with Sandbox.open(root / "sandbox.yaml", store, bulk_semantics="prefix") as sandbox:
+        yield sandbox
+
+
+def refused_at_its_first_call(tmp_path: Path, store: Path, box: Sandbox):
+    """Runner a's first bulk refused at call 0 (records 0-99): only the marker stays,
+    ``partial:0``. Returns a fresh runner b whose CSV no longer clashes."""
+    with box.client() as http:
+        assert http.post(
+            "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I00005"}}}
+        ).is_success
+    project, env = runner(tmp_path, "a", store, records=150, changesets=1)
+    with pytest.raises(KintoneError, match="rolled back whole"):
+        apply(project, env, Recorder(box))
+    (marker,) = markers(box)
+    assert marker["kind"]["value"] == "partial:0" and len(box.records(1)) == 1
+    b_project, b_env = runner(tmp_path, "b", store, records=150, changesets=1)
+    data = b_project.changesets_dir / "data" / "items.csv"
+    data.write_text(data.read_text().replace("I00005", "J00005"))
+    return b_project, b_env
+
+
+def test_a_bulk_refused_at_its_first_call_keeps_only_its_marker_and_a_fresh_runner_completes_it(
+    tmp_path: Path, store: Path, bare_box: Sandbox
+) -> None:
+    b_project, b_env = refused_at_its_first_call(tmp_path, store, bare_box)
+    recorder = Recorder(bare_box)
+    result = apply(b_project, b_env, recorder)
+    assert result.summary is not None and result.summary.applied_batches == 2
+    heads = [b["requests"][0]["method"] for _, p, b in recorder.sent if p.endswith("bulkRequest.json")]
+    assert heads[0] == "PUT"  # its sync knew the marker: the batch went behind it, whole
+    codes = item_codes(bare_box.records(1))
+    assert len(codes) == 151 and len(set(codes)) == 151
+    assert {r["kind"]["value"] for r in markers(bare_box)} == {"batch"}
 
 
 def test_the_ids_of_a_batch_sent_in_two_parts_are_read_back_by_a_fresh_runner(
@@ -241,3 +254,72 @@ def test_the_ids_of_a_batch_sent_in_two_parts_are_read_back_by_a_fresh_runner(
     assert result.summary is not None and result.summary.applied_batches == 1
     qty = {r["code"]["value"]: r["qty"]["value"] for r in box.records(1)}
     assert (qty["I00000"], qty["J00120"]) == ("7", "8")
+
+
+class LateCopy(Recorder):
+    """The continuation of a batch (its marker made whole by revision) is lost on the way
+    without applying, the read of its marker that follows fails, reading Kintone then finds
+    nothing applied; and just before the next send reads the marker, the lost copy lands."""
+
+    def __init__(self, sandbox: Sandbox, marker_key: str):
+        super().__init__(sandbox)
+        self.sandbox, self.marker_key = sandbox, marker_key
+        self.held: dict | None = None
+        self.marker_reads_after = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        if request.url.path.endswith("bulkRequest.json") and body["requests"][0]["method"] == "PUT":
+            if self.held is None:
+                self.held = body
+                raise httpx.RemoteProtocolError("the connection dropped with the request on its way")
+        if self.held is not None and self.marker_key in request.url.params.get("query", ""):
+            self.marker_reads_after += 1
+            if self.marker_reads_after == 1:
+                raise httpx.ConnectError("down while the marker was read")
+            if self.marker_reads_after == 2:
+                with self.sandbox.client() as http:  # the lost copy lands late
+                    assert http.post("/k/v1/bulkRequest.json", json=self.held).is_success
+        return super().handle_request(request)
+
+
+def test_a_late_copy_of_the_rest_found_applied_by_the_marker_is_journaled_with_its_ids(
+    tmp_path: Path, store: Path, bare_box: Sandbox
+) -> None:
+    b_project, b_env = refused_at_its_first_call(tmp_path, store, bare_box)  # pending, done_calls 0
+    recorder = LateCopy(bare_box, "items:0001:0")
+    result = apply(b_project, b_env, recorder)
+    assert recorder.held is not None and recorder.marker_reads_after >= 2  # the case happened
+    # Batch 0 applied by its late copy (not sent again), batch 1 resolved its ref from it.
+    assert result.summary is not None and result.summary.applied_batches == 2
+    heads = [b["requests"][0]["method"] for _, p, b in recorder.sent if p.endswith("bulkRequest.json")]
+    assert heads == ["POST"]  # batch 1's, behind its new marker: the continuation's one copy was the lost one
+    codes = item_codes(bare_box.records(1))
+    assert len(codes) == 151 and len(set(codes)) == 151
+    with Journal.open(b_env.journal_path) as journal:
+        record = journal.batch("0001", 0)
+        assert record is not None and record.state == "applied"
+        first = journal.refs()["first"]
+    added = sorted(int(r["$id"]["value"]) for r in bare_box.records(1) if r["code"]["value"] != "I00005")
+    assert first == added  # read back with the send's probe: the real ids, in order
+    checked = {r["code"]["value"] for r in bare_box.records(1) if r["Status"]["value"] == "Checked"}
+    assert checked == set(codes) - {"I00005"}  # batch 1 reached every record batch 0 created
+
+
+def test_a_late_copy_of_the_rest_after_applied_calls_is_journaled_with_both_parts_ids(
+    tmp_path: Path, store: Path, box: Sandbox
+) -> None:
+    refused_part_way(tmp_path, store, box)  # partial:1: call 0's 100 records applied
+    b_project, b_env = fixed(tmp_path, "b", store)
+    recorder = LateCopy(box, "items:0001:0")
+    result = apply(b_project, b_env, recorder)
+    assert recorder.held is not None and recorder.marker_reads_after >= 2
+    assert result.summary is not None and result.summary.applied_batches == 2
+    with Journal.open(b_env.journal_path) as journal:
+        record = journal.batch("0001", 0)
+        assert record is not None and record.state == "applied"
+        first = journal.refs()["first"]
+    added = sorted(int(r["$id"]["value"]) for r in box.records(1) if r["code"]["value"] != SEEDED)
+    assert first == added and len(first) == 150
+    checked = {r["code"]["value"] for r in box.records(1) if r["Status"]["value"] == "Checked"}
+    assert checked == set(item_codes(box.records(1))) - {SEEDED}
