@@ -601,21 +601,16 @@ class Journal:
         """Journal a batch as applied on another word than this journal's own answer: a marker
         in the journal app (another runner applied it) or a baseline. The changeset takes the
         given checksums unless it has other batches applied already (drift stays visible)."""
+        checksums = {
+            "source_checksum": source_checksum,
+            "rendered_checksum": rendered_checksum,
+            "batch_count": batch_count,
+        }
         with self._tx() as db:
-            known = next(db.table("changesets").rows_where("version = ?", [version]), None)
             started = db.table("batches").count_where(
                 "changeset = ? AND state IN (?, ?) AND idx != ?", [version, APPLIED, SENT, index]
             )
-            checksums = {
-                "source_checksum": source_checksum,
-                "rendered_checksum": rendered_checksum,
-                "batch_count": batch_count,
-            }
-            if known is None:
-                db.table("changesets").insert(
-                    {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
-                )
-            elif not started:
+            if self._ensure_changeset(db, version, name, path, checksums) and not started:
                 db.table("changesets").update(version, checksums)
             db.execute(
                 "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
@@ -643,16 +638,13 @@ class Journal:
         """Journal that the first calls of a batch not applied here took effect, ``done`` =
         (calls, hash, results), on a ``partial:K`` marker's word; logged as ``synced``. The
         batch is ``pending`` (its own hash comes with the plan, ``record_changeset``)."""
+        checksums = {
+            "source_checksum": source_checksum,
+            "rendered_checksum": rendered_checksum,
+            "batch_count": batch_count,
+        }
         with self._tx() as db:
-            if next(db.table("changesets").rows_where("version = ?", [version]), None) is None:
-                checksums = {
-                    "source_checksum": source_checksum,
-                    "rendered_checksum": rendered_checksum,
-                    "batch_count": batch_count,
-                }
-                db.table("changesets").insert(
-                    {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
-                )
+            self._ensure_changeset(db, version, name, path, checksums)
             db.execute(
                 "INSERT INTO batches (changeset, idx, hash, state) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(changeset, idx) DO NOTHING",
@@ -667,6 +659,19 @@ class Journal:
             db.table("batches").update((version, index), self._done_columns(row, done))
             logged = {**(detail or {}), "done_calls": done[0]}
             self._event(db, "synced", run_id=run_id, changeset=version, batch=index, detail=logged)
+
+    @staticmethod
+    def _ensure_changeset(
+        db: sqlite_utils.Database, version: str, name: str, path: str, checksums: Mapping[str, Any]
+    ) -> bool:
+        """The changeset's row, inserted (pending, with ``checksums``) if missing: True if it
+        was there already (a marker's word must not overwrite its checksums then)."""
+        if next(db.table("changesets").rows_where("version = ?", [version]), None) is not None:
+            return True
+        db.table("changesets").insert(
+            {"version": version, "name": name, "path": path, "state": PENDING, **checksums}
+        )
+        return False
 
     def batch_refs(self, version: str, index: int) -> dict[str, list[int]]:
         """The ids one batch gave each ref, in order."""
