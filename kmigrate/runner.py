@@ -452,7 +452,12 @@ class Runner:
                 if flights is not None and (record.state == SENT or prepared.requests is None):
                     flights.land_all()  # settled, or resolved with the ids of those in flight, alone
                 if self.remote is not None:
-                    self.remote.before_batch()  # renews the lease; stops if another runner took it
+                    try:  # renews the lease, writes owed ids; stops if it cannot
+                        self.remote.before_batch()
+                    except KmigrateError:
+                        if flights is not None:
+                            flights.land_all()  # those in flight are journaled before it stops
+                        raise
                 if record.state == SENT and self.remote is not None:  # its marker says what happened
                     if self._settle_by_marker(cs, batch, record, refs):
                         summary.reconciled_batches += 1
