@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import reconcile
 from .attachments import file_markers, upload_files
 from .errors import (
+    DriftError,
     InDoubtError,
     InputError,
     JournalError,
@@ -591,7 +592,13 @@ class Runner:
         was found. It stops at the first batch Kintone cannot tell, unless ``each``."""
         assert self.remote is not None
         for version, index in sorted({p for name in names for p in self._lost.get(name, [])}):
-            if not self._read_back(version, index, refs) and not each:
+            try:
+                found = self._read_back(version, index, refs)
+            except (DriftError, JournalError):
+                if not each:
+                    raise
+                found = False  # early, for a batch that may never be needed: its turn says it
+            if not found and not each:
                 break
         fresh = self.journal.refs()
         self._lost = self.journal.lost_ids()
@@ -1268,16 +1275,21 @@ class Runner:
             ) from exc
 
     def _lost_ref_error(self, cs: ChangesetPlan, batch: Batch, names: list[str]) -> JournalError:
+        by_hand = {(e.changeset, e.batch) for e in self.journal.events(kinds=["resolved"])}
         producers = "; ".join(
-            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i}"
+            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i} "
+            + (
+                "was resolved as applied by hand without them"
+                if (v, i) in by_hand
+                else "applied, but the ids it created could not be read back from Kintone"
+            )
             for name in names
             for v, i in self._lost[name]
         )
         first = self._lost[names[0]][0]
         return JournalError(
-            f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers}: "
-            "applied, but the ids it created could not be read back from Kintone, or it was resolved as "
-            "applied by hand without them); nothing was sent",
+            f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers}); "
+            "nothing was sent",
             location=Location(file=cs.path, changeset=cs.id),
             hint=f"read them back from Kintone: `kmigrate resolve {first[0]} {first[1]} --applied --ids-key FIELD` "
             "(a unique field of those records) or `--ids-query QUERY`, then `kmigrate apply` again",

@@ -306,6 +306,34 @@ def test_ids_that_could_not_reach_their_marker_stop_the_run_and_a_fresh_runner_r
         assert UNKNOWN_ID not in journal.refs()["first"]
 
 
+def test_ids_kintone_cannot_tell_after_a_hand_edit_stop_the_batch_that_needs_them_naming_why(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = ids_then_edits(tmp_path, "a", store)
+    recorder = Recorder(sandbox)
+
+    def ids_writes_lost(method: str, path: str, body: dict) -> None:
+        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+            raise httpx.ConnectError("reset")
+
+    recorder.before = ids_writes_lost
+    with pytest.raises(TransportError):
+        apply(project, env, recorder)
+    first = min(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))
+    with sandbox.client() as http:  # someone edits a record by hand: its content no longer tells
+        edit = {"app": 1, "id": first["$id"]["value"], "record": {"qty": {"value": "42"}}}
+        assert http.put("/k/v1/record.json", json=edit).status_code == 200
+    fresh_project, fresh_env = ids_then_edits(tmp_path, "fresh", store)
+    with pytest.raises(JournalError) as stop:
+        apply(fresh_project, fresh_env, Recorder(sandbox))
+    assert (
+        "changeset V0003__by_ref batch 0 needs ids that were never journaled (ref 'first': V0001__items "
+        "batch 0 applied, but the ids it created could not be read back from Kintone); nothing was sent"
+    ) in stop.value.message
+    qty = {r["code"]["value"]: r["qty"]["value"] for r in sandbox.records(1)}
+    assert (qty["I00000"], qty["I00001"]) == ("42", "77")  # V0002 went out, V0003 did not
+
+
 def test_an_ids_write_that_fails_once_is_made_before_the_next_bulk_and_the_run_goes_on(
     tmp_path: Path, store: Path, sandbox: Sandbox
 ) -> None:
