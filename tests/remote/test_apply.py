@@ -181,7 +181,7 @@ def test_a_run_killed_between_the_bulk_and_the_marker_ids_ends_exact(
     recorder = Recorder(sandbox)
 
     def kill_at_ids(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+        if is_ids_write(method, path, body):
             raise KeyboardInterrupt  # the process dies before writing the marker's ids
 
     recorder.before = kill_at_ids
@@ -212,7 +212,7 @@ def test_a_runner_that_journaled_the_ids_writes_them_to_the_marker_at_its_next_s
     recorder = Recorder(sandbox)
 
     def kill_at_ids(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+        if is_ids_write(method, path, body):
             raise KeyboardInterrupt  # the process dies before writing the marker's ids
 
     recorder.before = kill_at_ids
@@ -265,19 +265,30 @@ def runner_reloaded(root: Path):
     return project, project.environment()
 
 
+def losing_ids_writes(sandbox: Sandbox, times: int | None = None) -> tuple[Recorder, list[dict]]:
+    """A recorder whose PUTs of a marker's ids fail to connect (the first ``times``, or all);
+    the list gathers the bodies of those that failed."""
+    recorder, lost = Recorder(sandbox), []
+
+    def lose(method: str, path: str, body: dict) -> None:
+        if is_ids_write(method, path, body) and (times is None or len(lost) < times):
+            lost.append(body)
+            raise httpx.ConnectError("the journal app is unreachable")
+
+    recorder.before = lose
+    return recorder, lost
+
+
+def is_ids_write(method: str, path: str, body: dict) -> bool:
+    """The PUT that writes a marker's ids after its batch applied."""
+    return method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {})
+
+
 def test_ids_that_could_not_reach_their_marker_stop_the_run_and_a_fresh_runner_reads_them_back(
     tmp_path: Path, store: Path, sandbox: Sandbox
 ) -> None:
     project, env = ids_then_edits(tmp_path, "a", store)
-    recorder = Recorder(sandbox)
-    ids_writes = []
-
-    def journal_app_down_for_ids(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
-            ids_writes.append(body)
-            raise httpx.ConnectError("the journal app is unreachable")
-
-    recorder.before = journal_app_down_for_ids
+    recorder, ids_writes = losing_ids_writes(sandbox)
     with pytest.raises(
         TransportError, match="V0001 batch 0: the ids it created could not be written"
     ) as stop:
@@ -310,13 +321,7 @@ def test_ids_kintone_cannot_tell_after_a_hand_edit_stop_the_batch_that_needs_the
     tmp_path: Path, store: Path, sandbox: Sandbox
 ) -> None:
     project, env = ids_then_edits(tmp_path, "a", store)
-    recorder = Recorder(sandbox)
-
-    def ids_writes_lost(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
-            raise httpx.ConnectError("reset")
-
-    recorder.before = ids_writes_lost
+    recorder, _ = losing_ids_writes(sandbox)
     with pytest.raises(TransportError):
         apply(project, env, recorder)
     first = min(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))
@@ -338,20 +343,7 @@ def test_an_ids_write_that_fails_once_is_made_before_the_next_bulk_and_the_run_g
     tmp_path: Path, store: Path, sandbox: Sandbox
 ) -> None:
     project, env = ids_then_edits(tmp_path, "a", store)
-    recorder = Recorder(sandbox)
-    failures = []
-
-    def first_ids_write_lost(method: str, path: str, body: dict) -> None:
-        if (
-            method == "PUT"
-            and path == "/k/v1/record.json"
-            and "ids" in body.get("record", {})
-            and not failures
-        ):
-            failures.append(body)
-            raise httpx.ConnectError("reset")
-
-    recorder.before = first_ids_write_lost
+    recorder, _ = losing_ids_writes(sandbox, times=1)
     result = apply(project, env, recorder)
     assert result.summary is not None and result.summary.applied_batches == 3 and result.warnings == []
     (marker,) = [r for r in sandbox.records(JOURNAL_APP) if r["key"]["value"] == "items:0001:0"]
@@ -367,13 +359,7 @@ def test_the_last_batchs_ids_that_cannot_be_written_are_a_warning_and_read_back_
     project, env = ids_then_edits(tmp_path, "a", store)
     for later in ("V0002__by_key.yaml", "V0003__by_ref.yaml"):
         (project.changesets_dir / later).unlink()
-    recorder = Recorder(sandbox)
-
-    def ids_writes_lost(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
-            raise httpx.ConnectError("reset")
-
-    recorder.before = ids_writes_lost
+    recorder, _ = losing_ids_writes(sandbox)
     result = apply(project, env, recorder)
     assert result.summary is not None and result.summary.applied_batches == 1
     (warning,) = result.warnings
