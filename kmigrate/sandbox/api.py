@@ -360,8 +360,12 @@ class Api:
 
     def get_records(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
+        try:
+            window = not bool_param(call.params.get("totalCount"), "totalCount")
+        except ApiError:
+            window = False  # refused just below, after the query's own errors, as before
+        query, selected = self._select(app, call, call.params.get("query"), window=window)
         total = bool_param(call.params.get("totalCount"), "totalCount")
-        query, selected = self._select(app, call, call.params.get("query"), window=not total)
         start = query.offset or 0
         size = query.limit if query.limit is not None else DEFAULT_LIMIT
         page = self._only_fields(selected[start : start + size], call.params.get("fields"))

@@ -493,6 +493,13 @@ def test_query_errors_are_kintone_shaped(k: Kintone):
     k.error("GET", "records", {"app": 1, "query": 123}, status=400, code="CB_VA01")
 
 
+def test_the_query_is_checked_before_total_count(k: Kintone):
+    body = {"app": 1, "query": "nosuchfield = 1", "totalCount": "maybe"}
+    k.error("GET", "records", body, status=400, code="GAIA_IQ11")
+    err = k.error("GET", "records", {**body, "query": ""}, status=400, code="CB_VA01")
+    assert "totalCount" in err["errors"], err
+
+
 def test_a_choice_or_status_the_app_does_not_have_is_gaia_iq10_on_every_query(k: Kintone):
     k.post("record", {"app": 1, "record": rec(title="a", priority="High", tags=["a"])})
     for query in ('priority in ("Urgent")', 'tags not in ("z")', 'Status = "Archived"'):
