@@ -115,3 +115,28 @@ def seed_records(root: Path, app: int, records: list[dict]) -> None:
         client.request(
             "POST", "records", body={"app": app, "records": [to_kintone_record(r) for r in records]}
         )
+
+
+# ---- smaller calls -------------------------------------------------------------------------------
+
+# Records per write call when a test plans with ``small_calls`` (Kintone's: 100). A bulk then
+# holds 20 calls of 10 = 200 records (19 x 10 = 190 with a journal app's marker), so a test
+# about several bulks needs a tenth of the records. The call and bulk counts are Kintone's.
+SMALL_CALL = 10
+SMALL_BULK = 20 * SMALL_CALL
+
+
+def small_calls(monkeypatch) -> None:
+    """Every plan built in this test (``api._build_plan``: ``Limits()``, or
+    ``remote.session.limits_for`` with a journal app) puts ``SMALL_CALL`` records in a write
+    call. For tests whose batch structure is the point, not Kintone's sizes; the tests of the
+    real sizes (100 per call, 20 calls, 19 with a marker) keep them."""
+    import functools
+
+    import kmigrate.api
+    import kmigrate.remote.session
+    from kmigrate.planner import Limits
+
+    small = functools.partial(Limits, records_per_call=SMALL_CALL)
+    monkeypatch.setattr(kmigrate.api, "Limits", small)
+    monkeypatch.setattr(kmigrate.remote.session, "Limits", small)

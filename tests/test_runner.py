@@ -14,7 +14,16 @@ from kmigrate.errors import DriftError, InDoubtError, JournalError, KintoneError
 from kmigrate.journal import Journal
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 
-from .projects import TOKEN, copy_example, items_project, seed_records, write_changeset, write_items_csv
+from .projects import (
+    SMALL_BULK,
+    TOKEN,
+    copy_example,
+    items_project,
+    seed_records,
+    small_calls,
+    write_changeset,
+    write_items_csv,
+)
 
 AUTH = {"X-Cybozu-API-Token": TOKEN}
 ITEMS_CREDENTIALS = Credentials(api_tokens=(TOKEN,))
@@ -103,9 +112,10 @@ def test_rerun_sends_zero_requests(tmp_path):
 # ---- resume after a failure ------------------------------------------------------------------
 
 
-def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_path):
+def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_path, monkeypatch):
+    small_calls(monkeypatch)
     root = items_project(tmp_path)
-    write_items_csv(root, "items.csv", range(6000))  # 3 bulk requests of 2000
+    write_items_csv(root, "items.csv", range(3 * SMALL_BULK))  # 3 bulk requests of 200
     write_changeset(
         root,
         "V0001__items.yaml",
@@ -114,23 +124,23 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
           - add: {app: items, records_from: data/items.csv}
         """,
     )
-    with open_sandbox(root) as sandbox:  # a record that clashes with the unique code of row 2500 (batch 1)
+    with open_sandbox(root) as sandbox:  # a record that clashes with the unique code of row 250 (batch 1)
         sandbox.client(headers=AUTH).post(
-            "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I002500"}}}
+            "/k/v1/record.json", json={"app": 1, "record": {"code": {"value": "I000250"}}}
         ).raise_for_status()
 
     failed = run(root, "apply")
     assert failed.exit_code == 1
     assert "CB_VA01" in failed.output and "V0001__items" in failed.output
-    assert "data/items.csv:2502" in failed.output  # the header is line 1, row 2500 is line 2502
+    assert "data/items.csv:252" in failed.output  # the header is line 1, row 250 is line 252
     assert "1 earlier batch(es)" in failed.output
 
     env = load_project(root).environment()
     with Journal.open(env.journal_path) as journal:
         assert [b.state for b in journal.batches("0001")] == ["applied", "failed", "pending"]
     with open_sandbox(root) as sandbox:
-        assert len(sandbox.records(1)) == 2001
-        clash = [r for r in sandbox.records(1) if r["code"]["value"] == "I002500"][0]
+        assert len(sandbox.records(1)) == SMALL_BULK + 1
+        clash = [r for r in sandbox.records(1) if r["code"]["value"] == "I000250"][0]
         sandbox.client(headers=AUTH).request(
             "DELETE", "/k/v1/records.json", json={"app": 1, "ids": [int(clash["$id"]["value"])]}
         ).raise_for_status()
@@ -143,15 +153,16 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
         assert sandbox.request_count == 3
         assert result.summary.applied_batches == 2
         codes = [r["code"]["value"] for r in sandbox.records(1)]
-    assert sorted(codes) == [f"I{i:06d}" for i in range(6000)]
+    assert sorted(codes) == [f"I{i:06d}" for i in range(3 * SMALL_BULK)]
 
 
 # ---- refs --------------------------------------------------------------------------------------
 
 
-def test_refs_across_bulks_and_changesets(tmp_path):
+def test_refs_across_bulks_and_changesets(tmp_path, monkeypatch):
+    small_calls(monkeypatch)
     root = items_project(tmp_path)
-    write_items_csv(root, "items.csv", range(2500))  # the add spans two bulks
+    write_items_csv(root, "items.csv", range(250))  # the add spans two bulks (of 200)
     write_changeset(
         root,
         "V0001__items.yaml",
@@ -169,7 +180,7 @@ def test_refs_across_bulks_and_changesets(tmp_path):
           - update:
               app: items
               records:
-                - {id: {ref: items, index: 2499}, qty: 99}
+                - {id: {ref: items, index: 249}, qty: 99}
           - delete: {app: items, ids: [{ref: items, index: 0}]}
         """,
     )
@@ -177,12 +188,12 @@ def test_refs_across_bulks_and_changesets(tmp_path):
     assert result.exit_code == 0, result.output
     with open_sandbox(root) as sandbox:
         records = {r["code"]["value"]: r for r in sandbox.records(1)}
-    assert len(records) == 2499 and "I000000" not in records
+    assert len(records) == 249 and "I000000" not in records
     assert all(typed(r, "STATUS") == "Checked" for r in records.values())
-    assert records["I002499"]["qty"]["value"] == "99" and records["I002499"]["$revision"]["value"] == "4"
+    assert records["I000249"]["qty"]["value"] == "99" and records["I000249"]["$revision"]["value"] == "4"
     env = load_project(root).environment()
     with Journal.open(env.journal_path) as journal:
-        assert len(journal.refs()["items"]) == 2500
+        assert len(journal.refs()["items"]) == 250
 
 
 # ---- in doubt ----------------------------------------------------------------------------------
@@ -212,9 +223,10 @@ def no_retry_client(transport: httpx.BaseTransport) -> Client:
     return Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=transport, retry=NO_RETRY)
 
 
-def test_a_lost_answer_is_settled_in_the_same_run_by_reading_kintone(tmp_path):
+def test_a_lost_answer_is_settled_in_the_same_run_by_reading_kintone(tmp_path, monkeypatch):
+    small_calls(monkeypatch)
     root = items_project(tmp_path)
-    write_items_csv(root, "items.csv", range(4500))
+    write_items_csv(root, "items.csv", range(450))  # bulks of 200: 200, 200, 50
     write_changeset(
         root,
         "V0001__items.yaml",
@@ -230,20 +242,21 @@ def test_a_lost_answer_is_settled_in_the_same_run_by_reading_kintone(tmp_path):
         result = api.apply(api.Context(project, env), client=no_retry_client(lossy))
         assert result.summary.applied_batches == 3 and result.summary.reconciled_batches == 1
         codes = [r["code"]["value"] for r in sandbox.records(1)]
-        assert sorted(codes) == [f"I{i:06d}" for i in range(4500)]  # batch 1 not sent twice
+        assert sorted(codes) == [f"I{i:06d}" for i in range(450)]  # batch 1 not sent twice
         assert lossy.paths.count("POST /k/v1/bulkRequest.json") == 3
     with Journal.open(env.journal_path) as journal:
         assert [b.state for b in journal.batches("0001")] == ["applied"] * 3
         (event,) = journal.events(kinds=["reconciled"])
         assert (event.batch, event.detail["applied"], event.detail["by"]) == (1, True, "reading Kintone")
         calls = event.detail["calls"]  # one verdict per call of the bulk, all from its records
-        assert len(calls) == 20 and "all were found above id 2000 (ids 2001..2100)" in calls[0]
-        assert "(ids 3901..4000)" in calls[19]
+        assert len(calls) == 20 and "all were found above id 200 (ids 201..210)" in calls[0]
+        assert "(ids 391..400)" in calls[19]
 
 
-def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_apply(tmp_path):
+def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_apply(tmp_path, monkeypatch):
+    small_calls(monkeypatch)
     root = items_project(tmp_path)
-    write_items_csv(root, "items.csv", range(4500))
+    write_items_csv(root, "items.csv", range(450))  # bulks of 200: 200, 200, 50
     write_changeset(
         root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
     )
@@ -260,14 +273,16 @@ def test_a_batch_left_in_doubt_with_nothing_readable_is_settled_by_the_next_appl
             "Kintone could not be read now" in text
             and "run `kmigrate apply` again once Kintone answers" in text
         )
-        assert len(sandbox.records(1)) == 4000  # Kintone did apply batch 1; only the answer was lost
+        assert (
+            len(sandbox.records(1)) == 2 * SMALL_BULK
+        )  # Kintone did apply batch 1; only the answer was lost
         assert api.status(api.Context(project, env))[0].state == "in doubt"
 
         result = api.apply(
             api.Context(project, env), client=no_retry_client(sandbox.transport())
         )  # no person involved
         assert result.summary.reconciled_batches == 1 and result.summary.applied_batches == 1
-        assert sorted(r["code"]["value"] for r in sandbox.records(1)) == [f"I{i:06d}" for i in range(4500)]
+        assert sorted(r["code"]["value"] for r in sandbox.records(1)) == [f"I{i:06d}" for i in range(450)]
     assert [e.kind for e in api.history(api.Context(project, env))].count("reconciled") == 1
 
 
@@ -390,12 +405,13 @@ def test_ten_thousand_records_take_five_bulk_requests(tmp_path):
         assert len(sandbox.records(1)) == 10_000
 
 
-def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_records(tmp_path):
+def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_records(tmp_path, monkeypatch):
     # Batch 0's ids were in the lost answer; batch 1's are journaled. Without a placeholder for
     # the missing ids, position 0 of the ref would become batch 1's first record: the status
-    # action meant for records 0-1999 would land on records 2000-3999.
+    # action meant for records 0-199 would land on records 200-399 (bulks of 200).
+    small_calls(monkeypatch)
     root = items_project(tmp_path)
-    write_items_csv(root, "items.csv", range(4000))
+    write_items_csv(root, "items.csv", range(2 * SMALL_BULK))
     write_changeset(
         root,
         "V0001__items.yaml",
@@ -425,7 +441,7 @@ def test_a_ref_whose_first_batch_was_resolved_by_hand_never_shifts_to_other_reco
         client = Client(SANDBOX_BASE_URL, ITEMS_CREDENTIALS, transport=sandbox.transport())
         with pytest.raises(JournalError, match="ref 'items'.*V0001__items batch 0"):
             api.apply(api.Context(project, env), client=client)
-        assert len(sandbox.records(1)) == 4000  # V0001's batch 1 went through
+        assert len(sandbox.records(1)) == 2 * SMALL_BULK  # V0001's batch 1 went through
         assert all(typed(r, "STATUS") == "New" for r in sandbox.records(1))  # nothing checked by mistake
 
 
