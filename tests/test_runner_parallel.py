@@ -27,14 +27,21 @@ from kmigrate.runner import RunEvent
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 from kmigrate.sandbox.faults import FaultProfile
 
-from .projects import TOKEN, items_project, write_changeset, write_items_csv
+from .projects import SMALL_BULK, TOKEN, items_project, small_calls, write_changeset, write_items_csv
 
 CREDS = Credentials(api_tokens=(TOKEN,))
 WAIT = 30  # seconds any wait below may take before the test fails
 
 
-def items(tmp_path: Path, count: int = 4500, extra: str = "", ref: str = "") -> tuple[Path, Any, Any]:
-    """One changeset adding ``count`` items (batches of 2000), naming them ``ref`` if given;
+@pytest.fixture(autouse=True)
+def _small_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bulks of 200 records (190 with a journal app): what is proved here is how bulks are
+    sent, not Kintone's sizes (tests/test_runner.py keeps those)."""
+    small_calls(monkeypatch)
+
+
+def items(tmp_path: Path, count: int = 450, extra: str = "", ref: str = "") -> tuple[Path, Any, Any]:
+    """One changeset adding ``count`` items (batches of 200), naming them ``ref`` if given;
     ``extra`` more operations."""
     root = items_project(tmp_path)
     write_items_csv(root, "items.csv", range(count))
@@ -78,7 +85,7 @@ def assert_results_journaled(env: Any) -> None:
     with Journal.open(env.journal_path) as journal:
         for batch in journal.batches("0001"):
             ids = [int(i) for result in batch.result for i in result["ids"]]
-            start = batch.index * 2000
+            start = batch.index * SMALL_BULK
             assert [by_id[i] for i in ids] == [f"I{n:06d}" for n in range(start, start + len(ids))]
 
 
@@ -133,7 +140,7 @@ def test_the_next_bulk_is_prepared_while_one_is_in_flight_and_the_order_is_uncha
     assert (
         result.summary is not None and result.summary.requests_sent == 4
     )  # 3 bulks, 1 read of the highest id
-    assert codes(env) == [f"I{i:06d}" for i in range(4500)]
+    assert codes(env) == [f"I{i:06d}" for i in range(450)]
 
 
 def test_a_bulk_prepared_but_never_sent_is_not_journaled_as_sent(tmp_path):
@@ -194,7 +201,7 @@ class Gate(Client):
 
 
 def test_independent_bulks_are_in_flight_together_and_land_exactly(tmp_path):
-    root, project, env = items(tmp_path, 6000, ref="new")  # 3 full batches
+    root, project, env = items(tmp_path, 600, ref="new")  # 3 full batches
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         client = Gate(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport())
         client.barrier = threading.Barrier(3)
@@ -202,14 +209,14 @@ def test_independent_bulks_are_in_flight_together_and_land_exactly(tmp_path):
     kinds = [k for k, _ in sent_and_landed(events)]
     assert kinds[:3] == ["batch_sent"] * 3  # all three left before any landed
     assert states(env) == ["applied"] * 3
-    assert codes(env) == [f"I{i:06d}" for i in range(6000)]
+    assert codes(env) == [f"I{i:06d}" for i in range(600)]
     assert_results_journaled(env)
-    assert_ref_in_order(env, 6000)
+    assert_ref_in_order(env, 600)
 
 
 def test_a_bulk_that_consumes_a_ref_waits_for_every_batch_producing_it(tmp_path):
     extra = "  - status: {app: items, records: {ref: new}, action: Check}\n"
-    root, project, env = items(tmp_path, 4500, extra, ref="new")
+    root, project, env = items(tmp_path, 450, extra, ref="new")
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         result, events = apply(
             env, project, Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()), parallel=4
@@ -227,7 +234,7 @@ def test_a_bulk_that_consumes_a_ref_waits_for_every_batch_producing_it(tmp_path)
             if p < c:
                 assert order.index(("batch_applied", p)) < order.index(("batch_sent", c))
     assert checked == {"Checked"}
-    assert_ref_in_order(env, 4500)
+    assert_ref_in_order(env, 450)
 
 
 class FirstLast(Client):
@@ -255,7 +262,7 @@ class FirstLast(Client):
 
 
 def test_after_a_failure_those_in_flight_land_and_resume_sends_only_what_is_left(tmp_path):
-    root, project, env = items(tmp_path, 6000, ref="new")
+    root, project, env = items(tmp_path, 600, ref="new")
 
     class FirstRefusedLast(FirstLast):
         @staticmethod
@@ -274,20 +281,20 @@ def test_after_a_failure_those_in_flight_land_and_resume_sends_only_what_is_left
             )
         assert "later batches in flight with it landed" in info.value.message
         assert states(env) == ["failed", "applied", "applied"]
-        assert codes(env) == [f"I{i:06d}" for i in range(2000, 6000)]
+        assert codes(env) == [f"I{i:06d}" for i in range(200, 600)]
         result, events = apply(
             env, project, Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()), parallel=3
         )
     assert [(k, i) for k, i in sent_and_landed(events)] == [("batch_sent", 0), ("batch_applied", 0)]
     assert states(env) == ["applied"] * 3
-    assert codes(env) == [f"I{i:06d}" for i in range(6000)]
+    assert codes(env) == [f"I{i:06d}" for i in range(600)]
     assert_results_journaled(env)
-    assert_ref_in_order(env, 6000)  # batch 0's ids came last, and come first
+    assert_ref_in_order(env, 600)  # batch 0's ids came last, and come first
 
 
 @pytest.mark.parametrize("delivered", [True, False])
 def test_an_earlier_batch_in_doubt_after_later_ones_applied_is_settled_by_the_next_run(tmp_path, delivered):
-    root, project, env = items(tmp_path, 6000, ref="new")
+    root, project, env = items(tmp_path, 600, ref="new")
 
     class Crashing(FirstLast):
         @staticmethod
@@ -304,14 +311,14 @@ def test_an_earlier_batch_in_doubt_after_later_ones_applied_is_settled_by_the_ne
             env, project, Client(SANDBOX_BASE_URL, CREDS, transport=sandbox.transport()), parallel=3
         )
     assert states(env) == ["applied"] * 3
-    assert codes(env) == [f"I{i:06d}" for i in range(6000)]  # each record exactly once
+    assert codes(env) == [f"I{i:06d}" for i in range(600)]  # each record exactly once
     assert result.summary is not None and result.summary.reconciled_batches == 1
     assert_results_journaled(env)
-    assert_ref_in_order(env, 6000)
+    assert_ref_in_order(env, 600)
 
 
 def test_429_answers_are_waited_out_and_sent_again_in_parallel(tmp_path):
-    root, project, env = items(tmp_path, 10000)  # 5 batches
+    root, project, env = items(tmp_path, 1000)  # 5 batches
     faults = FaultProfile.parse("seed=3,429=0.4")
     waits: list[float] = []
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
@@ -324,7 +331,7 @@ def test_429_answers_are_waited_out_and_sent_again_in_parallel(tmp_path):
         )
         result, _ = apply(env, project, client, parallel=4)
     assert states(env) == ["applied"] * 5
-    assert codes(env) == [f"I{i:06d}" for i in range(10000)]
+    assert codes(env) == [f"I{i:06d}" for i in range(1000)]
     assert faults.counts["429"] > 0 and client.retry_count == faults.counts["429"] == len(waits)
     assert result.summary is not None
     assert result.summary.requests_sent == 5 + 1 + faults.counts["429"]  # bulks, the highest id, the 429s
@@ -374,7 +381,7 @@ def test_with_a_journal_app_bulks_in_flight_together_each_carry_their_marker(tmp
     runs = []
     with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
         for name in ("a", "b"):
-            project = load_project(write_project(tmp_path / name, store=store, records=5700, changesets=1))
+            project = load_project(write_project(tmp_path / name, store=store, records=570, changesets=1))
             env = project.environment()
             client = Gate(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
             client.barrier = threading.Barrier(3 if name == "a" else 1)
@@ -384,13 +391,13 @@ def test_with_a_journal_app_bulks_in_flight_together_each_carry_their_marker(tmp
         codes_now = item_codes(sandbox.records(1))
     (a_env, a, a_events), (b_env, b, _) = runs
     kinds = [k for k, _ in sent_and_landed(a_events)]
-    assert kinds[:3] == ["batch_sent"] * 3  # the three adds of 1,900 left together
-    assert a.summary is not None and a.summary.applied_records == 5700 * 2  # the adds, then their status
+    assert kinds[:3] == ["batch_sent"] * 3  # the three adds of 190 left together
+    assert a.summary is not None and a.summary.applied_records == 570 * 2  # the adds, then their status
     assert b.nothing_to_do
     assert len(markers) == a.summary.applied_batches
-    assert len(codes_now) == 5700
+    assert len(codes_now) == 570
     with Journal.open(a_env.journal_path) as ja, Journal.open(b_env.journal_path) as jb:
-        assert jb.refs() == ja.refs() and len(ja.refs()["first"]) == 5700
+        assert jb.refs() == ja.refs() and len(ja.refs()["first"]) == 570
         with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
             by_id = {int(r["$id"]["value"]): r["code"]["value"] for r in sandbox.records(1)}
         named = [by_id[i] for i in ja.refs()["first"]]
@@ -407,7 +414,7 @@ def test_ids_owed_to_a_marker_stop_the_run_once_those_in_flight_landed(tmp_path)
     store = tmp_path / "kintone.sqlite3"
     write_project(tmp_path / "definition", store=store)
     with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
-        project = load_project(write_project(tmp_path / "a", store=store, records=7600, changesets=1))
+        project = load_project(write_project(tmp_path / "a", store=store, records=760, changesets=1))
         env = project.environment()
         recorder = Recorder(sandbox)
         unwritable: list[int] = []
@@ -422,14 +429,14 @@ def test_ids_owed_to_a_marker_stop_the_run_once_those_in_flight_landed(tmp_path)
         with pytest.raises(TransportError, match="could not be written to its marker"):
             apply(env, project, client_over(recorder), parallel=2)
         assert states(env)[:3] == ["applied"] * 3 and "sent" not in states(env)
-        assert len(sandbox.records(1)) == 3 * 1900  # the fourth add was not sent
+        assert len(sandbox.records(1)) == 3 * 190  # the fourth add was not sent
 
-        fresh = load_project(write_project(tmp_path / "b", store=store, records=7600, changesets=1))
+        fresh = load_project(write_project(tmp_path / "b", store=store, records=760, changesets=1))
         result, _ = apply(fresh.environment(), fresh, client_over(Recorder(sandbox)), parallel=2)
         assert result.summary is not None
         markers = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]
         assert all(r["ids"]["value"] for r in markers if r["key"]["value"].endswith(":0"))
-        assert len(item_codes(sandbox.records(1))) == 7600
+        assert len(item_codes(sandbox.records(1))) == 760
         assert {r["Status"]["value"] for r in sandbox.records(1)} == {"Checked"}
 
 
@@ -438,7 +445,7 @@ def test_drops_resets_and_429s_in_parallel_lose_nothing_and_apply_nothing_twice(
     again), 429s (waited out), drops (applied, the answer lost: settled by reading Kintone).
     Applied again until done, every record is there once and the ref names them in order."""
     extra = "  - status: {app: items, records: {ref: new}, action: Check}\n"
-    root, project, env = items(tmp_path, 10000, extra, ref="new")
+    root, project, env = items(tmp_path, 1000, extra, ref="new")
     faults = FaultProfile.parse("seed=5,429=0.1,reset=0.1,drop=0.15")
     with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
         for _ in range(6):
@@ -459,9 +466,9 @@ def test_drops_resets_and_429s_in_parallel_lose_nothing_and_apply_nothing_twice(
         checked = {r[status]["value"] for r in sandbox.records(1)}
     assert faults.counts["drop"] > 0 and faults.counts["reset"] > 0 and faults.counts["429"] > 0
     assert set(states(env)) == {"applied"}
-    assert codes(env) == [f"I{i:06d}" for i in range(10000)]
+    assert codes(env) == [f"I{i:06d}" for i in range(1000)]
     assert checked == {"Checked"}
-    assert_ref_in_order(env, 10000)
+    assert_ref_in_order(env, 1000)
 
 
 def test_the_proof_is_given_the_apps_each_app_looks_up_from_their_definitions():
