@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 # The repository's root is itself a kmigrate project (the example shop); these are its files.
 EXAMPLE = Path(__file__).resolve().parent.parent
@@ -126,17 +128,23 @@ SMALL_CALL = 10
 SMALL_BULK = 20 * SMALL_CALL
 
 
-def small_calls(monkeypatch) -> None:
+def small_calls(monkeypatch, records_per_call: int = SMALL_CALL) -> None:
     """Every plan built in this test (``api._build_plan``: ``Limits()``, or
-    ``remote.session.limits_for`` with a journal app) puts ``SMALL_CALL`` records in a write
-    call. For tests whose batch structure is the point, not Kintone's sizes; the tests of the
-    real sizes (100 per call, 20 calls, 19 with a marker) keep them."""
+    ``remote.session.limits_for`` with a journal app) puts ``records_per_call`` records in a
+    write call. For tests whose batch structure is the point, not Kintone's sizes; the tests of
+    the real sizes (100 per call, 20 calls, 19 with a marker) keep them."""
+    for module, limits in small_limits(records_per_call):
+        monkeypatch.setattr(module, "Limits", limits)
+
+
+def small_limits(records_per_call: int) -> list[tuple[ModuleType, Any]]:
+    """Where plans take their ``Limits`` from, each with one that has ``records_per_call``
+    (the harness's zygote sets them before it forks: tests/harness/zygote.py)."""
     import functools
 
     import kmigrate.api
     import kmigrate.remote.session
     from kmigrate.planner import Limits
 
-    small = functools.partial(Limits, records_per_call=SMALL_CALL)
-    monkeypatch.setattr(kmigrate.api, "Limits", small)
-    monkeypatch.setattr(kmigrate.remote.session, "Limits", small)
+    small = functools.partial(Limits, records_per_call=records_per_call)
+    return [(kmigrate.api, small), (kmigrate.remote.session, small)]

@@ -27,7 +27,15 @@ from kmigrate.runner import RunEvent
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
 from kmigrate.sandbox.faults import FaultProfile
 
-from .projects import SMALL_BULK, TOKEN, items_project, small_calls, write_changeset, write_items_csv
+from .projects import (
+    SMALL_BULK,
+    SMALL_CALL,
+    TOKEN,
+    items_project,
+    small_calls,
+    write_changeset,
+    write_items_csv,
+)
 
 CREDS = Credentials(api_tokens=(TOKEN,))
 WAIT = 30  # seconds any wait below may take before the test fails
@@ -360,11 +368,14 @@ def test_parallel_is_bounded_and_configurable(tmp_path):
 @pytest.mark.slow
 def test_the_crash_matrix_with_parallel_bulks_never_duplicates_loses_or_needs_a_person(tmp_path):
     """SIGKILLed at points spread over a run whose changesets take several bulks in flight at
-    once (each 4,500 visits: three bulks of adds together, then their status changes), then
-    resumed until done: every record exactly once, as the same run sent one bulk at a time."""
+    once (each 450 visits, in bulks of 200: three bulks of adds together, then their status
+    changes), then resumed until done: every record exactly once, as the same run sent one bulk
+    at a time."""
     from .harness.crash import run_matrix
 
-    figures, requests = run_matrix(points=6, records=9000, chunks=2, work=tmp_path, jobs=3, parallel=4)
+    figures, requests = run_matrix(
+        points=6, records=900, chunks=2, work=tmp_path, jobs=3, parallel=4, records_per_call=SMALL_CALL
+    )
     assert figures.runs == 6 and figures.killed >= 5
     m = figures.mismatches
     assert (m.duplicates, m.missing, m.wrong_values, m.wrong_statuses) == (0, 0, 0, 0), m.examples

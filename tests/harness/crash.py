@@ -67,11 +67,13 @@ def run_matrix(
     journal_app: bool = False,
     runners: int = 1,
     parallel: int = 1,
+    records_per_call: int | None = None,
 ) -> tuple[Figures, int]:
     """``jobs`` kill points at once (each has its own served sandbox, project and journal). With
-    ``runners`` > 1 the applies after the kill take turns over that many fresh runner folders."""
+    ``runners`` > 1 the applies after the kill take turns over that many fresh runner folders;
+    ``records_per_call`` plans smaller write calls than Kintone's 100 (tests/projects.py)."""
     started = clock()
-    with Zygote() as zygote:
+    with Zygote(records_per_call=records_per_call) as zygote:
         # With a journal app, its requests are in the grid: the fault-free run has it too.
         setup, requests = prepare(
             work,

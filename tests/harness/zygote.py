@@ -16,6 +16,8 @@ One JSON line each way, on the zygote's stdin and stdout::
     <- {"exited": PID, "code": N}                         N < 0: killed by signal -N (as Popen)
 
 When its stdin closes it SIGKILLs what is still running, reaps it and exits.
+``--records-per-call N`` makes every plan of its commands put N records in a write call
+(tests/projects.py, ``small_calls``): a suite about bulks, not Kintone's sizes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main() -> int:
     """The zygote's loop; in a forked child, the child's command (its exit code)."""
+    if sys.argv[1:2] == ["--records-per-call"]:
+        from tests.projects import small_limits
+
+        for module, limits in small_limits(int(sys.argv[2])):
+            module.Limits = limits  # type: ignore[attr-defined]
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -123,10 +130,11 @@ def _child(argv: list[str], env: dict[str, str], output: str) -> int | str | Non
 class Zygote:
     """The zygote as a process of the harness's; ``start`` is safe from several threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, records_per_call: int | None = None) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("KINTONE_", "KMIGRATE_"))}
+        small = ["--records-per-call", str(records_per_call)] if records_per_call else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.harness.zygote"],
+            [sys.executable, "-m", "tests.harness.zygote", *small],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=REPO,
