@@ -22,6 +22,7 @@ When its stdin closes it SIGKILLs what is still running, reaps it and exits.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -48,6 +49,8 @@ def main() -> int:
 
         for module, limits in small_limits(int(sys.argv[2])):
             module.Limits = limits  # type: ignore[attr-defined]
+    # What is imported stays put: the children's collections never walk (and so copy) it.
+    gc.freeze()
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
