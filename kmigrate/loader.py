@@ -707,6 +707,12 @@ class _NormalisedSource:
         return f"records_from({self.path!r})"
 
     @property
+    def text_columns(self) -> frozenset[str] | None:
+        """``DataFile.text_columns``: once a pass has begun, the codes of a file whose every value
+        is a text (None: not such a file, or not read yet)."""
+        return self.raw.text_columns
+
+    @property
     def count(self) -> int:
         """Records in the file: counted while it was checked, or on first use. An applied
         changeset that did not change is not checked again, and most never need their count

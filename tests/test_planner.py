@@ -714,6 +714,32 @@ def test_a_call_with_a_ref_to_resolve_is_encoded_as_resolved_not_as_planned():
     assert json.loads(sent.body())["requests"][1]["payload"]["ids"] == [7]
 
 
+class _TextSource(ListSource):
+    """A source that says its values are all text (as a CSV file of text columns does)."""
+
+    text_columns = frozenset({"title", "note"})
+
+
+def test_an_add_from_a_text_only_source_compiles_as_the_generic_path_does(monkeypatch):
+    from kmigrate.planner.compile import OpCompiler
+
+    rows = [{"title": f"r{i}", **({"note": "n"} if i % 2 else {})} for i in range(250)]
+    fast, generic = _TextSource(rows), ListSource(rows)
+    generic_records: list[Any] = []
+    real = OpCompiler._kintone_record
+    monkeypatch.setattr(
+        OpCompiler,
+        "_kintone_record",
+        lambda self, rec, *a: generic_records.append(rec) or real(self, rec, *a),
+    )
+    got = build_plan([_from_source(fast)], env()).changesets[0].batches
+    assert generic_records == []  # each record made {"value": ...} per field, with no scan
+    expected = build_plan([_from_source(generic)], env()).changesets[0].batches
+    assert len(generic_records) == 250
+    assert [b.requests() for b in got] == [b.requests() for b in expected]
+    assert [b.hash for b in got] == [b.hash for b in expected]
+
+
 class _Text(str):
     """A str subclass: JSON takes it, marshal does not (the spool's fallback)."""
 
