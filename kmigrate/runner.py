@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import reconcile
 from .attachments import file_markers, upload_files
 from .errors import (
+    DriftError,
     InDoubtError,
     InputError,
     JournalError,
@@ -415,12 +416,18 @@ class Runner:
             refs[name] = [_LOST if i == UNKNOWN_ID else i for i in refs[name]]
         requests_before = self.client.request_count
         try:
+            if self.remote is not None and self._lost:
+                # Markers without their ids (a runner died or lost Kintone right after the
+                # bulk): read back now, before this run's bulks can change those records.
+                self._recover_by_marker(sorted(self._lost), refs, each=True)
             for cs in plan.changesets:
                 if cs.state == APPLIED:
                     summary.skipped_changesets += 1
                     self.on_event(RunEvent("changeset_skipped", cs))
                     continue
                 self._run_changeset(cs, refs, summary)
+            if self.remote is not None:
+                self.remote.finish()
         finally:
             summary.requests_sent = self.client.request_count - requests_before
         return summary
@@ -446,7 +453,12 @@ class Runner:
                 if flights is not None and (record.state == SENT or prepared.requests is None):
                     flights.land_all()  # settled, or resolved with the ids of those in flight, alone
                 if self.remote is not None:
-                    self.remote.before_batch()  # renews the lease; stops if another runner took it
+                    try:  # renews the lease, writes owed ids; stops if it cannot
+                        self.remote.before_batch()
+                    except KmigrateError:
+                        if flights is not None:
+                            flights.land_all()  # those in flight are journaled before it stops
+                        raise
                 if record.state == SENT and self.remote is not None:  # its marker says what happened
                     if self._settle_by_marker(cs, batch, record, refs):
                         summary.reconciled_batches += 1
@@ -573,44 +585,61 @@ class Runner:
         )
         return sent
 
-    def _recover_by_marker(self, names: Sequence[str], refs: dict[str, list[Any]]) -> bool:
-        """Read back the ids ``names`` lost, batch by batch, with the probe each batch's marker
-        keeps (any runner's, a fresh machine's too); True if every one of them was found."""
+    def _recover_by_marker(
+        self, names: Sequence[str], refs: dict[str, list[Any]], *, each: bool = False
+    ) -> bool:
+        """Read back the ids ``names`` lost, batch by batch in order, with the probe each
+        batch's marker keeps (any runner's, a fresh machine's too); True if every one of them
+        was found. It stops at the first batch Kintone cannot tell, unless ``each``."""
         assert self.remote is not None
         for version, index in sorted({p for name in names for p in self._lost.get(name, [])}):
-            cs = self._planned.get(version)
-            batch = next((b for b in cs.batches if b.index == index), None) if cs is not None else None
-            marker = self.remote.marker(cs, batch) if cs is not None and batch is not None else None
-            if cs is None or batch is None or marker is None or not marker.probe:
-                return False
-            requests = [call.resolved(refs) for call in batch.calls]
-            if any(_holds_lost_id(r) for r in requests):
-                return False  # it needs lost ids itself: earlier batches first
-            # Sent in two parts (partial:K, then the rest): the first K calls' ids are in the
-            # marker, its probe covers the rest.
-            known = list(marker.prefix_results or [])
             try:
-                kept, verdicts = self._verdicts(batch, requests, marker.probe, len(known))
-            except _CannotTell as cannot:
-                if cannot.unreadable:  # Kintone could not be read just now: no person needed
-                    raise TransportError(
-                        f"changeset {cs.id} batch {batch.index}: the ids it created could not be read back from "
-                        f"Kintone now ({'; '.join(cannot.reasons)}); nothing more was sent",
-                        sent_maybe=False,
-                        location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
-                        hint="run `kmigrate apply` again once Kintone answers: it reads them back first",
-                    ) from None
-                return False
-            if len(known) + kept != len(batch.calls):
-                return False
-            created = _created(batch.calls, known + [v.result for v in verdicts])
-            self.journal.recover_ids(version, index, created, note="read back with its marker's probe")
-            self.remote.write_found_ids(marker, batch, created)
+                found = self._read_back(version, index, refs)
+            except (DriftError, JournalError):
+                if not each:
+                    raise
+                found = False  # early, for a batch that may never be needed: its turn says it
+            if not found and not each:
+                break
         fresh = self.journal.refs()
         self._lost = self.journal.lost_ids()
         refs.clear()
         refs.update({n: [_LOST if i == UNKNOWN_ID else i for i in ids] for n, ids in fresh.items()})
         return not any(name in self._lost for name in names)
+
+    def _read_back(self, version: str, index: int, refs: Mapping[str, Sequence[Any]]) -> bool:
+        """One batch's lost ids read back with its marker's probe and journaled; False when
+        Kintone cannot tell (raises when it cannot be read now: no person needed for that)."""
+        assert self.remote is not None
+        cs = self._planned.get(version)
+        batch = next((b for b in cs.batches if b.index == index), None) if cs is not None else None
+        marker = self.remote.marker(cs, batch) if cs is not None and batch is not None else None
+        if cs is None or batch is None or marker is None or not marker.probe:
+            return False
+        requests = [call.resolved(refs) for call in batch.calls]
+        if any(_holds_lost_id(r) for r in requests):
+            return False  # it needs lost ids itself: earlier batches first
+        # Sent in two parts (partial:K, then the rest): the first K calls' ids are in the
+        # marker, its probe covers the rest.
+        known = list(marker.prefix_results or [])
+        try:
+            kept, verdicts = self._verdicts(batch, requests, marker.probe, len(known))
+        except _CannotTell as cannot:
+            if cannot.unreadable:
+                raise TransportError(
+                    f"changeset {cs.id} batch {batch.index}: the ids it created could not be read back from "
+                    f"Kintone now ({'; '.join(cannot.reasons)}); nothing more was sent",
+                    sent_maybe=False,
+                    location=Location(file=cs.path, changeset=cs.id, detail=f"batch {batch.index}"),
+                    hint="run `kmigrate apply` again once Kintone answers: it reads them back first",
+                ) from None
+            return False
+        if len(known) + kept != len(batch.calls):
+            return False
+        created = _created(batch.calls, known + [v.result for v in verdicts])
+        self.journal.recover_ids(version, index, created, note="read back with its marker's probe")
+        self.remote.write_found_ids(cs, marker, batch, created)
+        return True
 
     # ---- one batch: probe, sent, bulk, answer ----------------------------------------------
 
@@ -781,7 +810,7 @@ class Runner:
         results = list(record.done_results or []) + list(answer_results)
         self._applied(cs, batch, results, refs, "Kintone applied it")
         if self.remote is not None and outcome is not None:
-            self.remote.after_applied(batch, outcome, _created(batch.calls, results))
+            self.remote.after_applied(cs, batch, outcome, _created(batch.calls, results))
         return False
 
     # ---- with a journal app: its marker says whether a batch applied (kmigrate.remote) ------
@@ -848,7 +877,7 @@ class Runner:
         )
         if results is not None:
             self._note_ids(batch.calls, results)
-            self.remote.write_found_ids(marker, batch, created)
+            self.remote.write_found_ids(cs, marker, batch, created)
         self._gained(cs, batch, created, refs)
         for name, ids in created.items():
             if UNKNOWN_ID in ids:
@@ -1250,15 +1279,21 @@ class Runner:
             ) from exc
 
     def _lost_ref_error(self, cs: ChangesetPlan, batch: Batch, names: list[str]) -> JournalError:
+        by_hand = {(e.changeset, e.batch) for e in self.journal.events(kinds=["resolved"])}
         producers = "; ".join(
-            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i}"
+            f"ref {name!r}: {self._ids.get(v, 'V' + v)} batch {i} "
+            + (
+                "was resolved as applied by hand without them"
+                if (v, i) in by_hand
+                else "applied, but the ids it created could not be read back from Kintone"
+            )
             for name in names
             for v, i in self._lost[name]
         )
         first = self._lost[names[0]][0]
         return JournalError(
-            f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers} "
-            "was resolved as applied by hand without them); nothing was sent",
+            f"changeset {cs.id} batch {batch.index} needs ids that were never journaled ({producers}); "
+            "nothing was sent",
             location=Location(file=cs.path, changeset=cs.id),
             hint=f"read them back from Kintone: `kmigrate resolve {first[0]} {first[1]} --applied --ids-key FIELD` "
             "(a unique field of those records) or `--ids-query QUERY`, then `kmigrate apply` again",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -394,6 +395,42 @@ def test_with_a_journal_app_bulks_in_flight_together_each_carry_their_marker(tmp
             by_id = {int(r["$id"]["value"]): r["code"]["value"] for r in sandbox.records(1)}
         named = [by_id[i] for i in ja.refs()["first"]]
     assert named == sorted(named)  # the CSV's order
+
+
+def test_ids_owed_to_a_marker_stop_the_run_once_those_in_flight_landed(tmp_path):
+    """--parallel 2 with a journal app: batch 0's ids cannot be written to its marker, so the
+    run stops before its next bulk leaves, and the bulks still in flight land and are
+    journaled first (none left `sent`). A fresh runner reads the ids back and finishes exact."""
+    from .remote.projects import JOURNAL_APP, item_codes, write_project
+    from .remote.test_apply import Recorder, client_over
+
+    store = tmp_path / "kintone.sqlite3"
+    write_project(tmp_path / "definition", store=store)
+    with Sandbox.open(tmp_path / "definition" / "sandbox.yaml", store) as sandbox:
+        project = load_project(write_project(tmp_path / "a", store=store, records=7600, changesets=1))
+        env = project.environment()
+        recorder = Recorder(sandbox)
+        unwritable: list[int] = []
+
+        def first_marker_unwritable(method: str, path: str, body: dict) -> None:
+            if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+                unwritable[:] = unwritable or [body["id"]]
+                if body["id"] == unwritable[0]:
+                    raise httpx.ConnectError("the journal app is unreachable")
+
+        recorder.before = first_marker_unwritable
+        with pytest.raises(TransportError, match="could not be written to its marker"):
+            apply(env, project, client_over(recorder), parallel=2)
+        assert states(env)[:3] == ["applied"] * 3 and "sent" not in states(env)
+        assert len(sandbox.records(1)) == 3 * 1900  # the fourth add was not sent
+
+        fresh = load_project(write_project(tmp_path / "b", store=store, records=7600, changesets=1))
+        result, _ = apply(fresh.environment(), fresh, client_over(Recorder(sandbox)), parallel=2)
+        assert result.summary is not None
+        markers = [r for r in sandbox.records(JOURNAL_APP) if r["kind"]["value"] == "batch"]
+        assert all(r["ids"]["value"] for r in markers if r["key"]["value"].endswith(":0"))
+        assert len(item_codes(sandbox.records(1))) == 7600
+        assert {r["Status"]["value"] for r in sandbox.records(1)} == {"Checked"}
 
 
 def test_drops_resets_and_429s_in_parallel_lose_nothing_and_apply_nothing_twice(tmp_path):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import ConfigError
-from ..sandbox.calls import MAX_IN_FLIGHT
+from ..kintone import MAX_CONCURRENT_REQUESTS as MAX_IN_FLIGHT  # the sandbox's default
 from . import CliContext, main, pass_cli
 
 if TYPE_CHECKING:

@@ -4,12 +4,14 @@ lease, and settling a bulk's outcome by its marker. ``api`` opens it; ``Runner``
     limits_for(env)         19 calls per bulk where the marker takes one of Kintone's 20
     RemoteRun.bulk(...)     request [0] the marker, then the batch; a refusal at [0] or a lost
                             answer is settled by reading the marker (applied, or sent again)
-    RemoteRun.after_applied the ids the batch created, written to its marker (best effort: a
-                            runner that has them writes them at its next start, see ``sync``)
+    RemoteRun.after_applied the ids the batch created, written to its marker; a write that
+                            fails is owed: tried again before the next bulk, which is not sent
+                            until it lands (see ``settle_owed``)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +64,22 @@ class Outcome:
 # it learnt, and its next start writes it).
 PARTIAL_WRITES = 5
 
+# Writing the ids of an applied batch into its marker, when the write right after the answer
+# failed: tries before the next bulk, and before the run stops rather than send it.
+IDS_WRITES = 3
+
+
+@dataclass(frozen=True)
+class _OwedIds:
+    """Ids an applied batch created that its marker does not hold yet."""
+
+    version: str
+    index: int
+    marker_id: int
+    guest_space_id: int | None
+    created: Mapping[str, Sequence[int]]
+    reason: str
+
 
 @dataclass
 class RemoteRun:
@@ -70,14 +88,53 @@ class RemoteRun:
     run: str
     lease: Lease | None = None
     warnings: list[str] = field(default_factory=list)
+    owed: list[_OwedIds] = field(default_factory=list)  # ids not yet in their markers
 
     @property
     def app(self) -> JournalApp:
         return JournalApp(self.client, self.markers)
 
     def before_batch(self) -> None:
+        """Before a bulk: the lease renewed, and the ids owed to earlier markers written. A
+        marker without its ids is read back by content (the probe it holds), which only works
+        while the records are as the batch left them, and a later bulk may change them: so no
+        bulk leaves while ids are owed. Stops the run (nothing more sent) if they cannot be
+        written now: any runner's next apply reads them back, with nothing changed since."""
         if self.lease is not None:
             self.lease.renew()
+        self.settle_owed(attempts=IDS_WRITES)
+        if self.owed:
+            first = self.owed[0]
+            raise TransportError(
+                f"V{first.version} batch {first.index}: the ids it created could not be written to its marker in "
+                f"the journal app ({first.reason}); nothing more was sent, so that they can be read back",
+                sent_maybe=False,
+                hint="run `kmigrate apply` again (on any machine) once Kintone answers: "
+                "it writes or reads them back first",
+            )
+
+    def settle_owed(self, attempts: int = 1) -> None:
+        """Write the owed ids, each up to ``attempts`` times; those still failing stay owed."""
+        still: list[_OwedIds] = []
+        for owed in self.owed:
+            for attempt in range(1, attempts + 1):
+                try:
+                    self.app.write_ids(owed.marker_id, owed.guest_space_id, owed.created)
+                    break
+                except KmigrateError as exc:
+                    if attempt == attempts:
+                        still.append(dataclasses.replace(owed, reason=exc.message))
+        self.owed = still
+
+    def finish(self) -> None:
+        """At the end of a run: owed ids written if Kintone answers now, else said."""
+        self.settle_owed(attempts=IDS_WRITES)
+        for owed in self.owed:
+            self.warnings.append(
+                f"V{owed.version} batch {owed.index}: its ids could not be written to its marker ({owed.reason}); "
+                "the next kmigrate command on this machine writes them, and any other runner reads them "
+                "back from Kintone"
+            )
 
     def bulk(
         self,
@@ -197,10 +254,12 @@ class RemoteRun:
             return found
         return self._checked(cs, batch, found)
 
-    def write_found_ids(self, marker: Marker, batch: Batch, created: Mapping[str, Sequence[int]]) -> None:
-        """Ids read back from Kintone for a marker that had none (best effort)."""
+    def write_found_ids(
+        self, cs: ChangesetPlan, marker: Marker, batch: Batch, created: Mapping[str, Sequence[int]]
+    ) -> None:
+        """Ids read back from Kintone for a marker that had none (owed if the write fails)."""
         if marker.ids is None and created:
-            self.after_applied(batch, Outcome(marker_id=marker.record_id), created)
+            self.after_applied(cs, batch, Outcome(marker_id=marker.record_id), created)
 
     def _checked(self, cs: ChangesetPlan, batch: Batch, found: Marker) -> Marker:
         if found.kind != KIND_BATCH:
@@ -217,15 +276,19 @@ class RemoteRun:
             )
         return found
 
-    def after_applied(self, batch: Batch, outcome: Outcome, created: Mapping[str, Sequence[int]]) -> None:
+    def after_applied(
+        self, cs: ChangesetPlan, batch: Batch, outcome: Outcome, created: Mapping[str, Sequence[int]]
+    ) -> None:
+        """The ids ``batch`` created, written to its marker; owed if that fails (``before_batch``)."""
         if outcome.marker_id is None or not created:
             return
         try:
             self.app.write_ids(outcome.marker_id, batch.guest_space_id, created)
         except KmigrateError as exc:
-            self.warnings.append(
-                f"batch {batch.index}: its ids could not be written to its marker ({exc.message}); "
-                "the next kmigrate command on this machine writes them"
+            self.owed.append(
+                _OwedIds(
+                    cs.version, batch.index, outcome.marker_id, batch.guest_space_id, created, exc.message
+                )
             )
 
     def release(self) -> None:

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_IN_FLIGHT = 100  # Kintone's default limit of concurrent requests per tenant (the wsgi app's)
+from ..kintone import MAX_CONCURRENT_REQUESTS
+
+MAX_IN_FLIGHT = MAX_CONCURRENT_REQUESTS  # requests the wsgi app handles at once, as Kintone does
 
 
 def new_error_id() -> str:

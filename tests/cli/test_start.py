@@ -24,6 +24,7 @@ HEAVY = (
     "httpx",
     "sqlite_utils",
     "kmigrate.sandbox.service",
+    "kmigrate.sandbox.calls",  # the sandbox's default for --max-in-flight is Kintone's limit (kintone.py)
 )
 
 

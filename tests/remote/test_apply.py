@@ -13,7 +13,7 @@ import yaml
 from kmigrate import api
 from kmigrate.client import Client, RetryPolicy
 from kmigrate.config import Credentials, load_project
-from kmigrate.errors import ConfigError, JournalError, KintoneError
+from kmigrate.errors import ConfigError, JournalError, KintoneError, TransportError
 from kmigrate.journal import UNKNOWN_ID, Journal
 from kmigrate.render import render_json, render_text
 from kmigrate.sandbox import SANDBOX_BASE_URL, Sandbox
@@ -181,7 +181,7 @@ def test_a_run_killed_between_the_bulk_and_the_marker_ids_ends_exact(
     recorder = Recorder(sandbox)
 
     def kill_at_ids(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+        if is_ids_write(method, path, body):
             raise KeyboardInterrupt  # the process dies before writing the marker's ids
 
     recorder.before = kill_at_ids
@@ -212,7 +212,7 @@ def test_a_runner_that_journaled_the_ids_writes_them_to_the_marker_at_its_next_s
     recorder = Recorder(sandbox)
 
     def kill_at_ids(method: str, path: str, body: dict) -> None:
-        if method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {}):
+        if is_ids_write(method, path, body):
             raise KeyboardInterrupt  # the process dies before writing the marker's ids
 
     recorder.before = kill_at_ids
@@ -226,6 +226,148 @@ def test_a_runner_that_journaled_the_ids_writes_them_to_the_marker_at_its_next_s
     assert apply(later_project, later_env, Recorder(sandbox)).nothing_to_do
     with Journal.open(later_env.journal_path) as journal:
         assert UNKNOWN_ID not in journal.refs()["first"]
+
+
+# V0001 adds the items (ref `first`), V0002 changes one of them by key (no ref), V0003 needs
+# the ref's ids. Reading the ids back by content works only while the records are as V0001
+# left them: V0002 must not be sent while V0001's marker lacks them.
+BY_KEY = """\
+description: one item's quantity, by key
+operations:
+  - update:
+      app: items
+      key: code
+      records:
+        - {code: I00001, qty: 77}
+"""
+BY_REF = """\
+description: the first item's quantity, by ref
+operations:
+  - update:
+      app: items
+      records:
+        - {id: {ref: first, index: 0}, qty: 99}
+"""
+
+
+def ids_then_edits(tmp_path: Path, name: str, store: Path):
+    project, env = runner(tmp_path, name, store, changesets=1)
+    (project.changesets_dir / "V0001__items.yaml").write_text(
+        "operations:\n  - add:\n      app: items\n      ref: first\n      records_from: data/items.csv\n"
+    )
+    (project.changesets_dir / "V0002__by_key.yaml").write_text(BY_KEY)
+    (project.changesets_dir / "V0003__by_ref.yaml").write_text(BY_REF)
+    return runner_reloaded(project.root)
+
+
+def runner_reloaded(root: Path):
+    project = load_project(root)
+    return project, project.environment()
+
+
+def losing_ids_writes(sandbox: Sandbox, times: int | None = None) -> tuple[Recorder, list[dict]]:
+    """A recorder whose PUTs of a marker's ids fail to connect (the first ``times``, or all);
+    the list gathers the bodies of those that failed."""
+    recorder, lost = Recorder(sandbox), []
+
+    def lose(method: str, path: str, body: dict) -> None:
+        if is_ids_write(method, path, body) and (times is None or len(lost) < times):
+            lost.append(body)
+            raise httpx.ConnectError("the journal app is unreachable")
+
+    recorder.before = lose
+    return recorder, lost
+
+
+def is_ids_write(method: str, path: str, body: dict) -> bool:
+    """The PUT that writes a marker's ids after its batch applied."""
+    return method == "PUT" and path == "/k/v1/record.json" and "ids" in body.get("record", {})
+
+
+def test_ids_that_could_not_reach_their_marker_stop_the_run_and_a_fresh_runner_reads_them_back(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = ids_then_edits(tmp_path, "a", store)
+    recorder, ids_writes = losing_ids_writes(sandbox)
+    with pytest.raises(
+        TransportError, match="V0001 batch 0: the ids it created could not be written"
+    ) as stop:
+        apply(project, env, recorder)
+    assert "nothing more was sent" in stop.value.message and "apply` again" in (stop.value.hint or "")
+    assert len(ids_writes) == 1 + 3  # right after the answer, then the tries before the next bulk
+    # V0002 was not sent: the items are as V0001 left them, and its marker has no ids.
+    assert [path for _, path, _ in recorder.data_writes()] == ["/k/v1/bulkRequest.json"]
+    assert {r["qty"]["value"] for r in sandbox.records(1) if r["code"]["value"] == "I00001"} == {"1"}
+    (marker,) = [r for r in sandbox.records(JOURNAL_APP) if r["key"]["value"] == "items:0001:0"]
+    assert marker["ids"]["value"] == ""
+
+    # A fresh machine (the first one is gone): it reads the ids back before it sends V0002.
+    fresh_project, fresh_env = ids_then_edits(tmp_path, "fresh", store)
+    fresh = Recorder(sandbox)
+    result = apply(fresh_project, fresh_env, fresh)
+    assert result.summary is not None and result.summary.applied_batches == 2
+    by_code = {r["code"]["value"]: r for r in sandbox.records(1)}
+    assert len(by_code) == 250 and by_code["I00001"]["qty"]["value"] == "77"
+    assert by_code["I00000"]["qty"]["value"] == "99"  # V0003 found the ref's first id
+    (marker,) = [r for r in sandbox.records(JOURNAL_APP) if r["key"]["value"] == "items:0001:0"]
+    assert json.loads(marker["ids"]["value"])["first"] == sorted(
+        int(r["$id"]["value"]) for r in by_code.values()
+    )
+    with Journal.open(fresh_env.journal_path) as journal:
+        assert UNKNOWN_ID not in journal.refs()["first"]
+
+
+def test_ids_kintone_cannot_tell_after_a_hand_edit_stop_the_batch_that_needs_them_naming_why(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = ids_then_edits(tmp_path, "a", store)
+    recorder, _ = losing_ids_writes(sandbox)
+    with pytest.raises(TransportError):
+        apply(project, env, recorder)
+    first = min(sandbox.records(1), key=lambda r: int(r["$id"]["value"]))
+    with sandbox.client() as http:  # someone edits a record by hand: its content no longer tells
+        edit = {"app": 1, "id": first["$id"]["value"], "record": {"qty": {"value": "42"}}}
+        assert http.put("/k/v1/record.json", json=edit).status_code == 200
+    fresh_project, fresh_env = ids_then_edits(tmp_path, "fresh", store)
+    with pytest.raises(JournalError) as stop:
+        apply(fresh_project, fresh_env, Recorder(sandbox))
+    assert (
+        "changeset V0003__by_ref batch 0 needs ids that were never journaled (ref 'first': V0001__items "
+        "batch 0 applied, but the ids it created could not be read back from Kintone); nothing was sent"
+    ) in stop.value.message
+    qty = {r["code"]["value"]: r["qty"]["value"] for r in sandbox.records(1)}
+    assert (qty["I00000"], qty["I00001"]) == ("42", "77")  # V0002 went out, V0003 did not
+
+
+def test_an_ids_write_that_fails_once_is_made_before_the_next_bulk_and_the_run_goes_on(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = ids_then_edits(tmp_path, "a", store)
+    recorder, _ = losing_ids_writes(sandbox, times=1)
+    result = apply(project, env, recorder)
+    assert result.summary is not None and result.summary.applied_batches == 3 and result.warnings == []
+    (marker,) = [r for r in sandbox.records(JOURNAL_APP) if r["key"]["value"] == "items:0001:0"]
+    assert len(json.loads(marker["ids"]["value"])["first"]) == 250
+    bulks = [i for i, (_, path, _) in enumerate(recorder.sent) if "bulkRequest" in path]
+    ids_puts = [i for i, (m, p, b) in enumerate(recorder.sent) if m == "PUT" and "ids" in b.get("record", {})]
+    assert len(ids_puts) == 2 and bulks[0] < ids_puts[0] < ids_puts[1] < bulks[1]
+
+
+def test_the_last_batchs_ids_that_cannot_be_written_are_a_warning_and_read_back_by_the_next_runner(
+    tmp_path: Path, store: Path, sandbox: Sandbox
+) -> None:
+    project, env = ids_then_edits(tmp_path, "a", store)
+    for later in ("V0002__by_key.yaml", "V0003__by_ref.yaml"):
+        (project.changesets_dir / later).unlink()
+    recorder, _ = losing_ids_writes(sandbox)
+    result = apply(project, env, recorder)
+    assert result.summary is not None and result.summary.applied_batches == 1
+    (warning,) = result.warnings
+    assert "V0001 batch 0: its ids could not be written to its marker" in warning
+    fresh_project, fresh_env = ids_then_edits(tmp_path, "fresh", store)  # V0002 and V0003 come with it
+    assert apply(fresh_project, fresh_env, Recorder(sandbox)).summary is not None
+    by_code = {r["code"]["value"]: r["qty"]["value"] for r in sandbox.records(1)}
+    assert (by_code["I00000"], by_code["I00001"], len(by_code)) == ("99", "77", 250)
 
 
 def test_an_expired_lease_is_taken_over_logged_and_the_run_ends_exact(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kmigrate import api
-from kmigrate.errors import KintoneError
+from kmigrate.errors import KintoneError, TransportError
 from kmigrate.journal import Journal
 from kmigrate.runner import calls_hash
 from kmigrate.sandbox import Sandbox
@@ -242,7 +242,8 @@ def test_the_ids_of_a_batch_sent_in_two_parts_are_read_back_by_a_fresh_runner(
             raise httpx.ConnectError("down")
 
     recorder.before = ids_never_written
-    apply(b_project, b_env, recorder)  # applied; its ids never reach the marker
+    with pytest.raises(TransportError, match="could not be written to its marker"):
+        apply(b_project, b_env, recorder)  # applied; its ids never reach the marker, so b stops there
     whole = next(r for r in markers(box) if r["key"]["value"] == "items:0001:0")
     assert whole["kind"]["value"] == "batch" and whole["ids"]["value"].startswith("[")  # call 0's only
     c_project, c_env = fixed(tmp_path, "c", store)  # fresh, with a changeset using both parts' ids
@@ -251,9 +252,10 @@ def test_the_ids_of_a_batch_sent_in_two_parts_are_read_back_by_a_fresh_runner(
         "        - {id: {ref: first, index: 0}, qty: 7}\n        - {id: {ref: first, index: 120}, qty: 8}\n"
     )
     result = apply(c_project, c_env, Recorder(box))
-    assert result.summary is not None and result.summary.applied_batches == 1
+    assert result.summary is not None and result.summary.applied_batches == 2  # the status batch, V0003
     qty = {r["code"]["value"]: r["qty"]["value"] for r in box.records(1)}
     assert (qty["I00000"], qty["J00120"]) == ("7", "8")
+    assert {r["Status"]["value"] for r in box.records(1) if r["code"]["value"] != SEEDED} == {"Checked"}
 
 
 class LateCopy(Recorder):
