@@ -48,7 +48,7 @@ from .fields import (
 from .files import Files
 from .forms import form_layout, views
 from .lookups import LookupNotFound, fill_lookups, fill_table_lookups
-from .query import Query, QueryError, parse_query
+from .query import DEFAULT_LIMIT, Query, QueryError, parse_query
 from .store import Store, StoredRecord
 
 ENTITY_NOUNS = {"USER_SELECT": "a user", "ORGANIZATION_SELECT": "an organization", "GROUP_SELECT": "a group"}
@@ -119,6 +119,17 @@ def _check_repeated(record_id: int, seen: set[int]) -> None:
             400, "GAIA_RE09", f"The record (ID: {record_id}) is specified more than once in the request."
         )
     seen.add(record_id)
+
+
+def _key_fields(app: AppDef) -> frozenset[str]:
+    """The fields a query may be answered for from the unique index: unique text fields that no
+    lookup copies into (the index follows the values a write sends; a lookup's copy is not one)."""
+    copied = {mine for f in app.fields.values() if f.lookup for mine, _ in f.lookup.mappings}
+    return frozenset(
+        code
+        for code, f in app.fields.items()
+        if f.unique and f.type in ("SINGLE_LINE_TEXT", "LINK") and code not in copied
+    )
 
 
 # -- the API -------------------------------------------------------------------------------
@@ -293,7 +304,11 @@ class Api:
             raise not_found(record_id)
         return {"record": self._render(app, rec)}
 
-    def _select(self, app: AppDef, call: Call, query_text: Any) -> tuple[Query, list[dict[str, Any]]]:
+    def _select(
+        self, app: AppDef, call: Call, query_text: Any, *, window: bool = False
+    ) -> tuple[Query, list[dict[str, Any]]]:
+        """The records the query selects, in its order; ``window``: only up to the end of its
+        offset/limit window are needed (no total count)."""
         if query_text is not None and not isinstance(query_text, str):
             raise invalid_param("query", "Enter a string.")
         subtables = {sub: table.code for table in app.fields.values() for sub in table.fields}
@@ -307,8 +322,31 @@ class Api:
             )
         except QueryError as exc:
             raise ApiError(exc.status, exc.code, exc.message, exc.errors) from None
-        records = [self._render(app, rec) for rec in self.store.all(app.id)]
-        return query, query.sort(query.filter(records))
+        narrow = query.narrowing
+        ids = narrow.allowed_ids()
+        for code, values in narrow.keys:
+            if code in _key_fields(app):
+                found = self.store.unique_ids(app.id, code, values)
+                if found is not None:
+                    ids = sorted(found if ids is None else found.intersection(ids))
+        if narrow.empty or (ids is not None and not ids):
+            return query, []
+        # Only the records the indexes allow are read and tested; in `$id` order they come
+        # sorted already, and a window's end stops the reading.
+        stored = self.store.select(
+            app.id, narrow.id_low, narrow.id_high, ids, descending=narrow.id_order is not False
+        )
+        enough = None
+        if window and narrow.id_order is not None:
+            enough = (query.offset or 0) + (query.limit if query.limit is not None else DEFAULT_LIMIT)
+        selected = []
+        for rec in stored:
+            record = self._render(app, rec)
+            if query.matches(record):
+                selected.append(record)
+                if enough is not None and len(selected) >= enough:
+                    break
+        return query, selected if narrow.id_order is not None else query.sort(selected)
 
     @staticmethod
     def _only_fields(records: list[dict[str, Any]], codes: Any) -> list[dict[str, Any]]:
@@ -322,10 +360,14 @@ class Api:
 
     def get_records(self, call: Call) -> dict[str, Any]:
         app = self.app(call, "view")
-        query, selected = self._select(app, call, call.params.get("query"))
+        try:
+            window = not bool_param(call.params.get("totalCount"), "totalCount")
+        except ApiError:
+            window = False  # refused just below, after the query's own errors, as before
+        query, selected = self._select(app, call, call.params.get("query"), window=window)
         total = bool_param(call.params.get("totalCount"), "totalCount")
         start = query.offset or 0
-        size = query.limit if query.limit is not None else 100
+        size = query.limit if query.limit is not None else DEFAULT_LIMIT
         page = self._only_fields(selected[start : start + size], call.params.get("fields"))
         return {"records": page, "totalCount": str(len(selected)) if total else None}
 

@@ -3,8 +3,11 @@
 Tables are keyed by app id only; field definitions come from the sandbox file each time it is
 opened, so the file may change between runs. ``uniq`` emulates "prohibit duplicate values":
 rebuilt from the records on open (a field may have become unique since), then kept in step by
-every write. Writes run inside ``transaction()``, which nests through SAVEPOINTs so a bulk
-request is one transaction and each call within it is atomic as well.
+every write; ``uniq_complete`` names the fields whose every record is in it (the last rebuild
+found no duplicate), the only ones a query may be answered from (``unique_ids``). Queries read
+the records they may select through the primary key (``select``). Writes run inside
+``transaction()``, which nests through SAVEPOINTs so a bulk request is one transaction and each
+call within it is atomic as well.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ CREATE TABLE IF NOT EXISTS uniq (
     PRIMARY KEY (app, field, value)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS uniq_by_record ON uniq (app, id);
+CREATE TABLE IF NOT EXISTS uniq_complete (
+    app INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    PRIMARY KEY (app, field)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS request_counts (
     day TEXT NOT NULL,
@@ -184,6 +192,45 @@ class Store:
         rows = self.conn.execute("SELECT id, revision, data FROM records WHERE app = ? ORDER BY id", (app,))
         return [StoredRecord(r[0], r[1], json.loads(r[2])) for r in rows]
 
+    def select(
+        self, app: int, low: int, high: int, ids: Iterable[int] | None = None, *, descending: bool = False
+    ) -> Iterator[StoredRecord]:
+        """The app's records with ``low <= id <= high`` (and among ``ids`` when given) in id
+        order, read a growing chunk at a time through the primary key, so a reader that stops
+        early reads little, and no statement stays open between two records."""
+        if ids is not None:
+            wanted = sorted((i for i in ids if low <= i <= high), reverse=descending)
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                by_id = {
+                    r[0]: r
+                    for r in self.conn.execute(
+                        f"SELECT id, revision, data FROM records WHERE app = ? AND id IN ({marks})",
+                        (app, *chunk),
+                    )
+                }
+                for i in chunk:
+                    if i in by_id:
+                        yield StoredRecord(i, by_id[i][1], json.loads(by_id[i][2]))
+            return
+        sql = (
+            "SELECT id, revision, data FROM records WHERE app = ? AND id BETWEEN ? AND ?"
+            f" ORDER BY id {'DESC' if descending else 'ASC'} LIMIT ?"
+        )
+        size = 16
+        while low <= high:
+            rows = self.conn.execute(sql, (app, low, high, size)).fetchall()
+            for row in rows:
+                yield StoredRecord(row[0], row[1], json.loads(row[2]))
+            if len(rows) < size:
+                return
+            if descending:
+                high = rows[-1][0] - 1
+            else:
+                low = rows[-1][0] + 1
+            size = min(size * 4, 4096)
+
     def count(self, app: int) -> int:
         return self.conn.execute("SELECT count(*) FROM records WHERE app = ?", (app,)).fetchone()[0]
 
@@ -230,6 +277,16 @@ class Store:
                 found[value] = owner
         return found
 
+    def unique_ids(self, app: int, field: str, values: Iterable[str]) -> set[int] | None:
+        """The ids of the records whose ``field`` holds one of ``values`` (each non-empty), from
+        the unique index; None when the index may not hold every record (``uniq_complete``)."""
+        complete = self.conn.execute(
+            "SELECT 1 FROM uniq_complete WHERE app = ? AND field = ?", (app, field)
+        ).fetchone()
+        if complete is None:
+            return None
+        return set(self.unique_owners(app, field, sorted(values)).values())
+
     def set_uniques(self, app: int, rows: Iterable[tuple[str, str, int]], *, new: bool = False) -> None:
         """(field, value, id) rows; a record's old value for that field is dropped first
         (``new``: the records were just inserted and have none)."""
@@ -246,18 +303,27 @@ class Store:
     def rebuild_uniques(self, unique_fields: Mapping[int, list[str]]) -> None:
         with self.transaction():
             self.conn.execute("DELETE FROM uniq")
+            self.conn.execute("DELETE FROM uniq_complete")
             for app, codes in unique_fields.items():
                 if not codes:
                     continue
                 rows = []
                 seen: set[tuple[str, str]] = set()
+                repeated: set[str] = set()  # fields a value of which two records hold: not complete
                 for rec in self.all(app):
                     for code in codes:
                         value = rec.data["values"].get(code)
-                        if isinstance(value, str) and value != "" and (code, value) not in seen:
+                        if value is None or value == "":
+                            continue
+                        if not isinstance(value, str) or (code, value) in seen:
+                            repeated.add(code)
+                        else:
                             seen.add((code, value))
                             rows.append((app, code, value, rec.id))
                 self.conn.executemany("INSERT INTO uniq VALUES (?, ?, ?, ?)", rows)
+                self.conn.executemany(
+                    "INSERT INTO uniq_complete VALUES (?, ?)", [(app, c) for c in codes if c not in repeated]
+                )
 
     # -- apps created through the admin API --------------------------------------------------
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmigrate.sandbox import Sandbox
+from kmigrate.sandbox.query import parse_query
 
 from .conftest import Kintone, rec
 
@@ -489,6 +493,13 @@ def test_query_errors_are_kintone_shaped(k: Kintone):
     k.error("GET", "records", {"app": 1, "query": 123}, status=400, code="CB_VA01")
 
 
+def test_the_query_is_checked_before_total_count(k: Kintone):
+    body = {"app": 1, "query": "nosuchfield = 1", "totalCount": "maybe"}
+    k.error("GET", "records", body, status=400, code="GAIA_IQ11")
+    err = k.error("GET", "records", {**body, "query": ""}, status=400, code="CB_VA01")
+    assert "totalCount" in err["errors"], err
+
+
 def test_a_choice_or_status_the_app_does_not_have_is_gaia_iq10_on_every_query(k: Kintone):
     k.post("record", {"app": 1, "record": rec(title="a", priority="High", tags=["a"])})
     for query in ('priority in ("Urgent")', 'tags not in ("z")', 'Status = "Archived"'):
@@ -631,3 +642,137 @@ def test_a_minimum_length_applies_to_an_empty_or_omitted_text(definition):
             "revision": "2"
         }  # not sent: kept
         k.error("PUT", "record", {"app": 4, "id": 1, "record": rec(code="")}, status=400, code="CB_VA01")
+
+
+# -- reads through the indexes (the primary key, the unique index) ---------------------------
+
+_INDEXED = {
+    "apps": [
+        {
+            "id": 1,
+            "name": "Keyed",
+            "fields": {
+                "code": {"type": "SINGLE_LINE_TEXT", "unique": True},
+                "name": "SINGLE_LINE_TEXT",
+                "n": "NUMBER",
+            },
+        }
+    ]
+}
+_CODES = ["a", "b", "c", "d"]
+_WRITES = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"), st.sampled_from([*_CODES, ""]), st.sampled_from(["x", "y"]), st.integers(0, 3)
+        ),
+        st.tuples(st.just("rekey"), st.sampled_from(_CODES), st.sampled_from([*_CODES, ""])),
+        st.tuples(st.just("set"), st.integers(1, 8), st.sampled_from([*_CODES, ""])),
+        st.tuples(st.just("delete"), st.integers(1, 8)),
+        st.tuples(st.just("upsert"), st.sampled_from(_CODES), st.sampled_from(["x", "y"])),
+    ),
+    max_size=10,
+)
+_LEAVES = st.one_of(
+    st.tuples(
+        st.sampled_from(["=", "!=", ">", ">=", "<", "<=", "in"]), st.sampled_from(["0", "2", "3.5", "5", "9"])
+    ).map(lambda t: f"$id {t[0]} ({t[1]})" if t[0] == "in" else f"$id {t[0]} {t[1]}"),
+    st.lists(st.sampled_from(['"a"', '"b"', '"e"', '""']), min_size=1, max_size=2).map(
+        lambda vs: f"code in ({', '.join(vs)})"
+    ),
+    st.sampled_from(
+        ['code = "c"', 'code != "a"', 'name = "x"', "n > 1", 'code like "b"', "$id in (1, 3, 8)"]
+    ),
+)
+_QUERY_CONDITIONS = st.recursive(
+    _LEAVES,
+    lambda inner: st.tuples(st.lists(inner, min_size=2, max_size=3), st.sampled_from([" and ", " or "])).map(
+        lambda t: "(" + t[1].join(t[0]) + ")"
+    ),
+    max_leaves=4,
+)
+_ORDERS = st.sampled_from(
+    ["", "order by $id asc", "order by $id desc", "order by n asc", "order by name desc, $id asc"]
+)
+_WINDOWS = st.tuples(st.sampled_from([None, 1, 2, 5]), st.sampled_from([None, 0, 1, 3]))
+
+
+def _write(client: httpx.Client, step: tuple) -> None:
+    kind, *args = step
+    if kind == "add":
+        code, name, n = args
+        client.post("/k/v1/record.json", json={"app": 1, "record": rec(code=code, name=name, n=n)})
+    elif kind == "rekey":
+        key, new = args
+        body = {"app": 1, "updateKey": {"field": "code", "value": key}, "record": rec(code=new)}
+        client.put("/k/v1/record.json", json=body)
+    elif kind == "set":
+        client.put("/k/v1/record.json", json={"app": 1, "id": args[0], "record": rec(code=args[1])})
+    elif kind == "delete":
+        client.request("DELETE", "/k/v1/records.json", json={"app": 1, "ids": [args[0]]})
+    else:
+        key, name = args
+        item = {"updateKey": {"field": "code", "value": key}, "record": rec(name=name)}
+        client.put("/k/v1/records.json", json={"app": 1, "upsert": True, "records": [item]})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    _WRITES, st.lists(st.tuples(_QUERY_CONDITIONS, _ORDERS, _WINDOWS, st.booleans()), min_size=1, max_size=4)
+)
+def test_indexed_reads_answer_as_reading_every_record(writes: list[tuple], queries: list[tuple]):
+    """GET records (which reads what the indexes allow) against the whole app read, filtered,
+    sorted and windowed by the same query (what the sandbox did before it had indexes)."""
+    with Sandbox.from_definition(_INDEXED) as sandbox, sandbox.client() as client:
+        # Codes a and b taken, c and d free to be given by a write (the unique index must follow).
+        seed = [
+            rec(code=code, name="xy"[i % 2], n=i % 4) for i, code in enumerate(["a", "b", "", "", "", ""])
+        ]
+        assert client.post("/k/v1/records.json", json={"app": 1, "records": seed}).status_code == 200
+        for step in writes:
+            _write(client, step)
+        app = sandbox.apps[1]
+        every = sandbox.records(1)
+        for condition, order, (limit, offset), total in queries:
+            text = " ".join(
+                part
+                for part in (
+                    condition,
+                    order,
+                    f"limit {limit}" if limit is not None else "",
+                    f"offset {offset}" if offset is not None else "",
+                )
+                if part
+            )
+            body = client.get(
+                "/k/v1/records.json", params={"app": 1, "query": text, "totalCount": str(total).lower()}
+            ).json()
+            query = parse_query(text, app.field_types(), options=app.query_options())
+            selected = query.sort(query.filter(every))
+            start, size = offset or 0, limit if limit is not None else 100
+            assert body["records"] == selected[start : start + size], text
+            assert body["totalCount"] == (str(len(selected)) if total else None), text
+            cursor = client.post(
+                "/k/v1/records/cursor.json", json={"app": 1, "query": f"{condition} {order}"}
+            )
+            assert cursor.json()["totalCount"] == str(len(query.filter(every))), condition
+
+
+def test_the_probes_queries_never_read_the_whole_app(monkeypatch):
+    with Sandbox.from_definition(_INDEXED) as sandbox, sandbox.client() as client:
+        records = [rec(code=f"C{i}", n=i) for i in range(30)]
+        assert client.post("/k/v1/records.json", json={"app": 1, "records": records}).status_code == 200
+
+        def whole_app(app: int) -> None:
+            raise AssertionError(f"app {app} read whole")
+
+        monkeypatch.setattr(sandbox.api.store, "all", whole_app)
+        for query, found in (
+            ("order by $id desc limit 1", ["30"]),  # an app's highest id
+            ("($id in (3, 7)) and $id > 0 order by $id asc limit 500", ["3", "7"]),  # a probe by id
+            ('(code in ("C4", "C9", "no")) and $id > 0 order by $id asc limit 500', ["5", "10"]),  # by key
+            ("$id > 27 order by $id asc limit 500", ["28", "29", "30"]),  # above a probe's highest id
+            ('name = "" and $id > 0 order by $id asc limit 2', ["1", "2"]),  # a page stops the reading
+        ):
+            params = {"app": 1, "query": query, "fields": ["$id"]}
+            body = client.request("GET", "/k/v1/records.json", json=params).json()
+            assert [r["$id"]["value"] for r in body["records"]] == found, query

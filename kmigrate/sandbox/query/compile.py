@@ -38,6 +38,7 @@ from .fieldtypes import (
     readers,
 )
 from .functions import DATE_FUNCTIONS, date_function, no_args, unknown_function
+from .narrow import Narrowing, narrowing
 from .nodes import BoolOp, Comparison, Condition, Operator, OrderKey, Value
 from .parser import parse
 
@@ -496,6 +497,8 @@ class Query:
     has_condition: bool
     _predicate: Predicate = field(repr=False, compare=False)
     _sort_keys: tuple[tuple[SortKey, bool], ...] = field(repr=False, compare=False)
+    # Which records an index may limit the reading to (``narrow``); the predicate still decides.
+    narrowing: Narrowing = field(default=Narrowing(), repr=False, compare=False)
 
     def matches(self, record: Record) -> bool:
         return self._predicate(record)
@@ -565,6 +568,13 @@ def parse_query(
     condition = parsed.condition
     predicate = compiler.compile(condition) if condition is not None else _match_all
     sort_keys = tuple((compiler.sort_key(k), k.descending) for k in parsed.order)
+    narrowed = narrowing(
+        condition,
+        parsed.order,
+        lambda code: (compiler.field(code).type, compiler.field(code).table),
+        lambda value, code: compiler.number(value, compiler.field(code)),
+        lambda value, code: compiler.plain_text(value, compiler.field(code)),
+    )
     return Query(
         text=text,
         limit=limit,
@@ -573,4 +583,5 @@ def parse_query(
         has_condition=condition is not None,
         _predicate=predicate,
         _sort_keys=sort_keys,
+        narrowing=narrowed,
     )
