@@ -3,12 +3,13 @@ and a project with one of each mistake reported all at once by `kmigrate validat
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kmigrate import api
@@ -357,6 +358,7 @@ _fast_values = st.one_of(
 )
 
 
+@functools.cache  # once per process: the property below spent most of its time parsing this YAML
 def _fast_schema():
     import yaml
 
@@ -366,7 +368,11 @@ def _fast_schema():
     return AppSchema(fields=fields, system=system)
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+# 800 (was 3,000): every branch of kmigrate/appcheck.py and fieldrules.py the 3,000 reached is
+# still reached (`coverage run --branch`, this property alone, 2026-12-02); the example pins
+# the two that came up rarely (an unbounded number kept as written, a zero).
+@settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])
+@example(kind="add", record={"code": "A1", "size": "S", "amount": 0, "qty": "12", "title": "ok"})
 @given(
     kind=st.sampled_from(["add", "update", "upsert"]),
     record=st.one_of(
@@ -386,7 +392,7 @@ def test_a_record_the_fast_path_accepts_is_one_the_generic_path_finds_nothing_in
     from kmigrate.appcheck import _accepted, _generic_problems, _Shape
 
     schema = _fast_schema()
-    shape = _Shape.of(schema)
+    shape = _Shape.of(schema)  # as appcheck does: once per operation, for every record of it
     accepted = _accepted(kind, record, shape)
     if accepted is not None:
         assert _generic_problems(kind, record, schema, shape) == ([], accepted), (kind, record)

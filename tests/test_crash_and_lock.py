@@ -85,6 +85,7 @@ def codes_in(root: Path, store: Path) -> list[str]:
         return [r["code"]["value"] for r in sandbox.records(1)]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_items):
     root, store = served_items
     total = 20 * BATCH
@@ -122,6 +123,7 @@ def test_sigkill_mid_run_then_resume_applies_every_record_exactly_once(served_it
         assert kinds.count("reconciled") == states.count("sent")
 
 
+@pytest.mark.slow
 def test_two_applies_never_interleave(tmp_path):
     root = items_project(tmp_path)
     write_changeset(root, "V0001__a.yaml", "operations:\n  - add: {app: items, records: [{code: A}]}\n")
@@ -174,6 +176,7 @@ def journal_runs(path: Path) -> list:
         return journal.runs()
 
 
+@pytest.mark.slow
 def test_no_secret_in_output_plan_or_journal(served_items):
     root, store = served_items
     write_changeset(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kmigrate.appschema import FieldDef
@@ -94,8 +94,23 @@ def _same_as_normalize(f: FieldDef, value: Any) -> None:
         assert got == want and type(got) is type(want), (f, value, got, want)
 
 
-@settings(max_examples=3000)
+# Counts: every branch of kmigrate/fieldrules.py that the ten times larger counts these had
+# reached is still reached by each property at these (checked with `coverage run --branch`, one
+# property at a time, 2026-12-02); the examples pin the branches that came up only rarely.
+@settings(max_examples=800)
 @given(f=fields, value=values)
+@example(f=FieldDef("f", "DATETIME", "F"), value="2024-07-01T09:30:00")  # no zone: UTC
+@example(f=FieldDef("f", "DATETIME", "F"), value="2024-07-01T09:30:00+09:00")
+@example(f=FieldDef("f", "DATETIME", "F"), value="2024-07-01Tnoon")  # not a time
+@example(f=FieldDef("f", "DATETIME", "F"), value="2024-07-01")  # no T
+@example(f=FieldDef("f", "DATETIME", "F"), value=5)
+@example(f=FieldDef("f", "DATETIME", "F"), value="")
+@example(f=FieldDef("f", "TIME", "F"), value="09:30")  # the plain fast path
+@example(f=FieldDef("f", "TIME", "F"), value="24:00")
+@example(f=FieldDef("f", "TIME", "F"), value="09:30:61")
+@example(f=FieldDef("f", "TIME", "F"), value=None)
+@example(f=FieldDef("f", "TIME", "F"), value="09:60")
+@example(f=FieldDef("f", "USER_SELECT", "F"), value=[{"code": "u1"}, {"code": "u2", "name": "U 2"}])
 def test_a_compiled_checker_gives_normalize_s_verdict_and_stored_value(f, value):
     _same_as_normalize(f, value)
 
@@ -114,25 +129,25 @@ _times = st.builds(
 )
 
 
-@settings(max_examples=1500)
+@settings(max_examples=400)
 @given(f=fields.filter(lambda f: f.type == "NUMBER"), value=_numbers)
 def test_a_number_checker_agrees_on_digits(f, value):
     _same_as_normalize(f, value)
 
 
-@settings(max_examples=500)
+@settings(max_examples=200)
 @given(value=st.one_of(_numbers, _texts))
 def test_an_unbounded_number_checker_agrees_on_digits(value):
     _same_as_normalize(FieldDef("n", "NUMBER", "N"), value)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=300)
 @given(value=st.one_of(_times, _texts))
 def test_a_time_checker_agrees_on_times(value):
     _same_as_normalize(FieldDef("at", "TIME", "At"), value)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=300)
 @given(f=fields.filter(lambda f: f.type in ("DROP_DOWN", "RADIO_BUTTON", "DATE")), value=_texts)
 def test_an_option_or_date_checker_agrees_on_texts(f, value):
     _same_as_normalize(f, value)

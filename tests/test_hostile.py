@@ -24,6 +24,8 @@ import pytest
 
 from .hostile_driver import run_case, run_commands
 
+pytestmark = pytest.mark.slow  # each case runs its commands in a forked child
+
 SECRET = "KMIGRATE-SECRET-MARKER-5d1e"  # the content of files outside the project
 TIMEOUT = 120  # seconds for all three commands together: generous, a hang still fails
 

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 RUNNERS = 3
 SEMANTICS = ("atomic", "prefix")
+# Runs (kill points) at once: each mostly waits (backoffs, slow answers); two rounds each.
+FAULT_JOBS, CRASH_JOBS = 5, 4
 
 
 def grouped(name: str) -> list:
@@ -39,7 +41,7 @@ def faults(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         work=work,
         journal_app=True,
         runners=RUNNERS,
-        jobs=2,
+        jobs=FAULT_JOBS,
     )
 
 
@@ -54,7 +56,7 @@ def crashes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         work=work,
         journal_app=True,
         runners=RUNNERS,
-        jobs=2,
+        jobs=CRASH_JOBS,
     )
     return figures
 
