@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import gc
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import loader, sumfile
 from .appcheck import Schemas, check_changesets, known_fields
@@ -370,6 +372,31 @@ def preflight_problems(
     return preflight(changesets, state, the_plan, out_of_order=out_of_order)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _sparing_the_collector(command: _F) -> _F:
+    """Run ``command`` with the objects alive when it starts (the modules, the project's
+    settings: ~50,000 of them) out of the garbage collector's sight (``gc.freeze``), and give
+    them back after. A command streaming 100,000 records starts a full collection every few
+    thousand records kept a while (a bulk being built), and each one walked all of those
+    objects again: 16 of them, 1.3 s of W1's apply. Nothing alive is ever collected, so this
+    changes only the time. Left alone when something else froze objects already (theirs)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if gc.get_freeze_count():
+            return command(*args, **kwargs)
+        gc.freeze()
+        try:
+            return command(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    return run  # type: ignore[return-value]
+
+
+@_sparing_the_collector
 def plan(ctx: Context, state: Mapping[str, JournaledChangeset] | None = None, *, check: bool = False) -> Plan:
     """The plan ``apply`` would run: every changeset, compiled to bulk requests (the batches'
     states from ``state``, read from the journal when not given). With ``check``, refuses as
@@ -634,6 +661,7 @@ LOCAL_ONLY_WARNING = (
 )
 
 
+@_sparing_the_collector
 def apply(
     ctx: Context,
     *,

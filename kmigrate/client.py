@@ -44,6 +44,7 @@ from . import __version__
 from .config import Credentials
 from .errors import ConfigError, InputError, KintoneError, TransportError
 from .kintone import MAX_BULK_REQUESTS, MAX_READ_LIMIT, api_path, describe_bulk_apis, is_bulk_api, split_api
+from .plan import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -521,15 +522,16 @@ def prepare_bulk(
 class EncodedBulk:
     """A bulk request checked (``prepare_bulk``) and JSON-encoded, one inner request at a time,
     so it can be made ahead of its send and a request put in front of it (the journal app's
-    marker) without encoding the rest again. ``body()`` is byte for byte what ``json.dumps``
-    of ``{"requests": requests}`` gives."""
+    marker) without encoding the rest again. ``body()`` is byte for byte the canonical JSON
+    (``plan.canonical_json``) of ``{"requests": requests}``: the encoding ``Batch.hash`` is
+    computed on, so a planned call goes out as the bytes it was hashed as."""
 
     requests: tuple[dict[str, Any], ...]
     parts: tuple[bytes, ...]
     guest_space_id: int | None = None
 
     def body(self) -> bytes:
-        return b'{"requests": [' + b", ".join(self.parts) + b"]}"
+        return b'{"requests":[' + b",".join(self.parts) + b"]}"
 
     def since(self, start: int) -> EncodedBulk:
         """The bulk of the inner requests from ``start`` on (the rest of a bulk whose first
@@ -547,15 +549,36 @@ class EncodedBulk:
 
 
 def encode_bulk(
-    requests: Sequence[Mapping[str, Any]] | EncodedBulk, guest_space_id: int | None, *, limit: bool = True
+    requests: Sequence[Mapping[str, Any]] | EncodedBulk,
+    guest_space_id: int | None,
+    *,
+    limit: bool = True,
+    parts: Sequence[bytes | None] | None = None,
 ) -> EncodedBulk:
     """``requests`` checked as ``prepare_bulk`` checks them, and encoded; pure, so it can run on
-    another thread than the send. An ``EncodedBulk`` is returned as it is."""
+    another thread than the send. An ``EncodedBulk`` is returned as it is. ``parts``: per
+    request, its canonical JSON where already made (``Batch.sendable_parts``), used as it is
+    when checking left the request unchanged; None: encoded here."""
     if isinstance(requests, EncodedBulk):
         return requests
-    prepared = prepare_bulk(list(requests), guest_space_id, limit=limit)
-    parts = tuple(json.dumps(r, ensure_ascii=False).encode() for r in prepared)
-    return EncodedBulk(tuple(prepared), parts, guest_space_id)
+    requests = list(requests)
+    prepared = prepare_bulk(requests, guest_space_id, limit=limit)
+    known = parts if parts is not None else (None,) * len(prepared)
+    encoded = tuple(
+        part if part is not None and _unchanged(given, checked) else canonical_json(checked).encode()
+        for given, checked, part in zip(requests, prepared, known, strict=True)
+    )
+    return EncodedBulk(tuple(prepared), encoded, guest_space_id)
+
+
+def _unchanged(given: Mapping[str, Any], checked: Mapping[str, Any]) -> bool:
+    """Whether ``prepare_bulk`` left a request as it was given (so its JSON is the same)."""
+    return (
+        len(given) == 3
+        and given.get("method") == checked["method"]
+        and given.get("api") == checked["api"]
+        and given.get("payload") is checked["payload"]
+    )
 
 
 def bulk_with_head(

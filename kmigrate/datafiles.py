@@ -97,6 +97,9 @@ class DataFile:
         self.format = data_format(path) or "csv"
         self.changeset = changeset
         self.operation = operation  # 1-based, for messages
+        # Once the header is read: the codes of a CSV file whose columns are all text, so each
+        # record maps some of them to text and nothing else (None: not such a file, or not read).
+        self.text_columns: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"DataFile({self.path!r})"
@@ -172,6 +175,7 @@ class DataFile:
             self._check_header(columns)
             width = len(columns)
             convert = _conversions(columns)
+            self.text_columns = frozenset(columns) if convert is None else None
             last_line = reader.line_num
             number = 0
             while True:

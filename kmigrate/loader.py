@@ -63,6 +63,7 @@ from .records import (
     normalise_record,
     record_problems,
     ref_index_problem,
+    text_records_pass,
     unknown_field_message,
     unknown_fields,
 )
@@ -471,6 +472,18 @@ class _FileLoader:
             return None
         return op.model_copy(update={op.kind: body.model_copy(update={"source": source})})
 
+    @staticmethod
+    def _text_rows_pass(
+        source: _NormalisedSource, kind: str, key: str | None, app: App | None, plain: set[str] | None
+    ) -> bool:
+        """Whether every record of ``source`` passes the per-record checks below, known from its
+        header alone: a CSV file of text columns only, none of them an unknown field, for an add
+        (``records.text_records_pass``); no record of it holds an ``id``, so no ref either."""
+        columns = source.raw.text_columns
+        if columns is None or not text_records_pass(kind, key, columns):
+            return False
+        return app is None or plain is None or columns <= plain
+
     def _data_source(
         self, body: _RecordsOp, base: tuple[Any, ...], number: int, detail: str
     ) -> _NormalisedSource | None:
@@ -524,9 +537,14 @@ class _FileLoader:
             if fields is None
             else {c for c, cols in fields.items() if not cols} | set(RESERVED_RECORD_KEYS)
         )
+        fast: bool | None = None  # decided at the first record, once the header is read
         try:
             for line, record in source.checked():
                 count += 1
+                if fast is None:
+                    fast = self._text_rows_pass(source, kind, key, app, plain)
+                if fast:
+                    continue
                 problems = record_problems(kind, key, record)
                 unknown = (
                     []
@@ -687,6 +705,12 @@ class _NormalisedSource:
 
     def __repr__(self) -> str:
         return f"records_from({self.path!r})"
+
+    @property
+    def text_columns(self) -> frozenset[str] | None:
+        """``DataFile.text_columns``: once a pass has begun, the codes of a file whose every value
+        is a text (None: not such a file, or not read yet)."""
+        return self.raw.text_columns
 
     @property
     def count(self) -> int:

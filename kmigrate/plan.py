@@ -185,9 +185,26 @@ class Batch:
         return [c.request() for c in self.calls]
 
     @cached_property  # a big batch's JSON is costly; its content never changes
+    def parts(self) -> tuple[bytes, ...]:
+        """Each call's request (refs unresolved) in canonical JSON, UTF-8: encoded once, for
+        the hash, the body sent (a call with no ref to resolve is sent as these very bytes:
+        ``client.encode_bulk``) and what the journal keeps of an applied batch."""
+        return tuple(canonical_json(c.request()).encode() for c in self.calls)
+
+    def requests_json(self) -> bytes:
+        """``canonical_json(self.requests())``, UTF-8, joined from ``parts`` (a list's canonical
+        JSON is its items' joined by commas)."""
+        return b"[" + b",".join(self.parts) + b"]"
+
+    @cached_property
     def hash(self) -> str:
-        """Identifies the batch's content (refs unresolved); the journal compares it on resume."""
-        return hashlib.sha256(canonical_json(self.requests()).encode()).hexdigest()
+        """Identifies the batch's content (refs unresolved); the journal compares it on resume.
+        The SHA-256 of ``canonical_json(self.requests())``: the definition journals hold."""
+        return hashlib.sha256(self.requests_json()).hexdigest()
+
+    def sendable_parts(self) -> tuple[bytes | None, ...]:
+        """Per call, its ``parts`` entry where that is what is sent (it consumes no ref), else None."""
+        return tuple(None if c.consumes else p for c, p in zip(self.calls, self.parts, strict=True))
 
     @property
     def record_count(self) -> int:

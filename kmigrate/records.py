@@ -47,6 +47,19 @@ def record_problems(kind: str, key: str | None, record: Any) -> list[str]:
     return problems
 
 
+def text_records_pass(kind: str, key: str | None, codes: Collection[str]) -> bool:
+    """Whether ``record_problems`` finds nothing in every record of a ``kind`` operation whose
+    codes are among ``codes`` and whose values are all text (a CSV file whose columns are all
+    text fields: decided once from its header, not per row). Only an add's: an update's or an
+    upsert's records are found by their values."""
+    return (
+        kind == "add"
+        and key is None
+        and all(isinstance(code, str) and code for code in codes)
+        and not set(codes) & set(RESERVED_RECORD_KEYS)
+    )
+
+
 def not_a_mapping(record: Any) -> str:
     return f"a record is a mapping of field codes to values, not {kind_of(record)}"
 

@@ -524,7 +524,8 @@ class Runner:
             from .client import encode_bulk  # a run that sends has the client loaded
 
             try:
-                encoded = encode_bulk(requests, batch.guest_space_id)
+                # A call with no ref goes out as the bytes its hash was computed on.
+                encoded = encode_bulk(requests, batch.guest_space_id, parts=batch.sendable_parts())
             except InputError:
                 pass  # the client refuses it at its turn, before anything is sent
         prepared = _Prepared(batch, requests, encoded, files)
@@ -1064,7 +1065,10 @@ class Runner:
             batch,
             outcome,
             f"`kmigrate resolve {cs.version} {batch.index} --applied` (never send it again)",
-            lambda: self.journal.mark_applied(cs.version, batch.index, results, created, self.run_id),
+            # what it sent kept in the same commit (for `repair`'s diff): one commit, not two
+            lambda: self.journal.mark_applied(
+                cs.version, batch.index, results, created, self.run_id, sent=batch.requests_json()
+            ),
         )
         self._note_ids(batch.calls, results)
         self._gained(cs, batch, created, refs)

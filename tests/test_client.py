@@ -951,12 +951,34 @@ def test_a_read_is_retried_after_a_server_error_and_a_write_is_not() -> None:
 
 def test_an_encoded_bulk_is_byte_for_byte_what_the_client_sends_and_takes_a_head() -> None:
     from kmigrate.client import encode_bulk
+    from kmigrate.plan import canonical_json
 
     encoded = encode_bulk([ADD, UPDATE], guest_space_id=None)
-    assert encoded.body() == json.dumps({"requests": [ADD, UPDATE]}, ensure_ascii=False).encode()
-    assert encoded.since(1).body() == json.dumps({"requests": [UPDATE]}, ensure_ascii=False).encode()
+    assert encoded.body() == canonical_json({"requests": [ADD, UPDATE]}).encode()
+    assert encoded.since(1).body() == canonical_json({"requests": [UPDATE]}).encode()
     marked = encoded.after([STATUS])
     assert [r["api"] for r in marked.requests] == [STATUS["api"], ADD["api"], UPDATE["api"]]
     with pytest.raises(InputError, match="1 to 20 requests"):
         encode_bulk([ADD] * 20, None).after([STATUS])
     assert encode_bulk([ADD], 12).requests[0]["api"] == "/k/guest/12/v1/records.json"
+
+
+def test_an_encoded_bulk_sends_the_parts_it_is_given_only_for_requests_checking_left_as_they_were() -> None:
+    from kmigrate.client import encode_bulk
+    from kmigrate.plan import canonical_json
+
+    marked = [b"<add as planned>", b"<update as planned>"]
+    # Unchanged by the checks: the bytes given are what is sent, not encoded again.
+    assert encode_bulk([ADD, UPDATE], None, parts=marked).parts == tuple(marked)
+    # A part not known (None) is encoded here.
+    assert encode_bulk([ADD, UPDATE], None, parts=[None, marked[1]]).parts == (
+        canonical_json(ADD).encode(),
+        marked[1],
+    )
+    # Put in a guest space, the api changes: the part given does not say what is sent any more.
+    guest = encode_bulk([ADD], 12, parts=[marked[0]])
+    assert guest.parts == (canonical_json({**ADD, "api": "/k/guest/12/v1/records.json"}).encode(),)
+    lower = {**ADD, "method": "post"}  # the checks spell the method in capitals
+    assert encode_bulk([lower], None, parts=[marked[0]]).parts == (canonical_json(ADD).encode(),)
+    extra = {**ADD, "note": 1}  # a key the checks drop
+    assert encode_bulk([extra], None, parts=[marked[0]]).parts == (canonical_json(ADD).encode(),)

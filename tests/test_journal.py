@@ -160,6 +160,36 @@ def test_a_version_2_journal_gains_the_sent_requests_and_takes_in_the_old_side_f
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["served.db"]  # one file again
 
 
+def test_mark_applied_keeps_what_the_batch_sent_in_its_own_commit(tmp_path: Path) -> None:
+    cs = make_changeset(batches=2)
+    path = tmp_path / "j.db"
+    with Journal.open(path) as j:
+        j.record_changeset(cs)
+        run = j.start_run()
+        j.mark_sent("0001", 0, cs.batches[0].hash, run)
+        commits = []
+        j.db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        j.mark_applied(
+            "0001", 0, [{"ids": ["1", "2", "3"]}], {"orders": [1, 2, 3]}, sent=cs.batches[0].requests_json()
+        )
+        assert len(commits) == 1  # the answer and what was sent: one transaction
+        j.db.conn.set_trace_callback(None)
+        assert j.sent() == {"0001": {0: cs.batches[0].requests()}}
+        # The runner's event handler keeps it again after the fact: already kept, nothing written.
+        j.db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        j.keep_sent("0001", 0, [{"other": True}])
+        j.db.conn.set_trace_callback(None)
+        assert len(commits) == 1 and j.sent()["0001"][0] == cs.batches[0].requests()
+        # Refused (batch 1 was never sent): nothing of it is kept either.
+        with pytest.raises(JournalError, match="not sent"):
+            j.mark_applied("0001", 1, [], sent=cs.batches[1].requests_json())
+        assert 1 not in j.sent()["0001"]
+        j.keep_sent("0001", 1, cs.batches[1].requests())  # not kept by mark_applied: written
+        assert j.sent()["0001"][1] == cs.batches[1].requests()
+    with Journal.open(path) as again:  # another process's journal: the rows are in the file
+        assert again.sent() == {"0001": {0: cs.batches[0].requests(), 1: cs.batches[1].requests()}}
+
+
 def test_an_unreadable_side_file_is_named_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "served.db"
     Journal.open(path).close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -308,3 +309,32 @@ operations:
         ["order_no", "prority"],
     ]
     assert cs.operations[1].body.source.count == 2
+
+
+def test_a_csv_add_is_checked_row_by_row_unless_its_header_proves_every_row_passes(tmp_path, monkeypatch):
+    changeset = "operations:\n  - add: {app: orders, records_from: data/o.csv}\n"
+    rows = "A,High\nB,Low\n"
+    checked: list[Any] = []
+    real = loader.record_problems
+    monkeypatch.setattr(loader, "record_problems", lambda *a: checked.append(a[2]) or real(*a))
+
+    def load_csv(header: str) -> list[str]:
+        checked.clear()
+        files = {
+            "sandbox.yaml": SANDBOX_APPS,
+            "changesets/V0001__a.yaml": changeset,
+            "changesets/data/o.csv": f"{header}\n{rows}",
+        }
+        folder = tmp_path / header.replace(",", "_").replace("$", "d")
+        folder.mkdir()
+        proj = project(folder, files)
+        env = proj.environment()
+        _loaded, errs = loader.load_all(proj, env, known_fields=api.sandbox_fields(env))
+        return [str(e) for e in errs]
+
+    assert load_csv("order_no,priority") == [] and checked == []  # known text columns: no row looked at
+    found = load_csv("order_no,$id")  # a reserved key: each row says so
+    assert len(found) == 2 and all("`$id` cannot be set when adding records" in f for f in found)
+    assert len(checked) == 2
+    found = load_csv("order_no,Priority")  # an unknown field, reported (once, for the file)
+    assert len(found) == 1 and "`Priority`" in found[0] and "o.csv:2" in found[0]

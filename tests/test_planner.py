@@ -3,6 +3,7 @@ against the invariants and against an exhaustive minimum number of bulk requests
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -22,8 +23,12 @@ from kmigrate.plan import (
     PARTIAL,
     PENDING,
     SENT,
+    Batch,
+    Call,
     JournaledChangeset,
+    canonical_json,
     is_ref_marker,
+    ref_marker,
     ref_uses,
     resolve_refs,
 )
@@ -662,6 +667,77 @@ def test_an_edit_after_planning_is_never_sent_and_hashes_need_no_second_pass():
         == build_plan([_from_source(ListSource(recs(300)))], env()).changesets[0].batch_hashes[0]
     )
     assert "edited" not in json.dumps(before) and source.passes == 1
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(payloads=st.lists(st.dictionaries(st.text(max_size=4), _JSON, max_size=3), min_size=1, max_size=4))
+def test_a_batch_hash_is_the_one_journals_hold_and_its_parts_are_each_calls_canonical_json(payloads):
+    # Batch.hash was sha256(canonical_json(requests)): journals hold it for applied batches, so
+    # computing it from the parts must give the very same digest (else drift for applied work).
+    batch = Batch(0, tuple(Call("POST", "/k/v1/records.json", p) for p in payloads))
+    old = hashlib.sha256(canonical_json(batch.requests()).encode()).hexdigest()
+    assert batch.hash == old
+    assert batch.requests_json() == canonical_json(batch.requests()).encode()
+    assert batch.parts == tuple(canonical_json(c.request()).encode() for c in batch.calls)
+
+
+def test_a_spooled_batch_comes_back_with_the_json_it_was_hashed_as_and_sends_those_bytes():
+    from kmigrate.client import encode_bulk
+
+    [planned] = build_plan(
+        [_from_source(ListSource(recs(2500)))], env(), limits=Limits(eager_records=0)
+    ).changesets
+    for batch in planned.batches:
+        parts = batch.__dict__["parts"]  # read back from the spool, not encoded again
+        assert parts == tuple(canonical_json(c.request()).encode() for c in batch.calls)
+        sent = encode_bulk([c.resolved({}) for c in batch.calls], None, parts=batch.sendable_parts())
+        assert all(a is b for a, b in zip(sent.parts, parts, strict=True))  # the very bytes
+        assert sent.body() == canonical_json({"requests": batch.requests()}).encode()
+
+
+def test_a_call_with_a_ref_to_resolve_is_encoded_as_resolved_not_as_planned():
+    from kmigrate.client import encode_bulk
+
+    ids = Call("DELETE", "/k/v1/records.json", {"app": 1, "ids": [ref_marker("a", 0)]}, refs=frozenset({"a"}))
+    plain = Call("POST", "/k/v1/records.json", {"app": 1, "records": []}, refs=frozenset())
+    batch = Batch(0, (plain, ids))
+    assert batch.sendable_parts() == (batch.parts[0], None)
+    sent = encode_bulk([c.resolved({"a": [7]}) for c in batch.calls], None, parts=batch.sendable_parts())
+    assert sent.parts[0] is batch.parts[0]
+    assert json.loads(sent.body())["requests"][1]["payload"]["ids"] == [7]
+
+
+class _TextSource(ListSource):
+    """A source that says its values are all text (as a CSV file of text columns does)."""
+
+    text_columns = frozenset({"title", "note"})
+
+
+def test_an_add_from_a_text_only_source_compiles_as_the_generic_path_does(monkeypatch):
+    from kmigrate.planner.compile import OpCompiler
+
+    rows = [{"title": f"r{i}", **({"note": "n"} if i % 2 else {})} for i in range(250)]
+    fast, generic = _TextSource(rows), ListSource(rows)
+    generic_records: list[Any] = []
+    real = OpCompiler._kintone_record
+    monkeypatch.setattr(
+        OpCompiler,
+        "_kintone_record",
+        lambda self, rec, *a: generic_records.append(rec) or real(self, rec, *a),
+    )
+    got = build_plan([_from_source(fast)], env()).changesets[0].batches
+    assert generic_records == []  # each record made {"value": ...} per field, with no scan
+    expected = build_plan([_from_source(generic)], env()).changesets[0].batches
+    assert len(generic_records) == 250
+    assert [b.requests() for b in got] == [b.requests() for b in expected]
+    assert [b.hash for b in got] == [b.hash for b in expected]
 
 
 class _Text(str):

@@ -13,6 +13,7 @@ from kmigrate.records import (
     record_problems,
     ref_index_problem,
     selection_problems,
+    text_records_pass,
     unknown_field_message,
     unknown_fields,
 )
@@ -119,3 +120,28 @@ def test_unknown_field_codes_and_subtable_columns_are_found_once_each():
     message = unknown_field_message("titel", fields, 5, None)
     assert message.startswith("field `titel` is not a field of app 5 in the sandbox file")
     assert "did you mean `title`?" in message
+
+
+_CODES = ("code", "note", "", "id", "revision", "$id", "$revision")
+
+
+@pytest.mark.parametrize(
+    "kind, key", [("add", None), ("update", None), ("update", "code"), ("upsert", "code")]
+)
+def test_text_records_pass_only_when_no_text_record_under_those_columns_has_a_problem(
+    kind: str, key: str | None
+) -> None:
+    # Every set of columns a CSV file may have, and records of text under some of them.
+    for mask in range(1 << len(_CODES)):
+        columns = frozenset(c for bit, c in enumerate(_CODES) if mask >> bit & 1)
+        records = [{}, {c: "7" for c in columns}, {c: "" for c in columns}] + [{c: "x"} for c in columns]
+        failing = [r for r in records if record_problems(kind, key, r)]
+        assert text_records_pass(kind, key, columns) == (kind == "add" and not failing), (kind, columns)
+
+
+def test_text_records_pass_for_an_add_of_plain_columns_only() -> None:
+    assert text_records_pass("add", None, {"code", "qty"})
+    assert not text_records_pass("add", None, {"code", "$id"})
+    assert not text_records_pass("add", None, {"code", ""})
+    assert not text_records_pass("update", None, {"code"})
+    assert not text_records_pass("upsert", "code", {"code"})

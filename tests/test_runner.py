@@ -109,6 +109,31 @@ def test_rerun_sends_zero_requests(tmp_path):
         assert second.summary.skipped_changesets == 3 and second.summary.applied_batches == 0
 
 
+def test_apply_runs_with_the_objects_alive_at_its_start_frozen_and_gives_them_back(tmp_path, monkeypatch):
+    import gc
+
+    root = copy_example(tmp_path)
+    project = load_project(root)
+    env = project.environment()
+    seen: list[int] = []
+    real = api.load_changesets
+    monkeypatch.setattr(
+        api, "load_changesets", lambda *a, **k: seen.append(gc.get_freeze_count()) or real(*a, **k)
+    )
+    assert gc.get_freeze_count() == 0
+    with Sandbox.open(env.sandbox_file, env.sandbox_store) as sandbox:
+        client = Client(SANDBOX_BASE_URL, Credentials(), transport=sandbox.transport())
+        api.apply(api.Context(project, env), client=client)
+        assert seen[0] > 1000 and gc.get_freeze_count() == 0  # the collector sees them all again
+        gc.freeze()  # someone else's: left as it is
+        try:
+            frozen = gc.get_freeze_count()
+            api.plan(api.Context(project, env))
+            assert gc.get_freeze_count() == frozen
+        finally:
+            gc.unfreeze()
+
+
 # ---- resume after a failure ------------------------------------------------------------------
 
 

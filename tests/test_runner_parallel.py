@@ -123,11 +123,11 @@ def test_the_next_bulk_is_prepared_while_one_is_in_flight_and_the_order_is_uncha
     second_ready = threading.Event()
     real = client_module.encode_bulk
 
-    def encoding(requests: Any, guest: Any) -> Any:
+    def encoding(requests: Any, guest: Any, **kw: Any) -> Any:
         encoded.append(threading.current_thread().name)
         if len(encoded) == 2:
             second_ready.set()
-        return real(requests, guest)
+        return real(requests, guest, **kw)
 
     monkeypatch.setattr(client_module, "encode_bulk", encoding)
     waited: list[bool] = []

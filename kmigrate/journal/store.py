@@ -101,6 +101,8 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"{self._where}: cannot be opened: {exc}") from exc
         self._migrate(migrations)
+        self._has_sent_table = SENT_REQUESTS in db.table_names()
+        self._kept: set[tuple[str, int]] = set()  # batches whose sent requests mark_applied kept
         self.lock = Lock(
             db,
             self._tx,
@@ -405,15 +407,22 @@ class Journal:
         results: Any,
         refs: Mapping[str, Sequence[int]] | None = None,
         run_id: int | None = None,
+        *,
+        sent: bytes | None = None,
     ) -> None:
         """Journal Kintone's success answer (``results``: ids and revisions) and the ids each ref
-        gained from this batch, in order. Only a ``sent`` batch can become applied."""
+        gained from this batch, in order. Only a ``sent`` batch can become applied. ``sent``:
+        what it sent, as ``keep_sent`` keeps it, written in the same transaction (one commit)."""
         with self._tx() as db:
             row = self._require_sent(db, version, index, "become applied")
             run = run_id or row["run_id"]
             self._apply(db, version, index, results, refs, run)
             detail = {"refs": {k: len(v) for k, v in (refs or {}).items()}}
             self._event(db, "applied", run_id=run, changeset=version, batch=index, detail=detail)
+            if sent is not None:
+                self._keep_sent(db, version, index, sent)
+        if sent is not None:
+            self._kept.add((version, index))
 
     def mark_failed(
         self,
@@ -682,21 +691,31 @@ class Journal:
 
     # ---- what applied batches sent (for `repair`'s diff) -----------------------------------
 
-    def keep_sent(self, version: str, index: int, requests: Sequence[Any]) -> None:
+    def keep_sent(self, version: str, index: int, requests: Sequence[Any] | bytes) -> None:
         """Keep what batch ``index`` of ``version`` sent (its requests as planned, refs
-        unresolved), replacing what an earlier content of it sent. A convenience for the eyes:
-        the state never rests on it."""
-        if SENT_REQUESTS not in self.db.table_names():
-            return  # a journal at an older schema (a test's): nothing to keep it in
+        unresolved: a list, or its JSON as ``Batch.requests_json`` gives it), replacing what an
+        earlier content of it sent. A convenience for the eyes: the state never rests on it.
+        A batch whose ``mark_applied`` kept it already (this journal, this process) is skipped."""
+        if (version, index) in self._kept:
+            return
         with self._tx() as db:
-            db.table(SENT_REQUESTS).upsert(
-                {
-                    "changeset": version,
-                    "idx": index,
-                    "requests": json.dumps(list(requests), ensure_ascii=False),
-                },
-                pk=("changeset", "idx"),
-            )
+            self._keep_sent(db, version, index, requests)
+
+    def _keep_sent(
+        self, db: sqlite_utils.Database, version: str, index: int, requests: Sequence[Any] | bytes
+    ) -> None:
+        if not self._has_sent_table:
+            return  # a journal at an older schema (a test's): nothing to keep it in
+        text = (
+            requests.decode()
+            if isinstance(requests, bytes)
+            else json.dumps(list(requests), ensure_ascii=False)
+        )
+        db.execute(
+            f"INSERT INTO {SENT_REQUESTS} (changeset, idx, requests) VALUES (?, ?, ?) "
+            "ON CONFLICT(changeset, idx) DO UPDATE SET requests = excluded.requests",
+            [version, index, text],
+        )
 
     def sent(self) -> dict[str, dict[int, Any]]:
         """Changeset version -> batch index -> the requests it sent (where kept)."""

@@ -146,9 +146,10 @@ def _recompiled(
 
 class _Spool:
     """A big changeset's batches as compiled once, each kept as zlib-compressed ``marshal`` bytes
-    (a 2,000-record bulk of CSV rows: about 18 KB), so reading them again (to send, to print)
-    neither reads the data files nor compiles nor hashes again: what is read back is the very
-    content that was hashed. ``lost``: a payload marshal cannot hold (then nothing is kept)."""
+    of its calls and their JSON (``Batch.parts``; a 2,000-record bulk of CSV rows: about 36 KB),
+    so reading them again (to send, to print) neither reads the data files nor compiles nor
+    hashes nor encodes again: what is read back is the very content that was hashed, and the
+    bytes it was hashed as. ``lost``: a payload marshal cannot hold (then nothing is kept)."""
 
     def __init__(self) -> None:
         self.blobs: list[bytes] = []
@@ -169,14 +170,14 @@ class _Spool:
             for c in batch.calls
         ]
         try:
-            self.blobs.append(zlib.compress(marshal.dumps((batch.guest_space_id, calls)), 1))
+            self.blobs.append(zlib.compress(marshal.dumps((batch.guest_space_id, calls, batch.parts)), 1))
         except ValueError as exc:  # a value of a type marshal does not know
             self.lost, self.blobs = str(exc), []
 
     def replay(self, hashes: Sequence[str], states: Mapping[int, str]) -> Callable[[], Iterator[Batch]]:
         def batches() -> Iterator[Batch]:
             for index, blob in enumerate(self.blobs):
-                guest, calls = marshal.loads(zlib.decompress(blob))
+                guest, calls, parts = marshal.loads(zlib.decompress(blob))
                 batch = Batch(
                     index=index,
                     calls=tuple(
@@ -186,7 +187,8 @@ class _Spool:
                     guest_space_id=guest,
                     state=states.get(index, PENDING),
                 )
-                batch.__dict__["hash"] = hashes[index]  # Batch.hash, as computed on this content
+                # Batch.hash and the JSON it was computed on, as made from this content
+                batch.__dict__["hash"], batch.__dict__["parts"] = hashes[index], parts
                 yield batch
 
         return batches

@@ -235,10 +235,13 @@ class OpCompiler:
         call = packer.call
         segment: list[Any] | None = None
         span: list[int] | None = None
+        text: bool | None = None  # every value a text: known at the first record (the header read)
         n = -1
         for n, rec, data_line in self.records():
             if type(rec) is not dict:
                 self._check_record(rec, n, data_line)
+            if text is None:
+                text = not self.file_codes and getattr(body.source, "text_columns", None) is not None
             if call is None or call.key != key or len(call.items) >= limit:
                 call = packer.start_call(spec)
                 segment = span = None
@@ -247,7 +250,12 @@ class OpCompiler:
             if segment is None:
                 segment = [op, n, 0, ref]
                 call.segments.append(segment)
-            call.items.append(self._kintone_record(rec, n, data_line))
+            # A text is its own {"value": ...} (``_kintone_record``'s scalar case, without the scan).
+            call.items.append(
+                {code: {"value": value} for code, value in rec.items()}
+                if text
+                else self._kintone_record(rec, n, data_line)
+            )
             segment[2] += 1
             if ref is not None:
                 if span is None:
