@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .attachments import as_uploaded
 from .changeset import (
     AddOp,
     AssigneesOp,
+    Columns,
     LoadedChangeset,
     Operation,
     RefIds,
@@ -203,34 +205,20 @@ class _Checker:
             else []
         )
         self.places.append((self.records, cs, index))
-        ordinal = self.records - 1
-        for position, record, line in _records_of(body):
-            ordinal += 1
-            if not isinstance(record, dict):
-                continue  # the loader reported it
-            accepted = _accepted(kind, record, shape)  # most records: no problem, found fast
-            problems, stored = (
-                ([], accepted) if accepted is not None else _generic_problems(kind, record, schema, shape)
-            )
-            if problems:
-                at = _location(cs, index, kind, body, position, line)
-                for message, hint in problems:
-                    errors.add(message, hint=hint, at=at)
-            for code, f, values in indexes:
-                if code not in record:
+        each = _RecordsPass(self, cs, index, kind, body, schema, shape, indexes, errors)
+        ordinal = self.records
+        for position, chunk in _chunks_of(body):
+            if isinstance(chunk, Columns):
+                stored = _accepted_columns(kind, chunk, shape)
+                if stored is not None:  # every record taken whole: only the indexes are left
+                    each.index_columns(stored, chunk, ordinal, position)
+                    ordinal += len(chunk)
                     continue
-                if code in stored:  # normalised once, by record_problems
-                    value = stored[code]
-                else:
-                    value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
-                if value is None or is_empty(value):
-                    continue
-                first = values.first(str(value), ordinal)
-                if first is not None and first != ordinal:
-                    self._duplicate(
-                        code, value, first, errors, _location(cs, index, kind, body, position, line)
-                    )
-        self.records = ordinal + 1
+                chunk = list(chunk.records())  # a record needs a look of its own
+            for offset, (line, record) in enumerate(chunk):
+                each.record(record, ordinal, position + offset, line)
+                ordinal += 1
+        self.records = ordinal
 
     def _where(self, ordinal: int) -> Location:
         """Where the record of ``ordinal`` was written (a data file's is streamed up to it: only
@@ -238,7 +226,7 @@ class _Checker:
         start, cs, index = self.places[bisect.bisect_right(self.places, ordinal, key=lambda p: p[0]) - 1]
         return cs.location(index, ordinal - start)
 
-    def _duplicate(self, code: str, value: Any, first: int, errors: _OperationErrors, at: Location) -> None:
+    def duplicate(self, code: str, value: Any, first: int, errors: _OperationErrors, at: Location) -> None:
         # Past what is shown, the message is only counted: the first place is not looked up.
         shown = errors.report and errors.count < MAX_ERRORS_PER_OPERATION
         errors.add(
@@ -362,6 +350,69 @@ def record_problems(
     return _record_problems(kind, record, schema, _Shape.of(schema))[0]
 
 
+@dataclass
+class _RecordsPass:
+    """One records operation's records through the checker: each one's problems, and the unique
+    fields' values (an add's) into the indexes."""
+
+    checker: _Checker
+    cs: LoadedChangeset
+    index: int
+    kind: str
+    body: _RecordsOp
+    schema: AppSchema
+    shape: _Shape
+    indexes: list[tuple[str, FieldDef, _Values]]  # an add's unique fields: (code, field, values so far)
+    errors: _OperationErrors
+
+    def record(self, record: Any, ordinal: int, position: int, line: int | None) -> None:
+        if not isinstance(record, dict):
+            return  # the loader reported it
+        kind = self.kind
+        accepted = _accepted(kind, record, self.shape)  # most records: no problem, found fast
+        problems, stored = (
+            ([], accepted)
+            if accepted is not None
+            else _generic_problems(kind, record, self.schema, self.shape)
+        )
+        if problems:
+            at = self.location(position, line)
+            for message, hint in problems:
+                self.errors.add(message, hint=hint, at=at)
+        for code, f, values in self.indexes:
+            if code not in record:
+                continue
+            if code in stored:  # normalised once, by record_problems
+                value = stored[code]
+            else:
+                value = normalize(f, to_kintone_record({code: record[code]})[code], code, Problems())
+            self.indexed(code, values, value, ordinal, position, line)
+
+    def index_columns(
+        self, stored: Mapping[str, list[Any]], chunk: Columns, ordinal: int, position: int
+    ) -> None:
+        """``record``'s indexing for a run of records ``_accepted_columns`` took whole: ``stored``
+        per code, each record's stored value; ``ordinal`` and ``position`` are the run's first."""
+        for code, _, values in self.indexes:
+            column = stored.get(code)
+            if column is None:
+                continue  # no record of the run writes the field
+            for offset, value in enumerate(column):
+                self.indexed(code, values, value, ordinal + offset, position + offset, chunk.lines[offset])
+
+    def indexed(
+        self, code: str, values: _Values, value: Any, ordinal: int, position: int, line: int | None
+    ) -> None:
+        if value is None or is_empty(value):
+            return
+        first = values.first(str(value), ordinal)
+        if first is not None and first != ordinal:
+            self.checker.duplicate(code, value, first, self.errors, self.location(position, line))
+
+    def location(self, position: int, line: int | None) -> Location:
+        return _location(self.cs, self.index, self.kind, self.body, position, line)
+
+
 @dataclass(frozen=True)
 class _Shape:
     """Of one app's fields, what every record is checked with: worked out once per operation."""
@@ -437,6 +488,42 @@ def _accepted(kind: str, record: Mapping[str, Any], shape: _Shape) -> dict[str, 
     else:
         for code in shape.required:
             if code in stored and is_empty(stored[code]):
+                return None
+    return stored
+
+
+def _accepted_columns(kind: str, chunk: Columns, shape: _Shape) -> dict[str, list[Any]] | None:
+    """``_accepted`` for a run of records at once, a column at a time: per code, each record's
+    stored value when the compiled rules take every record of the run whole (each as ``_accepted``
+    would); None when any record needs a look of its own (``_accepted`` then sees each)."""
+    if not shape.fast:
+        return None
+    checkers, refused = shape.checkers, REFUSED
+    stored: dict[str, list[Any]] = {}
+    for code, column in zip(chunk.codes, chunk.values, strict=True):
+        check = checkers.get(code)
+        if check is None:
+            if code in shape.generic_only:
+                return None
+            continue  # a reserved key, an unknown code (the loader's to report), a CALC field
+        kept = [check(v if type(v) is str else to_kintone_value(v)["value"]) for v in column]
+        if any(k is refused for k in kept):
+            return None
+        stored[code] = kept
+    if any(code in chunk.codes and code not in stored for code, _ in shape.unique):
+        return None  # a unique value not normalised here: ``_RecordsPass.record`` normalises it
+    if kind == "add":
+        for code in shape.required:
+            if code in stored:
+                if any(v is None or v == "" or v == [] for v in stored[code]):  # fieldrules.is_empty
+                    return None
+            elif is_empty(shape.defaults[code]):
+                return None
+        if any(code not in stored for code in shape.short_when_unsent):
+            return None
+    else:
+        for code in shape.required:
+            if code in stored and any(is_empty(v) for v in stored[code]):
                 return None
     return stored
 
@@ -638,23 +725,29 @@ class _OperationErrors:
             )
 
 
-def _records_of(body: _RecordsOp) -> Iterator[tuple[int, Any, int | None]]:
-    """(position, record, its line in the data file or None) for each record of a records operation."""
+def _chunks_of(body: _RecordsOp) -> Iterator[tuple[int, Columns | list[tuple[int | None, Any]]]]:
+    """(position of its first record, chunk) for the records of a records operation: a data
+    file's by column where the loader kept them so (``Columns``), others as (line, record) pairs."""
     if body.records is not None:
-        for position, record in enumerate(body.records):
-            yield position, record, None
+        yield 0, [(None, record) for record in body.records]
         return
     source = body.source
     if source is None:
         return
-    for position, (line, record) in enumerate(source):
-        yield position, record, line
+    chunks = getattr(source, "chunks", None)
+    if chunks is None:  # a source of another kind: streamed a thousand records at a time
+        pairs = iter(source)
+        chunks = lambda: iter(lambda: list(itertools.islice(pairs, 1000)), [])  # noqa: E731
+    position = 0
+    for chunk in chunks():
+        yield position, chunk
+        position += len(chunk)
 
 
 def _location(
     cs: LoadedChangeset, index: int, kind: str, body: _RecordsOp, position: int, line: int | None
 ) -> Location:
-    """Where a record of ``_records_of`` was written."""
+    """Where a record of ``_chunks_of`` was written."""
     if body.records is not None:
         return cs.location(index, position)
     return Location(

@@ -56,6 +56,34 @@ class RecordSource(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A run of a data file's records that all give the same fields in the same order, held by
+    column (the loader's ``chunks()``): a pass that checks or compiles them a column at a time
+    makes no dict per record, which is most of what reading a record back costs."""
+
+    codes: tuple[str, ...]  # never empty
+    lines: tuple[int, ...]  # each record's line in the data file
+    values: tuple[tuple[Any, ...], ...]  # per code, each record's value, in order
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def records(self) -> Iterator[tuple[int, FieldValues]]:
+        """(line, record) pairs, as ``RecordSource`` yields them."""
+        codes = self.codes
+        for line, row in zip(self.lines, zip(*self.values, strict=True), strict=True):
+            yield line, dict(zip(codes, row, strict=True))
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """Each record's values, in the order of ``codes``."""
+        return zip(*self.values, strict=True)
+
+
+# What a source's ``chunks()`` yields: a run of records by column, or (line, record) pairs.
+RecordChunk = Columns | list[tuple[int, FieldValues]]
+
+
 class DataFileRef(_Strict):
     """``records_from: {path: data/x.csv, encoding: cp932}``: a data file in another encoding."""
 

@@ -36,10 +36,12 @@ from .changeset import (
     KINDS,
     AddOp,
     AssigneesOp,
+    Columns,
     DeleteOp,
     LoadedChangeset,
     Operation,
     OperationBody,
+    RecordChunk,
     RefIds,
     RequestOp,
     StatusOp,
@@ -742,27 +744,50 @@ class _NormalisedSource:
         self._chunks = _kept(chunks, chunk) if chunk else chunks
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for chunk in self.chunks():
+            yield from chunk.records() if isinstance(chunk, Columns) else chunk
+
+    def chunks(self) -> Iterator[RecordChunk]:
+        """The records, normalised, a chunk at a time: a run of records that give the same
+        fields as ``Columns`` (what a CSV file's rows mostly are), others as (line, record) pairs."""
         if self._chunks is None:
+            chunk: list[tuple[int, dict[str, Any]]] = []
             for line, record in self.raw:
                 normalise_record(record)
-                yield line, record
+                chunk.append((line, record))
+                if len(chunk) == self.CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
             return
         for blob in self._chunks:
-            kept = marshal.loads(zlib.decompress(blob))
-            if not self._ids:  # no record has an `id`: nothing to normalise
-                yield from kept
+            tag, *kept = marshal.loads(zlib.decompress(blob))
+            if tag == "c":
+                yield Columns(*kept)
                 continue
-            for line, record in kept:
-                normalise_record(record)
-                yield line, record
+            (pairs,) = kept
+            if self._ids:  # a record has an `id`: normalised as read back
+                for _, record in pairs:
+                    normalise_record(record)
+            yield pairs
 
 
 def _kept(chunks: list[bytes] | None, chunk: list[tuple[int, dict[str, Any]]]) -> list[bytes] | None:
-    """``chunks`` with ``chunk`` packed; None once a record holds what marshal cannot."""
+    """``chunks`` with ``chunk`` packed (by column when its records give the same fields, and
+    no `id`, which is normalised when read back); None once a record holds what marshal cannot."""
     if chunks is None:
         return None
+    first = chunk[0][1]
+    codes = tuple(first) if type(first) is dict and "id" not in first else ()
+    kept: tuple[Any, ...]
+    if codes and all(type(r) is dict and tuple(r) == codes for _, r in chunk):
+        lines = tuple(line for line, _ in chunk)
+        kept = ("c", codes, lines, tuple(zip(*(r.values() for _, r in chunk), strict=True)))
+    else:
+        kept = ("d", chunk)
     try:
-        chunks.append(zlib.compress(marshal.dumps(chunk), 1))
+        chunks.append(zlib.compress(marshal.dumps(kept), 1))
     except ValueError:
         return None
     return chunks

@@ -17,6 +17,7 @@ from ..attachments import AttachmentPaths, file_markers
 from ..changeset import (
     AddOp,
     AssigneesOp,
+    Columns,
     DeleteOp,
     LoadedChangeset,
     OperationBody,
@@ -163,6 +164,28 @@ class OpCompiler:
         else:
             raise self.error("records_from was not read: plan changesets the loader has loaded")
 
+    def text_runs(self) -> Iterator[tuple[tuple[str, ...], list[tuple[Any, ...]]]] | None:
+        """An add's records as (codes, rows) runs, when its data file is CSV of text columns only
+        that the loader kept by column (``Columns``) and no FILE field asks for a look at each
+        value; None otherwise (``records`` then yields each record)."""
+        body = self.body
+        assert isinstance(body, _RecordsOp)
+        chunks = getattr(body.source, "chunks", None)
+        if chunks is None or self.file_codes or body.records is not None:
+            return None
+        if getattr(body.source, "text_columns", None) is None:
+            return None  # not known to be text yet: the loader's pass has not read the header
+
+        def runs() -> Iterator[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+            for chunk in chunks():
+                if isinstance(chunk, Columns):
+                    yield chunk.codes, list(chunk.rows())
+                else:  # a run of records that give different fields: one run each
+                    for _, record in chunk:
+                        yield tuple(record), [tuple(record.values())]
+
+        return runs()
+
     def where(self, data_line: int | None) -> dict[str, Any]:
         """The keywords of ``error`` that place a record of a data file."""
         if data_line is None or not isinstance(self.body, _RecordsOp):
@@ -237,6 +260,32 @@ class OpCompiler:
         span: list[int] | None = None
         text: bool | None = None  # every value a text: known at the first record (the header read)
         n = -1
+        runs = self.text_runs()
+        if runs is not None:  # a CSV file of text columns, read back by column: no record rebuilt
+            for codes, rows in runs:
+                while rows:
+                    if call is None or call.key != key or len(call.items) >= limit:
+                        call = packer.start_call(spec)
+                        segment = span = None
+                        if packer.done:
+                            yield from packer.take()
+                    if segment is None:
+                        segment = [op, n + 1, 0, ref]
+                        call.segments.append(segment)
+                    room = limit - len(call.items)
+                    taken, rows = rows[:room], rows[room:]
+                    call.items.extend(
+                        [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in taken]
+                    )
+                    segment[2] += len(taken)
+                    n += len(taken)
+                    if ref is not None:
+                        if span is None:
+                            span = packer.produced.setdefault(ref, [segment[1], n + 1])
+                        span[1] = n + 1
+            if ref is not None:
+                self.refs.count[ref] = n + 1
+            return n + 1, f"creates ref {ref}" if ref else ""
         for n, rec, data_line in self.records():
             if type(rec) is not dict:
                 self._check_record(rec, n, data_line)
