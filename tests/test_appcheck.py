@@ -412,3 +412,76 @@ def test_the_fast_path_takes_the_common_records_and_leaves_the_rest_to_the_gener
         _accepted("add", {k: v for k, v in plain.items() if k != "title"}, shape) is None
     )  # too short unsent
     assert _accepted("update", {"id": 3, "title": "x"}, shape) is None  # too short
+
+
+# Runs of records that give the same fields, checked a column at a time (a data file's, read
+# back by column): the verdict is each record's own fast-path verdict, and so the generic one's.
+_GOOD = {"code": "A1", "amount": "12", "qty": "007", "size": "S", "day": "2024-07-01", "title": "ok"}
+
+
+def _runs():
+    def rows_for(codes):
+        value = {c: st.one_of(st.just(_GOOD.get(c, "x")), _fast_values) for c in codes}
+        return st.tuples(
+            st.just(tuple(codes)), st.lists(st.tuples(*[value[c] for c in codes]), min_size=1, max_size=4)
+        )
+
+    # mostly the fields an add needs (so that whole runs pass), and a few others
+    extra = st.lists(st.sampled_from(_FAST_CODES), max_size=4, unique=True)
+    codes = st.one_of(
+        extra, extra.map(lambda more: ["code", "size", *[c for c in more if c not in ("code", "size")]])
+    )
+    return codes.filter(bool).flatmap(rows_for)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@example(kind="add", run=(("code", "size"), [("A1", "S"), ("B2", "M")]))  # whole, no title: too short unsent
+@example(kind="add", run=(("code", "size", "title"), [("A1", "S", "ok"), ("B2", "M", "ok")]))
+@example(kind="add", run=(("code", "size", "title"), [("A1", "S", "ok"), ("", "M", "ok")]))
+@example(kind="update", run=(("amount",), [("12",), ("-1",)]))
+@given(kind=st.sampled_from(["add", "update", "upsert"]), run=_runs())
+def test_a_run_checked_by_column_gets_each_records_own_verdict(kind, run):
+    from kmigrate.appcheck import _accepted, _accepted_columns, _Shape
+    from kmigrate.changeset import Columns
+
+    shape = _Shape.of(_fast_schema())
+    codes, rows = run
+    records = [dict(zip(codes, row, strict=True)) for row in rows]
+    chunk = Columns(tuple(codes), tuple(range(2, 2 + len(rows))), tuple(zip(*rows, strict=True)))
+    each = [_accepted(kind, record, shape) for record in records]
+    stored = _accepted_columns(kind, chunk, shape)
+    if any(one is None for one in each):
+        assert stored is None
+    else:
+        assert stored is not None
+        assert [{code: column[i] for code, column in stored.items()} for i in range(len(rows))] == each
+
+
+def test_a_data_file_read_by_column_is_checked_as_one_read_record_by_record(tmp_path, monkeypatch):
+    """Every problem of a CSV file found and placed alike, whether its runs of records are
+    checked by column or each record alone: bad values, required ones left empty, duplicates
+    within a run and across runs, records that omit a field (empty cells) beside ones that do not."""
+    from kmigrate import appcheck
+
+    rows = ["code,amount,kind"]
+    for i in range(2600):
+        amount = {5: "abc", 1500: "-1"}.get(i, str(i))
+        code = {7: "C2", 2100: "C1000", 2400: ""}.get(i, f"C{i}")
+        rows.append(f"{code},{amount},{'' if i % 700 == 3 else 'Retail'}")
+    csv_add = "operations:\n  - add: {app: orders, records_from: data/rows.csv}\n"
+    root = project(tmp_path, csv_add, data={"rows.csv": "\n".join(rows) + "\n"})
+    by_column = problems(root)
+    monkeypatch.setattr(appcheck, "_accepted_columns", lambda kind, chunk, shape: None)
+    assert problems(root) == by_column
+    joined = "\n".join(by_column)
+    assert len(by_column) == 5
+    for expected in (
+        "rows.csv:7, changeset V0001__c1, operation 1, record 6, add orders: field `amount` (NUMBER) = 'abc'",
+        "rows.csv:9, changeset V0001__c1, operation 1, record 8, add orders: field `code` is unique",
+        "rows.csv:1502, changeset V0001__c1, operation 1, record 1501, add orders: field `amount` (NUMBER) = '-1'",
+        "'C1000' is already written by ",
+        "rows.csv:2402, changeset V0001__c1, operation 1, record 2401, add orders: field `code` "
+        "(SINGLE_LINE_TEXT) is required and not given",
+    ):
+        assert expected in joined, expected
+    assert "rows.csv:1002 (record 1001)" in joined  # the first writer, in another run

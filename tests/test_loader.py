@@ -338,3 +338,24 @@ def test_a_csv_add_is_checked_row_by_row_unless_its_header_proves_every_row_pass
     assert len(checked) == 2
     found = load_csv("order_no,Priority")  # an unknown field, reported (once, for the file)
     assert len(found) == 1 and "`Priority`" in found[0] and "o.csv:2" in found[0]
+
+
+def test_a_data_files_records_are_read_back_by_column_where_they_give_the_same_fields(tmp_path):
+    """The loader's pass keeps a run of records that give the same fields by column (no `id`
+    among them); a run where they differ (an empty cell omits a field) as records; read back,
+    either gives the very records the file holds, at their lines."""
+    from kmigrate.changeset import Columns
+
+    rows = "".join(f"N{i},{'' if i == 1500 else i}\n" for i in range(2500))
+    files = {
+        "changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records_from: data/a.csv}\n",
+        "changesets/data/a.csv": "order_no,amount\n" + rows,
+    }
+    (cs,) = load(tmp_path, files)
+    source = cs.operations[0].body.source
+    chunks = list(source.chunks())
+    assert [type(c).__name__ for c in chunks] == ["Columns", "list", "Columns"]
+    assert chunks[0].codes == ("order_no", "amount") and len(chunks[0]) == 1000
+    assert list(source) == list(DataFile(tmp_path / "changesets" / "data" / "a.csv", "data/a.csv"))
+    assert list(source)[1500] == (1502, {"order_no": "N1500"})
+    assert isinstance(chunks[2], Columns) and chunks[2].lines[-1] == 2501

@@ -1149,3 +1149,63 @@ def test_a_request_may_name_its_api_by_any_of_its_paths():
         )
         [[call]] = calls_of(p)
         assert call.api == "/k/guest/7/v1/records.json"  # hr lives in guest space 7
+
+
+@pytest.mark.parametrize("records", [10, 2_345])
+def test_an_add_compiled_from_runs_by_column_plans_as_one_compiled_record_by_record(
+    tmp_path, monkeypatch, records
+):
+    """A CSV add read back by column (``OpCompiler.text_runs``) gives the very plan the
+    record-by-record way gives: calls, segments, refs and hashes, across runs that give
+    different fields (empty cells) and calls that straddle runs; a status action on one of its
+    records starts the next bulk, as it must (the ids are not known before)."""
+    from kmigrate import api
+    from kmigrate.planner import compile as compiled
+
+    from .projects import items_project, write_changeset
+
+    root = items_project(tmp_path)
+    rows = "".join(f"I{i:06d},{'' if i % 333 == 5 else i % 7}\n" for i in range(records))
+    (root / "changesets" / "data" / "items.csv").write_text("code,qty\n" + rows)
+    write_changeset(
+        root,
+        "V0001__big.yaml",
+        "operations:\n"
+        "  - add: {app: items, records: [{code: X1}]}\n"
+        "  - add: {app: items, records_from: data/items.csv, ref: made}\n"
+        f"  - status: {{app: items, action: Check, records: [{{ref: made, index: {records // 2}}}]}}\n",
+    )
+
+    def planned() -> tuple[str, list[tuple[int, ...]]]:
+        ctx = api.Context.load(root)
+        the_plan = api.plan(ctx)
+        segments = [
+            (b.index, *[(s.operation, s.start, s.count) for c in b.calls for s in c.segments])
+            for cs in the_plan.changesets
+            for b in cs.batches
+        ]
+        return render_json(the_plan), segments
+
+    taken: list[bool] = []
+    real = compiled.OpCompiler.text_runs
+
+    def text_runs(self):
+        runs = real(self)
+        taken.append(runs is not None)
+        return runs
+
+    monkeypatch.setattr(compiled.OpCompiler, "text_runs", text_runs)
+    by_column = planned()
+    assert taken == [False, True]  # the inline add record by record, the data file by column
+    monkeypatch.setattr(compiled.OpCompiler, "text_runs", lambda self: None)
+    assert planned() == by_column
+    printed = json.loads(by_column[0])["changesets"][0]["batches"]
+    added = [
+        r["code"]["value"]
+        for b in printed
+        for q in b["requests"]
+        if q["api"].endswith("/records.json")
+        for r in q["payload"]["records"]
+    ]
+    assert added == ["X1", *[f"I{i:06d}" for i in range(records)]]
+    assert printed[-1]["requests"][-1]["api"].endswith("/records/status.json")
