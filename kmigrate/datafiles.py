@@ -100,6 +100,7 @@ class DataFile:
         # Once the header is read: the codes of a CSV file whose columns are all text, so each
         # record maps some of them to text and nothing else (None: not such a file, or not read).
         self.text_columns: frozenset[str] | None = None
+        self.text_header: tuple[str, ...] | None = None  # the same codes, in the header's order
 
     def __repr__(self) -> str:
         return f"DataFile({self.path!r})"
@@ -113,9 +114,18 @@ class DataFile:
         )
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        yield from self._read(rows=False)  # type: ignore[misc]  # without rows: records only
+
+    def text_rows(self) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
+        """``__iter__``'s pairs, except that a CSV file of text columns only (``text_header``)
+        gives each row as its cells, in the header's order (an empty cell: a field the record
+        omits), with no record made: for a reader that keeps rows by column."""
+        return self._read(rows=True)
+
+    def _read(self, rows: bool) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
         try:
             if self.format == "csv":
-                yield from self._csv()
+                yield from self._csv(rows)
             elif self.format == "json":
                 yield from self._json()
             else:
@@ -161,7 +171,7 @@ class DataFile:
 
     # -- CSV ---------------------------------------------------------------------------------
 
-    def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _csv(self, rows: bool = False) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
         with open(self.file, newline="", encoding=self.encoding) as handle:
             reader = csv.reader(handle, strict=True)
             try:
@@ -175,7 +185,9 @@ class DataFile:
             self._check_header(columns)
             width = len(columns)
             convert = _conversions(columns)
+            self.text_header = tuple(columns) if convert is None else None
             self.text_columns = frozenset(columns) if convert is None else None
+            cells = rows and convert is None  # the rows as read, no record made
             last_line = reader.line_num
             number = 0
             while True:
@@ -196,7 +208,12 @@ class DataFile:
                         line=start,
                         record=number,
                     )
-                yield start, self._csv_record(columns, convert, row, start, number)
+                if cells:
+                    if "\x00" in "".join(row):
+                        self.check_nul(row, start, columns)
+                    yield start, row
+                else:
+                    yield start, self._csv_record(columns, convert, row, start, number)
 
     def _check_header(self, columns: list[str]) -> None:
         if len(columns) == 1:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _field
 from pathlib import Path
@@ -539,14 +539,9 @@ class _FileLoader:
             if fields is None
             else {c for c, cols in fields.items() if not cols} | set(RESERVED_RECORD_KEYS)
         )
-        fast: bool | None = None  # decided at the first record, once the header is read
         try:
-            for line, record in source.checked():
+            for line, record in source.checked(lambda: self._text_rows_pass(source, kind, key, app, plain)):
                 count += 1
-                if fast is None:
-                    fast = self._text_rows_pass(source, kind, key, app, plain)
-                if fast:
-                    continue
                 problems = record_problems(kind, key, record)
                 unknown = (
                     []
@@ -580,7 +575,6 @@ class _FileLoader:
         except ChangesetError as exc:
             self.errors.append(exc)
             return False
-        source.count = count
         return True
 
     def _unknown_fields(
@@ -727,12 +721,31 @@ class _NormalisedSource:
     def count(self, value: int) -> None:
         self._count = value
 
-    def checked(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """The loader's pass: the file's records as parsed (not normalised), kept as they go."""
+    def checked(self, unchecked: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The loader's pass: the file's records as parsed (not normalised), kept as they go,
+        and counted. Once the header of a CSV file of text columns is read, ``unchecked()`` may
+        say that no record of it needs a look of its own (the loader trusts it from its header):
+        then none is yielded, and the rows are kept by column as read, with no record made."""
         chunks: list[bytes] | None = []
-        chunk: list[tuple[int, dict[str, Any]]] = []
+        chunk: list[tuple[int, Any]] = []
         ids = False
-        for line, record in self.raw:
+        count = 0
+        header: tuple[str, ...] | None = None  # while rows are kept as read, not as records
+        skip: bool | None = None
+        for line, item in self.raw.text_rows():
+            count += 1
+            if type(item) is list:  # a row of a CSV file of text columns
+                if skip is None:
+                    skip, header = unchecked(), self.raw.text_header
+                assert header is not None
+                if skip:
+                    chunk.append((line, item))
+                    if len(chunk) == self.CHUNK:
+                        chunks = _kept_rows(chunks, header, chunk)
+                        chunk = []
+                    continue
+                item = {name: cell for name, cell in zip(header, item, strict=False) if cell}
+            record: Any = item  # a JSON element may be no object: the loader reports it
             chunk.append((line, record))
             if len(chunk) == self.CHUNK:
                 chunks = _kept(chunks, chunk)
@@ -740,8 +753,9 @@ class _NormalisedSource:
             if not ids and isinstance(record, dict) and "id" in record:
                 ids = True
             yield line, record
-        self._ids = ids
-        self._chunks = _kept(chunks, chunk) if chunk else chunks
+        if chunk:
+            chunks = _kept_rows(chunks, header, chunk) if skip else _kept(chunks, chunk)
+        self._ids, self._chunks, self._count = ids, chunks, count
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for chunk in self.chunks():
@@ -771,6 +785,24 @@ class _NormalisedSource:
                 for _, record in pairs:
                     normalise_record(record)
             yield pairs
+
+
+def _kept_rows(
+    chunks: list[bytes] | None, header: tuple[str, ...] | None, rows: list[tuple[int, list[str]]]
+) -> list[bytes] | None:
+    """``_kept`` for rows of a CSV file of text columns, as read: by column when no cell is
+    empty (every record gives every field), else as the records they are."""
+    assert header is not None
+    if header and all("" not in row for _, row in rows):
+        if chunks is not None:
+            lines = tuple(line for line, _ in rows)
+            values = tuple(zip(*(row for _, row in rows), strict=True))
+            chunks.append(zlib.compress(marshal.dumps(("c", header, lines, values)), 1))
+        return chunks
+    records = [
+        (line, {name: cell for name, cell in zip(header, row, strict=False) if cell}) for line, row in rows
+    ]
+    return _kept(chunks, records)
 
 
 def _kept(chunks: list[bytes] | None, chunk: list[tuple[int, dict[str, Any]]]) -> list[bytes] | None:

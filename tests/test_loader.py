@@ -203,9 +203,11 @@ def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path
     }
     (first,) = load(tmp_path, files)
     proj = load_project(tmp_path)
-    built = []
-    real = DataFile._csv_record
-    monkeypatch.setattr(DataFile, "_csv_record", lambda self, *a: built.append(1) or real(self, *a))
+    built = []  # one per row parsed, as a record or as cells
+    real = DataFile._read
+    monkeypatch.setattr(
+        DataFile, "_read", lambda self, rows: (built.append(1) or pair for pair in real(self, rows))
+    )
 
     def journal(state):
         return {
@@ -218,7 +220,7 @@ def test_an_applied_unchanged_changeset_is_not_checked_record_by_record(tmp_path
     assert built == [] and trusted.operations[0].body.source.count == 50  # counted, not built
     assert trusted.rendered_checksum == first.rendered_checksum
     loader.load_project_changesets(proj, proj.environment(), journal(PENDING))
-    assert len(built) == 50  # not applied yet: every record is checked
+    assert len(built) == 50  # not applied yet: every record is read and checked
 
     (tmp_path / "changesets/data/a.csv").write_text(rows + "N50\n")  # changed: never trusted
     built.clear()
@@ -359,3 +361,22 @@ def test_a_data_files_records_are_read_back_by_column_where_they_give_the_same_f
     assert list(source) == list(DataFile(tmp_path / "changesets" / "data" / "a.csv", "data/a.csv"))
     assert list(source)[1500] == (1502, {"order_no": "N1500"})
     assert isinstance(chunks[2], Columns) and chunks[2].lines[-1] == 2501
+
+
+def test_a_csv_file_trusted_from_its_header_is_kept_by_column_with_no_record_made(tmp_path, monkeypatch):
+    """Its rows are read as cells and kept as they are (a NUL still refused, at its line)."""
+    built = []
+    real = DataFile._csv_record
+    monkeypatch.setattr(DataFile, "_csv_record", lambda self, *a: built.append(1) or real(self, *a))
+    files = {
+        "changesets/V0001__a.yaml": "operations:\n  - add: {app: orders, records_from: data/a.csv}\n",
+        "changesets/data/a.csv": "order_no\n" + "".join(f"N{i}\n" for i in range(1200)),
+    }
+    (cs,) = load(tmp_path, files)
+    source = cs.operations[0].body.source
+    assert built == [] and source.count == 1200
+    assert [len(c) for c in source.chunks()] == [1000, 200]
+    assert list(source)[1199] == (1201, {"order_no": "N1199"})
+    files["changesets/data/a.csv"] = "order_no\nN1\nN\x002\n"
+    (problem,) = errors(tmp_path, files)
+    assert "a.csv:3" in problem and "NUL character" in problem
