@@ -19,7 +19,7 @@ import bisect
 import difflib
 import itertools
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -735,13 +735,17 @@ def _chunks_of(body: _RecordsOp) -> Iterator[tuple[int, Columns | list[tuple[int
     if source is None:
         return
     chunks = getattr(source, "chunks", None)
-    if chunks is None:  # a source of another kind: streamed a thousand records at a time
-        pairs = iter(source)
-        chunks = lambda: iter(lambda: list(itertools.islice(pairs, 1000)), [])  # noqa: E731
     position = 0
-    for chunk in chunks():
+    for chunk in chunks() if chunks is not None else _thousands(source):
         yield position, chunk
         position += len(chunk)
+
+
+def _thousands(source: Iterable[tuple[int | None, Any]]) -> Iterator[list[tuple[int | None, Any]]]:
+    """A source of another kind (without ``chunks``), streamed a thousand records at a time."""
+    pairs = iter(source)
+    while chunk := list(itertools.islice(pairs, 1000)):
+        yield chunk
 
 
 def _location(

@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import ChangesetError, Location
 from .records import RECORD_KEYS
@@ -114,7 +114,7 @@ class DataFile:
         )
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        yield from self._read(rows=False)  # type: ignore[misc]  # without rows: records only
+        return cast(Iterator[tuple[int, dict[str, Any]]], self._read(rows=False))  # no rows: records
 
     def text_rows(self) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
         """``__iter__``'s pairs, except that a CSV file of text columns only (``text_header``)

@@ -485,3 +485,20 @@ def test_a_data_file_read_by_column_is_checked_as_one_read_record_by_record(tmp_
     ):
         assert expected in joined, expected
     assert "rows.csv:1002 (record 1001)" in joined  # the first writer, in another run
+
+
+def test_a_source_without_chunks_is_read_once_a_thousand_records_at_a_time():
+    from kmigrate.appcheck import _chunks_of
+    from kmigrate.changeset import AddOp
+
+    class Source:  # a RecordSource of another kind: iterable, no ``chunks``
+        path, passes = "data/rows.csv", 0
+
+        def __iter__(self):
+            Source.passes += 1
+            return ((i + 2, {"code": f"C{i}"}) for i in range(2_500))
+
+    body = AddOp(app="orders", records_from="data/rows.csv").model_copy(update={"source": Source()})
+    chunks = list(_chunks_of(body))
+    assert [(position, len(chunk)) for position, chunk in chunks] == [(0, 1000), (1000, 1000), (2000, 500)]
+    assert chunks[2][1][-1] == (2501, {"code": "C2499"}) and Source.passes == 1
