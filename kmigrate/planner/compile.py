@@ -252,67 +252,58 @@ class OpCompiler:
         self._define_ref(ref)
         spec = self._spec(("add", self.app.id), "POST", "records", "records", ref=ref)
         # The hot loop of a big import: the packer's rules for items that use no ref and never
-        # repeat, inlined (a new call only when the call is full or of another kind).
+        # repeat, inlined (a new call only when the call is full or of another kind), a run of
+        # items at a time.
         packer, op, key = self.packer, self.index, spec.key
         limit = packer.limits.records_per_call
         call = packer.call
         segment: list[Any] | None = None
         span: list[int] | None = None
-        text: bool | None = None  # every value a text: known at the first record (the header read)
         n = -1
+        for items in self._add_items():
+            while items:
+                if call is None or call.key != key or len(call.items) >= limit:
+                    call = packer.start_call(spec)
+                    segment = span = None
+                    if packer.done:
+                        yield from packer.take()
+                if segment is None:
+                    segment = [op, n + 1, 0, ref]
+                    call.segments.append(segment)
+                room = limit - len(call.items)
+                taken, items = items[:room], items[room:]
+                call.items.extend(taken)
+                segment[2] += len(taken)
+                n += len(taken)
+                if ref is not None:
+                    if span is None:
+                        span = packer.produced.setdefault(ref, [segment[1], n + 1])
+                    span[1] = n + 1
+        if ref is not None:
+            self.refs.count[ref] = n + 1
+        return n + 1, f"creates ref {ref}" if ref else ""
+
+    def _add_items(self) -> Iterator[list[dict[str, Any]]]:
+        """An add's records as Kintone's, in runs: a CSV file of text columns read back by
+        column a run of rows at a time (no record rebuilt), anything else a record at a time."""
         runs = self.text_runs()
-        if runs is not None:  # a CSV file of text columns, read back by column: no record rebuilt
+        if runs is not None:
             for codes, rows in runs:
-                while rows:
-                    if call is None or call.key != key or len(call.items) >= limit:
-                        call = packer.start_call(spec)
-                        segment = span = None
-                        if packer.done:
-                            yield from packer.take()
-                    if segment is None:
-                        segment = [op, n + 1, 0, ref]
-                        call.segments.append(segment)
-                    room = limit - len(call.items)
-                    taken, rows = rows[:room], rows[room:]
-                    call.items.extend(
-                        [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in taken]
-                    )
-                    segment[2] += len(taken)
-                    n += len(taken)
-                    if ref is not None:
-                        if span is None:
-                            span = packer.produced.setdefault(ref, [segment[1], n + 1])
-                        span[1] = n + 1
-            if ref is not None:
-                self.refs.count[ref] = n + 1
-            return n + 1, f"creates ref {ref}" if ref else ""
+                yield [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in rows]
+            return
+        source = getattr(self.body, "source", None)
+        text: bool | None = None  # every value a text: known at the first record (the header read)
         for n, rec, data_line in self.records():
             if type(rec) is not dict:
                 self._check_record(rec, n, data_line)
             if text is None:
-                text = not self.file_codes and getattr(body.source, "text_columns", None) is not None
-            if call is None or call.key != key or len(call.items) >= limit:
-                call = packer.start_call(spec)
-                segment = span = None
-                if packer.done:
-                    yield from packer.take()
-            if segment is None:
-                segment = [op, n, 0, ref]
-                call.segments.append(segment)
+                text = not self.file_codes and getattr(source, "text_columns", None) is not None
             # A text is its own {"value": ...} (``_kintone_record``'s scalar case, without the scan).
-            call.items.append(
+            yield [
                 {code: {"value": value} for code, value in rec.items()}
                 if text
                 else self._kintone_record(rec, n, data_line)
-            )
-            segment[2] += 1
-            if ref is not None:
-                if span is None:
-                    span = packer.produced.setdefault(ref, [n, n])
-                span[1] = n + 1
-        if ref is not None:
-            self.refs.count[ref] = n + 1
-        return n + 1, f"creates ref {ref}" if ref else ""
+            ]
 
     def _keyed(self) -> Compiled:
         body = self.body
