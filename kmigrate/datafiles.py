@@ -23,7 +23,7 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -77,6 +77,11 @@ def guess_encoding(raw: bytes) -> str | None:
             continue
         return candidate
     return None
+
+
+def text_record(header: Sequence[str], row: Sequence[str]) -> dict[str, str]:
+    """The record a row of a CSV file of text columns gives: an empty cell omits the field."""
+    return {name: cell for name, cell in zip(header, row, strict=False) if cell}
 
 
 class DataFile:
@@ -208,12 +213,9 @@ class DataFile:
                         line=start,
                         record=number,
                     )
-                if cells:
-                    if "\x00" in "".join(row):
-                        self.check_nul(row, start, columns)
-                    yield start, row
-                else:
-                    yield start, self._csv_record(columns, convert, row, start, number)
+                if "\x00" in "".join(row):  # one test per row; the column is found only when it fails
+                    self.check_nul(row, start, columns)
+                yield start, row if cells else self._csv_record(columns, convert, row, start, number)
 
     def _check_header(self, columns: list[str]) -> None:
         if len(columns) == 1:
@@ -247,10 +249,8 @@ class DataFile:
     def _csv_record(
         self, columns: list[str], convert: _Conversions, row: list[str], line: int, number: int
     ) -> dict[str, Any]:
-        if "\x00" in "".join(row):  # one test per row; the column is found only when it fails
-            self.check_nul(row, line, columns)
-        if convert is None:  # every column is text: an empty cell omits the field
-            return {name: cell for name, cell in zip(columns, row, strict=False) if cell}
+        if convert is None:
+            return text_record(columns, row)
         record: dict[str, Any] = {}
         for (name, kind), cell in zip(convert, row, strict=False):
             if cell == "":

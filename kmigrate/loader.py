@@ -53,7 +53,7 @@ from .changeset import (
 )
 from .changeset_files import ChangesetFileName, discover, display_path, source_checksum
 from .config import App, Environment, Project
-from .datafiles import DEFAULT_ENCODING, DataFile, data_format, encoding_name
+from .datafiles import DEFAULT_ENCODING, DataFile, data_format, encoding_name, text_record
 from .errors import ChangesetError, ConfigError, Location
 from .paths import project_file, read_project_file
 from .plan import JournaledChangeset, canonical_json
@@ -744,7 +744,7 @@ class _NormalisedSource:
                         chunks = _kept_rows(chunks, header, chunk)
                         chunk = []
                     continue
-                item = {name: cell for name, cell in zip(header, item, strict=False) if cell}
+                item = text_record(header, item)
             record: Any = item  # a JSON element may be no object: the loader reports it
             chunk.append((line, record))
             if len(chunk) == self.CHUNK:
@@ -799,10 +799,7 @@ def _kept_rows(
             values = tuple(zip(*(row for _, row in rows), strict=True))
             chunks.append(zlib.compress(marshal.dumps(("c", header, lines, values)), 1))
         return chunks
-    records = [
-        (line, {name: cell for name, cell in zip(header, row, strict=False) if cell}) for line, row in rows
-    ]
-    return _kept(chunks, records)
+    return _kept(chunks, [(line, text_record(header, row)) for line, row in rows])
 
 
 def _kept(chunks: list[bytes] | None, chunk: list[tuple[int, dict[str, Any]]]) -> list[bytes] | None:

@@ -1155,7 +1155,7 @@ def test_a_request_may_name_its_api_by_any_of_its_paths():
 def test_an_add_compiled_from_runs_by_column_plans_as_one_compiled_record_by_record(
     tmp_path, monkeypatch, records
 ):
-    """A CSV add read back by column (``OpCompiler.text_runs``) gives the very plan the
+    """A CSV add read back by column (``OpCompiler.text_items``) gives the very plan the
     record-by-record way gives: calls, segments, refs and hashes, across runs that give
     different fields (empty cells) and calls that straddle runs; a status action on one of its
     records starts the next bulk, as it must (the ids are not known before)."""
@@ -1187,17 +1187,17 @@ def test_an_add_compiled_from_runs_by_column_plans_as_one_compiled_record_by_rec
         return render_json(the_plan), segments
 
     taken: list[bool] = []
-    real = compiled.OpCompiler.text_runs
+    real = compiled.OpCompiler.text_items
 
-    def text_runs(self):
-        runs = real(self)
-        taken.append(runs is not None)
-        return runs
+    def text_items(self):
+        items = real(self)
+        taken.append(items is not None)
+        return items
 
-    monkeypatch.setattr(compiled.OpCompiler, "text_runs", text_runs)
+    monkeypatch.setattr(compiled.OpCompiler, "text_items", text_items)
     by_column = planned()
     assert taken == [False, True]  # the inline add record by record, the data file by column
-    monkeypatch.setattr(compiled.OpCompiler, "text_runs", lambda self: None)
+    monkeypatch.setattr(compiled.OpCompiler, "text_items", lambda self: None)
     assert planned() == by_column
     printed = json.loads(by_column[0])["changesets"][0]["batches"]
     added = [

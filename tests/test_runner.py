@@ -546,20 +546,16 @@ def test_apply_reads_a_big_data_file_once_and_compiles_each_record_once(tmp_path
     monkeypatch.setattr(datafiles, "open", counting("parse"), raising=False)
     monkeypatch.setattr(loader, "open", counting("bytes"), raising=False)
     records = []  # one per record compiled, through either of the compiler's two ways in
-    real, real_runs = compiled.OpCompiler.records, compiled.OpCompiler.text_runs
+    real, real_items = compiled.OpCompiler.records, compiled.OpCompiler.text_items
     monkeypatch.setattr(
         compiled.OpCompiler, "records", lambda self: (records.append(1) or r for r in real(self))
     )
 
-    def counted_runs(self):
-        runs = real_runs(self)
-        return (
-            None
-            if runs is None
-            else ((records.extend([1] * len(rows)) or (codes, rows)) for codes, rows in runs)
-        )
+    def counted_items(self):
+        chunks = real_items(self)
+        return None if chunks is None else ((records.extend([1] * len(c)) or c) for c in chunks)
 
-    monkeypatch.setattr(compiled.OpCompiler, "text_runs", counted_runs)
+    monkeypatch.setattr(compiled.OpCompiler, "text_items", counted_items)
     sent = []
     ctx = api.Context.load(root)
     result = api.apply(ctx, on_event=lambda e: sent.append(e.batch.hash) if e.kind == "batch_sent" else None)

@@ -164,10 +164,11 @@ class OpCompiler:
         else:
             raise self.error("records_from was not read: plan changesets the loader has loaded")
 
-    def text_runs(self) -> Iterator[tuple[tuple[str, ...], list[tuple[Any, ...]]]] | None:
-        """An add's records as (codes, rows) runs, when its data file is CSV of text columns only
-        that the loader kept by column (``Columns``) and no FILE field asks for a look at each
-        value; None otherwise (``records`` then yields each record)."""
+    def text_items(self) -> Iterator[list[dict[str, Any]]] | None:
+        """An add's records as Kintone's, a chunk at a time, built straight from the rows, when
+        its data file is CSV of text columns only that the loader kept (``chunks``: a run by
+        column, ``Columns``, no record rebuilt) and no FILE field asks for a look at each value;
+        None otherwise (``records`` then yields each record)."""
         body = self.body
         assert isinstance(body, _RecordsOp)
         chunks = getattr(body.source, "chunks", None)
@@ -176,15 +177,15 @@ class OpCompiler:
         if getattr(body.source, "text_columns", None) is None:
             return None  # not known to be text yet: the loader's pass has not read the header
 
-        def runs() -> Iterator[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+        def items() -> Iterator[list[dict[str, Any]]]:
             for chunk in chunks():
                 if isinstance(chunk, Columns):
-                    yield chunk.codes, list(chunk.rows())
-                else:  # a run of records that give different fields: one run each
-                    for _, record in chunk:
-                        yield tuple(record), [tuple(record.values())]
+                    codes = chunk.codes
+                    yield [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in chunk.rows()]
+                else:  # records that give different fields (an empty cell omits one)
+                    yield [{c: {"value": v} for c, v in record.items()} for _, record in chunk]
 
-        return runs()
+        return items()
 
     def where(self, data_line: int | None) -> dict[str, Any]:
         """The keywords of ``error`` that place a record of a data file."""
@@ -261,7 +262,8 @@ class OpCompiler:
         span: list[int] | None = None
         n = -1
         for items in self._add_items():
-            while items:
+            start = 0
+            while start < len(items):
                 if call is None or call.key != key or len(call.items) >= limit:
                     call = packer.start_call(spec)
                     segment = span = None
@@ -270,8 +272,8 @@ class OpCompiler:
                 if segment is None:
                     segment = [op, n + 1, 0, ref]
                     call.segments.append(segment)
-                room = limit - len(call.items)
-                taken, items = items[:room], items[room:]
+                taken = items[start : start + limit - len(call.items)]
+                start += len(taken)
                 call.items.extend(taken)
                 segment[2] += len(taken)
                 n += len(taken)
@@ -284,12 +286,11 @@ class OpCompiler:
         return n + 1, f"creates ref {ref}" if ref else ""
 
     def _add_items(self) -> Iterator[list[dict[str, Any]]]:
-        """An add's records as Kintone's, in runs: a CSV file of text columns read back by
-        column a run of rows at a time (no record rebuilt), anything else a record at a time."""
-        runs = self.text_runs()
-        if runs is not None:
-            for codes, rows in runs:
-                yield [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in rows]
+        """An add's records as Kintone's, in runs: a CSV file of text columns a chunk at a time
+        (``text_items``), anything else a record at a time."""
+        text_items = self.text_items()
+        if text_items is not None:
+            yield from text_items
             return
         source = getattr(self.body, "source", None)
         text: bool | None = None  # every value a text: known at the first record (the header read)
