@@ -821,7 +821,7 @@ def _keeping_sent(journal: Journal, on_event: Callable[[RunEvent], None]) -> Cal
 
     def handle(event: RunEvent) -> None:
         if event.kind == "batch_applied" and event.batch is not None:
-            journal.keep_sent(event.changeset.version, event.batch.index, event.batch.requests())
+            journal.keep_sent(event.changeset.version, event.batch.index, event.batch.requests_json())
         on_event(event)
 
     return handle

@@ -197,7 +197,7 @@ def _lines(requests: object) -> list[str]:
     """Requests as stable, diffable lines: one JSON line per record or call."""
     lines: list[str] = []
     for request in requests if isinstance(requests, list) else [requests]:
-        if isinstance(request, dict) and isinstance(request.get("payload"), dict):
+        if isinstance(request, Mapping) and isinstance(request.get("payload"), Mapping):
             payload = request["payload"]
             head = {k: v for k, v in payload.items() if k not in ("records", "ids")}
             lines.append(f"{request.get('method')} {request.get('api')} {canonical_json(head)}")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -96,7 +96,83 @@ def _missing_ref(message: str) -> Exception:
 
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for hashes and checksums: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain)
+
+
+# How canonical_json writes a text (ensure_ascii=False): json's own encoder, in C.
+_text_json: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def text_records_json(codes: Sequence[str], columns: Sequence[Sequence[str]]) -> list[str]:
+    """Each row's record ``{code: {"value": text}}`` as ``canonical_json`` writes it, made a
+    column at a time (``columns``: per code, every row's text) with no dict per record: the
+    fields in sorted order, each text encoded as json encodes it."""
+    order = sorted(range(len(codes)), key=codes.__getitem__)
+    template = "{" + ",".join(_text_json(codes[i]).replace("%", "%%") + ':{"value":%s}' for i in order) + "}"
+    return list(map(template.__mod__, zip(*(list(map(_text_json, columns[i])) for i in order), strict=True)))
+
+
+def records_request_json(method: str, api: str, app: int, records: Sequence[Any]) -> bytes:
+    """``canonical_json`` of the request ``{method, api, payload: {app, records}}``, UTF-8, where
+    a record given as a ``str`` is its canonical JSON already (``text_records_json``)."""
+    body = ",".join(r if type(r) is str else canonical_json(r) for r in records)
+    head = f'{{"api":{_text_json(api)},"method":{_text_json(method)},"payload":{{"app":{canonical_json(app)}'
+    return f'{head},"records":[{body}]}}}}'.encode()
+
+
+def plain(value: Any) -> Any:
+    """``json.dumps``'s ``default``: an ``EncodedPayload`` is written as what it holds."""
+    if isinstance(value, EncodedPayload):
+        return value.value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class EncodedPayload(Mapping[str, Any]):
+    """A call's payload kept as the canonical JSON of its whole request (``part``: what its
+    batch's hash is computed on and what is sent), read back only when something looks inside.
+
+    A big changeset's batches are compiled, hashed and spooled as bytes; sending one needs only
+    the bytes and its app (``app``, answered without decoding), so 2,000 records are never
+    rebuilt as dicts on the way to the wire. Anything else (a probe of an update, reconciliation,
+    ``plan --format json``) reads the payload and gets it decoded once. ``app``: the app id the
+    payload names (None: not an id, read from the JSON)."""
+
+    __slots__ = ("part", "app", "_value")
+
+    def __init__(self, part: bytes, app: int | None):
+        self.part = part
+        self.app = app
+        self._value: dict[str, Any] | None = None
+
+    @property
+    def value(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = json.loads(self.part)["payload"]
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "app" and self.app is not None:
+            return self.app
+        return self.value[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.value)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __bool__(self) -> bool:  # ``payload or {}``: a payload always names its app
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EncodedPayload):
+            return self.part == other.part
+        return isinstance(other, Mapping) and self.value == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, as the dict it stands for
+
+    def __repr__(self) -> str:
+        return f"EncodedPayload({self.value!r})"
 
 
 @dataclass(frozen=True)
@@ -127,6 +203,11 @@ class Call:
 
     def request(self) -> dict[str, Any]:
         return {"method": self.method, "api": self.api, "payload": self.payload}
+
+    def encoded(self) -> bytes:
+        """``canonical_json(self.request())``, UTF-8: kept, not made again, for an encoded payload."""
+        payload = self.payload
+        return payload.part if type(payload) is EncodedPayload else canonical_json(self.request()).encode()
 
     @property
     def consumes(self) -> frozenset[str]:
@@ -189,7 +270,7 @@ class Batch:
         """Each call's request (refs unresolved) in canonical JSON, UTF-8: encoded once, for
         the hash, the body sent (a call with no ref to resolve is sent as these very bytes:
         ``client.encode_bulk``) and what the journal keeps of an applied batch."""
-        return tuple(canonical_json(c.request()).encode() for c in self.calls)
+        return tuple(c.encoded() for c in self.calls)
 
     def requests_json(self) -> bytes:
         """``canonical_json(self.requests())``, UTF-8, joined from ``parts`` (a list's canonical

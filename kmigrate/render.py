@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .changeset_files import display_path
-from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan
+from .plan import APPLIED, PENDING, Batch, ChangesetPlan, OperationSummary, Plan, plain
 
 JSON_FORMAT = 1
 
@@ -21,8 +21,16 @@ JSON_FORMAT = 1
 # ---- JSON -----------------------------------------------------------------------------------
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+def _dump(value: Any, *, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=sort_keys, default=plain)
+
+
+def _request_json(request: Mapping[str, Any]) -> str:
+    """An inner request, its payload's keys in canonical order (as it is hashed and sent): the
+    same text whether the plan kept the payload as a dict or as its JSON (a big changeset)."""
+    return (
+        "{" + ", ".join(f"{_dump(k)}: {_dump(v, sort_keys=k == 'payload')}" for k, v in request.items()) + "}"
+    )
 
 
 def _operation_json(op: OperationSummary) -> dict[str, Any]:
@@ -89,7 +97,7 @@ def _batch_json(batch: Batch, first: bool, marker: dict[str, Any] | None = None)
     yield '          "requests": ['
     requests = ([marker] if marker is not None else []) + [call.request() for call in batch.calls]
     for i, request in enumerate(requests):
-        yield ("," if i else "") + "\n            " + _dump(request)
+        yield ("," if i else "") + "\n            " + _request_json(request)
     yield "\n          ]\n        }"
 
 

@@ -46,7 +46,7 @@ from .errors import (
 )
 from .journal import UNKNOWN_ID, BatchRecord, Journal
 from .pipeline import Ahead, Senders
-from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, Plan, canonical_json
+from .plan import APPLIED, FAILED, SENT, Batch, Call, ChangesetPlan, Plan
 from .planner.independence import Footprint, check_parallel, conflict, footprint
 from .remote.records import SENT_MARKER, Marker, kept_by_refusal, sent_marker
 from .remote.sync import marker_refs
@@ -137,7 +137,7 @@ def _keeps_ids(call: Call) -> bool:
 
 def calls_hash(calls: Sequence[Call]) -> str:
     """Identifies the first calls of a batch that took effect (refs unresolved, as Batch.hash)."""
-    return hashlib.sha256(canonical_json([c.request() for c in calls]).encode()).hexdigest()
+    return hashlib.sha256(b"[" + b",".join(c.encoded() for c in calls) + b"]").hexdigest()
 
 
 class _LostId:

@@ -25,15 +25,19 @@ from kmigrate.plan import (
     SENT,
     Batch,
     Call,
+    EncodedPayload,
     JournaledChangeset,
     canonical_json,
     is_ref_marker,
+    records_request_json,
     ref_marker,
     ref_uses,
     resolve_refs,
+    text_records_json,
 )
 from kmigrate.planner import BatchSequence, Limits, build_plan
 from kmigrate.render import render_json
+from kmigrate.runner import calls_hash
 
 ROOT = Path("/project")
 APPS = {"orders": App(1), "customers": App(2), "hr": App(3, 7), "payroll": App(4, 8)}
@@ -666,7 +670,7 @@ def test_an_edit_after_planning_is_never_sent_and_hashes_need_no_second_pass():
         after[0].hash
         == build_plan([_from_source(ListSource(recs(300)))], env()).changesets[0].batch_hashes[0]
     )
-    assert "edited" not in json.dumps(before) and source.passes == 1
+    assert "edited" not in canonical_json(before) and source.passes == 1
 
 
 _JSON = st.recursive(
@@ -686,6 +690,27 @@ def test_a_batch_hash_is_the_one_journals_hold_and_its_parts_are_each_calls_cano
     assert batch.hash == old
     assert batch.requests_json() == canonical_json(batch.requests()).encode()
     assert batch.parts == tuple(canonical_json(c.request()).encode() for c in batch.calls)
+
+
+_CODES = st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=4, unique=True)
+
+
+@given(codes=_CODES, data=st.data())
+def test_records_made_as_json_are_byte_for_byte_the_canonical_json_of_their_dicts(codes, data):
+    # The text path writes each CSV row's record (and its call) as JSON with no dict: it must be
+    # the very bytes canonical_json gives the dicts, or the hash and what is sent would change.
+    rows = data.draw(st.lists(st.tuples(*[st.text(max_size=6) for _ in codes]), min_size=1, max_size=5))
+    columns = [[row[i] for row in rows] for i in range(len(codes))]
+    records = [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in rows]
+    made = text_records_json(codes, columns)
+    assert made == [canonical_json(r) for r in records]
+    mixed = [*made, {"x": {"value": 1.5}}]  # a record of another shape, in the same call
+    request = {
+        "method": "POST",
+        "api": "/k/v1/records.json",
+        "payload": {"app": 7, "records": [*records, mixed[-1]]},
+    }
+    assert records_request_json("POST", "/k/v1/records.json", 7, mixed) == canonical_json(request).encode()
 
 
 def test_a_spooled_batch_comes_back_with_the_json_it_was_hashed_as_and_sends_those_bytes():
@@ -741,16 +766,33 @@ def test_an_add_from_a_text_only_source_compiles_as_the_generic_path_does(monkey
 
 
 class _Text(str):
-    """A str subclass: JSON takes it, marshal does not (the spool's fallback)."""
+    """A str subclass: JSON takes it, marshal does not."""
 
 
-def test_a_payload_the_spool_cannot_hold_is_compiled_again_and_checked():
+def test_the_spool_keeps_json_so_any_payload_json_takes_is_read_back_without_a_second_pass():
     source = ListSource([{"title": _Text(f"t{i}")} for i in range(300)])
     [planned] = build_plan([_from_source(source)], env(), limits=Limits(eager_records=0)).changesets
-    assert len(list(planned.batches)) == 1 and source.passes == 2  # compiled again, as planned
-    source.records[150] = {"title": "edited"}
-    with pytest.raises(ChangesetError, match="changed since it was planned"):
-        list(planned.batches)
+    [batch] = list(planned.batches)
+    assert source.passes == 1 and batch.hash == planned.batch_hashes[0]
+    assert [r["title"]["value"] for c in batch.calls for r in c.payload["records"]] == [
+        f"t{i}" for i in range(300)
+    ]
+
+
+def test_a_spooled_call_is_sent_as_its_json_and_decoded_only_when_looked_into():
+    [planned] = build_plan(
+        [_from_source(ListSource(recs(250)))], env(), limits=Limits(eager_records=0)
+    ).changesets
+    [batch] = list(planned.batches)
+    payloads = [c.payload for c in batch.calls]
+    assert all(isinstance(p, EncodedPayload) for p in payloads)
+    assert [c.payload["app"] for c in batch.calls] == [1, 1, 1]  # the app, without decoding
+    assert calls_hash(batch.calls) == batch.hash and batch.parts == tuple(p.part for p in payloads)
+    assert all(p._value is None for p in payloads)  # sending reads no further than this
+    assert batch.parts == tuple(canonical_json(c.request()).encode() for c in batch.calls)
+    eager = build_plan([_from_source(ListSource(recs(250)))], env()).changesets[0].batches[0]
+    assert batch.requests() == eager.requests() and batch.hash == eager.hash
+    assert all(p._value is not None for p in payloads)  # compared: decoded, once
 
 
 # ---- resolve_refs ----------------------------------------------------------------------------

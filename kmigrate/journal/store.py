@@ -34,7 +34,17 @@ from sqlite_utils.db import NotFoundError
 from .. import __version__
 from ..errors import InDoubtError, JournalError
 from ..paths import create_private
-from ..plan import APPLIED, FAILED, PARTIAL, PENDING, SENT, ChangesetPlan, JournaledChangeset, canonical_json
+from ..plan import (
+    APPLIED,
+    FAILED,
+    PARTIAL,
+    PENDING,
+    SENT,
+    ChangesetPlan,
+    JournaledChangeset,
+    canonical_json,
+    plain,
+)
 from .lock import Lock, LockHolder
 from .records import Actor, BatchRecord, ChangesetRecord, Event, RunRecord, error_detail, utc_now
 from .schema import MIGRATIONS, Migration, schema_version, upgrade
@@ -709,7 +719,7 @@ class Journal:
         text = (
             requests.decode()
             if isinstance(requests, bytes)
-            else json.dumps(list(requests), ensure_ascii=False)
+            else json.dumps(list(requests), ensure_ascii=False, default=plain)
         )
         db.execute(
             f"INSERT INTO {SENT_REQUESTS} (changeset, idx, requests) VALUES (?, ?, ?) "

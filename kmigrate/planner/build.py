@@ -2,7 +2,7 @@
 
 ``build_plan`` compiles each changeset (``compile``, which feeds the ``packing`` rules), keeps
 its batches, or, for a changeset too big to hold (``Limits.eager_records``), a ``BatchSequence``
-that compiles them again when read and checks them against the hashes planned.
+that reads them back, as compiled and hashed, from a compressed spool.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..plan import (
     Batch,
     Call,
     ChangesetPlan,
+    EncodedPayload,
     JournaledChangeset,
     OperationSummary,
     Plan,
@@ -105,55 +106,22 @@ def _plan_changeset(
     count = len(hashes)
     if spool is None:
         batches: Sequence[Batch] = tuple(kept)
-    elif spool.lost is None:
-        batches = BatchSequence(spool.replay(hashes, states), count, states, hashes=hashes)
     else:
-        batches = _recompiled(cs, env, refs, limits, paths, summaries, hashes, states)
+        batches = BatchSequence(spool.replay(hashes, states), count, states, hashes=hashes)
     state = _changeset_state([states.get(i, PENDING) for i in range(count)])
     return _changeset_plan(cs, state, tuple(summaries), batches)
 
 
-def _recompiled(
-    cs: LoadedChangeset,
-    env: Environment,
-    refs: RefRegistry,
-    limits: Limits,
-    paths: AttachmentPaths,
-    summaries: list[OperationSummary],
-    hashes: list[str],
-    states: Mapping[int, str],
-) -> BatchSequence:
-    """Batches compiled again on each read, checked against the hashes planned: for a payload
-    the spool cannot hold (a value marshal does not know)."""
-    final_refs = refs.snapshot()  # every ref this changeset may use, at its final size
-    count = len(hashes)
-
-    def recompile() -> Iterator[Batch]:
-        # A data file edited since planning would change what is sent: refuse rather than
-        # send a batch that differs from the plan that was reviewed.
-        again: list[OperationSummary] = []
-        n = 0
-        for n, bulk in enumerate(compile_changeset(cs, env, final_refs.replay(), limits, again, paths), 1):
-            batch = _batch(n - 1, bulk, states)
-            if n > count or batch.hash != hashes[n - 1]:
-                raise _changed(cs)
-            yield batch
-        if again != summaries or n != count:
-            raise _changed(cs)
-
-    return BatchSequence(recompile, count, states, hashes=hashes)
-
-
 class _Spool:
-    """A big changeset's batches as compiled once, each kept as zlib-compressed ``marshal`` bytes
-    of its calls and their JSON (``Batch.parts``; a 2,000-record bulk of CSV rows: about 36 KB),
-    so reading them again (to send, to print) neither reads the data files nor compiles nor
-    hashes nor encodes again: what is read back is the very content that was hashed, and the
-    bytes it was hashed as. ``lost``: a payload marshal cannot hold (then nothing is kept)."""
+    """A big changeset's batches as compiled once, each kept as zlib-compressed ``marshal``
+    bytes of its calls' JSON (``Batch.parts``: what its hash is computed on and what is sent)
+    and what the runner reads of a call without looking inside (method, api, app, segments,
+    refs); a 2,000-record bulk of CSV rows: about 20 KB. Reading them back (to send, to print)
+    neither reads the data files nor compiles nor hashes nor encodes again, and makes no record
+    dict: each payload is an ``EncodedPayload``, decoded only if something looks inside it."""
 
     def __init__(self) -> None:
         self.blobs: list[bytes] = []
-        self.lost: str | None = None
 
     @classmethod
     def of(cls, batches: Sequence[Batch]) -> _Spool:
@@ -163,16 +131,11 @@ class _Spool:
         return spool
 
     def add(self, batch: Batch) -> None:
-        if self.lost is not None:
-            return
         calls = [
-            (c.method, c.api, c.payload, [(g.operation, g.start, g.count, g.ref) for g in c.segments], c.refs)
+            (c.method, c.api, _app(c), [(g.operation, g.start, g.count, g.ref) for g in c.segments], c.refs)
             for c in batch.calls
         ]
-        try:
-            self.blobs.append(zlib.compress(marshal.dumps((batch.guest_space_id, calls, batch.parts)), 1))
-        except ValueError as exc:  # a value of a type marshal does not know
-            self.lost, self.blobs = str(exc), []
+        self.blobs.append(zlib.compress(marshal.dumps((batch.guest_space_id, calls, batch.parts)), 1))
 
     def replay(self, hashes: Sequence[str], states: Mapping[int, str]) -> Callable[[], Iterator[Batch]]:
         def batches() -> Iterator[Batch]:
@@ -181,8 +144,10 @@ class _Spool:
                 batch = Batch(
                     index=index,
                     calls=tuple(
-                        Call(method, api, payload, tuple(Segment(*g) for g in segments), refs)
-                        for method, api, payload, segments, refs in calls
+                        Call(
+                            method, api, EncodedPayload(part, app), tuple(Segment(*g) for g in segments), refs
+                        )
+                        for (method, api, app, segments, refs), part in zip(calls, parts, strict=True)
                     ),
                     guest_space_id=guest,
                     state=states.get(index, PENDING),
@@ -192,6 +157,12 @@ class _Spool:
                 yield batch
 
         return batches
+
+
+def _app(call: Call) -> int | None:
+    """The app a call's payload names, if it is an app id (a planned call's always is)."""
+    app = call.payload.get("app")
+    return app if type(app) is int else None
 
 
 def _applied_changeset(
@@ -239,27 +210,18 @@ def _changeset_plan(
     )
 
 
-def _changed(cs: LoadedChangeset) -> ChangesetError:
-    return ChangesetError(
-        "its records changed since it was planned (was a data file edited meanwhile?)",
-        location=Location(file=cs.path, changeset=cs.id),
-        hint="plan again",
-    )
-
-
 def _batch(index: int, bulk: Bulk, states: Mapping[int, str]) -> Batch:
     calls, guest = bulk
     return Batch(index=index, calls=calls, guest_space_id=guest, state=states.get(index, PENDING))
 
 
 class BatchSequence(Sequence[Batch]):
-    """A changeset's batches, compiled again from its operations each time they are read.
+    """A changeset's batches, made again each time they are read: read back from the spool
+    (``_Spool``), or, for an applied changeset, compiled again if someone asks for them.
 
     For changesets too big to hold every payload at once (``Limits.eager_records``). The
-    length and each batch's state are known without compiling; iterating streams the data
-    files once and holds one bulk at a time; ``seq[i]`` compiles up to batch i (linear time:
-    iterate rather than index in a loop). Each pass checks that the records are still those
-    that were planned.
+    length and each batch's state are known without reading; iterating holds one bulk at a
+    time; ``seq[i]`` reads up to batch i (linear time: iterate rather than index in a loop).
     """
 
     def __init__(

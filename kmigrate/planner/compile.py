@@ -34,7 +34,7 @@ from ..changeset import (
 from ..config import Environment
 from ..errors import ChangesetError, ConfigError, Location
 from ..kintone import api_path
-from ..plan import Call, OperationSummary, Segment, ref_marker
+from ..plan import Call, OperationSummary, Segment, ref_marker, text_records_json
 from ..records import id_problems, key_text, not_a_mapping, ref_index_problem, selection_problems
 from .packing import Bulk, CallSpec, Limits, Packer, Uses
 from .refs import RefRegistry
@@ -164,7 +164,7 @@ class OpCompiler:
         else:
             raise self.error("records_from was not read: plan changesets the loader has loaded")
 
-    def text_items(self) -> Iterator[list[dict[str, Any]]] | None:
+    def text_items(self) -> Iterator[list[Any]] | None:
         """An add's records as Kintone's, a chunk at a time, built straight from the rows, when
         its data file is CSV of text columns only that the loader kept (``chunks``: a run by
         column, ``Columns``, no record rebuilt) and no FILE field asks for a look at each value;
@@ -177,9 +177,14 @@ class OpCompiler:
         if getattr(body.source, "text_columns", None) is None:
             return None  # not known to be text yet: the loader's pass has not read the header
 
-        def items() -> Iterator[list[dict[str, Any]]]:
+        def items() -> Iterator[list[Any]]:
             for chunk in chunks():
-                if isinstance(chunk, Columns):
+                if isinstance(chunk, Columns) and all(
+                    set(map(type, column)) == {str} for column in chunk.values
+                ):
+                    # Each record made as the JSON it is hashed and sent as (``EncodedPayload``).
+                    yield text_records_json(chunk.codes, chunk.values)
+                elif isinstance(chunk, Columns):
                     codes = chunk.codes
                     yield [{c: {"value": v} for c, v in zip(codes, row, strict=True)} for row in chunk.rows()]
                 else:  # records that give different fields (an empty cell omits one)
@@ -285,7 +290,7 @@ class OpCompiler:
             self.refs.count[ref] = n + 1
         return n + 1, f"creates ref {ref}" if ref else ""
 
-    def _add_items(self) -> Iterator[list[dict[str, Any]]]:
+    def _add_items(self) -> Iterator[list[Any]]:
         """An add's records as Kintone's, in runs: a CSV file of text columns a chunk at a time
         (``text_items``), anything else a record at a time."""
         text_items = self.text_items()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kintone import MAX_BULK_REQUESTS, MAX_RECORDS_PER_CALL
-from ..plan import Call, Segment, ref_marker
+from ..plan import Call, EncodedPayload, Segment, records_request_json, ref_marker
 from .refs import RefRegistry
 
 MAX_CALLS_PER_BULK = MAX_BULK_REQUESTS
@@ -93,6 +93,11 @@ class CallBuilder:
             self.segments.append([op, record, 1, ref])
 
     def build(self, ref_sizes: Mapping[str, int]) -> Call:
+        segments = tuple(Segment(o, s, c, r) for o, s, c, r in self.segments)
+        if self.kind == "records" and not self.upsert and any(type(i) is str for i in self.items):
+            # Records made as their JSON (a CSV file's text rows): the call is kept as it is sent.
+            part = records_request_json(self.method, self.api, self.app, self.items)
+            return Call(self.method, self.api, EncodedPayload(part, self.app), segments, frozenset(self.uses))
         payload: dict[str, Any] = {"app": self.app}
         if self.kind == "ids":
             payload["ids"] = whole_ids(self.items, ref_sizes)
@@ -102,7 +107,6 @@ class CallBuilder:
             if self.upsert:
                 payload["upsert"] = True
             payload["records"] = whole_status(self.items, ref_sizes) if self.kind == "status" else self.items
-        segments = tuple(Segment(o, s, c, r) for o, s, c, r in self.segments)
         return Call(self.method, self.api, payload, segments, frozenset(self.uses))
 
 
