@@ -1065,9 +1065,18 @@ class Runner:
             batch,
             outcome,
             f"`kmigrate resolve {cs.version} {batch.index} --applied` (never send it again)",
-            # what it sent kept in the same commit (for `repair`'s diff): one commit, not two
+            # What it sent kept in the same commit (for `repair`'s diff): one commit, not two. Not
+            # waited onto the disk: the next batch's `sent`, or the run's end, is a durable commit
+            # that syncs it too; only an OS crash before that leaves the batch `sent`, in doubt,
+            # and the next run settles it by reading Kintone (docs/journal.md, "Durability").
             lambda: self.journal.mark_applied(
-                cs.version, batch.index, results, created, self.run_id, sent=batch.requests_json()
+                cs.version,
+                batch.index,
+                results,
+                created,
+                self.run_id,
+                sent=batch.requests_json(),
+                durable=False,
             ),
         )
         self._note_ids(batch.calls, results)

@@ -299,6 +299,42 @@ def test_sent_then_applied_each_committed_and_visible_from_another_connection(tm
     assert j.state()["0001"].batch_states == {0: APPLIED, 1: APPLIED}
 
 
+def journal_commits(journal: Journal) -> list[tuple[str, str]]:
+    """(synchronous level, the batch state written) of each commit from now on, as SQLite ran them."""
+    commits: list[tuple[str, str]] = []
+    level, state = ["FULL"], [""]
+
+    def trace(sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous = "):
+            level[0] = sql.rsplit(" ", 1)[-1]
+        elif sql.startswith('update "batches" set "state" = '):
+            state[0] = sql.split("'")[1]
+        elif sql == "COMMIT":
+            commits.append((level[0], state[0]))
+            state[0] = ""
+
+    journal.db.conn.set_trace_callback(trace)
+    return commits
+
+
+def test_sent_waits_for_the_disk_and_the_runners_applied_is_synced_by_the_next_commit(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    cs = make_changeset()
+    j.record_changeset(cs)
+    run = j.start_run("sandbox")
+    commits = journal_commits(j)
+    j.mark_sent("0001", 0, cs.batches[0].hash, run)
+    j.mark_applied("0001", 0, [{"ids": ["1", "2", "3"]}], {"orders": [1, 2, 3]}, run_id=run, durable=False)
+    j.mark_sent("0001", 1, cs.batches[1].hash, run)
+    j.mark_applied("0001", 1, [{"ids": ["4", "5", "6"]}], {"orders": [4, 5, 6]}, run_id=run)
+    j.finish_run(run, "applied")
+    assert commits == [("FULL", SENT), ("NORMAL", APPLIED), ("FULL", SENT), ("FULL", APPLIED), ("FULL", "")]
+    assert j.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for whatever comes next
+    # Not waited for is still committed: another connection (or a process after this one died) reads it.
+    assert read_other_connection(path, "SELECT state FROM batches ORDER BY idx") == [(APPLIED,), (APPLIED,)]
+
+
 def test_failed_keeps_kintones_answer_and_the_batch_can_be_sent_again() -> None:
     j = memory_journal()
     cs = make_changeset()

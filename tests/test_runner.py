@@ -24,6 +24,7 @@ from .projects import (
     write_changeset,
     write_items_csv,
 )
+from .test_journal import journal_commits
 
 AUTH = {"X-Cybozu-API-Token": TOKEN}
 ITEMS_CREDENTIALS = Credentials(api_tokens=(TOKEN,))
@@ -179,6 +180,28 @@ def test_failed_batch_leaves_earlier_batches_and_resume_sends_only_the_rest(tmp_
         assert result.summary.applied_batches == 2
         codes = [r["code"]["value"] for r in sandbox.records(1)]
     assert sorted(codes) == [f"I{i:06d}" for i in range(3 * SMALL_BULK)]
+
+
+def test_each_sent_is_on_disk_before_its_bulk_and_each_applied_is_synced_by_the_next(tmp_path, monkeypatch):
+    small_calls(monkeypatch)
+    root = items_project(tmp_path)
+    write_items_csv(root, "items.csv", range(3 * SMALL_BULK))
+    write_changeset(
+        root, "V0001__items.yaml", "operations:\n  - add: {app: items, records_from: data/items.csv}\n"
+    )
+    traced: list[list[tuple[str, str]]] = []
+    real_open = Journal.open.__func__  # type: ignore[attr-defined]
+
+    def open_traced(cls: type[Journal], path, **kw):
+        journal = real_open(cls, path, **kw)
+        traced.append(journal_commits(journal))
+        return journal
+
+    monkeypatch.setattr(Journal, "open", classmethod(open_traced))
+    assert run(root, "apply").exit_code == 0
+    commits = [c for commits in traced for c in commits]
+    assert [c for c in commits if c[1]] == [("FULL", "sent"), ("NORMAL", "applied")] * 3
+    assert commits[-1][0] == "FULL"  # the run's end syncs the last `applied`
 
 
 # ---- refs --------------------------------------------------------------------------------------

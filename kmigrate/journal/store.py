@@ -111,6 +111,8 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"{self._where}: cannot be opened: {exc}") from exc
         self._migrate(migrations)
+        # FULL (Journal.open): a commit is on disk when it returns; see _tx's ``durable``.
+        self._full_sync = db.execute("PRAGMA synchronous").fetchone()[0] == 2
         self._has_sent_table = SENT_REQUESTS in db.table_names()
         self._kept: set[tuple[str, int]] = set()  # batches whose sent requests mark_applied kept
         self.lock = Lock(
@@ -158,12 +160,19 @@ class Journal:
     # ---- transactions and schema ------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite_utils.Database]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite_utils.Database]:
         """One committed write transaction. IMMEDIATE takes the write lock up front, so two
         processes serialize here (waiting up to the busy timeout) instead of failing midway.
-        sqlite-utils' own writes inside it become savepoints of this transaction."""
+        sqlite-utils' own writes inside it become savepoints of this transaction.
+
+        ``durable=False``: committed without waiting for the disk (``synchronous = NORMAL``). In
+        WAL mode it survives the process dying, and it reaches the disk with the next durable
+        commit (which syncs the whole log); only an OS crash or power cut before that loses it."""
         conn = self.db.conn
+        relaxed = not durable and self._full_sync
         try:
+            if relaxed:
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise JournalError(f"{self._where}: cannot start a transaction: {exc}") from exc
@@ -176,6 +185,9 @@ class Journal:
             if isinstance(exc, sqlite3.Error):
                 raise JournalError(f"{self._where}: write failed: {exc}") from exc
             raise
+        finally:
+            if relaxed:
+                conn.execute("PRAGMA synchronous = FULL")
 
     def _rows(
         self, table: str, where: str | None = None, params: Sequence[Any] = (), **kw: Any
@@ -419,11 +431,13 @@ class Journal:
         run_id: int | None = None,
         *,
         sent: bytes | None = None,
+        durable: bool = True,
     ) -> None:
         """Journal Kintone's success answer (``results``: ids and revisions) and the ids each ref
         gained from this batch, in order. Only a ``sent`` batch can become applied. ``sent``:
-        what it sent, as ``keep_sent`` keeps it, written in the same transaction (one commit)."""
-        with self._tx() as db:
+        what it sent, as ``keep_sent`` keeps it, written in the same transaction (one commit).
+        ``durable=False`` (the runner's): on disk with the next durable commit (``_tx``)."""
+        with self._tx(durable=durable) as db:
             row = self._require_sent(db, version, index, "become applied")
             run = run_id or row["run_id"]
             self._apply(db, version, index, results, refs, run)
