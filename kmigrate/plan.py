@@ -22,9 +22,10 @@ otherwise each id gets its own indexed marker.
 
 ``ChangesetPlan.batches`` is a tuple for ordinary changesets; for a big one (more than
 ``planner.Limits.eager_records`` records) it is a ``planner.BatchSequence``: a re-iterable
-sequence with a known ``len()`` that compiles its batches again, streaming, each time it is
-iterated, so 100,000 records never sit in memory as payloads all at once. Iterate it (the
-runner and the renderers do); indexing compiles up to the batch asked for.
+sequence with a known ``len()`` that reads its batches back from a compressed spool, one at a
+time, so 100,000 records never sit in memory as payloads all at once. Iterate it (the runner
+and the renderers do); indexing reads up to the batch asked for. A payload may be an
+``EncodedPayload``: the JSON of its request, decoded only when something looks inside.
 
 ``Segment`` ties the records of a call back to the changeset's operations, so an error at
 ``records[57]`` of inner request 3 can be reported as "operation 2, record 12, line 40".
@@ -131,11 +132,12 @@ class EncodedPayload(Mapping[str, Any]):
     """A call's payload kept as the canonical JSON of its whole request (``part``: what its
     batch's hash is computed on and what is sent), read back only when something looks inside.
 
-    A big changeset's batches are compiled, hashed and spooled as bytes; sending one needs only
-    the bytes and its app (``app``, answered without decoding), so 2,000 records are never
-    rebuilt as dicts on the way to the wire. Anything else (a probe of an update, reconciliation,
-    ``plan --format json``) reads the payload and gets it decoded once. ``app``: the app id the
-    payload names (None: not an id, read from the JSON)."""
+    A CSV file's text rows are made straight into this JSON (``text_records_json``), and a big
+    changeset's spool keeps only it; sending a call needs only the bytes and its app (``app``,
+    answered without decoding), so its records are never made as dicts on the way to the wire.
+    Anything else (a probe of an update, reconciliation, ``plan --format json``) reads the
+    payload and gets it decoded once. ``app``: the app id the payload names (None: not an id,
+    read from the JSON)."""
 
     __slots__ = ("part", "app", "_value")
 
@@ -165,8 +167,8 @@ class EncodedPayload(Mapping[str, Any]):
         return True
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, EncodedPayload):
-            return self.part == other.part
+        if isinstance(other, EncodedPayload) and self.part == other.part:
+            return True
         return isinstance(other, Mapping) and self.value == dict(other)
 
     __hash__ = None  # type: ignore[assignment]  # a mapping, as the dict it stands for

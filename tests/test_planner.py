@@ -779,6 +779,28 @@ def test_the_spool_keeps_json_so_any_payload_json_takes_is_read_back_without_a_s
     ]
 
 
+def test_an_encoded_payload_is_the_mapping_its_json_holds():
+    request = {
+        "method": "POST",
+        "api": "/k/v1/records.json",
+        "payload": {"app": 3, "records": [{"t": {"value": "é"}}]},
+    }
+    payload = EncodedPayload(canonical_json(request).encode(), 3)
+    assert payload["app"] == 3 and payload and payload._value is None  # no decoding for these
+    assert (
+        payload == request["payload"]
+        and request["payload"] == payload
+        and dict(payload) == request["payload"]
+    )
+    assert canonical_json({"payload": payload}) == canonical_json({"payload": request["payload"]})
+    assert EncodedPayload(payload.part, None)["app"] == 3  # not told: read from the JSON
+    assert payload != {"app": 3} and payload != EncodedPayload(
+        canonical_json({**request, "payload": {"app": 4}}).encode(), 4
+    )
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        canonical_json({"x": object()})
+
+
 def test_a_spooled_call_is_sent_as_its_json_and_decoded_only_when_looked_into():
     [planned] = build_plan(
         [_from_source(ListSource(recs(250)))], env(), limits=Limits(eager_records=0)

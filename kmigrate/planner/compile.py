@@ -168,7 +168,8 @@ class OpCompiler:
         """An add's records as Kintone's, a chunk at a time, built straight from the rows, when
         its data file is CSV of text columns only that the loader kept (``chunks``: a run by
         column, ``Columns``, no record rebuilt) and no FILE field asks for a look at each value;
-        None otherwise (``records`` then yields each record)."""
+        None otherwise (``records`` then yields each record). A run of texts by column comes as
+        each record's canonical JSON (``plan.text_records_json``), the rest as dicts."""
         body = self.body
         assert isinstance(body, _RecordsOp)
         chunks = getattr(body.source, "chunks", None)
