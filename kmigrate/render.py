@@ -276,7 +276,8 @@ def iter_markdown(plan: Plan, diff: Iterable[str] = (), state_note: str = "") ->
                 f"<details><summary>operation {op.index + 1} ({op.kind} {_md(op.app)}): first "
                 f"{len(first)} of {op.records:,}</summary>\n\n```json\n"
             )
-            yield "".join(_dump(item) + "\n" for item in first)
+            # keys in canonical order, as in the plan's JSON: the same for a spooled changeset
+            yield "".join(_dump(item, sort_keys=True) + "\n" for item in first)
             yield "```\n\n</details>\n"
     yield from diff
     for cs in plan.changesets:

@@ -114,7 +114,7 @@ def test_the_markdown_calls_out_what_is_destructive_and_shows_first_records(tmp_
     assert "operation 2: updates 1 record(s) of orders by id **without key or revision**" in text
     assert "status change on" not in text  # 30 records is not many
     assert "<details><summary>operation 1 (update customers): first 3 of 3</summary>" in text
-    assert '{"updateKey": {"field": "customer_code", "value": "C-007"}' in text
+    assert '"updateKey": {"field": "customer_code", "value": "C-007"}}' in text  # keys in canonical order
     assert '| customer_code = C-007 | `tier` | "Silver" | "Gold" |' in text
     assert '| id 30 | `order_no` | "SO-2024-030" | *(deleted)* |' in text
 
