@@ -335,6 +335,26 @@ def test_sent_waits_for_the_disk_and_the_runners_applied_is_synced_by_the_next_c
     assert read_other_connection(path, "SELECT state FROM batches ORDER BY idx") == [(APPLIED,), (APPLIED,)]
 
 
+def test_a_relaxed_commit_that_cannot_start_leaves_the_journal_waiting_for_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    cs = make_changeset()
+    j.record_changeset(cs)
+    run = j.start_run("sandbox")
+    j.mark_sent("0001", 0, cs.batches[0].hash, run)
+    j.db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(str(path))
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: BEGIN times out
+    try:
+        with pytest.raises(JournalError, match="cannot start a transaction"):
+            j.mark_applied(
+                "0001", 0, [{"ids": ["1", "2", "3"]}], {"orders": [1, 2, 3]}, run_id=run, durable=False
+            )
+    finally:
+        other.close()
+    assert j.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again: the next sent waits
+
+
 def test_failed_keeps_kintones_answer_and_the_batch_can_be_sent_again() -> None:
     j = memory_journal()
     cs = make_changeset()

@@ -170,13 +170,13 @@ class Journal:
         commit (which syncs the whole log); only an OS crash or power cut before that loses it."""
         conn = self.db.conn
         relaxed = not durable and self._full_sync
+        if relaxed:
+            conn.execute("PRAGMA synchronous = NORMAL")
         try:
-            if relaxed:
-                conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise JournalError(f"{self._where}: cannot start a transaction: {exc}") from exc
-        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"{self._where}: cannot start a transaction: {exc}") from exc
             yield self.db
             conn.execute("COMMIT")
         except BaseException as exc:

@@ -49,7 +49,7 @@ class Limits:
 
     calls_per_bulk: int = MAX_CALLS_PER_BULK
     records_per_call: int = MAX_RECORDS_PER_CALL
-    # Above this many records a changeset's batches are compiled again when read rather than
+    # Above this many records a changeset's batches are read back from the spool rather than
     # held (``BatchSequence``): 100,000 records' payloads would take hundreds of MB.
     eager_records: int = 10_000
 
