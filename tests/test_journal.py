@@ -49,6 +49,14 @@ def make_changeset(
     )
 
 
+def started_journal(path: Path) -> tuple[Journal, ChangesetPlan, int]:
+    """A file journal with ``make_changeset()`` recorded and a run started."""
+    j = Journal.open(path)
+    cs = make_changeset()
+    j.record_changeset(cs)
+    return j, cs, j.start_run("sandbox")
+
+
 def memory_journal(**kw: Any) -> Journal:
     return Journal(sqlite_utils.Database(memory=True), **kw)
 
@@ -278,10 +286,7 @@ def test_record_changeset_again_follows_an_unapplied_change_but_guards_applied_b
 
 def test_sent_then_applied_each_committed_and_visible_from_another_connection(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    j = Journal.open(path)
-    cs = make_changeset()
-    j.record_changeset(cs)
-    run = j.start_run("sandbox")
+    j, cs, run = started_journal(path)
     j.mark_sent("0001", 0, cs.batches[0].hash, run)
     assert read_other_connection(path, "SELECT state, run_id FROM batches WHERE idx = 0") == [(SENT, run)]
     results = [{"ids": ["10", "11", "12"], "revisions": ["1", "1", "1"]}]
@@ -319,10 +324,7 @@ def journal_commits(journal: Journal) -> list[tuple[str, str]]:
 
 def test_sent_waits_for_the_disk_and_the_runners_applied_is_synced_by_the_next_commit(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    j = Journal.open(path)
-    cs = make_changeset()
-    j.record_changeset(cs)
-    run = j.start_run("sandbox")
+    j, cs, run = started_journal(path)
     commits = journal_commits(j)
     j.mark_sent("0001", 0, cs.batches[0].hash, run)
     j.mark_applied("0001", 0, [{"ids": ["1", "2", "3"]}], {"orders": [1, 2, 3]}, run_id=run, durable=False)
@@ -337,10 +339,7 @@ def test_sent_waits_for_the_disk_and_the_runners_applied_is_synced_by_the_next_c
 
 def test_a_relaxed_commit_that_cannot_start_leaves_the_journal_waiting_for_the_disk(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    j = Journal.open(path)
-    cs = make_changeset()
-    j.record_changeset(cs)
-    run = j.start_run("sandbox")
+    j, cs, run = started_journal(path)
     j.mark_sent("0001", 0, cs.batches[0].hash, run)
     j.db.execute("PRAGMA busy_timeout = 50")
     other = sqlite3.connect(str(path))

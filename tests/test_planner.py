@@ -37,7 +37,6 @@ from kmigrate.plan import (
 )
 from kmigrate.planner import BatchSequence, Limits, build_plan
 from kmigrate.render import render_json
-from kmigrate.runner import calls_hash
 
 ROOT = Path("/project")
 APPS = {"orders": App(1), "customers": App(2), "hr": App(3, 7), "payroll": App(4, 8)}
@@ -809,12 +808,16 @@ def test_a_spooled_call_is_sent_as_its_json_and_decoded_only_when_looked_into():
     payloads = [c.payload for c in batch.calls]
     assert all(isinstance(p, EncodedPayload) for p in payloads)
     assert [c.payload["app"] for c in batch.calls] == [1, 1, 1]  # the app, without decoding
-    assert calls_hash(batch.calls) == batch.hash and batch.parts == tuple(p.part for p in payloads)
-    assert all(p._value is None for p in payloads)  # sending reads no further than this
-    assert batch.parts == tuple(canonical_json(c.request()).encode() for c in batch.calls)
+    from kmigrate.client import encode_bulk
+    from kmigrate.reconcile import kind_of
+
+    # What the runner does to send it: encode the bulk from the parts, and the probe's reading.
+    sent = encode_bulk(batch.requests(), batch.guest_space_id, parts=batch.sendable_parts())
+    assert sent.parts == batch.parts and [kind_of(r) for r in batch.requests()] == ["add"] * 3
+    assert all(p._value is None for p in payloads)  # none of that decoded a payload
     eager = build_plan([_from_source(ListSource(recs(250)))], env()).changesets[0].batches[0]
-    assert batch.requests() == eager.requests() and batch.hash == eager.hash
-    assert all(p._value is not None for p in payloads)  # compared: decoded, once
+    assert batch.hash == eager.hash and batch.parts == eager.parts  # the bytes the dicts encode to
+    assert batch.requests() == eager.requests()  # and the same content once decoded
 
 
 # ---- resolve_refs ----------------------------------------------------------------------------
